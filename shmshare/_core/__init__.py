@@ -1,0 +1,340 @@
+"""The only Python that touches cffi: typed wrappers over the C core.
+
+Everything above this package sees ints, dataclasses, memoryviews and
+exceptions, never ``ffi``/``lib``/cdata.  Functions are named after the C
+calls they wrap (``shmget``, ``shmat``...), and raise the exceptions of
+:mod:`shmshare.errors` instead of returning error codes.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import ShmshareError, ShmValueError, from_errno
+from ._lib import ffi, lib
+
+__all__ = [
+    "IPC_CREAT",
+    "IPC_EXCL",
+    "IPC_PRIVATE",
+    "SHM_HUGETLB",
+    "SHM_NORESERVE",
+    "Attachment",
+    "Limits",
+    "RobustMutex",
+    "ShmStat",
+    "explain_shmget_error",
+    "ftok",
+    "limits",
+    "list_ids",
+    "memlock",
+    "rmid",
+    "set_attrs",
+    "shmat",
+    "shmget",
+    "stat",
+]
+
+IPC_PRIVATE: int = lib.IPC_PRIVATE
+IPC_CREAT: int = lib.IPC_CREAT
+IPC_EXCL: int = lib.IPC_EXCL
+SHM_HUGETLB: int = lib.SHM_HUGETLB
+SHM_NORESERVE: int = lib.SHM_NORESERVE
+
+
+@dataclass(frozen=True)
+class ShmStat:
+    """Every field of ``struct shmid_ds`` (IPC_STAT), in plain Python types."""
+
+    key: int
+    shmid: int
+    size: int
+    uid: int
+    gid: int
+    cuid: int
+    cgid: int
+    mode: int
+    dest: bool
+    locked: bool
+    cpid: int
+    lpid: int
+    nattch: int
+    atime: int
+    dtime: int
+    ctime: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    """System V shared-memory limits (IPC_INFO) and current usage (SHM_INFO).
+
+    ``shmall`` and ``shm_tot`` count pages; the other sizes count bytes.
+    """
+
+    shmmax: int
+    shmmin: int
+    shmmni: int
+    shmseg: int
+    shmall: int
+    used_ids: int
+    shm_tot: int
+    shm_rss: int
+    shm_swp: int
+    page_size: int
+
+
+def _check(rc: int, what: str, hint: str | None = None) -> None:
+    if rc:
+        raise from_errno(rc, what, hint)
+
+
+def ftok(path: str, proj_id: int) -> int:
+    """``ftok(3)``: the key derived from ``path``'s inode and ``proj_id`` (1..255)."""
+    if not 1 <= proj_id <= 255:
+        raise ShmValueError(f"proj_id must be in 1..255, not {proj_id}")
+    out = ffi.new("int64_t *")
+    _check(lib.shms_ftok(path.encode(), proj_id, out), f"ftok({path!r}, {proj_id})")
+    return int(out[0])
+
+
+def limits() -> Limits:
+    """The kernel's System V shared-memory limits and usage."""
+    out = ffi.new("shms_limits_t *")
+    _check(lib.shms_limits(out), "reading System V limits (IPC_INFO)")
+    return Limits(
+        shmmax=int(out.shmmax), shmmin=int(out.shmmin), shmmni=int(out.shmmni),
+        shmseg=int(out.shmseg), shmall=int(out.shmall), used_ids=int(out.used_ids),
+        shm_tot=int(out.shm_tot), shm_rss=int(out.shm_rss), shm_swp=int(out.shm_swp),
+        page_size=int(out.page_size),
+    )
+
+
+def explain_shmget_error(err: int, key: int, size: int, flags: int) -> str | None:
+    """The precise reason behind an ambiguous shmget errno, or None."""
+    try:
+        lim = limits()
+    except ShmshareError:
+        return None
+    if err == errno.EINVAL:
+        if size > lim.shmmax:
+            return (f"size {size} exceeds kernel.shmmax={lim.shmmax}; raise it with "
+                    f"'sysctl -w kernel.shmmax=...' or use a smaller size")
+        if size and size < lim.shmmin:
+            return f"size {size} is below kernel.shmmin={lim.shmmin}"
+        if not flags & IPC_EXCL and key != IPC_PRIVATE:
+            return (f"a segment with key {key:#x} exists and is smaller than the "
+                    f"{size} bytes requested; open it with size=0 or remove it")
+    if err == errno.ENOSPC:
+        if lim.used_ids >= lim.shmmni:
+            return (f"kernel.shmmni exhausted: all {lim.shmmni} segment ids are in use; "
+                    f"remove unused segments ('python -m shmshare gc', 'ipcs -m') or "
+                    f"raise it with 'sysctl -w kernel.shmmni=...'")
+        pages = (size + lim.page_size - 1) // lim.page_size
+        return (f"kernel.shmall exhausted: {lim.shm_tot} of {lim.shmall} pages are in use "
+                f"and {pages} more were asked for; remove unused segments or raise it with "
+                f"'sysctl -w kernel.shmall=...'")
+    if err == errno.ENOMEM:
+        return f"the kernel could not allocate {size} bytes for the segment"
+    if err == errno.EPERM and flags & SHM_HUGETLB:
+        return "SHM_HUGETLB needs CAP_IPC_LOCK or membership of vm.hugetlb_shm_group"
+    return None
+
+
+def shmget(key: int, size: int, flags: int) -> int:
+    """``shmget(2)``: the shmid of the segment for ``key`` (create per ``flags``)."""
+    if size < 0:
+        raise ShmValueError(f"segment size must be >= 0, not {size}")
+    out = ffi.new("int64_t *")
+    rc = lib.shms_shmget(key, size, flags, out)
+    if rc:
+        hint = explain_shmget_error(rc, key, size, flags)
+        raise from_errno(rc, f"shmget(key={key:#x}, size={size})", hint)
+    return int(out[0])
+
+
+def stat(shmid: int) -> ShmStat:
+    """``shmctl(IPC_STAT)``: the segment's ``shmid_ds``."""
+    out = ffi.new("shms_stat_t *")
+    rc = lib.shms_stat(shmid, out)
+    if rc == errno.EINVAL:
+        rc = errno.EIDRM  # an invalid id here means the segment is gone
+    _check(rc, f"shmctl(shmid={shmid}, IPC_STAT)")
+    return ShmStat(
+        key=int(out.key), shmid=int(out.shmid), size=int(out.size), uid=int(out.uid),
+        gid=int(out.gid), cuid=int(out.cuid), cgid=int(out.cgid), mode=int(out.mode),
+        dest=bool(out.dest), locked=bool(out.locked), cpid=int(out.cpid),
+        lpid=int(out.lpid), nattch=int(out.nattch), atime=int(out.atime),
+        dtime=int(out.dtime), ctime=int(out.ctime),
+    )
+
+
+def set_attrs(shmid: int, *, uid: int = -1, gid: int = -1, mode: int = -1) -> None:
+    """``shmctl(IPC_SET)`` of uid, gid and/or mode (-1 keeps the current value)."""
+    _check(lib.shms_set(shmid, uid, gid, mode), f"shmctl(shmid={shmid}, IPC_SET)")
+
+
+def rmid(shmid: int) -> None:
+    """``shmctl(IPC_RMID)``: destroy once the last process detaches."""
+    _check(lib.shms_rmid(shmid), f"shmctl(shmid={shmid}, IPC_RMID)")
+
+
+def memlock(shmid: int, lock: bool) -> None:
+    """``shmctl(SHM_LOCK / SHM_UNLOCK)``: pin the segment in RAM, or unpin it."""
+    what = f"shmctl(shmid={shmid}, {'SHM_LOCK' if lock else 'SHM_UNLOCK'})"
+    _check(lib.shms_memlock(shmid, int(lock)), what,
+           "needs CAP_IPC_LOCK or enough RLIMIT_MEMLOCK" if lock else None)
+
+
+def list_ids() -> list[int]:
+    """The shmids of every segment on the system (SHM_INFO + SHM_STAT_ANY)."""
+    cap = 256
+    while True:
+        ids = ffi.new("int64_t[]", cap)
+        n = ffi.new("int *")
+        _check(lib.shms_list_ids(ids, cap, n), "listing segments (SHM_INFO)")
+        if n[0] <= cap:
+            return [int(ids[i]) for i in range(n[0])]
+        cap = n[0] * 2
+
+
+class Attachment:
+    """One ``shmat`` of a segment in this process.
+
+    The mapping stays valid while the Attachment *or any buffer taken from it*
+    is alive: views hold the underlying cdata, and the cdata's destructor is
+    what finally calls ``shmdt`` (then ``on_detached``).  :meth:`detach`
+    detaches at once, and refuses with BufferError while views are alive,
+    since touching a view after ``shmdt`` would crash the interpreter.
+    """
+
+    __slots__ = ("__weakref__", "_addr", "_buf", "_ptr", "readonly", "shmid", "size")
+
+    def __init__(self, shmid: int, size: int, readonly: bool,
+                 on_detached: Callable[[], None] | None) -> None:
+        out = ffi.new("void **")
+        _check(lib.shms_shmat(shmid, int(readonly), out),
+               f"shmat(shmid={shmid}{', SHM_RDONLY' if readonly else ''})")
+        addr = out[0]
+
+        def _shmdt(_cdata: object) -> None:
+            # Runs exactly once: from detach() via ffi.release, or when the
+            # last reference (this object or a view) goes away.
+            lib.shms_shmdt(addr)
+            if on_detached is not None:
+                on_detached()
+
+        self.shmid = shmid
+        self.size = size
+        self.readonly = readonly
+        self._addr = int(ffi.cast("uintptr_t", addr))
+        self._ptr = ffi.gc(ffi.cast("char *", addr), _shmdt)
+        self._buf = ffi.buffer(self._ptr, size)
+
+    @property
+    def attached(self) -> bool:
+        return self._ptr is not None
+
+    @property
+    def address(self) -> int:
+        """The address the segment is mapped at in this process (for debugging)."""
+        return self._addr
+
+    def memoryview(self) -> memoryview:
+        """A writable (unless read-only) memoryview of the whole segment."""
+        if self._buf is None:
+            raise ValueError("segment is detached")
+        mv = memoryview(self._buf)
+        return mv.toreadonly() if self.readonly else mv
+
+    def views_alive(self) -> int:
+        """How many live buffer exports keep this mapping in use (0 = none)."""
+        if self._buf is None:
+            return 0
+        # Each memoryview family (and numpy array) built on the buffer holds
+        # exactly one reference to it; ours + getrefcount's argument make 2.
+        n = sys.getrefcount(self._buf) - 2
+        if n > 0:
+            gc.collect()  # views dropped but kept by a reference cycle
+            n = sys.getrefcount(self._buf) - 2
+        return n
+
+    def detach(self) -> None:
+        """``shmdt`` now; BufferError while memoryviews of it are alive."""
+        if self._ptr is None:
+            return
+        n = self.views_alive()
+        if n:
+            raise BufferError(
+                f"cannot detach segment shmid={self.shmid}: {n} memoryview(s) or array(s) "
+                f"still use its memory; release them (del or .release()) first")
+        ptr, self._ptr, self._buf = self._ptr, None, None
+        ffi.release(ptr)
+
+    def pointer(self, offset: int = 0) -> object:
+        """cdata ``char *`` at ``offset`` — for use by shmshare._core only."""
+        if self._ptr is None:
+            raise ValueError("segment is detached")
+        return self._ptr + offset
+
+
+def shmat(shmid: int, size: int, readonly: bool = False,
+          on_detached: Callable[[], None] | None = None) -> Attachment:
+    """``shmat(2)``: attach ``shmid`` (``size`` bytes) in this process."""
+    return Attachment(shmid, size, readonly, on_detached)
+
+
+class RobustMutex:
+    """A process-shared robust mutex living at ``offset`` inside an Attachment.
+
+    ``acquire`` returns True when the previous owner died holding the lock:
+    the caller must then repair the data the lock protects and call
+    :meth:`mark_consistent` before releasing, or the mutex becomes unusable.
+    """
+
+    SIZE: int = int(lib.shms_mutex_size())
+
+    __slots__ = ("_att", "_m")
+
+    def __init__(self, attachment: Attachment, offset: int) -> None:
+        self._att = attachment  # keeps the mapping alive
+        self._m = ffi.cast("void *", attachment.pointer(offset))
+
+    def initialize(self) -> None:
+        """Initialise the mutex in place; only its creator calls this, once."""
+        _check(lib.shms_mutex_init(self._m), "pthread_mutex_init")
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        """Take the lock; True if the previous owner died holding it.
+
+        ``timeout=None`` waits forever, ``0`` tries once.  Raises
+        :class:`~shmshare.errors.LockTimeoutError` when it runs out.
+        """
+        ns = -1 if timeout is None else max(0, int(timeout * 1e9))
+        rc = lib.shms_mutex_lock(self._m, ns)
+        if rc == 0:
+            return False
+        if rc == errno.EOWNERDEAD:
+            return True
+        from ..errors import CorruptSegmentError, LockTimeoutError
+        if rc in (errno.ETIMEDOUT, errno.EBUSY):
+            raise LockTimeoutError(f"lock not acquired within {timeout} s", rc)
+        if rc == errno.ENOTRECOVERABLE:
+            raise CorruptSegmentError(
+                "the lock is unrecoverable: a previous holder died and the state it "
+                "protected was never repaired; remove the object and create it again", rc)
+        if rc == errno.EDEADLK:
+            raise RuntimeError("this thread already holds the lock (EDEADLK)")
+        raise from_errno(rc, "pthread_mutex_lock")
+
+    def mark_consistent(self) -> None:
+        _check(lib.shms_mutex_consistent(self._m), "pthread_mutex_consistent")
+
+    def release(self) -> None:
+        rc = lib.shms_mutex_unlock(self._m)
+        if rc == errno.EPERM:
+            raise RuntimeError("release of a lock this thread does not hold")
+        _check(rc, "pthread_mutex_unlock")

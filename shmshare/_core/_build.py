@@ -1,0 +1,54 @@
+"""cffi build script (out-of-line API mode), run by setuptools at install.
+
+The C declarations live in ``cdef/*.h`` (one file per area) and the C sources
+in ``src/*.c``; both are picked up by glob so that adding an area means adding
+two files, not editing this script.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE / "src"
+CDEF = HERE / "cdef"
+
+# Debug builds keep asserts and add sanitizers: SHMSHARE_DEBUG=1 pip install -e .
+DEBUG = os.environ.get("SHMSHARE_DEBUG", "") not in ("", "0")
+SANITIZE = os.environ.get("SHMSHARE_SANITIZE", "")
+
+cflags = ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]
+ldflags: list[str] = []
+if DEBUG:
+    cflags += ["-O1", "-g", "-UNDEBUG", "-DSHMS_DEBUG=1"]
+else:
+    cflags += ["-O2", "-DNDEBUG"]
+if SANITIZE:
+    cflags += [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer"]
+    ldflags += [f"-fsanitize={SANITIZE}"]
+
+ffibuilder = FFI()
+ffibuilder.cdef("\n".join(p.read_text() for p in sorted(CDEF.glob("*.h"))))
+
+# Paths relative to the project root keep the build reproducible (setuptools
+# runs this from the root); absolute ones are used when run from elsewhere.
+_root = HERE.parent.parent
+_sources = sorted(SRC.glob("*.c"))
+if Path.cwd().resolve() == _root:
+    _sources = [p.relative_to(_root) for p in _sources]
+
+ffibuilder.set_source(
+    "shmshare._core._lib",
+    '#include "shms.h"\n#include <sys/ipc.h>\n#include <sys/shm.h>\n',
+    sources=[str(p) for p in _sources],
+    include_dirs=[str(SRC)],
+    extra_compile_args=cflags,
+    extra_link_args=ldflags,
+    libraries=["pthread"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)
