@@ -14,10 +14,12 @@ from .errors import (
     ShmValueError,
     WrongTypeError,
 )
+from .segment import Segment
 
 __all__ = [
     "CorruptSegmentError",
     "LockTimeoutError",
+    "Segment",
     "SegmentExistsError",
     "SegmentNotFoundError",
     "SegmentRemovedError",

@@ -32,7 +32,7 @@ __all__ = [
 class ShmshareError(Exception):
     """Base class of every shmshare exception; never raised directly."""
 
-    errno: int | None = None
+    errno: int | None  # set by every concrete subclass
 
 
 class _OSErrorMixin(ShmshareError):

@@ -92,6 +92,11 @@ def _check(rc: int, what: str, hint: str | None = None) -> None:
         raise from_errno(rc, what, hint)
 
 
+def _check_id(rc: int, what: str, hint: str | None = None) -> None:
+    """Like _check for calls on an existing shmid: EINVAL there means the id is gone."""
+    _check(errno.EIDRM if rc == errno.EINVAL else rc, what, hint)
+
+
 def ftok(path: str, proj_id: int) -> int:
     """``ftok(3)``: the key derived from ``path``'s inode and ``proj_id`` (1..255)."""
     if not 1 <= proj_id <= 255:
@@ -159,10 +164,7 @@ def shmget(key: int, size: int, flags: int) -> int:
 def stat(shmid: int) -> ShmStat:
     """``shmctl(IPC_STAT)``: the segment's ``shmid_ds``."""
     out = ffi.new("shms_stat_t *")
-    rc = lib.shms_stat(shmid, out)
-    if rc == errno.EINVAL:
-        rc = errno.EIDRM  # an invalid id here means the segment is gone
-    _check(rc, f"shmctl(shmid={shmid}, IPC_STAT)")
+    _check_id(lib.shms_stat(shmid, out), f"shmctl(shmid={shmid}, IPC_STAT)")
     return ShmStat(
         key=int(out.key), shmid=int(out.shmid), size=int(out.size), uid=int(out.uid),
         gid=int(out.gid), cuid=int(out.cuid), cgid=int(out.cgid), mode=int(out.mode),
@@ -174,18 +176,18 @@ def stat(shmid: int) -> ShmStat:
 
 def set_attrs(shmid: int, *, uid: int = -1, gid: int = -1, mode: int = -1) -> None:
     """``shmctl(IPC_SET)`` of uid, gid and/or mode (-1 keeps the current value)."""
-    _check(lib.shms_set(shmid, uid, gid, mode), f"shmctl(shmid={shmid}, IPC_SET)")
+    _check_id(lib.shms_set(shmid, uid, gid, mode), f"shmctl(shmid={shmid}, IPC_SET)")
 
 
 def rmid(shmid: int) -> None:
     """``shmctl(IPC_RMID)``: destroy once the last process detaches."""
-    _check(lib.shms_rmid(shmid), f"shmctl(shmid={shmid}, IPC_RMID)")
+    _check_id(lib.shms_rmid(shmid), f"shmctl(shmid={shmid}, IPC_RMID)")
 
 
 def memlock(shmid: int, lock: bool) -> None:
     """``shmctl(SHM_LOCK / SHM_UNLOCK)``: pin the segment in RAM, or unpin it."""
     what = f"shmctl(shmid={shmid}, {'SHM_LOCK' if lock else 'SHM_UNLOCK'})"
-    _check(lib.shms_memlock(shmid, int(lock)), what,
+    _check_id(lib.shms_memlock(shmid, int(lock)), what,
            "needs CAP_IPC_LOCK or enough RLIMIT_MEMLOCK" if lock else None)
 
 

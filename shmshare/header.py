@@ -1,0 +1,114 @@
+"""The identity header at the start of every segment shmshare creates.
+
+``ftok`` keys collide and shmids are reused, so a key or an id alone never
+proves that a segment is the object we mean.  The first page of each segment
+says who it is: a magic, the layout version, the object's kind and name, the
+device/inode of its key file (named objects) or a random token (anonymous
+ones).  Attach verifies all of it.  The creator writes the magic *last*, so a
+creator killed half-way leaves a segment whose magic is still zero.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import time
+from dataclasses import dataclass, field
+
+from .errors import CorruptSegmentError
+
+__all__ = [
+    "FLAG_ANONYMOUS",
+    "FLAG_HEAP",
+    "FLAG_PERSIST",
+    "HEADER_SIZE",
+    "LAYOUT_VERSION",
+    "MAGIC",
+    "Header",
+]
+
+MAGIC = b"SHMSHARE"
+LAYOUT_VERSION = 1
+HEADER_SIZE = 4096  # one page: the payload after it stays page-aligned
+
+FLAG_PERSIST = 1  # survives its last detach; removed only explicitly
+FLAG_ANONYMOUS = 2  # IPC_PRIVATE, marked for removal at creation
+FLAG_HEAP = 4  # the payload starts with a shmshare heap (it may own extents)
+
+# magic, version, header size, flags, proj_id, key-file dev, key-file ino,
+# token, payload size, creator pid, creation time, kind, name length; name follows.
+_FIXED = struct.Struct("<8sIIIIQQQQqd16sH")
+_MAX_NAME = 255
+
+
+@dataclass(frozen=True)
+class Header:
+    kind: str
+    name: str
+    payload_size: int
+    flags: int = 0
+    proj_id: int = 0
+    dev: int = 0
+    ino: int = 0
+    token: int = field(default_factory=lambda: secrets.randbits(63))
+    creator_pid: int = field(default_factory=os.getpid)
+    created: float = field(default_factory=time.time)
+    version: int = LAYOUT_VERSION
+
+    @property
+    def persist(self) -> bool:
+        return bool(self.flags & FLAG_PERSIST)
+
+    @property
+    def anonymous(self) -> bool:
+        return bool(self.flags & FLAG_ANONYMOUS)
+
+    @property
+    def has_heap(self) -> bool:
+        return bool(self.flags & FLAG_HEAP)
+
+    def write(self, buf: memoryview) -> None:
+        """Write the header into ``buf`` (the segment's first page), magic last."""
+        name = self.name.encode("utf-8")
+        kind = self.kind.encode("ascii")
+        if len(name) > _MAX_NAME or len(kind) > 16:
+            raise ValueError("name or kind too long for the header")
+        fixed = _FIXED.pack(b"\0" * 8, self.version, HEADER_SIZE, self.flags, self.proj_id,
+                            self.dev, self.ino, self.token, self.payload_size,
+                            self.creator_pid, self.created, kind, len(name))
+        end = _FIXED.size + len(name)
+        buf[8:_FIXED.size] = fixed[8:]
+        buf[_FIXED.size:end] = name
+        buf[0:8] = MAGIC
+
+    @classmethod
+    def read(cls, buf: memoryview) -> Header | None:
+        """The header in ``buf``, None if it carries no shmshare magic.
+
+        Raises CorruptSegmentError when the magic is ours but the rest is not
+        something this version can use.
+        """
+        if len(buf) < HEADER_SIZE or bytes(buf[0:8]) != MAGIC:
+            return None
+        (_, version, hsize, flags, proj_id, dev, ino, token, payload, pid, created, kind,
+         nlen) = _FIXED.unpack_from(buf, 0)
+        if version != LAYOUT_VERSION:
+            raise CorruptSegmentError(
+                f"segment has layout version {version}; this shmshare reads version "
+                f"{LAYOUT_VERSION}: use the shmshare version that created it, or remove it")
+        if hsize != HEADER_SIZE or nlen > _MAX_NAME:
+            raise CorruptSegmentError("segment header is damaged (impossible sizes)")
+        try:
+            name = bytes(buf[_FIXED.size:_FIXED.size + nlen]).decode("utf-8")
+            kind_s = kind.rstrip(b"\0").decode("ascii")
+        except UnicodeDecodeError:
+            raise CorruptSegmentError("segment header is damaged (bad name)") from None
+        return cls(kind=kind_s, name=name, payload_size=payload, flags=flags, proj_id=proj_id,
+                   dev=dev, ino=ino, token=token, creator_pid=pid, created=created,
+                   version=version)
+
+    @staticmethod
+    def magic_is_zero(buf: memoryview) -> bool:
+        """True if the creator never finished writing (magic not yet written)."""
+        return bytes(buf[0:8]) == b"\0" * 8

@@ -1,0 +1,66 @@
+"""Process helpers for the tests: every child is reaped, every wait is bounded."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+
+START_METHODS = ["fork", "spawn", "forkserver"]
+JOIN_TIMEOUT = 60  # seconds
+
+
+def run_python(code: str, *args: str, timeout: float = JOIN_TIMEOUT,
+               check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in an unrelated Python process (not a fork of this one)."""
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def fork_call(fn, *args, timeout: float = JOIN_TIMEOUT) -> int:  # type: ignore[no-untyped-def]
+    """Run ``fn(*args)`` in an os.fork() child that leaves with os._exit; return its exit code."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            r = fn(*args)
+            code = r if isinstance(r, int) else 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return wait_pid(pid, timeout)
+
+
+def wait_pid(pid: int, timeout: float = JOIN_TIMEOUT) -> int:
+    """Reap ``pid`` within ``timeout`` seconds (SIGKILL it past that); its exit code."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"child {pid} did not finish within {timeout} s")
+        time.sleep(0.005)
+
+
+def mp_run(method: str, target, *args, timeout: float = JOIN_TIMEOUT) -> int:  # type: ignore[no-untyped-def]
+    """Run ``target(*args)`` in a multiprocessing Process of start ``method``; its exitcode."""
+    p = mp.get_context(method).Process(target=target, args=args)
+    p.start()
+    p.join(timeout)
+    if p.is_alive():
+        p.kill()
+        p.join()
+        raise AssertionError(f"{method} child did not finish within {timeout} s")
+    return p.exitcode  # type: ignore[return-value]
