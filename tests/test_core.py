@@ -127,11 +127,11 @@ def test_robust_mutex_survives_dead_owner(private_segment: int) -> None:
     m = _core.RobustMutex(att, 64)
     m.initialize()
 
-    def die_holding() -> int:
-        m.acquire()
+    def die_holding(mutex: _core.RobustMutex) -> int:
+        mutex.acquire()
         os._exit(0)
 
-    assert fork_call(die_holding) == 0
+    assert fork_call(die_holding, m) == 0
     assert m.acquire(timeout=5) is True  # EOWNERDEAD: previous owner died
     m.mark_consistent()
     m.release()

@@ -109,5 +109,5 @@ def test_key_file_lock_retries_after_unlink(project_dir: Path) -> None:
         first = kf.ino
         kf.unlink()
     with KeyFile.locked(path, create=True) as kf:
-        assert kf is not None and kf.ino != first or kf is not None
+        assert (kf is not None and kf.ino != first) or kf is not None
         kf.unlink()

@@ -36,9 +36,9 @@ def test_size_errors(project_dir: Path) -> None:
     with pytest.raises(ValueError, match="size must be > 0"):
         shmshare.Segment("z", 0, project_dir=project_dir)
     assert not (project_dir / "z.key").exists()  # bad input leaves nothing behind
-    with shmshare.Segment("z", 100, project_dir=project_dir):
-        with pytest.raises(ValueError, match="exists with 100 bytes"):
-            shmshare.Segment("z", 200, project_dir=project_dir)
+    with (shmshare.Segment("z", 100, project_dir=project_dir),
+          pytest.raises(ValueError, match="exists with 100 bytes")):
+        shmshare.Segment("z", 200, project_dir=project_dir)
 
 
 def test_size_over_shmmax_names_the_limit(project_dir: Path) -> None:
