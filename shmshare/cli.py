@@ -22,15 +22,23 @@ from .lifecycle import sweep
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _common(default: object) -> argparse.ArgumentParser:
+    # The options are accepted before and after the verb; the verb's copy uses
+    # SUPPRESS so that it does not overwrite a value given before the verb.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--project-dir", metavar="DIR",
+    common.add_argument("--project-dir", metavar="DIR", default=default,
                         help="project directory holding the key files "
                              "(default: $SHMSHARE_DIR, $XDG_RUNTIME_DIR/shmshare or "
                              "/tmp/shmshare-<uid>)")
-    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common.add_argument("--json", action="store_true", default=default,
+                        help="print JSON for scripts")
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shmshare", description=__doc__.splitlines()[0],
-                                parents=[common])
+                                parents=[_common(None)])
+    common = _common(argparse.SUPPRESS)
     p.add_argument("--version", action="version", version=f"shmshare {__version__}")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     sub.add_parser("ls", parents=[common], help="list the objects of a project directory")

@@ -65,8 +65,7 @@ def _entry(project_dir: Path, name: str) -> Entry:
     elif record.persist:
         status = "persistent"
     else:
-        last = st.lpid or st.cpid
-        status = "in use" if pid_alive(last) else "orphan"
+        status = "orphan"  # the rule of lifecycle.orphan_reason: gc removes it
     return Entry(name=name, kind=record.kind, key=key, shmid=shmid, owner=_owner(st.uid),
                  perms=f"{st.mode:o}", bytes=max(0, st.size - HEADER_SIZE), nattch=st.nattch,
                  status=status, creator_pid=st.cpid, creator_alive=pid_alive(st.cpid))

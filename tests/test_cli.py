@@ -1,0 +1,132 @@
+"""``python -m shmshare`` and the ``shmshare`` script: ls, info, rm, gc, with and without --json."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from helpers import run_python
+
+import shmshare
+from shmshare import _core
+from shmshare.cli import main
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _orphan(project_dir: Path, name: str) -> int:
+    code = textwrap.dedent("""
+        import os, signal, sys
+        from shmshare import Segment
+        s = Segment(sys.argv[2], 100, project_dir=sys.argv[1])
+        print(s.id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = run_python(code, str(project_dir), name, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    return int(proc.stdout)
+
+
+def test_ls_table_and_json(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ls shows every object with key, shmid, owner, perms, bytes, nattch, status."""
+    with shmshare.Segment("alpha", 3333, project_dir=project_dir) as a:
+        code, out, _ = cli(capsys, "ls", "--project-dir", str(project_dir))
+        assert code == 0
+        header, row = out.splitlines()
+        for col in ["name", "key", "shmid", "owner", "perms", "bytes", "nattch", "status",
+                    "creator_alive"]:
+            assert col in header
+        assert row.split()[:2] == ["alpha", "segment"] and str(a.id) in row and "in use" in row
+        code, out, _ = cli(capsys, "ls", "--project-dir", str(project_dir), "--json")
+        data = json.loads(out)
+        (obj,) = data["objects"]
+        assert obj["name"] == "alpha" and obj["shmid"] == a.id and obj["key"] == a.key
+        assert obj["bytes"] == 3333 and obj["nattch"] == 1 and obj["perms"] == "600"
+        assert obj["status"] == "in use" and obj["creator_alive"] is True
+
+
+def test_ls_empty(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ls of an empty project directory says so."""
+    code, out, _ = cli(capsys, "ls", "--project-dir", str(project_dir))
+    assert code == 0 and "no objects" in out
+    code, out, _ = cli(capsys, "--json", "ls", "--project-dir", str(project_dir))
+    assert json.loads(out)["objects"] == []
+
+
+def test_info(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """info shows header, kind, sizes and kernel state; --json gives the same as a dict."""
+    with shmshare.Segment("beta", 100, project_dir=project_dir, persist=True) as b:
+        code, out, _ = cli(capsys, "info", "beta", "--project-dir", str(project_dir))
+        assert code == 0 and "kind" in out and "persist" in out and str(b.id) in out
+        code, out, _ = cli(capsys, "info", "beta", "--project-dir", str(project_dir), "--json")
+        data = json.loads(out)
+        assert data["kind"] == "segment" and data["payload_bytes"] == 100
+        assert data["persist"] is True and data["nattch"] == 1 and data["shmid"] == b.id
+        assert data["layout_version"] == 1
+    code, out, _ = cli(capsys, "rm", "beta", "--project-dir", str(project_dir))
+    assert code == 0
+
+
+def test_rm(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """rm removes at once; attached processes keep access; --json reports them."""
+    s = shmshare.Segment("gamma", 100, project_dir=project_dir)
+    code, out, _ = cli(capsys, "rm", "gamma", "--project-dir", str(project_dir), "--json")
+    assert code == 0 and json.loads(out) == {"removed": "gamma", "still_attached": 1}
+    assert s.stat().dest and not (project_dir / "gamma.key").exists()
+    s.buf[0] = 1  # still usable
+    s.detach()
+    shmshare.Segment("delta", 10, project_dir=project_dir, persist=True).detach()
+    code, out, _ = cli(capsys, "rm", "delta", "--project-dir", str(project_dir))
+    assert code == 0 and out.strip() == "removed delta"
+
+
+def test_gc_dry_run_and_real(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """gc --dry-run lists orphans without removing; gc removes them; both in JSON too."""
+    shmid = _orphan(project_dir, "dead")
+    code, out, _ = cli(capsys, "gc", "--dry-run", "--project-dir", str(project_dir))
+    assert code == 0 and out.startswith("would remove dead:")
+    code, out, _ = cli(capsys, "ls", "--project-dir", str(project_dir), "--json")
+    assert json.loads(out)["objects"][0]["status"] == "orphan"
+    code, out, _ = cli(capsys, "gc", "--dry-run", "--json", "--project-dir", str(project_dir))
+    data = json.loads(out)
+    assert data["dry_run"] is True and data["results"][0]["action"] == "removed"
+    assert _core.stat(shmid).nattch == 0
+    code, out, _ = cli(capsys, "gc", "--project-dir", str(project_dir), "--json")
+    assert json.loads(out)["results"][0]["name"] == "dead"
+    with pytest.raises(shmshare.SegmentRemovedError):
+        _core.stat(shmid)
+    code, out, _ = cli(capsys, "gc", "--project-dir", str(project_dir))
+    assert code == 0 and "nothing to collect" in out
+
+
+def test_errors_are_one_line(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing name or a bad name is one clear line on stderr and exit code 1."""
+    for verb in ("info", "rm"):
+        code, out, err = cli(capsys, verb, "nope", "--project-dir", str(project_dir))
+        assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+        assert "no object named 'nope'" in err
+    code, _, err = cli(capsys, "info", "../etc", "--project-dir", str(project_dir))
+    assert code == 1 and "invalid object name" in err
+
+
+def test_module_and_console_script(project_dir: Path) -> None:
+    """python -m shmshare works as a real process; usage errors exit 2."""
+    proc = subprocess.run([sys.executable, "-m", "shmshare", "ls", "--project-dir",
+                           str(project_dir), "--json"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["objects"] == []
+    proc = subprocess.run([sys.executable, "-m", "shmshare", "frobnicate"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "shmshare", "--version"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == f"shmshare {shmshare.__version__}"
