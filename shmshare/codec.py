@@ -1,0 +1,154 @@
+"""Keys and values as bytes: what a shared object stores.
+
+**Keys.**  A process-independent index needs equal keys to give equal bytes.
+Python's ``hash()`` is salted per process, and pickles of equal keys differ
+(``pickle.dumps(1) != pickle.dumps(1.0)``), so neither can be the index.
+:func:`encode_key` returns ``(data, cmp_len)``: the first ``cmp_len`` bytes
+are a *canonical* encoding, equal exactly when the keys are equal in the
+sense of ``dict``, for these types:
+
+* ``str`` — its UTF-8 bytes (the fast path; UTF-8 never contains 0xFF, the
+  byte that starts every other type's tagged, length-prefixed encoding);
+* ``int``, ``bool``, and ``float``/``complex`` values equal to an int — one
+  integer encoding, so ``d[1]``, ``d[1.0]``, ``d[True]`` are one key;
+* other ``float``s and ``complex``es — their IEEE bytes (every NaN is one
+  key here, unlike ``dict``, where a NaN only equals itself by identity);
+* ``bytes``, ``None``, and ``tuple``/``frozenset`` of all of these.
+
+Any other hashable key is encoded by its pickle: two such keys are the same
+key when their pickles are equal (true for enums, frozen dataclasses of the
+types above, ``Decimal``...; ``Decimal(1)`` is *not* the same key as ``1``).
+Unhashable keys raise ``TypeError`` as ``dict`` does.
+
+The bytes after ``cmp_len`` are a display suffix — the pickled original key,
+present only when decoding the canonical part would not give back the same
+type (``True``, ``1.0``, ``(1.0, 'a')``...) — so iteration returns the key as
+first inserted, as ``dict`` does.
+
+**Values** are pickled with protocol 5; what ``pickle`` refuses (lambdas,
+closures, classes defined in functions) is tried with ``cloudpickle``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import Any
+
+__all__ = ["decode_key", "dumps", "encode_key", "loads"]
+
+_TAG = 0xFF  # never occurs in UTF-8, so it cannot start a str key
+_INT, _FLOAT, _COMPLEX, _BYTES, _NONE, _TUPLE, _FSET, _PICKLE, _STR = (
+    b"\xffI", b"\xffF", b"\xffC", b"\xffB", b"\xffN", b"\xffT", b"\xffZ", b"\xffP", b"\xffS")
+_DOUBLE = struct.Struct(">d")
+_U32 = struct.Struct(">I")
+_NAN = _DOUBLE.pack(float("nan"))
+
+
+def _tagged(tag: bytes, body: bytes) -> bytes:
+    # tag + length + body: self-delimiting, so a display suffix can follow.
+    return tag + _U32.pack(len(body)) + body
+
+
+def _int(n: int) -> bytes:
+    return _tagged(_INT, n.to_bytes((n.bit_length() + 8) // 8, "big", signed=True))
+
+
+def _canonical(key: Any) -> tuple[bytes, bool]:
+    """(canonical bytes, exact): exact is False when decoding would change a type."""
+    t = type(key)
+    if t is str:
+        return _tagged(_STR, key.encode("utf-8", "surrogatepass")), True
+    if t is int:
+        return _int(key), True
+    if t is bytes:
+        return _tagged(_BYTES, key), True
+    if key is None:
+        return _tagged(_NONE, b""), True
+    if t is bool:
+        return _int(int(key)), False
+    if t is float:
+        if key.is_integer():
+            return _int(int(key)), False
+        return _tagged(_FLOAT, _NAN if key != key else _DOUBLE.pack(key)), True
+    if t is complex:
+        if key.imag == 0:
+            return _canonical(key.real)[0], False
+        return _tagged(_COMPLEX, _DOUBLE.pack(key.real) + _DOUBLE.pack(key.imag)), True
+    if t is tuple or t is frozenset:
+        parts = [_canonical(item) for item in key]
+        encoded = [p for p, _ in parts]
+        if t is frozenset:
+            encoded.sort()  # equal sets, equal bytes, whatever the iteration order
+        return (_tagged(_TUPLE if t is tuple else _FSET, b"".join(encoded)),
+                all(exact for _, exact in parts))
+    hash(key)  # unhashable keys raise TypeError here, as with dict
+    return _tagged(_PICKLE, pickle.dumps(key, protocol=5)), True
+
+
+def encode_key(key: Any) -> tuple[bytes, int]:
+    """``(data, cmp_len)`` for ``key``; see the module docstring."""
+    if type(key) is str and key:  # the hot path: plain UTF-8, no tag
+        data = key.encode("utf-8", "surrogatepass")
+        return data, len(data)
+    canonical, exact = _canonical(key)
+    if exact:
+        return canonical, len(canonical)
+    return canonical + pickle.dumps(key, protocol=5), len(canonical)
+
+
+def _decode(data: bytes, pos: int) -> tuple[Any, int]:
+    """Decode the tagged item at ``pos``; return it and the position after it."""
+    tag = data[pos:pos + 2]
+    (n,) = _U32.unpack_from(data, pos + 2)
+    body, end = pos + 6, pos + 6 + n
+    if end > len(data):
+        raise ValueError("truncated key encoding")
+    if tag == _STR:
+        return data[body:end].decode("utf-8", "surrogatepass"), end
+    if tag == _INT:
+        return int.from_bytes(data[body:end], "big", signed=True), end
+    if tag == _BYTES:
+        return data[body:end], end
+    if tag == _NONE:
+        return None, end
+    if tag == _FLOAT:
+        return _DOUBLE.unpack_from(data, body)[0], end
+    if tag == _COMPLEX:
+        return complex(_DOUBLE.unpack_from(data, body)[0],
+                       _DOUBLE.unpack_from(data, body + 8)[0]), end
+    if tag in (_TUPLE, _FSET):
+        items, p = [], body
+        while p < end:
+            item, p = _decode(data, p)
+            items.append(item)
+        return (tuple(items) if tag == _TUPLE else frozenset(items)), end
+    if tag == _PICKLE:
+        return pickle.loads(data[body:end]), end
+    raise ValueError(f"unknown key encoding tag {tag!r}")
+
+
+def decode_key(data: bytes) -> Any:
+    """The key that :func:`encode_key` turned into ``data`` (its display form if any)."""
+    if not data or data[0] != _TAG:
+        return data.decode("utf-8", "surrogatepass")
+    key, end = _decode(data, 0)
+    if end < len(data):
+        return pickle.loads(data[end:])  # the display suffix: the key as first inserted
+    return key
+
+
+def dumps(value: Any) -> bytes:
+    """Pickle ``value`` (protocol 5), falling back to cloudpickle for what pickle refuses."""
+    try:
+        return pickle.dumps(value, protocol=5)
+    except (pickle.PicklingError, AttributeError, TypeError) as first:
+        import cloudpickle
+
+        try:
+            return bytes(cloudpickle.dumps(value, protocol=5))
+        except Exception:
+            raise first from None
+
+
+loads = pickle.loads
