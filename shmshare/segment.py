@@ -274,6 +274,14 @@ class Segment:
     def attached(self) -> bool:
         return not self._b.released
 
+    def _attachment(self) -> _core.Attachment:
+        """The raw attachment, for shmshare's object types built on segments."""
+        return self._b.attachment
+
+    def _on_release(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` when this attachment is released (before shmdt)."""
+        self._b.release_hooks.append(hook)
+
     def stat(self) -> _core.ShmStat:
         """``shmctl(IPC_STAT)``: owner, mode, nattch, pids and times."""
         return _core.stat(self._b.shmid)
