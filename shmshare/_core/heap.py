@@ -114,6 +114,9 @@ class Heap:
 
     __slots__ = ("__weakref__", "_att", "_h", "_tls", "lock_timeout")
 
+    #: Bytes of the heap header at the start of extent 0 (layout detail).
+    HEADER_SIZE: int = int(lib.shms_heap_header_size())
+
     def __init__(self, att: Attachment, handle: Any) -> None:
         self._att = att              # keeps extent 0 mapped
         self._h: Any = handle
