@@ -59,8 +59,9 @@ def test_dead_owner_mid_transaction_is_repaired(heap: Heap) -> None:
     assert heap.check() is None
 
 
-def test_processes_hammer_set_get(make_heap: HeapFactory) -> None:
-    heap = make_heap(anonymous=False)
+@pytest.mark.parametrize("anonymous", [True, False])
+def test_processes_hammer_set_get(make_heap: HeapFactory, anonymous: bool) -> None:
+    heap = make_heap(1 << 16, anonymous=anonymous)
     nproc, nops = 4, 1500
 
     def worker(w: int) -> int:
@@ -256,3 +257,35 @@ def items_held(h: Heap) -> list[tuple[bytes, bytes | None]]:
         out += [(key, val) for _, key, val in batch]
         seq = batch[-1][0]
     return out
+
+
+def _keyed_extents(pids: set[int]) -> list[int]:
+    """Extent-style keyed segments created by pids and not yet IPC_RMID'd."""
+    from shmshare import _core
+    out = []
+    for sid in _core.list_ids():
+        try:
+            st = _core.stat(sid)
+        except OSError:
+            continue
+        if 0 < st.key < 1 << 24 and not st.dest and st.cpid in pids:
+            out.append(sid)
+    return out
+
+
+def test_anonymous_extents_settle_once_everyone_attached(make_heap: HeapFactory) -> None:
+    h = make_heap(1 << 16, anonymous=True)
+    h.dict_set(b"a", 1, bytes(200_000))          # grows; we are the only user
+    assert h.stats()["extents"] >= 2
+    assert _keyed_extents({os.getpid()}) == []   # already IPC_RMID'd
+
+    def child() -> int:
+        h.dict_set(b"b", 1, bytes(3_000_000))    # grows, then exits at once
+        return 0
+    pid = fork_child(child)
+    assert wait_child(pid) == 0
+    # The child's extent outlived it (still keyed); our next op settles it.
+    assert len(_keyed_extents({pid})) == 1
+    assert h.dict_get(b"b", 1) == bytes(3_000_000)
+    assert _keyed_extents({pid}) == []
+    assert h.check() is None

@@ -120,6 +120,7 @@ class Heap:
     def __init__(self, att: Attachment, handle: Any) -> None:
         self._att = att              # keeps extent 0 mapped
         self._h: Any = handle
+        lib.shms_heap_set_main(handle, att.shmid)
         self._tls = threading.local()
         self.lock_timeout: float | None = None
 
@@ -136,8 +137,10 @@ class Heap:
                anonymous: bool = False) -> Heap:
         """Initialise a new heap in place; ``mode`` is used for its extents.
 
-        ``anonymous``: extents are IPC_RMID'd as soon as they exist, so they
-        vanish with their last user (for segments that are RMID'd too).
+        ``anonymous``: extents are IPC_RMID'd as soon as every process
+        attached to ``att``'s segment has attached them too, so they vanish
+        with their last user (for main segments that are RMID'd as well);
+        until then :meth:`destroy_extents` still removes them.
         """
         out = ffi.new("shms_heap_t **")
         flags = int(lib.SHMS_F_ANONYMOUS) if anonymous else 0

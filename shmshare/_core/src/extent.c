@@ -17,6 +17,16 @@
  * Keys are random in [1, 2^24): their top byte is 0, while ftok keys carry
  * proj_id (1..255) in the top byte, so they can never collide with them.
  *
+ * ANONYMOUS heaps want extents that die with their last user, i.e. that
+ * are IPC_RMID'd.  Doing so at creation would lose the extent if its
+ * creator exits before any other process attached it (a removed segment
+ * is destroyed when its attach count drops to 0, even though extent 0 and
+ * the table still need it).  So an extent is SETTLED (IPC_RMID'd, removed
+ * := 1) only once its attach count reaches extent 0's, i.e. every process
+ * that can reach the heap holds it too; shms_ext_settle runs after every
+ * lock while hdr->unsettled != 0.  Until then it is a keyed segment that
+ * shms_heap_destroy_extents still removes.  Fork keeps both counts equal.
+ *
  * ATTACHING.  Other processes follow the table by shmid whenever the
  * generation differs from their handle's (shms_ext_sync, run by every
  * locked operation) and verify magic + token + index + size, because a
@@ -190,8 +200,7 @@ int shms_ext_grow(shms_heap_t *h, uint64_t need)
         shms_store64(&E->state, SHMS_EXT_FREE);
         return rc;
     }
-    if (H->flags & SHMS_F_ANONYMOUS)
-        shmctl(id, IPC_RMID, NULL);     /* dies with its last user */
+    E->removed = 0;
     init_extent(h, (unsigned)i, p, size);
     E->shmid = id;
     shms_store64(&E->state, SHMS_EXT_READY);                 /* B */
@@ -202,7 +211,40 @@ int shms_ext_grow(shms_heap_t *h, uint64_t need)
     H->bytes_total += bs;
     H->bytes_free += bs;
     shms_bin_insert(h, (unsigned)i, h->first[i]);
+    if (H->flags & SHMS_F_ANONYMOUS) {
+        H->unsettled++;
+        shms_ext_settle(h);
+    }
     return 0;
+}
+
+static uint64_t nattch(int64_t shmid)
+{
+    struct shmid_ds ds;
+    return shmctl((int)shmid, IPC_STAT, &ds) == 0 ? (uint64_t)ds.shm_nattch : 0;
+}
+
+/* ANONYMOUS: IPC_RMID every extent that all users of extent 0 attached. */
+void shms_ext_settle(shms_heap_t *h)
+{
+    shms_heap_hdr_t *H = h->hdr;
+    uint64_t main, left = 0;
+    unsigned i;
+    if (!(H->flags & SHMS_F_ANONYMOUS) || !H->unsettled || h->main_shmid < 0 ||
+        !(main = nattch(h->main_shmid)))
+        return;
+    for (i = 1; i < H->n_extents && i < SHMS_MAX_EXT; i++) {
+        shms_ext_ent_t *E = &H->ext[i];
+        if (E->state != SHMS_EXT_READY || E->removed)
+            continue;
+        if (h->base[i] && nattch(E->shmid) >= main) {
+            shmctl((int)E->shmid, IPC_RMID, NULL);
+            shms_store64(&E->removed, 1);
+        } else {
+            left++;
+        }
+    }
+    H->unsettled = left;
 }
 
 /* Remove the segment a dead creator left PENDING in slot i, if it is ours. */
@@ -246,8 +288,8 @@ int shms_heap_destroy_extents(shms_heap_t *h)
             remove_pending(H, i);
             continue;
         }
-        if (E->state != SHMS_EXT_READY || (H->flags & SHMS_F_ANONYMOUS))
-            continue;                   /* anonymous extents are already RMID'd */
+        if (E->state != SHMS_EXT_READY || E->removed)
+            continue;                   /* settled anonymous extents are RMID'd */
         if (h->base[i]) {               /* attached here: surely ours */
             shmctl((int)E->shmid, IPC_RMID, NULL);
             continue;

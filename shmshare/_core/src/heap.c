@@ -278,6 +278,7 @@ static shms_heap_t *handle_new(void *base, uint64_t size)
     if (!h)
         return NULL;
     h->hdr = (shms_heap_hdr_t *)base;
+    h->main_shmid = -1;
     shms_ext_setup_local(h, 0, (char *)base, size);
     return h;
 }
@@ -341,6 +342,12 @@ int shms_heap_open(void *base, uint64_t size, shms_heap_t **out)
         return ENOMEM;
     *out = h;
     return 0;
+}
+
+/* Extent 0's shmid lets ANONYMOUS heaps settle their extents (extent.c). */
+void shms_heap_set_main(shms_heap_t *h, int64_t shmid)
+{
+    h->main_shmid = shmid;
 }
 
 uint64_t shms_heap_modcount(shms_heap_t *h)

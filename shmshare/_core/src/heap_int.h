@@ -34,7 +34,8 @@ typedef struct {
     uint64_t size;       /* segment size */
     uint64_t state;      /* SHMS_EXT_* ; the commit point of growth */
     int64_t  pid;        /* creator pid (to recognise a PENDING segment) */
-    uint64_t pad[3];
+    uint64_t removed;    /* ANONYMOUS: IPC_RMID done (extent.c, "settling") */
+    uint64_t pad[2];
 } shms_ext_ent_t;        /* 64 bytes */
 
 typedef struct {
@@ -66,6 +67,7 @@ typedef struct {
     uint64_t modcount;               /* bumped on every mutation */
     uint64_t recoveries;             /* dead-owner recoveries performed */
     uint64_t root_kind, root;        /* the data structure (commit point) */
+    uint64_t unsettled;              /* ANONYMOUS extents not yet IPC_RMID'd */
     /* allocator state: derived, rebuilt by recovery */
     uint64_t bytes_total, bytes_used, bytes_free, n_used_blocks;
     uint64_t bitmap[SHMS_BITMAP_WORDS];
@@ -81,6 +83,7 @@ struct shms_heap {                   /* process-local, malloc'd */
     uint64_t end[SHMS_MAX_EXT];      /* offset just past the last block */
     uint64_t generation;
     uint64_t recoveries;             /* recoveries run by this handle */
+    int64_t  main_shmid;             /* shmid of extent 0's segment, or -1 */
 };
 
 /* ---- refs ---- */
@@ -126,6 +129,7 @@ int  shms_ext_grow(shms_heap_t *h, uint64_t need);
 int  shms_ext_sync(shms_heap_t *h);
 int  shms_ext_resolve_pending(shms_heap_t *h);
 int  shms_ext_attach_all(shms_heap_t *h);
+void shms_ext_settle(shms_heap_t *h);
 
 /* ---- recover.c: reachability marking, used by recovery and check ---- */
 typedef struct shms_markctx shms_markctx_t;

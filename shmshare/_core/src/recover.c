@@ -202,6 +202,15 @@ static void rebuild_allocator(shms_markctx_t *c)
             rebuild_extent(c, e);
 }
 
+static void recount_unsettled(shms_heap_hdr_t *H)
+{
+    uint64_t i, n = 0;
+    for (i = 1; i < H->n_extents && i < SHMS_MAX_EXT; i++)
+        n += (H->flags & SHMS_F_ANONYMOUS) && H->ext[i].state == SHMS_EXT_READY &&
+             !H->ext[i].removed;
+    H->unsettled = n;
+}
+
 static int set_corrupt(shms_heap_t *h, const char *why)
 {
     snprintf(h->hdr->why, sizeof h->hdr->why, "%s", why);
@@ -228,6 +237,7 @@ static int recover(shms_heap_t *h, int counted)
     }
     rebuild_allocator(&c);
     ctx_free(&c);
+    recount_unsettled(H);
     kind = H->root_kind;
     if (H->root && kinds[kind].repair && (rc = kinds[kind].repair(h, H->root)))
         return rc == SHMS_ECORRUPT ? set_corrupt(h, "root structure beyond repair") : rc;
@@ -256,6 +266,8 @@ static int after_lock(shms_heap_t *h, int owner_died)
         rc = shms_ext_sync(h);
     if (owner_died)
         shms_mutex_consistent(H->mutex);
+    if (!rc || rc == SHMS_RECOVERED)
+        shms_ext_settle(h);
     if (rc && rc != SHMS_RECOVERED)
         shms_mutex_unlock(H->mutex);
     return rc;
