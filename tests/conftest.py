@@ -7,6 +7,7 @@ all be gone when the test ends (extents included).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import select
@@ -28,7 +29,7 @@ def fork_child(fn: Callable[[], int | None]) -> int:
         code = 1
         try:
             code = fn() or 0
-        except BaseException:  # noqa: BLE001 - report and die
+        except BaseException:
             import traceback
             traceback.print_exc()
         finally:
@@ -72,10 +73,8 @@ def no_segment_leaks() -> Iterator[None]:
     gc.collect()
     leaked = _ours() - before
     for sid in leaked:          # clean up so one failure does not cascade
-        try:
+        with contextlib.suppress(OSError):
             _core.rmid(sid)
-        except OSError:
-            pass
     assert not leaked, f"segments leaked: {sorted(leaked)}"
 
 
