@@ -1,18 +1,23 @@
-"""Fixtures shared by the whole suite: per-test project directories, leak checks,
-and process helpers that always reap their children."""
+"""Fixtures shared by the whole suite: per-test project directories, heaps on anonymous
+segments, and leak checks that fail any test leaving a segment behind."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import children
 
 from shmshare import _core
+from shmshare._core.heap import Heap
 from shmshare.keys import KeyFile, key_file_path, list_names
 from shmshare.lifecycle import destroy, find_existing
+
+pytest_plugins = ["pytester"]
 
 
 def _leftovers(project_dir: Path) -> list[str]:
@@ -43,20 +48,67 @@ def project_dir(tmp_path: Path) -> Iterator[Path]:
         assert not left, f"test left segments behind: {left}"
 
 
-@pytest.fixture(autouse=True)
-def _no_segment_leak() -> Iterator[None]:
-    """Fail a test that leaves a segment this very process created and did not mark removed."""
-    before = set(_core.list_ids())
-    yield
-    gc.collect()
-    me = os.getpid()
-    leaked = []
-    for shmid in set(_core.list_ids()) - before:
+def _ours() -> set[int]:
+    """Segments created by this process or by children it forked through helpers."""
+    me = {os.getpid()} | children
+    out = set()
+    for sid in _core.list_ids():
         try:
-            st = _core.stat(shmid)
+            st = _core.stat(sid)
         except OSError:
             continue
-        if st.cpid == me and not st.dest:
-            leaked.append(f"shmid {shmid} key {st.key:#x} nattch {st.nattch}")
-            _core.rmid(shmid)
-    assert not leaked, f"test leaked segments: {leaked}"
+        if st.cpid in me:
+            out.add(sid)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _no_segment_leak() -> Iterator[None]:
+    """Fail a test after which a segment it (or its forked children) created still exists."""
+    before = _ours()
+    yield
+    gc.collect()
+    leaked = _ours() - before
+    for sid in leaked:  # clean up so that one failure does not cascade
+        with contextlib.suppress(OSError):
+            _core.rmid(sid)
+    assert not leaked, f"test leaked segments: {sorted(leaked)}"
+
+
+class HeapFactory:
+    """Makes heaps on anonymous segments and tears all of them down."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[Heap, _core.Attachment]] = []
+
+    def __call__(self, size: int = 1 << 20, *, anonymous: bool = True,
+                 mode: int = 0o600) -> Heap:
+        total = size + 4096
+        sid = _core.shmget(_core.IPC_PRIVATE, total, _core.IPC_CREAT | 0o600)
+        att = _core.shmat(sid, total)
+        _core.rmid(sid)
+        heap = Heap.create(att, 4096, size, mode=mode, anonymous=anonymous)
+        self.made.append((heap, att))
+        return heap
+
+    def close_all(self) -> None:
+        for heap, att in self.made:
+            if heap._h is not None:
+                heap.destroy_extents()
+                heap.close()
+            att.detach()
+        self.made.clear()
+
+
+@pytest.fixture
+def make_heap() -> Iterator[HeapFactory]:
+    f = HeapFactory()
+    try:
+        yield f
+    finally:
+        f.close_all()
+
+
+@pytest.fixture
+def heap(make_heap: HeapFactory) -> Heap:
+    return make_heap()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 
 START_METHODS = ["fork", "spawn", "forkserver"]
 JOIN_TIMEOUT = 60  # seconds
+
+children: set[int] = set()  # pids forked by the helpers (the leak check looks at them too)
 
 
 def run_python(code: str, *args: str, timeout: float = JOIN_TIMEOUT,
@@ -23,8 +25,8 @@ def run_python(code: str, *args: str, timeout: float = JOIN_TIMEOUT,
     return proc
 
 
-def fork_call(fn, *args, timeout: float = JOIN_TIMEOUT) -> int:  # type: ignore[no-untyped-def]
-    """Run ``fn(*args)`` in an os.fork() child that leaves with os._exit; return its exit code."""
+def fork_child(fn, *args) -> int:  # type: ignore[no-untyped-def]
+    """Run ``fn(*args)`` in an os.fork() child that always leaves with os._exit; its pid."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         code = 1
@@ -37,21 +39,32 @@ def fork_call(fn, *args, timeout: float = JOIN_TIMEOUT) -> int:  # type: ignore[
             traceback.print_exc()
         finally:
             os._exit(code)
-    return wait_pid(pid, timeout)
+    children.add(pid)
+    return pid
+
+
+def fork_call(fn, *args, timeout: float = JOIN_TIMEOUT) -> int:  # type: ignore[no-untyped-def]
+    """Run ``fn(*args)`` in a forked child (see fork_child) and return its exit code."""
+    return wait_pid(fork_child(fn, *args), timeout)
+
 
 
 def wait_pid(pid: int, timeout: float = JOIN_TIMEOUT) -> int:
     """Reap ``pid`` within ``timeout`` seconds (SIGKILL it past that); its exit code."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
+    fd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             raise AssertionError(f"child {pid} did not finish within {timeout} s")
-        time.sleep(0.005)
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+wait_child = wait_pid
 
 
 def mp_run(method: str, target, *args, timeout: float = JOIN_TIMEOUT) -> int:  # type: ignore[no-untyped-def]

@@ -1,0 +1,44 @@
+/* cffi declarations for heap.c, extent.c, recover.c, dict*.c
+ * (see src/heap_int.h and the comment blocks of those files). */
+#define SHMS_RECOVERED ...
+#define SHMS_ECORRUPT ...
+#define SHMS_ETOOSMALL ...
+#define SHMS_ENOTFOUND ...
+#define SHMS_EBADHEAP ...
+#define SHMS_ETOOMANY ...
+#define SHMS_EWRONGKIND ...
+#define SHMS_EEXTGONE ...
+#define SHMS_F_ANONYMOUS ...
+#define SHMS_MAX_EXT ...
+
+typedef struct shms_heap shms_heap_t;
+
+size_t shms_heap_header_size(void);
+int  shms_heap_create(void *base, uint64_t size, uint32_t mode, uint32_t flags,
+                      shms_heap_t **out);
+int  shms_heap_open(void *base, uint64_t size, shms_heap_t **out);
+void shms_heap_close(shms_heap_t *h);
+void shms_heap_set_main(shms_heap_t *h, int64_t shmid);
+int  shms_heap_destroy_extents(shms_heap_t *h);
+int  shms_heap_lock(shms_heap_t *h, int64_t timeout_ns);
+int  shms_heap_unlock(shms_heap_t *h);
+int  shms_heap_rebuild(shms_heap_t *h, int held, int64_t timeout_ns);
+int  shms_heap_check(shms_heap_t *h, char *msg, size_t cap, int held, int64_t timeout_ns);
+uint64_t shms_heap_modcount(shms_heap_t *h);
+uint64_t shms_heap_recoveries(shms_heap_t *h);
+int  shms_heap_stats(shms_heap_t *h, uint64_t *out, int n, int held, int64_t timeout_ns);
+
+int shms_dict_get(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
+                  char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns);
+int shms_dict_set(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
+                  const char *val, uint64_t vlen, int only_if_absent, uint64_t *res,
+                  int held, int64_t timeout_ns);
+int shms_dict_pop(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
+                  char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns);
+int shms_dict_len(shms_heap_t *h, uint64_t *res, int held, int64_t timeout_ns);
+int shms_dict_clear(shms_heap_t *h, int held, int64_t timeout_ns);
+int shms_dict_popitem(shms_heap_t *h, char *out, uint64_t cap, uint64_t *res,
+                      int held, int64_t timeout_ns);
+int shms_dict_scan(shms_heap_t *h, int64_t after_seq, int reverse, int values,
+                   char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns);
+uint64_t shms_hash64(const void *p, uint64_t n, uint64_t seed);

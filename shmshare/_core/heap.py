@@ -1,0 +1,415 @@
+"""Typed wrapper over the C heap and its hash dict (``src/heap.c``, ``dict.c``).
+
+Only this module and ``shmshare._core.__init__`` touch ``ffi``/``lib``.
+
+A :class:`Heap` lives at ``[offset, offset+size)`` of an :class:`Attachment`
+(extent 0) and grows by creating further segments on its own.  Every
+operation takes the heap's robust process-shared lock, unless ``held=True``
+says the caller already holds it (via :meth:`Heap.lock`).  Waiting for the
+lock happens in short slices so that Ctrl-C is honoured; ``lock_timeout``
+(seconds, None = forever) bounds the total wait of unlocked operations.
+
+Close the heap before detaching its Attachment: the C handle keeps a raw
+pointer into it.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+import threading
+import time
+from typing import Any
+
+from ..errors import (
+    CorruptSegmentError,
+    LockTimeoutError,
+    SegmentRemovedError,
+    ShmLimitError,
+    ShmValueError,
+    WrongTypeError,
+    from_errno,
+)
+from . import IPC_CREAT, IPC_EXCL, Attachment, explain_shmget_error
+from ._lib import ffi, lib
+
+__all__ = ["SCAN_START", "Heap"]
+
+#: ``dict_scan(SCAN_START)`` starts at the first (or, reverse, the last) entry.
+SCAN_START = -1
+
+_SLICE_NS = 100_000_000          # lock wait per C call: Ctrl-C stays responsive
+_SCRATCH = 4096                  # initial per-thread buffer for values
+_SCAN_BUF = 64 * 1024            # minimum buffer for a scan batch
+_REC = struct.Struct("=QQQ")     # scan record header: seq, klen, vlen
+_NO_VALUE = (1 << 64) - 1
+
+_OK = 0
+_RECOVERED = int(lib.SHMS_RECOVERED)
+_ECORRUPT = int(lib.SHMS_ECORRUPT)
+_ETOOSMALL = int(lib.SHMS_ETOOSMALL)
+_ENOTFOUND = int(lib.SHMS_ENOTFOUND)
+_EBADHEAP = int(lib.SHMS_EBADHEAP)
+_ETOOMANY = int(lib.SHMS_ETOOMANY)
+_EWRONGKIND = int(lib.SHMS_EWRONGKIND)
+_EEXTGONE = int(lib.SHMS_EEXTGONE)
+_BUSY = (errno.ETIMEDOUT, errno.EBUSY)
+_STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
+          "entries", "recoveries", "modcount", "used_blocks")
+
+
+def _error(rc: int, what: str) -> Exception:
+    """The exception for a C result code ``rc`` raised while doing ``what``."""
+    if rc == _ECORRUPT:
+        return CorruptSegmentError(
+            f"{what}: the heap is marked corrupt (run check() for the reason); "
+            f"remove the object and create it again", rc)
+    if rc == _EBADHEAP:
+        return CorruptSegmentError(
+            f"{what}: not a shmshare heap of this version/ABI (bad magic, layout "
+            f"version or pthread_mutex_t size)", rc)
+    if rc == _ETOOMANY:
+        return ShmLimitError(f"{what}: the heap already spans {lib.SHMS_MAX_EXT} "
+                             f"segments, its maximum", errno.ENOSPC)
+    if rc == _EWRONGKIND:
+        return WrongTypeError(f"{what}: the heap holds another kind of structure", rc)
+    if rc == _EEXTGONE:
+        return SegmentRemovedError(errno.EIDRM, f"{what}: one of the heap's extent "
+                                   f"segments was removed or replaced")
+    if rc in _BUSY:
+        return LockTimeoutError(f"{what}: heap lock not acquired in time", rc)
+    if rc == errno.EDEADLK:
+        return RuntimeError(f"{what}: this thread already holds the heap lock "
+                            f"(pass held=True)")
+    if rc == errno.ENOTRECOVERABLE:
+        return CorruptSegmentError(f"{what}: the heap lock is unrecoverable", rc)
+    if rc in (errno.ENOSPC, errno.ENOMEM, errno.EINVAL):
+        hint = explain_shmget_error(rc, 1, 0, IPC_CREAT | IPC_EXCL)
+        if rc == errno.EINVAL:
+            hint = ("the allocation does not fit in one segment of kernel.shmmax bytes; "
+                    "raise it with 'sysctl -w kernel.shmmax=...'")
+        return ShmLimitError(f"{what}: growing the heap failed: {errno.errorcode[rc]}"
+                             + (f" ({hint})" if hint else ""), rc)
+    return from_errno(rc, what)
+
+
+class _Scratch:
+    """Per-thread output buffers (cffi releases the GIL during C calls)."""
+
+    __slots__ = ("buf", "cap", "res")
+
+    def __init__(self) -> None:
+        self.cap = _SCRATCH
+        self.buf = ffi.new("char[]", self.cap)
+        self.res = ffi.new("uint64_t[4]")
+
+    def grow(self, need: int) -> None:
+        cap = max(need, self.cap * 2)
+        self.buf = ffi.new("char[]", cap)
+        self.cap = cap
+
+
+class Heap:
+    """A process-local handle on a heap in shared memory."""
+
+    __slots__ = ("__weakref__", "_att", "_h", "_tls", "lock_timeout")
+
+    #: Bytes of the heap header at the start of extent 0 (layout detail).
+    HEADER_SIZE: int = int(lib.shms_heap_header_size())
+
+    def __init__(self, att: Attachment, handle: Any) -> None:
+        self._att = att              # keeps extent 0 mapped
+        self._h: Any = handle
+        lib.shms_heap_set_main(handle, att.shmid)
+        self._tls = threading.local()
+        self.lock_timeout: float | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    @staticmethod
+    def _base(att: Attachment, offset: int, size: int) -> Any:
+        if offset < 0 or size <= 0 or offset + size > att.size or offset % 64:
+            raise ShmValueError(f"heap [{offset}, {offset + size}) does not fit the "
+                                f"{att.size}-byte segment, or is not 64-byte aligned")
+        return ffi.cast("void *", att.pointer(offset))
+
+    @classmethod
+    def create(cls, att: Attachment, offset: int, size: int, *, mode: int = 0o600,
+               anonymous: bool = False) -> Heap:
+        """Initialise a new heap in place; ``mode`` is used for its extents.
+
+        ``anonymous``: extents are IPC_RMID'd as soon as every process
+        attached to ``att``'s segment has attached them too, so they vanish
+        with their last user (for main segments that are RMID'd as well);
+        until then :meth:`destroy_extents` still removes them.
+        """
+        out = ffi.new("shms_heap_t **")
+        flags = int(lib.SHMS_F_ANONYMOUS) if anonymous else 0
+        rc = lib.shms_heap_create(cls._base(att, offset, size), size, mode & 0o777, flags, out)
+        if rc:
+            raise (ShmValueError(f"heap of {size} bytes is too small", rc)
+                   if rc == errno.EINVAL else _error(rc, "creating the heap"))
+        return cls(att, out[0])
+
+    @classmethod
+    def open(cls, att: Attachment, offset: int, size: int) -> Heap:
+        """Open an existing heap; CorruptSegmentError if it is not one."""
+        out = ffi.new("shms_heap_t **")
+        rc = lib.shms_heap_open(cls._base(att, offset, size), size, out)
+        if rc:
+            raise _error(rc, "opening the heap")
+        return cls(att, out[0])
+
+    def close(self) -> None:
+        """Detach the extents this handle attached (not extent 0); idempotent."""
+        h, self._h = self._h, None
+        if h is not None:
+            lib.shms_heap_close(h)
+
+    def __del__(self) -> None:
+        h = getattr(self, "_h", None)
+        if h is not None:
+            self._h = None
+            lib.shms_heap_close(h)
+
+    def destroy_extents(self) -> None:
+        """IPC_RMID every extent segment (by whoever removes the main segment)."""
+        lib.shms_heap_destroy_extents(self._handle())
+
+    def _handle(self) -> Any:
+        h = self._h
+        if h is None:
+            raise ValueError("the heap handle is closed")
+        return h
+
+    def _scratch(self) -> _Scratch:
+        try:
+            return self._tls.s  # type: ignore[no-any-return]
+        except AttributeError:
+            s = self._tls.s = _Scratch()
+            return s
+
+    # -------------------------------------------------------------- locking
+    def lock(self, timeout: float | None = None) -> bool:
+        """Take the heap lock; True if a dead owner's state was repaired.
+
+        ``None`` waits forever (in Ctrl-C-friendly slices), ``0`` tries once.
+        """
+        h = self._handle()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if deadline is None:
+                ns = _SLICE_NS
+            else:
+                ns = min(_SLICE_NS, max(0, int((deadline - time.monotonic()) * 1e9)))
+            rc = lib.shms_heap_lock(h, ns)
+            if rc == _OK:
+                return False
+            if rc == _RECOVERED:
+                return True
+            if rc not in _BUSY or (deadline is not None and time.monotonic() >= deadline):
+                raise _error(rc, "locking the heap")
+
+    def unlock(self) -> None:
+        rc = lib.shms_heap_unlock(self._handle())
+        if rc == errno.EPERM:
+            raise RuntimeError("unlock of a heap lock this thread does not hold")
+        if rc:
+            raise _error(rc, "unlocking the heap")
+
+    def _retry(self, rc: int, started: list[float], what: str) -> None:
+        """Called when an unlocked op returned rc: return to retry, else raise."""
+        if rc not in _BUSY:
+            raise _error(rc, what)
+        if self.lock_timeout is not None:
+            now = time.monotonic()
+            if not started:
+                started.append(now)
+            elif now - started[0] >= self.lock_timeout:
+                raise _error(rc, what)
+
+    @property
+    def recoveries(self) -> int:
+        """Dead-owner recoveries performed through this handle."""
+        return int(lib.shms_heap_recoveries(self._handle()))
+
+    @property
+    def modcount(self) -> int:
+        """The heap's modification counter (bumped by every mutation)."""
+        return int(lib.shms_heap_modcount(self._handle()))
+
+    # ----------------------------------------------------------------- dict
+    def dict_get(self, key: bytes, cmp_len: int, *, held: bool = False) -> bytes | None:
+        """The value stored under ``key`` (its first ``cmp_len`` bytes), or None."""
+        h = self._handle()
+        s = self._scratch()
+        started: list[float] = []
+        while True:
+            rc = lib.shms_dict_get(h, key, len(key), cmp_len, s.buf, s.cap, s.res, held,
+                                   _SLICE_NS)
+            if rc == _OK:
+                return ffi.unpack(s.buf, s.res[0])  # type: ignore[no-any-return]
+            if rc == _ENOTFOUND:
+                return None
+            if rc == _ETOOSMALL:
+                s.grow(int(s.res[0]))
+            else:
+                self._fail_key(rc, key, cmp_len, started, "dict get")
+
+    def _fail_key(self, rc: int, key: bytes, cmp_len: int, started: list[float],
+                  what: str) -> None:
+        if rc == errno.EINVAL and not 0 <= cmp_len <= len(key) < 0xFFFFFFFF:
+            raise ShmValueError(f"{what}: cmp_len {cmp_len} outside 0..{len(key)}, or "
+                                f"key too long")
+        self._retry(rc, started, what)
+
+    def dict_set(self, key: bytes, cmp_len: int, value: bytes, *,
+                 only_if_absent: bool = False, held: bool = False) -> bool:
+        """Store ``value``; True if ``key`` was new.  An existing key keeps its
+        stored bytes and position.  ``only_if_absent``: leave an existing
+        value alone (setdefault)."""
+        h = self._handle()
+        s = self._scratch()
+        started: list[float] = []
+        while True:
+            rc = lib.shms_dict_set(h, key, len(key), cmp_len, value, len(value),
+                                   only_if_absent, s.res, held, _SLICE_NS)
+            if rc == _OK:
+                return bool(s.res[0])
+            self._fail_key(rc, key, cmp_len, started, "dict set")
+
+    def dict_pop(self, key: bytes, cmp_len: int, *, held: bool = False) -> bytes | None:
+        """Remove ``key`` and return its value; None if absent."""
+        h = self._handle()
+        s = self._scratch()
+        started: list[float] = []
+        while True:
+            rc = lib.shms_dict_pop(h, key, len(key), cmp_len, s.buf, s.cap, s.res, held,
+                                   _SLICE_NS)
+            if rc == _OK:
+                return ffi.unpack(s.buf, s.res[0])  # type: ignore[no-any-return]
+            if rc == _ENOTFOUND:
+                return None
+            if rc == _ETOOSMALL:
+                s.grow(int(s.res[0]))
+            else:
+                self._fail_key(rc, key, cmp_len, started, "dict pop")
+
+    def dict_len(self, *, held: bool = False) -> int:
+        h = self._handle()
+        s = self._scratch()
+        started: list[float] = []
+        while True:
+            rc = lib.shms_dict_len(h, s.res, held, _SLICE_NS)
+            if rc == _OK:
+                return int(s.res[0])
+            self._retry(rc, started, "dict len")
+
+    def dict_clear(self, *, held: bool = False) -> None:
+        h = self._handle()
+        started: list[float] = []
+        while True:
+            rc = lib.shms_dict_clear(h, held, _SLICE_NS)
+            if rc == _OK:
+                return
+            self._retry(rc, started, "dict clear")
+
+    def dict_popitem(self, *, held: bool = False) -> tuple[bytes, bytes] | None:
+        """Remove and return the last inserted (key, value); None if empty."""
+        h = self._handle()
+        s = self._scratch()
+        started: list[float] = []
+        while True:
+            rc = lib.shms_dict_popitem(h, s.buf, s.cap, s.res, held, _SLICE_NS)
+            if rc == _OK:
+                klen, vlen = int(s.res[0]), int(s.res[1])
+                data = ffi.unpack(s.buf, klen + vlen)
+                return data[:klen], data[klen:]
+            if rc == _ENOTFOUND:
+                return None
+            if rc == _ETOOSMALL:
+                s.grow(int(s.res[2]))
+            else:
+                self._retry(rc, started, "dict popitem")
+
+    def dict_scan(self, after_seq: int = SCAN_START, *, reverse: bool = False,
+                  values: bool = True, held: bool = False
+                  ) -> list[tuple[int, bytes, bytes | None]]:
+        """A batch of live records ``(seq, key, value)`` in insertion order.
+
+        Starts strictly after ``after_seq`` (reverse: strictly before it);
+        ``SCAN_START`` (-1) starts at the first (reverse: last) entry.  Pass
+        the last seq of a batch to get the next; an empty list ends.  A key
+        re-set keeps its seq; a deleted and re-added key gets a new one.
+        """
+        h = self._handle()
+        s = self._scratch()
+        if s.cap < _SCAN_BUF:
+            s.grow(_SCAN_BUF)
+        started: list[float] = []
+        while True:
+            rc = lib.shms_dict_scan(h, after_seq, reverse, values, s.buf, s.cap, s.res,
+                                    held, _SLICE_NS)
+            if rc == _OK:
+                return self._parse(ffi.unpack(s.buf, s.res[1]), int(s.res[0]))
+            if rc == _ETOOSMALL:
+                s.grow(int(s.res[2]))
+            else:
+                self._retry(rc, started, "dict scan")
+
+    @staticmethod
+    def _parse(data: bytes, n: int) -> list[tuple[int, bytes, bytes | None]]:
+        out: list[tuple[int, bytes, bytes | None]] = []
+        pos = 0
+        unpack = _REC.unpack_from
+        for _ in range(n):
+            seq, klen, vlen = unpack(data, pos)
+            pos += 24
+            key = data[pos:pos + klen]
+            pos += klen
+            if vlen == _NO_VALUE:
+                val = None
+            else:
+                val = data[pos:pos + vlen]
+                pos += vlen
+            out.append((seq, key, val))
+            pos = (pos + 7) & ~7
+        return out
+
+    # ---------------------------------------------------- checking, stats
+    def check(self, *, held: bool = False) -> str | None:
+        """Full structural check; None when consistent, else the problem."""
+        h = self._handle()
+        msg = ffi.new("char[]", 512)
+        started: list[float] = []
+        while True:
+            rc = lib.shms_heap_check(h, msg, 512, held, _SLICE_NS)
+            if rc == 0:
+                return None
+            if rc == 1:
+                return ffi.string(msg).decode("utf-8", "replace")  # type: ignore[no-any-return]
+            self._retry(rc, started, "checking the heap")
+
+    def rebuild(self, *, held: bool = False) -> None:
+        """Run the crash-recovery rebuild now (for tests and repair tools)."""
+        h = self._handle()
+        started: list[float] = []
+        while True:
+            rc = lib.shms_heap_rebuild(h, held, _SLICE_NS)
+            if rc == 0:
+                return
+            self._retry(rc, started, "rebuilding the heap")
+
+    def stats(self, *, held: bool = False) -> dict[str, int]:
+        """bytes_total/used/free (in extents), extents, generation, entries,
+        recoveries (all processes), modcount, used_blocks, handle_recoveries."""
+        h = self._handle()
+        out = ffi.new("uint64_t[]", len(_STATS))
+        started: list[float] = []
+        while True:
+            rc = lib.shms_heap_stats(h, out, len(_STATS), held, _SLICE_NS)
+            if rc == 0:
+                break
+            self._retry(rc, started, "reading heap stats")
+        d = {k: int(out[i]) for i, k in enumerate(_STATS)}
+        d["handle_recoveries"] = int(lib.shms_heap_recoveries(h))
+        return d

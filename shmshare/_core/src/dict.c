@@ -1,0 +1,447 @@
+/* Insertion-ordered hash dict on the heap, modelled on CPython's compact
+ * dict.  The heap root is a ref to ONE table block (dict_int.h): entries in
+ * insertion order, then an open-addressing index of entry numbers.
+ *
+ * DURABLE (what recovery trusts): heap root, table cap/isize, n_used, and
+ * for i < n_used entries[i] (hash, blob ref, seq) and the blobs they reach.
+ * DERIVED (rebuilt by shms_dict_repair): index, n_live, n_filled, next_seq.
+ *
+ * COMMIT POINTS -- each an aligned 8-byte release store; a process killed
+ * before it leaves the dict as it was, after it as if the op completed
+ * (recovery frees whatever became unreachable):
+ *   insert     blob written; entries[n_used] written; n_used := n_used+1
+ *   overwrite  new blob (stored key bytes + new value) written;
+ *              entries[i].blob := new  (position and seq kept), old freed
+ *   delete     entries[i].blob := 0 (tombstone), blob freed, index slot
+ *              := DUMMY
+ *   popitem    as delete, then n_used := i (trailing tombstones trimmed)
+ *   resize     new table filled (live entries, seqs kept), heap root :=
+ *              new table, old table freed
+ *   clear      new empty table (next_seq kept), heap root := it, then the
+ *              old blobs and table freed
+ *   create     root_kind := DICT, then root := first table
+ * Every mutation also bumps hdr->modcount (derived, informational).
+ *
+ * Keys: only the first cmplen bytes are hashed and compared; the rest is a
+ * display suffix stored with the key.  Overwriting keeps the stored key.
+ */
+#include "dict_int.h"
+#include <errno.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ index */
+
+int64_t shms_dict_lookup(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const char *key,
+                         uint64_t cmplen, uint64_t *slot)
+{
+    uint32_t *ix = shms_dindex(t);
+    shms_dent_t *en = shms_dents(t);
+    uint64_t mask = t->isize - 1, i = hash & mask, perturb = hash, reuse = UINT64_MAX, n;
+    for (n = 0; n < 4 * t->isize + 64; n++) {
+        uint32_t v = ix[i];
+        if (v == SHMS_IX_EMPTY) {
+            *slot = reuse != UINT64_MAX ? reuse : i;
+            return -1;
+        }
+        if (v == SHMS_IX_DUMMY) {
+            if (reuse == UINT64_MAX)
+                reuse = i;
+        } else if (en[v].hash == hash && en[v].blob) {
+            shms_dblob_t *b = shms_ptr(h, en[v].blob);
+            if (b->cmplen == cmplen && memcmp(shms_dblob_key(b), key, cmplen) == 0) {
+                *slot = i;
+                return v;
+            }
+        }
+        perturb >>= 5;
+        i = (i * 5 + perturb + 1) & mask;
+    }
+    *slot = reuse;
+    return reuse == UINT64_MAX ? -2 : -1;
+}
+
+/* Slot of entry number e (which must be indexed). */
+static uint64_t slot_of(shms_dtab_t *t, uint64_t hash, uint32_t e)
+{
+    uint32_t *ix = shms_dindex(t);
+    uint64_t mask = t->isize - 1, i = hash & mask, perturb = hash, n;
+    for (n = 0; n < 4 * t->isize + 64 && ix[i] != SHMS_IX_EMPTY; n++) {
+        if (ix[i] == e)
+            return i;
+        perturb >>= 5;
+        i = (i * 5 + perturb + 1) & mask;
+    }
+    return UINT64_MAX;
+}
+
+void shms_dict_index_insert(shms_dtab_t *t, uint64_t hash, uint32_t e)
+{
+    uint32_t *ix = shms_dindex(t);
+    uint64_t mask = t->isize - 1, i = hash & mask, perturb = hash;
+    while (ix[i] != SHMS_IX_EMPTY) {
+        perturb >>= 5;
+        i = (i * 5 + perturb + 1) & mask;
+    }
+    ix[i] = e;
+}
+
+/* ------------------------------------------------------------ tables */
+
+static uint64_t isize_for(uint64_t cap)
+{
+    uint64_t n = 16;
+    while (n < cap + cap / 2)
+        n <<= 1;
+    return n;
+}
+
+/* A fresh table holding the live entries of old (NULL: empty). */
+static int build_table(shms_heap_t *h, shms_dtab_t *old, uint64_t cap, uint64_t *ref)
+{
+    uint64_t isize = isize_for(cap), i, n = 0;
+    shms_dtab_t *t;
+    int rc;
+    if (cap > SHMS_DICT_MAXCAP)
+        return ENOMEM;
+    if ((rc = shms_alloc(h, shms_dtab_bytes(cap, isize), ref)))
+        return rc;
+    t = shms_ptr(h, *ref);
+    memset(t, 0, sizeof *t);
+    t->cap = cap;
+    t->isize = isize;
+    memset(shms_dindex(t), 0xFF, isize * 4);
+    if (old) {
+        shms_dent_t *src = shms_dents(old), *dst = shms_dents(t);
+        for (i = 0; i < old->n_used; i++) {
+            if (!src[i].blob)
+                continue;
+            dst[n] = src[i];
+            shms_dict_index_insert(t, src[i].hash, (uint32_t)n);
+            n++;
+        }
+        t->next_seq = old->next_seq;
+    }
+    t->n_used = t->n_live = t->n_filled = n;
+    return 0;
+}
+
+static void publish_root(shms_heap_t *h, uint64_t ref)
+{
+    shms_store64(&h->hdr->root, ref);                     /* commit */
+}
+
+/* The dict's table; create: make an empty one if there is none. */
+static int get_table(shms_heap_t *h, int create, shms_dtab_t **out)
+{
+    shms_heap_hdr_t *H = h->hdr;
+    uint64_t ref;
+    int rc;
+    *out = NULL;
+    if (H->root_kind != SHMS_KIND_DICT && H->root_kind != SHMS_KIND_NONE)
+        return SHMS_EWRONGKIND;
+    if (H->root) {
+        *out = shms_ptr(h, H->root);
+        return 0;
+    }
+    if (!create)
+        return 0;
+    if ((rc = build_table(h, NULL, SHMS_DICT_MINCAP, &ref)))
+        return rc;
+    shms_store64(&H->root_kind, SHMS_KIND_DICT);
+    publish_root(h, ref);
+    *out = shms_ptr(h, ref);
+    return 0;
+}
+
+/* Replace the table by a compacted one with room to grow. */
+static int resize(shms_heap_t *h, shms_dtab_t **tp)
+{
+    uint64_t old = h->hdr->root, ref, cap = 2 * ((*tp)->n_live + 1);
+    int rc;
+    if (cap < SHMS_DICT_MINCAP)
+        cap = SHMS_DICT_MINCAP;
+    if ((rc = build_table(h, *tp, cap, &ref)))
+        return rc;
+    publish_root(h, ref);
+    shms_free(h, old);
+    *tp = shms_ptr(h, ref);
+    return 0;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static int make_blob(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
+                     const char *val, uint64_t vlen, uint64_t *ref)
+{
+    shms_dblob_t *b;
+    int rc;
+    if (vlen > (1ULL << 46))
+        return ENOMEM;
+    if ((rc = shms_alloc(h, sizeof *b + klen + vlen, ref)))
+        return rc;
+    b = shms_ptr(h, *ref);
+    b->klen = (uint32_t)klen;
+    b->cmplen = (uint32_t)cmplen;
+    b->vlen = vlen;
+    memcpy(shms_dblob_key(b), key, klen);
+    if (vlen)
+        memcpy(shms_dblob_val(b), val, vlen);
+    return 0;
+}
+
+static int check_key(uint64_t klen, uint64_t cmplen)
+{
+    return klen >= 0xFFFFFFFFULL || cmplen > klen ? EINVAL : 0;
+}
+
+static uint64_t key_hash(shms_heap_t *h, const char *key, uint64_t cmplen)
+{
+    return shms_hash64(key, cmplen, h->hdr->seed);
+}
+
+/* Tombstone entry i (indexed at slot) and free its blob. */
+static void delete_entry(shms_heap_t *h, shms_dtab_t *t, uint64_t i, uint64_t slot)
+{
+    shms_dent_t *e = &shms_dents(t)[i];
+    uint64_t blob = e->blob;
+    shms_store64(&e->blob, 0);                            /* commit */
+    if (slot != UINT64_MAX)
+        shms_dindex(t)[slot] = SHMS_IX_DUMMY;
+    t->n_live--;
+    shms_free(h, blob);
+    shms_bump_modcount(h);
+}
+
+/* Copy the value of blob b into out if it fits; res[0] = its length. */
+static int copy_value(shms_dblob_t *b, char *out, uint64_t cap, uint64_t *res)
+{
+    res[0] = b->vlen;
+    if (b->vlen > cap)
+        return SHMS_ETOOSMALL;
+    if (b->vlen)
+        memcpy(out, shms_dblob_val(b), b->vlen);
+    return 0;
+}
+
+/* ------------------------------------------------------------ get/set */
+
+static int get_locked(shms_heap_t *h, const char *key, uint64_t cmplen, char *out,
+                      uint64_t cap, uint64_t *res)
+{
+    shms_dtab_t *t;
+    uint64_t slot;
+    int64_t i;
+    int rc = get_table(h, 0, &t);
+    if (rc || !t)
+        return rc ? rc : SHMS_ENOTFOUND;
+    i = shms_dict_lookup(h, t, key_hash(h, key, cmplen), key, cmplen, &slot);
+    if (i < 0)
+        return SHMS_ENOTFOUND;
+    return copy_value(shms_ptr(h, shms_dents(t)[i].blob), out, cap, res);
+}
+
+int shms_dict_get(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
+                  char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns)
+{
+    int rc = check_key(klen, cmplen);
+    if (rc || (rc = shms_op_begin(h, held, timeout_ns)))
+        return rc;
+    rc = get_locked(h, key, cmplen, out, cap, res);
+    shms_op_end(h, held);
+    return rc;
+}
+
+static int overwrite(shms_heap_t *h, shms_dtab_t *t, uint64_t i, const char *val, uint64_t vlen)
+{
+    shms_dent_t *e = &shms_dents(t)[i];
+    shms_dblob_t *old = shms_ptr(h, e->blob);
+    uint64_t oldref = e->blob, ref;
+    int rc = make_blob(h, shms_dblob_key(old), old->klen, old->cmplen, val, vlen, &ref);
+    if (rc)
+        return rc;
+    shms_store64(&e->blob, ref);                          /* commit */
+    shms_free(h, oldref);
+    shms_bump_modcount(h);
+    return 0;
+}
+
+static int append(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const char *key,
+                  uint64_t klen, uint64_t cmplen, const char *val, uint64_t vlen)
+{
+    uint64_t blob, slot, n;
+    shms_dent_t *e;
+    int rc;
+    if (t->n_used >= t->cap || t->n_filled >= t->cap) {
+        if ((rc = resize(h, &t)))
+            return rc;
+    }
+    if ((rc = make_blob(h, key, klen, cmplen, val, vlen, &blob)))
+        return rc;
+    if (shms_dict_lookup(h, t, hash, key, cmplen, &slot) != -1)
+        return SHMS_ECORRUPT;                 /* cannot happen: no free slot */
+    n = t->n_used;
+    e = &shms_dents(t)[n];
+    e->hash = hash;
+    e->blob = blob;
+    e->seq = t->next_seq;
+    shms_store64(&t->n_used, n + 1);                      /* commit */
+    t->next_seq++;
+    t->n_live++;
+    if (shms_dindex(t)[slot] == SHMS_IX_EMPTY)
+        t->n_filled++;
+    shms_dindex(t)[slot] = (uint32_t)n;
+    shms_bump_modcount(h);
+    return 0;
+}
+
+static int set_locked(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
+                      const char *val, uint64_t vlen, int only_if_absent, uint64_t *res)
+{
+    shms_dtab_t *t;
+    uint64_t hash = key_hash(h, key, cmplen), slot;
+    int64_t i;
+    int rc = get_table(h, 1, &t);
+    if (rc)
+        return rc;
+    i = shms_dict_lookup(h, t, hash, key, cmplen, &slot);
+    res[0] = i < 0;
+    if (i >= 0)
+        return only_if_absent ? 0 : overwrite(h, t, (uint64_t)i, val, vlen);
+    return append(h, t, hash, key, klen, cmplen, val, vlen);
+}
+
+/* res[0] = 1 if a new key was inserted.  only_if_absent: setdefault. */
+int shms_dict_set(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
+                  const char *val, uint64_t vlen, int only_if_absent, uint64_t *res,
+                  int held, int64_t timeout_ns)
+{
+    int rc = check_key(klen, cmplen);
+    if (rc || (rc = shms_op_begin(h, held, timeout_ns)))
+        return rc;
+    rc = set_locked(h, key, klen, cmplen, val, vlen, only_if_absent, res);
+    shms_op_end(h, held);
+    return rc;
+}
+
+/* ------------------------------------------------------- pop, popitem */
+
+static int pop_locked(shms_heap_t *h, const char *key, uint64_t cmplen, char *out,
+                      uint64_t cap, uint64_t *res)
+{
+    shms_dtab_t *t;
+    uint64_t slot;
+    int64_t i;
+    int rc = get_table(h, 0, &t);
+    if (rc || !t)
+        return rc ? rc : SHMS_ENOTFOUND;
+    i = shms_dict_lookup(h, t, key_hash(h, key, cmplen), key, cmplen, &slot);
+    if (i < 0)
+        return SHMS_ENOTFOUND;
+    res[0] = 0;
+    if (out && (rc = copy_value(shms_ptr(h, shms_dents(t)[i].blob), out, cap, res)))
+        return rc;                              /* too small: nothing deleted */
+    delete_entry(h, t, (uint64_t)i, slot);
+    return 0;
+}
+
+/* out == NULL: just delete.  Else the value is copied out first. */
+int shms_dict_pop(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
+                  char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns)
+{
+    int rc = check_key(klen, cmplen);
+    if (rc || (rc = shms_op_begin(h, held, timeout_ns)))
+        return rc;
+    rc = pop_locked(h, key, cmplen, out, cap, res);
+    shms_op_end(h, held);
+    return rc;
+}
+
+static int popitem_locked(shms_heap_t *h, char *out, uint64_t cap, uint64_t *res)
+{
+    shms_dtab_t *t;
+    shms_dent_t *en;
+    shms_dblob_t *b;
+    uint64_t i;
+    int rc = get_table(h, 0, &t);
+    if (rc || !t)
+        return rc ? rc : SHMS_ENOTFOUND;
+    en = shms_dents(t);
+    for (i = t->n_used; i > 0 && !en[i - 1].blob; i--)
+        ;
+    if (i < t->n_used)
+        shms_store64(&t->n_used, i);            /* trim trailing tombstones */
+    if (i-- == 0)
+        return SHMS_ENOTFOUND;
+    b = shms_ptr(h, en[i].blob);
+    res[0] = b->klen;
+    res[1] = b->vlen;
+    res[2] = b->klen + b->vlen;
+    if (res[2] > cap)
+        return SHMS_ETOOSMALL;
+    memcpy(out, shms_dblob_key(b), b->klen + b->vlen);
+    delete_entry(h, t, i, slot_of(t, en[i].hash, (uint32_t)i));
+    shms_store64(&t->n_used, i);
+    return 0;
+}
+
+/* Remove the last live entry; out = key bytes then value bytes,
+ * res = {klen, vlen, needed}. */
+int shms_dict_popitem(shms_heap_t *h, char *out, uint64_t cap, uint64_t *res,
+                      int held, int64_t timeout_ns)
+{
+    int rc = shms_op_begin(h, held, timeout_ns);
+    if (rc)
+        return rc;
+    rc = popitem_locked(h, out, cap, res);
+    shms_op_end(h, held);
+    return rc;
+}
+
+/* ------------------------------------------------------- len, clear */
+
+uint64_t shms_dict_count(shms_heap_t *h, uint64_t root)
+{
+    return ((shms_dtab_t *)shms_ptr(h, root))->n_live;
+}
+
+int shms_dict_len(shms_heap_t *h, uint64_t *res, int held, int64_t timeout_ns)
+{
+    shms_dtab_t *t;
+    int rc = shms_op_begin(h, held, timeout_ns);
+    if (rc)
+        return rc;
+    rc = get_table(h, 0, &t);
+    res[0] = t ? t->n_live : 0;
+    shms_op_end(h, held);
+    return rc;
+}
+
+static int clear_locked(shms_heap_t *h)
+{
+    shms_dtab_t *t, *nt;
+    uint64_t old = h->hdr->root, ref, i;
+    int rc = get_table(h, 0, &t);
+    if (rc || !t)
+        return rc;
+    if ((rc = build_table(h, NULL, SHMS_DICT_MINCAP, &ref)))
+        return rc;
+    nt = shms_ptr(h, ref);
+    nt->next_seq = t->next_seq;
+    publish_root(h, ref);                                 /* commit */
+    for (i = 0; i < t->n_used; i++)
+        if (shms_dents(t)[i].blob)
+            shms_free(h, shms_dents(t)[i].blob);
+    shms_free(h, old);
+    shms_bump_modcount(h);
+    return 0;
+}
+
+int shms_dict_clear(shms_heap_t *h, int held, int64_t timeout_ns)
+{
+    int rc = shms_op_begin(h, held, timeout_ns);
+    if (rc)
+        return rc;
+    rc = clear_locked(h);
+    shms_op_end(h, held);
+    return rc;
+}

@@ -1,0 +1,51 @@
+/* Internal layout of the heap dict (dict.c, dict_fix.c). */
+#ifndef SHMS_DICT_INT_H
+#define SHMS_DICT_INT_H
+
+#include "heap_int.h"
+
+#define SHMS_IX_EMPTY 0xFFFFFFFFu
+#define SHMS_IX_DUMMY 0xFFFFFFFEu
+#define SHMS_DICT_MAXCAP 0xF0000000ULL    /* entry numbers fit the uint32 index */
+#define SHMS_DICT_MINCAP 8ULL
+
+/* One heap block: header, entries[cap], uint32 index[isize]. */
+typedef struct {
+    uint64_t cap;        /* durable: written before the table is published */
+    uint64_t isize;      /* durable: power of two >= cap * 3/2 */
+    uint64_t n_used;     /* durable: entries [0, n_used) exist (commit point) */
+    uint64_t n_live;     /* derived: entries with a blob */
+    uint64_t n_filled;   /* derived: index slots not EMPTY */
+    uint64_t next_seq;   /* derived: > every seq in entries */
+    uint64_t pad[2];
+} shms_dtab_t;
+
+typedef struct {
+    uint64_t hash;       /* of the blob's first cmplen key bytes */
+    uint64_t blob;       /* ref, 0 = tombstone (commit point of delete) */
+    uint64_t seq;        /* strictly increasing along entries */
+} shms_dent_t;
+
+typedef struct {
+    uint32_t klen, cmplen;
+    uint64_t vlen;       /* then key bytes, then value bytes */
+} shms_dblob_t;
+
+static inline shms_dent_t *shms_dents(shms_dtab_t *t) { return (shms_dent_t *)(t + 1); }
+static inline uint32_t *shms_dindex(shms_dtab_t *t)
+{
+    return (uint32_t *)(shms_dents(t) + t->cap);
+}
+static inline uint64_t shms_dtab_bytes(uint64_t cap, uint64_t isize)
+{
+    return sizeof(shms_dtab_t) + cap * sizeof(shms_dent_t) + isize * 4;
+}
+static inline char *shms_dblob_key(shms_dblob_t *b) { return (char *)(b + 1); }
+static inline char *shms_dblob_val(shms_dblob_t *b) { return (char *)(b + 1) + b->klen; }
+
+/* dict.c */
+int64_t shms_dict_lookup(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const char *key,
+                         uint64_t cmplen, uint64_t *slot);
+void shms_dict_index_insert(shms_dtab_t *t, uint64_t hash, uint32_t i);
+
+#endif

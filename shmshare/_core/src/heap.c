@@ -1,0 +1,383 @@
+/* The shmshare heap: a crash-consistent allocator over SysV segments.
+ *
+ * LAYOUT.  Extent 0 is [base, base+heap_size) inside the caller's segment;
+ * it starts with shms_heap_hdr_t (heap_int.h), then blocks.  Extents 1..63
+ * are segments created on demand (extent.c); each starts with a 64-byte
+ * shms_ext_hdr_t, then blocks.  A ref is (extent << 48) | offset of a
+ * block's payload within its extent; 0 is the null ref (offset 0 of extent
+ * 0 is the heap header, never a payload).  Processes map extents at
+ * different addresses, so shared memory only ever holds refs.
+ *
+ * BLOCKS.  Every block starts with {size|USED, prev_size}; size is a
+ * multiple of 16 and >= 32.  Free blocks hold {next, prev} refs of their
+ * bin's doubly linked list in their payload.  Bins: exact 16-byte classes
+ * below 1 KiB, then 8 bins per power of two; requests up to 4 KiB are
+ * rounded up to their bin's lower bound so any block of that bin fits.
+ *
+ * DURABLE vs DERIVED.  A process may die at any instruction while holding
+ * the lock.  Only these are durable (must be valid at every instant):
+ *   W1  the walk: from first[e], adding sizes reaches exactly end[e], every
+ *       size a multiple of 16 and >= 32;
+ *   W2  the extent table (state is the commit point of growth, extent.c);
+ *   W3  root_kind/root and what the structure reaches from root (dict.c).
+ * Everything else -- USED flags, prev sizes, bins, bitmap, byte counts,
+ * and the structure's own index/counters -- is DERIVED: recovery
+ * (recover.c) recomputes it from W1..W3.  A block is in use iff it is
+ * reachable from root, so a block allocated but not yet published, or
+ * unpublished but not yet freed, is reclaimed by recovery: no leaks.
+ *
+ * W1 IS KEPT BY TWO MOVES ONLY, each ending in one aligned 8-byte store:
+ *   split  write the tail's header inside the block, then shrink the head
+ *          (before the store the tail header is payload: harmless);
+ *   merge  grow the head over its free successor (the successor's header
+ *          becomes payload).
+ *
+ * NORMAL-PATH INVARIANTS (checked by shms_heap_check): USED iff reachable;
+ * no two free blocks adjacent; every free block in the bin of its size;
+ * prev sizes and byte counts exact.
+ */
+#include "heap_int.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+_Static_assert(sizeof(pthread_mutex_t) <= 64, "mutex slot too small");
+_Static_assert(sizeof(shms_ext_ent_t) == 64, "extent entry layout");
+_Static_assert(sizeof(shms_ext_hdr_t) == SHMS_EXT_HDR, "extent header layout");
+
+static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
+
+size_t shms_heap_header_size(void)
+{
+    return (size_t)align_up(sizeof(shms_heap_hdr_t), 64);
+}
+
+/* ---------------------------------------------------------------- bins */
+
+unsigned shms_bin_of(uint64_t s)
+{
+    unsigned k;
+    if (s < 1024)
+        return (unsigned)(s >> 4) - 2;
+    k = 63u - (unsigned)__builtin_clzll(s);
+    return 62u + (k - 10u) * 8u + (unsigned)((s >> (k - 3u)) & 7u);
+}
+
+static uint64_t bin_floor(unsigned b)
+{
+    unsigned k, sub;
+    if (b < 62)
+        return ((uint64_t)b + 2) << 4;
+    k = 10u + (b - 62u) / 8u;
+    sub = (b - 62u) % 8u;
+    return (uint64_t)(8u + sub) << (k - 3u);
+}
+
+/* Block size for a payload of n bytes (0 on overflow). */
+static uint64_t block_size_for(uint64_t n)
+{
+    uint64_t s;
+    if (n > (1ULL << 47))
+        return 0;
+    s = align_up(n + SHMS_BLK_HDR, 16);
+    if (s < SHMS_MIN_BLOCK)
+        s = SHMS_MIN_BLOCK;
+    if (s >= 1024 && s <= SHMS_SMALL_MAX) {
+        unsigned b = shms_bin_of(s);
+        if (bin_floor(b) != s)
+            s = bin_floor(b + 1);
+    }
+    return s;
+}
+
+static shms_blk_t *blk_at(shms_heap_t *h, unsigned e, uint64_t off)
+{
+    return (shms_blk_t *)(h->base[e] + off);
+}
+
+static uint64_t *links(shms_heap_t *h, uint64_t ref) /* [0]=next [1]=prev */
+{
+    return (uint64_t *)shms_ptr(h, ref);
+}
+
+static void bit_set(shms_heap_hdr_t *H, unsigned b) { H->bitmap[b / 64] |= 1ULL << (b % 64); }
+static void bit_clr(shms_heap_hdr_t *H, unsigned b) { H->bitmap[b / 64] &= ~(1ULL << (b % 64)); }
+
+void shms_bins_reset(shms_heap_t *h)
+{
+    memset(h->hdr->bins, 0, sizeof h->hdr->bins);
+    memset(h->hdr->bitmap, 0, sizeof h->hdr->bitmap);
+}
+
+void shms_bin_insert(shms_heap_t *h, unsigned e, uint64_t off)
+{
+    shms_heap_hdr_t *H = h->hdr;
+    uint64_t ref = shms_mkref(e, off + SHMS_BLK_HDR);
+    unsigned b = shms_bin_of(blk_at(h, e, off)->size & SHMS_SIZE_MASK);
+    uint64_t head = H->bins[b];
+    links(h, ref)[0] = head;
+    links(h, ref)[1] = 0;
+    if (head)
+        links(h, head)[1] = ref;
+    H->bins[b] = ref;
+    bit_set(H, b);
+}
+
+static void bin_remove(shms_heap_t *h, uint64_t ref)
+{
+    shms_heap_hdr_t *H = h->hdr;
+    uint64_t *l = links(h, ref);
+    unsigned b = shms_bin_of(shms_blk_of(h, ref)->size & SHMS_SIZE_MASK);
+    if (l[1])
+        links(h, l[1])[0] = l[0];
+    else
+        H->bins[b] = l[0];
+    if (l[0])
+        links(h, l[0])[1] = l[1];
+    if (!H->bins[b])
+        bit_clr(H, b);
+}
+
+/* First non-empty bin >= b, or SHMS_NBINS. */
+static unsigned next_bin(shms_heap_hdr_t *H, unsigned b)
+{
+    unsigned w = b / 64;
+    uint64_t m;
+    if (b >= SHMS_NBINS)
+        return SHMS_NBINS;
+    m = H->bitmap[w] & (~0ULL << (b % 64));
+    while (!m) {
+        if (++w >= SHMS_BITMAP_WORDS)
+            return SHMS_NBINS;
+        m = H->bitmap[w];
+    }
+    return w * 64 + (unsigned)__builtin_ctzll(m);
+}
+
+/* A free block of at least s bytes, removed from its bin; 0 if none. */
+static uint64_t take_fit(shms_heap_t *h, uint64_t s)
+{
+    shms_heap_hdr_t *H = h->hdr;
+    unsigned b = shms_bin_of(s);
+    uint64_t r;
+    if (bin_floor(b) != s) {             /* large: first fit in own bin */
+        for (r = H->bins[b]; r; r = links(h, r)[0])
+            if ((shms_blk_of(h, r)->size & SHMS_SIZE_MASK) >= s)
+                goto found;
+        b++;
+    }
+    b = next_bin(H, b);
+    if (b >= SHMS_NBINS)
+        return 0;
+    r = H->bins[b];
+found:
+    bin_remove(h, r);
+    return r;
+}
+
+/* ------------------------------------------------------ alloc and free */
+
+static void set_next_prev(shms_heap_t *h, unsigned e, uint64_t off, uint64_t size)
+{
+    if (off + size < h->end[e])
+        blk_at(h, e, off + size)->prev = size;
+}
+
+/* Split block (e, off) of size bs to s bytes; the tail becomes free. */
+static void split(shms_heap_t *h, unsigned e, uint64_t off, uint64_t bs, uint64_t s)
+{
+    shms_blk_t *b = blk_at(h, e, off);
+    shms_blk_t *t = blk_at(h, e, off + s);
+    t->size = bs - s;                    /* 1: tail header (in payload) */
+    t->prev = s;
+    shms_store64(&b->size, s | (b->size & SHMS_B_USED)); /* 2: commit */
+    set_next_prev(h, e, off + s, bs - s);
+    h->hdr->bytes_free += bs - s;
+    shms_bin_insert(h, e, off + s);
+}
+
+int shms_alloc(shms_heap_t *h, uint64_t n, uint64_t *ref_out)
+{
+    shms_heap_hdr_t *H = h->hdr;
+    uint64_t s = block_size_for(n), r, bs, off;
+    shms_blk_t *b;
+    unsigned e;
+    int rc;
+    if (!s)
+        return ENOMEM;
+    while (!(r = take_fit(h, s))) {
+        if ((rc = shms_ext_grow(h, s)))
+            return rc;
+    }
+    e = shms_ref_ext(r);
+    off = shms_ref_off(r) - SHMS_BLK_HDR;
+    b = blk_at(h, e, off);
+    bs = b->size & SHMS_SIZE_MASK;
+    H->bytes_free -= bs;
+    if (bs - s >= SHMS_MIN_BLOCK)
+        split(h, e, off, bs, s);
+    else
+        s = bs;
+    b->size = s | SHMS_B_USED;
+    H->bytes_used += s;
+    H->n_used_blocks++;
+    *ref_out = r;
+    return 0;
+}
+
+uint64_t shms_payload_size(shms_heap_t *h, uint64_t ref)
+{
+    return (shms_blk_of(h, ref)->size & SHMS_SIZE_MASK) - SHMS_BLK_HDR;
+}
+
+void shms_free(shms_heap_t *h, uint64_t ref)
+{
+    shms_heap_hdr_t *H = h->hdr;
+    unsigned e = shms_ref_ext(ref);
+    uint64_t off = shms_ref_off(ref) - SHMS_BLK_HDR;
+    shms_blk_t *b = blk_at(h, e, off), *nb, *pb;
+    uint64_t s = b->size & SHMS_SIZE_MASK;
+    H->bytes_used -= s;
+    H->n_used_blocks--;
+    H->bytes_free += s;
+    b->size = s;                                    /* clear USED */
+    if (off + s < h->end[e]) {
+        nb = blk_at(h, e, off + s);
+        if (!(nb->size & SHMS_B_USED)) {            /* merge successor */
+            bin_remove(h, shms_mkref(e, off + s + SHMS_BLK_HDR));
+            s += nb->size & SHMS_SIZE_MASK;
+            shms_store64(&b->size, s);
+        }
+    }
+    if (b->prev) {
+        pb = blk_at(h, e, off - b->prev);
+        if (!(pb->size & SHMS_B_USED)) {            /* merge into predecessor */
+            off -= b->prev;
+            bin_remove(h, shms_mkref(e, off + SHMS_BLK_HDR));
+            s += pb->size & SHMS_SIZE_MASK;
+            shms_store64(&pb->size, s);
+        }
+    }
+    set_next_prev(h, e, off, s);
+    shms_bin_insert(h, e, off);
+}
+
+/* -------------------------------------------------- create, open, close */
+
+void shms_ext_setup_local(shms_heap_t *h, unsigned e, char *base, uint64_t size)
+{
+    h->base[e] = base;
+    h->first[e] = e ? SHMS_EXT_HDR : shms_heap_header_size();
+    h->end[e] = size & SHMS_SIZE_MASK;
+}
+
+static shms_heap_t *handle_new(void *base, uint64_t size)
+{
+    shms_heap_t *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->hdr = (shms_heap_hdr_t *)base;
+    h->main_shmid = -1;
+    shms_ext_setup_local(h, 0, (char *)base, size);
+    return h;
+}
+
+static int random_u64(uint64_t *out)
+{
+    ssize_t n = getrandom(out, sizeof *out, 0);
+    return n == (ssize_t)sizeof *out ? 0 : (errno ? errno : EIO);
+}
+
+int shms_heap_create(void *base, uint64_t size, uint32_t mode, uint32_t flags,
+                     shms_heap_t **out)
+{
+    shms_heap_hdr_t *H = (shms_heap_hdr_t *)base;
+    shms_heap_t *h;
+    shms_blk_t *b;
+    uint64_t first = shms_heap_header_size();
+    int rc;
+    if (((uintptr_t)base & 63) || size > SHMS_OFF_MASK ||
+        (size & SHMS_SIZE_MASK) < first + 1024)
+        return EINVAL;
+    memset(H, 0, first);
+    if ((rc = random_u64(&H->token)) || (rc = random_u64(&H->seed)))
+        return rc;
+    if ((rc = shms_mutex_init(H->mutex)))
+        return rc;
+    if (!(h = handle_new(base, size)))
+        return ENOMEM;
+    H->version = SHMS_HEAP_VERSION;
+    H->mutex_size = (uint32_t)sizeof(pthread_mutex_t);
+    H->header_size = (uint32_t)first;
+    H->flags = flags;
+    H->mode = mode & 0777;
+    H->heap_size = size;
+    H->ext[0].state = SHMS_EXT_READY;
+    H->ext[0].size = size;
+    H->ext[0].shmid = -1;
+    H->n_extents = 1;
+    b = blk_at(h, 0, first);
+    b->size = h->end[0] - first;
+    b->prev = 0;
+    H->bytes_total = H->bytes_free = b->size;
+    shms_bin_insert(h, 0, first);
+    /* The magic goes last: a half-created heap is refused by open. */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(H->magic, SHMS_HEAP_MAGIC, 8);
+    *out = h;
+    return 0;
+}
+
+int shms_heap_open(void *base, uint64_t size, shms_heap_t **out)
+{
+    shms_heap_hdr_t *H = (shms_heap_hdr_t *)base;
+    shms_heap_t *h;
+    if (size < shms_heap_header_size() || memcmp(H->magic, SHMS_HEAP_MAGIC, 8) ||
+        H->version != SHMS_HEAP_VERSION ||
+        H->mutex_size != (uint32_t)sizeof(pthread_mutex_t) ||
+        H->header_size != (uint32_t)shms_heap_header_size() || H->heap_size != size)
+        return SHMS_EBADHEAP;
+    if (!(h = handle_new(base, size)))
+        return ENOMEM;
+    *out = h;
+    return 0;
+}
+
+/* Extent 0's shmid lets ANONYMOUS heaps settle their extents (extent.c). */
+void shms_heap_set_main(shms_heap_t *h, int64_t shmid)
+{
+    h->main_shmid = shmid;
+}
+
+uint64_t shms_heap_modcount(shms_heap_t *h)
+{
+    return shms_load64(&h->hdr->modcount);
+}
+
+uint64_t shms_heap_recoveries(shms_heap_t *h)
+{
+    return h->recoveries;
+}
+
+/* out[]: bytes in extents, used, free, extents, generation, entries,
+ * recoveries (header total), modcount, used blocks. */
+int shms_heap_stats(shms_heap_t *h, uint64_t *out, int n, int held, int64_t timeout_ns)
+{
+    shms_heap_hdr_t *H = h->hdr;
+    uint64_t v[9], ext = 0, ent = 0, i;
+    int rc = shms_op_begin(h, held, timeout_ns);
+    if (rc)
+        return rc;
+    for (i = 0; i < H->n_extents && i < SHMS_MAX_EXT; i++)
+        ext += H->ext[i].state == SHMS_EXT_READY;
+    if (H->root_kind == SHMS_KIND_DICT && H->root)
+        ent = shms_dict_count(h, H->root);
+    v[0] = H->bytes_total; v[1] = H->bytes_used; v[2] = H->bytes_free;
+    v[3] = ext; v[4] = H->generation; v[5] = ent; v[6] = H->recoveries;
+    v[7] = H->modcount; v[8] = H->n_used_blocks;
+    shms_op_end(h, held);
+    for (i = 0; i < 9 && (int)i < n; i++)
+        out[i] = v[i];
+    return 0;
+}

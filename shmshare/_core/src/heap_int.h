@@ -1,0 +1,164 @@
+/* Internal layout of the shmshare heap, shared by heap.c, extent.c,
+ * recover.c and dict.c.  Nothing here is seen by Python except through
+ * cdef/heap.h (opaque handle + functions + result codes).
+ *
+ * See heap.c for the invariants and commit points.
+ */
+#ifndef SHMS_HEAP_INT_H
+#define SHMS_HEAP_INT_H
+
+#include "shms.h"
+#include <pthread.h>
+
+#define SHMS_HEAP_MAGIC   "SHMSHEAP"
+#define SHMS_EXT_MAGIC    "SHMSEXT"      /* 8 bytes with the NUL */
+#define SHMS_HEAP_VERSION 1u
+#define SHMS_NBINS        368
+#define SHMS_BITMAP_WORDS ((SHMS_NBINS + 63) / 64)
+#define SHMS_OFF_BITS     48
+#define SHMS_OFF_MASK     ((1ULL << SHMS_OFF_BITS) - 1)
+#define SHMS_BLK_HDR      16ULL
+#define SHMS_MIN_BLOCK    32ULL
+#define SHMS_B_USED       1ULL
+#define SHMS_SIZE_MASK    (~15ULL)
+#define SHMS_EXT_HDR      64ULL
+#define SHMS_SMALL_MAX    (4096ULL + SHMS_BLK_HDR)  /* rounded to a class */
+
+
+enum { SHMS_EXT_FREE = 0, SHMS_EXT_PENDING = 1, SHMS_EXT_READY = 2 };
+enum { SHMS_KIND_NONE = 0, SHMS_KIND_DICT = 1, SHMS_NKINDS = 2 };
+
+typedef struct {
+    uint64_t key;        /* SysV key used to create it (1..2^24-1) */
+    int64_t  shmid;      /* valid once READY */
+    uint64_t size;       /* segment size */
+    uint64_t state;      /* SHMS_EXT_* ; the commit point of growth */
+    int64_t  pid;        /* creator pid (to recognise a PENDING segment) */
+    uint64_t removed;    /* ANONYMOUS: IPC_RMID done (extent.c, "settling") */
+    uint64_t pad[2];
+} shms_ext_ent_t;        /* 64 bytes */
+
+typedef struct {
+    char     magic[8];   /* "SHMSEXT\0" */
+    uint64_t token;      /* == heap token: shmids get reused */
+    uint64_t index;
+    uint64_t size;
+    uint64_t pad[4];
+} shms_ext_hdr_t;        /* 64 bytes == SHMS_EXT_HDR */
+
+typedef struct {
+    uint64_t size;       /* total size incl. header | SHMS_B_USED */
+    uint64_t prev;       /* size of the previous block, 0 for the first */
+} shms_blk_t;            /* a free block's payload holds next, prev refs */
+
+typedef struct {
+    /* identity: written once at creation */
+    char     magic[8];
+    uint32_t version, mutex_size;
+    uint32_t header_size, flags;
+    uint32_t mode, corrupt;          /* corrupt: sticky, set under the lock */
+    uint64_t token, seed;
+    uint64_t heap_size;
+    uint64_t needs_recovery;         /* set if a recovery could not finish */
+    _Alignas(64) unsigned char mutex[64];
+    /* durable state */
+    uint64_t generation;             /* bumped when the extent table changes */
+    uint64_t n_extents;              /* slots [0, n_extents) may be in use */
+    uint64_t modcount;               /* bumped on every mutation */
+    uint64_t recoveries;             /* dead-owner recoveries performed */
+    uint64_t root_kind, root;        /* the data structure (commit point) */
+    uint64_t unsettled;              /* ANONYMOUS extents not yet IPC_RMID'd */
+    /* allocator state: derived, rebuilt by recovery */
+    uint64_t bytes_total, bytes_used, bytes_free, n_used_blocks;
+    uint64_t bitmap[SHMS_BITMAP_WORDS];
+    uint64_t bins[SHMS_NBINS];
+    shms_ext_ent_t ext[SHMS_MAX_EXT];
+    char     why[192];               /* reason the heap was marked corrupt */
+} shms_heap_hdr_t;
+
+struct shms_heap {                   /* process-local, malloc'd */
+    shms_heap_hdr_t *hdr;
+    char    *base[SHMS_MAX_EXT];     /* NULL: not attached here */
+    uint64_t first[SHMS_MAX_EXT];    /* offset of the first block */
+    uint64_t end[SHMS_MAX_EXT];      /* offset just past the last block */
+    uint64_t generation;
+    uint64_t recoveries;             /* recoveries run by this handle */
+    int64_t  main_shmid;             /* shmid of extent 0's segment, or -1 */
+};
+
+/* ---- refs ---- */
+static inline uint64_t shms_mkref(unsigned e, uint64_t off)
+{
+    return ((uint64_t)e << SHMS_OFF_BITS) | off;
+}
+static inline unsigned shms_ref_ext(uint64_t r) { return (unsigned)(r >> SHMS_OFF_BITS); }
+static inline uint64_t shms_ref_off(uint64_t r) { return r & SHMS_OFF_MASK; }
+/* Unchecked: only for refs the structure's invariants guarantee valid. */
+static inline void *shms_ptr(shms_heap_t *h, uint64_t r)
+{
+    return h->base[shms_ref_ext(r)] + shms_ref_off(r);
+}
+static inline shms_blk_t *shms_blk_of(shms_heap_t *h, uint64_t r)
+{
+    return (shms_blk_t *)((char *)shms_ptr(h, r) - SHMS_BLK_HDR);
+}
+static inline void shms_store64(uint64_t *p, uint64_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+static inline uint64_t shms_load64(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+static inline void shms_bump_modcount(shms_heap_t *h)
+{
+    shms_store64(&h->hdr->modcount, h->hdr->modcount + 1);
+}
+
+/* ---- heap.c: allocator ---- */
+int  shms_alloc(shms_heap_t *h, uint64_t n, uint64_t *ref_out);
+void shms_free(shms_heap_t *h, uint64_t ref);
+uint64_t shms_payload_size(shms_heap_t *h, uint64_t ref);
+void shms_bins_reset(shms_heap_t *h);
+void shms_bin_insert(shms_heap_t *h, unsigned e, uint64_t off);
+unsigned shms_bin_of(uint64_t size);
+void shms_ext_setup_local(shms_heap_t *h, unsigned e, char *base, uint64_t size);
+
+/* ---- extent.c ---- */
+int  shms_ext_grow(shms_heap_t *h, uint64_t need);
+int  shms_ext_sync(shms_heap_t *h);
+int  shms_ext_resolve_pending(shms_heap_t *h);
+int  shms_ext_attach_all(shms_heap_t *h);
+void shms_ext_settle(shms_heap_t *h);
+
+/* ---- recover.c: reachability marking, used by recovery and check ---- */
+typedef struct shms_markctx shms_markctx_t;
+/* Mark the block whose payload is at ref; it must hold >= min bytes.
+ * Returns 0, or -1 after recording why (bad ref, not a block, twice). */
+int  shms_mark(shms_markctx_t *c, uint64_t ref, uint64_t min);
+void shms_mark_fail(shms_markctx_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void *shms_mark_ptr(shms_markctx_t *c, uint64_t ref);
+uint64_t shms_mark_payload(shms_markctx_t *c, uint64_t ref);
+
+/* Per root kind: mark (validate + mark every block), repair (rebuild
+ * derived data after the allocator was rebuilt), check (read-only). */
+typedef struct {
+    int (*mark)(shms_markctx_t *c, uint64_t root);
+    int (*repair)(shms_heap_t *h, uint64_t root);
+    int (*check)(shms_heap_t *h, uint64_t root, char *msg, size_t cap);
+    uint64_t (*count)(shms_heap_t *h, uint64_t root);
+} shms_kind_ops_t;
+
+/* ---- dict.c ---- */
+int shms_dict_mark(shms_markctx_t *c, uint64_t root);
+int shms_dict_repair(shms_heap_t *h, uint64_t root);
+int shms_dict_check_root(shms_heap_t *h, uint64_t root, char *msg, size_t cap);
+uint64_t shms_dict_count(shms_heap_t *h, uint64_t root);
+
+/* ---- recover.c: op prologue/epilogue ---- */
+int  shms_op_begin(shms_heap_t *h, int held, int64_t timeout_ns);
+void shms_op_end(shms_heap_t *h, int held);
+
+
+#endif
