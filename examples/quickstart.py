@@ -1,4 +1,4 @@
-"""Quickstart: two processes share a named segment, with no server process.
+"""Quickstart: a dict shared by a pool of worker processes, with no server process.
 
 Run:  python examples/quickstart.py
 """
@@ -7,31 +7,27 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import tempfile
 
 import shmshare
 
 
-def worker(project_dir: str, index: int) -> None:
-    # An unrelated process finds the segment by name alone.
-    with shmshare.Segment("quickstart", project_dir=project_dir, create=False) as seg:
-        seg.buf[index] = index * index
+def count_words(args: tuple[shmshare.SharedDict, str]) -> int:
+    counts, line = args
+    for word in line.split():
+        # apply() is an atomic read-modify-write under the dict's robust lock.
+        counts.apply(word, lambda n: n + 1, default=0)
+    return os.getpid()
 
 
 def main() -> None:
-    project_dir = tempfile.mkdtemp(prefix="shmshare-quickstart-")
-    with shmshare.Segment("quickstart", 16, project_dir=project_dir) as seg:
-        procs = [mp.get_context("spawn").Process(target=worker, args=(project_dir, i))
-                 for i in range(8)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(60)
-        print("squares written by 8 spawned processes:", list(seg.buf[:8]))
-        print(f"segment {seg.name!r}: key {seg.key:#x}, shmid {seg.id}, "
-              f"nattch {seg.stat().nattch}")
-    # Leaving the block detached the last user: segment and key file are gone.
-    print("after the last detach, the project directory holds:", os.listdir(project_dir))
+    text = ["the quick brown fox", "jumps over the lazy dog", "the end"] * 100
+    counts = shmshare.SharedDict()            # anonymous: shared with the pool's workers
+    with mp.get_context("spawn").Pool(4) as pool:
+        pids = set(pool.map(count_words, [(counts, line) for line in text]))
+    print(f"{len(pids)} worker processes counted {sum(counts.values())} words")
+    print("most common:", sorted(counts.items(), key=lambda kv: -kv[1])[:3])
+    print("as a plain dict:", counts.copy())
+    counts.detach()                            # the last user gone: memory is freed
 
 
 if __name__ == "__main__":

@@ -14,15 +14,20 @@ from .errors import (
     ShmValueError,
     WrongTypeError,
 )
+from .locks import ObjectLock, OwnerDiedWarning
 from .segment import Segment
+from .shared_dict import SharedDict
 
 __all__ = [
     "CorruptSegmentError",
     "LockTimeoutError",
+    "ObjectLock",
+    "OwnerDiedWarning",
     "Segment",
     "SegmentExistsError",
     "SegmentNotFoundError",
     "SegmentRemovedError",
+    "SharedDict",
     "ShmLimitError",
     "ShmOSError",
     "ShmPermissionError",

@@ -1,0 +1,132 @@
+"""The base of every shared object stored on a heap (dict today; list, queue... later).
+
+It owns the object's segment (named or anonymous, see :mod:`shmshare.segment`)
+and the heap handle on it, gives the object its lock, and makes it pickle by
+reference: a few hundred bytes that reattach in the receiving process.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TypeVar
+
+from ._core.heap import Heap
+from .header import HEADER_SIZE, Header
+from .lifecycle import register_destroy_hook
+from .locks import ObjectLock
+from .segment import Segment
+
+__all__ = ["HeapObject"]
+
+T = TypeVar("T", bound="HeapObject")
+
+INITIAL_SIZE = 64 * 1024  # objects start small and grow online
+
+
+def _destroy_extents(att: Any, header: Header) -> None:
+    # Runs whenever a heap-backed segment is removed (last detach, rm, gc):
+    # the heap's extra segments go with it.
+    heap = Heap.open(att, HEADER_SIZE, header.payload_size)
+    try:
+        heap.destroy_extents()
+    finally:
+        heap.close()
+
+
+register_destroy_hook(_destroy_extents)
+
+
+class HeapObject:
+    """Shared state: ``_seg`` (the main segment), ``_heap``, and ``lock``."""
+
+    KIND = ""
+    _seg: Segment
+    _heap: Heap
+    lock: ObjectLock
+
+    def __init__(self, name: str | None = None, *, create: bool | None = None,
+                 project_dir: str | os.PathLike[str] | None = None, persist: bool = False,
+                 mode: int = 0o600, initial_size: int = INITIAL_SIZE) -> None:
+        created: list[Heap] = []
+
+        def init(att: Any, offset: int, size: int) -> None:
+            created.append(Heap.create(att, offset, size, mode=mode, anonymous=name is None))
+
+        seg = Segment._open(self.KIND, name, initial_size, create=create,
+                            project_dir=project_dir, persist=persist, mode=mode, init=init,
+                            heap=True)
+        heap = created[0] if created else Heap.open(seg._attachment(), HEADER_SIZE, seg.size)
+        self._attach(seg, heap)
+
+    def _attach(self, seg: Segment, heap: Heap) -> None:
+        self._seg = seg
+        self._heap = heap
+        self.lock = ObjectLock(heap)
+        seg._on_release(heap.close)
+
+    @classmethod
+    def _reopen(cls: type[T], segment_ref: tuple[Any, tuple[Any, ...]]) -> T:
+        opener, args = segment_ref
+        seg = opener(*args)
+        self = cls.__new__(cls)
+        self._attach(seg, Heap.open(seg._attachment(), HEADER_SIZE, seg.size))
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (type(self), self._seg.__reduce__()))
+
+    # -- identity and lifecycle -----------------------------------------------------
+
+    @property
+    def name(self) -> str | None:
+        return self._seg.name
+
+    @property
+    def project_dir(self) -> os.PathLike[str] | None:
+        return self._seg.project_dir
+
+    @property
+    def persist(self) -> bool:
+        return self._seg.persist
+
+    @property
+    def segment(self) -> Segment:
+        """The main segment (key, id, stat...)."""
+        return self._seg
+
+    def stats(self) -> dict[str, int]:
+        """Heap usage: bytes in extents, used, free, extents, entries, recoveries..."""
+        return self._heap.stats()
+
+    def check(self) -> None:
+        """Verify the heap and index invariants; raise CorruptSegmentError if broken."""
+        from .errors import CorruptSegmentError
+
+        problem = self._heap.check()
+        if problem is not None:
+            raise CorruptSegmentError(f"{self._label()}: {problem}")
+
+    def detach(self) -> None:
+        """Detach from this process; the last detach removes a non-persistent object."""
+        self._seg.detach()
+
+    close = detach
+
+    def remove(self) -> None:
+        """Remove the object now; processes still attached keep access until they detach."""
+        self._seg.remove()
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    def _label(self) -> str:
+        n = self._seg.name
+        return f"{type(self).__name__} {n!r}" if n is not None else (
+            f"anonymous {type(self).__name__}")
+
+
+def _reopen(cls: type[HeapObject], segment_ref: tuple[Any, tuple[Any, ...]]) -> HeapObject:
+    return cls._reopen(segment_ref)

@@ -1,0 +1,256 @@
+"""pytest plugin: state and once-per-run fixtures shared by all pytest-xdist workers.
+
+Registered through the ``pytest11`` entry point ``shmshare``, so it loads by
+itself; with ``PYTEST_DISABLE_PLUGIN_AUTOLOAD=1`` pass ``-p shmshare``.
+
+Fixtures (the same with or without xdist, ``-n 0`` or ``-p no:xdist``):
+
+* ``shmshare_once(key, factory, teardown=None)`` — ``factory()`` runs once
+  per test run across all workers; the others wait and get the same value
+  (pickled, cloudpickle as fallback).  ``teardown(value)`` runs once, in the
+  controller, after every worker is finished — also when a worker died.
+* ``shared_dict`` — a :class:`~shmshare.SharedDict` shared by every worker of
+  this run.
+* ``shared_lock`` — a robust lock shared by every worker of this run.
+
+A run's objects live in their own project directory, named after the run id
+that the controller hands to its workers (``workerinput``), so concurrent
+pytest runs never share state.  The controller removes them when the run
+ends; a run that crashed is swept by the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .inventory import remove
+from .keys import default_project_dir, list_names, resolve_project_dir
+from .lifecycle import pid_alive
+from .shared_dict import SharedDict
+
+__all__ = ["OnceError"]
+
+_RUN_KEY = "shmshare_run"
+_OWNER_FILE = "controller.pid"
+_POLL_MAX = 0.05
+
+
+class OnceError(RuntimeError):
+    """A ``shmshare_once`` factory failed in another worker; its error is attached."""
+
+
+# -- run identity and directory ---------------------------------------------------------------
+
+
+def _runs_base() -> Path:
+    return default_project_dir() / "pytest-runs"
+
+
+def _sweep_crashed_runs(base: Path) -> None:
+    """Remove the directories of runs whose controller is no longer alive."""
+    if not base.is_dir():
+        return
+    for run in base.iterdir():
+        try:
+            pid = int((run / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not pid_alive(pid):
+            _remove_run_dir(run)
+
+
+def _remove_run_dir(run_dir: Path) -> None:
+    for name in list_names(run_dir):
+        try:
+            remove(run_dir, name)
+        except (OSError, RuntimeError):
+            pass
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+class _XdistHooks:
+    """Registered only when xdist is loaded: hands the run's identity to each worker."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[_RUN_KEY] = (str(self.run.path), self.run.controller_pid)
+
+
+class _Run:
+    """Where this test run keeps its objects, and which process controls it."""
+
+    def __init__(self, path: Path, controller_pid: int) -> None:
+        self.path = path
+        self.controller_pid = controller_pid
+        self._ready = False
+
+    def directory(self) -> Path:
+        """The run's project directory, created on first use by any worker."""
+        if not self._ready:
+            resolve_project_dir(self.path.parent)
+            resolve_project_dir(self.path)
+            (self.path / _OWNER_FILE).write_text(str(self.controller_pid))
+            self._ready = True
+        return self.path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _is_worker(config):
+        winput: dict[str, Any] = config.workerinput  # type: ignore[attr-defined]
+        if _RUN_KEY in winput:
+            path, pid = winput[_RUN_KEY]
+            run = _Run(Path(path), int(pid))
+        else:  # a controller without this plugin's hook: derive it from xdist's run uid
+            run = _Run(_runs_base() / f"run-{winput['testrunuid']}", os.getppid())
+        config.stash[_run_key] = run
+        return
+    run = _Run(_runs_base() / f"run-{uuid.uuid4().hex}", os.getpid())
+    config.stash[_run_key] = run
+    try:
+        _sweep_crashed_runs(_runs_base())
+    except Exception:  # never let housekeeping break someone's test run
+        pass
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(run), "shmshare-xdist-hooks")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(_run_key, None)
+    if run is None or _is_worker(config) or not run.path.is_dir():
+        return
+    # The controller: every worker is down by now.  Run the teardowns, then
+    # remove everything the run created.
+    try:
+        _run_teardowns(run.path, config)
+    finally:
+        _remove_run_dir(run.path)
+
+
+_run_key = pytest.StashKey[_Run]()
+
+
+# -- once per run ---------------------------------------------------------------------------
+
+
+def _registry(run_dir: Path) -> SharedDict:
+    return SharedDict("once-registry", project_dir=run_dir, persist=True)
+
+
+def _wait_or_claim(reg: SharedDict, key: str) -> dict[str, Any] | None:
+    """The finished record for ``key``, or None once this process has claimed the factory."""
+    delay = 0.001
+    while True:
+        with reg.lock:
+            rec = reg.get(key)
+            running_elsewhere = (rec is not None and rec["state"] == "running"
+                                 and rec["pid"] != os.getpid() and pid_alive(rec["pid"]))
+            if rec is None or (rec["state"] == "running" and not running_elsewhere):
+                # Nobody has it, or its worker died mid-factory: take it over.
+                reg[key] = {"state": "running", "pid": os.getpid()}
+                return None
+            if rec["state"] != "running":
+                return rec  # type: ignore[no-any-return]
+        time.sleep(delay)  # another worker is computing it
+        delay = min(delay * 2, _POLL_MAX)
+
+
+def _once(run_dir: Path, key: str, factory: Callable[[], Any],
+          teardown: Callable[[Any], Any] | None) -> Any:
+    if not isinstance(key, str):
+        raise TypeError(f"shmshare_once key must be a str, not {type(key).__name__}")
+    with _registry(run_dir) as reg:
+        rec = _wait_or_claim(reg, key)
+        if rec is None:
+            try:
+                value = factory()
+            except BaseException as exc:
+                reg[key] = {"state": "error", "error": _portable(exc)}
+                raise
+            try:
+                reg[key] = {"state": "done", "value": value, "teardown": teardown}
+            except Exception as exc:
+                reg[key] = {"state": "error", "error": _portable(exc)}
+                raise TypeError(f"shmshare_once({key!r}): the factory's value cannot be "
+                                f"shared between workers: {exc}") from exc
+            return value
+        if rec["state"] == "error":
+            raise OnceError(f"shmshare_once({key!r}) failed in another worker: "
+                            f"{rec['error']!r}") from rec["error"]
+        return rec["value"]
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it pickles, else a RuntimeError carrying its repr."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(repr(exc))
+
+
+def _run_teardowns(run_dir: Path, config: pytest.Config) -> None:
+    if "once-registry.key" not in os.listdir(run_dir):
+        return
+    failures = []
+    with _registry(run_dir) as reg:
+        for key, rec in reg.items():
+            if rec.get("state") == "done" and rec.get("teardown") is not None:
+                try:
+                    rec["teardown"](rec["value"])
+                except Exception as exc:  # report every failure, not just the first
+                    failures.append(f"{key}: {exc!r}")
+    if failures:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        message = "shmshare_once teardown failed: " + "; ".join(failures)
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        raise pytest.UsageError(message)
+
+
+@pytest.fixture(scope="session")
+def shmshare_run_dir(pytestconfig: pytest.Config) -> Path:
+    """The project directory of this test run (shared by all its workers)."""
+    return pytestconfig.stash[_run_key].directory()
+
+
+@pytest.fixture(scope="session")
+def shmshare_once(shmshare_run_dir: Path) -> Callable[..., Any]:
+    """``shmshare_once(key, factory, teardown=None)``: run ``factory`` once per test run."""
+
+    def once(key: str, factory: Callable[[], Any],
+             teardown: Callable[[Any], Any] | None = None) -> Any:
+        return _once(shmshare_run_dir, key, factory, teardown)
+
+    return once
+
+
+@pytest.fixture(scope="session")
+def shared_dict(shmshare_run_dir: Path) -> Iterator[SharedDict]:
+    """A SharedDict shared by every worker of this test run."""
+    d = SharedDict("shared_dict", project_dir=shmshare_run_dir, persist=True)
+    yield d
+    d.detach()
+
+
+@pytest.fixture(scope="session")
+def shared_lock(shmshare_run_dir: Path) -> Iterator[Any]:
+    """A robust lock shared by every worker of this test run (``with shared_lock: ...``)."""
+    holder = SharedDict("shared_lock", project_dir=shmshare_run_dir, persist=True)
+    yield holder.lock
+    holder.detach()

@@ -1,0 +1,334 @@
+"""``SharedDict``: a dict whose items live in shared memory, used by many processes at once.
+
+Every operation is atomic: it runs under the dict's robust lock, inside one C
+call.  Several operations become one atomic step under ``with d.lock:``.
+
+Iteration (``for k in d``, ``keys()``, ``values()``, ``items()``,
+``reversed(d)``) walks the items in insertion order in batches, each read
+under the lock, so it never sees a torn value and never fails because other
+processes change the dict meanwhile.  It yields every item that is present
+for the whole iteration exactly once; an item added during the iteration is
+yielded if it lands after the current position (as it is appended, it
+usually does); an item deleted before it is reached is not yielded.  Unlike
+``dict``, no RuntimeError is raised for a change of size during iteration.
+For a consistent snapshot use ``d.copy()``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from ._heapobj import HeapObject
+from .codec import decode_key, dumps, encode_key, loads
+
+__all__ = ["SharedDict"]
+
+_MISSING: Any = object()
+_get_ident = threading.get_ident
+_REPR_LIMIT = 50
+T = TypeVar("T")
+
+
+def _key(key: Any) -> tuple[bytes, int]:
+    if type(key) is str and key:
+        data = key.encode("utf-8", "surrogatepass")
+        return data, len(data)
+    return encode_key(key)
+
+
+class SharedDict(HeapObject, MutableMapping[Any, Any]):
+    """A dict in shared memory, with no server process.
+
+    ``SharedDict()`` (or ``SharedDict({...})``, ``SharedDict(pairs, key=value)``,
+    as with ``dict``) is anonymous: pass it to child processes (``Process``
+    args, ``Pool``/``ProcessPoolExecutor`` tasks) and it pickles by
+    reference.  ``SharedDict("name")`` is found by name by any process of the
+    same user: ``create=None`` opens or creates, ``True`` must create
+    (FileExistsError), ``False`` must exist (FileNotFoundError).
+
+    Keys follow dict's equality (``d[1]``, ``d[1.0]`` and ``d[True]`` are one
+    key) for str, bytes, numbers, None and tuples/frozensets of those; see
+    :mod:`shmshare.codec` for other keys.  Values are anything picklable,
+    with cloudpickle as a fallback.  ``d[k]`` returns a *copy*: mutate nested
+    values with :meth:`mutate` or :meth:`apply`, or reassign them.
+    """
+
+    KIND = "dict"
+
+    def __init__(self, name: Any = None, data: Mapping[Any, Any] | Iterable[Any] = (),
+                 /, *, create: bool | None = None, project_dir: Any = None,
+                 persist: bool = False, mode: int = 0o600, **kwargs: Any) -> None:
+        if name is not None and not isinstance(name, str):
+            # SharedDict({"a": 1}) / SharedDict(pairs): data first, as with dict().
+            if data:
+                raise TypeError("SharedDict() takes a name and/or data, not two data arguments")
+            name, data = None, name
+        super().__init__(name, create=create, project_dir=project_dir, persist=persist,
+                         mode=mode)
+        if data or kwargs:
+            self.update(data, **kwargs)
+
+    # -- the hot paths ------------------------------------------------------------
+
+    def _held(self) -> bool:
+        owner = self.lock._owner
+        return owner is not None and owner == _get_ident()
+
+    def __getitem__(self, key: Any) -> Any:
+        kb, n = _key(key)
+        data = self._heap.dict_get(kb, n, held=self._held())
+        if data is None:
+            return self.__missing__(key)
+        return loads(data)
+
+    def __missing__(self, key: Any) -> Any:
+        raise KeyError(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        kb, n = _key(key)
+        self._heap.dict_set(kb, n, dumps(value), held=self._held())
+
+    def __delitem__(self, key: Any) -> None:
+        kb, n = _key(key)
+        if self._heap.dict_pop(kb, n, held=self._held()) is None:
+            raise KeyError(key)
+
+    def __contains__(self, key: Any) -> bool:
+        kb, n = _key(key)
+        return self._heap.dict_get(kb, n, held=self._held()) is not None
+
+    def __len__(self) -> int:
+        return self._heap.dict_len(held=self._held())
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        kb, n = _key(key)
+        data = self._heap.dict_get(kb, n, held=self._held())
+        return default if data is None else loads(data)
+
+    # -- iteration ----------------------------------------------------------------
+
+    def _scan(self, *, values: bool, reverse: bool = False) -> Iterator[tuple[bytes, Any]]:
+        seq = -1
+        while True:
+            batch = self._heap.dict_scan(seq, reverse=reverse, values=values,
+                                         held=self._held())
+            if not batch:
+                return
+            for _seq, kb, vb in batch:
+                yield kb, vb
+            seq = batch[-1][0]
+
+    def __iter__(self) -> Iterator[Any]:
+        for kb, _ in self._scan(values=False):
+            yield decode_key(kb)
+
+    def __reversed__(self) -> Iterator[Any]:
+        for kb, _ in self._scan(values=False, reverse=True):
+            yield decode_key(kb)
+
+    def _iter_items(self) -> Iterator[tuple[Any, Any]]:
+        for kb, vb in self._scan(values=True):
+            yield decode_key(kb), loads(vb)
+
+    def _iter_values(self) -> Iterator[Any]:
+        for _, vb in self._scan(values=True):
+            yield loads(vb)
+
+    def keys(self) -> _KeysView:
+        return _KeysView(self)
+
+    def items(self) -> _ItemsView:
+        return _ItemsView(self)
+
+    def values(self) -> _ValuesView:
+        return _ValuesView(self)
+
+    # -- compound operations: atomic under the lock ---------------------------------
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        kb, n = _key(key)
+        encoded = dumps(default)
+        with self.lock:
+            if self._heap.dict_set(kb, n, encoded, only_if_absent=True, held=True):
+                return default
+            data = self._heap.dict_get(kb, n, held=True)
+        assert data is not None
+        return loads(data)
+
+    def pop(self, key: Any, default: Any = _MISSING) -> Any:
+        kb, n = _key(key)
+        data = self._heap.dict_pop(kb, n, held=self._held())
+        if data is None:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        return loads(data)
+
+    def popitem(self) -> tuple[Any, Any]:
+        """Remove and return the last inserted (key, value) pair (LIFO)."""
+        item = self._heap.dict_popitem(held=self._held())
+        if item is None:
+            raise KeyError("popitem(): dictionary is empty")
+        return decode_key(item[0]), loads(item[1])
+
+    def clear(self) -> None:
+        self._heap.dict_clear(held=self._held())
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        """Like dict.update; atomic: all values are pickled first, then written under the lock."""
+        if isinstance(other, Mapping):
+            pairs = list(other.items())
+        elif hasattr(other, "keys"):
+            pairs = [(k, other[k]) for k in other.keys()]  # noqa: SIM118 - dict.update semantics
+        else:
+            pairs = []
+            for i, item in enumerate(other):
+                try:
+                    k, v = item
+                except (TypeError, ValueError):
+                    raise (TypeError if isinstance(item, (int, float)) else ValueError)(
+                        f"dictionary update sequence element #{i} has the wrong length "
+                        "or type; expected (key, value) pairs") from None
+                pairs.append((k, v))
+        pairs.extend(kwargs.items())
+        encoded = [(*_key(k), dumps(v)) for k, v in pairs]
+        if not encoded:
+            return
+        with self.lock:
+            for kb, n, vb in encoded:
+                self._heap.dict_set(kb, n, vb, held=True)
+
+    def copy(self) -> dict[Any, Any]:
+        """A plain dict with a consistent snapshot of the items."""
+        with self.lock:
+            return dict(self._iter_items())
+
+    def to_dict(self) -> dict[Any, Any]:
+        return self.copy()
+
+    @contextmanager
+    def mutate(self, key: Any, default: Any = _MISSING) -> Iterator[Any]:
+        """``with d.mutate(k) as v: v.append(x)`` — read, change in place, write back, atomically.
+
+        The lock is held for the whole block; the value is written back only
+        if the block finishes without an exception.  ``default`` is used (and
+        stored) when the key is missing; without it a missing key raises
+        KeyError.  To replace an immutable value, use :meth:`apply`.
+        """
+        with self.lock:
+            try:
+                value = self[key]
+            except KeyError:
+                if default is _MISSING:
+                    raise
+                value = default
+            yield value
+            self[key] = value
+
+    def apply(self, key: Any, func: Callable[[Any], T], default: Any = _MISSING) -> T:
+        """Atomically set ``d[key] = func(d[key])`` and return the new value.
+
+        ``d.apply("hits", lambda n: n + 1, default=0)`` is a lost-update-free
+        counter across processes.
+        """
+        with self.lock:
+            try:
+                value = self[key]
+            except KeyError:
+                if default is _MISSING:
+                    raise
+                value = default
+            new = func(value)
+            self[key] = new
+            return new
+
+    # -- dict protocol extras -------------------------------------------------------
+
+    @classmethod
+    def fromkeys(cls, iterable: Iterable[Any], value: Any = None, /,
+                 **kwargs: Any) -> SharedDict:
+        """A new (by default anonymous) SharedDict with keys from ``iterable``."""
+        d = cls(**kwargs)
+        d.update((k, value) for k in iterable)
+        return d
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        if other is self:
+            return True
+        return self.copy() == (other.copy() if isinstance(other, SharedDict) else dict(other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __or__(self, other: Any) -> dict[Any, Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        result = self.copy()
+        result.update(other)
+        return result
+
+    def __ror__(self, other: Any) -> dict[Any, Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        result = dict(other)
+        result.update(self.copy())
+        return result
+
+    def __ior__(self, other: Any) -> SharedDict:
+        self.update(other)
+        return self
+
+    def __repr__(self) -> str:
+        if not self._seg.attached:
+            return f"<{self._label()} (detached)>"
+        items = []
+        for i, (k, v) in enumerate(self._iter_items()):
+            if i == _REPR_LIMIT:
+                items.append("...")
+                break
+            items.append(f"{k!r}: {v!r}")
+        where = f", name={self.name!r}" if self.name is not None else ""
+        return f"SharedDict({{{', '.join(items)}}}{where})"
+
+
+class _KeysView(KeysView[Any]):
+    _mapping: SharedDict
+
+    def __reversed__(self) -> Iterator[Any]:
+        return reversed(self._mapping)
+
+
+class _ItemsView(ItemsView[Any, Any]):
+    _mapping: SharedDict
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        return self._mapping._iter_items()
+
+    def __reversed__(self) -> Iterator[tuple[Any, Any]]:
+        m = self._mapping
+        for kb, vb in m._scan(values=True, reverse=True):
+            yield decode_key(kb), loads(vb)
+
+
+class _ValuesView(ValuesView[Any]):
+    _mapping: SharedDict
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._mapping._iter_values()
+
+    def __reversed__(self) -> Iterator[Any]:
+        for _, vb in self._mapping._scan(values=True, reverse=True):
+            yield loads(vb)
