@@ -61,7 +61,7 @@ class HeapObject:
     def _attach(self, seg: Segment, heap: Heap) -> None:
         self._seg = seg
         self._heap = heap
-        self.lock = ObjectLock(heap)
+        self.lock = ObjectLock(heap, self)
         seg._on_release(heap.close)
 
     @classmethod

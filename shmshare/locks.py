@@ -13,7 +13,7 @@ import os
 import threading
 import warnings
 import weakref
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import LockTimeoutError
 
@@ -46,10 +46,13 @@ class ObjectLock:
     by a dead owner (each also emits :class:`OwnerDiedWarning`).
     """
 
-    __slots__ = ("__weakref__", "_count", "_owner", "_target", "recoveries")
+    __slots__ = ("__weakref__", "_count", "_holder", "_owner", "_target", "recoveries")
 
-    def __init__(self, target: _Lockable) -> None:
+    def __init__(self, target: _Lockable, holder: object = None) -> None:
         self._target = target
+        # The shared object this lock belongs to, for pickling by reference
+        # (weak: a strong one would make a cycle and delay the object's detach).
+        self._holder = weakref.ref(holder) if holder is not None else None
         self._owner: int | None = None
         self._count = 0
         self.recoveries = 0
@@ -95,6 +98,12 @@ class ObjectLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        holder = self._holder() if self._holder is not None else None
+        if holder is None:
+            raise TypeError("this lock cannot be pickled: the object it belongs to is gone")
+        return (getattr, (holder, "lock"))
 
     def __repr__(self) -> str:
         state = f"held by thread {self._owner}" if self._owner is not None else "not held here"

@@ -36,16 +36,15 @@ from .codec import decode_key, dumps, encode_key, loads
 __all__ = ["SharedDict"]
 
 _MISSING: Any = object()
+# Keys whose Python equality is exactly the canonical encoding's: the read
+# cache may be keyed by the key object itself (bool and float are left out:
+# 1, 1.0 and True share a cache slot correctly, but the *display* key differs).
+_CACHEABLE = (str, int, bytes)
+_CACHE_MAX_BYTES = 64 << 20  # dropped past this many cached bytes
+_CACHE_MAX_VALUE = 1 << 20  # larger values are never cached
 _get_ident = threading.get_ident
 _REPR_LIMIT = 50
 T = TypeVar("T")
-
-
-def _key(key: Any) -> tuple[bytes, int]:
-    if type(key) is str and key:
-        data = key.encode("utf-8", "surrogatepass")
-        return data, len(data)
-    return encode_key(key)
 
 
 class SharedDict(HeapObject, MutableMapping[Any, Any]):
@@ -80,15 +79,48 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
         if data or kwargs:
             self.update(data, **kwargs)
 
+    def _attach(self, seg: Any, heap: Any) -> None:
+        super()._attach(seg, heap)
+        self._rcache: dict[Any, bytes] = {}
+        self._rbytes = 0
+        self._rmark = -1
+
     # -- the hot paths ------------------------------------------------------------
 
     def _held(self) -> bool:
         owner = self.lock._owner
         return owner is not None and owner == _get_ident()
 
+    # Read cache.  ``_rcache`` maps keys to the pickled bytes this process
+    # last read, valid while the heap's modification counter (bumped under
+    # the lock after every change, by any process, and after crash recovery)
+    # still equals ``_rmark``.  A hit costs one read of shared memory and a
+    # local dict lookup; values are still unpickled per read, so callers get
+    # copies as always.  Any change anywhere drops the whole cache.
+
+    def _read(self, key: Any) -> bytes | None:
+        """The stored bytes for ``key``, or None: through the cache when valid."""
+        if self._heap.modcount_view[0] == self._rmark:
+            data = self._rcache.get(key) if type(key) in _CACHEABLE else None
+            if data is not None:
+                return data
+        kb, n = encode_key(key)
+        data, mark = self._heap.dict_read(kb, n)
+        if data is not None and type(key) in _CACHEABLE and len(data) <= _CACHE_MAX_VALUE:
+            if mark != self._rmark or self._rbytes > _CACHE_MAX_BYTES:
+                # A new dict, not clear(): other threads may be reading the old one.
+                self._rcache, self._rbytes, self._rmark = {}, 0, mark
+            self._rcache[key] = data
+            self._rbytes += len(data)
+        return data
+
     def __getitem__(self, key: Any) -> Any:
-        kb, n = _key(key)
-        data = self._heap.dict_get(kb, n, held=self._held())
+        # The cache hit of _read, inlined: this is the hot path.
+        if self._heap.modcount_view[0] == self._rmark:
+            data = self._rcache.get(key) if type(key) in _CACHEABLE else None
+            if data is not None:
+                return loads(data)
+        data = self._read(key)
         if data is None:
             return self.__missing__(key)
         return loads(data)
@@ -97,24 +129,29 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
         raise KeyError(key)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        kb, n = _key(key)
-        self._heap.dict_set(kb, n, dumps(value), held=self._held())
+        if type(key) is str and key:
+            try:
+                kb = key.encode()
+            except UnicodeEncodeError:
+                kb = key.encode("utf-8", "surrogatepass")
+            self._heap.dict_set(kb, len(kb), dumps(value))
+        else:
+            kb, n = encode_key(key)
+            self._heap.dict_set(kb, n, dumps(value))
 
     def __delitem__(self, key: Any) -> None:
-        kb, n = _key(key)
+        kb, n = encode_key(key)
         if self._heap.dict_pop(kb, n, held=self._held()) is None:
             raise KeyError(key)
 
     def __contains__(self, key: Any) -> bool:
-        kb, n = _key(key)
-        return self._heap.dict_get(kb, n, held=self._held()) is not None
+        return self._read(key) is not None
 
     def __len__(self) -> int:
         return self._heap.dict_len(held=self._held())
 
     def get(self, key: Any, default: Any = None) -> Any:
-        kb, n = _key(key)
-        data = self._heap.dict_get(kb, n, held=self._held())
+        data = self._read(key)
         return default if data is None else loads(data)
 
     # -- iteration ----------------------------------------------------------------
@@ -158,7 +195,7 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
     # -- compound operations: atomic under the lock ---------------------------------
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
-        kb, n = _key(key)
+        kb, n = encode_key(key)
         encoded = dumps(default)
         with self.lock:
             if self._heap.dict_set(kb, n, encoded, only_if_absent=True, held=True):
@@ -168,7 +205,7 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
         return loads(data)
 
     def pop(self, key: Any, default: Any = _MISSING) -> Any:
-        kb, n = _key(key)
+        kb, n = encode_key(key)
         data = self._heap.dict_pop(kb, n, held=self._held())
         if data is None:
             if default is _MISSING:
@@ -203,7 +240,7 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
                         "or type; expected (key, value) pairs") from None
                 pairs.append((k, v))
         pairs.extend(kwargs.items())
-        encoded = [(*_key(k), dumps(v)) for k, v in pairs]
+        encoded = [(*encode_key(k), dumps(v)) for k, v in pairs]
         if not encoded:
             return
         with self.lock:

@@ -244,9 +244,9 @@ def test_pickles_by_reference(project_dir: Path) -> None:
     named.detach()
 
 
-def _child_increment(d: SharedDict, n: int) -> None:
+def _child_increment(d: SharedDict, n: int, lock: shmshare.ObjectLock | None = None) -> None:
     for _ in range(n):
-        with d.lock:
+        with lock if lock is not None else d.lock:
             d["c"] += 1
 
 
@@ -255,7 +255,8 @@ def test_process_children_all_start_methods(method: str) -> None:
     """Process(args=(d,)) works under fork, spawn and forkserver; locked increments are exact."""
     d = SharedDict(c=0)
     ctx = mp.get_context(method)
-    procs = [ctx.Process(target=_child_increment, args=(d, 200)) for _ in range(2)]
+    procs = [ctx.Process(target=_child_increment, args=(d, 200)),
+             ctx.Process(target=_child_increment, args=(d, 200, d.lock))]  # a pickled lock
     for p in procs:
         p.start()
     for p in procs:

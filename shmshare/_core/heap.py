@@ -54,6 +54,8 @@ _ETOOMANY = int(lib.SHMS_ETOOMANY)
 _EWRONGKIND = int(lib.SHMS_EWRONGKIND)
 _EEXTGONE = int(lib.SHMS_EEXTGONE)
 _BUSY = (errno.ETIMEDOUT, errno.EBUSY)
+# What a closed handle's counter reads: 2**64-1, a value the real counter never takes.
+_NO_COUNTER = memoryview(bytearray(b"\xff" * 8)).cast("Q")
 _STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
           "entries", "recoveries", "modcount", "used_blocks")
 
@@ -112,7 +114,7 @@ class _Scratch:
 class Heap:
     """A process-local handle on a heap in shared memory."""
 
-    __slots__ = ("__weakref__", "_att", "_h", "_tls", "lock_timeout")
+    __slots__ = ("__weakref__", "_att", "_h", "_tls", "lock_timeout", "modcount_view")
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
@@ -123,6 +125,12 @@ class Heap:
         lib.shms_heap_set_main(handle, att.shmid)
         self._tls = threading.local()
         self.lock_timeout: float | None = None
+        # A one-item "Q" memoryview of the heap's modification counter (a
+        # memoryview reads it faster than cffi indexing).  Read it through the
+        # heap each time, never keep it: close() swaps in a harmless stand-in
+        # before the memory behind it may be unmapped.
+        self.modcount_view = memoryview(
+            ffi.buffer(lib.shms_heap_modcount_ptr(handle), 8)).cast("Q")
 
     # ------------------------------------------------------------ lifecycle
     @staticmethod
@@ -162,14 +170,14 @@ class Heap:
     def close(self) -> None:
         """Detach the extents this handle attached (not extent 0); idempotent."""
         h, self._h = self._h, None
+        # Never read the counter again: its memory may be unmapped next.
+        self.modcount_view = _NO_COUNTER
         if h is not None:
             lib.shms_heap_close(h)
 
     def __del__(self) -> None:
-        h = getattr(self, "_h", None)
-        if h is not None:
-            self._h = None
-            lib.shms_heap_close(h)
+        if getattr(self, "_h", None) is not None:
+            self.close()
 
     def destroy_extents(self) -> None:
         """IPC_RMID every extent segment (by whoever removes the main segment)."""
@@ -240,18 +248,35 @@ class Heap:
     # ----------------------------------------------------------------- dict
     def dict_get(self, key: bytes, cmp_len: int, *, held: bool = False) -> bytes | None:
         """The value stored under ``key`` (its first ``cmp_len`` bytes), or None."""
-        h = self._handle()
-        s = self._scratch()
+        return self.dict_read(key, cmp_len, held=held)[0]
+
+    def dict_read(self, key: bytes, cmp_len: int, *,
+                  held: bool = False) -> tuple[bytes | None, int]:
+        """``(value or None, modcount)``: the counter the read is consistent with.
+
+        The counter is bumped, under the lock, after every committed change
+        and every crash recovery, so a caller may keep the value until
+        ``modcount_view[0]`` moves.  One C call when uncontended.
+        """
+        h = self._h
+        if h is None:
+            raise ValueError("the heap handle is closed")
+        try:
+            s = self._tls.s
+        except AttributeError:
+            s = self._tls.s = _Scratch()
         started: list[float] = []
         while True:
             rc = lib.shms_dict_get(h, key, len(key), cmp_len, s.buf, s.cap, s.res, held,
                                    _SLICE_NS)
             if rc == _OK:
-                return ffi.unpack(s.buf, s.res[0])  # type: ignore[no-any-return]
+                return ffi.unpack(s.buf, s.res[0]), int(s.res[1])
             if rc == _ENOTFOUND:
-                return None
+                return None, int(s.res[1])
             if rc == _ETOOSMALL:
                 s.grow(int(s.res[0]))
+            elif rc == errno.EDEADLK and not held:
+                held = True  # this thread holds the lock (ERRORCHECK mutex)
             else:
                 self._fail_key(rc, key, cmp_len, started, "dict get")
 
@@ -267,15 +292,30 @@ class Heap:
         """Store ``value``; True if ``key`` was new.  An existing key keeps its
         stored bytes and position.  ``only_if_absent``: leave an existing
         value alone (setdefault)."""
-        h = self._handle()
-        s = self._scratch()
-        started: list[float] = []
-        while True:
+        h = self._h
+        if h is None:
+            raise ValueError("the heap handle is closed")
+        try:
+            s = self._tls.s
+        except AttributeError:
+            s = self._tls.s = _Scratch()
+        rc = lib.shms_dict_set(h, key, len(key), cmp_len, value, len(value), only_if_absent,
+                               s.res, held, _SLICE_NS)
+        if rc == _OK:
+            return bool(s.res[0])
+        if rc == errno.EDEADLK:  # this thread holds the lock (ERRORCHECK mutex)
+            held = True
             rc = lib.shms_dict_set(h, key, len(key), cmp_len, value, len(value),
                                    only_if_absent, s.res, held, _SLICE_NS)
             if rc == _OK:
                 return bool(s.res[0])
+        started: list[float] = []
+        while True:
             self._fail_key(rc, key, cmp_len, started, "dict set")
+            rc = lib.shms_dict_set(h, key, len(key), cmp_len, value, len(value),
+                                   only_if_absent, s.res, held, _SLICE_NS)
+            if rc == _OK:
+                return bool(s.res[0])
 
     def dict_pop(self, key: bytes, cmp_len: int, *, held: bool = False) -> bytes | None:
         """Remove ``key`` and return its value; None if absent."""

@@ -247,6 +247,9 @@ int shms_dict_get(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmple
     if (rc || (rc = shms_op_begin(h, held, timeout_ns)))
         return rc;
     rc = get_locked(h, key, cmplen, out, cap, res);
+    /* res[1]: the modcount this read is consistent with, so that a caller
+     * may cache the value until the counter moves (see _core/heap.py). */
+    res[1] = shms_load64(&h->hdr->modcount);
     shms_op_end(h, held);
     return rc;
 }

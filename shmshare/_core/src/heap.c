@@ -350,6 +350,11 @@ void shms_heap_set_main(shms_heap_t *h, int64_t shmid)
     h->main_shmid = shmid;
 }
 
+const volatile uint64_t *shms_heap_modcount_ptr(shms_heap_t *h)
+{
+    return &h->hdr->modcount;
+}
+
 uint64_t shms_heap_modcount(shms_heap_t *h)
 {
     return shms_load64(&h->hdr->modcount);

@@ -42,10 +42,15 @@ int shms_mutex_lock(void *m, int64_t timeout_ns)
 {
     pthread_mutex_t *mx = (pthread_mutex_t *)m;
     struct timespec ts;
+    int rc;
     if (timeout_ns < 0)
         return pthread_mutex_lock(mx);
     if (timeout_ns == 0)
         return pthread_mutex_trylock(mx);
+    /* Uncontended: skip computing a deadline (clock_gettime) altogether. */
+    rc = pthread_mutex_trylock(mx);
+    if (rc != EBUSY)
+        return rc;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     ts.tv_sec += (time_t)(timeout_ns / 1000000000LL);
     ts.tv_nsec += (long)(timeout_ns % 1000000000LL);

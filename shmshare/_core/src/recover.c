@@ -260,8 +260,12 @@ static int after_lock(shms_heap_t *h, int owner_died)
         shms_store64(&H->needs_recovery, 1);
     if (H->corrupt)
         rc = SHMS_ECORRUPT;
-    else if (H->needs_recovery)
+    else if (H->needs_recovery) {
         rc = recover(h, 1) ?: SHMS_RECOVERED;   /* gnu11: a ?: b */
+        /* The dead owner may have committed a change without bumping the
+         * counter; bump it so that every process's read cache is dropped. */
+        shms_bump_modcount(h);
+    }
     else
         rc = shms_ext_sync(h);
     if (owner_died)
