@@ -77,3 +77,21 @@ def mp_run(method: str, target, *args, timeout: float = JOIN_TIMEOUT) -> int:  #
         p.join()
         raise AssertionError(f"{method} child did not finish within {timeout} s")
     return p.exitcode  # type: ignore[return-value]
+
+
+def segments_created_by(*pids: int) -> list[int]:
+    """Ids of the segments that still exist and were created by one of ``pids``.
+
+    Tests run in parallel (xdist), so "no segment left" must be asked about
+    specific creators, never as a before/after difference of the whole system.
+    """
+    from shmshare import _core
+
+    found = []
+    for sid in _core.list_ids():
+        try:
+            if _core.stat(sid).cpid in pids:
+                found.append(sid)
+        except OSError:
+            continue
+    return found

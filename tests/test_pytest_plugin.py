@@ -9,8 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from shmshare import _core
+from helpers import segments_created_by
 
 pytest.importorskip("xdist")
 
@@ -70,15 +69,7 @@ def _run(pytester: pytest.Pytester, tmp_path: Path, *args: str,
 
 def _left_by(counts: Path) -> list[int]:
     """Segments still existing that a process of the pytest run created."""
-    pids = {int(x) for x in _lines(counts / "pids")}
-    left = []
-    for sid in _core.list_ids():
-        try:
-            if _core.stat(sid).cpid in pids:
-                left.append(sid)
-        except OSError:
-            continue
-    return left
+    return segments_created_by(*{int(x) for x in _lines(counts / "pids")})
 
 
 def _check_once(proc: subprocess.CompletedProcess[str], counts: Path, tmp_path: Path) -> None:

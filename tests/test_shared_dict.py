@@ -13,7 +13,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import JOIN_TIMEOUT, START_METHODS, fork_call, mp_run, run_python
+from helpers import (
+    JOIN_TIMEOUT,
+    START_METHODS,
+    fork_call,
+    mp_run,
+    run_python,
+    segments_created_by,
+)
 
 import shmshare
 from shmshare import SharedDict
@@ -205,6 +212,26 @@ def test_create_flags(project_dir: Path) -> None:
     a.detach()
 
 
+def test_read_cache_never_stale(d: SharedDict) -> None:
+    """A value read (and cached) here is re-read after another process changes anything."""
+    d["k"] = "v1"
+    d[1] = "one"
+    assert d["k"] == "v1" and d[1] == "one" and d[1.0] == "one"  # now cached
+
+    def change() -> int:
+        d["k"] = "v2"
+        del d[1]
+        return 0
+
+    assert fork_call(change) == 0
+    assert d["k"] == "v2" and 1 not in d and d.get(1) is None
+    value = d["k"]
+    assert value is not d["k"]  # a fresh copy per read, cached or not
+    with d.lock:  # reads under the lock use the cache too, and see own writes
+        d["k"] = "v3"
+        assert d["k"] == "v3"
+
+
 def test_unrelated_process_by_name(project_dir: Path) -> None:
     """A subprocess opens the dict by name, reads and writes."""
     with SharedDict("shared", project_dir=project_dir) as d:
@@ -392,24 +419,23 @@ def test_anonymous_dict_dies_with_last_user() -> None:
         d = SharedDict()
         for i in range(20000):
             d[i] = b"x" * 100          # forces growth into extra segments
-        print(d.stats()["extents"], flush=True)
+        print(d.stats()["extents"], os.getpid(), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    before = set(shmshare._core.list_ids())
     proc = run_python(code, check=False)
-    assert int(proc.stdout) > 1
-    assert set(shmshare._core.list_ids()) - before == set()
+    extents, pid = map(int, proc.stdout.split())
+    assert extents > 1
+    assert segments_created_by(pid) == []
 
 
 def test_named_dict_removed_with_extents(project_dir: Path) -> None:
     """The last detach of a grown named dict removes its extents too."""
-    before = set(shmshare._core.list_ids())
     d = SharedDict("grow", project_dir=project_dir)
     for i in range(20000):
         d[i] = b"x" * 100
-    assert d.stats()["extents"] > 1
+    assert d.stats()["extents"] > 1 and len(segments_created_by(os.getpid())) > 1
     d.detach()
-    assert set(shmshare._core.list_ids()) - before == set()
+    assert segments_created_by(os.getpid()) == []
 
 
 def test_gc_removes_orphaned_dict_with_extents(project_dir: Path) -> None:
@@ -420,16 +446,15 @@ def test_gc_removes_orphaned_dict_with_extents(project_dir: Path) -> None:
         d = SharedDict("orphan", project_dir=sys.argv[1])
         for i in range(20000):
             d[i] = b"x" * 100
-        print("ok", flush=True)
+        print(os.getpid(), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    before = set(shmshare._core.list_ids())
-    assert run_python(code, str(project_dir), check=False).stdout.strip() == "ok"
-    assert len(set(shmshare._core.list_ids()) - before) > 1
+    pid = int(run_python(code, str(project_dir), check=False).stdout)
+    assert len(segments_created_by(pid)) > 1  # the dict and its extents, orphaned
     proc = subprocess.run([sys.executable, "-m", "shmshare", "gc", "--project-dir",
                            str(project_dir)], capture_output=True, text=True, timeout=60)
     assert "removed orphan" in proc.stdout
-    assert set(shmshare._core.list_ids()) - before == set()
+    assert segments_created_by(pid) == []
 
 
 def test_mp_run_helper_sanity() -> None:

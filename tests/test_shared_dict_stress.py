@@ -219,6 +219,10 @@ def test_sigkill_writer_loop() -> None:
                 assert actual == alt, f"round {round_}: lost or torn write"
                 model = alt
             assert actual == model, f"round {round_}: lost or torn write"
+            # Reads through this process's cache must see the writer's changes too
+            # (the cache is filled here, then the next writer changes and dies).
+            assert {k: d[k][0] for k in actual} == actual
+            assert all(k not in d for k in range(64) if k not in actual)
             d.check()
     stats = d.stats()
     d.clear()
