@@ -24,7 +24,7 @@ def main() -> None:
     counts = shmshare.SharedDict()            # anonymous: shared with the pool's workers
     with mp.get_context("spawn").Pool(4) as pool:
         pids = set(pool.map(count_words, [(counts, line) for line in text]))
-    print(f"{len(pids)} worker processes counted {sum(counts.values())} words")
+    print(f"{len(pids)} of the pool's 4 workers took tasks; {sum(counts.values())} words counted")
     print("most common:", sorted(counts.items(), key=lambda kv: -kv[1])[:3])
     print("as a plain dict:", counts.copy())
     counts.detach()                            # the last user gone: memory is freed
