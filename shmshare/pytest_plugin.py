@@ -36,7 +36,7 @@ from .keys import default_project_dir, list_names, resolve_project_dir
 from .lifecycle import pid_alive
 from .shared_dict import SharedDict
 
-__all__ = ["OnceError"]
+__all__ = ["OnceError", "run_shared_dict"]
 
 _RUN_KEY = "shmshare_run"
 _OWNER_FILE = "controller.pid"
@@ -141,6 +141,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 _run_key = pytest.StashKey[_Run]()
+
+
+def run_shared_dict(config: pytest.Config) -> SharedDict | None:
+    """This run's ``shared_dict``, opened from any process of the run; None if never used.
+
+    For the controller's own hooks, e.g. ``pytest_terminal_summary`` in a
+    conftest, to report what the workers put there.  Detach it when done.
+    """
+    run = config.stash.get(_run_key, None)
+    if run is None or not (run.path / "shared_dict.key").exists():
+        return None
+    try:
+        return SharedDict("shared_dict", project_dir=run.path, create=False)
+    except FileNotFoundError:
+        return None
 
 
 # -- once per run ---------------------------------------------------------------------------

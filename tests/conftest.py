@@ -16,6 +16,7 @@ from shmshare import _core
 from shmshare._core.heap import Heap
 from shmshare.keys import KeyFile, key_file_path, list_names
 from shmshare.lifecycle import destroy, find_existing
+from shmshare.pytest_plugin import run_shared_dict
 
 pytest_plugins = ["pytester"]
 
@@ -112,3 +113,25 @@ def make_heap() -> Iterator[HeapFactory]:
 @pytest.fixture
 def heap(make_heap: HeapFactory) -> Heap:
     return make_heap()
+
+
+def record_torture(shared_dict, shared_lock, kills: int, ops: int, lost: int) -> None:  # type: ignore[no-untyped-def]
+    """Add one crash-torture test's counts to the run-wide totals (all xdist workers)."""
+    with shared_lock:
+        totals = shared_dict.get("crash-torture", {"tests": 0, "kills": 0, "ops": 0, "lost": 0})
+        for k, v in (("tests", 1), ("kills", kills), ("ops", ops), ("lost", lost)):
+            totals[k] += v
+        shared_dict["crash-torture"] = totals
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:  # type: ignore[no-untyped-def]
+    """Print the crash-torture totals the workers gathered (shmshare's own plugin at work)."""
+    d = run_shared_dict(config)
+    if d is None:
+        return
+    with d:
+        t = d.get("crash-torture")
+    if t:
+        terminalreporter.write_line(
+            f"crash torture: {t['kills']} SIGKILLs in {t['tests']} tests, {t['ops']} "
+            f"acknowledged operations, lost {t['lost']}")
