@@ -15,12 +15,16 @@ from .errors import (
     WrongTypeError,
 )
 from .locks import ObjectLock, OwnerDiedWarning
+from .manager import Manager
 from .segment import Segment
 from .shared_dict import SharedDict
+from .shared_list import SharedList
+from .small_objects import SharedNamespace, SharedSet, SharedValue
 
 __all__ = [
     "CorruptSegmentError",
     "LockTimeoutError",
+    "Manager",
     "ObjectLock",
     "OwnerDiedWarning",
     "Segment",
@@ -28,6 +32,10 @@ __all__ = [
     "SegmentNotFoundError",
     "SegmentRemovedError",
     "SharedDict",
+    "SharedList",
+    "SharedNamespace",
+    "SharedSet",
+    "SharedValue",
     "ShmLimitError",
     "ShmOSError",
     "ShmPermissionError",

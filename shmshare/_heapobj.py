@@ -11,6 +11,7 @@ import os
 from typing import Any, TypeVar
 
 from ._core.heap import Heap
+from .codec import encode_key
 from .header import HEADER_SIZE, Header
 from .lifecycle import register_destroy_hook
 from .locks import ObjectLock
@@ -21,6 +22,12 @@ __all__ = ["HeapObject"]
 T = TypeVar("T", bound="HeapObject")
 
 INITIAL_SIZE = 64 * 1024  # objects start small and grow online
+
+# Keys whose Python equality is exactly the canonical encoding's, so that the
+# read cache may be keyed by the key object itself.
+_CACHEABLE = (str, int, bytes)
+_CACHE_MAX_BYTES = 64 << 20  # the cache is dropped past this many bytes
+_CACHE_MAX_VALUE = 1 << 20  # larger values are never cached
 
 
 def _destroy_extents(att: Any, header: Header) -> None:
@@ -63,6 +70,32 @@ class HeapObject:
         self._heap = heap
         self.lock = ObjectLock(heap, self)
         seg._on_release(heap.close)
+        self._rcache: dict[Any, bytes] = {}
+        self._rbytes = 0
+        self._rmark = -1
+
+    # Read cache.  ``_rcache`` maps keys to the pickled bytes this process
+    # last read, valid while the heap's modification counter (bumped under
+    # the lock after every change, by any process, and after crash recovery)
+    # still equals ``_rmark``.  A hit costs one read of shared memory and a
+    # local dict lookup; values are still unpickled per read, so callers get
+    # copies as always.  Any change anywhere drops the whole cache.
+
+    def _read(self, key: Any) -> bytes | None:
+        """The stored bytes for ``key``, or None: through the cache when valid."""
+        if self._heap.modcount_view[0] == self._rmark:
+            data = self._rcache.get(key) if type(key) in _CACHEABLE else None
+            if data is not None:
+                return data
+        kb, n = encode_key(key)
+        data, mark = self._heap.dict_read(kb, n)
+        if data is not None and type(key) in _CACHEABLE and len(data) <= _CACHE_MAX_VALUE:
+            if mark != self._rmark or self._rbytes > _CACHE_MAX_BYTES:
+                # A new dict, not clear(): other threads may be reading the old one.
+                self._rcache, self._rbytes, self._rmark = {}, 0, mark
+            self._rcache[key] = data
+            self._rbytes += len(data)
+        return data
 
     @classmethod
     def _reopen(cls: type[T], segment_ref: tuple[Any, tuple[Any, ...]]) -> T:

@@ -22,7 +22,6 @@ ends; a run that crashed is swept by the next one.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,15 +30,14 @@ from typing import Any
 
 import pytest
 
-from .inventory import remove
-from .keys import default_project_dir, list_names, resolve_project_dir
+from .keys import default_project_dir
 from .lifecycle import pid_alive
+from .owned_dirs import claim, remove_all, sweep_dead_owners
 from .shared_dict import SharedDict
 
 __all__ = ["OnceError", "run_shared_dict"]
 
 _RUN_KEY = "shmshare_run"
-_OWNER_FILE = "controller.pid"
 _POLL_MAX = 0.05
 
 
@@ -52,28 +50,6 @@ class OnceError(RuntimeError):
 
 def _runs_base() -> Path:
     return default_project_dir() / "pytest-runs"
-
-
-def _sweep_crashed_runs(base: Path) -> None:
-    """Remove the directories of runs whose controller is no longer alive."""
-    if not base.is_dir():
-        return
-    for run in base.iterdir():
-        try:
-            pid = int((run / _OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        if not pid_alive(pid):
-            _remove_run_dir(run)
-
-
-def _remove_run_dir(run_dir: Path) -> None:
-    for name in list_names(run_dir):
-        try:
-            remove(run_dir, name)
-        except (OSError, RuntimeError):
-            pass
-    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -101,9 +77,7 @@ class _Run:
     def directory(self) -> Path:
         """The run's project directory, created on first use by any worker."""
         if not self._ready:
-            resolve_project_dir(self.path.parent)
-            resolve_project_dir(self.path)
-            (self.path / _OWNER_FILE).write_text(str(self.controller_pid))
+            claim(self.path, self.controller_pid)
             self._ready = True
         return self.path
 
@@ -121,7 +95,7 @@ def pytest_configure(config: pytest.Config) -> None:
     run = _Run(_runs_base() / f"run-{uuid.uuid4().hex}", os.getpid())
     config.stash[_run_key] = run
     try:
-        _sweep_crashed_runs(_runs_base())
+        sweep_dead_owners(_runs_base())
     except Exception:  # never let housekeeping break someone's test run
         pass
     if config.pluginmanager.hasplugin("xdist"):
@@ -137,7 +111,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     try:
         _run_teardowns(run.path, config)
     finally:
-        _remove_run_dir(run.path)
+        remove_all(run.path)
 
 
 _run_key = pytest.StashKey[_Run]()

@@ -30,18 +30,12 @@ from collections.abc import (
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from ._heapobj import HeapObject
+from ._heapobj import _CACHEABLE, HeapObject
 from .codec import decode_key, dumps, encode_key, loads
 
 __all__ = ["SharedDict"]
 
 _MISSING: Any = object()
-# Keys whose Python equality is exactly the canonical encoding's: the read
-# cache may be keyed by the key object itself (bool and float are left out:
-# 1, 1.0 and True share a cache slot correctly, but the *display* key differs).
-_CACHEABLE = (str, int, bytes)
-_CACHE_MAX_BYTES = 64 << 20  # dropped past this many cached bytes
-_CACHE_MAX_VALUE = 1 << 20  # larger values are never cached
 _get_ident = threading.get_ident
 _REPR_LIMIT = 50
 T = TypeVar("T")
@@ -79,40 +73,11 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
         if data or kwargs:
             self.update(data, **kwargs)
 
-    def _attach(self, seg: Any, heap: Any) -> None:
-        super()._attach(seg, heap)
-        self._rcache: dict[Any, bytes] = {}
-        self._rbytes = 0
-        self._rmark = -1
-
     # -- the hot paths ------------------------------------------------------------
 
     def _held(self) -> bool:
         owner = self.lock._owner
         return owner is not None and owner == _get_ident()
-
-    # Read cache.  ``_rcache`` maps keys to the pickled bytes this process
-    # last read, valid while the heap's modification counter (bumped under
-    # the lock after every change, by any process, and after crash recovery)
-    # still equals ``_rmark``.  A hit costs one read of shared memory and a
-    # local dict lookup; values are still unpickled per read, so callers get
-    # copies as always.  Any change anywhere drops the whole cache.
-
-    def _read(self, key: Any) -> bytes | None:
-        """The stored bytes for ``key``, or None: through the cache when valid."""
-        if self._heap.modcount_view[0] == self._rmark:
-            data = self._rcache.get(key) if type(key) in _CACHEABLE else None
-            if data is not None:
-                return data
-        kb, n = encode_key(key)
-        data, mark = self._heap.dict_read(kb, n)
-        if data is not None and type(key) in _CACHEABLE and len(data) <= _CACHE_MAX_VALUE:
-            if mark != self._rmark or self._rbytes > _CACHE_MAX_BYTES:
-                # A new dict, not clear(): other threads may be reading the old one.
-                self._rcache, self._rbytes, self._rmark = {}, 0, mark
-            self._rcache[key] = data
-            self._rbytes += len(data)
-        return data
 
     def __getitem__(self, key: Any) -> Any:
         # The cache hit of _read, inlined: this is the hot path.

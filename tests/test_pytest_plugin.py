@@ -172,7 +172,7 @@ def test_crashed_run_is_swept_by_next(pytester: pytest.Pytester, tmp_path: Path)
         from shmshare import SharedDict
         from shmshare.keys import resolve_project_dir
         d = resolve_project_dir({str(stale)!r})
-        (d / "controller.pid").write_text(str(os.getpid()))
+        (d / "owner.pid").write_text(str(os.getpid()))
         SharedDict("shared_dict", project_dir=d, persist=True)["x"] = 1
         os.kill(os.getpid(), signal.SIGKILL)
     """)

@@ -55,6 +55,8 @@ _EWRONGKIND = int(lib.SHMS_EWRONGKIND)
 _EEXTGONE = int(lib.SHMS_EEXTGONE)
 _BUSY = (errno.ETIMEDOUT, errno.EBUSY)
 # What a closed handle's counter reads: 2**64-1, a value the real counter never takes.
+_CLOSED = ("this shared object is detached from this process (detach() was called, or "
+           "its Manager was shut down); open it again to use it")
 _NO_COUNTER = memoryview(bytearray(b"\xff" * 8)).cast("Q")
 _STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
           "entries", "recoveries", "modcount", "used_blocks")
@@ -186,7 +188,7 @@ class Heap:
     def _handle(self) -> Any:
         h = self._h
         if h is None:
-            raise ValueError("the heap handle is closed")
+            raise ValueError(_CLOSED)
         return h
 
     def _scratch(self) -> _Scratch:
@@ -260,7 +262,7 @@ class Heap:
         """
         h = self._h
         if h is None:
-            raise ValueError("the heap handle is closed")
+            raise ValueError(_CLOSED)
         try:
             s = self._tls.s
         except AttributeError:
@@ -294,7 +296,7 @@ class Heap:
         value alone (setdefault)."""
         h = self._h
         if h is None:
-            raise ValueError("the heap handle is closed")
+            raise ValueError(_CLOSED)
         try:
             s = self._tls.s
         except AttributeError:
@@ -332,6 +334,9 @@ class Heap:
             if rc == _ETOOSMALL:
                 s.grow(int(s.res[0]))
             else:
+                if rc == errno.EDEADLK and not held:
+                    held = True  # this thread holds the lock (ERRORCHECK mutex)
+                    continue
                 self._fail_key(rc, key, cmp_len, started, "dict pop")
 
     def dict_len(self, *, held: bool = False) -> int:
@@ -342,6 +347,9 @@ class Heap:
             rc = lib.shms_dict_len(h, s.res, held, _SLICE_NS)
             if rc == _OK:
                 return int(s.res[0])
+            if rc == errno.EDEADLK and not held:
+                held = True  # this thread holds the lock (ERRORCHECK mutex)
+                continue
             self._retry(rc, started, "dict len")
 
     def dict_clear(self, *, held: bool = False) -> None:
@@ -351,6 +359,9 @@ class Heap:
             rc = lib.shms_dict_clear(h, held, _SLICE_NS)
             if rc == _OK:
                 return
+            if rc == errno.EDEADLK and not held:
+                held = True  # this thread holds the lock (ERRORCHECK mutex)
+                continue
             self._retry(rc, started, "dict clear")
 
     def dict_popitem(self, *, held: bool = False) -> tuple[bytes, bytes] | None:
@@ -369,6 +380,9 @@ class Heap:
             if rc == _ETOOSMALL:
                 s.grow(int(s.res[2]))
             else:
+                if rc == errno.EDEADLK and not held:
+                    held = True  # this thread holds the lock (ERRORCHECK mutex)
+                    continue
                 self._retry(rc, started, "dict popitem")
 
     def dict_scan(self, after_seq: int = SCAN_START, *, reverse: bool = False,
@@ -394,6 +408,9 @@ class Heap:
             if rc == _ETOOSMALL:
                 s.grow(int(s.res[2]))
             else:
+                if rc == errno.EDEADLK and not held:
+                    held = True  # this thread holds the lock (ERRORCHECK mutex)
+                    continue
                 self._retry(rc, started, "dict scan")
 
     @staticmethod
@@ -427,6 +444,9 @@ class Heap:
                 return None
             if rc == 1:
                 return ffi.string(msg).decode("utf-8", "replace")  # type: ignore[no-any-return]
+            if rc == errno.EDEADLK and not held:
+                held = True  # this thread holds the lock (ERRORCHECK mutex)
+                continue
             self._retry(rc, started, "checking the heap")
 
     def rebuild(self, *, held: bool = False) -> None:
@@ -437,6 +457,9 @@ class Heap:
             rc = lib.shms_heap_rebuild(h, held, _SLICE_NS)
             if rc == 0:
                 return
+            if rc == errno.EDEADLK and not held:
+                held = True  # this thread holds the lock (ERRORCHECK mutex)
+                continue
             self._retry(rc, started, "rebuilding the heap")
 
     def stats(self, *, held: bool = False) -> dict[str, int]:
@@ -449,6 +472,9 @@ class Heap:
             rc = lib.shms_heap_stats(h, out, len(_STATS), held, _SLICE_NS)
             if rc == 0:
                 break
+            if rc == errno.EDEADLK and not held:
+                held = True  # this thread holds the lock (ERRORCHECK mutex)
+                continue
             self._retry(rc, started, "reading heap stats")
         d = {k: int(out[i]) for i, k in enumerate(_STATS)}
         d["handle_recoveries"] = int(lib.shms_heap_recoveries(h))

@@ -1,0 +1,55 @@
+"""Project directories owned by one process: a pytest run, a Manager.
+
+Such a directory holds persistent objects that live until their owner says
+so (end of the run, ``Manager.shutdown()``), whichever process created them.
+The owner's pid is recorded inside; a directory whose owner died without
+cleaning up is removed by :func:`sweep_dead_owners`, which the next owner of
+the same kind runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .inventory import remove
+from .keys import list_names, resolve_project_dir
+from .lifecycle import pid_alive
+
+__all__ = ["OWNER_FILE", "claim", "remove_all", "sweep_dead_owners"]
+
+OWNER_FILE = "owner.pid"
+
+
+def claim(path: Path, owner_pid: int) -> Path:
+    """Create ``path`` (and its parent) as a project directory owned by ``owner_pid``."""
+    resolve_project_dir(path.parent)
+    resolve_project_dir(path)
+    (path / OWNER_FILE).write_text(str(owner_pid))
+    return path
+
+
+def remove_all(path: Path) -> None:
+    """Remove every object in ``path``, then the directory itself."""
+    for name in list_names(path):
+        try:
+            remove(path, name)
+        except (OSError, RuntimeError):
+            pass  # already gone, or removed by a racing cleaner
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_dead_owners(base: Path) -> list[Path]:
+    """Remove the owned directories under ``base`` whose owner is dead."""
+    removed = []
+    if not base.is_dir():
+        return removed
+    for path in base.iterdir():
+        try:
+            pid = int((path / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not pid_alive(pid):
+            remove_all(path)
+            removed.append(path)
+    return removed

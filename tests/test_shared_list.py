@@ -1,0 +1,131 @@
+"""SharedList against list: every operation, differential and across processes."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+from helpers import START_METHODS, mp_run
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shmshare import SharedList
+
+index = st.integers(-8, 8)
+slices = st.builds(slice, st.none() | index, st.none() | index,
+                   st.sampled_from([None, 1, 2, -1, -2]))
+values = st.lists(st.integers(0, 9), max_size=4)
+
+OPS = st.one_of(
+    st.tuples(st.just("setslice"), slices, values),
+    st.tuples(st.just("delslice"), slices),
+    st.tuples(st.just("getslice"), slices),
+    st.tuples(st.just("insert"), index, st.integers(0, 9)),
+    st.tuples(st.just("pop"), index),
+    st.tuples(st.just("get"), index),
+    st.tuples(st.just("set"), index, st.integers(0, 9)),
+    st.tuples(st.just("del"), index),
+    st.tuples(st.just("append"), st.integers(0, 9)),
+    st.tuples(st.just("extend"), values),
+    st.tuples(st.just("remove"), st.integers(0, 9)),
+    st.tuples(st.just("index"), st.integers(0, 9)),
+    st.tuples(st.just("count"), st.integers(0, 9)),
+    st.tuples(st.just("sort"), st.booleans()),
+    st.tuples(st.just("reverse")),
+    st.tuples(st.just("imul"), st.integers(0, 2)),
+    st.tuples(st.just("clear")),
+)
+
+
+def apply(lst: Any, op: tuple[Any, ...]) -> Any:
+    name, *args = op
+    if name == "setslice":
+        lst[args[0]] = args[1]
+    elif name == "delslice":
+        del lst[args[0]]
+    elif name == "getslice":
+        return lst[args[0]]
+    elif name == "get":
+        return lst[args[0]]
+    elif name == "set":
+        lst[args[0]] = args[1]
+    elif name == "del":
+        del lst[args[0]]
+    elif name == "sort":
+        lst.sort(reverse=args[0])
+    elif name == "imul":
+        lst *= args[0]
+    else:
+        return getattr(lst, name)(*args)
+    return None
+
+
+def outcome(lst: Any, op: tuple[Any, ...]) -> tuple[str, Any]:
+    try:
+        return "ok", apply(lst, op)
+    except Exception as exc:
+        return "error", type(exc)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(0, 9), max_size=8), st.lists(OPS, max_size=12))
+def test_differential_against_list(start: list[int], ops: list[tuple[Any, ...]]) -> None:
+    """Every operation gives the same result, exception and contents as on a list."""
+    ref = list(start)
+    shared = SharedList(start)
+    try:
+        for op in ops:
+            assert outcome(shared, op) == outcome(ref, op), op
+            assert shared.copy() == ref, op
+        shared.check()
+    finally:
+        shared.detach()
+
+
+def test_operators_and_types() -> None:
+    """+ and * give plain lists; += and *= change in place; ==, <, repr, in, reversed."""
+    a = SharedList([1, 2])
+    assert a + [3] == [1, 2, 3] and type(a + [3]) is list
+    assert [0] + a == [0, 1, 2]
+    assert a * 2 == [1, 2, 1, 2] and 2 * a == [1, 2, 1, 2]
+    b = a
+    a += [3]
+    a *= 2
+    assert b is a and a == [1, 2, 3, 1, 2, 3]
+    assert a < [9] and 3 in a and list(reversed(a))[0] == 3
+    assert repr(SharedList([1])) == "SharedList([1])"
+    with pytest.raises(TypeError):
+        a + (1,)  # noqa: B018 - as list: only lists concatenate
+    with pytest.raises(TypeError):
+        hash(a)
+    a.detach()
+
+
+def test_unpicklable_item_changes_nothing() -> None:
+    """An unpicklable item raises and leaves the list as it was."""
+    import threading
+
+    a = SharedList([1])
+    with pytest.raises(TypeError):
+        a.append(threading.Lock())
+    with pytest.raises(TypeError):
+        a.extend([2, threading.Lock()])
+    assert a == [1]
+    a.detach()
+
+
+def _append_many(lst: SharedList, n: int) -> None:
+    for i in range(n):
+        lst.append(i)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_appends_from_processes(method: str) -> None:
+    """Appends from two processes of each start method all land; pickling is by reference."""
+    lst = SharedList()
+    assert len(pickle.dumps(lst)) < 500
+    assert mp_run(method, _append_many, lst, 100) == 0
+    assert mp_run(method, _append_many, lst, 100) == 0
+    assert sorted(lst) == sorted(list(range(100)) * 2)
+    lst.detach()
