@@ -94,7 +94,7 @@ def test_list_matches(both) -> None:  # type: ignore[no-untyped-def]
     ours, theirs = both
     a, b = ours.list([3, 1, 2]), theirs.list([3, 1, 2])
     for f in [lambda x: x[0], lambda x: x[-1], lambda x: x[5], lambda x: x[1:],
-              lambda x: x + [9], lambda x: x * 2, lambda x: len(x), lambda x: 2 in x,
+              lambda x: x + [9], lambda x: x * 2,  # noqa: RUF005 lambda x: len(x), lambda x: 2 in x,
               lambda x: x.append(4), lambda x: x.extend([5, 6]), lambda x: x.insert(0, 0),
               lambda x: x.index(5), lambda x: x.index(99), lambda x: x.count(1),
               lambda x: x.pop(), lambda x: x.remove(99), lambda x: x.remove(1),
