@@ -7,11 +7,13 @@ reference: a few hundred bytes that reattach in the receiving process.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any, TypeVar
 
 from ._core.heap import Heap
 from .codec import encode_key
+from .errors import ShmPermissionError
 from .header import HEADER_SIZE, Header
 from .lifecycle import register_destroy_hook
 from .locks import ObjectLock
@@ -49,11 +51,13 @@ class HeapObject:
     KIND = ""
     _seg: Segment
     _heap: Heap
+    _trust: bool
     lock: ObjectLock
 
     def __init__(self, name: str | None = None, *, create: bool | None = None,
                  project_dir: str | os.PathLike[str] | None = None, persist: bool = False,
-                 mode: int = 0o600, initial_size: int = INITIAL_SIZE) -> None:
+                 mode: int = 0o600, initial_size: int = INITIAL_SIZE,
+                 trust: bool = False) -> None:
         created: list[Heap] = []
 
         def init(att: Any, offset: int, size: int) -> None:
@@ -62,8 +66,11 @@ class HeapObject:
         seg = Segment._open(self.KIND, name, initial_size, create=create,
                             project_dir=project_dir, persist=persist, mode=mode, init=init,
                             heap=True)
+        if not created:
+            _check_trust(seg, trust)
         heap = created[0] if created else Heap.open(seg._attachment(), HEADER_SIZE, seg.size)
         self._attach(seg, heap)
+        self._trust = trust
 
     def _attach(self, seg: Segment, heap: Heap) -> None:
         self._seg = seg
@@ -98,15 +105,22 @@ class HeapObject:
         return data
 
     @classmethod
-    def _reopen(cls: type[T], segment_ref: tuple[Any, tuple[Any, ...]]) -> T:
+    def _reopen(cls: type[T], segment_ref: tuple[Any, tuple[Any, ...]],
+                trust: bool = False) -> T:
         opener, args = segment_ref
         seg = opener(*args)
+        try:
+            _check_trust(seg, trust)
+        except BaseException:
+            seg.detach()
+            raise
         self = cls.__new__(cls)
         self._attach(seg, Heap.open(seg._attachment(), HEADER_SIZE, seg.size))
+        self._trust = trust
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_reopen, (type(self), self._seg.__reduce__()))
+        return (_reopen, (type(self), self._seg.__reduce__(), self._trust))
 
     # -- identity and lifecycle -----------------------------------------------------
 
@@ -161,5 +175,30 @@ class HeapObject:
             f"anonymous {type(self).__name__}")
 
 
-def _reopen(cls: type[HeapObject], segment_ref: tuple[Any, tuple[Any, ...]]) -> HeapObject:
-    return cls._reopen(segment_ref)
+def _reopen(cls: type[HeapObject], segment_ref: tuple[Any, tuple[Any, ...]],
+            trust: bool = False) -> HeapObject:
+    return cls._reopen(segment_ref, trust)
+
+
+def _check_trust(seg: Segment, trust: bool) -> None:
+    """Refuse to unpickle from a segment someone else could have written.
+
+    Unpickling runs code chosen by whoever wrote the bytes.  Unless the
+    caller passes ``trust=True``, the object's segment must be owned and
+    created by this user and writable by nobody else (no group/other write
+    bit): otherwise another user could plant a malicious pickle.
+    """
+    if trust:
+        return
+    st = seg.stat()
+    me = os.geteuid()
+    problem = None
+    if st.uid != me or st.cuid != me:
+        problem = f"it is owned by uid {st.uid} (created by uid {st.cuid}), not by you ({me})"
+    elif st.mode & 0o022:
+        problem = f"its mode {st.mode:o} lets other users write to it"
+    if problem:
+        raise ShmPermissionError(
+            errno.EACCES, f"refusing to read {seg.kind} {seg.name or seg.id!r}: {problem}, and "
+            "reading it means unpickling data another user could have written (running their "
+            "code). Pass trust=True if you trust every user who can write to it")

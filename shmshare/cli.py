@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     pi.add_argument("name")
     pr = sub.add_parser("rm", parents=[common], help="remove an object now")
     pr.add_argument("name")
+    pc = sub.add_parser("check", parents=[common],
+                        help="verify an object's heap and index invariants")
+    pc.add_argument("name")
+    pc.add_argument("--trust", action="store_true",
+                    help="open it even if another user owns it or may write to it")
     pg = sub.add_parser("gc", parents=[common],
                         help="remove what crashed processes left (orphans, stale key files)")
     pg.add_argument("--dry-run", action="store_true", help="only say what would be removed")
@@ -90,6 +95,8 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
         note = (f" ({attached} attached process(es) keep access until they detach)"
                 if attached else "")
         return {"removed": args.name, "still_attached": attached}, f"removed {args.name}{note}"
+    if args.verb == "check":
+        return _check(pdir, args.name, args.trust)
     assert args.verb == "gc"
     results = sweep(pdir, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
@@ -99,6 +106,35 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
             "results": [{"name": r.name, "action": r.action, "reason": r.reason}
                         for r in results]}
     return data, "\n".join(lines) if lines else f"nothing to collect in {pdir}"
+
+
+def _check(pdir: Path, name: str, trust: bool) -> tuple[Any, str]:
+    """Open the object with its own type and run its structural check."""
+    from .shared_dict import SharedDict
+    from .shared_list import SharedList
+    from .small_objects import SharedNamespace, SharedSet, SharedValue
+
+    kinds: dict[str, Any] = {"dict": SharedDict, "list": SharedList, "set": SharedSet,
+                             "namespace": SharedNamespace, "value": SharedValue}
+    kind = info(pdir, name)["kind"]
+    if kind not in kinds:
+        data = {"name": name, "kind": kind, "ok": True, "checked": "header"}
+        return data, f"{name}: {kind}, header verified (it has no heap to check)"
+    obj = kinds[kind]._reopen((_open_existing, (kind, name, str(pdir))), trust)
+    try:
+        obj.check()
+        stats = obj.stats()
+    finally:
+        obj.detach()
+    data = {"name": name, "kind": kind, "ok": True, "checked": "heap and index", **stats}
+    return data, (f"{name}: {kind} OK — {stats['entries']} entries, {stats['extents']} "
+                  f"extent(s), {stats['bytes_used']} of {stats['bytes_total']} bytes used")
+
+
+def _open_existing(kind: str, name: str, pdir: str) -> Any:
+    from .segment import _reopen_named
+
+    return _reopen_named(kind, name, pdir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,14 +62,15 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
 
     def __init__(self, name: Any = None, data: Mapping[Any, Any] | Iterable[Any] = (),
                  /, *, create: bool | None = None, project_dir: Any = None,
-                 persist: bool = False, mode: int = 0o600, **kwargs: Any) -> None:
+                 persist: bool = False, mode: int = 0o600, trust: bool = False,
+                 **kwargs: Any) -> None:
         if name is not None and not isinstance(name, str):
             # SharedDict({"a": 1}) / SharedDict(pairs): data first, as with dict().
             if data:
                 raise TypeError("SharedDict() takes a name and/or data, not two data arguments")
             name, data = None, name
         super().__init__(name, create=create, project_dir=project_dir, persist=persist,
-                         mode=mode)
+                         mode=mode, trust=trust)
         if data or kwargs:
             self.update(data, **kwargs)
 

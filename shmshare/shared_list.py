@@ -48,11 +48,11 @@ class SharedList(HeapObject, MutableSequence[Any]):
 
     def __init__(self, name: Any = None, iterable: Iterable[Any] = (), /, *,
                  create: bool | None = None, project_dir: Any = None, persist: bool = False,
-                 mode: int = 0o600) -> None:
+                 mode: int = 0o600, trust: bool = False) -> None:
         if name is not None and not isinstance(name, str):
             name, iterable = None, name  # SharedList([1, 2]), as with list()
         super().__init__(name, create=create, project_dir=project_dir, persist=persist,
-                         mode=mode)
+                         mode=mode, trust=trust)
         if iterable:
             self.extend(iterable)
 

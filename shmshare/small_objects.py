@@ -15,7 +15,7 @@ from .codec import decode_key, dumps, encode_key, loads
 
 __all__ = ["SharedNamespace", "SharedSet", "SharedValue"]
 
-_LOCAL = ("_seg", "_heap", "lock", "_rcache", "_rbytes", "_rmark")
+_LOCAL = ("_seg", "_heap", "lock", "_rcache", "_rbytes", "_rmark", "_trust")
 
 
 class SharedNamespace(HeapObject):
@@ -29,9 +29,9 @@ class SharedNamespace(HeapObject):
 
     def __init__(self, name: str | None = None, /, *, create: bool | None = None,
                  project_dir: Any = None, persist: bool = False, mode: int = 0o600,
-                 **attrs: Any) -> None:
+                 trust: bool = False, **attrs: Any) -> None:
         super().__init__(name, create=create, project_dir=project_dir, persist=persist,
-                         mode=mode)
+                         mode=mode, trust=trust)
         for k, v in attrs.items():
             setattr(self, k, v)
 
@@ -86,9 +86,9 @@ class SharedValue(HeapObject):
 
     def __init__(self, typecode: Any = None, value: Any = None, lock: bool = True, /, *,
                  name: str | None = None, create: bool | None = None, project_dir: Any = None,
-                 persist: bool = False, mode: int = 0o600) -> None:
+                 persist: bool = False, mode: int = 0o600, trust: bool = False) -> None:
         super().__init__(name, create=create, project_dir=project_dir, persist=persist,
-                         mode=mode)
+                         mode=mode, trust=trust)
         kb, n = encode_key("typecode")
         self._heap.dict_set(kb, n, dumps(typecode), only_if_absent=True)
         self._heap.dict_set(_VALUE_KEY[0], _VALUE_KEY[1], dumps(value), only_if_absent=True)
@@ -120,11 +120,11 @@ class SharedSet(HeapObject, MutableSet[Any]):
 
     def __init__(self, name: Any = None, iterable: Iterable[Any] = (), /, *,
                  create: bool | None = None, project_dir: Any = None, persist: bool = False,
-                 mode: int = 0o600) -> None:
+                 mode: int = 0o600, trust: bool = False) -> None:
         if name is not None and not isinstance(name, str):
             name, iterable = None, name  # SharedSet({1, 2}), as with set()
         super().__init__(name, create=create, project_dir=project_dir, persist=persist,
-                         mode=mode)
+                         mode=mode, trust=trust)
         if iterable:
             self.update(iterable)
 

@@ -130,3 +130,19 @@ def test_module_and_console_script(project_dir: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "shmshare", "--version"],
                           capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == f"shmshare {shmshare.__version__}"
+
+
+def test_check(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """check verifies a heap object's invariants; a plain segment's header; errors are one line."""
+    d = shmshare.SharedDict("checked", {"a": 1}, project_dir=project_dir)
+    code, out, _ = cli(capsys, "check", "checked", "--project-dir", str(project_dir))
+    assert code == 0 and out.startswith("checked: dict OK — 1 entries")
+    code, out, _ = cli(capsys, "check", "checked", "--project-dir", str(project_dir), "--json")
+    data = json.loads(out)
+    assert data["ok"] is True and data["entries"] == 1 and data["kind"] == "dict"
+    with shmshare.Segment("plain", 10, project_dir=project_dir):
+        code, out, _ = cli(capsys, "check", "plain", "--project-dir", str(project_dir))
+        assert code == 0 and "header verified" in out
+    code, _, err = cli(capsys, "check", "missing", "--project-dir", str(project_dir))
+    assert code == 1 and "no object named 'missing'" in err
+    d.detach()
