@@ -159,8 +159,13 @@ class HeapObject:
 
     close = detach
 
-    def remove(self) -> None:
-        """Remove the object now; processes still attached keep access until they detach."""
+    def unlink(self) -> None:
+        """Remove the object from shared memory now (as ``SharedMemory.unlink()``).
+
+        Processes still attached keep access until they detach; the name can
+        be created again at once.  (Not ``remove()``: lists and sets have a
+        ``remove(item)`` of their own.)
+        """
         self._seg.remove()
 
     def __enter__(self: T) -> T:

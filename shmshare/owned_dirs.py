@@ -41,7 +41,7 @@ def remove_all(path: Path) -> None:
 
 def sweep_dead_owners(base: Path) -> list[Path]:
     """Remove the owned directories under ``base`` whose owner is dead."""
-    removed = []
+    removed: list[Path] = []
     if not base.is_dir():
         return removed
     for path in base.iterdir():

@@ -341,6 +341,8 @@ class Segment:
             pass
         b.removed = True
 
+    unlink = remove  # the name multiprocessing.shared_memory and shmshare's objects use
+
     def __enter__(self) -> Segment:
         return self
 

@@ -73,10 +73,10 @@ class SharedList(HeapObject, MutableSequence[Any]):
         self._heap.dict_pop(kb, k)
 
     def _all(self) -> list[Any]:
-        out = []
+        out: list[Any] = []
         seq = -1
         while batch := self._heap.dict_scan(seq, values=True, held=self.lock.held()):
-            out.extend(loads(v) for _, _, v in batch)
+            out.extend(loads(v) for _, _, v in batch if v is not None)
             seq = batch[-1][0]
         return out
 
@@ -219,7 +219,7 @@ class SharedList(HeapObject, MutableSequence[Any]):
             i += 1
 
     def __reversed__(self) -> Iterator[Any]:
-        return reversed(self.copy())
+        return iter(self.copy()[::-1])
 
     def __contains__(self, value: Any) -> bool:
         return value in self.copy()
@@ -232,7 +232,7 @@ class SharedList(HeapObject, MutableSequence[Any]):
     def __radd__(self, other: Any) -> list[Any]:
         return other + self.copy()  # type: ignore[no-any-return]
 
-    def __iadd__(self, other: Iterable[Any]) -> SharedList:
+    def __iadd__(self, other: Iterable[Any]) -> SharedList:  # type: ignore[misc]
         self.extend(other)
         return self
 
@@ -254,7 +254,8 @@ class SharedList(HeapObject, MutableSequence[Any]):
         return NotImplemented
 
     def __lt__(self, other: Any) -> bool:
-        return self.copy() < (other.copy() if isinstance(other, SharedList) else other)  # type: ignore[no-any-return]
+        mine: list[Any] = self.copy()
+        return bool(mine < (other.copy() if isinstance(other, SharedList) else other))
 
     __hash__ = None  # type: ignore[assignment]
 

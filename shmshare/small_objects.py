@@ -59,10 +59,10 @@ class SharedNamespace(HeapObject):
             raise AttributeError(key)
 
     def _items(self) -> list[tuple[str, Any]]:
-        out = []
+        out: list[tuple[str, Any]] = []
         seq = -1
         while batch := self._heap.dict_scan(seq, values=True):
-            out.extend((decode_key(k), loads(v)) for _, k, v in batch)
+            out.extend((decode_key(k), loads(v)) for _, k, v in batch if v is not None)
             seq = batch[-1][0]
         return out
 
@@ -212,40 +212,40 @@ class SharedSet(HeapObject, MutableSet[Any]):
     def issuperset(self, other: Iterable[Any]) -> bool:
         return self.copy().issuperset(other)
 
-    def __ior__(self, other: Any) -> SharedSet:  # type: ignore[override,misc]
+    def __ior__(self, other: Any) -> SharedSet:
         self.update(other)
         return self
 
-    def __iand__(self, other: Any) -> SharedSet:  # type: ignore[override]
+    def __iand__(self, other: Any) -> SharedSet:
         self.intersection_update(other)
         return self
 
-    def __isub__(self, other: Any) -> SharedSet:  # type: ignore[override]
+    def __isub__(self, other: Any) -> SharedSet:
         self.difference_update(other)
         return self
 
-    def __ixor__(self, other: Any) -> SharedSet:  # type: ignore[override,misc]
+    def __ixor__(self, other: Any) -> SharedSet:
         self.symmetric_difference_update(other)
         return self
 
     # Operators give plain sets, as the Manager's set proxy does.
-    def __or__(self, other: Any) -> set[Any]:  # type: ignore[override]
+    def __or__(self, other: Any) -> set[Any]:
         return self.copy() | set(other)
 
     __ror__ = __or__
 
-    def __and__(self, other: Any) -> set[Any]:  # type: ignore[override]
+    def __and__(self, other: Any) -> set[Any]:
         return self.copy() & set(other)
 
     __rand__ = __and__
 
-    def __sub__(self, other: Any) -> set[Any]:  # type: ignore[override]
+    def __sub__(self, other: Any) -> set[Any]:
         return self.copy() - set(other)
 
-    def __rsub__(self, other: Any) -> set[Any]:  # type: ignore[override]
+    def __rsub__(self, other: Any) -> set[Any]:
         return set(other) - self.copy()
 
-    def __xor__(self, other: Any) -> set[Any]:  # type: ignore[override]
+    def __xor__(self, other: Any) -> set[Any]:
         return self.copy() ^ set(other)
 
     __rxor__ = __xor__

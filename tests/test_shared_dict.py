@@ -252,7 +252,7 @@ def test_persist(project_dir: Path) -> None:
     SharedDict("p", {"a": 1}, project_dir=project_dir, persist=True).detach()
     again = SharedDict("p", project_dir=project_dir, create=False)
     assert again.copy() == {"a": 1}
-    again.remove()
+    again.unlink()
     again.detach()
 
 

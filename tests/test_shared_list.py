@@ -123,3 +123,14 @@ def test_appends_from_processes(method: str) -> None:
     assert mp_run(method, _append_many, lst, 100) == 0
     assert sorted(lst) == sorted(list(range(100)) * 2)
     lst.detach()
+
+
+def test_unlink_is_not_remove(project_dir) -> None:  # type: ignore[no-untyped-def]
+    """remove(x) removes an item as list does; unlink() removes the list from shared memory."""
+    lst = SharedList("named", [1, 2, 1], project_dir=project_dir)
+    lst.remove(1)
+    assert lst == [2, 1]
+    lst.unlink()
+    assert not (project_dir / "named.key").exists()
+    assert lst == [2, 1]  # still attached here until detach
+    lst.detach()
