@@ -221,6 +221,15 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
     def to_dict(self) -> dict[Any, Any]:
         return self.copy()
 
+    def _get_or(self, key: Any, default: Any) -> Any:
+        """``self[key]``, else ``default``; KeyError when there is no default."""
+        data = self._read(key)
+        if data is not None:
+            return loads(data)
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+
     @contextmanager
     def mutate(self, key: Any, default: Any = _MISSING) -> Iterator[Any]:
         """``with d.mutate(k) as v: v.append(x)`` — read, change in place, write back, atomically.
@@ -231,12 +240,7 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
         KeyError.  To replace an immutable value, use :meth:`apply`.
         """
         with self.lock:
-            try:
-                value = self[key]
-            except KeyError:
-                if default is _MISSING:
-                    raise
-                value = default
+            value = self._get_or(key, default)
             yield value
             self[key] = value
 
@@ -247,13 +251,7 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
         counter across processes.
         """
         with self.lock:
-            try:
-                value = self[key]
-            except KeyError:
-                if default is _MISSING:
-                    raise
-                value = default
-            new = func(value)
+            new = func(self._get_or(key, default))
             self[key] = new
             return new
 

@@ -103,49 +103,4 @@ int shms_dict_scan(shms_heap_t *h, int64_t after_seq, int reverse, int values,
                    char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns);
 uint64_t shms_hash64(const void *p, uint64_t n, uint64_t seed);
 
-/* ---- heap.c, extent.c, recover.c, dict*.c (internals: heap_int.h) ---- */
-#define SHMS_MAX_EXT      64
-/* Result codes above the errno range (also declared in cdef/heap.h). */
-#define SHMS_RECOVERED    1000  /* lock taken after repairing a dead owner */
-#define SHMS_ECORRUPT     1001  /* heap is marked corrupt */
-#define SHMS_ETOOSMALL    1002  /* caller buffer too small; needed len set */
-#define SHMS_ENOTFOUND    1003  /* key absent / dict empty */
-#define SHMS_EBADHEAP     1004  /* bad magic, version or ABI at open */
-#define SHMS_ETOOMANY     1005  /* all SHMS_MAX_EXT extent slots in use */
-#define SHMS_EWRONGKIND   1006  /* root holds another kind of structure */
-#define SHMS_EEXTGONE     1007  /* a READY extent cannot be attached */
-
-#define SHMS_F_ANONYMOUS  1u
-
-typedef struct shms_heap shms_heap_t;
-
-size_t shms_heap_header_size(void);
-int  shms_heap_create(void *base, uint64_t size, uint32_t mode, uint32_t flags,
-                      shms_heap_t **out);
-int  shms_heap_open(void *base, uint64_t size, shms_heap_t **out);
-void shms_heap_close(shms_heap_t *h);
-int  shms_heap_destroy_extents(shms_heap_t *h);
-int  shms_heap_lock(shms_heap_t *h, int64_t timeout_ns);
-int  shms_heap_unlock(shms_heap_t *h);
-int  shms_heap_rebuild(shms_heap_t *h, int held, int64_t timeout_ns);
-int  shms_heap_check(shms_heap_t *h, char *msg, size_t cap, int held, int64_t timeout_ns);
-uint64_t shms_heap_modcount(shms_heap_t *h);
-uint64_t shms_heap_recoveries(shms_heap_t *h);
-int  shms_heap_stats(shms_heap_t *h, uint64_t *out, int n, int held, int64_t timeout_ns);
-
-int shms_dict_get(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
-                  char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns);
-int shms_dict_set(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
-                  const char *val, uint64_t vlen, int only_if_absent, uint64_t *res,
-                  int held, int64_t timeout_ns);
-int shms_dict_pop(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
-                  char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns);
-int shms_dict_len(shms_heap_t *h, uint64_t *res, int held, int64_t timeout_ns);
-int shms_dict_clear(shms_heap_t *h, int held, int64_t timeout_ns);
-int shms_dict_popitem(shms_heap_t *h, char *out, uint64_t cap, uint64_t *res,
-                      int held, int64_t timeout_ns);
-int shms_dict_scan(shms_heap_t *h, int64_t after_seq, int reverse, int values,
-                   char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns);
-uint64_t shms_hash64(const void *p, uint64_t n, uint64_t seed);
-
 #endif
