@@ -19,6 +19,7 @@ from .manager import Manager
 from .segment import Segment
 from .shared_dict import SharedDict
 from .shared_list import SharedList
+from .shared_queue import SharedQueue
 from .small_objects import SharedNamespace, SharedSet, SharedValue
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "SharedDict",
     "SharedList",
     "SharedNamespace",
+    "SharedQueue",
     "SharedSet",
     "SharedValue",
     "ShmLimitError",

@@ -36,6 +36,7 @@ from .keys import default_project_dir
 from .owned_dirs import claim, remove_all, sweep_dead_owners
 from .shared_dict import SharedDict
 from .shared_list import SharedList
+from .shared_queue import SharedQueue
 from .small_objects import SharedNamespace, SharedSet, SharedValue
 
 __all__ = ["Manager", "SharedDictProxy"]
@@ -194,6 +195,11 @@ class Manager:
 
     def Value(self, typecode: Any, value: Any, lock: bool = True) -> SharedValue:
         return self._make(SharedValue, typecode, value, lock)  # type: ignore[no-any-return]
+
+    def Queue(self, maxsize: int = 0) -> SharedQueue:
+        return self._make(SharedQueue, maxsize)  # type: ignore[no-any-return]
+
+    JoinableQueue = Queue  # as in multiprocessing's managers: a queue.Queue either way
 
     def Pool(self, processes: int | None = None, initializer: Any = None,
              initargs: Any = (), maxtasksperchild: int | None = None) -> Any:

@@ -248,6 +248,17 @@ class Heap:
         return int(lib.shms_heap_modcount(self._handle()))
 
     # ----------------------------------------------------------------- dict
+    def wait_change(self, seen: int, timeout: float) -> bool:
+        """Sleep until the heap's modification counter differs from ``seen``.
+
+        Returns False when ``timeout`` seconds pass first.  Read ``seen``
+        (``modcount_view[0]``) while holding the lock, release it, then wait:
+        every change committed after the read ends the wait.
+        """
+        h = self._handle()
+        rc = lib.shms_heap_wait_change(h, seen, max(0, int(timeout * 1e9)))
+        return bool(rc != errno.ETIMEDOUT)
+
     def dict_get(self, key: bytes, cmp_len: int, *, held: bool = False) -> bytes | None:
         """The value stored under ``key`` (its first ``cmp_len`` bytes), or None."""
         return self.dict_read(key, cmp_len, held=held)[0]

@@ -37,6 +37,11 @@
  * prev sizes and byte counts exact.
  */
 #include "heap_int.h"
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -348,6 +353,41 @@ int shms_heap_open(void *base, uint64_t size, shms_heap_t **out)
 void shms_heap_set_main(shms_heap_t *h, int64_t shmid)
 {
     h->main_shmid = shmid;
+}
+
+/* The futex word: the low 32 bits of modcount (little-endian: same address). */
+static uint32_t *change_word(shms_heap_t *h)
+{
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "shms_heap_wait_change assumes a little-endian machine"
+#endif
+    return (uint32_t *)(void *)&h->hdr->modcount;
+}
+
+void shms_wake_waiters(shms_heap_t *h)
+{
+    syscall(SYS_futex, change_word(h), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Sleep until modcount differs from `seen` or timeout_ns passes (then
+ * ETIMEDOUT).  The caller reads `seen` under the lock, releases it, then
+ * calls this; any change committed after that read ends the wait.  The
+ * lock is not held while sleeping, so a process killed here blocks nobody. */
+int shms_heap_wait_change(shms_heap_t *h, uint64_t seen, int64_t timeout_ns)
+{
+    struct timespec ts;
+    long rc;
+    int err = 0;
+    __atomic_add_fetch(&h->hdr->waiters, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&h->hdr->modcount, __ATOMIC_SEQ_CST) == seen) {
+        ts.tv_sec = (time_t)(timeout_ns / 1000000000LL);
+        ts.tv_nsec = (long)(timeout_ns % 1000000000LL);
+        rc = syscall(SYS_futex, change_word(h), FUTEX_WAIT, (uint32_t)seen, &ts, NULL, 0);
+        if (rc != 0 && errno == ETIMEDOUT)
+            err = ETIMEDOUT;  /* EAGAIN (already changed) and EINTR: just return */
+    }
+    __atomic_sub_fetch(&h->hdr->waiters, 1, __ATOMIC_SEQ_CST);
+    return err;
 }
 
 const volatile uint64_t *shms_heap_modcount_ptr(shms_heap_t *h)

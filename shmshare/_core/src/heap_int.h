@@ -68,6 +68,7 @@ typedef struct {
     uint64_t recoveries;             /* dead-owner recoveries performed */
     uint64_t root_kind, root;        /* the data structure (commit point) */
     uint64_t unsettled;              /* ANONYMOUS extents not yet IPC_RMID'd */
+    uint64_t waiters;                /* processes in shms_heap_wait_change (approx.) */
     /* allocator state: derived, rebuilt by recovery */
     uint64_t bytes_total, bytes_used, bytes_free, n_used_blocks;
     uint64_t bitmap[SHMS_BITMAP_WORDS];
@@ -110,9 +111,18 @@ static inline uint64_t shms_load64(const uint64_t *p)
 {
     return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
+/* Every committed change bumps modcount (under the lock), and wakes the
+ * processes sleeping in shms_heap_wait_change on its low 32 bits.  The store
+ * and the load of `waiters` are sequentially consistent, paired with the
+ * waiter's increment-then-compare, so a wake cannot be lost.  A waiter killed
+ * while asleep leaves `waiters` one too high: later changes then pay one
+ * needless FUTEX_WAKE each, which is harmless. */
+void shms_wake_waiters(shms_heap_t *h);
 static inline void shms_bump_modcount(shms_heap_t *h)
 {
-    shms_store64(&h->hdr->modcount, h->hdr->modcount + 1);
+    __atomic_store_n(&h->hdr->modcount, h->hdr->modcount + 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&h->hdr->waiters, __ATOMIC_SEQ_CST))
+        shms_wake_waiters(h);
 }
 
 /* ---- heap.c: allocator ---- */
