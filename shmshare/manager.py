@@ -38,6 +38,13 @@ from .shared_dict import SharedDict
 from .shared_list import SharedList
 from .shared_queue import SharedQueue
 from .small_objects import SharedNamespace, SharedSet, SharedValue
+from .sync_objects import (
+    SharedBoundedSemaphore,
+    SharedEvent,
+    SharedLock,
+    SharedRLock,
+    SharedSemaphore,
+)
 
 __all__ = ["Manager", "SharedDictProxy"]
 
@@ -195,6 +202,21 @@ class Manager:
 
     def Value(self, typecode: Any, value: Any, lock: bool = True) -> SharedValue:
         return self._make(SharedValue, typecode, value, lock)  # type: ignore[no-any-return]
+
+    def Lock(self) -> SharedLock:
+        return self._make(SharedLock)  # type: ignore[no-any-return]
+
+    def RLock(self) -> SharedRLock:
+        return self._make(SharedRLock)  # type: ignore[no-any-return]
+
+    def Semaphore(self, value: int = 1) -> SharedSemaphore:
+        return self._make(SharedSemaphore, value)  # type: ignore[no-any-return]
+
+    def BoundedSemaphore(self, value: int = 1) -> SharedBoundedSemaphore:
+        return self._make(SharedBoundedSemaphore, value)  # type: ignore[no-any-return]
+
+    def Event(self) -> SharedEvent:
+        return self._make(SharedEvent)  # type: ignore[no-any-return]
 
     def Queue(self, maxsize: int = 0) -> SharedQueue:
         return self._make(SharedQueue, maxsize)  # type: ignore[no-any-return]

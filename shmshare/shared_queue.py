@@ -12,7 +12,7 @@ slot behind, and the next ``get`` drops it).
 Blocking ``put``/``get``/``join`` never sleep holding the lock: they read the
 heap's modification counter under the lock, release it, and sleep on a
 futex until any change (see ``Heap.wait_change``), in slices of at most
-``_SLICE`` seconds so that signals are handled.  A process SIGKILLed while
+0.1 s so that signals are handled.  A process SIGKILLed while
 waiting blocks nobody; one killed while holding the lock is repaired by the
 next locker, which is told (``OwnerDiedWarning``); an item it was in the
 middle of putting or getting is either wholly there or wholly not.
@@ -29,7 +29,6 @@ from .codec import dumps, encode_key, loads
 
 __all__ = ["SharedQueue"]
 
-_SLICE = 0.1
 _STATE = encode_key("state")  # (head, tail, unfinished, maxsize): one write commits a change
 
 
@@ -57,22 +56,6 @@ class SharedQueue(HeapObject):
     def _commit(self, head: int, tail: int, unfinished: int, maxsize: int) -> None:
         self._heap.dict_set(_STATE[0], _STATE[1], dumps((head, tail, unfinished, maxsize)),
                             held=True)
-
-    def _wait(self, deadline: float | None) -> bool:
-        """With the lock held: release it, sleep until a change, retake it.
-
-        False once ``deadline`` has passed.
-        """
-        seen = self._heap.modcount_view[0]
-        self.lock.release()
-        try:
-            remaining = _SLICE if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._heap.wait_change(seen, min(_SLICE, remaining))
-        finally:
-            self.lock.acquire()
-        return deadline is None or time.monotonic() < deadline
 
     @staticmethod
     def _deadline(block: bool, timeout: float | None) -> float | None:
@@ -112,7 +95,7 @@ class SharedQueue(HeapObject):
                 head, tail, unfinished, maxsize = self._state()
                 if maxsize <= 0 or tail - head < maxsize:
                     break
-                if not self._wait(deadline):
+                if not self._wait_locked(deadline):
                     raise queue.Full
             kb, n = encode_key(tail)
             self._heap.dict_set(kb, n, data, held=True)  # the item first...
@@ -125,7 +108,7 @@ class SharedQueue(HeapObject):
                 head, tail, unfinished, maxsize = self._state()
                 if tail > head:
                     break
-                if not self._wait(deadline):
+                if not self._wait_locked(deadline):
                     raise queue.Empty
             kb, n = encode_key(head)
             data = self._heap.dict_get(kb, n, held=True)
@@ -154,7 +137,7 @@ class SharedQueue(HeapObject):
         """Block until every item put has been got and marked task_done()."""
         with self.lock:
             while self._state()[2]:
-                self._wait(None)
+                self._wait_locked(None)
 
     def __repr__(self) -> str:
         if not self._seg.attached:

@@ -1,0 +1,120 @@
+"""Manager().Lock/RLock/Semaphore/BoundedSemaphore/Event: as the proxies, across processes,
+and robust to holders killed with SIGKILL."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import warnings
+
+import pytest
+from helpers import JOIN_TIMEOUT, START_METHODS, fork_child, wait_child
+
+import shmshare
+
+
+@pytest.fixture
+def both(tmp_path):  # type: ignore[no-untyped-def]
+    with shmshare.Manager(project_dir=tmp_path) as ours, mp.Manager() as theirs:
+        yield ours, theirs
+
+
+def outcome(f):  # type: ignore[no-untyped-def]
+    try:
+        return "ok", f()
+    except Exception as exc:
+        return "error", type(exc)
+
+
+def test_lock_and_semaphores_match(both) -> None:  # type: ignore[no-untyped-def]
+    """acquire/release results and errors agree with multiprocessing's proxies."""
+    ours, theirs = both
+    for make in [lambda m: m.Lock(), lambda m: m.RLock(), lambda m: m.Semaphore(2),
+                 lambda m: m.BoundedSemaphore(1)]:
+        a, b = make(ours), make(theirs)
+        for step in [lambda x: x.acquire(), lambda x: x.acquire(False),
+                     lambda x: x.acquire(timeout=0.01), lambda x: x.release(),
+                     lambda x: x.release(), lambda x: x.release()]:
+            assert outcome(lambda: step(a)) == outcome(lambda: step(b))
+    ev_a, ev_b = ours.Event(), theirs.Event()
+    for step in [lambda e: e.is_set(), lambda e: e.wait(0.01), lambda e: e.set(),
+                 lambda e: e.is_set(), lambda e: e.wait(), lambda e: e.clear(),
+                 lambda e: e.wait(0.01)]:
+        assert outcome(lambda: step(ev_a)) == outcome(lambda: step(ev_b))
+
+
+def test_rlock_owner_rules(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An RLock nests for its owner and refuses release by another thread."""
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        r = m.RLock()
+        assert r.acquire() and r.acquire()
+        errors: list[type] = []
+        t = threading.Thread(target=lambda: errors.append(outcome(r.release)[1]))
+        t.start()
+        t.join(JOIN_TIMEOUT)
+        assert errors == [RuntimeError]
+        r.release()
+        r.release()
+        with pytest.raises(RuntimeError):
+            r.release()
+
+
+def _count(lock: object, sem: object, ns: object, n: int) -> None:
+    for _ in range(n):
+        with lock:  # type: ignore[attr-defined]
+            ns.n += 1  # type: ignore[attr-defined]
+    sem.release()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_mutual_exclusion_across_processes(method: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two processes of each start method increment under a Manager Lock: no lost update."""
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        lock, done, ns = m.Lock(), m.Semaphore(0), m.Namespace(n=0)
+        ctx = mp.get_context(method)
+        procs = [ctx.Process(target=_count, args=(lock, done, ns, 100)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        assert done.acquire(timeout=JOIN_TIMEOUT) and done.acquire(timeout=JOIN_TIMEOUT)
+        for p in procs:
+            p.join(JOIN_TIMEOUT)
+        assert ns.n == 200
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock", "Semaphore", "BoundedSemaphore"])
+def test_holder_killed_is_recovered(kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A process SIGKILLed holding the lock/permit: the next acquirer gets it and is told."""
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        prim = getattr(m, kind)()
+        r, w = os.pipe()
+        hang_r, hang_w = os.pipe()
+
+        def hold() -> int:
+            prim.acquire()
+            os.write(w, b"1")
+            os.read(hang_r, 1)  # never answered: wait to be killed
+            return 0
+
+        pid = fork_child(hold)
+        assert os.read(r, 1) == b"1"
+        os.kill(pid, signal.SIGKILL)
+        assert wait_child(pid) == -signal.SIGKILL
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert prim.acquire(timeout=10)
+        assert any(issubclass(w_.category, shmshare.OwnerDiedWarning) for w_ in caught)
+        assert prim.recoveries == 1
+        prim.release()
+        for fd in (r, w, hang_r, hang_w):
+            os.close(fd)
+
+
+def test_event_wakes_other_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Event.set() in one process ends wait() in another."""
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        ev = m.Event()
+        pid = fork_child(lambda: 0 if ev.wait(JOIN_TIMEOUT) else 1)
+        ev.set()
+        assert wait_child(pid) == 0
