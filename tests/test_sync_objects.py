@@ -21,9 +21,9 @@ def both(tmp_path):  # type: ignore[no-untyped-def]
         yield ours, theirs
 
 
-def outcome(f):  # type: ignore[no-untyped-def]
+def outcome(f, *args):  # type: ignore[no-untyped-def]
     try:
-        return "ok", f()
+        return "ok", f(*args)
     except Exception as exc:
         return "error", type(exc)
 
@@ -37,12 +37,12 @@ def test_lock_and_semaphores_match(both) -> None:  # type: ignore[no-untyped-def
         for step in [lambda x: x.acquire(), lambda x: x.acquire(False),
                      lambda x: x.acquire(timeout=0.01), lambda x: x.release(),
                      lambda x: x.release(), lambda x: x.release()]:
-            assert outcome(lambda: step(a)) == outcome(lambda: step(b))
+            assert outcome(step, a) == outcome(step, b)
     ev_a, ev_b = ours.Event(), theirs.Event()
     for step in [lambda e: e.is_set(), lambda e: e.wait(0.01), lambda e: e.set(),
                  lambda e: e.is_set(), lambda e: e.wait(), lambda e: e.clear(),
                  lambda e: e.wait(0.01)]:
-        assert outcome(lambda: step(ev_a)) == outcome(lambda: step(ev_b))
+        assert outcome(step, ev_a) == outcome(step, ev_b)
 
 
 def test_rlock_owner_rules(tmp_path) -> None:  # type: ignore[no-untyped-def]
