@@ -17,7 +17,8 @@ from ._version import __version__
 from .errors import ShmshareError
 from .inventory import info, list_entries, remove
 from .keys import resolve_project_dir
-from .lifecycle import sweep
+from .lifecycle import SweepResult, sweep
+from .owned_dirs import OWNED_SUBDIRS, dead_owner_dirs, remove_all
 
 __all__ = ["main"]
 
@@ -99,6 +100,13 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
         return _check(pdir, args.name, args.trust)
     assert args.verb == "gc"
     results = sweep(pdir, dry_run=args.dry_run)
+    # Directories owned by a Manager or a pytest run whose process is gone.
+    for sub in OWNED_SUBDIRS:
+        for owned in dead_owner_dirs(pdir / sub):
+            if not args.dry_run:
+                remove_all(owned)
+            results.append(SweepResult(f"{sub}/{owned.name}", "removed",
+                                       "its owner process is gone"))
     verb = "would remove" if args.dry_run else "removed"
     lines = [f"{verb} {r.name}: {r.reason}" for r in results if r.action != "kept"]
     lines += [f"kept {r.name}: {r.reason}" for r in results if r.action == "kept"]

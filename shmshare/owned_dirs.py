@@ -16,9 +16,11 @@ from .inventory import remove
 from .keys import list_names, resolve_project_dir
 from .lifecycle import pid_alive
 
-__all__ = ["OWNER_FILE", "claim", "remove_all", "sweep_dead_owners"]
+__all__ = ["OWNED_SUBDIRS", "OWNER_FILE", "claim", "dead_owner_dirs", "remove_all",
+           "sweep_dead_owners"]
 
 OWNER_FILE = "owner.pid"
+OWNED_SUBDIRS = ("managers", "pytest-runs")  # where owned directories live in a project dir
 
 
 def claim(path: Path, owner_pid: int) -> Path:
@@ -39,17 +41,24 @@ def remove_all(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def sweep_dead_owners(base: Path) -> list[Path]:
-    """Remove the owned directories under ``base`` whose owner is dead."""
-    removed: list[Path] = []
+def dead_owner_dirs(base: Path) -> list[Path]:
+    """The owned directories under ``base`` whose owner process is gone."""
     if not base.is_dir():
-        return removed
-    for path in base.iterdir():
+        return []
+    dead = []
+    for path in sorted(base.iterdir()):
         try:
             pid = int((path / OWNER_FILE).read_text())
         except (OSError, ValueError):
             continue
         if not pid_alive(pid):
-            remove_all(path)
-            removed.append(path)
-    return removed
+            dead.append(path)
+    return dead
+
+
+def sweep_dead_owners(base: Path) -> list[Path]:
+    """Remove the owned directories under ``base`` whose owner is gone."""
+    dead = dead_owner_dirs(base)
+    for path in dead:
+        remove_all(path)
+    return dead

@@ -196,3 +196,28 @@ def test_crashed_manager_is_swept(tmp_path) -> None:  # type: ignore[no-untyped-
     assert len(left) == 1 and list(left[0].glob("*.key"))
     with shmshare.Manager(project_dir=tmp_path):
         assert not left[0].exists()
+
+
+def test_gc_removes_crashed_manager(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """'shmshare gc' removes the objects of a manager whose process was SIGKILLed."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from helpers import run_python
+
+    code = textwrap.dedent(f"""
+        import os, signal, shmshare
+        m = shmshare.Manager(project_dir={str(tmp_path)!r})
+        m.Lock(); m.Queue().put(1)
+        print(os.getpid(), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    pid = int(run_python(code, check=False).stdout)
+    from helpers import segments_created_by
+
+    assert len(segments_created_by(pid)) == 2
+    proc = subprocess.run([sys.executable, "-m", "shmshare", "gc", "--project-dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "removed managers/manager-" in proc.stdout
+    assert segments_created_by(pid) == []
