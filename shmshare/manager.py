@@ -156,8 +156,14 @@ class Manager:
         self.shutdown()
 
     def __del__(self) -> None:
+        # As SyncManager's finalizer: a manager dropped without shutdown() shuts
+        # down.  At interpreter exit what this needs may be gone already; the
+        # directory is then left to the next Manager's sweep or to 'gc'.
         if getattr(self, "_state", None) == _STARTED:
-            self.shutdown()
+            try:
+                self.shutdown()
+            except Exception:
+                pass
 
     @property
     def address(self) -> Any:
