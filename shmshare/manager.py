@@ -45,6 +45,7 @@ from .sync_objects import (
     SharedRLock,
     SharedSemaphore,
 )
+from .sync_waits import SharedBarrier, SharedCondition
 
 __all__ = ["Manager", "SharedDictProxy"]
 
@@ -223,6 +224,13 @@ class Manager:
 
     def Event(self) -> SharedEvent:
         return self._make(SharedEvent)  # type: ignore[no-any-return]
+
+    def Condition(self, lock: Any = None) -> SharedCondition:
+        return self._make(SharedCondition, lock)  # type: ignore[no-any-return]
+
+    def Barrier(self, parties: int, action: Any = None,
+                timeout: float | None = None) -> SharedBarrier:
+        return self._make(SharedBarrier, parties, action, timeout)  # type: ignore[no-any-return]
 
     def Queue(self, maxsize: int = 0) -> SharedQueue:
         return self._make(SharedQueue, maxsize)  # type: ignore[no-any-return]

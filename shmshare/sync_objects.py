@@ -124,6 +124,11 @@ class SharedSemaphore(_Waitable):
                         del holders[who]
             self._put((value + n, bound, holders))
 
+    def _owned(self) -> int:
+        """Permits the calling thread holds (the recursion depth for an RLock)."""
+        with self.lock:
+            return int(self._get()[2].get((os.getpid(), threading.get_ident()), 0))
+
     def get_value(self) -> int:
         with self.lock:
             return int(self._get()[0])
