@@ -17,6 +17,7 @@ from .errors import (
 from .locks import ObjectLock, OwnerDiedWarning
 from .manager import Manager
 from .segment import Segment
+from .shared_array import SharedArray
 from .shared_dict import SharedDict
 from .shared_list import SharedList
 from .shared_queue import SharedQueue
@@ -32,6 +33,7 @@ __all__ = [
     "SegmentExistsError",
     "SegmentNotFoundError",
     "SegmentRemovedError",
+    "SharedArray",
     "SharedDict",
     "SharedList",
     "SharedNamespace",

@@ -34,6 +34,7 @@ from typing import Any
 from ._heapobj import HeapObject
 from .keys import default_project_dir
 from .owned_dirs import claim, remove_all, sweep_dead_owners
+from .shared_array import SharedArray
 from .shared_dict import SharedDict
 from .shared_list import SharedList
 from .shared_queue import SharedQueue
@@ -232,6 +233,18 @@ class Manager:
                 timeout: float | None = None) -> SharedBarrier:
         return self._make(SharedBarrier, parties, action, timeout)  # type: ignore[no-any-return]
 
+    def Array(self, typecode: str, sequence: Any, lock: bool = True) -> SharedArray:
+        """``Array(typecode, sequence_or_size)`` on zero-copy shared storage (a SharedArray).
+
+        As multiprocessing's ArrayProxy: ``len``, indexing and slices (slices
+        are numpy views here); plus ``get_lock()`` and ``get_obj()``.
+        """
+        size = sequence if isinstance(sequence, int) else len(sequence)
+        arr: SharedArray = self._make(_NamedArray, (size,), typecode)
+        if not isinstance(sequence, int) and size:
+            arr[:] = sequence
+        return arr
+
     def Queue(self, maxsize: int = 0) -> SharedQueue:
         return self._make(SharedQueue, maxsize)  # type: ignore[no-any-return]
 
@@ -268,3 +281,11 @@ class _NamedSet(SharedSet):
 class _NamedNamespace(SharedNamespace):
     def __init__(self, *, name: str, **kw: Any) -> None:
         super().__init__(name, **kw)
+
+
+class _NamedArray(SharedArray):
+    KIND = "array"
+
+    def __init__(self, shape: Any, dtype: Any, *, name: str, persist: bool = False,
+                 **kw: Any) -> None:
+        super().__init__(shape, dtype, name=name, persist=persist, **kw)

@@ -1,0 +1,157 @@
+"""SharedArray: dtypes and shapes, zero-copy across processes, view lifetime, lock, no numpy."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+import pickle
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import JOIN_TIMEOUT, START_METHODS, fork_call, run_python
+
+import shmshare
+from shmshare import SharedArray
+
+ALARM = np.dtype([("alarm_flag", "i4"), ("alarm_type", "i4"), ("alarm_code", "i4"),
+                  ("alarm_level", "i4"), ("alarm_index", "i4")])  # seed 004's alarm_io_t
+NESTED = np.dtype([("id", "u8"), ("pos", [("x", "f4"), ("y", "f4")]), ("tag", "S3")])
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint64", "float32", "float64", "complex128",
+                                   "bool", "datetime64[ns]", "U5", ALARM, NESTED,
+                                   np.dtype([("a", "i1"), ("b", "f8")], align=True)])
+@pytest.mark.parametrize("shape", [(), (0, 3), (7,), (3, 5, 2)])
+def test_dtypes_and_shapes(dtype: object, shape: tuple[int, ...]) -> None:
+    """Any dtype and shape: zero-copy, page-aligned, C-contiguous, reopened identically."""
+    a = SharedArray(shape, dtype)
+    view = a.numpy()
+    assert view.shape == shape and view.dtype == np.dtype(dtype)
+    assert view.flags.c_contiguous and view.ctypes.data % 4096 == 0
+    b = pickle.loads(pickle.dumps(a))
+    assert b.numpy().dtype == view.dtype and b.shape == shape
+    if view.size:
+        view.reshape(-1)[-1] = np.ones(1, dtype=view.dtype)[0] if view.dtype.names is None \
+            else np.zeros(1, dtype=view.dtype)[0]
+        assert b.numpy().reshape(-1)[-1] == view.reshape(-1)[-1]
+    del view
+    b.detach()
+    a.detach()
+
+
+def test_named_attach_from_subprocess(project_dir: Path) -> None:
+    """An unrelated process opens the array by name: shape and dtype come from the header."""
+    a = SharedArray(4, ALARM, name="alarms", project_dir=project_dir)
+    a.numpy()["alarm_code"] = [0x11, 0x12, 0x13, 0x14]
+    code = textwrap.dedent("""
+        import sys
+        from shmshare import SharedArray
+        with SharedArray(name="alarms", project_dir=sys.argv[1]) as a:
+            rec = a.numpy()
+            assert rec.shape == (4,) and rec.dtype.names[2] == "alarm_code"
+            rec["alarm_flag"] = rec["alarm_code"] + 1
+            del rec  # views must be gone before the detach at the end of the block
+    """)
+    run_python(code, str(project_dir))
+    assert list(a.numpy()["alarm_flag"]) == [0x12, 0x13, 0x14, 0x15]
+    with pytest.raises(ValueError, match="has shape"):
+        SharedArray((5,), ALARM, name="alarms", project_dir=project_dir)
+    with pytest.raises(ValueError, match="has dtype"):
+        SharedArray((4,), "float64", name="alarms", project_dir=project_dir)
+    with pytest.raises(TypeError, match="is a array, not a dict"):
+        shmshare.SharedDict("alarms", project_dir=project_dir)
+    a.detach()
+
+
+def _fill(a: SharedArray, lo: int, hi: int) -> None:
+    a.numpy()[lo:hi] = np.arange(lo, hi)  # disjoint slices: no lock needed
+
+
+def _total(a: SharedArray) -> float:
+    return float(np.asarray(a).sum())
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_processes_and_pool(method: str) -> None:
+    """Process and Pool of each start method write and read the same memory."""
+    a = SharedArray(1000, "int64")
+    assert len(pickle.dumps(a)) < 1024
+    ctx = mp.get_context(method)
+    procs = [ctx.Process(target=_fill, args=(a, i * 250, (i + 1) * 250)) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(JOIN_TIMEOUT)
+        assert p.exitcode == 0
+    with ctx.Pool(2) as pool:
+        assert pool.map(_total, [a, a]) == [float(sum(range(1000)))] * 2
+    a.detach()
+
+
+def test_view_lifetime() -> None:
+    """detach() with a live view raises BufferError; dropping the object keeps views valid."""
+    a = SharedArray((10,), "float64")
+    v = a.numpy()
+    with pytest.raises(BufferError):
+        a.detach()
+    del a
+    gc.collect()
+    v[:] = 3.0  # the mapping outlives the SharedArray object, not the other way round
+    assert v.sum() == 30.0
+    del v
+    gc.collect()
+
+
+def test_lock_and_dead_owner() -> None:
+    """sa.lock serialises whole-array updates; a holder killed is reported."""
+    a = SharedArray(3, "int64")
+
+    def die_holding() -> int:
+        a.lock.acquire()
+        os._exit(0)
+
+    assert fork_call(die_holding) == 0
+    with pytest.warns(shmshare.OwnerDiedWarning), a.lock:
+        np.asarray(a)[:] += 1
+    assert list(a.numpy()) == [1, 1, 1]
+    assert a.get_lock() is a.lock
+    a.detach()
+
+
+def test_memoryview_without_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without numpy, a struct-format dtype gives a typed memoryview."""
+    import shmshare.shared_array as sa_mod
+
+    monkeypatch.setattr(sa_mod, "_np", lambda: None)
+    a = SharedArray((2, 3), "d")
+    mv = a.memoryview()
+    assert mv.format == "d" and mv.shape == (2, 3)
+    mv[1, 2] = 4.5
+    assert a[1, 2] == 4.5
+    mv.release()
+    with pytest.raises(ImportError):
+        a.numpy()
+    a.detach()
+
+
+def test_manager_array_matches(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Manager().Array: len, indexing, assignment as multiprocessing's ArrayProxy."""
+    with shmshare.Manager(project_dir=tmp_path) as m, mp.Manager() as theirs:
+        ours, ref = m.Array("i", [1, 2, 3]), theirs.Array("i", [1, 2, 3])
+        assert len(ours) == len(ref) == 3
+        ours[0] = ref[0] = 7
+        assert ours[0] == ref[0] == 7 and list(ours[:]) == list(ref[:])
+        with pytest.raises(IndexError):
+            ours[5]
+        with pytest.raises(IndexError):
+            ref[5]
+        assert list(m.Array("d", 4)[:]) == [0.0] * 4
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with ours.get_lock():
+                ours.get_obj()[1] += 1
+        assert ours[1] == 3
