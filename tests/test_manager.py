@@ -221,3 +221,28 @@ def test_gc_removes_crashed_manager(tmp_path) -> None:  # type: ignore[no-untype
                            str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "removed managers/manager-" in proc.stdout
     assert segments_created_by(pid) == []
+
+
+def _touch_all(objs: tuple[Any, ...]) -> int:
+    d, lst, q, lock, arr, ev = objs
+    with lock:
+        d["n"] = d.get("n", 0) + 1
+        lst.append(1)
+        arr[0] += 1
+    q.put(1)
+    ev.set()
+    return 0
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_objects_to_process_pool_executor(method: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Manager objects pass to ProcessPoolExecutor tasks under each start method."""
+    import concurrent.futures as cf
+
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        objs = (m.dict(), m.list(), m.Queue(), m.Lock(), m.Array("i", 1), m.Event())
+        with cf.ProcessPoolExecutor(2, mp_context=mp.get_context(method)) as ex:
+            assert list(ex.map(_touch_all, [objs] * 4)) == [0] * 4
+        d, lst, q, _, arr, ev = objs
+        assert d["n"] == 4 and len(lst) == 4 and q.qsize() == 4 and arr[0] == 4
+        assert ev.is_set()

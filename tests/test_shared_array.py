@@ -155,3 +155,15 @@ def test_manager_array_matches(tmp_path) -> None:  # type: ignore[no-untyped-def
             with ours.get_lock():
                 ours.get_obj()[1] += 1
         assert ours[1] == 3
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_process_pool_executor(method: str) -> None:
+    """ProcessPoolExecutor of each start method receives the array by reference."""
+    import concurrent.futures as cf
+
+    a = SharedArray(100, "float64")
+    a.numpy()[:] = 2.0
+    with cf.ProcessPoolExecutor(2, mp_context=mp.get_context(method)) as ex:
+        assert list(ex.map(_total, [a, a])) == [200.0, 200.0]
+    a.detach()

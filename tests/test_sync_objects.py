@@ -118,3 +118,24 @@ def test_event_wakes_other_process(tmp_path) -> None:  # type: ignore[no-untyped
         pid = fork_child(lambda: 0 if ev.wait(JOIN_TIMEOUT) else 1)
         ev.set()
         assert wait_child(pid) == 0
+
+
+def _use_each(prims: tuple[object, ...]) -> None:
+    lock, rlock, sem, bsem, ev = prims
+    for p in (lock, rlock, sem, bsem):
+        assert p.acquire(timeout=JOIN_TIMEOUT)  # type: ignore[attr-defined]
+        p.release()  # type: ignore[attr-defined]
+    with rlock, rlock:  # type: ignore[attr-defined]
+        pass
+    ev.set()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_every_primitive_in_children(method: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Lock, RLock, Semaphore, BoundedSemaphore and Event work in children of each start method."""
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        prims = (m.Lock(), m.RLock(), m.Semaphore(2), m.BoundedSemaphore(1), m.Event())
+        p = mp.get_context(method).Process(target=_use_each, args=(prims,))
+        p.start()
+        p.join(JOIN_TIMEOUT)
+        assert p.exitcode == 0 and prims[4].is_set() and prims[3].get_value() == 1

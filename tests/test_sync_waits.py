@@ -135,3 +135,17 @@ def test_barrier_party_killed_breaks_it(tmp_path) -> None:  # type: ignore[no-un
         assert wait_child(pid) == -signal.SIGKILL
         with pytest.raises(threading.BrokenBarrierError):
             b.wait(JOIN_TIMEOUT)
+
+
+def test_barrier_matches_threading_barrier(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """parties/n_waiting/broken/abort/reset and errors agree with multiprocessing's Barrier."""
+    with shmshare.Manager(project_dir=tmp_path) as m, mp.Manager() as theirs:
+        for b in (m.Barrier(1), theirs.Barrier(1)):
+            assert b.parties == 1 and b.n_waiting == 0 and b.broken is False
+            assert b.wait() == 0  # one party: passes at once
+            b.abort()
+            assert b.broken is True
+            with pytest.raises(threading.BrokenBarrierError):
+                b.wait()
+            b.reset()
+            assert b.broken is False and b.wait() == 0
