@@ -104,8 +104,12 @@ def test_consumer_killed_while_waiting_blocks_nobody() -> None:
     assert wait_child(pid) == -signal.SIGKILL
     os.close(r)
     os.close(w)
-    q.put(1)
-    assert q.get(timeout=5) == 1
+    with warnings.catch_warnings():
+        # The kill may land while the child holds the lock inside get(): then
+        # the next put() repairs and warns, which is right but not the point here.
+        warnings.simplefilter("ignore", shmshare.OwnerDiedWarning)
+        q.put(1)
+        assert q.get(timeout=5) == 1
     q.detach()
 
 

@@ -52,6 +52,7 @@ def test_condition_across_processes(method: str, tmp_path) -> None:  # type: ign
             assert p.exitcode == 0
 
 
+@pytest.mark.filterwarnings("ignore::shmshare.OwnerDiedWarning")  # the kill may hit the lock
 def test_notify_skips_dead_waiter(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A waiter SIGKILLed while waiting does not swallow the next notify()."""
     with shmshare.Manager(project_dir=tmp_path) as m:
@@ -124,6 +125,7 @@ def test_barrier_timeout_abort_reset(tmp_path) -> None:  # type: ignore[no-untyp
             b.wait(1)
 
 
+@pytest.mark.filterwarnings("ignore::shmshare.OwnerDiedWarning")  # the kill may hit the lock
 def test_barrier_party_killed_breaks_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A party SIGKILLed while waiting breaks the barrier for the others: no hang."""
     with shmshare.Manager(project_dir=tmp_path) as m:
