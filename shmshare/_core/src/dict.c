@@ -41,13 +41,17 @@ int64_t shms_dict_lookup(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const ch
         uint32_t v = ix[i];
         if (v == SHMS_IX_EMPTY) {
             *slot = reuse != UINT64_MAX ? reuse : i;
-            return -1;
+            return SHMS_LK_ABSENT;
         }
         if (v == SHMS_IX_DUMMY) {
             if (reuse == UINT64_MAX)
                 reuse = i;
+        } else if (v >= t->n_used) {
+            return SHMS_LK_DAMAGED;             /* the index names no entry */
         } else if (en[v].hash == hash && en[v].blob) {
-            shms_dblob_t *b = shms_ptr(h, en[v].blob);
+            shms_dblob_t *b = shms_dblob_at(h, en[v].blob);
+            if (!b)
+                return SHMS_LK_DAMAGED;
             if (b->cmplen == cmplen && memcmp(shms_dblob_key(b), key, cmplen) == 0) {
                 *slot = i;
                 return v;
@@ -57,7 +61,7 @@ int64_t shms_dict_lookup(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const ch
         i = (i * 5 + perturb + 1) & mask;
     }
     *slot = reuse;
-    return reuse == UINT64_MAX ? -2 : -1;
+    return SHMS_LK_ABSENT;
 }
 
 /* Slot of entry number e (which must be indexed). */
@@ -131,17 +135,19 @@ static void publish_root(shms_heap_t *h, uint64_t ref)
 }
 
 /* The dict's table; create: make an empty one if there is none. */
-static int get_table(shms_heap_t *h, int create, shms_dtab_t **out)
+int shms_dict_table(shms_heap_t *h, int create, shms_dtab_t **out)
 {
     shms_heap_hdr_t *H = h->hdr;
     uint64_t ref;
     int rc;
     *out = NULL;
+    if (H->root_kind >= SHMS_NKINDS || (H->root_kind == SHMS_KIND_NONE && H->root))
+        return SHMS_EDAMAGED;
     if (H->root_kind != SHMS_KIND_DICT && H->root_kind != SHMS_KIND_NONE)
         return SHMS_EWRONGKIND;
     if (H->root) {
-        *out = shms_ptr(h, H->root);
-        return 0;
+        *out = shms_dtab_at(h, H->root);
+        return *out ? 0 : SHMS_EDAMAGED;
     }
     if (!create)
         return 0;
@@ -225,35 +231,41 @@ static int copy_value(shms_dblob_t *b, char *out, uint64_t cap, uint64_t *res)
 
 /* ------------------------------------------------------------ get/set */
 
-static int get_locked(shms_heap_t *h, const char *key, uint64_t cmplen, char *out,
-                      uint64_t cap, uint64_t *res)
+/* Entry of key a->key in t (>= 0), or minus SHMS_ENOTFOUND / SHMS_EDAMAGED. */
+static int64_t find(shms_heap_t *h, shms_dtab_t *t, const shms_dop_t *a, uint64_t *slot)
 {
+    int64_t i = shms_dict_lookup(h, t, key_hash(h, a->key, a->cmplen), a->key, a->cmplen, slot);
+    if (i == SHMS_LK_DAMAGED)
+        return -SHMS_EDAMAGED;
+    return i < 0 ? -SHMS_ENOTFOUND : i;
+}
+
+static int get_body(shms_heap_t *h, void *arg)
+{
+    shms_dop_t *a = arg;
     shms_dtab_t *t;
     uint64_t slot;
     int64_t i;
-    int rc = get_table(h, 0, &t);
+    int rc = shms_dict_table(h, 0, &t);
+    /* res[1]: the modcount this read is consistent with, so that a caller
+     * may cache the value until the counter moves (see _core/heap.py). */
+    a->res[1] = shms_load64(&h->hdr->modcount);
     if (rc || !t)
         return rc ? rc : SHMS_ENOTFOUND;
-    i = shms_dict_lookup(h, t, key_hash(h, key, cmplen), key, cmplen, &slot);
-    if (i < 0)
-        return SHMS_ENOTFOUND;
-    return copy_value(shms_ptr(h, shms_dents(t)[i].blob), out, cap, res);
+    if ((i = find(h, t, a, &slot)) < 0)
+        return (int)-i;
+    return copy_value(shms_ptr(h, shms_dents(t)[i].blob), a->out, a->cap, a->res);
 }
 
 int shms_dict_get(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
                   char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns)
 {
-    int rc = check_key(klen, cmplen);
-    if (rc || (rc = shms_op_begin(h, held, timeout_ns)))
-        return rc;
-    rc = get_locked(h, key, cmplen, out, cap, res);
-    /* res[1]: the modcount this read is consistent with, so that a caller
-     * may cache the value until the counter moves (see _core/heap.py). */
-    res[1] = shms_load64(&h->hdr->modcount);
-    shms_op_end(h, held);
-    return rc;
+    shms_dop_t a = {.key = key, .klen = klen, .cmplen = cmplen, .out = out, .cap = cap,
+                    .res = res};
+    return check_key(klen, cmplen) ?: shms_run_op(h, held, timeout_ns, get_body, &a);
 }
 
+/* Entry i's blob was validated by the lookup that found it. */
 static int overwrite(shms_heap_t *h, shms_dtab_t *t, uint64_t i, const char *val, uint64_t vlen)
 {
     shms_dent_t *e = &shms_dents(t)[i];
@@ -268,8 +280,7 @@ static int overwrite(shms_heap_t *h, shms_dtab_t *t, uint64_t i, const char *val
     return 0;
 }
 
-static int append(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const char *key,
-                  uint64_t klen, uint64_t cmplen, const char *val, uint64_t vlen)
+static int append(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const shms_dop_t *a)
 {
     uint64_t blob, slot, n;
     shms_dent_t *e;
@@ -278,10 +289,13 @@ static int append(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const char *key
         if ((rc = resize(h, &t)))
             return rc;
     }
-    if ((rc = make_blob(h, key, klen, cmplen, val, vlen, &blob)))
+    if ((rc = make_blob(h, a->key, a->klen, a->cmplen, a->val, a->vlen, &blob)))
         return rc;
-    if (shms_dict_lookup(h, t, hash, key, cmplen, &slot) != -1)
-        return SHMS_ECORRUPT;                 /* cannot happen: no free slot */
+    /* The key is absent and a resized table has free slots: anything else
+     * means damage (the new blob is then reclaimed by the repair). */
+    if (shms_dict_lookup(h, t, hash, a->key, a->cmplen, &slot) != SHMS_LK_ABSENT ||
+        slot == UINT64_MAX)
+        return SHMS_EDAMAGED;
     n = t->n_used;
     e = &shms_dents(t)[n];
     e->hash = hash;
@@ -297,20 +311,22 @@ static int append(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const char *key
     return 0;
 }
 
-static int set_locked(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
-                      const char *val, uint64_t vlen, int only_if_absent, uint64_t *res)
+static int set_body(shms_heap_t *h, void *arg)
 {
+    shms_dop_t *a = arg;
     shms_dtab_t *t;
-    uint64_t hash = key_hash(h, key, cmplen), slot;
+    uint64_t hash = key_hash(h, a->key, a->cmplen), slot;
     int64_t i;
-    int rc = get_table(h, 1, &t);
+    int rc = shms_dict_table(h, 1, &t);
     if (rc)
         return rc;
-    i = shms_dict_lookup(h, t, hash, key, cmplen, &slot);
-    res[0] = i < 0;
+    i = shms_dict_lookup(h, t, hash, a->key, a->cmplen, &slot);
+    if (i == SHMS_LK_DAMAGED)
+        return SHMS_EDAMAGED;
+    a->res[0] = i < 0;
     if (i >= 0)
-        return only_if_absent ? 0 : overwrite(h, t, (uint64_t)i, val, vlen);
-    return append(h, t, hash, key, klen, cmplen, val, vlen);
+        return a->flag ? 0 : overwrite(h, t, (uint64_t)i, a->val, a->vlen);
+    return append(h, t, hash, a);
 }
 
 /* res[0] = 1 if a new key was inserted.  only_if_absent: setdefault. */
@@ -318,30 +334,26 @@ int shms_dict_set(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmple
                   const char *val, uint64_t vlen, int only_if_absent, uint64_t *res,
                   int held, int64_t timeout_ns)
 {
-    int rc = check_key(klen, cmplen);
-    if (rc || (rc = shms_op_begin(h, held, timeout_ns)))
-        return rc;
-    rc = set_locked(h, key, klen, cmplen, val, vlen, only_if_absent, res);
-    shms_op_end(h, held);
-    return rc;
+    shms_dop_t a = {.key = key, .klen = klen, .cmplen = cmplen, .val = val, .vlen = vlen,
+                    .res = res, .flag = only_if_absent};
+    return check_key(klen, cmplen) ?: shms_run_op(h, held, timeout_ns, set_body, &a);
 }
 
 /* ------------------------------------------------------- pop, popitem */
 
-static int pop_locked(shms_heap_t *h, const char *key, uint64_t cmplen, char *out,
-                      uint64_t cap, uint64_t *res)
+static int pop_body(shms_heap_t *h, void *arg)
 {
+    shms_dop_t *a = arg;
     shms_dtab_t *t;
     uint64_t slot;
     int64_t i;
-    int rc = get_table(h, 0, &t);
+    int rc = shms_dict_table(h, 0, &t);
     if (rc || !t)
         return rc ? rc : SHMS_ENOTFOUND;
-    i = shms_dict_lookup(h, t, key_hash(h, key, cmplen), key, cmplen, &slot);
-    if (i < 0)
-        return SHMS_ENOTFOUND;
-    res[0] = 0;
-    if (out && (rc = copy_value(shms_ptr(h, shms_dents(t)[i].blob), out, cap, res)))
+    if ((i = find(h, t, a, &slot)) < 0)
+        return (int)-i;
+    a->res[0] = 0;
+    if (a->out && (rc = copy_value(shms_ptr(h, shms_dents(t)[i].blob), a->out, a->cap, a->res)))
         return rc;                              /* too small: nothing deleted */
     delete_entry(h, t, (uint64_t)i, slot);
     return 0;
@@ -351,21 +363,19 @@ static int pop_locked(shms_heap_t *h, const char *key, uint64_t cmplen, char *ou
 int shms_dict_pop(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
                   char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns)
 {
-    int rc = check_key(klen, cmplen);
-    if (rc || (rc = shms_op_begin(h, held, timeout_ns)))
-        return rc;
-    rc = pop_locked(h, key, cmplen, out, cap, res);
-    shms_op_end(h, held);
-    return rc;
+    shms_dop_t a = {.key = key, .klen = klen, .cmplen = cmplen, .out = out, .cap = cap,
+                    .res = res};
+    return check_key(klen, cmplen) ?: shms_run_op(h, held, timeout_ns, pop_body, &a);
 }
 
-static int popitem_locked(shms_heap_t *h, char *out, uint64_t cap, uint64_t *res)
+static int popitem_body(shms_heap_t *h, void *arg)
 {
+    shms_dop_t *a = arg;
     shms_dtab_t *t;
     shms_dent_t *en;
     shms_dblob_t *b;
-    uint64_t i;
-    int rc = get_table(h, 0, &t);
+    uint64_t i, *res = a->res;
+    int rc = shms_dict_table(h, 0, &t);
     if (rc || !t)
         return rc ? rc : SHMS_ENOTFOUND;
     en = shms_dents(t);
@@ -375,13 +385,14 @@ static int popitem_locked(shms_heap_t *h, char *out, uint64_t cap, uint64_t *res
         shms_store64(&t->n_used, i);            /* trim trailing tombstones */
     if (i-- == 0)
         return SHMS_ENOTFOUND;
-    b = shms_ptr(h, en[i].blob);
+    if (!(b = shms_dblob_at(h, en[i].blob)))
+        return SHMS_EDAMAGED;
     res[0] = b->klen;
     res[1] = b->vlen;
     res[2] = b->klen + b->vlen;
-    if (res[2] > cap)
+    if (res[2] > a->cap)
         return SHMS_ETOOSMALL;
-    memcpy(out, shms_dblob_key(b), b->klen + b->vlen);
+    memcpy(a->out, shms_dblob_key(b), b->klen + b->vlen);
     delete_entry(h, t, i, slot_of(t, en[i].hash, (uint32_t)i));
     shms_store64(&t->n_used, i);
     return 0;
@@ -392,48 +403,54 @@ static int popitem_locked(shms_heap_t *h, char *out, uint64_t cap, uint64_t *res
 int shms_dict_popitem(shms_heap_t *h, char *out, uint64_t cap, uint64_t *res,
                       int held, int64_t timeout_ns)
 {
-    int rc = shms_op_begin(h, held, timeout_ns);
-    if (rc)
-        return rc;
-    rc = popitem_locked(h, out, cap, res);
-    shms_op_end(h, held);
-    return rc;
+    shms_dop_t a = {.out = out, .cap = cap, .res = res};
+    return shms_run_op(h, held, timeout_ns, popitem_body, &a);
 }
 
 /* ------------------------------------------------------- len, clear */
 
 uint64_t shms_dict_count(shms_heap_t *h, uint64_t root)
 {
-    return ((shms_dtab_t *)shms_ptr(h, root))->n_live;
+    shms_dtab_t *t = shms_dtab_at(h, root);
+    return t ? t->n_live : 0;
+}
+
+static int len_body(shms_heap_t *h, void *arg)
+{
+    shms_dop_t *a = arg;
+    shms_dtab_t *t;
+    int rc = shms_dict_table(h, 0, &t);
+    a->res[0] = t ? t->n_live : 0;
+    return rc;
 }
 
 int shms_dict_len(shms_heap_t *h, uint64_t *res, int held, int64_t timeout_ns)
 {
-    shms_dtab_t *t;
-    int rc = shms_op_begin(h, held, timeout_ns);
-    if (rc)
-        return rc;
-    rc = get_table(h, 0, &t);
-    res[0] = t ? t->n_live : 0;
-    shms_op_end(h, held);
-    return rc;
+    shms_dop_t a = {.res = res};
+    return shms_run_op(h, held, timeout_ns, len_body, &a);
 }
 
-static int clear_locked(shms_heap_t *h)
+static int clear_body(shms_heap_t *h, void *arg)
 {
     shms_dtab_t *t, *nt;
+    shms_dent_t *en;
     uint64_t old = h->hdr->root, ref, i;
-    int rc = get_table(h, 0, &t);
+    int rc = shms_dict_table(h, 0, &t);
+    (void)arg;
     if (rc || !t)
         return rc;
+    en = shms_dents(t);
+    for (i = 0; i < t->n_used; i++)             /* nothing is changed on damage */
+        if (en[i].blob && !shms_dblob_at(h, en[i].blob))
+            return SHMS_EDAMAGED;
     if ((rc = build_table(h, NULL, SHMS_DICT_MINCAP, &ref)))
         return rc;
     nt = shms_ptr(h, ref);
     nt->next_seq = t->next_seq;
     publish_root(h, ref);                                 /* commit */
     for (i = 0; i < t->n_used; i++)
-        if (shms_dents(t)[i].blob)
-            shms_free(h, shms_dents(t)[i].blob);
+        if (en[i].blob)
+            shms_free(h, en[i].blob);
     shms_free(h, old);
     shms_bump_modcount(h);
     return 0;
@@ -441,10 +458,5 @@ static int clear_locked(shms_heap_t *h)
 
 int shms_dict_clear(shms_heap_t *h, int held, int64_t timeout_ns)
 {
-    int rc = shms_op_begin(h, held, timeout_ns);
-    if (rc)
-        return rc;
-    rc = clear_locked(h);
-    shms_op_end(h, held);
-    return rc;
+    return shms_run_op(h, held, timeout_ns, clear_body, NULL);
 }

@@ -11,20 +11,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static int table_ok(shms_dtab_t *t, uint64_t payload)
-{
-    return t->cap >= 1 && t->cap <= SHMS_DICT_MAXCAP && t->isize >= 16 &&
-           t->isize <= (1ULL << 34) && !(t->isize & (t->isize - 1)) &&
-           t->isize > t->cap && shms_dtab_bytes(t->cap, t->isize) <= payload &&
-           t->n_used <= t->cap;
-}
-
-static int blob_ok(shms_dblob_t *b, uint64_t payload)
-{
-    uint64_t room = payload - sizeof *b;
-    return b->cmplen <= b->klen && b->klen <= room && b->vlen <= room - b->klen;
-}
-
 int shms_dict_mark(shms_markctx_t *c, uint64_t root)
 {
     shms_dtab_t *t;
@@ -33,7 +19,7 @@ int shms_dict_mark(shms_markctx_t *c, uint64_t root)
     if (shms_mark(c, root, sizeof *t))
         return -1;
     t = shms_mark_ptr(c, root);
-    if (!table_ok(t, shms_mark_payload(c, root))) {
+    if (!shms_dtab_ok(t, shms_mark_payload(c, root))) {
         shms_mark_fail(c, "dict table header is invalid (cap %llu, n_used %llu)",
                        (unsigned long long)t->cap, (unsigned long long)t->n_used);
         return -1;
@@ -48,7 +34,7 @@ int shms_dict_mark(shms_markctx_t *c, uint64_t root)
             continue;
         if (shms_mark(c, en[i].blob, sizeof(shms_dblob_t)))
             return -1;
-        if (!blob_ok(shms_mark_ptr(c, en[i].blob), shms_mark_payload(c, en[i].blob))) {
+        if (!shms_dblob_ok(shms_mark_ptr(c, en[i].blob), shms_mark_payload(c, en[i].blob))) {
             shms_mark_fail(c, "dict entry %llu: blob lengths overflow", (unsigned long long)i);
             return -1;
         }
@@ -56,16 +42,24 @@ int shms_dict_mark(shms_markctx_t *c, uint64_t root)
     return 0;
 }
 
+/* Hashes are recomputed from the keys (a damaged hash would hide its key);
+ * two live entries with one key cannot be repaired: SHMS_ECORRUPT. */
 int shms_dict_repair(shms_heap_t *h, uint64_t root)
 {
     shms_dtab_t *t = shms_ptr(h, root);
     shms_dent_t *en = shms_dents(t);
-    uint64_t i, live = 0;
+    uint64_t i, live = 0, slot;
     memset(shms_dindex(t), 0xFF, t->isize * 4);
     for (i = 0; i < t->n_used; i++) {
+        shms_dblob_t *b;
         if (!en[i].blob)
             continue;
-        shms_dict_index_insert(t, en[i].hash, (uint32_t)i);
+        b = shms_ptr(h, en[i].blob);
+        en[i].hash = shms_hash64(shms_dblob_key(b), b->cmplen, h->hdr->seed);
+        if (shms_dict_lookup(h, t, en[i].hash, shms_dblob_key(b), b->cmplen, &slot) !=
+                SHMS_LK_ABSENT || slot == UINT64_MAX)
+            return SHMS_ECORRUPT;
+        shms_dindex(t)[slot] = (uint32_t)i;
         live++;
     }
     t->n_live = t->n_filled = live;

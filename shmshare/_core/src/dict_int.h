@@ -43,9 +43,61 @@ static inline uint64_t shms_dtab_bytes(uint64_t cap, uint64_t isize)
 static inline char *shms_dblob_key(shms_dblob_t *b) { return (char *)(b + 1); }
 static inline char *shms_dblob_val(shms_dblob_t *b) { return (char *)(b + 1) + b->klen; }
 
+/* Table header consistent with a block of `payload` bytes. */
+static inline int shms_dtab_ok(const shms_dtab_t *t, uint64_t payload)
+{
+    return t->cap >= 1 && t->cap <= SHMS_DICT_MAXCAP && t->isize >= 16 &&
+           t->isize <= (1ULL << 34) && !(t->isize & (t->isize - 1)) &&
+           t->isize > t->cap && shms_dtab_bytes(t->cap, t->isize) <= payload &&
+           t->n_used <= t->cap;
+}
+
+/* Blob lengths fit a block of `payload` bytes. */
+static inline int shms_dblob_ok(const shms_dblob_t *b, uint64_t payload)
+{
+    uint64_t room = payload - sizeof *b;
+    return b->cmplen <= b->klen && b->klen <= room && b->vlen <= room - b->klen;
+}
+
+/* Guarded (heap_int.h): the table / blob at ref, or NULL if damaged. */
+static inline shms_dtab_t *shms_dtab_at(const shms_heap_t *h, uint64_t ref)
+{
+    uint64_t n;
+    shms_dtab_t *t = shms_used_ptr(h, ref, sizeof *t, &n);
+    return t && shms_dtab_ok(t, n) ? t : NULL;
+}
+
+static inline shms_dblob_t *shms_dblob_at(const shms_heap_t *h, uint64_t ref)
+{
+    uint64_t n;
+    shms_dblob_t *b = shms_used_ptr(h, ref, sizeof *b, &n);
+    return b && shms_dblob_ok(b, n) ? b : NULL;
+}
+
+/* The arguments of one dict operation (the body run by shms_run_op). */
+typedef struct {
+    const char *key;
+    uint64_t klen, cmplen;
+    const char *val;
+    uint64_t vlen;
+    char *out;            /* get, pop, popitem, scan: the caller's buffer */
+    uint64_t cap;
+    uint64_t *res;
+    int flag;             /* set: only_if_absent; scan: reverse */
+    int values;           /* scan: copy values too */
+    int64_t after;        /* scan: start after (reverse: before) this seq */
+} shms_dop_t;
+
 /* dict.c */
+/* Entry number of key, or SHMS_LK_ABSENT (slot: where to insert, or
+ * UINT64_MAX when the index has no free slot), or SHMS_LK_DAMAGED. */
+#define SHMS_LK_ABSENT  (-1)
+#define SHMS_LK_DAMAGED (-3)
 int64_t shms_dict_lookup(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const char *key,
                          uint64_t cmplen, uint64_t *slot);
+/* The dict's table (NULL if none and !create), or SHMS_EWRONGKIND /
+ * SHMS_EDAMAGED / an allocation error. */
+int shms_dict_table(shms_heap_t *h, int create, shms_dtab_t **out);
 void shms_dict_index_insert(shms_dtab_t *t, uint64_t hash, uint32_t i);
 
 #endif

@@ -81,13 +81,17 @@ static uint64_t first_ge(shms_dent_t *en, uint64_t n, uint64_t s)
     return lo;
 }
 
-/* Append entry e's record at out+*pos if it fits. */
+/* Append entry e's record at out+*pos if it fits: 1; 0 if it does not
+ * (*need set); -1 if its blob is damaged. */
 static int put_record(shms_heap_t *h, shms_dent_t *e, int values, char *out, uint64_t cap,
                       uint64_t *pos, uint64_t *need)
 {
-    shms_dblob_t *b = shms_ptr(h, e->blob);
-    uint64_t vl = values ? b->vlen : 0, hdr[3];
-    uint64_t sz = (24 + b->klen + vl + 7) & ~7ULL;
+    shms_dblob_t *b = shms_dblob_at(h, e->blob);
+    uint64_t vl, hdr[3], sz;
+    if (!b)
+        return -1;
+    vl = values ? b->vlen : 0;
+    sz = (24 + b->klen + vl + 7) & ~7ULL;
     if (sz > cap - *pos) {
         *need = sz;
         return 0;
@@ -102,31 +106,30 @@ static int put_record(shms_heap_t *h, shms_dent_t *e, int values, char *out, uin
     return 1;
 }
 
-static int scan_locked(shms_heap_t *h, int64_t after, int reverse, int values, char *out,
-                       uint64_t cap, uint64_t *res)
+static int scan_body(shms_heap_t *h, void *arg)
 {
-    shms_heap_hdr_t *H = h->hdr;
+    shms_dop_t *a = arg;
     shms_dtab_t *t;
     shms_dent_t *en;
-    uint64_t n, i, pos = 0, count = 0, need = 0;
+    uint64_t n, i, pos = 0, count = 0, need = 0, *res = a->res;
+    int reverse = a->flag, put, rc = shms_dict_table(h, 0, &t);
     res[0] = res[1] = res[2] = 0;
-    if (H->root_kind != SHMS_KIND_DICT && H->root_kind != SHMS_KIND_NONE)
-        return SHMS_EWRONGKIND;
-    if (!H->root)
-        return 0;
-    t = shms_ptr(h, H->root);
+    if (rc || !t)
+        return rc;
     en = shms_dents(t);
     n = t->n_used;
     if (!reverse)
-        i = after < 0 ? 0 : first_ge(en, n, (uint64_t)after + 1);
+        i = a->after < 0 ? 0 : first_ge(en, n, (uint64_t)a->after + 1);
     else
-        i = after < 0 ? n : first_ge(en, n, (uint64_t)after);
+        i = a->after < 0 ? n : first_ge(en, n, (uint64_t)a->after);
     while (reverse ? i > 0 : i < n) {
         shms_dent_t *e = &en[reverse ? i - 1 : i];
         i = reverse ? i - 1 : i + 1;
         if (!e->blob)
             continue;
-        if (!put_record(h, e, values, out, cap, &pos, &need))
+        if ((put = put_record(h, e, a->values, a->out, a->cap, &pos, &need)) < 0)
+            return SHMS_EDAMAGED;
+        if (!put)
             break;
         count++;
     }
@@ -141,10 +144,7 @@ static int scan_locked(shms_heap_t *h, int64_t after, int reverse, int values, c
 int shms_dict_scan(shms_heap_t *h, int64_t after_seq, int reverse, int values,
                    char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns)
 {
-    int rc = shms_op_begin(h, held, timeout_ns);
-    if (rc)
-        return rc;
-    rc = scan_locked(h, after_seq, reverse, values, out, cap, res);
-    shms_op_end(h, held);
-    return rc;
+    shms_dop_t a = {.out = out, .cap = cap, .res = res, .flag = reverse, .values = values,
+                    .after = after_seq};
+    return shms_run_op(h, held, timeout_ns, scan_body, &a);
 }

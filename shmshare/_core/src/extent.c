@@ -51,7 +51,14 @@ static int verify_ext(shms_heap_t *h, unsigned i, const char *p)
 static int attach(shms_heap_t *h, unsigned i)
 {
     shms_ext_ent_t *E = &h->hdr->ext[i];
-    void *p = shmat((int)E->shmid, NULL, 0);
+    struct shmid_ds ds;
+    void *p;
+    /* The table is in shared memory: never map less than it claims. */
+    if (E->size < SHMS_EXT_HDR + SHMS_MIN_BLOCK || E->size > SHMS_OFF_MASK ||
+        E->shmid < 0 || E->shmid > INT32_MAX ||
+        shmctl((int)E->shmid, IPC_STAT, &ds) != 0 || ds.shm_segsz < E->size)
+        return SHMS_EEXTGONE;
+    p = shmat((int)E->shmid, NULL, 0);
     if (p == (void *)-1)
         return errno == EINVAL || errno == EIDRM ? SHMS_EEXTGONE : errno;
     if (!verify_ext(h, i, p)) {

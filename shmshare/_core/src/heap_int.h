@@ -25,6 +25,10 @@
 #define SHMS_SMALL_MAX    (4096ULL + SHMS_BLK_HDR)  /* rounded to a class */
 
 
+/* Internal only (never returned to Python): an operation found a damaged
+ * reference or length; the op wrapper repairs the heap and retries once. */
+#define SHMS_EDAMAGED 1100
+
 enum { SHMS_EXT_FREE = 0, SHMS_EXT_PENDING = 1, SHMS_EXT_READY = 2 };
 enum { SHMS_KIND_NONE = 0, SHMS_KIND_DICT = 1, SHMS_NKINDS = 2 };
 
@@ -85,6 +89,7 @@ struct shms_heap {                   /* process-local, malloc'd */
     uint64_t generation;
     uint64_t recoveries;             /* recoveries run by this handle */
     int64_t  main_shmid;             /* shmid of extent 0's segment, or -1 */
+    int      damaged;                /* set by the allocator: derived data is bad */
 };
 
 /* ---- refs ---- */
@@ -103,6 +108,44 @@ static inline shms_blk_t *shms_blk_of(shms_heap_t *h, uint64_t r)
 {
     return (shms_blk_t *)((char *)shms_ptr(h, r) - SHMS_BLK_HDR);
 }
+/* GUARDED ACCESS.  Operations follow refs read from shared memory, which
+ * a bug elsewhere, a stray write or a hostile process may have damaged.
+ * Every ref an operation follows goes through these checks first, so a
+ * damaged ref can make an operation fail (SHMS_EDAMAGED) but never read or
+ * write outside the heap's extents.  (Recovery has stricter checks of its
+ * own: recover.c.) */
+
+/* [ref, ref+n) is inside attached extent e, past its first block header,
+ * and ref is 16-byte aligned relative to the extent's first block. */
+static inline int shms_ref_in(const shms_heap_t *h, uint64_t ref, uint64_t n)
+{
+    unsigned e = shms_ref_ext(ref);
+    uint64_t off = shms_ref_off(ref);
+    return e < SHMS_MAX_EXT && h->base[e] && off >= h->first[e] + SHMS_BLK_HDR &&
+           off <= h->end[e] && n <= h->end[e] - off && !((off - h->first[e]) & 15);
+}
+
+/* The payload of ref when it is a USED block lying wholly inside its extent
+ * with at least min payload bytes (its payload size in *payload); else NULL. */
+static inline void *shms_used_ptr(const shms_heap_t *h, uint64_t ref, uint64_t min,
+                                  uint64_t *payload)
+{
+    uint64_t s, off = shms_ref_off(ref);
+    char *p;
+    if (!shms_ref_in(h, ref, 0))
+        return NULL;
+    p = h->base[shms_ref_ext(ref)] + off;
+    s = ((const shms_blk_t *)(const void *)(p - SHMS_BLK_HDR))->size;
+    if (!(s & SHMS_B_USED))
+        return NULL;
+    s &= SHMS_SIZE_MASK;
+    if (s < SHMS_BLK_HDR + min || s - SHMS_BLK_HDR > h->end[shms_ref_ext(ref)] - off)
+        return NULL;
+    if (payload)
+        *payload = s - SHMS_BLK_HDR;
+    return p;
+}
+
 static inline void shms_store64(uint64_t *p, uint64_t v)
 {
     __atomic_store_n(p, v, __ATOMIC_RELEASE);
@@ -169,6 +212,16 @@ uint64_t shms_dict_count(shms_heap_t *h, uint64_t root);
 /* ---- recover.c: op prologue/epilogue ---- */
 int  shms_op_begin(shms_heap_t *h, int held, int64_t timeout_ns);
 void shms_op_end(shms_heap_t *h, int held);
+/* After an op body returned *rc: if it met damage (SHMS_EDAMAGED, or the
+ * allocator set h->damaged), rebuild the heap under the lock.  Returns 1
+ * when the body should run again (attempt 0 only); otherwise sets *rc to
+ * the final result (SHMS_ECORRUPT when the damage survives a rebuild). */
+int  shms_op_damage(shms_heap_t *h, int *rc, int attempt);
+int  shms_set_corrupt(shms_heap_t *h, const char *why);
+/* The whole protocol of a locked operation: op_begin, body (again after a
+ * repair, see shms_op_damage), op_end.  Returns the body's result. */
+typedef int (*shms_op_body_t)(shms_heap_t *h, void *arg);
+int  shms_run_op(shms_heap_t *h, int held, int64_t timeout_ns, shms_op_body_t body, void *arg);
 
 
 #endif

@@ -211,7 +211,7 @@ static void recount_unsettled(shms_heap_hdr_t *H)
     H->unsettled = n;
 }
 
-static int set_corrupt(shms_heap_t *h, const char *why)
+int shms_set_corrupt(shms_heap_t *h, const char *why)
 {
     snprintf(h->hdr->why, sizeof h->hdr->why, "%s", why);
     __atomic_store_n(&h->hdr->corrupt, 1u, __ATOMIC_RELEASE);
@@ -228,19 +228,19 @@ static int recover(shms_heap_t *h, int counted)
     shms_store64(&H->needs_recovery, 1);
     shms_ext_resolve_pending(h);
     if ((rc = shms_ext_attach_all(h)))
-        return rc == SHMS_EEXTGONE ? set_corrupt(h, "an extent segment is gone") : rc;
+        return rc == SHMS_EEXTGONE ? shms_set_corrupt(h, "an extent segment is gone") : rc;
     if ((rc = ctx_init(&c, h, why, sizeof why)))
         return rc;
     if (walk_all(&c) || mark_root(&c)) {
         ctx_free(&c);
-        return set_corrupt(h, why);
+        return shms_set_corrupt(h, why);
     }
     rebuild_allocator(&c);
     ctx_free(&c);
     recount_unsettled(H);
     kind = H->root_kind;
     if (H->root && kinds[kind].repair && (rc = kinds[kind].repair(h, H->root)))
-        return rc == SHMS_ECORRUPT ? set_corrupt(h, "root structure beyond repair") : rc;
+        return rc == SHMS_ECORRUPT ? shms_set_corrupt(h, "root structure beyond repair") : rc;
     shms_store64(&H->generation, H->generation + 1);
     h->generation = H->generation;
     if (counted) {
@@ -293,6 +293,11 @@ int shms_heap_unlock(shms_heap_t *h)
     return shms_mutex_unlock(h->hdr->mutex);
 }
 
+int64_t shms_heap_lock_owner(shms_heap_t *h)
+{
+    return shms_mutex_owner(h->hdr->mutex);
+}
+
 int shms_op_begin(shms_heap_t *h, int held, int64_t timeout_ns)
 {
     int rc;
@@ -306,6 +311,38 @@ void shms_op_end(shms_heap_t *h, int held)
 {
     if (!held)
         shms_mutex_unlock(h->hdr->mutex);
+}
+
+int shms_op_damage(shms_heap_t *h, int *rc, int attempt)
+{
+    int r;
+    if (*rc != SHMS_EDAMAGED && !h->damaged)
+        return 0;
+    h->damaged = 0;
+    r = recover(h, 1);
+    shms_bump_modcount(h);          /* readers' caches may hold damaged data */
+    if (r) {
+        *rc = r;
+        return 0;
+    }
+    if (*rc != SHMS_EDAMAGED)
+        return 0;                   /* the op completed; derived data rebuilt */
+    if (attempt == 0)
+        return 1;
+    *rc = shms_set_corrupt(h, "an operation found damage that a rebuild did not repair");
+    return 0;
+}
+
+int shms_run_op(shms_heap_t *h, int held, int64_t timeout_ns, shms_op_body_t body, void *arg)
+{
+    int rc = shms_op_begin(h, held, timeout_ns), attempt = 0;
+    if (rc)
+        return rc;
+    do
+        rc = body(h, arg);
+    while (shms_op_damage(h, &rc, attempt++));
+    shms_op_end(h, held);
+    return rc;
 }
 
 /* Run the full recovery now (tests; `stats equal before/after rebuild`). */
