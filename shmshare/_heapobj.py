@@ -76,6 +76,7 @@ class HeapObject:
     def _attach(self, seg: Segment, heap: Heap) -> None:
         self._seg = seg
         self._heap = heap
+        heap.same_namespace = seg._pid_namespace_check()
         self.lock = ObjectLock(heap, self)
         seg._on_release(heap.close)
         self._rcache: dict[Any, bytes] = {}

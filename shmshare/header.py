@@ -26,6 +26,8 @@ __all__ = [
     "LAYOUT_VERSION",
     "MAGIC",
     "Header",
+    "note_pid_namespace",
+    "pid_namespace_shared",
 ]
 
 MAGIC = b"SHMSHARE"
@@ -40,6 +42,40 @@ FLAG_HEAP = 4  # the payload starts with a shmshare heap (it may own extents)
 # token, payload size, creator pid, creation time, kind, name length; name follows.
 _FIXED = struct.Struct("<8sIIIIQQQQqd16sH")
 _MAX_NAME = 255
+# Two u64 words: the creator's PID namespace (inode of /proc/self/ns/pid, 0 if
+# unknown), and a flag set by any process that attached from another namespace.
+# Lock words hold thread ids, which mean something only within one namespace.
+_PIDNS_AT = 2048
+_PIDNS_UNKNOWN = 0
+
+
+def _own_pid_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return _PIDNS_UNKNOWN
+
+
+_OWN_PIDNS = _own_pid_namespace()
+
+
+def note_pid_namespace(buf: memoryview) -> None:
+    """Record, on attach, that a process of another PID namespace uses the segment."""
+    words = buf[_PIDNS_AT:_PIDNS_AT + 16].cast("Q")
+    try:
+        if _OWN_PIDNS == _PIDNS_UNKNOWN or words[0] != _OWN_PIDNS:
+            words[1] = 1
+    finally:
+        words.release()
+
+
+def pid_namespace_shared(buf: memoryview) -> bool:
+    """True while every process that attached shares this process's PID namespace."""
+    words = buf[_PIDNS_AT:_PIDNS_AT + 16].cast("Q")
+    try:
+        return _OWN_PIDNS != _PIDNS_UNKNOWN and words[0] == _OWN_PIDNS and words[1] == 0
+    finally:
+        words.release()
 
 
 @dataclass(frozen=True)
@@ -80,6 +116,7 @@ class Header:
         end = _FIXED.size + len(name)
         buf[8:_FIXED.size] = fixed[8:]
         buf[_FIXED.size:end] = name
+        buf[_PIDNS_AT:_PIDNS_AT + 16] = struct.pack("<QQ", _OWN_PIDNS, 0)
         buf[0:8] = MAGIC
 
     @classmethod

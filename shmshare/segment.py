@@ -29,7 +29,15 @@ from .errors import (
     ShmValueError,
     WrongTypeError,
 )
-from .header import FLAG_ANONYMOUS, FLAG_HEAP, FLAG_PERSIST, HEADER_SIZE, Header
+from .header import (
+    FLAG_ANONYMOUS,
+    FLAG_HEAP,
+    FLAG_PERSIST,
+    HEADER_SIZE,
+    Header,
+    note_pid_namespace,
+    pid_namespace_shared,
+)
 from .keys import KeyFile, KeyRecord, key_file_path, resolve_project_dir, validate_name
 from .lifecycle import Found, destroy, find_existing, sweep
 
@@ -181,6 +189,12 @@ class Segment:
     # -- construction ---------------------------------------------------------------
 
     def _bind(self, binding: _Binding) -> None:
+        if binding.header is not None and not binding.attachment.readonly:
+            view = binding.attachment.memoryview()
+            try:
+                note_pid_namespace(view)
+            finally:
+                view.release()
         self._b = binding
         self._finalizer = weakref.finalize(self, _release, binding)
         _LIVE.add(self)
@@ -277,6 +291,29 @@ class Segment:
     def _attachment(self) -> _core.Attachment:
         """The raw attachment, for shmshare's object types built on segments."""
         return self._b.attachment
+
+    def pid_namespace_shared(self) -> bool:
+        """True while every process that attached shares this one's PID namespace.
+
+        Lock words name thread ids; only then can a lock word that names a
+        thread which cannot hold it be called damaged rather than foreign.
+        """
+        return self._pid_namespace_check()()
+
+    def _pid_namespace_check(self) -> Callable[[], bool]:
+        """:meth:`pid_namespace_shared` as a function that holds only the mapping
+        (objects keep it; a reference to the Segment would keep it attached)."""
+        att = self._attachment()
+        if self._b.header is None:
+            return lambda: False
+
+        def check() -> bool:
+            view = att.memoryview()
+            try:
+                return pid_namespace_shared(view)
+            finally:
+                view.release()
+        return check
 
     def _on_release(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` when this attachment is released (before shmdt)."""

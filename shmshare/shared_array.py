@@ -25,7 +25,7 @@ import struct
 from typing import Any
 
 from . import _core
-from .errors import ShmValueError
+from .errors import CorruptSegmentError, ShmValueError
 from .header import HEADER_SIZE
 from .locks import ObjectLock
 from .segment import Segment
@@ -153,15 +153,27 @@ class SharedArray:
             if bytes(view[base:base + 8]) != _MAGIC:
                 raise ShmValueError("not a SharedArray header (damaged or half-made)")
             n = int.from_bytes(view[base + _DESCR_AT:base + _DESCR_AT + 4], "little")
-            meta = json.loads(bytes(view[base + _DESCR_AT + 4:base + _DESCR_AT + 4 + n]))
+            raw = bytes(view[base + _DESCR_AT + 4:base + _DESCR_AT + 4 + n])
         finally:
             view.release()
+        mutex = _core.RobustMutex(att, HEADER_SIZE + _MUTEX_AT)
+        try:
+            meta = json.loads(raw)
+            descr, shape = meta["descr"], tuple(int(d) for d in meta["shape"])
+            _, itemsize, fmt = _describe_stored(descr)
+            if itemsize * math.prod(shape) > seg.size - _META or min(shape, default=0) < 0:
+                raise ValueError("shape does not fit the segment")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptSegmentError(f"SharedArray header is damaged: {exc}") from None
+        if not mutex.kind_ok():
+            raise CorruptSegmentError("SharedArray header is damaged: its lock is not a "
+                                      "robust process-shared mutex")
+        mutex.same_namespace = seg._pid_namespace_check()
         self._seg = seg
-        self._descr = meta["descr"]
-        self.shape: tuple[int, ...] = tuple(meta["shape"])
-        _, self.itemsize, self._format = _describe_stored(self._descr)
-        self.lock = ObjectLock(_MutexTarget(_core.RobustMutex(att, HEADER_SIZE + _MUTEX_AT)),
-                               self)
+        self._descr = descr
+        self.shape: tuple[int, ...] = shape
+        self.itemsize, self._format = itemsize, fmt
+        self.lock = ObjectLock(_MutexTarget(mutex), self)
 
     # -- views ----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import gc
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ __all__ = [
     "SHM_NORESERVE",
     "Attachment",
     "Limits",
+    "OwnerWatch",
     "RobustMutex",
     "ShmStat",
     "explain_shmget_error",
@@ -289,6 +291,93 @@ def shmat(shmid: int, size: int, readonly: bool = False,
     return Attachment(shmid, size, readonly, on_detached)
 
 
+_SLICE = 0.1  # seconds per blocking lock call
+
+
+def _could_hold(tid: int, shmid: int) -> bool:
+    """False if thread ``tid`` cannot hold a lock inside segment ``shmid``: it
+    does not exist, or its process does not have the segment attached."""
+    if tid < 0:
+        return False             # a lock word with flag bits but no thread id
+    try:
+        with open(f"/proc/{tid}/maps", encoding="ascii", errors="replace") as maps:
+            for line in maps:    # "... 00:01 <shmid>   /SYSV<key> (deleted)"
+                fields = line.split(maxsplit=5)
+                if len(fields) > 5 and fields[4] == str(shmid) and fields[5].startswith("/SYSV"):
+                    return True
+    except FileNotFoundError:
+        return False
+    except OSError:              # not ours to read: only a kernel thread cannot
+        return not _kernel_thread(tid)
+    return False
+
+
+_PF_KTHREAD = 0x00200000
+
+
+def _kernel_thread(tid: int) -> bool:
+    try:
+        with open(f"/proc/{tid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+        flags = int(stat.rsplit(")", 1)[1].split()[6])   # field 9, after "(comm)"
+    except (OSError, IndexError, ValueError):
+        return False
+    return bool(flags & _PF_KTHREAD)
+
+
+class OwnerWatch:
+    """Tells a damaged lock word from a slow holder during a long lock wait.
+
+    A robust mutex whose owner dies is marked by the kernel, and the next
+    locker is told at once (EOWNERDEAD).  A lock word naming a thread that
+    does not exist, or whose process does not even have the segment
+    attached, is therefore damage (a stray write, a bad copy), and every
+    locker would wait forever.  Call :meth:`poll` on each wait slice: from
+    ``after`` seconds on, if the owner named by ``owner()`` has stayed such
+    a thread for ``confirm`` seconds -- and ``same_namespace()`` says every
+    user of the segment shares our PID namespace, so that thread ids mean
+    the same to all; None: unknown, never raise) -- it raises
+    CorruptSegmentError.
+    """
+
+    __slots__ = ("_owner", "_same_ns", "_shmid", "_start", "_suspect", "_what", "after",
+                 "confirm")
+
+    def __init__(self, owner: Callable[[], int], shmid: int,
+                 same_namespace: Callable[[], bool] | None, what: str, *,
+                 after: float = 2.0, confirm: float = 1.0) -> None:
+        self._owner = owner
+        self._shmid = shmid
+        self._same_ns = same_namespace
+        self._what = what
+        self._start: float | None = None
+        self._suspect: tuple[int, float] | None = None
+        self.after = after
+        self.confirm = confirm
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        if now - self._start < self.after:
+            return
+        tid = self._owner()
+        if (not tid or _could_hold(tid, self._shmid) or self._same_ns is None
+                or not self._same_ns()):
+            self._suspect = None
+            return
+        if self._suspect is None or self._suspect[0] != tid:
+            self._suspect = (tid, now)
+            return
+        if now - self._suspect[1] >= self.confirm:
+            from ..errors import CorruptSegmentError
+            raise CorruptSegmentError(
+                f"{self._what}: the lock names thread {tid} as its holder, which does not "
+                f"exist or does not have the segment attached: the lock word is damaged, "
+                f"and every locker would wait forever. Remove the object and create it "
+                f"again")
+
+
 class RobustMutex:
     """A process-shared robust mutex living at ``offset`` inside an Attachment.
 
@@ -299,28 +388,53 @@ class RobustMutex:
 
     SIZE: int = int(lib.shms_mutex_size())
 
-    __slots__ = ("_att", "_m")
+    __slots__ = ("_att", "_m", "same_namespace")
 
     def __init__(self, attachment: Attachment, offset: int) -> None:
         self._att = attachment  # keeps the mapping alive
         self._m = ffi.cast("void *", attachment.pointer(offset))
+        # Set by the owner of the segment (Segment.pid_namespace_shared): while
+        # it says True, a long wait on a lock word naming a thread that does not
+        # exist ends in CorruptSegmentError instead of waiting forever.
+        self.same_namespace: Callable[[], bool] | None = None
 
     def initialize(self) -> None:
         """Initialise the mutex in place; only its creator calls this, once."""
         _check(lib.shms_mutex_init(self._m), "pthread_mutex_init")
 
+    def kind_ok(self) -> bool:
+        """False if the mutex's type word is damaged (not robust/shared/checking)."""
+        return bool(lib.shms_mutex_kind_ok(self._m))
+
+    def owner(self) -> int:
+        """Thread id in the lock word (0: unlocked or unknown on this libc; -1: no
+        thread, only flag bits)."""
+        return int(lib.shms_mutex_owner(self._m))
+
     def acquire(self, timeout: float | None = None) -> bool:
         """Take the lock; True if the previous owner died holding it.
 
         ``timeout=None`` waits forever, ``0`` tries once.  Raises
-        :class:`~shmshare.errors.LockTimeoutError` when it runs out.
+        :class:`~shmshare.errors.LockTimeoutError` when it runs out.  Waits
+        in slices, so that Ctrl-C is honoured and a damaged lock word is
+        recognised (:class:`OwnerWatch`).
         """
-        ns = -1 if timeout is None else max(0, int(timeout * 1e9))
-        rc = lib.shms_mutex_lock(self._m, ns)
-        if rc == 0:
-            return False
-        if rc == errno.EOWNERDEAD:
-            return True
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        watch: OwnerWatch | None = None
+        while True:
+            left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
+            rc = lib.shms_mutex_lock(self._m, max(0, int(left * 1e9)))
+            if rc == 0:
+                return False
+            if rc == errno.EOWNERDEAD:
+                return True
+            if rc not in (errno.ETIMEDOUT, errno.EBUSY):
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if watch is None:
+                watch = OwnerWatch(self.owner, self._att.shmid, self.same_namespace, "lock")
+            watch.poll()
         from ..errors import CorruptSegmentError, LockTimeoutError
         if rc in (errno.ETIMEDOUT, errno.EBUSY):
             raise LockTimeoutError(f"lock not acquired within {timeout} s", rc)

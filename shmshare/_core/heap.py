@@ -19,6 +19,7 @@ import errno
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import (
@@ -30,7 +31,7 @@ from ..errors import (
     WrongTypeError,
     from_errno,
 )
-from . import IPC_CREAT, IPC_EXCL, Attachment, explain_shmget_error
+from . import IPC_CREAT, IPC_EXCL, Attachment, OwnerWatch, explain_shmget_error
 from ._lib import ffi, lib
 
 __all__ = ["SCAN_START", "Heap"]
@@ -116,7 +117,8 @@ class _Scratch:
 class Heap:
     """A process-local handle on a heap in shared memory."""
 
-    __slots__ = ("__weakref__", "_att", "_h", "_tls", "lock_timeout", "modcount_view")
+    __slots__ = ("__weakref__", "_att", "_h", "_tls", "lock_timeout", "modcount_view",
+                 "same_namespace")
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
@@ -127,6 +129,9 @@ class Heap:
         lib.shms_heap_set_main(handle, att.shmid)
         self._tls = threading.local()
         self.lock_timeout: float | None = None
+        # Set by the object owning the segment (Segment.pid_namespace_shared):
+        # lets a long lock wait recognise a damaged lock word (OwnerWatch).
+        self.same_namespace: Callable[[], bool] | None = None
         # A one-item "Q" memoryview of the heap's modification counter (a
         # memoryview reads it faster than cffi indexing).  Read it through the
         # heap each time, never keep it: close() swaps in a harmless stand-in
@@ -206,6 +211,7 @@ class Heap:
         """
         h = self._handle()
         deadline = None if timeout is None else time.monotonic() + timeout
+        watch = None
         while True:
             if deadline is None:
                 ns = _SLICE_NS
@@ -218,6 +224,9 @@ class Heap:
                 return True
             if rc not in _BUSY or (deadline is not None and time.monotonic() >= deadline):
                 raise _error(rc, "locking the heap")
+            if watch is None:
+                watch = self._watch("locking the heap")
+            watch.poll()
 
     def unlock(self) -> None:
         rc = lib.shms_heap_unlock(self._handle())
@@ -226,16 +235,23 @@ class Heap:
         if rc:
             raise _error(rc, "unlocking the heap")
 
-    def _retry(self, rc: int, started: list[float], what: str) -> None:
-        """Called when an unlocked op returned rc: return to retry, else raise."""
+    def _watch(self, what: str) -> OwnerWatch:
+        h = self._h
+        return OwnerWatch(lambda: int(lib.shms_heap_lock_owner(h)), self._att.shmid,
+                          self.same_namespace, what)
+
+    def _retry(self, rc: int, started: list[Any], what: str) -> None:
+        """Called when an unlocked op returned rc: return to retry, else raise.
+
+        ``started`` is the caller's wait state: [start time, OwnerWatch].
+        """
         if rc not in _BUSY:
             raise _error(rc, what)
-        if self.lock_timeout is not None:
-            now = time.monotonic()
-            if not started:
-                started.append(now)
-            elif now - started[0] >= self.lock_timeout:
-                raise _error(rc, what)
+        if not started:
+            started += [time.monotonic(), self._watch(what)]
+        if self.lock_timeout is not None and time.monotonic() - started[0] >= self.lock_timeout:
+            raise _error(rc, what)
+        started[1].poll()
 
     @property
     def recoveries(self) -> int:
@@ -278,7 +294,7 @@ class Heap:
             s = self._tls.s
         except AttributeError:
             s = self._tls.s = _Scratch()
-        started: list[float] = []
+        started: list[Any] = []
         while True:
             rc = lib.shms_dict_get(h, key, len(key), cmp_len, s.buf, s.cap, s.res, held,
                                    _SLICE_NS)
@@ -293,7 +309,7 @@ class Heap:
             else:
                 self._fail_key(rc, key, cmp_len, started, "dict get")
 
-    def _fail_key(self, rc: int, key: bytes, cmp_len: int, started: list[float],
+    def _fail_key(self, rc: int, key: bytes, cmp_len: int, started: list[Any],
                   what: str) -> None:
         if rc == errno.EINVAL and not 0 <= cmp_len <= len(key) < 0xFFFFFFFF:
             raise ShmValueError(f"{what}: cmp_len {cmp_len} outside 0..{len(key)}, or "
@@ -322,7 +338,7 @@ class Heap:
                                    only_if_absent, s.res, held, _SLICE_NS)
             if rc == _OK:
                 return bool(s.res[0])
-        started: list[float] = []
+        started: list[Any] = []
         while True:
             self._fail_key(rc, key, cmp_len, started, "dict set")
             rc = lib.shms_dict_set(h, key, len(key), cmp_len, value, len(value),
@@ -334,7 +350,7 @@ class Heap:
         """Remove ``key`` and return its value; None if absent."""
         h = self._handle()
         s = self._scratch()
-        started: list[float] = []
+        started: list[Any] = []
         while True:
             rc = lib.shms_dict_pop(h, key, len(key), cmp_len, s.buf, s.cap, s.res, held,
                                    _SLICE_NS)
@@ -353,7 +369,7 @@ class Heap:
     def dict_len(self, *, held: bool = False) -> int:
         h = self._handle()
         s = self._scratch()
-        started: list[float] = []
+        started: list[Any] = []
         while True:
             rc = lib.shms_dict_len(h, s.res, held, _SLICE_NS)
             if rc == _OK:
@@ -365,7 +381,7 @@ class Heap:
 
     def dict_clear(self, *, held: bool = False) -> None:
         h = self._handle()
-        started: list[float] = []
+        started: list[Any] = []
         while True:
             rc = lib.shms_dict_clear(h, held, _SLICE_NS)
             if rc == _OK:
@@ -379,7 +395,7 @@ class Heap:
         """Remove and return the last inserted (key, value); None if empty."""
         h = self._handle()
         s = self._scratch()
-        started: list[float] = []
+        started: list[Any] = []
         while True:
             rc = lib.shms_dict_popitem(h, s.buf, s.cap, s.res, held, _SLICE_NS)
             if rc == _OK:
@@ -410,7 +426,7 @@ class Heap:
         s = self._scratch()
         if s.cap < _SCAN_BUF:
             s.grow(_SCAN_BUF)
-        started: list[float] = []
+        started: list[Any] = []
         while True:
             rc = lib.shms_dict_scan(h, after_seq, reverse, values, s.buf, s.cap, s.res,
                                     held, _SLICE_NS)
@@ -448,7 +464,7 @@ class Heap:
         """Full structural check; None when consistent, else the problem."""
         h = self._handle()
         msg = ffi.new("char[]", 512)
-        started: list[float] = []
+        started: list[Any] = []
         while True:
             rc = lib.shms_heap_check(h, msg, 512, held, _SLICE_NS)
             if rc == 0:
@@ -463,7 +479,7 @@ class Heap:
     def rebuild(self, *, held: bool = False) -> None:
         """Run the crash-recovery rebuild now (for tests and repair tools)."""
         h = self._handle()
-        started: list[float] = []
+        started: list[Any] = []
         while True:
             rc = lib.shms_heap_rebuild(h, held, _SLICE_NS)
             if rc == 0:
@@ -478,7 +494,7 @@ class Heap:
         recoveries (all processes), modcount, used_blocks, handle_recoveries."""
         h = self._handle()
         out = ffi.new("uint64_t[]", len(_STATS))
-        started: list[float] = []
+        started: list[Any] = []
         while True:
             rc = lib.shms_heap_stats(h, out, len(_STATS), held, _SLICE_NS)
             if rc == 0:

@@ -22,6 +22,7 @@ void shms_heap_set_main(shms_heap_t *h, int64_t shmid);
 int  shms_heap_destroy_extents(shms_heap_t *h);
 int  shms_heap_lock(shms_heap_t *h, int64_t timeout_ns);
 int  shms_heap_unlock(shms_heap_t *h);
+int64_t shms_heap_lock_owner(shms_heap_t *h);
 int  shms_heap_rebuild(shms_heap_t *h, int held, int64_t timeout_ns);
 int  shms_heap_check(shms_heap_t *h, char *msg, size_t cap, int held, int64_t timeout_ns);
 uint64_t shms_heap_modcount(shms_heap_t *h);

@@ -115,12 +115,24 @@ void shms_bins_reset(shms_heap_t *h)
     memset(h->hdr->bitmap, 0, sizeof h->hdr->bitmap);
 }
 
+/* A free-list neighbour read from shared memory: 0 or a ref whose links
+ * lie inside its extent; anything else marks the handle damaged. */
+static int link_ok(shms_heap_t *h, uint64_t ref)
+{
+    if (!ref || shms_ref_in(h, ref, 16))
+        return 1;
+    h->damaged = 1;
+    return 0;
+}
+
 void shms_bin_insert(shms_heap_t *h, unsigned e, uint64_t off)
 {
     shms_heap_hdr_t *H = h->hdr;
     uint64_t ref = shms_mkref(e, off + SHMS_BLK_HDR);
     unsigned b = shms_bin_of(blk_at(h, e, off)->size & SHMS_SIZE_MASK);
     uint64_t head = H->bins[b];
+    if (!link_ok(h, head))
+        head = 0;                        /* the bin is lost until the repair */
     links(h, ref)[0] = head;
     links(h, ref)[1] = 0;
     if (head)
@@ -134,6 +146,8 @@ static void bin_remove(shms_heap_t *h, uint64_t ref)
     shms_heap_hdr_t *H = h->hdr;
     uint64_t *l = links(h, ref);
     unsigned b = shms_bin_of(shms_blk_of(h, ref)->size & SHMS_SIZE_MASK);
+    if (!link_ok(h, l[0]) || !link_ok(h, l[1]))
+        return;                          /* left for the repair */
     if (l[1])
         links(h, l[1])[0] = l[0];
     else
@@ -160,25 +174,57 @@ static unsigned next_bin(shms_heap_hdr_t *H, unsigned b)
     return w * 64 + (unsigned)__builtin_ctzll(m);
 }
 
-/* A free block of at least s bytes, removed from its bin; 0 if none. */
-static uint64_t take_fit(shms_heap_t *h, uint64_t s)
+/* A free block of bin b (or, first fit, of at least s bytes): its ref is
+ * checked to be a free block lying inside its extent. */
+static int free_block_ok(shms_heap_t *h, uint64_t r)
+{
+    uint64_t sz;
+    if (!shms_ref_in(h, r, 16))
+        return 0;
+    sz = shms_blk_of(h, r)->size;
+    return !(sz & SHMS_B_USED) && (sz & SHMS_SIZE_MASK) >= SHMS_MIN_BLOCK &&
+           (sz & SHMS_SIZE_MASK) - SHMS_BLK_HDR <= h->end[shms_ref_ext(r)] - shms_ref_off(r);
+}
+
+/* Most blocks the attached extents can hold: bounds a free-list walk. */
+static uint64_t max_blocks(const shms_heap_t *h)
+{
+    uint64_t n = 0;
+    unsigned e;
+    for (e = 0; e < SHMS_MAX_EXT; e++)
+        if (h->base[e])
+            n += (h->end[e] - h->first[e]) / SHMS_MIN_BLOCK;
+    return n;
+}
+
+/* A free block of at least s bytes, removed from its bin: 0 and *out = 0
+ * if none; SHMS_EDAMAGED if a bin is damaged. */
+static int take_fit(shms_heap_t *h, uint64_t s, uint64_t *out)
 {
     shms_heap_hdr_t *H = h->hdr;
     unsigned b = shms_bin_of(s);
-    uint64_t r;
+    uint64_t r, n = 0, limit;
+    *out = 0;
     if (bin_floor(b) != s) {             /* large: first fit in own bin */
-        for (r = H->bins[b]; r; r = links(h, r)[0])
+        limit = max_blocks(h);
+        for (r = H->bins[b]; r; r = links(h, r)[0]) {
+            if (!free_block_ok(h, r) || ++n > limit)
+                return SHMS_EDAMAGED;
             if ((shms_blk_of(h, r)->size & SHMS_SIZE_MASK) >= s)
                 goto found;
+        }
         b++;
     }
     b = next_bin(H, b);
     if (b >= SHMS_NBINS)
         return 0;
     r = H->bins[b];
+    if (!free_block_ok(h, r) || (shms_blk_of(h, r)->size & SHMS_SIZE_MASK) < s)
+        return SHMS_EDAMAGED;
 found:
     bin_remove(h, r);
-    return r;
+    *out = r;
+    return 0;
 }
 
 /* ------------------------------------------------------ alloc and free */
@@ -211,7 +257,11 @@ int shms_alloc(shms_heap_t *h, uint64_t n, uint64_t *ref_out)
     int rc;
     if (!s)
         return ENOMEM;
-    while (!(r = take_fit(h, s))) {
+    while (1) {
+        if ((rc = take_fit(h, s, &r)))
+            return rc;
+        if (r)
+            break;
         if ((rc = shms_ext_grow(h, s)))
             return rc;
     }
@@ -236,11 +286,14 @@ uint64_t shms_payload_size(shms_heap_t *h, uint64_t ref)
     return (shms_blk_of(h, ref)->size & SHMS_SIZE_MASK) - SHMS_BLK_HDR;
 }
 
+/* The caller passes a ref it validated as a used block (shms_used_ptr).
+ * Neighbours are merged only when their sizes agree with the walk; a
+ * disagreement is left for the repair (h->damaged). */
 void shms_free(shms_heap_t *h, uint64_t ref)
 {
     shms_heap_hdr_t *H = h->hdr;
     unsigned e = shms_ref_ext(ref);
-    uint64_t off = shms_ref_off(ref) - SHMS_BLK_HDR;
+    uint64_t off = shms_ref_off(ref) - SHMS_BLK_HDR, ns;
     shms_blk_t *b = blk_at(h, e, off), *nb, *pb;
     uint64_t s = b->size & SHMS_SIZE_MASK;
     H->bytes_used -= s;
@@ -249,16 +302,21 @@ void shms_free(shms_heap_t *h, uint64_t ref)
     b->size = s;                                    /* clear USED */
     if (off + s < h->end[e]) {
         nb = blk_at(h, e, off + s);
-        if (!(nb->size & SHMS_B_USED)) {            /* merge successor */
+        ns = nb->size & SHMS_SIZE_MASK;
+        if (ns < SHMS_MIN_BLOCK || ns > h->end[e] - off - s)
+            h->damaged = 1;
+        else if (!(nb->size & SHMS_B_USED)) {       /* merge successor */
             bin_remove(h, shms_mkref(e, off + s + SHMS_BLK_HDR));
-            s += nb->size & SHMS_SIZE_MASK;
+            s += ns;
             shms_store64(&b->size, s);
         }
     }
     if (b->prev) {
-        pb = blk_at(h, e, off - b->prev);
-        if (!(pb->size & SHMS_B_USED)) {            /* merge into predecessor */
-            off -= b->prev;
+        if (b->prev > off - h->first[e] || (b->prev & 15) ||
+            (blk_at(h, e, off - b->prev)->size & SHMS_SIZE_MASK) != b->prev)
+            h->damaged = 1;
+        else if (!((pb = blk_at(h, e, off - b->prev))->size & SHMS_B_USED)) {
+            off -= b->prev;                         /* merge into predecessor */
             bin_remove(h, shms_mkref(e, off + SHMS_BLK_HDR));
             s += pb->size & SHMS_SIZE_MASK;
             shms_store64(&pb->size, s);
@@ -341,7 +399,8 @@ int shms_heap_open(void *base, uint64_t size, shms_heap_t **out)
     if (size < shms_heap_header_size() || memcmp(H->magic, SHMS_HEAP_MAGIC, 8) ||
         H->version != SHMS_HEAP_VERSION ||
         H->mutex_size != (uint32_t)sizeof(pthread_mutex_t) ||
-        H->header_size != (uint32_t)shms_heap_header_size() || H->heap_size != size)
+        H->header_size != (uint32_t)shms_heap_header_size() || H->heap_size != size ||
+        !shms_mutex_kind_ok(H->mutex))
         return SHMS_EBADHEAP;
     if (!(h = handle_new(base, size)))
         return ENOMEM;

@@ -12,6 +12,7 @@
 #include "shms.h"
 #include <errno.h>
 #include <pthread.h>
+#include <linux/futex.h>
 #include <time.h>
 
 size_t shms_mutex_size(void)
@@ -74,4 +75,39 @@ int shms_mutex_unlock(void *m)
 int shms_mutex_destroy(void *m)
 {
     return pthread_mutex_destroy((pthread_mutex_t *)m);
+}
+
+/* The thread id in the lock word of a locked mutex; 0 when unlocked or when
+ * this C library's layout is unknown; -1 when the word is set but names no
+ * thread (only flag bits: no one can ever unlock it).  (glibc keeps the owner's TID in the
+ * futex word of robust mutexes; the kernel relies on that to mark it
+ * OWNER_DIED when the owner exits.)  Used to tell a damaged lock word, which
+ * would make every locker wait forever, from a live holder. */
+int64_t shms_mutex_owner(const void *m)
+{
+#ifdef __GLIBC__
+    unsigned word = (unsigned)((const pthread_mutex_t *)m)->__data.__lock;
+    return word && !(word & FUTEX_TID_MASK) ? -1 : (int64_t)(word & FUTEX_TID_MASK);
+#else
+    (void)m;
+    return 0;
+#endif
+}
+
+/* 1 if the mutex's type word is the one shms_mutex_init writes (robust,
+ * process-shared, error-checking), else 0; 1 when the layout is unknown. */
+int shms_mutex_kind_ok(const void *m)
+{
+#ifdef __GLIBC__
+    pthread_mutex_t fresh;
+    int kind;
+    if (shms_mutex_init(&fresh))
+        return 1;
+    kind = fresh.__data.__kind;        /* read first: destroy overwrites it */
+    pthread_mutex_destroy(&fresh);
+    return ((const pthread_mutex_t *)m)->__data.__kind == kind;
+#else
+    (void)m;
+    return 1;
+#endif
 }
