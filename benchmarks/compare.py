@@ -744,6 +744,7 @@ def machine() -> dict[str, str]:
         "kernel": f"{platform.system()} {platform.release()} ({platform.machine()})",
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load average at start (1/5/15 min)": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
@@ -847,12 +848,16 @@ def plot(results: dict[str, dict[str, Any]], cfg: Config, path: Path, title: str
         def mix(r: dict[str, Any], n: int = nprocs) -> float | None:
             m = r.get("multi", {}).get(n)
             return 1e9 / m["ops_per_s"] if m and m["ops_per_s"] else None
-
+        workloads.append((f"80/20 get/set\n{nprocs} processes", mix))
+    unlocked: set[tuple[str, str]] = set()
+    for nprocs in cfg.procs:
         def inc(r: dict[str, Any], n: int = nprocs) -> float | None:
             m = r.get("multi", {}).get(n)
             return 1e9 / m["incs_per_s"] if m and m["incs_per_s"] else None
-        workloads.append((f"get/set mix\n{nprocs} procs", mix))
-        workloads.append((f"counter\n{nprocs} procs", inc))
+        label = f"locked counter\n{nprocs} processes"
+        workloads.append((label, inc))
+        unlocked |= {(lib, label) for lib, r in results.items()
+                     if (m := r.get("multi", {}).get(nprocs)) and not m["locked"]}
 
     libs = [lib for lib in LIBRARIES if results.get(lib, {}).get("single")]
     colours = {FLOOR: "#9e9e9e", SHM: "#d62728", MGR: "#1f77b4", ULTRA: "#2ca02c",
@@ -860,13 +865,18 @@ def plot(results: dict[str, dict[str, Any]], cfg: Config, path: Path, title: str
     fig, ax = plt.subplots(figsize=(14, 6.5), dpi=110)
     width = 0.8 / max(len(libs), 1)
     for j, lib in enumerate(libs):
-        xs, ys = [], []
-        for i, (_label, value) in enumerate(workloads):
+        xs, ys, hatches = [], [], []
+        for i, (label, value) in enumerate(workloads):
             v = value(results[lib])
             if v:
                 xs.append(i - 0.4 + width * (j + 0.5))
                 ys.append(v)
-        ax.bar(xs, ys, width=width, label=SHORT[lib], color=colours[lib])
+                hatches.append("///" if (lib, label) in unlocked else "")
+        bars = ax.bar(xs, ys, width=width, label=SHORT[lib], color=colours[lib])
+        for bar, hatch in zip(bars, hatches, strict=True):
+            if hatch:
+                bar.set_hatch(hatch)
+                bar.set_edgecolor("white")
     ax.set_yscale("log")
     ax.set_xticks(range(len(workloads)))
     ax.set_xticklabels([w[0] for w in workloads], fontsize=10)
@@ -877,7 +887,8 @@ def plot(results: dict[str, dict[str, Any]], cfg: Config, path: Path, title: str
     ax.set_axisbelow(True)
     ax.legend(ncol=len(libs), loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=10,
               frameon=False)
-    fig.text(0.01, 0.01, "multi-process bars: wall time / total operations of all processes",
+    fig.text(0.01, 0.01, "several-process bars: wall time / operations of all processes; "
+             "hatched: no cross-process lock, so increments are lost (not a fair race)",
              fontsize=8, color="#555555")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1045,12 +1056,14 @@ def main() -> int:
         leak_lines.append("new in /dev/shm during the run but not named by it (other "
                           "processes?): " + ", ".join(others))
     elapsed = time.perf_counter() - t_start
+    mach["load average at end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
     plot_failed = False
     png_rel = "img/compare.png"
     png_path = args.out / png_rel
     title = (f"shmshare and peers, ns per operation — {mach['CPU']}, "
-             f"{os.cpu_count()} cpus, Python {platform.python_version()}, {mach['date']}")
+             f"{os.cpu_count()} cpus, Python {platform.python_version()}, {mach['date']}"
+             + (" (--quick: rough)" if cfg.quick else ""))
     try:
         plot(results, cfg, png_path, title)
         png: str | None = png_rel
