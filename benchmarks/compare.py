@@ -450,6 +450,7 @@ def raw_redis_get_ns(port: int, cfg: Config) -> float:
 
 
 def _sigterm_exits(signum: int, frame: Any) -> None:
+    signal.signal(signum, signal.SIG_IGN)   # the cleanup that follows runs to its end
     raise SystemExit(f"stopped by signal {signum}")
 
 
@@ -576,14 +577,18 @@ def multi_process(lib: str, cfg: Config, port: int, tag: str, live: list[Any],
         for p in procs:
             p.start()
         got = []
+        finished = False
         try:
             for _ in procs:
                 got.append(results.get(timeout=cfg.mix_s + cfg.count_s + 240))
+            finished = True
         finally:
             for p in procs:
+                if not finished:
+                    p.terminate()
                 p.join(timeout=30)
                 if p.is_alive():
-                    p.terminate()
+                    p.kill()
                     p.join(timeout=10)
             pids.extend(p.pid for p in procs if p.pid is not None)
         try:
@@ -915,9 +920,14 @@ How to read it:
   (counted as errors); neither is held against it here, only reported.
 - UltraDict is created with `shared_lock=True` (its cross-process lock,
   which needs the `atomics` package), a 1 MiB update stream and a fixed-size
-  full-dump segment; redis values are pickled like everyone else's and go
-  over TCP on 127.0.0.1 to a `redis-server` started for this run with
-  persistence off.
+  full-dump segment. Without `shared_lock` its lock is a per-process
+  `multiprocessing.RLock`, which does not exclude writers in other spawned
+  processes; the "shared_lock=False" rows measure that mode in one process
+  only, to show what the shared lock costs.
+- redis values are pickled like everyone else's and go over TCP on
+  127.0.0.1 to a `redis-server` started for this run with persistence off;
+  the bare-socket round trip under "Checks" shows how much of redis-py's
+  time is the server and the loopback, and how much the client.
 - Each library runs in its own freshly spawned process, one library at a
   time; multi-process workloads run for a fixed time and count operations.
 """
@@ -979,6 +989,9 @@ def run_in_own_process(ctx: Any, lib: str, cfg: Config, port: int, tag: str) -> 
     except queue.Empty:
         res = {"lib": lib, "single": {}, "multi": {}, "pids": [],
                "error": f"no result within {cfg.lib_timeout:.0f} s"}
+    except BaseException:                   # interrupted: its SIGTERM handler cleans up
+        p.terminate()
+        raise
     finally:
         p.join(timeout=60)
         if p.is_alive():
@@ -1018,6 +1031,7 @@ def main() -> int:
     results: dict[str, dict[str, Any]] = {}
     pids = {os.getpid()}
     server_note = "no redis-server was started"
+    interrupted = ""
     with contextlib.ExitStack() as stack:
         port = 0
         if avail[REDIS] is None:
@@ -1027,16 +1041,19 @@ def main() -> int:
                 server_note = f"redis-server (pid {proc.pid}, port {port})"
             except Exception as e:
                 avail[REDIS] = f"redis-server did not start: {e}"
-        for lib in LIBRARIES:
-            if avail[lib]:
-                print(f"{lib}: {avail[lib]}", flush=True)
-                continue
-            t0 = time.perf_counter()
-            res = run_in_own_process(ctx, lib, cfg, port, f"{tag}_{len(results)}")
-            pids.update(res.get("pids", []))
-            results[lib] = res
-            state = f"failed: {res['error']}" if res["error"] else "done"
-            print(f"{lib}: {state} in {time.perf_counter() - t0:,.1f} s", flush=True)
+        try:
+            for lib in LIBRARIES:
+                if avail[lib]:
+                    print(f"{lib}: {avail[lib]}", flush=True)
+                    continue
+                t0 = time.perf_counter()
+                res = run_in_own_process(ctx, lib, cfg, port, f"{tag}_{len(results)}")
+                pids.update(res.get("pids", []))
+                results[lib] = res
+                state = f"failed: {res['error']}" if res["error"] else "done"
+                print(f"{lib}: {state} in {time.perf_counter() - t0:,.1f} s", flush=True)
+        except (KeyboardInterrupt, SystemExit) as e:
+            interrupted = f"interrupted ({type(e).__name__}: {e})"
     server_gone = True
     if server_note.startswith("redis-server"):
         server_gone = proc.poll() is not None
@@ -1055,6 +1072,10 @@ def main() -> int:
     if others:
         leak_lines.append("new in /dev/shm during the run but not named by it (other "
                           "processes?): " + ", ".join(others))
+    if interrupted:
+        print(f"{interrupted}: no report written; server: {server_note}; left behind: "
+              + (", ".join(ours) + " (removed now)" if ours else "nothing"), file=sys.stderr)
+        return 130
     elapsed = time.perf_counter() - t_start
     mach["load average at end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
