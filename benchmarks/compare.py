@@ -249,8 +249,7 @@ class SmdStore:
     """shared-memory-dict: one fixed-size POSIX segment holding the pickle of the
     whole dict; every get unpickles it all and every set rewrites it all."""
 
-    lock_desc = ("none: shared-memory-dict has no cross-process lock "
-                 "(`d[k] = d[k] + 1`, exactness not checked)")
+    lock_desc = "none (it has no cross-process lock): `d[k] = d[k] + 1`"
     locked_counter = False
 
     def __init__(self, name: str, capacity: int) -> None:
@@ -786,7 +785,8 @@ def single_tables(results: dict[str, dict[str, Any]], cfg: Config) -> list[str]:
                 cells += [fmt_ns(v) for v in vals]
                 for kind, v in zip(("int", "str"), vals, strict=True):
                     m = results.get(MGR, {}).get("single", {}).get(f"{op} {kind} {size}")
-                    cells.append(fmt_faster(m / v) if m and v else "—")
+                    cells.append("baseline" if lib == MGR else
+                                 fmt_faster(m / v) if m and v else "—")
                 for kind, v in zip(("int", "str"), vals, strict=True):
                     f = results.get(FLOOR, {}).get("single", {}).get(f"{op} {kind} {size}")
                     cells.append(f"{v / f:,.2f}" if f and v else "—")
@@ -817,8 +817,10 @@ def multi_tables(results: dict[str, dict[str, Any]], cfg: Config) -> tuple[list[
             else:
                 verdict = ("yes" if consistent else "no") + " (not checked: no lock)"
             rate = m["ops_per_s"]
+            vs = ("baseline" if lib == MGR else
+                  fmt_faster(rate / man["ops_per_s"]) if man and rate else "—")
             mix.append(f"| {lib} | {nprocs} | {rate:,.0f} | {fmt_ns(1e9 / rate if rate else None)} "
-                       f"| {fmt_faster(rate / man['ops_per_s']) if man and rate else '—'} "
+                       f"| {vs} "
                        f"| {m['bad']:,} | {m['errors']:,} | {verdict} |")
             exact = m["final"] == m["incs"] and m["inc_errors"] == 0 and not m["worker_errors"]
             if strict and not exact:
@@ -831,8 +833,9 @@ def multi_tables(results: dict[str, dict[str, Any]], cfg: Config) -> tuple[list[
                 verdict = "not checked (no lock)"
             irate = m["incs_per_s"]
             final = f"{m['final']:,}" if isinstance(m["final"], int) else m["final"]
-            cnt.append(f"| {lib} | {nprocs} | {irate:,.0f} "
-                       f"| {fmt_faster(irate / man['incs_per_s']) if man and irate else '—'} "
+            vs = ("baseline" if lib == MGR else "— (no lock)" if not strict else
+                  fmt_faster(irate / man["incs_per_s"]) if man and irate else "—")
+            cnt.append(f"| {lib} | {nprocs} | {irate:,.0f} | {vs} "
                        f"| {final} | {m['incs']:,} | {verdict} | {m['lock']} |")
     return [*mix, "", *cnt, ""], ok
 
