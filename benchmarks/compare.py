@@ -830,7 +830,9 @@ def multi_tables(results: dict[str, dict[str, Any]], cfg: Config) -> tuple[list[
             elif isinstance(m["final"], int):
                 verdict = f"not checked (no lock; {m['incs'] - m['final']:,} lost)"
             else:
-                verdict = "not checked (no lock)"
+                verdict = "not checked (no lock; the dict was left unreadable)"
+            if m["inc_errors"]:
+                verdict += f"; {m['inc_errors']:,} increments raised"
             irate = m["incs_per_s"]
             final = f"{m['final']:,}" if isinstance(m["final"], int) else m["final"]
             vs = ("baseline" if lib == MGR else "— (no lock)" if not strict else
@@ -933,6 +935,9 @@ How to read it:
   time is the server and the loopback, and how much the client.
 - Each library runs in its own freshly spawned process, one library at a
   time; multi-process workloads run for a fixed time and count operations.
+- On a small VM the numbers that cross processes through a socket
+  (Manager, redis) vary the most from run to run (2-4x between runs here):
+  compare ratios within one run, and re-run to get your own.
 """
 
 
