@@ -931,8 +931,8 @@ How to read it:
   only, to show what the shared lock costs.
 - redis values are pickled like everyone else's and go over TCP on
   127.0.0.1 to a `redis-server` started for this run with persistence off;
-  the bare-socket round trip under "Checks" shows how much of redis-py's
-  time is the server and the loopback, and how much the client.
+  the bare-socket round trip under "Checks" is the server and loopback
+  share of redis-py's time (measured a few seconds later, so it is as noisy).
 - Each library runs in its own freshly spawned process, one library at a
   time; multi-process workloads run for a fixed time and count operations.
 - On a small VM the numbers that cross processes through a socket
@@ -975,8 +975,8 @@ def report(results: dict[str, dict[str, Any]], avail: dict[str, str | None], cfg
     checks += [f"- {line}" for line in leak_lines]
     raw = results.get(REDIS, {}).get("raw_get_ns")
     if raw:
-        checks.append(f"- for scale: a redis GET round trip over a bare socket (no redis-py) "
-                      f"took {fmt_ns(raw)} ns here; the rest of redis-py's time is the client")
+        checks.append(f"- for scale: a redis GET round trip over a bare socket (no redis-py, "
+                      f"best of {cfg.repeat} runs) took {fmt_ns(raw)} ns in this run")
     checks.append("")
     md = head + status + ([f"![ns per operation, log scale]({png})", ""] if png else []) \
         + body + checks + ["## Notes", "", NOTES]
