@@ -94,6 +94,7 @@ def _kill_at_random(rng: random.Random, procs: list[tuple[int, int]], lo: float,
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:  # it died on its own: an exception in the child
                     code = wait_pid(pid, BOUND)
+                    os.close(live.pop(pid))
                     raise AssertionError(f"child {pid} exited with {code} before its kill")
                 bufs[pid] += chunk
     finally:
@@ -406,9 +407,14 @@ def test_growth_sigkill(project_dir: Path, shared_dict: SharedDict, shared_lock:
     """Writers of large values killed while the heap grows into new extents: check()
     passes, stats() agree with the kernel, and the last detach leaves no segment."""
     rng = random.Random(99)
+    before = set(segments_created_by(os.getpid()))  # e.g. the run's shared_dict
     d = SharedDict("grow", project_dir=project_dir)
     model: dict[int, int] = {}
     pids: set[int] = {os.getpid()}
+
+    def ours() -> list[int]:
+        return [s for s in segments_created_by(*pids) if s not in before]
+
     kills = ops = lost = 0
     most_extents = 1
     with _recoveries():
@@ -448,14 +454,14 @@ def test_growth_sigkill(project_dir: Path, shared_dict: SharedDict, shared_lock:
             assert st["entries"] == len(d) == len(model)
             assert st["bytes_used"] + st["bytes_free"] == st["bytes_total"]
             # Named heap: the main segment and every extent are live keyed segments.
-            assert len(segments_created_by(*pids)) == st["extents"]
+            assert len(ours()) == st["extents"]
             most_extents = max(most_extents, st["extents"])
         stats = d.stats()
     record_torture(shared_dict, shared_lock, kills, ops, lost)
     assert most_extents > 2, "the heap never grew: the test proves little"
     assert stats["recoveries"] > 0, "no kill landed inside the lock: the test proves little"
     d.detach()
-    assert segments_created_by(*pids) == [], "segments (extents?) left after the last detach"
+    assert ours() == [], "segments (extents?) left after the last detach"
     assert list_names(project_dir) == []
 
 
@@ -464,6 +470,7 @@ def test_anonymous_growth_killed_grower_leaves_nothing(shared_dict: SharedDict,
     """An anonymous list grown by children that are killed: once the parent has used it
     again, check() passes and its detach leaves no extent behind."""
     rng = random.Random(5)
+    before = set(segments_created_by(os.getpid()))
     lst = SharedList()
     pids = {os.getpid()}
     kills = 0
@@ -477,13 +484,14 @@ def test_anonymous_growth_killed_grower_leaves_nothing(shared_dict: SharedDict,
             lst.check()
     record_torture(shared_dict, shared_lock, kills, 0, 0)
     lst.detach()
-    assert segments_created_by(*pids) == []
+    assert set(segments_created_by(*pids)) <= before
 
 
 @pytest.mark.xfail(strict=True, reason="an anonymous heap's extent is only IPC_RMID'd "
                    "(settled) by a later lock; if the children that grew it exit and the "
                    "parent detaches without locking the heap again, the extents leak")
 def test_anonymous_extents_of_exited_grower_leak() -> None:
+    before = set(segments_created_by(os.getpid()))
     d = SharedDict()
     d["a"] = 1
 
@@ -494,7 +502,7 @@ def test_anonymous_extents_of_exited_grower_leak() -> None:
     pid = fork_child(grow)
     assert wait_pid(pid, BOUND) == 0
     d.detach()  # the last user: everything should go
-    left = segments_created_by(pid, os.getpid())
+    left = [s for s in segments_created_by(pid, os.getpid()) if s not in before]
     for sid in left:  # clean up before asserting: the leak check must not cascade
         try:
             shmshare._core.rmid(sid)
@@ -506,7 +514,7 @@ def test_anonymous_extents_of_exited_grower_leak() -> None:
 # -- create / write / unlink, killed at random --------------------------------------------------
 
 
-def _creator(w: int, pdir: str, seed: int) -> None:  # pragma: no cover
+def _creator(w: int, pdir: str, seed: int, slot: int) -> None:  # pragma: no cover
     rng = random.Random(seed)
     kinds: list[tuple[str, Callable[[str], Any]]] = [
         ("d", lambda n: SharedDict(n, project_dir=pdir)),
@@ -515,7 +523,9 @@ def _creator(w: int, pdir: str, seed: int) -> None:  # pragma: no cover
     ]
     while True:
         tag, make = rng.choice(kinds)
-        name = f"cd-{tag}{rng.randrange(3)}"
+        # Names of this slot only: the killed predecessor's objects are reopened, but no
+        # two live processes share an object (see the unlink xfail tests for why).
+        name = f"cd{slot}-{tag}{rng.randrange(3)}"
         _rec(w, b"c")
         obj = make(name)
         size = rng.choice([10, 5000, 400_000])
@@ -540,8 +550,8 @@ def test_create_destroy_sigkill(project_dir: Path, shared_dict: SharedDict,
     kills = ops = 0
     with _recoveries():
         for _ in range(30):
-            procs = [_start(_creator, str(project_dir), rng.randrange(1 << 30))
-                     for _ in range(2)]
+            procs = [_start(_creator, str(project_dir), rng.randrange(1 << 30), slot)
+                     for slot in range(2)]
             pids |= {pid for pid, _ in procs}
             records = _kill_at_random(rng, procs, 0.005, 0.2)
             kills += len(procs)
@@ -555,6 +565,61 @@ def test_create_destroy_sigkill(project_dir: Path, shared_dict: SharedDict,
     assert ops > 20
     assert left == [], f"gc left segments {left}:\n{proc.stdout}"
     assert names == [], f"gc left key files {names}:\n{proc.stdout}"
+
+
+@pytest.mark.xfail(strict=True, reason="unlink() IPC_RMIDs every heap extent at once, so a "
+                   "process attached before the unlink fails with SegmentRemovedError on an "
+                   "extent it had not mapped yet, though attached processes should keep access")
+def test_unlink_removes_extents_still_needed_by_attached_process(project_dir: Path) -> None:
+    d = SharedDict("x", project_dir=project_dir)
+    d[0] = 1
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+
+    def child() -> int:  # pragma: no cover - child
+        e = SharedDict("x", project_dir=project_dir, create=False)
+        os.write(w1, b"o")
+        assert select.select([r2], [], [], BOUND)[0] and os.read(r2, 1) == b"g"
+        try:
+            e[1] = 2  # attached before the unlink: keeps access until it detaches
+            ok = e[5] == b"y" * (4 << 20) and len(e) == 3
+        except shmshare.SegmentRemovedError:
+            ok = False
+        e.detach()
+        return 0 if ok else 7
+
+    pid = fork_child(child)
+    try:
+        assert select.select([r1], [], [], BOUND)[0] and os.read(r1, 1) == b"o"
+        d[5] = b"y" * (4 << 20)  # grows into an extent the child has not mapped yet
+        d.unlink()
+        d.detach()
+        os.write(w2, b"g")
+    finally:
+        code = wait_pid(pid, BOUND)
+        for fd in (r1, w1, r2, w2):
+            os.close(fd)
+    assert code == 0
+
+
+@pytest.mark.xfail(strict=True, reason="an extent created after unlink() (by a process still "
+                   "attached) is keyed, named by no key file and never removed: it outlives "
+                   "every process, and gc cannot find it")
+def test_growth_after_unlink_leaks_extent(project_dir: Path) -> None:
+    before = set(segments_created_by(os.getpid()))
+    a = SharedDict("x", project_dir=project_dir)
+    b = SharedDict("x", project_dir=project_dir, create=False)
+    a.unlink()
+    a.detach()
+    b[0] = b"z" * (4 << 20)  # b keeps access after the unlink, and grows the heap
+    b.detach()  # the last user
+    left = [s for s in segments_created_by(os.getpid()) if s not in before]
+    for sid in left:  # clean up before asserting: the leak check must not cascade
+        try:
+            shmshare._core.rmid(sid)
+        except OSError:
+            pass
+    assert left == []
 
 
 # -- user locks -------------------------------------------------------------------------------
