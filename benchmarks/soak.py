@@ -420,6 +420,23 @@ class Checker:
                      len(unexplained) or 1)
 
 
+def inject(objs: Objects, what: str) -> None:
+    """Make one change no worker logged: an honest checker must catch it."""
+    fake = (EMPTY >> 1, payload(EMPTY >> 1, 16))
+    if what == "dict":
+        objs.d[("k", 0, 0)] = fake
+    elif what == "counter":
+        objs.d.apply(("c", 0), lambda t: t + 1, default=0)
+    elif what == "list":
+        if len(objs.lst):
+            del objs.lst[0]  # an acknowledged (or maybe) item vanishes
+        objs.lst.append(fake)
+    elif what == "queue":
+        objs.q.put(fake)
+    else:
+        objs.cd["n"] += 2  # two increments nobody made under the lock
+
+
 def leftovers(pids: set[int]) -> list[int]:
     found = []
     for sid in _core.list_ids():
@@ -438,12 +455,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--kill-rate", type=float, default=2.0,
                    help="SIGKILLs per second across all workers (0: none until the end)")
+    p.add_argument("--inject", choices=["dict", "counter", "list", "queue", "lock"],
+                   help="self-test: damage that object behind the workers' backs before the "
+                        "check, which must then report a violation and exit 1")
     args = p.parse_args(argv)
     warnings.simplefilter("ignore", shmshare.OwnerDiedWarning)  # counted through stats()
     run = Run(args)
     checker = Checker(run)
     try:
         elapsed = run.supervise()
+        if args.inject:
+            inject(run.objs, args.inject)
         checker.check()
     finally:
         for pid in sorted(run.live):
