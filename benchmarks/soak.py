@@ -254,7 +254,10 @@ class Run:
 
 
 def read_log(path: Path) -> list[tuple[bytes, bytes, int, int]]:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:  # killed before it opened its log: it did nothing
+        return []
     whole = len(data) - len(data) % REC.size
     return [REC.unpack_from(data, i) for i in range(0, whole, REC.size)]
 
