@@ -105,6 +105,35 @@ def _kill_at_random(rng: random.Random, procs: list[tuple[int, int]], lo: float,
     return {pid: _parse(b) for pid, b in bufs.items()}
 
 
+def _kill_holding(obj: Any, body: Callable[[int], None]) -> dict[int, Records]:
+    """A child runs ``body(record_fd)`` inside ``with obj.lock:`` and is killed there: a
+    kill that surely lands inside the lock (random ones only may).  Its records, by pid."""
+    r, w = os.pipe()
+    mr, mw = os.pipe()
+
+    def child() -> None:  # pragma: no cover - child
+        warnings.simplefilter("ignore", shmshare.OwnerDiedWarning)
+        with obj.lock:
+            body(w)
+            os.write(mw, b"h")
+            time.sleep(60)
+
+    pid = fork_child(child)
+    os.close(w)
+    os.close(mw)
+    try:
+        assert select.select([mr], [], [], BOUND)[0] and os.read(mr, 1) == b"h"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        wait_pid(pid, BOUND)
+        os.close(mr)
+    data = bytearray()
+    while chunk := os.read(r, 1 << 16):
+        data += chunk
+    os.close(r)
+    return {pid: _parse(data)}
+
+
 def _split(records: Records) -> tuple[Records, tuple[bytes, int, int] | None]:
     """(acknowledged records, the intent left in flight or None)."""
     acks = [r for r in records if r[0].isupper()]
@@ -167,6 +196,14 @@ def _list_child(w: int, lst: SharedList, seed: int, cid: int) -> None:  # pragma
                 _rec(w, b"S", old, v)
 
 
+def _appends_in_lock(w: int, lst: SharedList) -> None:  # pragma: no cover - child
+    for v in (999 << 32, (999 << 32) | 1):
+        _rec(w, b"a", v)
+        lst.append((v, _payload(v, 100)))
+        if v & 1 == 0:
+            _rec(w, b"A", v)  # the second append is left unacknowledged: a maybe
+
+
 def test_shared_list_sigkill(shared_dict: SharedDict, shared_lock: Any) -> None:
     """Appenders, poppers and setitem writers killed at random: no acknowledged item lost
     or duplicated, no popped item back, check() passes, the next locker gets in."""
@@ -182,6 +219,9 @@ def test_shared_list_sigkill(shared_dict: SharedDict, shared_lock: Any) -> None:
                      for c in range(3)]
             records = _kill_at_random(rng, procs, 0.01, 0.25)
             kills += len(procs)
+            if round_ == 0:  # one kill surely inside the lock, an append in flight
+                records |= _kill_holding(lst, lambda w: _appends_in_lock(w, lst))
+                kills += 1
             _bounded_lock(lst)
             added: set[int] = set()
             gone: set[int] = set()
@@ -231,7 +271,7 @@ def test_shared_list_sigkill(shared_dict: SharedDict, shared_lock: Any) -> None:
             assert st["bytes_used"] + st["bytes_free"] == st["bytes_total"]
         stats = lst.stats()
     record_torture(shared_dict, shared_lock, kills, ops, lost)
-    assert stats["recoveries"] > 0, "no kill landed inside the lock: the test proves little"
+    assert stats["recoveries"] > 0, "the kill inside the lock was not recovered"
     assert ops > 100
     lst.detach()
     del caught
@@ -297,6 +337,14 @@ def _consumer(w: int, q: SharedQueue, seed: int) -> None:  # pragma: no cover
         _rec(w, b"G", v)
 
 
+def _puts_in_lock(w: int, q: SharedQueue) -> None:  # pragma: no cover - child
+    for v in (999 << 32, (999 << 32) | 1):
+        _rec(w, b"u", v)
+        q.put((v, _payload(v, 100)))
+        if v & 1 == 0:
+            _rec(w, b"U", v)  # the second put is left unacknowledged: a maybe
+
+
 def _per_producer_ordered(values: list[int]) -> bool:
     last: dict[int, int] = {}
     for v in values:
@@ -321,6 +369,8 @@ def test_shared_queue_sigkill(shared_dict: SharedDict, shared_lock: Any) -> None
                      for c in range(2)]
             consumers = [_start(_consumer, q, rng.randrange(1 << 30)) for _ in range(2)]
             records = _kill_at_random(rng, procs + consumers, 0.01, 0.25)
+            if round_ == 0:  # one kill surely inside the lock, a put in flight
+                records |= _kill_holding(q, lambda w: _puts_in_lock(w, q))
             kills += len(records)
             _bounded_lock(q)
             acked_put: set[int] = set()
@@ -377,7 +427,7 @@ def test_shared_queue_sigkill(shared_dict: SharedDict, shared_lock: Any) -> None
             assert st["bytes_used"] + st["bytes_free"] == st["bytes_total"]
         stats = q.stats()
     record_torture(shared_dict, shared_lock, kills, ops, lost)
-    assert stats["recoveries"] > 0, "no kill landed inside the lock: the test proves little"
+    assert stats["recoveries"] > 0, "the kill inside the lock was not recovered"
     assert len(got) > 50
     q.detach()
 
@@ -403,6 +453,12 @@ def _grower(w: int, d: SharedDict, seed: int, cid: int) -> None:  # pragma: no c
             _rec(w, b"D", k)
 
 
+def _big_write_in_lock(w: int, d: SharedDict) -> None:  # pragma: no cover - child
+    k, v = 999_000, 999 << 32
+    _rec(w, b"s", k, v)
+    d[k] = (v, _payload(v, 5 << 20))  # left unacknowledged: a maybe
+
+
 def test_growth_sigkill(project_dir: Path, shared_dict: SharedDict, shared_lock: Any) -> None:
     """Writers of large values killed while the heap grows into new extents: check()
     passes, stats() agree with the kernel, and the last detach leaves no segment."""
@@ -424,6 +480,9 @@ def test_growth_sigkill(project_dir: Path, shared_dict: SharedDict, shared_lock:
             pids |= {pid for pid, _ in procs}
             records = _kill_at_random(rng, procs, 0.02, 0.4)
             kills += len(procs)
+            if round_ == 0:  # one kill surely inside the lock, a growing write in flight
+                records |= _kill_holding(d, lambda w: _big_write_in_lock(w, d))
+                kills += 1
             _bounded_lock(d)
             pendings = []
             for recs in records.values():
@@ -459,7 +518,7 @@ def test_growth_sigkill(project_dir: Path, shared_dict: SharedDict, shared_lock:
         stats = d.stats()
     record_torture(shared_dict, shared_lock, kills, ops, lost)
     assert most_extents > 2, "the heap never grew: the test proves little"
-    assert stats["recoveries"] > 0, "no kill landed inside the lock: the test proves little"
+    assert stats["recoveries"] > 0, "the kill inside the lock was not recovered"
     d.detach()
     assert ours() == [], "segments (extents?) left after the last detach"
     assert list_names(project_dir) == []
