@@ -33,12 +33,16 @@ _CACHE_MAX_BYTES = 64 << 20  # the cache is dropped past this many bytes
 _CACHE_MAX_VALUE = 1 << 20  # larger values are never cached
 
 
-def _destroy_extents(att: Any, header: Header) -> None:
-    # Runs whenever a heap-backed segment is removed (last detach, rm, gc):
-    # the heap's extra segments go with it.
+def _destroy_extents(att: Any, header: Header, nattch: int) -> None:
+    # Runs whenever a heap-backed segment is removed (last detach, rm, gc,
+    # unlink): the heap's extra segments go with it -- at once if no other
+    # process can still use them, else with the last user (Heap.retire).
     heap = Heap.open(att, HEADER_SIZE, header.payload_size)
     try:
-        heap.destroy_extents()
+        if nattch <= 1:
+            heap.destroy_extents()
+        else:
+            heap.retire()
     finally:
         heap.close()
 
@@ -78,6 +82,7 @@ class HeapObject:
         self._heap = heap
         heap.same_namespace = seg._pid_namespace_check()
         self.lock = ObjectLock(heap, self)
+        seg._on_release(heap.last_detach)
         seg._on_release(heap.close)
         self._rcache: dict[Any, bytes] = {}
         self._rbytes = 0

@@ -17,7 +17,7 @@ from ._version import __version__
 from .errors import ShmshareError
 from .inventory import info, list_entries, remove
 from .keys import resolve_project_dir
-from .lifecycle import SweepResult, sweep
+from .lifecycle import SweepResult, sweep, sweep_extents
 from .owned_dirs import OWNED_SUBDIRS, dead_owner_dirs, remove_all
 
 __all__ = ["main"]
@@ -100,6 +100,7 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
         return _check(pdir, args.name, args.trust)
     assert args.verb == "gc"
     results = sweep(pdir, dry_run=args.dry_run)
+    results += sweep_extents(dry_run=args.dry_run)
     # Directories owned by a Manager or a pytest run whose process is gone.
     for sub in OWNED_SUBDIRS:
         for owned in dead_owner_dirs(pdir / sub):

@@ -32,14 +32,17 @@ __all__ = [
     "pid_alive",
     "register_destroy_hook",
     "sweep",
+    "sweep_extents",
 ]
 
 # Kinds whose payload owns more than the main segment (heap extents) register
 # a hook here; it runs, with the segment still attached, just before IPC_RMID.
-_DESTROY_HOOKS: list[Callable[[_core.Attachment, Header], None]] = []
+_DESTROY_HOOKS: list[Callable[[_core.Attachment, Header, int], None]] = []
 
 
-def register_destroy_hook(hook: Callable[[_core.Attachment, Header], None]) -> None:
+def register_destroy_hook(hook: Callable[[_core.Attachment, Header, int], None]) -> None:
+    """``hook(attachment, header, nattch)`` runs before a heap segment is removed;
+    ``nattch`` counts the attachments then, the remover's own included."""
     if hook not in _DESTROY_HOOKS:
         _DESTROY_HOOKS.append(hook)
 
@@ -121,7 +124,7 @@ def destroy(found: Found) -> None:
     """Remove a verified segment: destroy hooks, then IPC_RMID.  Key file lock held."""
     if found.header.has_heap:
         for hook in _DESTROY_HOOKS:
-            hook(found.attachment, found.header)
+            hook(found.attachment, found.header, _core.stat(found.shmid).nattch)
     _core.rmid(found.shmid)
 
 
@@ -192,3 +195,51 @@ def _sweep_one(kf: KeyFile, name: str, dry_run: bool) -> SweepResult | None:
         return SweepResult(name, "removed", reason)
     finally:
         found.attachment.detach()
+
+
+_EXT_KEYS = range(1, 1 << 24)  # heap extents use random keys below proj_id's byte
+
+
+def sweep_extents(*, dry_run: bool = False) -> list[SweepResult]:
+    """Remove heap extent segments (of this user) whose heap is gone.
+
+    An extent outlives its heap only when every process of an anonymous (or
+    unlinked) heap died without detaching normally.  Such an extent has
+    nattch 0, is not marked for removal, and names a main segment that no
+    longer exists.  Extents whose main segment exists, or is not recorded,
+    are kept.
+    """
+    from ._core.heap import probe_extent
+
+    results: list[SweepResult] = []
+    for shmid in _core.list_ids():
+        try:
+            st = _core.stat(shmid)
+            if (st.key not in _EXT_KEYS or st.nattch or st.dest or st.uid != os.geteuid()
+                    or st.size < 64):
+                continue
+            att = _core.shmat(shmid, st.size, readonly=True)
+        except ShmshareError:
+            continue  # gone meanwhile, or not ours to read
+        try:
+            main = probe_extent(att)
+        finally:
+            att.detach()
+        if main is None or main < 0 or _exists(main):
+            continue
+        if not dry_run:
+            try:
+                _core.rmid(shmid)
+            except ShmshareError:
+                continue
+        results.append(SweepResult(f"extent shmid={shmid}", "removed",
+                                   f"a heap extent whose main segment (shmid {main}) is gone"))
+    return results
+
+
+def _exists(shmid: int) -> bool:
+    try:
+        _core.stat(shmid)
+    except ShmshareError:
+        return False
+    return True

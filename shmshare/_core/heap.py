@@ -98,6 +98,15 @@ def _error(rc: int, what: str) -> Exception:
     return from_errno(rc, what)
 
 
+def probe_extent(att: Attachment) -> int | None:
+    """If ``att`` is a heap extent segment: its heap's main shmid (-1 if not
+    recorded); else None.  For gc (lifecycle.sweep_extents)."""
+    if att.size < 64:
+        return None
+    main = ffi.new("int64_t *")
+    return int(main[0]) if lib.shms_ext_probe(att.pointer(0), main) else None
+
+
 class _Scratch:
     """Per-thread output buffers (cffi releases the GIL during C calls)."""
 
@@ -189,6 +198,26 @@ class Heap:
     def destroy_extents(self) -> None:
         """IPC_RMID every extent segment (by whoever removes the main segment)."""
         lib.shms_heap_destroy_extents(self._handle())
+
+    def retire(self) -> None:
+        """The main segment is being removed while other processes still use the
+        heap: from now on its extents die with their last user (see extent.c)."""
+        try:
+            held = False
+            self.lock()
+        except RuntimeError:
+            held = True   # this thread holds the lock already (EDEADLK)
+        try:
+            lib.shms_heap_retire(self._handle())
+        finally:
+            if not held:
+                self.unlock()
+
+    def last_detach(self) -> None:
+        """Before detaching: the last user of an anonymous heap removes the
+        extents that are not settled yet."""
+        if self._h is not None:
+            lib.shms_heap_last_detach(self._h)
 
     def _handle(self) -> Any:
         h = self._h

@@ -27,6 +27,15 @@
  * lock while hdr->unsettled != 0.  Until then it is a keyed segment that
  * shms_heap_destroy_extents still removes.  Fork keeps both counts equal.
  *
+ * RETIRING.  A named heap whose main segment is removed (unlink) while other
+ * processes still use it becomes ANONYMOUS from then on (shms_heap_retire,
+ * under the lock): its extents are settled like an anonymous heap's, so the
+ * processes still attached keep every extent they may need, and an extent
+ * grown afterwards dies with its last user too.  The last user of an
+ * ANONYMOUS heap removes whatever is still unsettled when it detaches
+ * (shms_heap_last_detach), e.g. extents whose grower exited before anyone
+ * else attached them.
+ *
  * ATTACHING.  Other processes follow the table by shmid whenever the
  * generation differs from their handle's (shms_ext_sync, run by every
  * locked operation) and verify magic + token + index + size, because a
@@ -182,6 +191,7 @@ static void init_extent(shms_heap_t *h, unsigned i, char *p, uint64_t size)
     x->token = h->hdr->token;
     x->index = i;
     x->size = size;
+    x->main = h->main_shmid >= 0 ? (uint64_t)h->main_shmid + 1 : 0;
     __atomic_thread_fence(__ATOMIC_RELEASE);
     memcpy(x->magic, SHMS_EXT_MAGIC, 8);
 }
@@ -254,6 +264,27 @@ void shms_ext_settle(shms_heap_t *h)
     H->unsettled = left;
 }
 
+void shms_heap_retire(shms_heap_t *h)
+{
+    shms_heap_hdr_t *H = h->hdr;
+    uint64_t i, n = 0;
+    H->flags |= SHMS_F_ANONYMOUS;
+    for (i = 1; i < H->n_extents && i < SHMS_MAX_EXT; i++)
+        n += H->ext[i].state == SHMS_EXT_READY && !H->ext[i].removed;
+    H->unsettled = n;
+    /* No settling here: the caller's handle may have attached extents just
+     * for this, and would be counted as a user; the next lock settles. */
+}
+
+/* Before this process detaches an ANONYMOUS heap's main segment: if it is
+ * the last process attached, remove the extents not yet settled. */
+void shms_heap_last_detach(shms_heap_t *h)
+{
+    if ((h->hdr->flags & SHMS_F_ANONYMOUS) && h->main_shmid >= 0 &&
+        nattch(h->main_shmid) <= 1)
+        shms_heap_destroy_extents(h);
+}
+
 /* Remove the segment a dead creator left PENDING in slot i, if it is ours. */
 static void remove_pending(shms_heap_hdr_t *H, unsigned i)
 {
@@ -309,6 +340,17 @@ int shms_heap_destroy_extents(shms_heap_t *h)
         shmdt(p);
     }
     return 0;
+}
+
+/* For gc: 1 if p starts with a finished extent header; *main = the shmid
+ * of its heap's main segment, or -1 if unknown. */
+int shms_ext_probe(const void *p, int64_t *main)
+{
+    const shms_ext_hdr_t *x = (const shms_ext_hdr_t *)p;
+    if (memcmp(x->magic, SHMS_EXT_MAGIC, 8) != 0)
+        return 0;
+    *main = x->main ? (int64_t)(x->main - 1) : -1;
+    return 1;
 }
 
 void shms_heap_close(shms_heap_t *h)

@@ -47,7 +47,8 @@ typedef struct {
     uint64_t token;      /* == heap token: shmids get reused */
     uint64_t index;
     uint64_t size;
-    uint64_t pad[4];
+    uint64_t main;       /* shmid of the main segment + 1 (0: unknown), for gc */
+    uint64_t pad[3];
 } shms_ext_hdr_t;        /* 64 bytes == SHMS_EXT_HDR */
 
 typedef struct {
