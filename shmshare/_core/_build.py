@@ -26,8 +26,8 @@ if DEBUG:
     cflags += ["-O1", "-g", "-UNDEBUG", "-DSHMS_DEBUG=1"]
 else:
     cflags += ["-O2", "-DNDEBUG"]
-if SANITIZE:
-    cflags += [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer"]
+if SANITIZE:  # e.g. SHMSHARE_SANITIZE=address,undefined (see .ci/sanitize)
+    cflags += [f"-fsanitize={SANITIZE}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
     ldflags += [f"-fsanitize={SANITIZE}"]
 
 ffibuilder = FFI()
