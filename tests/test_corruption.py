@@ -95,3 +95,28 @@ def test_damaged_lock_word_is_recognised(project_dir: Path) -> None:
     outcomes = _fuzz(project_dir, 12, 20, "lock")
     assert "refused at open" in outcomes and "CorruptSegmentError (lock word)" in outcomes, \
         outcomes
+
+
+def test_damaged_shared_array_header_is_refused(project_dir: Path) -> None:
+    """A SharedArray whose lock type word or dtype/shape record is damaged is refused
+    with CorruptSegmentError when opened (never a JSON or numpy error, never a hang)."""
+    import shmshare
+    from shmshare import Segment, SharedArray
+    from shmshare.header import HEADER_SIZE
+
+    a = SharedArray((4, 3), "float64", name="arr", project_dir=project_dir)
+    raw = Segment.from_id(a.segment.id)
+    pristine = bytes(raw.buf[:8192])
+    lock_kind = HEADER_SIZE + 64 + 16        # pthread_mutex_t.__data.__kind (glibc)
+    meta = HEADER_SIZE + 128 + 4             # the JSON record after its length
+    try:
+        for pos, value in [(lock_kind, 0x00), (meta, ord("#")), (meta + 12, ord("]"))]:
+            raw.buf[pos] = value
+            with pytest.raises(shmshare.CorruptSegmentError, match="damaged"):
+                SharedArray(name="arr", project_dir=project_dir, create=False)
+            raw.buf[:8192] = pristine
+        SharedArray(name="arr", project_dir=project_dir, create=False).detach()
+    finally:
+        raw.detach()
+        a.unlink()
+        a.detach()
