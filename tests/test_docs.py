@@ -34,3 +34,4 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     for line in proc.stderr.splitlines():
         assert not line.startswith("WARNING"), f"mkdocs warned: {line}"
     assert (tmp_path / "index.html").is_file()
+    assert (tmp_path / "reference" / "objects" / "index.html").is_file()
