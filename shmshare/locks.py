@@ -43,7 +43,7 @@ class ObjectLock:
     ``acquire(blocking=True, timeout=None)`` returns True, or False when a
     non-blocking or timed attempt fails, like ``threading.RLock``.
     ``recoveries`` counts the times this process found the lock abandoned
-    by a dead owner (each also emits :class:`OwnerDiedWarning`).
+    by a dead owner (each also emits ``OwnerDiedWarning``).
     """
 
     __slots__ = ("__weakref__", "_count", "_holder", "_owner", "_target", "recoveries")

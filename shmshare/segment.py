@@ -163,8 +163,8 @@ class Segment:
 
     ``Segment(name, size)`` opens the named segment or creates it
     (``create=None``); ``create=True`` insists on creating
-    (:class:`~shmshare.SegmentExistsError` otherwise), ``create=False`` on
-    opening (:class:`~shmshare.SegmentNotFoundError`).  ``name=None`` makes an
+    (``shmshare.SegmentExistsError`` otherwise), ``create=False`` on
+    opening (``shmshare.SegmentNotFoundError``).  ``name=None`` makes an
     anonymous segment, shared with children and through pickling.
 
     ``.buf`` is a memoryview of the ``size`` usable bytes.  Detach with
@@ -220,7 +220,7 @@ class Segment:
         """A raw segment by System V key (e.g. one a C program made with ``ftok``).
 
         The whole segment is ``.buf``; shmshare writes no header into it and
-        never removes it unless you call :meth:`remove`.
+        never removes it unless you call ``remove()``.
         """
         if key == _core.IPC_PRIVATE:
             raise ShmValueError("key 0 is IPC_PRIVATE; use Segment(None, size) instead")

@@ -53,9 +53,9 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
 
     Keys follow dict's equality (``d[1]``, ``d[1.0]`` and ``d[True]`` are one
     key) for str, bytes, numbers, None and tuples/frozensets of those; see
-    :mod:`shmshare.codec` for other keys.  Values are anything picklable,
+    ``shmshare.codec`` for other keys.  Values are anything picklable,
     with cloudpickle as a fallback.  ``d[k]`` returns a *copy*: mutate nested
-    values with :meth:`mutate` or :meth:`apply`, or reassign them.
+    values with ``mutate()`` or ``apply()``, or reassign them.
     """
 
     KIND = "dict"
@@ -237,7 +237,7 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
         The lock is held for the whole block; the value is written back only
         if the block finishes without an exception.  ``default`` is used (and
         stored) when the key is missing; without it a missing key raises
-        KeyError.  To replace an immutable value, use :meth:`apply`.
+        KeyError.  To replace an immutable value, use ``apply()``.
         """
         with self.lock:
             value = self._get_or(key, default)

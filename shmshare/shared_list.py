@@ -40,7 +40,7 @@ class SharedList(HeapObject, MutableSequence[Any]):
 
     ``SharedList()`` / ``SharedList(iterable)`` is anonymous and pickles by
     reference; ``SharedList("name")`` is found by name (``create=``,
-    ``project_dir=``, ``persist=`` as for :class:`~shmshare.SharedDict`).
+    ``project_dir=``, ``persist=`` as for ``shmshare.SharedDict``).
     ``lst[i]`` returns a copy of the item: reassign it to change it.
     """
 
