@@ -1,6 +1,6 @@
 """``python -m shmshare`` / ``shmshare``: see and clean what is in shared memory.
 
-Verbs: ``ls``, ``info NAME``, ``rm NAME``, ``gc [--dry-run]``; every verb takes
+Verbs: ``ls``, ``info NAME``, ``rm NAME``, ``check NAME``, ``gc [--dry-run]``; every verb takes
 ``--project-dir`` and ``--json``.  Errors print one line to stderr and exit 1.
 """
 
@@ -119,12 +119,16 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
 
 def _check(pdir: Path, name: str, trust: bool) -> tuple[Any, str]:
     """Open the object with its own type and run its structural check."""
-    from .shared_dict import SharedDict
-    from .shared_list import SharedList
-    from .small_objects import SharedNamespace, SharedSet, SharedValue
+    from . import shared_dict, shared_list, shared_queue, small_objects, sync_objects, sync_waits
 
-    kinds: dict[str, Any] = {"dict": SharedDict, "list": SharedList, "set": SharedSet,
-                             "namespace": SharedNamespace, "value": SharedValue}
+    classes: list[Any] = [
+        shared_dict.SharedDict, shared_list.SharedList, shared_queue.SharedQueue,
+        small_objects.SharedNamespace, small_objects.SharedValue, small_objects.SharedSet,
+        sync_objects.SharedSemaphore, sync_objects.SharedBoundedSemaphore,
+        sync_objects.SharedLock, sync_objects.SharedRLock, sync_objects.SharedEvent,
+        sync_waits.SharedCondition, sync_waits.SharedBarrier,
+    ]
+    kinds = {cls.KIND: cls for cls in classes}
     kind = info(pdir, name)["kind"]
     if kind not in kinds:
         data = {"name": name, "kind": kind, "ok": True, "checked": "header"}

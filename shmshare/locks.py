@@ -25,7 +25,8 @@ class OwnerDiedWarning(RuntimeWarning):
 
     Raised as a warning by the acquirer that found the lock abandoned, after
     the object's heap was checked and rebuilt.  Writes that process had
-    finished are intact; the one it was in the middle of was rolled back.
+    finished are intact; the one it was in the middle of is either complete
+    (if it had reached its commit point) or absent, never half-done.
     """
 
 

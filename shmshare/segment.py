@@ -26,6 +26,7 @@ from .errors import (
     SegmentNotFoundError,
     SegmentRemovedError,
     ShmLimitError,
+    ShmshareError,
     ShmValueError,
     WrongTypeError,
 )
@@ -110,11 +111,32 @@ def _release(b: _Binding) -> None:
         # calls shmdt when the last of them goes away.
 
 
+def _names_us(kf: KeyFile, b: _Binding) -> bool:
+    """The locked key file ``kf`` still names the segment bound by ``b``.
+
+    Device and inode alone are not enough: a key file deleted by hand (or by
+    a tmp cleaner) and created again for a new object may reuse the inode.
+    The record's key must also lead to this very segment.
+    """
+    assert b.header is not None
+    if (kf.dev, kf.ino) != (b.header.dev, b.header.ino):
+        return False
+    record = kf.read()
+    if record is None:
+        return False
+    try:
+        key = _core.ftok(str(kf.path), record.proj_id)
+        return key == b.key and _core.shmget(key, 0, 0) == b.shmid
+    except ShmshareError:
+        return False
+
+
 def _remove_if_last(b: _Binding) -> None:
     assert b.key_path is not None and b.header is not None
     with KeyFile.locked(b.key_path, create=False) as kf:
-        if kf is None or (kf.dev, kf.ino) != (b.header.dev, b.header.ino):
-            return  # the name now belongs to another incarnation: not ours to remove
+        # A key file that is gone or names another incarnation stays as it is;
+        # the segment is still ours, and nobody can find it by name any more.
+        named = kf is not None and _names_us(kf, b)
         try:
             st = _core.stat(b.shmid)
         except SegmentRemovedError:
@@ -122,7 +144,9 @@ def _remove_if_last(b: _Binding) -> None:
         if st.nattch > 1 or st.dest:
             return  # another attachment (maybe a forked child) still uses it
         destroy(Found(b.shmid, b.key, b.header, b.attachment, st))
-        kf.unlink()
+        if named:
+            assert kf is not None
+            kf.unlink()
         b.removed = True
 
 
@@ -364,7 +388,7 @@ class Segment:
         if b.key_path is not None:
             assert b.header is not None
             with KeyFile.locked(b.key_path, create=False) as kf:
-                if kf is not None and (kf.dev, kf.ino) == (b.header.dev, b.header.ino):
+                if kf is not None and _names_us(kf, b):
                     destroy(Found(b.shmid, b.key, b.header, b.attachment, self.stat()))
                     kf.unlink()
                     b.removed = True

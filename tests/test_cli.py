@@ -146,3 +146,21 @@ def test_check(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(capsys, "check", "missing", "--project-dir", str(project_dir))
     assert code == 1 and "no object named 'missing'" in err
     d.detach()
+
+
+def test_check_covers_every_heap_kind(project_dir: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Queues and sync objects have heaps too: check verifies them, not just their header."""
+    from shmshare.shared_queue import SharedQueue
+    from shmshare.sync_objects import SharedLock
+
+    q = SharedQueue(name="q", project_dir=project_dir)
+    q.put("item")
+    lock = SharedLock(name="l", project_dir=project_dir)
+    try:
+        for name, kind in (("q", "queue"), ("l", "mlock")):
+            code, out, _ = cli(capsys, "check", name, "--project-dir", str(project_dir))
+            assert code == 0 and out.startswith(f"{name}: {kind} OK"), out
+    finally:
+        q.detach()
+        lock.detach()

@@ -401,3 +401,20 @@ def test_repr_and_context_manager(project_dir: Path) -> None:
         assert "'r'" in repr(s) and "10 bytes" in repr(s)
     assert "detached" in repr(s)
     assert fork_call(lambda: 0) == 0
+
+
+def test_recreated_key_file_with_reused_inode_is_not_removed(project_dir: Path) -> None:
+    """A key file deleted by hand and created again for a new object (tmpfs reuses the
+    inode at once): the old object's last detach leaves the new one's key file alone."""
+    project_dir.mkdir(mode=0o700)
+    old = shmshare.SharedDict("n", project_dir=project_dir)
+    (project_dir / "n.key").unlink()           # e.g. a tmp cleaner
+    new = shmshare.SharedDict("n", project_dir=project_dir)
+    new["y"] = 2
+    old.detach()                               # its key file is gone: nothing to remove
+    assert (project_dir / "n.key").exists()
+    again = shmshare.SharedDict("n", project_dir=project_dir, create=False)
+    assert dict(again) == {"y": 2}
+    again.detach()
+    new.detach()
+    assert not (project_dir / "n.key").exists()
