@@ -330,9 +330,12 @@ class SharedList(HeapObject, MutableSequence[Any]):
                 self._rewrite(old, new)
             return
         data = dumps(value)
+        heap = self._heap
         with self.lock:
-            n = self._len()
-            self._commit(n, n, [(self._index(i, n), data)])
+            self._settle()
+            kb, k = encode_key(self._index(i, heap.dict_len(held=True)))
+            heap.dict_set(kb, k, data, held=True)  # one write: atomic by itself
+            self._clean = heap.modcount_view[0]
 
     def __delitem__(self, i: Any) -> None:
         with self.lock:
@@ -357,9 +360,12 @@ class SharedList(HeapObject, MutableSequence[Any]):
 
     def append(self, value: Any) -> None:
         data = dumps(value)
+        heap = self._heap
         with self.lock:
-            n = self._len()
-            self._commit(n, n + 1, [(n, data)])
+            self._settle()
+            kb, k = encode_key(heap.dict_len(held=True))
+            heap.dict_set(kb, k, data, held=True)  # one write: atomic by itself
+            self._clean = heap.modcount_view[0]
 
     def extend(self, values: Iterable[Any]) -> None:
         if values is self:
