@@ -254,7 +254,7 @@ class SharedList(HeapObject, MutableSequence[Any]):
 
     def _tail(self, i: int, n: int) -> list[bytes]:
         """The pickled items ``i..n-1`` (lock held, settled)."""
-        if n - i > _SHORT_TAIL:
+        if n - i > _SHORT_TAIL and (n - i) * 8 > n:  # a scan reads items ~8x faster
             return self._all_raw()[i:]
         out: list[bytes] = []
         for j in range(i, n):
