@@ -224,14 +224,18 @@ class SharedList(HeapObject, MutableSequence[Any]):
                 return data
         kb, k = encode_key(i)
         if not self.lock.held():
+            data, mark = heap.dict_read(kb, k)
+            if mark == self._clean:  # read at a counter value known to have no record
+                self._remember(i, data, mark)
+                return data
             for _ in range(_TRIES):
-                data, mark = heap.dict_read(kb, k)
-                clean = True if mark == self._clean else self._clean_at(mark)
+                clean = self._clean_at(mark)
                 if clean:
                     self._remember(i, data, mark)
                     return data
                 if clean is None:
                     break
+                data, mark = heap.dict_read(kb, k)
         with self.lock:
             self._settle()
             data, mark = heap.dict_read(kb, k, held=True)
@@ -290,16 +294,18 @@ class SharedList(HeapObject, MutableSequence[Any]):
         heap = self._heap
         if not self.lock.held():
             view = heap.modcount_view
+            mark = view[0]
+            n = heap.dict_len()
+            if mark == self._clean == view[0]:
+                return n  # read at a counter value known to have no record pending
             for _ in range(_TRIES):
-                mark = view[0]
-                n = heap.dict_len()
-                if mark == self._clean and view[0] == mark:
-                    return n
                 clean = self._clean_at(mark)
                 if clean:
                     return n
                 if clean is None:
                     break
+                mark = view[0]
+                n = heap.dict_len()
         with self.lock:
             return self._len()
 
