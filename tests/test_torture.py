@@ -377,6 +377,53 @@ def test_list_multi_write_killed_midway(op: str) -> None:
     pytest.fail(f"{op}: no kill landed between the record and the end of the change")
 
 
+def _kill_after_writes(lst: SharedList, fn: Callable[[], None], writes: int) -> None:
+    """A child runs ``fn`` and is SIGKILLed once the heap counter moved by ``writes``."""
+    start = lst._heap.modcount_view[0]
+    r, w = os.pipe()
+
+    def run() -> None:  # pragma: no cover - child
+        warnings.simplefilter("ignore", shmshare.OwnerDiedWarning)
+        os.write(w, b"g")
+        fn()
+        time.sleep(60)
+
+    pid = fork_child(run)
+    os.close(w)
+    try:
+        assert select.select([r], [], [], BOUND)[0] and os.read(r, 1) == b"g"
+        deadline = time.monotonic() + BOUND
+        while lst._heap.modcount_view[0] < start + writes and time.monotonic() < deadline:
+            pass
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        wait_pid(pid, BOUND)
+        os.close(r)
+
+
+def test_list_replay_killed_midway() -> None:
+    """The process finishing a dead writer's change is itself killed while replaying
+    it: the next one replays it again (idempotent), and the list is the list after."""
+    from shmshare.shared_list import _JOURNAL
+
+    n = 8000
+    for _attempt in range(5):
+        lst = SharedList(range(n))
+        with closing(lst):
+            _kill_after_writes(lst, lambda: lst.insert(0, -1), 4)  # noqa: B023
+            if lst._heap.dict_get(*_JOURNAL) is None:  # the kill missed: try again
+                continue
+            _kill_after_writes(lst, lambda: lst[5], 4)  # noqa: B023 - a reader replays
+            assert lst._heap.dict_get(*_JOURNAL) is not None, "the replay was not cut short"
+            with _recoveries():
+                assert lst[0] == -1 and len(lst) == n + 1
+                assert lst.copy() == [-1, *range(n)]
+                lst.check()
+                assert lst.stats()["entries"] == n + 1
+        return
+    pytest.fail("no kill landed between the record and the end of the change")
+
+
 def _random_multi_op(rng: random.Random, x: Any) -> None:
     """One random list method on ``x`` (a list or a SharedList); the same rng state and
     list give the same call."""
