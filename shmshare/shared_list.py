@@ -3,36 +3,105 @@
 It is stored on the same heap engine as :class:`~shmshare.SharedDict`, item
 ``i`` under the integer key ``i``.  Appends add key ``len``; inserts and
 deletes shift values by overwriting existing keys and only ever remove the
-last key, so the engine's insertion order is always the list order and a
+last keys, so the engine's insertion order is always the list order and a
 scan returns the items in order.
 
-Every method is atomic (it runs under the list's robust lock).  Indexing is
-O(1); ``insert``/``del``/``pop`` at position ``i`` move the ``len - i`` items
-after it, as ``list`` does, but each move is a heap write, so prefer appends
-and pops at the end for large lists.  Iterating walks indices 0, 1, 2...
-until the end, like ``multiprocessing``'s ListProxy: items another process
-inserts or deletes meanwhile may shift under the iteration; take a snapshot
-with ``copy()`` (or ``lst[:]``) when that matters.
+**Atomicity.**  Every method is atomic, also against a process SIGKILLed in
+the middle of it: afterwards the list is exactly as before the method or as
+after it.  A single heap write (append, ``lst[i] = x``, ``pop()`` at the end,
+insert at the end...) is atomic by itself (the heap rebuilds itself after a
+crash).  A method that needs several writes (``insert``/``pop``/``del`` at
+``i``, slices, ``extend``, ``sort``, ``reverse``, ``remove``, ``*=``) first
+stores a *redo record* under the key ``"journal"`` -- one write that commits
+the change: the list's old and new length and every ``(index, pickled
+item)`` to store -- then makes the writes and deletes the record.  Replaying
+the record is idempotent (overwrite the listed keys, add the missing ones in
+increasing order, drop the keys past the new length), so whoever finds a
+record left behind by a dead process (or by an exception raised between the
+writes) finishes the change before doing anything else, and tells the
+process with :class:`~shmshare.OwnerDiedWarning`.
+
+Methods that change the list run under its lock, which is also the heap's
+lock: a live writer's half-done state is never visible, since every read is
+a heap operation that waits for the lock.  Reads that do not take the object
+lock (``lst[i]``, ``len``, iteration) also check, in a second heap read
+consistent with the first (the heap's modification counter did not move in
+between), that no record is pending; they skip that check while the counter
+has not moved since this process last saw the list without one, and replay
+a pending record under the lock before answering.
+
+Indexing is O(1); ``insert``/``del``/``pop`` at position ``i`` move the
+``len - i`` items after it, as ``list`` does, but each move is a heap write,
+so prefer appends and pops at the end for large lists.  Iterating walks
+indices 0, 1, 2... until the end, like ``multiprocessing``'s ListProxy: items
+another process inserts or deletes meanwhile may shift under the iteration;
+take a snapshot with ``copy()`` (or ``lst[:]``) when that matters.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Iterator, MutableSequence
 from typing import Any, SupportsIndex, overload
 
-from ._heapobj import HeapObject
+from ._core.heap import Heap
+from ._heapobj import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE, HeapObject
 from .codec import dumps, encode_key, loads
+from .errors import CorruptSegmentError
+from .segment import Segment
 
 __all__ = ["SharedList"]
 
+# The redo record (see the module docstring): a str key, which never equals an
+# item's integer key.  Layout: header (magic, old length, new length, number of
+# puts), then per put its index and length, then the items' bytes.
+_JOURNAL = encode_key("journal")
+_J_MAGIC = b"SLJ1"
+_J_HEAD = struct.Struct("<4sQQQ")
+_J_PUT = struct.Struct("<QQ")
+_SHORT_TAIL = 16  # a tail this short is read key by key; a longer one by a scan
+_TRIES = 3  # unlocked reads retried while other processes write, then locked
 
-def _unchanged_prefix(s: slice, n: int) -> int:
-    """How many leading items an assignment or deletion of slice ``s`` leaves alone."""
-    start, stop, step = s.indices(n)
-    if step == 1:
-        return start  # a plain slice may also grow or shrink the list from here
-    touched = range(start, stop, step)  # extended slices keep the length
-    return min(touched) if touched else n
+
+def _pack_journal(old_n: int, new_n: int, puts: list[tuple[int, bytes]]) -> bytes:
+    head = _J_HEAD.pack(_J_MAGIC, old_n, new_n, len(puts))
+    index = b"".join([_J_PUT.pack(i, len(d)) for i, d in puts])
+    return b"".join([head, index, *[d for _, d in puts]])
+
+
+def _unpack_journal(data: bytes) -> tuple[int, int, list[tuple[int, bytes]]]:
+    """``(old_n, new_n, puts)``; ValueError if the record is not well formed."""
+    if len(data) < _J_HEAD.size:
+        raise ValueError("truncated header")
+    magic, old_n, new_n, count = _J_HEAD.unpack_from(data)
+    if magic != _J_MAGIC:
+        raise ValueError("bad magic")
+    pos = _J_HEAD.size + count * _J_PUT.size
+    if pos > len(data):
+        raise ValueError("truncated index")
+    puts: list[tuple[int, bytes]] = []
+    last = -1
+    for k in range(count):
+        i, n = _J_PUT.unpack_from(data, _J_HEAD.size + k * _J_PUT.size)
+        if i <= last or i >= new_n or pos + n > len(data):
+            raise ValueError(f"put #{k} (index {i}, {n} bytes) out of order or range")
+        puts.append((i, data[pos:pos + n]))
+        pos += n
+        last = i
+    if pos != len(data):
+        raise ValueError("trailing bytes")
+    # Keys past the old length are added in increasing order: all must be listed.
+    grown = [i for i, _ in puts if i >= old_n]
+    if grown != list(range(old_n, new_n)):
+        raise ValueError(f"items {old_n}..{new_n - 1} are not all listed")
+    return old_n, new_n, puts
+
+
+def _diff(old: list[bytes], new: list[bytes], start: int = 0) -> list[tuple[int, bytes]]:
+    """The puts that turn ``old`` into ``new`` (both from index ``start``), length aside."""
+    n = len(old)
+    return [(i, d) for i, d in enumerate(new, start)
+            if i >= start + n or old[i - start] != d]
 
 
 class SharedList(HeapObject, MutableSequence[Any]):
@@ -45,6 +114,11 @@ class SharedList(HeapObject, MutableSequence[Any]):
     """
 
     KIND = "list"
+    # The heap modification counter at which this process last saw no redo
+    # record pending (-1: never).  Every heap change moves the counter.
+    _clean: int
+    _hrec: int  # the heap handle's recovery count, last looked at
+    _lrec: int  # the lock's warned recovery count, last looked at
 
     def __init__(self, name: Any = None, iterable: Iterable[Any] = (), /, *,
                  create: bool | None = None, project_dir: Any = None, persist: bool = False,
@@ -56,38 +130,155 @@ class SharedList(HeapObject, MutableSequence[Any]):
         if iterable:
             self.extend(iterable)
 
-    # -- primitives (the caller holds the lock where several must be atomic) ----------
+    def _attach(self, seg: Segment, heap: Heap) -> None:
+        super()._attach(seg, heap)
+        self._clean = -1
+        self._hrec = heap.recoveries
+        self._lrec = self.lock.recoveries
 
-    def _get(self, i: int) -> Any:
-        data = self._read(i)
-        if data is None:
-            raise IndexError("list index out of range")
-        return loads(data)
+    # -- the redo record and crash recovery ---------------------------------------
 
-    def _put(self, i: int, encoded: bytes) -> None:
-        kb, n = encode_key(i)
-        self._heap.dict_set(kb, n, encoded)
+    def _settle(self) -> None:
+        """With the lock held: replay a redo record left pending, if any."""
+        heap = self._heap
+        if heap.modcount_view[0] == self._clean:
+            return  # nothing changed since this process last saw none
+        data = heap.dict_get(*_JOURNAL, held=True)
+        if data is not None:
+            try:
+                old_n, new_n, puts = _unpack_journal(data)
+            except ValueError as exc:
+                raise CorruptSegmentError(
+                    f"{self._label()}: unreadable redo record ({exc})") from None
+            self._apply(old_n, new_n, puts)
+            heap.dict_pop(*_JOURNAL, held=True)
+        self._clean = heap.modcount_view[0]
+        self._note_recoveries(data is not None)
 
-    def _drop_last(self, n: int) -> None:
-        kb, k = encode_key(n - 1)
-        self._heap.dict_pop(kb, k)
+    def _note_recoveries(self, replayed: bool) -> None:
+        """Warn (OwnerDiedWarning) about a dead owner's state repaired by a heap
+        operation rather than by this lock (which warns itself), or a change
+        left half-done that was just completed."""
+        total, warned = self._heap.recoveries, self.lock.recoveries
+        silent = (total - self._hrec) - (warned - self._lrec)
+        just_warned = warned != self._lrec
+        self._hrec, self._lrec = total, warned
+        if silent > 0 or (replayed and not just_warned):
+            self._lrec += 1  # before warning: the warning may be raised as an error
+            self.lock.note_recovery()
 
-    def _all(self) -> list[Any]:
-        out: list[Any] = []
+    def _clean_at(self, mark: int) -> bool | None:
+        """Without the lock: is no redo record pending at counter ``mark``?
+        True: none (and nothing changed since ``mark``); False: the heap
+        changed meanwhile; None: one is pending (take the lock to replay it)."""
+        data, now = self._heap.dict_read(*_JOURNAL)
+        if data is not None:
+            return None
+        if now != mark:
+            return False
+        self._clean = mark
+        self._note_recoveries(False)
+        return True
+
+    def _apply(self, old_n: int, new_n: int, puts: list[tuple[int, bytes]]) -> None:
+        """Store ``puts`` (increasing indices), then drop keys ``new_n..old_n-1``.
+        Idempotent, so a record may be replayed any number of times."""
+        heap = self._heap
+        for i, data in puts:
+            kb, k = encode_key(i)
+            heap.dict_set(kb, k, data, held=True)
+        for last in range(old_n - 1, new_n - 1, -1):
+            kb, k = encode_key(last)
+            heap.dict_pop(kb, k, held=True)
+
+    def _commit(self, old_n: int, new_n: int, puts: list[tuple[int, bytes]]) -> None:
+        """With the lock held and settled: make the change atomically."""
+        writes = len(puts) + max(0, old_n - new_n)
+        if writes > 1:
+            heap = self._heap
+            heap.dict_set(*_JOURNAL, _pack_journal(old_n, new_n, puts), held=True)  # commit
+            self._apply(old_n, new_n, puts)
+            heap.dict_pop(*_JOURNAL, held=True)
+        elif writes:
+            self._apply(old_n, new_n, puts)
+        self._clean = self._heap.modcount_view[0]
+
+    # -- reads ----------------------------------------------------------------------
+
+    def _remember(self, i: int, data: bytes | None, mark: int) -> None:
+        # As HeapObject._read, for marks at which no record was pending.
+        if data is not None and len(data) <= _CACHE_MAX_VALUE:
+            if mark != self._rmark or self._rbytes > _CACHE_MAX_BYTES:
+                # A new dict, not clear(): other threads may be reading the old one.
+                self._rcache, self._rbytes, self._rmark = {}, 0, mark
+            self._rcache[i] = data
+            self._rbytes += len(data)
+
+    def _load(self, i: int) -> bytes | None:
+        """Item ``i``'s pickled bytes (``i >= 0``), or None past the end."""
+        heap = self._heap
+        mark = heap.modcount_view[0]
+        if mark == self._rmark == self._clean:
+            data = self._rcache.get(i)
+            if data is not None:
+                return data
+        kb, k = encode_key(i)
+        if not self.lock.held():
+            data, mark = heap.dict_read(kb, k)
+            if mark == self._clean:  # read at a counter value known to have no record
+                self._remember(i, data, mark)
+                return data
+            for _ in range(_TRIES):
+                clean = self._clean_at(mark)
+                if clean:
+                    self._remember(i, data, mark)
+                    return data
+                if clean is None:
+                    break
+                data, mark = heap.dict_read(kb, k)
+        with self.lock:
+            self._settle()
+            data, mark = heap.dict_read(kb, k, held=True)
+            self._remember(i, data, mark)
+            return data
+
+    def _len(self) -> int:
+        """The length, with the lock held."""
+        self._settle()
+        return self._heap.dict_len(held=True)
+
+    def _all_raw(self) -> list[bytes]:
+        """Every item's pickled bytes, in order (lock held, settled)."""
+        out: list[bytes] = []
         seq = -1
-        while batch := self._heap.dict_scan(seq, values=True, held=self.lock.held()):
-            out.extend(loads(v) for _, _, v in batch if v is not None)
+        while batch := self._heap.dict_scan(seq, values=True, held=True):
+            out.extend(v for _, _, v in batch if v is not None)
             seq = batch[-1][0]
         return out
 
-    def _rewrite(self, items: list[Any], start: int = 0) -> None:
-        """Make the list ``self[:start] + items[start:]`` (lock held)."""
-        encoded = [dumps(v) for v in items[start:]]
-        n = len(self)
-        for i, data in enumerate(encoded, start):
-            self._put(i, data)
-        for last in range(n, len(items), -1):
-            self._drop_last(last)
+    def _tail(self, i: int, n: int) -> list[bytes]:
+        """The pickled items ``i..n-1`` (lock held, settled)."""
+        if n - i > _SHORT_TAIL and (n - i) * 8 > n:  # a scan reads items ~8x faster
+            return self._all_raw()[i:]
+        out: list[bytes] = []
+        for j in range(i, n):
+            kb, k = encode_key(j)
+            data = self._heap.dict_get(kb, k, held=True)
+            if data is None:
+                raise CorruptSegmentError(f"{self._label()}: item {j} of {n} is missing")
+            out.append(data)
+        return out
+
+    def _splice(self, i: int, j: int, new: list[bytes], n: int) -> list[bytes]:
+        """Replace items ``i..j-1`` by ``new`` (lock held, settled, ``n`` the
+        length); the pickled items removed."""
+        old = self._tail(i, n)
+        self._commit(n, n - (j - i) + len(new), _diff(old, new + old[j - i:], i))
+        return old[:j - i]
+
+    def _rewrite(self, old: list[bytes], new: list[bytes]) -> None:
+        """Make the list ``new`` (lock held, settled, ``old`` its items)."""
+        self._commit(len(old), len(new), _diff(old, new))
 
     def _index(self, i: SupportsIndex, n: int) -> int:
         i = i.__index__()
@@ -100,7 +291,23 @@ class SharedList(HeapObject, MutableSequence[Any]):
     # -- sequence protocol ---------------------------------------------------------
 
     def __len__(self) -> int:
-        return self._heap.dict_len(held=self.lock.held())
+        heap = self._heap
+        if not self.lock.held():
+            view = heap.modcount_view
+            mark = view[0]
+            n = heap.dict_len()
+            if mark == self._clean == view[0]:
+                return n  # read at a counter value known to have no record pending
+            for _ in range(_TRIES):
+                clean = self._clean_at(mark)
+                if clean:
+                    return n
+                if clean is None:
+                    break
+                mark = view[0]
+                n = heap.dict_len()
+        with self.lock:
+            return self._len()
 
     @overload
     def __getitem__(self, i: SupportsIndex) -> Any: ...
@@ -110,81 +317,97 @@ class SharedList(HeapObject, MutableSequence[Any]):
         if isinstance(i, slice):
             return self.copy()[i]
         if type(i) is int and i >= 0:
-            return self._get(i)  # no length needed: a missing key is out of range
-        with self.lock:
-            return self._get(self._index(i, len(self)))
+            data = self._load(i)  # no length needed: a missing key is out of range
+        else:
+            with self.lock:
+                data = self._load(self._index(i, self._len()))
+        if data is None:
+            raise IndexError("list index out of range")
+        return loads(data)
 
     def __setitem__(self, i: Any, value: Any) -> None:
         if isinstance(i, slice):
-            new = list(value)
+            encoded = [dumps(v) for v in value]
             with self.lock:
-                items = self._all()
-                start = _unchanged_prefix(i, len(items))
-                items[i] = new
-                self._rewrite(items, min(start, len(items)))
+                self._settle()
+                old = self._all_raw()
+                new = list(old)
+                new[i] = encoded  # raises as list does, before any change
+                self._rewrite(old, new)
             return
         data = dumps(value)
+        heap = self._heap
         with self.lock:
-            self._put(self._index(i, len(self)), data)
+            self._settle()
+            kb, k = encode_key(self._index(i, heap.dict_len(held=True)))
+            heap.dict_set(kb, k, data, held=True)  # one write: atomic by itself
+            self._clean = heap.modcount_view[0]
 
     def __delitem__(self, i: Any) -> None:
         with self.lock:
-            items = self._all()
             if isinstance(i, slice):
-                start = _unchanged_prefix(i, len(items))
-                del items[i]
-            else:
-                start = self._index(i, len(items))
-                del items[start]
-            self._rewrite(items, min(start, len(items)))
+                self._settle()
+                old = self._all_raw()
+                new = list(old)
+                del new[i]
+                self._rewrite(old, new)
+                return
+            n = self._len()
+            start = self._index(i, n)
+            self._splice(start, start + 1, [], n)
 
     def insert(self, index: SupportsIndex, value: Any) -> None:
         data = dumps(value)
         with self.lock:
-            n = len(self)
+            n = self._len()
             i = index.__index__()
             i = max(0, i + n) if i < 0 else min(i, n)
-            for j in range(n, i, -1):  # shift the tail up by one, last first
-                self._put(j, self._raw(j - 1))
-            self._put(i, data)
-
-    def _raw(self, i: int) -> bytes:
-        data = self._read(i)
-        assert data is not None
-        return data
+            self._splice(i, i, [data], n)
 
     def append(self, value: Any) -> None:
         data = dumps(value)
+        heap = self._heap
         with self.lock:
-            self._put(len(self), data)
+            self._settle()
+            kb, k = encode_key(heap.dict_len(held=True))
+            heap.dict_set(kb, k, data, held=True)  # one write: atomic by itself
+            self._clean = heap.modcount_view[0]
 
     def extend(self, values: Iterable[Any]) -> None:
         if values is self:
             values = self.copy()
         encoded = [dumps(v) for v in values]  # pickled first: a bad value changes nothing
+        if not encoded:
+            return
         with self.lock:
-            n = len(self)
-            for i, data in enumerate(encoded, n):
-                self._put(i, data)
+            n = self._len()
+            self._commit(n, n + len(encoded), list(enumerate(encoded, n)))
 
     def pop(self, index: SupportsIndex = -1) -> Any:
         with self.lock:
-            n = len(self)
+            n = self._len()
             if n == 0:
                 raise IndexError("pop from empty list")
             i = self._index(index, n)
-            value = self._get(i)
-            for j in range(i, n - 1):
-                self._put(j, self._raw(j + 1))
-            self._drop_last(n)
-            return value
+            if i == n - 1:  # one heap operation reads and removes it
+                kb, k = encode_key(i)
+                data = self._heap.dict_pop(kb, k, held=True)
+                self._clean = self._heap.modcount_view[0]
+                if data is None:
+                    raise CorruptSegmentError(f"{self._label()}: item {i} of {n} is missing")
+            else:
+                data = self._splice(i, i + 1, [], n)[0]
+        return loads(data)
 
     def remove(self, value: Any) -> None:
         with self.lock:
-            del self[self.index(value)]
+            self._settle()
+            old = self._all_raw()
+            i = [loads(d) for d in old].index(value)  # ValueError as list
+            self._rewrite(old, old[:i] + old[i + 1:])
 
     def clear(self) -> None:
-        self._heap.dict_clear(held=self.lock.held())
+        self._heap.dict_clear(held=self.lock.held())  # one operation: the record goes too
 
     def index(self, value: Any, start: SupportsIndex = 0, stop: SupportsIndex | None = None,
               /) -> int:
@@ -196,26 +419,30 @@ class SharedList(HeapObject, MutableSequence[Any]):
 
     def reverse(self) -> None:
         with self.lock:
-            self._rewrite(self._all()[::-1])
+            self._settle()
+            old = self._all_raw()
+            self._rewrite(old, old[::-1])
 
     def sort(self, *, key: Callable[[Any], Any] | None = None, reverse: bool = False) -> None:
         with self.lock:
-            items = self._all()
-            items.sort(key=key, reverse=reverse)
-            self._rewrite(items)
+            self._settle()
+            old = self._all_raw()
+            items = [loads(d) for d in old]
+            keys = items if key is None else [key(v) for v in items]
+            # Sort positions, stably as list.sort, and reuse the stored bytes.
+            order = sorted(range(len(old)), key=keys.__getitem__, reverse=reverse)
+            self._rewrite(old, [old[j] for j in order])
 
     def copy(self) -> list[Any]:
         """A plain list with a consistent snapshot of the items."""
         with self.lock:
-            return self._all()
+            self._settle()
+            return [loads(d) for d in self._all_raw()]
 
     def __iter__(self) -> Iterator[Any]:
         i = 0
-        while True:
-            try:
-                yield self._get(i)
-            except IndexError:
-                return
+        while (data := self._load(i)) is not None:
+            yield loads(data)
             i += 1
 
     def __reversed__(self) -> Iterator[Any]:
@@ -243,7 +470,9 @@ class SharedList(HeapObject, MutableSequence[Any]):
 
     def __imul__(self, n: SupportsIndex) -> SharedList:
         with self.lock:
-            self._rewrite(self._all() * n.__index__())
+            self._settle()
+            old = self._all_raw()
+            self._rewrite(old, old * n.__index__())
         return self
 
     def __eq__(self, other: object) -> bool:
@@ -258,6 +487,25 @@ class SharedList(HeapObject, MutableSequence[Any]):
         return bool(mine < (other.copy() if isinstance(other, SharedList) else other))
 
     __hash__ = None  # type: ignore[assignment]
+
+    # -- checking -----------------------------------------------------------------
+
+    def check(self) -> None:
+        """Verify the heap, then the list: a pending redo record is replayed
+        (it must be well formed), and the keys must be exactly 0..len-1, in
+        insertion order, with nothing else stored.  CorruptSegmentError if not."""
+        super().check()
+        with self.lock:
+            self._settle()
+            seq, i = -1, 0
+            while batch := self._heap.dict_scan(seq, values=False, held=True):
+                for _, key, _ in batch:
+                    if key != encode_key(i)[0]:
+                        raise CorruptSegmentError(
+                            f"{self._label()}: entry {i} has key {key[:40]!r}, not the "
+                            f"index {i}")
+                    i += 1
+                seq = batch[-1][0]
 
     def __repr__(self) -> str:
         if not self._seg.attached:
