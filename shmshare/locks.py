@@ -76,7 +76,14 @@ class ObjectLock:
             return False
         self._owner, self._count = me, 1
         if recovered:
-            self.note_recovery()
+            try:
+                self.note_recovery()
+            except BaseException:
+                # The warning was turned into an error: the caller gets it
+                # and does not hold the lock (a `with` body does not run).
+                self._owner, self._count = None, 0
+                self._target.unlock()
+                raise
         return True
 
     def note_recovery(self) -> None:

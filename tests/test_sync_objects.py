@@ -139,3 +139,35 @@ def test_every_primitive_in_children(method: str, tmp_path) -> None:  # type: ig
         p.start()
         p.join(JOIN_TIMEOUT)
         assert p.exitcode == 0 and prims[4].is_set() and prims[3].get_value() == 1
+
+
+def test_owner_died_warning_as_error_leaves_lock_free() -> None:
+    """With OwnerDiedWarning turned into an error, `with d.lock:` raises it without
+    running the body and without keeping the lock (pytest's filterwarnings=error)."""
+    d = shmshare.SharedDict()
+    r, w = os.pipe()
+    hang_r, hang_w = os.pipe()
+
+    def hold() -> int:
+        d.lock.acquire()
+        os.write(w, b"1")
+        os.read(hang_r, 1)  # never answered: wait to be killed
+        return 0
+
+    pid = fork_child(hold)
+    try:
+        assert os.read(r, 1) == b"1"
+        os.kill(pid, signal.SIGKILL)
+        assert wait_child(pid) == -signal.SIGKILL
+        ran = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", shmshare.OwnerDiedWarning)
+            with pytest.raises(shmshare.OwnerDiedWarning), d.lock:
+                ran = True
+        assert not ran
+        assert d.lock.acquire(timeout=5)      # free again, and no second warning
+        d.lock.release()
+    finally:
+        for fd in (r, w, hang_r, hang_w):
+            os.close(fd)
+        d.detach()
