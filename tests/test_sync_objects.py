@@ -165,8 +165,16 @@ def test_owner_died_warning_as_error_leaves_lock_free() -> None:
             with pytest.raises(shmshare.OwnerDiedWarning), d.lock:
                 ran = True
         assert not ran
-        assert d.lock.acquire(timeout=5)      # free again, and no second warning
-        d.lock.release()
+        got: list[bool] = []
+
+        def other_thread() -> None:           # free again, for everyone
+            got.append(d.lock.acquire(timeout=5))
+            d.lock.release()
+
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join(JOIN_TIMEOUT)
+        assert got == [True]
     finally:
         for fd in (r, w, hang_r, hang_w):
             os.close(fd)
