@@ -686,6 +686,7 @@ def test_growth_sigkill(project_dir: Path, shared_dict: SharedDict, shared_lock:
             kills += len(procs)
             if round_ == 0:  # one kill surely inside the lock, a growing write in flight
                 records |= _kill_holding(d, lambda w: _big_write_in_lock(w, d))
+                pids |= set(records)  # that child may have grown the heap too
                 kills += 1
             _bounded_lock(d)
             pendings = []
