@@ -1022,3 +1022,21 @@ def test_shared_lock_holder_killed(shared_dict: SharedDict, shared_lock: Any) ->
     lk.detach()
     d.detach()
 
+
+
+def test_unlink_while_holding_the_lock_retires_the_heap(project_dir: Path) -> None:
+    """`with d.lock: d.unlink()` (the lock is this thread's): another handle keeps its
+    data, grows the heap afterwards, and the last detach leaves no segment."""
+    before = set(segments_created_by(os.getpid()))
+    d = SharedDict("u", project_dir=project_dir)
+    e = SharedDict("u", project_dir=project_dir, create=False)
+    d["x"] = b"y" * (1 << 20)              # an extent
+    with d.lock:
+        d.unlink()
+    d.detach()
+    assert e["x"] == b"y" * (1 << 20)
+    e["z"] = b"q" * (2 << 20)              # grows after the unlink
+    assert e.stats()["extents"] >= 3
+    e.detach()
+    assert set(segments_created_by(os.getpid())) <= before
+    assert list_names(project_dir) == []

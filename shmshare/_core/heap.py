@@ -202,11 +202,14 @@ class Heap:
     def retire(self) -> None:
         """The main segment is being removed while other processes still use the
         heap: from now on its extents die with their last user (see extent.c)."""
+        held = False
         try:
-            held = False
             self.lock()
+        except CorruptSegmentError:
+            self.destroy_extents()   # nobody can use a corrupt heap anyway
+            return
         except RuntimeError:
-            held = True   # this thread holds the lock already (EDEADLK)
+            held = True              # this thread holds the lock already (EDEADLK)
         try:
             lib.shms_heap_retire(self._handle())
         finally:
