@@ -107,15 +107,15 @@ def _kill_at_random(rng: random.Random, procs: list[tuple[int, int]], lo: float,
     return {pid: _parse(b) for pid, b in bufs.items()}
 
 
-def _kill_holding(obj: Any, body: Callable[[int], None]) -> dict[int, Records]:
-    """A child runs ``body(record_fd)`` inside ``with obj.lock:`` and is killed there: a
+def _kill_holding(lock: Any, body: Callable[[int], None]) -> dict[int, Records]:
+    """A child runs ``body(record_fd)`` inside ``with lock:`` and is killed there: a
     kill that surely lands inside the lock (random ones only may).  Its records, by pid."""
     r, w = os.pipe()
     mr, mw = os.pipe()
 
     def child() -> None:  # pragma: no cover - child
         warnings.simplefilter("ignore", shmshare.OwnerDiedWarning)
-        with obj.lock:
+        with lock:
             body(w)
             os.write(mw, b"h")
             time.sleep(60)
@@ -222,7 +222,7 @@ def test_shared_list_sigkill(shared_dict: SharedDict, shared_lock: Any) -> None:
             records = _kill_at_random(rng, procs, 0.01, 0.25)
             kills += len(procs)
             if round_ == 0:  # one kill surely inside the lock, an append in flight
-                records |= _kill_holding(lst, lambda w: _appends_in_lock(w, lst))
+                records |= _kill_holding(lst.lock, lambda w: _appends_in_lock(w, lst))
                 kills += 1
             _bounded_lock(lst)
             added: set[int] = set()
@@ -574,7 +574,7 @@ def test_shared_queue_sigkill(shared_dict: SharedDict, shared_lock: Any) -> None
             consumers = [_start(_consumer, q, rng.randrange(1 << 30)) for _ in range(2)]
             records = _kill_at_random(rng, procs + consumers, 0.01, 0.25)
             if round_ == 0:  # one kill surely inside the lock, a put in flight
-                records |= _kill_holding(q, lambda w: _puts_in_lock(w, q))
+                records |= _kill_holding(q.lock, lambda w: _puts_in_lock(w, q))
             kills += len(records)
             _bounded_lock(q)
             acked_put: set[int] = set()
@@ -685,7 +685,7 @@ def test_growth_sigkill(project_dir: Path, shared_dict: SharedDict, shared_lock:
             records = _kill_at_random(rng, procs, 0.02, 0.4)
             kills += len(procs)
             if round_ == 0:  # one kill surely inside the lock, a growing write in flight
-                records |= _kill_holding(d, lambda w: _big_write_in_lock(w, d))
+                records |= _kill_holding(d.lock, lambda w: _big_write_in_lock(w, d))
                 pids |= set(records)  # that child may have grown the heap too
                 kills += 1
             _bounded_lock(d)
@@ -916,20 +916,7 @@ def test_dict_lock_holder_killed(shared_dict: SharedDict, shared_lock: Any) -> N
     d = SharedDict()
     d["n"] = 0
     d["log"] = 0
-    r, w = os.pipe()
-
-    def hold() -> None:  # pragma: no cover - child
-        with d.lock:
-            d["x"] = "written under the lock"
-            os.write(w, b"k")
-            time.sleep(60)
-
-    pid = fork_child(hold)
-    os.close(w)
-    assert select.select([r], [], [], BOUND)[0] and os.read(r, 1) == b"k"
-    os.kill(pid, signal.SIGKILL)
-    wait_pid(pid, BOUND)
-    os.close(r)
+    _kill_holding(d.lock, lambda w: d.__setitem__("x", "written under the lock"))
     with _recoveries() as caught:
         assert d.lock.acquire(timeout=BOUND)
         d.lock.release()
@@ -978,19 +965,7 @@ def test_shared_lock_holder_killed(shared_dict: SharedDict, shared_lock: Any) ->
     lk = SharedLock()
     d = SharedDict()
     d["n"] = 0
-    r, w = os.pipe()
-
-    def hold() -> None:  # pragma: no cover - child
-        assert lk.acquire()
-        os.write(w, b"k")
-        time.sleep(60)
-
-    pid = fork_child(hold)
-    os.close(w)
-    assert select.select([r], [], [], BOUND)[0] and os.read(r, 1) == b"k"
-    os.kill(pid, signal.SIGKILL)
-    wait_pid(pid, BOUND)
-    os.close(r)
+    _kill_holding(lk, lambda w: None)
     with _recoveries() as caught:
         assert lk.acquire(timeout=BOUND), "SharedLock not taken back from a dead holder"
     assert any(issubclass(c.category, shmshare.OwnerDiedWarning) for c in caught)
