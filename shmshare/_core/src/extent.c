@@ -45,6 +45,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/ipc.h>
 #include <sys/random.h>
@@ -241,14 +242,26 @@ static uint64_t nattch(int64_t shmid)
     return shmctl((int)shmid, IPC_STAT, &ds) == 0 ? (uint64_t)ds.shm_nattch : 0;
 }
 
+/* A process that exits detaches its segments one at a time, in no set
+ * order: for a moment it may count among extent 0's users no more, yet still
+ * among an extent's.  Comparing counts then would settle an extent that a
+ * user who never attached it still needs.  So nothing is settled within
+ * SHMS_SETTLE_QUIET seconds of the last detach of extent 0 (a Python detach
+ * drops extents before extent 0, so only exits are concerned, and an exit's
+ * teardown takes milliseconds); a later lock, or the last user's detach
+ * (shms_heap_last_detach), settles it. */
+#define SHMS_SETTLE_QUIET 2
+
 /* ANONYMOUS: IPC_RMID every extent that all users of extent 0 attached. */
 void shms_ext_settle(shms_heap_t *h)
 {
     shms_heap_hdr_t *H = h->hdr;
+    struct shmid_ds ds;
     uint64_t main, left = 0;
     unsigned i;
     if (!(H->flags & SHMS_F_ANONYMOUS) || !H->unsettled || h->main_shmid < 0 ||
-        !(main = nattch(h->main_shmid)))
+        shmctl((int)h->main_shmid, IPC_STAT, &ds) != 0 || !(main = ds.shm_nattch) ||
+        (ds.shm_dtime && time(NULL) - ds.shm_dtime < SHMS_SETTLE_QUIET))
         return;
     for (i = 1; i < H->n_extents && i < SHMS_MAX_EXT; i++) {
         shms_ext_ent_t *E = &H->ext[i];
