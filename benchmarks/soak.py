@@ -48,8 +48,8 @@ from typing import Any
 
 import shmshare
 from shmshare import SharedDict, SharedList, SharedQueue, _core
-from shmshare.keys import list_names
-from shmshare.sync_objects import SharedLock
+from shmshare.naming.keys import list_names
+from shmshare.objects.sync import SharedLock
 
 BOUND = 30.0  # seconds: a lock or a reap that takes longer is a deadlock
 EMPTY = (1 << 64) - 1

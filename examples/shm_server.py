@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import shmshare
-from shmshare.sync_objects import SharedRLock
-from shmshare.sync_waits import SharedCondition
+from shmshare.objects.sync import SharedRLock
+from shmshare.objects.waits import SharedCondition
 
 NAME = "shm_demo"
 MESSAGES = [string.ascii_lowercase, "hello from the server", "System V, safely",

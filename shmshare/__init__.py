@@ -14,14 +14,14 @@ from .errors import (
     ShmValueError,
     WrongTypeError,
 )
-from .locks import ObjectLock, OwnerDiedWarning
 from .manager import Manager
+from .objects.array import SharedArray
+from .objects.dict import SharedDict
+from .objects.list import SharedList
+from .objects.lock import ObjectLock, OwnerDiedWarning
+from .objects.queue import SharedQueue
+from .objects.small import SharedNamespace, SharedSet, SharedValue
 from .segment import Segment
-from .shared_array import SharedArray
-from .shared_dict import SharedDict
-from .shared_list import SharedList
-from .shared_queue import SharedQueue
-from .small_objects import SharedNamespace, SharedSet, SharedValue
 
 __all__ = [
     "CorruptSegmentError",

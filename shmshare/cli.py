@@ -15,10 +15,10 @@ from typing import Any
 
 from ._version import __version__
 from .errors import ShmshareError
-from .inventory import info, list_entries, remove
-from .keys import resolve_project_dir
-from .lifecycle import SweepResult, sweep, sweep_extents
-from .owned_dirs import OWNED_SUBDIRS, dead_owner_dirs, remove_all
+from .naming.dirs import OWNED_SUBDIRS, dead_owner_dirs, remove_all
+from .naming.inventory import info, list_entries, remove
+from .naming.keys import resolve_project_dir
+from .naming.lifecycle import SweepResult, sweep, sweep_extents
 
 __all__ = ["main"]
 
@@ -119,14 +119,16 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
 
 def _check(pdir: Path, name: str, trust: bool) -> tuple[Any, str]:
     """Open the object with its own type and run its structural check."""
-    from . import shared_dict, shared_list, shared_queue, small_objects, sync_objects, sync_waits
+    from .objects import dict as dict_mod
+    from .objects import list as list_mod
+    from .objects import queue, small, sync, waits
 
     classes: list[Any] = [
-        shared_dict.SharedDict, shared_list.SharedList, shared_queue.SharedQueue,
-        small_objects.SharedNamespace, small_objects.SharedValue, small_objects.SharedSet,
-        sync_objects.SharedSemaphore, sync_objects.SharedBoundedSemaphore,
-        sync_objects.SharedLock, sync_objects.SharedRLock, sync_objects.SharedEvent,
-        sync_waits.SharedCondition, sync_waits.SharedBarrier,
+        dict_mod.SharedDict, list_mod.SharedList, queue.SharedQueue,
+        small.SharedNamespace, small.SharedValue, small.SharedSet,
+        sync.SharedSemaphore, sync.SharedBoundedSemaphore,
+        sync.SharedLock, sync.SharedRLock, sync.SharedEvent,
+        waits.SharedCondition, waits.SharedBarrier,
     ]
     kinds = {cls.KIND: cls for cls in classes}
     kind = info(pdir, name)["kind"]

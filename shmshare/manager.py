@@ -31,22 +31,22 @@ from multiprocessing.context import ProcessError
 from pathlib import Path
 from typing import Any
 
-from ._heapobj import HeapObject
-from .keys import default_project_dir
-from .owned_dirs import claim, remove_all, sweep_dead_owners
-from .shared_array import SharedArray
-from .shared_dict import SharedDict
-from .shared_list import SharedList
-from .shared_queue import SharedQueue
-from .small_objects import SharedNamespace, SharedSet, SharedValue
-from .sync_objects import (
+from .naming.dirs import claim, remove_all, sweep_dead_owners
+from .naming.keys import default_project_dir
+from .objects.array import SharedArray
+from .objects.base import HeapObject
+from .objects.dict import SharedDict
+from .objects.list import SharedList
+from .objects.queue import SharedQueue
+from .objects.small import SharedNamespace, SharedSet, SharedValue
+from .objects.sync import (
     SharedBoundedSemaphore,
     SharedEvent,
     SharedLock,
     SharedRLock,
     SharedSemaphore,
 )
-from .sync_waits import SharedBarrier, SharedCondition
+from .objects.waits import SharedBarrier, SharedCondition
 
 __all__ = ["Manager", "SharedDictProxy"]
 

@@ -30,10 +30,10 @@ from typing import Any
 
 import pytest
 
-from .keys import default_project_dir
-from .lifecycle import pid_alive
-from .owned_dirs import claim, remove_all, sweep_dead_owners
-from .shared_dict import SharedDict
+from .naming.dirs import claim, remove_all, sweep_dead_owners
+from .naming.keys import default_project_dir
+from .naming.lifecycle import pid_alive
+from .objects.dict import SharedDict
 
 __all__ = ["OnceError", "run_shared_dict"]
 

@@ -1,7 +1,7 @@
 """``Segment``: one System V shared-memory segment, named, anonymous or raw.
 
 * **Named** (``Segment("name", size)``): found through a key file in a
-  project directory (see :mod:`shmshare.keys`), verified by its header, and
+  project directory (see :mod:`shmshare.naming.keys`), verified by its header, and
   removed — segment and key file — when the last process detaches, unless
   created with ``persist=True``.
 * **Anonymous** (``Segment(None, size)``): ``IPC_PRIVATE``, marked for removal
@@ -30,7 +30,7 @@ from .errors import (
     ShmValueError,
     WrongTypeError,
 )
-from .header import (
+from .naming.header import (
     FLAG_ANONYMOUS,
     FLAG_HEAP,
     FLAG_PERSIST,
@@ -39,8 +39,8 @@ from .header import (
     note_pid_namespace,
     pid_namespace_shared,
 )
-from .keys import KeyFile, KeyRecord, key_file_path, resolve_project_dir, validate_name
-from .lifecycle import Found, destroy, find_existing, sweep
+from .naming.keys import KeyFile, KeyRecord, key_file_path, resolve_project_dir, validate_name
+from .naming.lifecycle import Found, destroy, find_existing, sweep
 
 __all__ = ["Segment"]
 

@@ -14,8 +14,8 @@ from helpers import children
 
 from shmshare import _core
 from shmshare._core.heap import Heap
-from shmshare.keys import KeyFile, key_file_path, list_names
-from shmshare.lifecycle import destroy, find_existing
+from shmshare.naming.keys import KeyFile, key_file_path, list_names
+from shmshare.naming.lifecycle import destroy, find_existing
 from shmshare.pytest_plugin import run_shared_dict
 
 pytest_plugins = ["pytester"]

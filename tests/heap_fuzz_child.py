@@ -17,8 +17,8 @@ import sys
 import shmshare
 from shmshare import Segment, SharedDict
 from shmshare._core.heap import Heap
-from shmshare.codec import decode_key, encode_key
-from shmshare.header import HEADER_SIZE
+from shmshare.naming.header import HEADER_SIZE
+from shmshare.objects.codec import decode_key, encode_key
 
 MUTEX = (64, 104)  # the pthread_mutex_t in the heap header (src/heap_int.h)
 

@@ -151,8 +151,8 @@ def test_check(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_check_covers_every_heap_kind(project_dir: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Queues and sync objects have heaps too: check verifies them, not just their header."""
-    from shmshare.shared_queue import SharedQueue
-    from shmshare.sync_objects import SharedLock
+    from shmshare.objects.queue import SharedQueue
+    from shmshare.objects.sync import SharedLock
 
     q = SharedQueue(name="q", project_dir=project_dir)
     q.put("item")

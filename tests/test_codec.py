@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shmshare.codec import decode_key, dumps, encode_key, loads
+from shmshare.objects.codec import decode_key, dumps, encode_key, loads
 
 
 def cmp(key: object) -> bytes:

@@ -23,7 +23,7 @@ FUZZ = textwrap.dedent("""
     import random, sys, collections
     import shmshare
     from shmshare import SharedDict, Segment
-    from shmshare.header import HEADER_SIZE
+    from shmshare.naming.header import HEADER_SIZE
 
     pdir = sys.argv[1]
     rng = random.Random(int(sys.argv[2]))
@@ -102,7 +102,7 @@ def test_damaged_shared_array_header_is_refused(project_dir: Path) -> None:
     with CorruptSegmentError when opened (never a JSON or numpy error, never a hang)."""
     import shmshare
     from shmshare import Segment, SharedArray
-    from shmshare.header import HEADER_SIZE
+    from shmshare.naming.header import HEADER_SIZE
 
     a = SharedArray((4, 3), "float64", name="arr", project_dir=project_dir)
     raw = Segment.from_id(a.segment.id)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import shmshare
-from shmshare.keys import KeyFile, KeyRecord, default_project_dir, resolve_project_dir
+from shmshare.naming.keys import KeyFile, KeyRecord, default_project_dir, resolve_project_dir
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "..", ".", ".hidden", "a\0b", "x" * 201,

@@ -170,7 +170,7 @@ def test_crashed_run_is_swept_by_next(pytester: pytest.Pytester, tmp_path: Path)
     code = textwrap.dedent(f"""
         import os, signal
         from shmshare import SharedDict
-        from shmshare.keys import resolve_project_dir
+        from shmshare.naming.keys import resolve_project_dir
         d = resolve_project_dir({str(stale)!r})
         (d / "owner.pid").write_text(str(os.getpid()))
         SharedDict("shared_dict", project_dir=d, persist=True)["x"] = 1

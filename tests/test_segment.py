@@ -14,8 +14,9 @@ import pytest
 from helpers import JOIN_TIMEOUT, fork_call, mp_run, run_python, wait_pid
 
 import shmshare
-from shmshare import _core, keys
-from shmshare.lifecycle import sweep
+from shmshare import _core
+from shmshare.naming import keys
+from shmshare.naming.lifecycle import sweep
 
 
 def test_create_open_exists_notfound(project_dir: Path) -> None:

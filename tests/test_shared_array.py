@@ -124,7 +124,7 @@ def test_lock_and_dead_owner() -> None:
 
 def test_memoryview_without_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without numpy, a struct-format dtype gives a typed memoryview."""
-    import shmshare.shared_array as sa_mod
+    import shmshare.objects.array as sa_mod
 
     monkeypatch.setattr(sa_mod, "_np", lambda: None)
     a = SharedArray((2, 3), "d")

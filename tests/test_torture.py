@@ -32,9 +32,9 @@ from helpers import fork_child, segments_created_by, wait_pid
 
 import shmshare
 from shmshare import SharedDict, SharedList, SharedQueue
-from shmshare.keys import list_names
-from shmshare.lifecycle import sweep_extents
-from shmshare.sync_objects import SharedLock
+from shmshare.naming.keys import list_names
+from shmshare.naming.lifecycle import sweep_extents
+from shmshare.objects.sync import SharedLock
 
 BOUND = 15.0  # seconds: any wait after a kill (lock, op, reap) must end within this
 EMPTY = (1 << 64) - 1  # "the op found nothing" in a record
@@ -328,7 +328,7 @@ def test_list_multi_write_killed_midway(op: str) -> None:
     """Each multi-write method killed after its first writes: the next access, an unlocked
     lst[i] in another handle, finishes the change (warning), and the list is exactly the
     list after the method; check() passes and no record is left."""
-    from shmshare.shared_list import _JOURNAL
+    from shmshare.objects.list import _JOURNAL
 
     n = 8000
     before = list(range(n))
@@ -405,7 +405,7 @@ def _kill_after_writes(lst: SharedList, fn: Callable[[], None], writes: int) -> 
 def test_list_replay_killed_midway() -> None:
     """The process finishing a dead writer's change is itself killed while replaying
     it: the next one replays it again (idempotent), and the list is the list after."""
-    from shmshare.shared_list import _JOURNAL
+    from shmshare.objects.list import _JOURNAL
 
     n = 8000
     for _attempt in range(5):
@@ -482,7 +482,7 @@ def test_list_random_methods_sigkill(shared_dict: SharedDict, shared_lock: Any) 
     rng = random.Random(4242)
     lst = SharedList(range(300))
     state = list(range(300))
-    from shmshare.shared_list import _JOURNAL
+    from shmshare.objects.list import _JOURNAL
 
     kills = ops = lost = replayed = 0
     with _recoveries(), closing(lst):

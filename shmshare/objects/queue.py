@@ -24,7 +24,7 @@ import queue
 import time
 from typing import Any
 
-from ._heapobj import HeapObject
+from .base import HeapObject
 from .codec import dumps, encode_key, loads
 
 __all__ = ["SharedQueue"]

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _core
-from .errors import SegmentNotFoundError, ShmshareError
+from .. import _core
+from ..errors import SegmentNotFoundError, ShmshareError
 from .header import HEADER_SIZE, Header
 from .keys import KeyFile, KeyRecord, key_file_path, list_names
 
@@ -209,7 +209,7 @@ def sweep_extents(*, dry_run: bool = False) -> list[SweepResult]:
     longer exists.  Extents whose main segment exists, or is not recorded,
     are kept.
     """
-    from ._core.heap import probe_extent
+    from .._core.heap import probe_extent
 
     results: list[SweepResult] = []
     for shmid in _core.list_ids():

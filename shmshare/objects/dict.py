@@ -30,7 +30,7 @@ from collections.abc import (
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from ._heapobj import _CACHEABLE, HeapObject
+from .base import _CACHEABLE, HeapObject
 from .codec import decode_key, dumps, encode_key, loads
 
 __all__ = ["SharedDict"]
@@ -53,7 +53,7 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
 
     Keys follow dict's equality (``d[1]``, ``d[1.0]`` and ``d[True]`` are one
     key) for str, bytes, numbers, None and tuples/frozensets of those; see
-    ``shmshare.codec`` for other keys.  Values are anything picklable,
+    ``shmshare.objects.codec`` for other keys.  Values are anything picklable,
     with cloudpickle as a fallback.  ``d[k]`` returns a *copy*: mutate nested
     values with ``mutate()`` or ``apply()``, or reassign them.
     """

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import LockTimeoutError, ShmPermissionError, ShmValueError
+from ..errors import LockTimeoutError, ShmPermissionError, ShmValueError
 
 __all__ = [
     "KEY_SUFFIX",

@@ -44,11 +44,11 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, MutableSequence
 from typing import Any, SupportsIndex, overload
 
-from ._core.heap import Heap
-from ._heapobj import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE, HeapObject
+from .._core.heap import Heap
+from ..errors import CorruptSegmentError
+from ..segment import Segment
+from .base import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE, HeapObject
 from .codec import dumps, encode_key, loads
-from .errors import CorruptSegmentError
-from .segment import Segment
 
 __all__ = ["SharedList"]
 

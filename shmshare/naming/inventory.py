@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _core
-from .errors import SegmentNotFoundError
+from .. import _core
+from ..errors import SegmentNotFoundError
 from .header import HEADER_SIZE
 from .keys import KeyFile, KeyRecord, key_file_path, list_names
 from .lifecycle import destroy, find_existing, orphan_reason, pid_alive

@@ -24,11 +24,11 @@ import math
 import struct
 from typing import Any
 
-from . import _core
-from .errors import CorruptSegmentError, ShmValueError
-from .header import HEADER_SIZE
-from .locks import ObjectLock
-from .segment import Segment
+from .. import _core
+from ..errors import CorruptSegmentError, ShmValueError
+from ..naming.header import HEADER_SIZE
+from ..segment import Segment
+from .lock import ObjectLock
 
 __all__ = ["SharedArray"]
 

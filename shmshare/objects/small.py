@@ -1,6 +1,6 @@
 """``SharedNamespace``, ``SharedValue`` and ``SharedSet``: the Manager's smaller types.
 
-All three live on the heap dict engine (see :mod:`shmshare.shared_dict`),
+All three live on the heap dict engine (see :mod:`shmshare.objects.dict`),
 pickle by reference, and make every single operation atomic under the
 object's robust lock (``obj.lock`` for several at once).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, MutableSet
 from typing import Any
 
-from ._heapobj import HeapObject
+from .base import HeapObject
 from .codec import decode_key, dumps, encode_key, loads
 
 __all__ = ["SharedNamespace", "SharedSet", "SharedValue"]

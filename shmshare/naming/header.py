@@ -16,7 +16,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from .errors import CorruptSegmentError
+from ..errors import CorruptSegmentError
 
 __all__ = [
     "FLAG_ANONYMOUS",

@@ -25,10 +25,10 @@ import time
 import warnings
 from typing import Any
 
-from ._heapobj import HeapObject
+from ..naming.lifecycle import pid_alive
+from .base import HeapObject
 from .codec import dumps, encode_key, loads
-from .lifecycle import pid_alive
-from .locks import OwnerDiedWarning
+from .lock import OwnerDiedWarning
 
 __all__ = ["SharedBoundedSemaphore", "SharedEvent", "SharedLock", "SharedRLock",
            "SharedSemaphore"]

@@ -12,13 +12,13 @@ import os
 import time
 from typing import Any, TypeVar
 
-from ._core.heap import Heap
+from .._core.heap import Heap
+from ..errors import ShmPermissionError
+from ..naming.header import HEADER_SIZE, Header
+from ..naming.lifecycle import register_destroy_hook
+from ..segment import Segment
 from .codec import encode_key
-from .errors import ShmPermissionError
-from .header import HEADER_SIZE, Header
-from .lifecycle import register_destroy_hook
-from .locks import ObjectLock
-from .segment import Segment
+from .lock import ObjectLock
 
 __all__ = ["HeapObject"]
 
@@ -171,7 +171,7 @@ class HeapObject:
 
     def check(self) -> None:
         """Verify the heap and index invariants; raise CorruptSegmentError if broken."""
-        from .errors import CorruptSegmentError
+        from ..errors import CorruptSegmentError
 
         problem = self._heap.check()
         if problem is not None:

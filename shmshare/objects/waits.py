@@ -1,5 +1,5 @@
 """Condition and Barrier for ``shmshare.Manager()``, on the same mechanism as
-:mod:`shmshare.sync_objects`: a state record on the object's heap, changed
+:mod:`shmshare.objects.sync`: a state record on the object's heap, changed
 under its robust lock, and waits that sleep on the heap's change futex
 without holding that lock.
 
@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..naming.lifecycle import pid_alive
 from .codec import dumps
-from .lifecycle import pid_alive
-from .sync_objects import SharedLock, SharedRLock, _Waitable
+from .sync import SharedLock, SharedRLock, _Waitable
 
 __all__ = ["SharedBarrier", "SharedCondition"]
 

@@ -15,7 +15,7 @@ import warnings
 import weakref
 from typing import Any, Protocol
 
-from .errors import LockTimeoutError
+from ..errors import LockTimeoutError
 
 __all__ = ["ObjectLock", "OwnerDiedWarning"]
 
