@@ -13,7 +13,6 @@ from conftest import HeapFactory
 from helpers import run_python, segments_created_by
 
 from shmshare import CorruptSegmentError, SharedDict
-from shmshare._core._lib import lib
 from shmshare._core.heap import SCAN_START, Heap
 from shmshare.naming.header import HEADER_SIZE
 from shmshare.naming.inventory import remove
@@ -33,7 +32,7 @@ def _filled(make_heap: HeapFactory, n: int) -> tuple[Heap, memoryview, int]:
     for i in range(n):
         k = b"key%05d" % i
         h.dict_set(k, len(k), bytes(100))
-    root = int(lib.shms_heap_root_ref(h._h))
+    root = h.root_ref()
     assert root >> 48 == 0                         # the table is in extent 0
     mv = make_heap.made[-1][1].memoryview()
     return h, mv, HEAP_AT + (root & ((1 << 48) - 1)) + 64

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import HeapFactory
 from helpers import fork_child, segments_created_by, wait_child
-from shmshare._core._lib import lib
 
 from shmshare import _core
+from shmshare._core.heap import set_test_fail_point
 from shmshare.naming.lifecycle import sweep_extents
 
 
@@ -32,7 +32,7 @@ def _anonymous_heap_child(grow: int) -> HeapFactory:
 def test_extent_of_a_creator_killed_right_after_shmget_is_found_by_gc() -> None:
     """The last user dies between an extent's shmget and its header: gc still finds it."""
     def child() -> int:
-        lib.shms_test_fail_point(1)      # _exit(70) right after the extent's shmget
+        set_test_fail_point(1)      # _exit(70) right after the extent's shmget
         _anonymous_heap_child(200_000)
         return 0
     pid = fork_child(child)

@@ -35,7 +35,7 @@ from ..errors import (
 from . import IPC_CREAT, IPC_EXCL, Attachment, OwnerWatch, explain_shmget_error
 from ._lib import ffi, lib
 
-__all__ = ["SCAN_START", "Heap", "reap_extents", "sweep_extent"]
+__all__ = ["SCAN_START", "Heap", "reap_extents", "set_test_fail_point", "sweep_extent"]
 
 #: ``dict_scan(SCAN_START)`` starts at the first (or, reverse, the last) entry.
 SCAN_START = -1
@@ -121,6 +121,12 @@ def reap_extents(main_shmid: int, token: int = 0, *, force: bool = False) -> int
     else only if that segment is gone.  Never reads the heap header, so a
     damaged heap stays removable.  Returns how many were removed."""
     return int(lib.shms_ext_reap(main_shmid, token, int(force)))
+
+
+def set_test_fail_point(point: int) -> None:
+    """Tests only: 1 makes this process ``_exit(70)`` right after the next extent's
+    shmget (the moment before anything identifies the segment); 0 turns it off."""
+    lib.shms_test_fail_point(point)
 
 
 class _Scratch:
@@ -301,6 +307,10 @@ class Heap:
     def recoveries(self) -> int:
         """Dead-owner recoveries performed through this handle."""
         return int(lib.shms_heap_recoveries(self._handle()))
+
+    def root_ref(self) -> int:
+        """The ref of the heap's root structure (for tests that damage it)."""
+        return int(lib.shms_heap_root_ref(self._handle()))
 
     @property
     def modcount(self) -> int:
