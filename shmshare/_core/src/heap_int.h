@@ -180,6 +180,15 @@ unsigned shms_bin_of(uint64_t size);
 void shms_ext_setup_local(shms_heap_t *h, unsigned e, char *base, uint64_t size);
 
 /* ---- extent.c ---- */
+/* Extent keys derive from the main segment's shmid (extent.c, the top). */
+#define SHMS_KEY_TRIES 8
+#define SHMS_IDX_MASK  0x7FFF
+static inline int shms_ext_key(int64_t main, unsigned slot, unsigned try)
+{
+    return (int)((((uint64_t)main & SHMS_IDX_MASK) << 9) | (slot << 3) | try);
+}
+/* The shmid of the segment at kernel index idx; -1: none; -2: unreadable. */
+int64_t shms_index_holder(unsigned idx);
 int  shms_ext_grow(shms_heap_t *h, uint64_t need);
 int  shms_ext_sync(shms_heap_t *h);
 int  shms_ext_resolve_pending(shms_heap_t *h);
