@@ -112,6 +112,35 @@ def test_last_detach_removes_every_extent() -> None:
     assert segments_created_by(pid) == []
 
 
+def test_concurrent_last_detaches_remove_every_extent() -> None:
+    """Four users detach at the same moment, extents grown while they shared the object:
+    whichever detaches the main segment last finds it gone and removes them."""
+    import shmshare
+
+    def child() -> int:
+        d = shmshare.SharedDict()
+        r, w = os.pipe()
+        workers = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                os.close(w)
+                os.read(r, 1)
+                d.detach()
+                os._exit(0)
+            workers.append(pid)
+        os.close(r)
+        d["big"] = "x" * 3_000_000       # shared: the extents stay keyed
+        os.write(w, b"ggg")              # everyone detaches now, together
+        d.detach()
+        codes = [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in workers]
+        return max(codes)
+    for _ in range(5):
+        pid = fork_child(child)
+        assert wait_child(pid) == 0
+        assert segments_created_by(pid) == []
+
+
 SYSCALLS = textwrap.dedent("""
     import os, shmshare
     d = shmshare.SharedDict()
