@@ -53,20 +53,20 @@ def test_damaged_seq_ends_iteration_in_corrupt_error(make_heap: HeapFactory) -> 
 
 
 def test_flipped_seed_bit_is_caught_at_open_and_by_check(make_heap: HeapFactory) -> None:
-    """One bit of the hash seed: check() names it, open refuses, a rebuild never rehashes."""
+    """One bit of the hash seed: open refuses, check() names it, and the next operation
+    fails loudly instead of missing keys (nothing is rehashed or rewritten)."""
     h, mv, _ = _filled(make_heap, 10)
     att = make_heap.made[-1][1]
+    assert h.dict_get(b"key00003", 8) == bytes(100)
     mv[HEAP_AT + SEED] ^= 1
+    with pytest.raises(CorruptSegmentError):
+        Heap.open(att, HEAP_AT, 1 << 22)
     problem = h.check()
     assert problem is not None and "checksum" in problem
     with pytest.raises(CorruptSegmentError):
-        Heap.open(att, HEAP_AT, 1 << 22)
-    mv[HEAP_AT + SEED] ^= 1
-    assert h.check() is None
-    mv[HEAP_AT + SEED] ^= 1
+        h.dict_get(b"key00003", 8)
     with pytest.raises(CorruptSegmentError):
-        h.rebuild()                                # refuses rather than rehash every entry
-    mv[HEAP_AT + SEED] ^= 1
+        h.dict_set(b"key00003", 8, b"new", held=False)
     mv.release()
 
 

@@ -413,7 +413,8 @@ int shms_heap_open(void *base, uint64_t size, shms_heap_t **out)
  * everything is: one flipped bit there would hide keys silently (lookups
  * miss while len() and iteration still count them), and a rebuild would
  * rehash every entry with the wrong seed.  So they are checksummed at
- * creation and verified at open, before recovery, and by check. */
+ * creation and verified at open, at every lock (before recovery; a mismatch
+ * marks the heap corrupt: nothing is rewritten) and by check. */
 uint64_t shms_ident_sum(const shms_heap_hdr_t *H)
 {
     uint64_t v[8] = {H->version, H->mutex_size, H->header_size, H->flags, H->mode,

@@ -252,6 +252,8 @@ static int after_lock(shms_heap_t *h, int owner_died)
         shms_store64(&H->needs_recovery, 1);
     if (H->corrupt)
         rc = SHMS_ECORRUPT;
+    else if (H->ident_sum != shms_ident_sum(H))     /* a few ns: see heap.c */
+        rc = shms_set_corrupt(h, "heap header checksum mismatch (seed or layout damaged)");
     else if (H->needs_recovery) {
         rc = recover(h, 1) ?: SHMS_RECOVERED;   /* gnu11: a ?: b */
         /* The dead owner may have committed a change without bumping the
@@ -292,7 +294,8 @@ int shms_op_begin(shms_heap_t *h, int held, int64_t timeout_ns)
 {
     int rc;
     if (held)
-        return h->hdr->corrupt ? SHMS_ECORRUPT : shms_ext_sync(h);
+        return h->hdr->corrupt || h->hdr->ident_sum != shms_ident_sum(h->hdr)
+                   ? SHMS_ECORRUPT : shms_ext_sync(h);
     rc = shms_heap_lock(h, timeout_ns);
     return rc == SHMS_RECOVERED ? 0 : rc;
 }
