@@ -16,7 +16,7 @@ import pytest
 from conftest import HeapFactory
 from helpers import fork_child, segments_created_by, wait_child
 
-from shmshare import _core
+from shmshare import ShmLimitError, _core
 from shmshare._core.heap import set_test_fail_point
 from shmshare.naming.lifecycle import sweep_extents
 
@@ -233,3 +233,26 @@ def test_growth_retries_smaller_when_shmall_refuses_the_doubling() -> None:
     assert re.search(r"a segment of [1-9]\d* bytes", message), message
 
 
+
+
+def test_segments_squatting_on_a_heaps_keys_are_left_alone(make_heap: HeapFactory) -> None:
+    """Other segments under every key of slot 1: growth fails clearly, nobody removes them."""
+    h = make_heap(1 << 16)
+    main = make_heap.made[-1][1].shmid
+    planted = []
+    try:
+        for try_ in range(8):
+            key = (main & 0x7FFF) << 9 | 1 << 3 | try_
+            sid = _core.shmget(key, 4096, _core.IPC_CREAT | _core.IPC_EXCL | 0o600)
+            planted.append(sid)
+            att = _core.shmat(sid, 4096)
+            att.memoryview()[:8] = b"PLANTED!"
+            att.detach()
+        with pytest.raises(ShmLimitError, match="every key this heap may give"):
+            h.dict_set(b"big", 3, bytes(200_000))
+        assert sweep_extents(ids=planted) == []
+        h.destroy_extents()
+        assert all(_core.stat(sid).nattch == 0 for sid in planted)   # still there
+    finally:
+        for sid in planted:
+            _core.rmid(sid)
