@@ -128,3 +128,27 @@ def test_gc_removes_damaged_orphans_and_goes_on(project_dir: Path) -> None:
                                                            ("b-good", "removed")]
     assert segments_created_by(pid) == []
     assert list_names(project_dir) == []
+
+
+def test_gc_reports_a_payload_it_cannot_clean_up_and_goes_on(
+        project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A destroy hook that raises: gc still removes every orphan, and says what failed."""
+    from shmshare.naming import lifecycle
+
+    def broken(*_: object) -> None:
+        raise CorruptSegmentError("cannot parse this payload")
+    monkeypatch.setattr(lifecycle, "_DESTROY_HOOKS", [*lifecycle._DESTROY_HOOKS, broken])
+    code = textwrap.dedent("""
+        import os, sys
+        from shmshare import SharedDict
+        a = SharedDict("a", project_dir=sys.argv[1])
+        b = SharedDict("b", project_dir=sys.argv[1])
+        print(os.getpid(), flush=True)
+        os._exit(0)
+    """)
+    pid = int(run_python(code, str(project_dir)).stdout)
+    results = sweep(project_dir)
+    assert [(r.name, r.action) for r in sorted(results, key=lambda r: r.name)] == [
+        ("a", "removed"), ("b", "removed")]
+    assert all("cannot parse this payload" in r.reason for r in results)
+    assert segments_created_by(pid) == []

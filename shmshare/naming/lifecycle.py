@@ -120,22 +120,21 @@ def _crashed_creation(st: _core.ShmStat) -> bool:
             and not pid_alive(st.cpid))
 
 
-def destroy(found: Found) -> None:
+def destroy(found: Found) -> str | None:
     """Remove a verified segment: destroy hooks, then IPC_RMID.  Key file lock held.
 
     The IPC_RMID never depends on the hooks: a hook that fails (a damaged
-    payload) is reported after the segment is gone, not instead of removing it.
+    payload) does not stop the removal; what it reported is returned.
     """
-    failed: ShmshareError | None = None
+    problem = None
     if found.header.has_heap:
         for hook in _DESTROY_HOOKS:
             try:
                 hook(found.attachment, found.header, _core.stat(found.shmid).nattch)
             except ShmshareError as exc:
-                failed = failed or exc
+                problem = problem or f"its payload could not be cleaned up: {exc}"
     _core.rmid(found.shmid)
-    if failed is not None:
-        raise failed
+    return problem
 
 
 def orphan_reason(st: _core.ShmStat, header: Header) -> str | None:
@@ -200,23 +199,14 @@ def _sweep_one(kf: KeyFile, name: str, dry_run: bool) -> SweepResult | None:
         if reason is None:
             return None
         if not dry_run:
-            try:
-                destroy(found)
-            except ShmshareError as exc:  # reported; the sweep goes on
-                if not _gone(found.shmid):
-                    return SweepResult(name, "kept", f"cannot remove: {exc}")
-                reason += f" (its payload could not be parsed: {exc})"
+            problem = destroy(found)
+            if problem is not None:   # reported; the sweep goes on
+                reason += f" ({problem})"
             kf.unlink()
         return SweepResult(name, "removed", reason)
     finally:
         found.attachment.detach()
 
-
-def _gone(shmid: int) -> bool:
-    try:
-        return _core.stat(shmid).dest
-    except ShmshareError:
-        return True
 
 
 def sweep_extents(*, dry_run: bool = False, ids: list[int] | None = None
