@@ -33,9 +33,10 @@
  * even if all of them are killed.  That is safe: every process that can
  * reach the heap later is either a fork of one holding it (and inherits the
  * attachment) or attaches the main segment by shmid, and Heap.open then
- * attaches every extent at once, under the lock.  (A newcomer whose last
- * other user dies before that gets SHMS_EEXTGONE: an anonymous object lives
- * only while someone is attached.)  A process that dies before B leaves
+ * attaches every extent at once, under the lock (if the lock is busy, at its
+ * first operation: the holder has them all attached meanwhile).  A newcomer
+ * whose last other user dies before that gets SHMS_EEXTGONE: an anonymous
+ * object lives only while someone is attached.  A process that dies before B leaves
  * nothing then: the segment is destroyed with its last attachment.
  *
  * WHO REMOVES AN EXTENT otherwise.  An extent grown while other processes
