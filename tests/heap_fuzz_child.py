@@ -20,7 +20,7 @@ from shmshare._core.heap import Heap
 from shmshare.naming.header import HEADER_SIZE
 from shmshare.objects.codec import decode_key, encode_key
 
-MUTEX = (64, 104)  # the pthread_mutex_t in the heap header (src/heap_int.h)
+MUTEX = (128, 168)  # the pthread_mutex_t in the heap header (src/heap_int.h)
 
 
 def populate(d: SharedDict, rng: random.Random) -> None:

@@ -999,7 +999,7 @@ def test_shared_lock_holder_killed(shared_dict: SharedDict, shared_lock: Any) ->
 
 
 
-def test_unlink_while_holding_the_lock_retires_the_heap(project_dir: Path) -> None:
+def test_unlink_while_holding_the_lock_keeps_data_and_leaves_nothing(project_dir: Path) -> None:
     """`with d.lock: d.unlink()` (the lock is this thread's): another handle keeps its
     data, grows the heap afterwards, and the last detach leaves no segment."""
     before = set(segments_created_by(os.getpid()))

@@ -215,7 +215,7 @@ class Attachment:
     since touching a view after ``shmdt`` would crash the interpreter.
     """
 
-    __slots__ = ("__weakref__", "_addr", "_buf", "_ptr", "readonly", "shmid", "size")
+    __slots__ = ("__weakref__", "_addr", "_after", "_buf", "_ptr", "readonly", "shmid", "size")
 
     def __init__(self, shmid: int, size: int, readonly: bool,
                  on_detached: Callable[[], None] | None) -> None:
@@ -223,6 +223,7 @@ class Attachment:
         _check(lib.shms_shmat(shmid, int(readonly), out),
                f"shmat(shmid={shmid}{', SHM_RDONLY' if readonly else ''})")
         addr = out[0]
+        after: dict[object, Callable[[], None]] = {}
 
         def _shmdt(_cdata: object) -> None:
             # Runs exactly once: from detach() via ffi.release, or when the
@@ -230,13 +231,20 @@ class Attachment:
             lib.shms_shmdt(addr)
             if on_detached is not None:
                 on_detached()
+            for fn in list(after.values()):
+                fn()
 
         self.shmid = shmid
         self.size = size
         self.readonly = readonly
         self._addr = int(ffi.cast("uintptr_t", addr))
+        self._after = after
         self._ptr = ffi.gc(ffi.cast("char *", addr), _shmdt)
         self._buf = ffi.buffer(self._ptr, size)
+
+    def after_detach(self, tag: object, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` right after the segment is detached (once per ``tag``)."""
+        self._after.setdefault(tag, fn)
 
     @property
     def attached(self) -> bool:

@@ -16,6 +16,7 @@ pointer into it.
 from __future__ import annotations
 
 import errno
+import functools
 import struct
 import threading
 import time
@@ -34,7 +35,7 @@ from ..errors import (
 from . import IPC_CREAT, IPC_EXCL, Attachment, OwnerWatch, explain_shmget_error
 from ._lib import ffi, lib
 
-__all__ = ["SCAN_START", "Heap"]
+__all__ = ["SCAN_START", "Heap", "reap_extents", "set_test_fail_point", "sweep_extent"]
 
 #: ``dict_scan(SCAN_START)`` starts at the first (or, reverse, the last) entry.
 SCAN_START = -1
@@ -54,6 +55,7 @@ _EBADHEAP = int(lib.SHMS_EBADHEAP)
 _ETOOMANY = int(lib.SHMS_ETOOMANY)
 _EWRONGKIND = int(lib.SHMS_EWRONGKIND)
 _EEXTGONE = int(lib.SHMS_EEXTGONE)
+_ENOKEY = int(lib.SHMS_ENOKEY)
 _BUSY = (errno.ETIMEDOUT, errno.EBUSY)
 # What a closed handle's counter reads: 2**64-1, a value the real counter never takes.
 _CLOSED = ("this shared object is detached from this process (detach() was called, or "
@@ -63,8 +65,9 @@ _STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
           "entries", "recoveries", "modcount", "used_blocks")
 
 
-def _error(rc: int, what: str) -> Exception:
-    """The exception for a C result code ``rc`` raised while doing ``what``."""
+def _error(rc: int, what: str, asked: int = 0) -> Exception:
+    """The exception for a C result code ``rc`` raised while doing ``what``;
+    ``asked``: bytes the last extent shmget asked for."""
     if rc == _ECORRUPT:
         return CorruptSegmentError(
             f"{what}: the heap is marked corrupt (run check() for the reason); "
@@ -88,23 +91,42 @@ def _error(rc: int, what: str) -> Exception:
                             f"(pass held=True)")
     if rc == errno.ENOTRECOVERABLE:
         return CorruptSegmentError(f"{what}: the heap lock is unrecoverable", rc)
+    if rc == _ENOKEY:
+        return ShmLimitError(f"{what}: growing the heap failed: every key this heap may "
+                             f"give a new segment is taken by another segment (see "
+                             f"'ipcs -m'), or the system has more than 32768 segments",
+                             errno.ENOSPC)
     if rc in (errno.ENOSPC, errno.ENOMEM, errno.EINVAL):
-        hint = explain_shmget_error(rc, 1, 0, IPC_CREAT | IPC_EXCL)
+        hint = explain_shmget_error(rc, 1, asked, IPC_CREAT | IPC_EXCL)
         if rc == errno.EINVAL:
             hint = ("the allocation does not fit in one segment of kernel.shmmax bytes; "
                     "raise it with 'sysctl -w kernel.shmmax=...'")
-        return ShmLimitError(f"{what}: growing the heap failed: {errno.errorcode[rc]}"
-                             + (f" ({hint})" if hint else ""), rc)
+        return ShmLimitError(f"{what}: growing the heap by a segment of {asked} bytes "
+                             f"failed: {errno.errorcode[rc]}" + (f" ({hint})" if hint else ""),
+                             rc)
     return from_errno(rc, what)
 
 
-def probe_extent(att: Attachment) -> int | None:
-    """If ``att`` is a heap extent segment: its heap's main shmid (-1 if not
-    recorded); else None.  For gc (lifecycle.sweep_extents)."""
-    if att.size < 64:
-        return None
+def sweep_extent(shmid: int, *, dry_run: bool = False) -> int | None:
+    """gc: if ``shmid`` is an extent of ours whose heap is gone, remove it (unless
+    ``dry_run``) and return the main shmid it names (-1: unfinished, names
+    none); else None.  The argument is in ``src/extent.c``."""
     main = ffi.new("int64_t *")
-    return int(main[0]) if lib.shms_ext_probe(att.pointer(0), main) else None
+    return int(main[0]) if lib.shms_ext_sweep(shmid, int(dry_run), main) else None
+
+
+def reap_extents(main_shmid: int, token: int = 0, *, force: bool = False) -> int:
+    """Remove the extents of the heap whose main segment is ``main_shmid``: with
+    ``force`` (the caller removes that segment and is its only user) at once,
+    else only if that segment is gone.  Never reads the heap header, so a
+    damaged heap stays removable.  Returns how many were removed."""
+    return int(lib.shms_ext_reap(main_shmid, token, int(force)))
+
+
+def set_test_fail_point(point: int) -> None:
+    """Tests only: 1 makes this process ``_exit(70)`` right after the next extent's
+    shmget (the moment before anything identifies the segment); 0 turns it off."""
+    lib.shms_test_fail_point(point)
 
 
 class _Scratch:
@@ -136,6 +158,9 @@ class Heap:
         self._att = att              # keeps extent 0 mapped
         self._h: Any = handle
         lib.shms_heap_set_main(handle, att.shmid)
+        # Whoever detaches the main segment last removes the extents (extent.c).
+        att.after_detach(Heap, functools.partial(
+            lib.shms_ext_reap, att.shmid, int(lib.shms_heap_token(handle)), 0))
         self._tls = threading.local()
         self.lock_timeout: float | None = None
         # Set by the object owning the segment (Segment.pid_namespace_shared):
@@ -161,10 +186,8 @@ class Heap:
                anonymous: bool = False) -> Heap:
         """Initialise a new heap in place; ``mode`` is used for its extents.
 
-        ``anonymous``: extents are IPC_RMID'd as soon as every process
-        attached to ``att``'s segment has attached them too, so they vanish
-        with their last user (for main segments that are RMID'd as well);
-        until then :meth:`destroy_extents` still removes them.
+        ``anonymous`` is recorded in the header; extents of every heap go
+        when the main segment goes (``src/extent.c``).
         """
         out = ffi.new("shms_heap_t **")
         flags = int(lib.SHMS_F_ANONYMOUS) if anonymous else 0
@@ -181,7 +204,19 @@ class Heap:
         rc = lib.shms_heap_open(cls._base(att, offset, size), size, out)
         if rc:
             raise _error(rc, "opening the heap")
-        return cls(att, out[0])
+        heap = cls(att, out[0])
+        # Attach every extent now: one grown by a sole user is already marked
+        # for removal and lives only while someone holds it (src/extent.c).
+        # A busy lock's holder holds them all; a corrupt heap fails its ops.
+        try:
+            heap.lock(timeout=0)
+        except (RuntimeError, LockTimeoutError, CorruptSegmentError):
+            return heap
+        except BaseException:
+            heap.close()
+            raise
+        heap.unlock()
+        return heap
 
     def close(self) -> None:
         """Detach the extents this handle attached (not extent 0); idempotent."""
@@ -196,31 +231,13 @@ class Heap:
             self.close()
 
     def destroy_extents(self) -> None:
-        """IPC_RMID every extent segment (by whoever removes the main segment)."""
+        """IPC_RMID every extent segment (by whoever removes the main segment
+        while no other process is attached)."""
         lib.shms_heap_destroy_extents(self._handle())
 
-    def retire(self) -> None:
-        """The main segment is being removed while other processes still use the
-        heap: from now on its extents die with their last user (see extent.c)."""
-        held = False
-        try:
-            self.lock()
-        except CorruptSegmentError:
-            self.destroy_extents()   # nobody can use a corrupt heap anyway
-            return
-        except RuntimeError:
-            held = True              # this thread holds the lock already (EDEADLK)
-        try:
-            lib.shms_heap_retire(self._handle())
-        finally:
-            if not held:
-                self.unlock()
-
     def last_detach(self) -> None:
-        """Before detaching: the last user of an anonymous heap removes the
-        extents that are not settled yet."""
-        if self._h is not None:
-            lib.shms_heap_last_detach(self._h)
+        """Nothing to do before detaching: the extents are reaped right after
+        the main segment is detached, by whoever finds it gone (``extent.c``)."""
 
     def _handle(self) -> Any:
         h = self._h
@@ -278,7 +295,8 @@ class Heap:
         ``started`` is the caller's wait state: [start time, OwnerWatch].
         """
         if rc not in _BUSY:
-            raise _error(rc, what)
+            h = self._h
+            raise _error(rc, what, int(lib.shms_heap_last_grow(h)) if h is not None else 0)
         if not started:
             started += [time.monotonic(), self._watch(what)]
         if self.lock_timeout is not None and time.monotonic() - started[0] >= self.lock_timeout:
@@ -289,6 +307,10 @@ class Heap:
     def recoveries(self) -> int:
         """Dead-owner recoveries performed through this handle."""
         return int(lib.shms_heap_recoveries(self._handle()))
+
+    def root_ref(self) -> int:
+        """The ref of the heap's root structure (for tests that damage it)."""
+        return int(lib.shms_heap_root_ref(self._handle()))
 
     @property
     def modcount(self) -> int:

@@ -120,12 +120,21 @@ def _crashed_creation(st: _core.ShmStat) -> bool:
             and not pid_alive(st.cpid))
 
 
-def destroy(found: Found) -> None:
-    """Remove a verified segment: destroy hooks, then IPC_RMID.  Key file lock held."""
+def destroy(found: Found) -> str | None:
+    """Remove a verified segment: destroy hooks, then IPC_RMID.  Key file lock held.
+
+    The IPC_RMID never depends on the hooks: a hook that fails (a damaged
+    payload) does not stop the removal; what it reported is returned.
+    """
+    problem = None
     if found.header.has_heap:
         for hook in _DESTROY_HOOKS:
-            hook(found.attachment, found.header, _core.stat(found.shmid).nattch)
+            try:
+                hook(found.attachment, found.header, _core.stat(found.shmid).nattch)
+            except ShmshareError as exc:
+                problem = problem or f"its payload could not be cleaned up: {exc}"
     _core.rmid(found.shmid)
+    return problem
 
 
 def orphan_reason(st: _core.ShmStat, header: Header) -> str | None:
@@ -190,56 +199,34 @@ def _sweep_one(kf: KeyFile, name: str, dry_run: bool) -> SweepResult | None:
         if reason is None:
             return None
         if not dry_run:
-            destroy(found)
+            problem = destroy(found)
+            if problem is not None:   # reported; the sweep goes on
+                reason += f" ({problem})"
             kf.unlink()
         return SweepResult(name, "removed", reason)
     finally:
         found.attachment.detach()
 
 
-_EXT_KEYS = range(1, 1 << 24)  # heap extents use random keys below proj_id's byte
 
-
-def sweep_extents(*, dry_run: bool = False) -> list[SweepResult]:
+def sweep_extents(*, dry_run: bool = False, ids: list[int] | None = None
+                  ) -> list[SweepResult]:
     """Remove heap extent segments (of this user) whose heap is gone.
 
-    An extent outlives its heap only when every process of an anonymous (or
-    unlinked) heap died without detaching normally.  Such an extent has
-    nattch 0, is not marked for removal, and names a main segment that no
-    longer exists.  Extents whose main segment exists, or is not recorded,
-    are kept.
+    An extent outlives its heap only when every process using the heap died
+    without detaching normally.  It is recognised even if its creator died
+    before writing anything into it, because its key derives from its main
+    segment (the argument is in ``_core/src/extent.c``).  ``ids``: look only
+    at these shmids (default: every segment).
     """
-    from .._core.heap import probe_extent
+    from .._core.heap import sweep_extent
 
     results: list[SweepResult] = []
-    for shmid in _core.list_ids():
-        try:
-            st = _core.stat(shmid)
-            if (st.key not in _EXT_KEYS or st.nattch or st.dest or st.uid != os.geteuid()
-                    or st.size < 64):
-                continue
-            att = _core.shmat(shmid, st.size, readonly=True)
-        except ShmshareError:
-            continue  # gone meanwhile, or not ours to read
-        try:
-            main = probe_extent(att)
-        finally:
-            att.detach()
-        if main is None or main < 0 or _exists(main):
+    for shmid in _core.list_ids() if ids is None else ids:
+        main = sweep_extent(shmid, dry_run=dry_run)
+        if main is None:
             continue
-        if not dry_run:
-            try:
-                _core.rmid(shmid)
-            except ShmshareError:
-                continue
-        results.append(SweepResult(f"extent shmid={shmid}", "removed",
-                                   f"a heap extent whose main segment (shmid {main}) is gone"))
+        why = (f"a heap extent whose main segment (shmid {main}) is gone" if main >= 0 else
+               "an unfinished heap extent whose main segment is gone")
+        results.append(SweepResult(f"extent shmid={shmid}", "removed", why))
     return results
-
-
-def _exists(shmid: int) -> bool:
-    try:
-        _core.stat(shmid)
-    except ShmshareError:
-        return False
-    return True

@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any, TypeVar
 
-from .._core.heap import Heap
+from .._core.heap import Heap, reap_extents
 from ..errors import ShmPermissionError
 from ..naming.header import HEADER_SIZE, Header
 from ..naming.lifecycle import register_destroy_hook
@@ -34,17 +34,13 @@ _CACHE_MAX_VALUE = 1 << 20  # larger values are never cached
 
 
 def _destroy_extents(att: Any, header: Header, nattch: int) -> None:
-    # Runs whenever a heap-backed segment is removed (last detach, rm, gc,
-    # unlink): the heap's extra segments go with it -- at once if no other
-    # process can still use them, else with the last user (Heap.retire).
-    heap = Heap.open(att, HEADER_SIZE, header.payload_size)
-    try:
-        if nattch <= 1:
-            heap.destroy_extents()
-        else:
-            heap.retire()
-    finally:
-        heap.close()
+    # Runs whenever a heap-backed segment is removed (last detach, rm, gc, unlink).
+    # It never parses the heap, so a damaged one stays removable: extent keys
+    # derive from the main shmid (_core/src/extent.c).  With other processes
+    # attached, the main segment dies with the last of them, who removes the
+    # extents right after detaching it.
+    if nattch <= 1:
+        reap_extents(att.shmid, force=True)
 
 
 register_destroy_hook(_destroy_extents)

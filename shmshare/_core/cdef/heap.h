@@ -8,6 +8,7 @@
 #define SHMS_ETOOMANY ...
 #define SHMS_EWRONGKIND ...
 #define SHMS_EEXTGONE ...
+#define SHMS_ENOKEY ...
 #define SHMS_F_ANONYMOUS ...
 #define SHMS_MAX_EXT ...
 
@@ -20,9 +21,12 @@ int  shms_heap_open(void *base, uint64_t size, shms_heap_t **out);
 void shms_heap_close(shms_heap_t *h);
 void shms_heap_set_main(shms_heap_t *h, int64_t shmid);
 int  shms_heap_destroy_extents(shms_heap_t *h);
-void shms_heap_retire(shms_heap_t *h);
-void shms_heap_last_detach(shms_heap_t *h);
-int  shms_ext_probe(const void *p, int64_t *main);
+uint64_t shms_heap_token(shms_heap_t *h);
+uint64_t shms_heap_last_grow(shms_heap_t *h);
+uint64_t shms_heap_root_ref(shms_heap_t *h);
+int  shms_ext_reap(int64_t main_shmid, uint64_t token, int force);
+int  shms_ext_sweep(int64_t shmid, int dry_run, int64_t *main_out);
+void shms_test_fail_point(int point);
 int  shms_heap_lock(shms_heap_t *h, int64_t timeout_ns);
 int  shms_heap_unlock(shms_heap_t *h);
 int64_t shms_heap_lock_owner(shms_heap_t *h);

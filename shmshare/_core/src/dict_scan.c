@@ -6,6 +6,13 @@
  * and resize/compaction keep them, so the position is found by binary
  * search and iteration survives concurrent mutation without torn data.
  *
+ * Bounded: every record a batch returns has a seq strictly beyond `after`
+ * and beyond the record before it, or the batch fails as damage (then the
+ * rebuild finds the seqs out of order and marks the heap corrupt).  So the
+ * caller's position moves on with every batch, and a table of n entries is
+ * done in at most n batches, whatever its seqs hold: a damaged seq can
+ * never make iteration return the same batch forever.
+ *
  * Record layout (8-byte aligned): u64 seq, u64 klen, u64 vlen
  * (UINT64_MAX when values were not asked for), key bytes, value bytes,
  * zero padding to a multiple of 8.
@@ -111,8 +118,8 @@ static int scan_body(shms_heap_t *h, void *arg)
     shms_dop_t *a = arg;
     shms_dtab_t *t;
     shms_dent_t *en;
-    uint64_t n, i, pos = 0, count = 0, need = 0, *res = a->res;
-    int reverse = a->flag, put, rc = shms_dict_table(h, 0, &t);
+    uint64_t n, i, pos = 0, count = 0, need = 0, *res = a->res, last;
+    int reverse = a->flag, put, rc = shms_dict_table(h, 0, &t), bounded = a->after >= 0;
     res[0] = res[1] = res[2] = 0;
     if (rc || !t)
         return rc;
@@ -122,11 +129,16 @@ static int scan_body(shms_heap_t *h, void *arg)
         i = a->after < 0 ? 0 : first_ge(en, n, (uint64_t)a->after + 1);
     else
         i = a->after < 0 ? n : first_ge(en, n, (uint64_t)a->after);
+    last = (uint64_t)a->after;
     while (reverse ? i > 0 : i < n) {
         shms_dent_t *e = &en[reverse ? i - 1 : i];
         i = reverse ? i - 1 : i + 1;
         if (!e->blob)
             continue;
+        if (bounded && (reverse ? e->seq >= last : e->seq <= last))
+            return SHMS_EDAMAGED;       /* seqs out of order: see the top */
+        last = e->seq;
+        bounded = 1;
         if ((put = put_record(h, e, a->values, a->out, a->cap, &pos, &need)) < 0)
             return SHMS_EDAMAGED;
         if (!put)

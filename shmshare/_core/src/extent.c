@@ -1,54 +1,78 @@
 /* Online growth: extents 1..63 are SysV segments created under the heap
  * lock when no free block fits.
  *
+ * KEYS ARE DERIVED FROM THE HEAP, so that every segment a heap may have
+ * created can be found again from the heap's main segment alone, even when
+ * nothing was ever written into the segment:
+ *     key(M, slot, try) = (M & 0x7FFF) << 9 | slot << 3 | try
+ * with M the shmid of the main segment (extent 0), slot 1..63 and try 0..7
+ * (the next try after EEXIST).  M & 0x7FFF is M's index in the kernel's
+ * table of segments, which no other live segment can hold; growth first
+ * checks that this is so (SHM_STAT of that index returns M; only a kernel
+ * booted with ipcmni_extend and more than 32768 segments can fail it, and
+ * then growth fails with SHMS_ENOKEY instead of sharing keys).  So while M
+ * exists, only this heap creates segments under these keys; once M is gone,
+ * nobody does until its index is reused.  Keys are below 2^24, while ftok
+ * keys carry proj_id (1..255) in their top byte: they never collide.
+ *
  * COMMIT POINTS of shms_ext_grow (ext[i] is the slot's table entry):
- *   A  ext[i] = {key, pid, size} then state := PENDING  (before shmget, so
- *      a segment can never exist that the table does not name);
- *   -  shmget(key, IPC_CREAT|IPC_EXCL) (EEXIST: state := FREE, new key),
- *      shmat, [ANONYMOUS: IPC_RMID at once], write the first free block
- *      and then the extent header {magic, token, index, size};
+ *   A  ext[i] = {key, pid, size} then state := PENDING (before shmget);
+ *   -  shmget(key, IPC_CREAT|IPC_EXCL) (EEXIST: state := FREE, next try;
+ *      ENOSPC/ENOMEM: again at half the size, down to what the request
+ *      needs), shmat, magic := "SHMSNEW" (the first store), the first free
+ *      block, {token, index, size, main}, then magic := "SHMSEXT";
  *   B  ext[i].shmid := id, then state := READY  (the extent now exists);
  *   -  generation += 1, bins/counters updated (derived).
  * A process dying between A and B leaves a PENDING slot: recovery removes
  * the segment if it still exists under that key and was created by the
- * recorded pid with the recorded size (so a foreign segment that made our
- * shmget fail with EEXIST is never touched), then frees the slot.
+ * recorded pid with the recorded size, then frees the slot.
  *
- * Keys are random in [1, 2^24): their top byte is 0, while ftok keys carry
- * proj_id (1..255) in the top byte, so they can never collide with them.
+ * SOLE USER.  If, when the extent is created, the main segment is marked
+ * for removal (anonymous, or unlinked) and attached by this process alone,
+ * the extent is IPC_RMID'd right after its shmat, so it dies with its users
+ * even if all of them are killed.  That is safe: every process that can
+ * reach the heap later is either a fork of one holding it (and inherits the
+ * attachment) or attaches the main segment by shmid, and Heap.open then
+ * attaches every extent at once, under the lock (if the lock is busy, at its
+ * first operation: the holder has them all attached meanwhile).  A newcomer
+ * whose last other user dies before that gets SHMS_EEXTGONE: an anonymous
+ * object lives only while someone is attached.  A process that dies before B leaves
+ * nothing then: the segment is destroyed with its last attachment.
  *
- * ANONYMOUS heaps want extents that die with their last user, i.e. that
- * are IPC_RMID'd.  Doing so at creation would lose the extent if its
- * creator exits before any other process attached it (a removed segment
- * is destroyed when its attach count drops to 0, even though extent 0 and
- * the table still need it).  So an extent is SETTLED (IPC_RMID'd, removed
- * := 1) only once its attach count reaches extent 0's, i.e. every process
- * that can reach the heap holds it too; shms_ext_settle runs after every
- * lock while hdr->unsettled != 0.  Until then it is a keyed segment that
- * shms_heap_destroy_extents still removes.  Fork keeps both counts equal.
- *
- * RETIRING.  A named heap whose main segment is removed (unlink) while other
- * processes still use it becomes ANONYMOUS from then on (shms_heap_retire,
- * under the lock): its extents are settled like an anonymous heap's, so the
- * processes still attached keep every extent they may need, and an extent
- * grown afterwards dies with its last user too.  The last user of an
- * ANONYMOUS heap removes whatever is still unsettled when it detaches
- * (shms_heap_last_detach), e.g. extents whose grower exited before anyone
- * else attached them.
+ * WHO REMOVES AN EXTENT otherwise.  An extent grown while other processes
+ * hold the main segment is not IPC_RMID'd while its heap can be used (one
+ * of them may be idle and attach it at its next operation, so removing it
+ * early would lose data, and watching attach counts would cost a syscall
+ * per operation).  It goes when the main segment goes:
+ *   1  whoever removes the main segment while it is the only process
+ *      attached removes them at once (shms_ext_reap, force);
+ *   2  every process, right after it detached the main segment, checks
+ *      whether it still exists (one IPC_STAT); if not, it was the last user
+ *      (or one of the last, racing), and it removes every segment under the
+ *      heap's keys that is ours: an "SHMSEXT" one naming M and the heap's
+ *      token, or an unfinished one (magic zero or "SHMSNEW") provided M's
+ *      index is still free (else a new heap may be creating it);
+ *   3  when every user was killed, `gc` (shms_ext_sweep) removes an extent
+ *      whose recorded main segment is gone, or an unfinished one whose key's
+ *      index holds no segment.  Both tests are sound: the main segment held
+ *      that index from before the extent existed until it died.
+ * So every segment a heap creates is, from the instant shmget returns, one
+ * that 1, 2 or 3 finds: there is no window in which it can be orphaned
+ * unseen, and no step depends on timing.  A heap whose header is damaged is
+ * still removable: 1 needs only M, never the heap's header.
  *
  * ATTACHING.  Other processes follow the table by shmid whenever the
  * generation differs from their handle's (shms_ext_sync, run by every
- * locked operation) and verify magic + token + index + size, because a
- * removed segment's shmid can be reused by an unrelated segment.
+ * locked operation; an unchanged generation costs no syscall) and verify
+ * magic + token + index + size, because a removed segment's shmid can be
+ * reused by an unrelated segment.
  */
 #include "heap_int.h"
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <sys/ipc.h>
-#include <sys/random.h>
 #include <sys/shm.h>
 
 static int verify_ext(shms_heap_t *h, unsigned i, const char *p)
@@ -122,8 +146,8 @@ static uint64_t page_up(uint64_t v)
 }
 
 /* Size of the next extent: at least the heap's total so far (so the heap
- * doubles) and at least what the request needs; capped by shmmax. */
-static int next_size(shms_heap_t *h, uint64_t need, uint64_t *out)
+ * doubles) and at least what the request needs (*min); capped by shmmax. */
+static int next_size(shms_heap_t *h, uint64_t need, uint64_t *out, uint64_t *min_out)
 {
     shms_heap_hdr_t *H = h->hdr;
     shms_limits_t lim;
@@ -137,9 +161,11 @@ static int next_size(shms_heap_t *h, uint64_t need, uint64_t *out)
         want = SHMS_OFF_MASK & ~0xFFFFULL;
     if (shms_limits(&lim) == 0 && want > lim.shmmax)
         want = lim.shmmax / 4096 * 4096;
+    h->last_ask = min;
     if (want < min)
         return EINVAL;                  /* the request alone exceeds shmmax */
     *out = want;
+    *min_out = min;
     return 0;
 }
 
@@ -152,65 +178,108 @@ static int free_slot(shms_heap_hdr_t *H)
     return -1;
 }
 
-/* Commit point A, then shmget; returns the shmid or -errno. */
+/* ---------------------------------------------------------------- keys */
+
+int64_t shms_index_holder(unsigned idx)
+{
+    struct shmid_ds ds;
+    int id;
+#ifdef SHM_STAT_ANY
+    id = shmctl((int)idx, SHM_STAT_ANY, &ds);
+    if (id >= 0 || errno != EINVAL)
+        return id >= 0 ? id : -2;       /* -2: there, but unreadable */
+#endif
+    id = shmctl((int)idx, SHM_STAT, &ds);
+    return id >= 0 ? id : (errno == EACCES ? -2 : -1);
+}
+
+static int test_fail_point;
+
+/* Tests only: 1 makes the process _exit right after an extent's shmget. */
+void shms_test_fail_point(int point)
+{
+    test_fail_point = point;
+}
+
+/* Commit point A, then shmget; returns the shmid or -errno / -SHMS_ENOKEY. */
 static int create_segment(shms_heap_t *h, unsigned i, uint64_t size)
 {
     shms_heap_hdr_t *H = h->hdr;
     shms_ext_ent_t *E = &H->ext[i];
-    int tries, id, err = EEXIST;
-    uint32_t r;
-    for (tries = 0; tries < 256; tries++) {
-        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
-            return -EIO;
-        r &= 0xFFFFFFu;
-        if (!r)
-            continue;
-        E->key = r;
+    unsigned try;
+    int id, err;
+    for (try = 0; try < SHMS_KEY_TRIES; try++) {
+        key_t key = shms_ext_key(h->main_shmid, i, try);
+        E->key = (uint64_t)key;
         E->pid = getpid();
         E->size = size;
         E->shmid = -1;
         shms_store64(&E->state, SHMS_EXT_PENDING);          /* A */
         if (H->n_extents <= i)
             shms_store64(&H->n_extents, i + 1);
-        id = shmget((key_t)r, size, IPC_CREAT | IPC_EXCL | (int)(H->mode & 0777));
-        if (id >= 0)
+        id = shmget(key, size, IPC_CREAT | IPC_EXCL | (int)(H->mode & 0777));
+        if (id >= 0) {
+            if (test_fail_point == 1)
+                _exit(70);
             return id;
+        }
         err = errno;
         shms_store64(&E->state, SHMS_EXT_FREE);
         if (err != EEXIST)
             return -err;
     }
-    return -err;
+    return -SHMS_ENOKEY;                /* every key of this slot is taken */
 }
 
 static void init_extent(shms_heap_t *h, unsigned i, char *p, uint64_t size)
 {
     shms_ext_hdr_t *x = (shms_ext_hdr_t *)p;
     shms_blk_t *b = (shms_blk_t *)(p + SHMS_EXT_HDR);
+    memcpy(x->magic, SHMS_EXT_BEGUN, 8);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
     b->size = (size & SHMS_SIZE_MASK) - SHMS_EXT_HDR;
     b->prev = 0;
     x->token = h->hdr->token;
     x->index = i;
     x->size = size;
-    x->main = h->main_shmid >= 0 ? (uint64_t)h->main_shmid + 1 : 0;
+    x->main = (uint64_t)h->main_shmid + 1;
     __atomic_thread_fence(__ATOMIC_RELEASE);
     memcpy(x->magic, SHMS_EXT_MAGIC, 8);
+}
+
+/* The main segment is marked for removal and attached here only (the top). */
+static int sole_user(shms_heap_t *h)
+{
+    struct shmid_ds ds;
+    return shmctl((int)h->main_shmid, IPC_STAT, &ds) == 0 && ds.shm_nattch == 1 &&
+           (ds.shm_perm.mode & SHM_DEST);
 }
 
 int shms_ext_grow(shms_heap_t *h, uint64_t need)
 {
     shms_heap_hdr_t *H = h->hdr;
     shms_ext_ent_t *E;
-    uint64_t size, bs;
+    uint64_t size, min, bs;
     int i = free_slot(H), id, rc;
     void *p;
     if (i < 0)
         return SHMS_ETOOMANY;
-    if ((rc = next_size(h, need, &size)))
+    if ((rc = next_size(h, need, &size, &min)))
         return rc;
+    /* The keys are ours only while M holds its index (see the top). */
+    if (h->main_shmid < 0 || shms_index_holder((unsigned)(h->main_shmid & SHMS_IDX_MASK)) !=
+                                 h->main_shmid)
+        return SHMS_ENOKEY;
     E = &H->ext[i];
-    if ((id = create_segment(h, (unsigned)i, size)) < 0)
-        return -id;
+    while (1) {
+        h->last_ask = size;
+        if ((id = create_segment(h, (unsigned)i, size)) >= 0)
+            break;
+        /* shmall (ENOSPC) or memory (ENOMEM) may still allow a smaller one. */
+        if ((id != -ENOSPC && id != -ENOMEM) || size <= min)
+            return -id;
+        size = page_up(size / 2) > min ? page_up(size / 2) : min;
+    }
     p = shmat(id, NULL, 0);
     if (p == (void *)-1) {
         rc = errno;
@@ -218,7 +287,8 @@ int shms_ext_grow(shms_heap_t *h, uint64_t need)
         shms_store64(&E->state, SHMS_EXT_FREE);
         return rc;
     }
-    E->removed = 0;
+    if (sole_user(h))
+        shmctl(id, IPC_RMID, NULL);
     init_extent(h, (unsigned)i, p, size);
     E->shmid = id;
     shms_store64(&E->state, SHMS_EXT_READY);                 /* B */
@@ -229,73 +299,7 @@ int shms_ext_grow(shms_heap_t *h, uint64_t need)
     H->bytes_total += bs;
     H->bytes_free += bs;
     shms_bin_insert(h, (unsigned)i, h->first[i]);
-    if (H->flags & SHMS_F_ANONYMOUS) {
-        H->unsettled++;
-        shms_ext_settle(h);
-    }
     return 0;
-}
-
-static uint64_t nattch(int64_t shmid)
-{
-    struct shmid_ds ds;
-    return shmctl((int)shmid, IPC_STAT, &ds) == 0 ? (uint64_t)ds.shm_nattch : 0;
-}
-
-/* A process that exits detaches its segments one at a time, in no set
- * order: for a moment it may count among extent 0's users no more, yet still
- * among an extent's.  Comparing counts then would settle an extent that a
- * user who never attached it still needs.  So nothing is settled within
- * SHMS_SETTLE_QUIET seconds of the last detach of extent 0 (a Python detach
- * drops extents before extent 0, so only exits are concerned, and an exit's
- * teardown takes milliseconds); a later lock, or the last user's detach
- * (shms_heap_last_detach), settles it. */
-#define SHMS_SETTLE_QUIET 2
-
-/* ANONYMOUS: IPC_RMID every extent that all users of extent 0 attached. */
-void shms_ext_settle(shms_heap_t *h)
-{
-    shms_heap_hdr_t *H = h->hdr;
-    struct shmid_ds ds;
-    uint64_t main, left = 0;
-    unsigned i;
-    if (!(H->flags & SHMS_F_ANONYMOUS) || !H->unsettled || h->main_shmid < 0 ||
-        shmctl((int)h->main_shmid, IPC_STAT, &ds) != 0 || !(main = ds.shm_nattch) ||
-        (ds.shm_dtime && time(NULL) - ds.shm_dtime < SHMS_SETTLE_QUIET))
-        return;
-    for (i = 1; i < H->n_extents && i < SHMS_MAX_EXT; i++) {
-        shms_ext_ent_t *E = &H->ext[i];
-        if (E->state != SHMS_EXT_READY || E->removed)
-            continue;
-        if (h->base[i] && nattch(E->shmid) >= main) {
-            shmctl((int)E->shmid, IPC_RMID, NULL);
-            shms_store64(&E->removed, 1);
-        } else {
-            left++;
-        }
-    }
-    H->unsettled = left;
-}
-
-void shms_heap_retire(shms_heap_t *h)
-{
-    shms_heap_hdr_t *H = h->hdr;
-    uint64_t i, n = 0;
-    H->flags |= SHMS_F_ANONYMOUS;
-    for (i = 1; i < H->n_extents && i < SHMS_MAX_EXT; i++)
-        n += H->ext[i].state == SHMS_EXT_READY && !H->ext[i].removed;
-    H->unsettled = n;
-    /* No settling here: the caller's handle may have attached extents just
-     * for this, and would be counted as a user; the next lock settles. */
-}
-
-/* Before this process detaches an ANONYMOUS heap's main segment: if it is
- * the last process attached, remove the extents not yet settled. */
-void shms_heap_last_detach(shms_heap_t *h)
-{
-    if ((h->hdr->flags & SHMS_F_ANONYMOUS) && h->main_shmid >= 0 &&
-        nattch(h->main_shmid) <= 1)
-        shms_heap_destroy_extents(h);
 }
 
 /* Remove the segment a dead creator left PENDING in slot i, if it is ours. */
@@ -324,46 +328,6 @@ int shms_ext_resolve_pending(shms_heap_t *h)
     if (n)
         shms_store64(&H->generation, H->generation + 1);
     return (int)n;
-}
-
-/* Called by whoever removes the main segment: IPC_RMID every extent that
- * is still ours.  Not locked: the heap is being destroyed. */
-int shms_heap_destroy_extents(shms_heap_t *h)
-{
-    shms_heap_hdr_t *H = h->hdr;
-    unsigned i;
-    void *p;
-    for (i = 1; i < H->n_extents && i < SHMS_MAX_EXT; i++) {
-        shms_ext_ent_t *E = &H->ext[i];
-        if (E->state == SHMS_EXT_PENDING) {
-            remove_pending(H, i);
-            continue;
-        }
-        if (E->state != SHMS_EXT_READY || E->removed)
-            continue;                   /* settled anonymous extents are RMID'd */
-        if (h->base[i]) {               /* attached here: surely ours */
-            shmctl((int)E->shmid, IPC_RMID, NULL);
-            continue;
-        }
-        p = shmat((int)E->shmid, NULL, SHM_RDONLY);
-        if (p == (void *)-1)
-            continue;                   /* already gone */
-        if (verify_ext(h, i, p))
-            shmctl((int)E->shmid, IPC_RMID, NULL);
-        shmdt(p);
-    }
-    return 0;
-}
-
-/* For gc: 1 if p starts with a finished extent header; *main = the shmid
- * of its heap's main segment, or -1 if unknown. */
-int shms_ext_probe(const void *p, int64_t *main)
-{
-    const shms_ext_hdr_t *x = (const shms_ext_hdr_t *)p;
-    if (memcmp(x->magic, SHMS_EXT_MAGIC, 8) != 0)
-        return 0;
-    *main = x->main ? (int64_t)(x->main - 1) : -1;
-    return 1;
 }
 
 void shms_heap_close(shms_heap_t *h)

@@ -376,6 +376,7 @@ int shms_heap_create(void *base, uint64_t size, uint32_t mode, uint32_t flags,
     H->flags = flags;
     H->mode = mode & 0777;
     H->heap_size = size;
+    H->ident_sum = shms_ident_sum(H);
     H->ext[0].state = SHMS_EXT_READY;
     H->ext[0].size = size;
     H->ext[0].shmid = -1;
@@ -400,7 +401,7 @@ int shms_heap_open(void *base, uint64_t size, shms_heap_t **out)
         H->version != SHMS_HEAP_VERSION ||
         H->mutex_size != (uint32_t)sizeof(pthread_mutex_t) ||
         H->header_size != (uint32_t)shms_heap_header_size() || H->heap_size != size ||
-        !shms_mutex_kind_ok(H->mutex))
+        H->ident_sum != shms_ident_sum(H) || !shms_mutex_kind_ok(H->mutex))
         return SHMS_EBADHEAP;
     if (!(h = handle_new(base, size)))
         return ENOMEM;
@@ -408,7 +409,37 @@ int shms_heap_open(void *base, uint64_t size, shms_heap_t **out)
     return 0;
 }
 
-/* Extent 0's shmid lets ANONYMOUS heaps settle their extents (extent.c). */
+/* Every lookup hashes with the seed, and the layout fields say where
+ * everything is: one flipped bit there would hide keys silently (lookups
+ * miss while len() and iteration still count them), and a rebuild would
+ * rehash every entry with the wrong seed.  So they are checksummed at
+ * creation and verified at open, at every lock (before recovery; a mismatch
+ * marks the heap corrupt: nothing is rewritten) and by check. */
+uint64_t shms_ident_sum(const shms_heap_hdr_t *H)
+{
+    uint64_t v[8] = {H->version, H->mutex_size, H->header_size, H->flags, H->mode,
+                     H->token, H->seed, H->heap_size};
+    return shms_hash64(v, sizeof v, 0x5348534849444E54ULL) | 1;   /* never 0 */
+}
+
+uint64_t shms_heap_token(shms_heap_t *h)
+{
+    return h->hdr->token;
+}
+
+/* Bytes the last extent shmget asked for (0: none yet), for error messages. */
+uint64_t shms_heap_last_grow(shms_heap_t *h)
+{
+    return h->last_ask;
+}
+
+/* The root ref (tests damage the structure through it). */
+uint64_t shms_heap_root_ref(shms_heap_t *h)
+{
+    return h->hdr->root;
+}
+
+/* Extent 0's shmid derives the extents' keys (extent.c). */
 void shms_heap_set_main(shms_heap_t *h, int64_t shmid)
 {
     h->main_shmid = shmid;

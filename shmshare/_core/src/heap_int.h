@@ -12,7 +12,8 @@
 
 #define SHMS_HEAP_MAGIC   "SHMSHEAP"
 #define SHMS_EXT_MAGIC    "SHMSEXT"      /* 8 bytes with the NUL */
-#define SHMS_HEAP_VERSION 1u
+#define SHMS_EXT_BEGUN    "SHMSNEW"      /* first store into a new extent (extent.c) */
+#define SHMS_HEAP_VERSION 2u
 #define SHMS_NBINS        368
 #define SHMS_BITMAP_WORDS ((SHMS_NBINS + 63) / 64)
 #define SHMS_OFF_BITS     48
@@ -33,13 +34,12 @@ enum { SHMS_EXT_FREE = 0, SHMS_EXT_PENDING = 1, SHMS_EXT_READY = 2 };
 enum { SHMS_KIND_NONE = 0, SHMS_KIND_DICT = 1, SHMS_NKINDS = 2 };
 
 typedef struct {
-    uint64_t key;        /* SysV key used to create it (1..2^24-1) */
+    uint64_t key;        /* SysV key used to create it (derived: extent.c) */
     int64_t  shmid;      /* valid once READY */
     uint64_t size;       /* segment size */
     uint64_t state;      /* SHMS_EXT_* ; the commit point of growth */
     int64_t  pid;        /* creator pid (to recognise a PENDING segment) */
-    uint64_t removed;    /* ANONYMOUS: IPC_RMID done (extent.c, "settling") */
-    uint64_t pad[2];
+    uint64_t pad[3];
 } shms_ext_ent_t;        /* 64 bytes */
 
 typedef struct {
@@ -64,6 +64,7 @@ typedef struct {
     uint32_t mode, corrupt;          /* corrupt: sticky, set under the lock */
     uint64_t token, seed;
     uint64_t heap_size;
+    uint64_t ident_sum;              /* shms_ident_sum: checksum of the fields above */
     uint64_t needs_recovery;         /* set if a recovery could not finish */
     _Alignas(64) unsigned char mutex[64];
     /* durable state */
@@ -72,7 +73,6 @@ typedef struct {
     uint64_t modcount;               /* bumped on every mutation */
     uint64_t recoveries;             /* dead-owner recoveries performed */
     uint64_t root_kind, root;        /* the data structure (commit point) */
-    uint64_t unsettled;              /* ANONYMOUS extents not yet IPC_RMID'd */
     uint64_t waiters;                /* processes in shms_heap_wait_change (approx.) */
     /* allocator state: derived, rebuilt by recovery */
     uint64_t bytes_total, bytes_used, bytes_free, n_used_blocks;
@@ -90,6 +90,7 @@ struct shms_heap {                   /* process-local, malloc'd */
     uint64_t generation;
     uint64_t recoveries;             /* recoveries run by this handle */
     int64_t  main_shmid;             /* shmid of extent 0's segment, or -1 */
+    uint64_t last_ask;               /* bytes of the last extent shmget tried */
     int      damaged;                /* set by the allocator: derived data is bad */
 };
 
@@ -179,11 +180,23 @@ unsigned shms_bin_of(uint64_t size);
 void shms_ext_setup_local(shms_heap_t *h, unsigned e, char *base, uint64_t size);
 
 /* ---- extent.c ---- */
+/* Extent keys derive from the main segment's shmid (extent.c, the top). */
+#define SHMS_KEY_TRIES 8
+#define SHMS_IDX_MASK  0x7FFF
+static inline int shms_ext_key(int64_t main, unsigned slot, unsigned try)
+{
+    return (int)((((uint64_t)main & SHMS_IDX_MASK) << 9) | (slot << 3) | try);
+}
+/* The shmid of the segment at kernel index idx; -1: none; -2: unreadable. */
+int64_t shms_index_holder(unsigned idx);
 int  shms_ext_grow(shms_heap_t *h, uint64_t need);
 int  shms_ext_sync(shms_heap_t *h);
 int  shms_ext_resolve_pending(shms_heap_t *h);
 int  shms_ext_attach_all(shms_heap_t *h);
-void shms_ext_settle(shms_heap_t *h);
+
+/* ---- heap.c: the identity checksum (version .. heap_size, incl. the seed
+ * every lookup hashes with); verified at open, by recovery and by check. */
+uint64_t shms_ident_sum(const shms_heap_hdr_t *H);
 
 /* ---- recover.c: reachability marking, used by recovery and check ---- */
 typedef struct shms_markctx shms_markctx_t;

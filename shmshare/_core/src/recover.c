@@ -202,15 +202,6 @@ static void rebuild_allocator(shms_markctx_t *c)
             rebuild_extent(c, e);
 }
 
-static void recount_unsettled(shms_heap_hdr_t *H)
-{
-    uint64_t i, n = 0;
-    for (i = 1; i < H->n_extents && i < SHMS_MAX_EXT; i++)
-        n += (H->flags & SHMS_F_ANONYMOUS) && H->ext[i].state == SHMS_EXT_READY &&
-             !H->ext[i].removed;
-    H->unsettled = n;
-}
-
 int shms_set_corrupt(shms_heap_t *h, const char *why)
 {
     snprintf(h->hdr->why, sizeof h->hdr->why, "%s", why);
@@ -226,6 +217,8 @@ static int recover(shms_heap_t *h, int counted)
     uint64_t kind;
     int rc;
     shms_store64(&H->needs_recovery, 1);
+    if (H->ident_sum != shms_ident_sum(H))      /* never rehash with a bad seed */
+        return shms_set_corrupt(h, "heap header checksum mismatch (seed or layout damaged)");
     shms_ext_resolve_pending(h);
     if ((rc = shms_ext_attach_all(h)))
         return rc == SHMS_EEXTGONE ? shms_set_corrupt(h, "an extent segment is gone") : rc;
@@ -237,7 +230,6 @@ static int recover(shms_heap_t *h, int counted)
     }
     rebuild_allocator(&c);
     ctx_free(&c);
-    recount_unsettled(H);
     kind = H->root_kind;
     if (H->root && kinds[kind].repair && (rc = kinds[kind].repair(h, H->root)))
         return rc == SHMS_ECORRUPT ? shms_set_corrupt(h, "root structure beyond repair") : rc;
@@ -260,6 +252,8 @@ static int after_lock(shms_heap_t *h, int owner_died)
         shms_store64(&H->needs_recovery, 1);
     if (H->corrupt)
         rc = SHMS_ECORRUPT;
+    else if (H->ident_sum != shms_ident_sum(H))     /* a few ns: see heap.c */
+        rc = shms_set_corrupt(h, "heap header checksum mismatch (seed or layout damaged)");
     else if (H->needs_recovery) {
         rc = recover(h, 1) ?: SHMS_RECOVERED;   /* gnu11: a ?: b */
         /* The dead owner may have committed a change without bumping the
@@ -270,8 +264,6 @@ static int after_lock(shms_heap_t *h, int owner_died)
         rc = shms_ext_sync(h);
     if (owner_died)
         shms_mutex_consistent(H->mutex);
-    if (!rc || rc == SHMS_RECOVERED)
-        shms_ext_settle(h);
     if (rc && rc != SHMS_RECOVERED)
         shms_mutex_unlock(H->mutex);
     return rc;
@@ -302,7 +294,8 @@ int shms_op_begin(shms_heap_t *h, int held, int64_t timeout_ns)
 {
     int rc;
     if (held)
-        return h->hdr->corrupt ? SHMS_ECORRUPT : shms_ext_sync(h);
+        return h->hdr->corrupt || h->hdr->ident_sum != shms_ident_sum(h->hdr)
+                   ? SHMS_ECORRUPT : shms_ext_sync(h);
     rc = shms_heap_lock(h, timeout_ns);
     return rc == SHMS_RECOVERED ? 0 : rc;
 }
@@ -468,7 +461,11 @@ int shms_heap_check(shms_heap_t *h, char *msg, size_t cap, int held, int64_t tim
     }
     if (rc && rc != SHMS_RECOVERED)
         return rc;
-    if (!(rc = shms_ext_sync(h)))
+    if (h->hdr->ident_sum != shms_ident_sum(h->hdr)) {
+        snprintf(msg, cap, "heap header checksum mismatch: the hash seed or the layout "
+                 "fields are damaged");
+        rc = 1;
+    } else if (!(rc = shms_ext_sync(h)))
         rc = check_locked(h, msg, cap);
     shms_op_end(h, held);
     return rc;

@@ -69,6 +69,7 @@ int shms_mutex_kind_ok(const void *m);
 #define SHMS_ETOOMANY     1005  /* all SHMS_MAX_EXT extent slots in use */
 #define SHMS_EWRONGKIND   1006  /* root holds another kind of structure */
 #define SHMS_EEXTGONE     1007  /* a READY extent cannot be attached */
+#define SHMS_ENOKEY       1008  /* no extent key of this heap is free (extent.c) */
 
 #define SHMS_F_ANONYMOUS  1u
 
@@ -81,9 +82,12 @@ int  shms_heap_open(void *base, uint64_t size, shms_heap_t **out);
 void shms_heap_close(shms_heap_t *h);
 void shms_heap_set_main(shms_heap_t *h, int64_t shmid);
 int  shms_heap_destroy_extents(shms_heap_t *h);
-void shms_heap_retire(shms_heap_t *h);
-void shms_heap_last_detach(shms_heap_t *h);
-int  shms_ext_probe(const void *p, int64_t *main);
+uint64_t shms_heap_token(shms_heap_t *h);
+uint64_t shms_heap_last_grow(shms_heap_t *h);
+uint64_t shms_heap_root_ref(shms_heap_t *h);
+int  shms_ext_reap(int64_t main_shmid, uint64_t token, int force);
+int  shms_ext_sweep(int64_t shmid, int dry_run, int64_t *main_out);
+void shms_test_fail_point(int point);
 int  shms_heap_lock(shms_heap_t *h, int64_t timeout_ns);
 int  shms_heap_unlock(shms_heap_t *h);
 int64_t shms_heap_lock_owner(shms_heap_t *h);

@@ -1,0 +1,124 @@
+/* Removing extents: by the last user, by whoever removes the main segment,
+ * and by gc.  The protocol and the argument that nothing is ever orphaned
+ * unseen are at the top of extent.c ("WHO REMOVES AN EXTENT"); this file only
+ * recomputes a heap's keys and recognises what it finds under them.
+ */
+#include "heap_int.h"
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+
+/* What a segment found under one of a heap's keys is (extent.c, the top). */
+enum { EXT_FOREIGN, EXT_UNFINISHED, EXT_DONE };
+
+static int classify(const void *p, uint64_t size, int64_t *main)
+{
+    static const char zero[8];
+    const shms_ext_hdr_t *x = p;
+    *main = -1;
+    if (size < SHMS_EXT_HDR + SHMS_MIN_BLOCK)
+        return EXT_FOREIGN;
+    if (!memcmp(x->magic, SHMS_EXT_MAGIC, 8)) {
+        *main = x->main ? (int64_t)(x->main - 1) : -1;
+        return EXT_DONE;
+    }
+    if (!memcmp(x->magic, SHMS_EXT_BEGUN, 8) || !memcmp(x->magic, zero, 8))
+        return EXT_UNFINISHED;
+    return EXT_FOREIGN;
+}
+
+/* A segment of this user that may be an extent: its stat, or -1. */
+static int ours(int id, struct shmid_ds *ds)
+{
+    uid_t me = geteuid();
+    if (shmctl(id, IPC_STAT, ds) != 0 || ds->shm_perm.uid != me || ds->shm_perm.cuid != me)
+        return -1;
+    return 0;
+}
+
+static int main_gone(int64_t main)
+{
+    struct shmid_ds ds;
+    return main >= 0 && main <= INT32_MAX && shmctl((int)main, IPC_STAT, &ds) != 0 &&
+           (errno == EINVAL || errno == EIDRM);
+}
+
+/* Remove the heap's extents: force when the caller holds main M and no other
+ * process does (point 1 at the top of extent.c); else only if M is gone (2).
+ * token 0: unknown (a damaged header), then a finished extent is recognised
+ * by naming M alone.  Returns how many segments were removed. */
+int shms_ext_reap(int64_t main, uint64_t token, int force)
+{
+    unsigned slot, try, n = 0;
+    if (main < 0 || main > INT32_MAX || (!force && !main_gone(main)))
+        return 0;
+    for (slot = 1; slot < SHMS_MAX_EXT; slot++) {
+        for (try = 0; try < SHMS_KEY_TRIES; try++) {
+            struct shmid_ds ds;
+            int64_t named;
+            int id = shmget(shms_ext_key(main, slot, try), 0, 0), kind, mine;
+            void *p;
+            if (id < 0 || ours(id, &ds))
+                continue;
+            p = shmat(id, NULL, SHM_RDONLY);        /* pins the shmid */
+            if (p == (void *)-1)
+                continue;
+            kind = classify(p, ds.shm_segsz, &named);
+            if (kind == EXT_DONE)
+                mine = named == main &&
+                       (!token || ((const shms_ext_hdr_t *)p)->token == token);
+            else
+                mine = kind == EXT_UNFINISHED &&
+                       (force || shms_index_holder((unsigned)(main & SHMS_IDX_MASK)) == -1);
+            if (mine && shmctl(id, IPC_RMID, NULL) == 0)
+                n++;
+            shmdt(p);
+        }
+    }
+    return (int)n;
+}
+
+/* gc (point 3): 1 if shmid is an extent of this user whose heap is gone
+ * (removed unless dry_run; *main_out: the main it names, or -1), else 0. */
+int shms_ext_sweep(int64_t shmid, int dry_run, int64_t *main_out)
+{
+    struct shmid_ds ds;
+    key_t key;
+    int64_t named;
+    int kind, orphan;
+    void *p;
+    *main_out = -1;
+    if (shmid < 0 || shmid > INT32_MAX || ours((int)shmid, &ds))
+        return 0;
+    key = ds.shm_perm.__key;
+    if (key <= 0 || key >= (1 << 24) || !((key >> 3) & 63) || ds.shm_nattch)
+        return 0;
+    p = shmat((int)shmid, NULL, SHM_RDONLY);        /* pins the shmid */
+    if (p == (void *)-1)
+        return 0;
+    kind = classify(p, ds.shm_segsz, &named);
+    if (kind == EXT_DONE)
+        orphan = main_gone(named);
+    else
+        orphan = kind == EXT_UNFINISHED && shms_index_holder((unsigned)key >> 9) == -1;
+    if (orphan && !dry_run)
+        orphan = shmctl((int)shmid, IPC_RMID, NULL) == 0;
+    shmdt(p);
+    *main_out = kind == EXT_DONE ? named : -1;
+    return orphan;
+}
+
+/* Called by whoever removes the main segment while no other process is
+ * attached: IPC_RMID every extent.  Not locked: the heap is being destroyed. */
+int shms_heap_destroy_extents(shms_heap_t *h)
+{
+    shms_heap_hdr_t *H = h->hdr;
+    unsigned i;
+    for (i = 1; i < H->n_extents && i < SHMS_MAX_EXT; i++)
+        if (H->ext[i].state == SHMS_EXT_READY && h->base[i])   /* surely ours */
+            shmctl((int)H->ext[i].shmid, IPC_RMID, NULL);
+    shms_ext_reap(h->main_shmid, H->token, 1);
+    return 0;
+}

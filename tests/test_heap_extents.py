@@ -1,0 +1,258 @@
+"""The extent protocol (src/extent.c): keys derived from the main segment, so
+every extent is found again -- by its heap's last user, by removal, or by gc --
+whatever moment its creator died at, and no operation pays a syscall for it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import HeapFactory
+from helpers import fork_child, segments_created_by, wait_child
+
+from shmshare import ShmLimitError, _core
+from shmshare._core.heap import set_test_fail_point
+from shmshare.naming.lifecycle import sweep_extents
+
+
+def _anonymous_heap_child(grow: int) -> HeapFactory:
+    """In a child: be the only user of a new anonymous heap, and grow it."""
+    f = HeapFactory()
+    h = f(1 << 16)
+    h.dict_set(b"k", 1, bytes(grow))
+    return f
+
+
+def test_extent_of_a_creator_killed_right_after_shmget_is_found_by_gc() -> None:
+    """The last user dies between an extent's shmget and its header: gc still finds it."""
+    def child() -> int:
+        set_test_fail_point(1)      # _exit(70) right after the extent's shmget
+        _anonymous_heap_child(200_000)
+        return 0
+    pid = fork_child(child)
+    assert wait_child(pid) == 70
+    left = segments_created_by(pid)      # the main segment died with the child
+    assert len(left) == 1
+    assert _core.stat(left[0]).nattch == 0
+    removed = sweep_extents(ids=left)
+    assert [r.name for r in removed] == [f"extent shmid={left[0]}"]
+    assert "unfinished" in removed[0].reason
+    assert segments_created_by(pid) == []
+
+
+def test_extents_of_killed_sharers_are_found_by_gc() -> None:
+    """Two users of an anonymous heap, grown while shared, both die without detaching:
+    gc removes the extents (a sole user's extents die with it: test_shared_dict)."""
+    def child() -> int:
+        f = HeapFactory()
+        h = f(1 << 16)
+        r, w = os.pipe()
+        sharer = os.fork()
+        if sharer == 0:
+            os.read(r, 1)                # idle sharer of the main segment
+            os._exit(0)
+        h.dict_set(b"k", 1, bytes(1_000_000))
+        os.write(w, b"x")
+        os.waitpid(sharer, 0)
+        os._exit(0 if f.made else 1)     # no detach, no cleanup
+    pid = fork_child(child)
+    assert wait_child(pid) == 0
+    left = segments_created_by(pid)
+    assert left and all(_core.stat(sid).nattch == 0 for sid in left)
+    assert sweep_extents(ids=left, dry_run=True)
+    assert segments_created_by(pid) == left
+    assert len(sweep_extents(ids=left)) == len(left)
+    assert segments_created_by(pid) == []
+
+
+def test_gc_keeps_extents_of_a_live_heap(make_heap: HeapFactory) -> None:
+    """A heap still in use keeps every extent, even ones no process has attached."""
+    h = make_heap(1 << 16)
+
+    def child() -> int:
+        h.dict_set(b"b", 1, bytes(500_000))
+        return 0
+    pid = fork_child(child)
+    assert wait_child(pid) == 0
+    ext = segments_created_by(pid)
+    assert ext and _core.stat(ext[0]).nattch == 0   # nobody attached it yet
+    assert sweep_extents(ids=ext) == []
+    assert h.dict_get(b"b", 1) == bytes(500_000)
+
+
+def test_last_detach_removes_every_extent() -> None:
+    """Two users grow an anonymous object; when both have detached, nothing is left."""
+    import shmshare
+
+    def child() -> int:
+        d = shmshare.SharedDict()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(w)
+            os.read(r, 1)                # idle until the parent has grown it
+            assert d["big"] == "x" * 3_000_000
+            d["more"] = "y" * 6_000_000  # grows further
+            d.detach()
+            os._exit(0)
+        os.close(r)
+        d["big"] = "x" * 3_000_000
+        d.detach()                       # not the last user: extents stay
+        os.write(w, b"g")
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+    pid = fork_child(child)
+    assert wait_child(pid) == 0
+    assert segments_created_by(pid) == []
+
+
+def test_concurrent_last_detaches_remove_every_extent() -> None:
+    """Four users detach at the same moment, extents grown while they shared the object:
+    whichever detaches the main segment last finds it gone and removes them."""
+    import shmshare
+
+    def child() -> int:
+        d = shmshare.SharedDict()
+        r, w = os.pipe()
+        workers = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                os.close(w)
+                os.read(r, 1)
+                d.detach()
+                os._exit(0)
+            workers.append(pid)
+        os.close(r)
+        d["big"] = "x" * 3_000_000       # shared: the extents stay keyed
+        os.write(w, b"ggg")              # everyone detaches now, together
+        d.detach()
+        codes = [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in workers]
+        return max(codes)
+    for _ in range(5):
+        pid = fork_child(child)
+        assert wait_child(pid) == 0
+        assert segments_created_by(pid) == []
+
+
+SYSCALLS = textwrap.dedent("""
+    import os, shmshare
+    d = shmshare.SharedDict()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                         # attached to the main segment only, idle
+        os.close(w); os.read(r, 1); os._exit(0)
+    os.close(r)
+    d.update((i, "x" * 100) for i in range(20000))   # grows into extents
+    assert d.stats()["extents"] >= 3
+    os.access("/shmshare-mark-begin", os.F_OK)
+    for i in range(2000):
+        d[i % 500] = i
+        d.get(i % 700)
+    os.access("/shmshare-mark-end", os.F_OK)
+    os.write(w, b"x"); os.waitpid(pid, 0)
+    d.detach()
+""")
+
+
+def test_uncontended_operations_make_no_shm_syscall(tmp_path: Path) -> None:
+    """4000 operations on an anonymous dict shared with an idle process: 0 shm* syscalls."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed: it is what counts the syscalls")
+    out = tmp_path / "trace"
+    proc = subprocess.run(
+        [strace, "-f", "-o", str(out), "-e", "trace=access,faccessat,faccessat2,shmget,"
+         "shmat,shmdt,shmctl", sys.executable, "-c", SYSCALLS],
+        capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0 and "ptrace" in proc.stderr:
+        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
+    assert proc.returncode == 0, proc.stderr
+    lines = out.read_text().splitlines()
+    begin = next(i for i, ln in enumerate(lines) if "shmshare-mark-begin" in ln)
+    end = next(i for i, ln in enumerate(lines) if "shmshare-mark-end" in ln)
+    calls = [ln for ln in lines[begin:end] if re.search(r"\bshm(get|at|dt|ctl)\(", ln)]
+    assert calls == [], f"{len(calls)} shm syscalls, e.g. {calls[:3]}"
+    assert any("shmget(" in ln for ln in lines[:begin])   # the trace does see them
+
+
+SHMALL = textwrap.dedent("""
+    import sys
+    from shmshare import _core
+    from shmshare._core.heap import Heap
+    from shmshare.errors import ShmLimitError
+    with open("/proc/sys/kernel/shmall", "w") as f:
+        f.write("2048")                  # 8 MiB in this IPC namespace only
+    sid = _core.shmget(_core.IPC_PRIVATE, (1 << 20) + 4096, _core.IPC_CREAT | 0o600)
+    att = _core.shmat(sid, (1 << 20) + 4096)
+    _core.rmid(sid)
+    h = Heap.create(att, 4096, 1 << 20)
+    sizes = []
+    try:
+        for i in range(1000):
+            k = b"%04d" % i
+            h.dict_set(k, len(k), bytes(100_000))
+            sizes.append(h.stats()["bytes_total"])
+    except ShmLimitError as exc:
+        print("ERROR", exc)
+    print("ITEMS", len(sizes), "EXTENTS", h.stats()["extents"])
+    h.destroy_extents(); h.close(); att.detach()
+""")
+
+
+def test_growth_retries_smaller_when_shmall_refuses_the_doubling() -> None:
+    """Under kernel.shmall, growth falls back to smaller extents and then reports real numbers."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare is not installed: the test needs its own IPC namespace")
+    probe = subprocess.run([unshare, "--ipc", "--map-root-user", "sh", "-c",
+                            "echo 4096 > /proc/sys/kernel/shmall"],
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot set kernel.shmall in a new IPC namespace: {probe.stderr.strip()}")
+    proc = subprocess.run([unshare, "--ipc", "--map-root-user", sys.executable, "-c", SHMALL],
+                          capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parent)
+    assert proc.returncode == 0, proc.stderr
+    items = int(re.search(r"ITEMS (\d+)", proc.stdout).group(1))  # type: ignore[union-attr]
+    # 8 MiB of pages: 1 MiB main + 1 + 2 MiB extents, then the 4 MiB doubling does not
+    # fit in what is left, but smaller extents do: more than 40 items of 100 kB.
+    assert items > 60, proc.stdout
+    error = re.search(r"ERROR (.*)", proc.stdout)
+    assert error is not None, proc.stdout
+    message = error.group(1)
+    assert "kernel.shmall exhausted" in message, message
+    asked = int(re.search(r"and (\d+) more were asked for", message).group(1))  # type: ignore[union-attr]
+    assert asked > 0, message
+    assert re.search(r"a segment of [1-9]\d* bytes", message), message
+
+
+
+
+def test_segments_squatting_on_a_heaps_keys_are_left_alone(make_heap: HeapFactory) -> None:
+    """Other segments under every key of slot 1: growth fails clearly, nobody removes them."""
+    h = make_heap(1 << 16)
+    main = make_heap.made[-1][1].shmid
+    planted = []
+    try:
+        for try_ in range(8):
+            key = (main & 0x7FFF) << 9 | 1 << 3 | try_
+            sid = _core.shmget(key, 4096, _core.IPC_CREAT | _core.IPC_EXCL | 0o600)
+            planted.append(sid)
+            att = _core.shmat(sid, 4096)
+            att.memoryview()[:8] = b"PLANTED!"
+            att.detach()
+        with pytest.raises(ShmLimitError, match="every key this heap may give"):
+            h.dict_set(b"big", 3, bytes(200_000))
+        assert sweep_extents(ids=planted) == []
+        h.destroy_extents()
+        assert all(_core.stat(sid).nattch == 0 for sid in planted)   # still there
+    finally:
+        for sid in planted:
+            _core.rmid(sid)
