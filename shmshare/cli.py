@@ -147,9 +147,9 @@ def _check(pdir: Path, name: str, trust: bool) -> tuple[Any, str]:
 
 
 def _open_existing(kind: str, name: str, pdir: str) -> Any:
-    from .segment import _reopen_named
+    from .segment import Segment
 
-    return _reopen_named(kind, name, pdir)
+    return Segment._attach_address(("named", kind, name, pdir))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
