@@ -139,13 +139,18 @@ class SharedArray(HandleMethods, SharedObject, kind="array"):
                     "dtype) to create it", exc.filename) from None
             raise
         try:
-            if want_shape is not None and tuple(self.shape) != want_shape:
-                raise ShmValueError(f"{name!r} has shape {self.shape}, not {want_shape}")
-            if dtype is not None and not _same_dtype(self._descr, descr):
-                raise ShmValueError(f"{name!r} has dtype {self._descr!r}, not {descr!r}")
+            self._verify_opened(name, want_shape, None if dtype is None else descr)
         except BaseException:
             self._seg.detach()
             raise
+
+    def _verify_opened(self, name: str | None, shape: tuple[int, ...] | None,
+                       descr: Any) -> None:
+        """The array opened is the one asked for (None: anything)."""
+        if shape is not None and tuple(self.shape) != shape:
+            raise ShmValueError(f"{name!r} has shape {self.shape}, not {shape}")
+        if descr is not None and not _same_dtype(self._descr, descr):
+            raise ShmValueError(f"{name!r} has dtype {self._descr!r}, not {descr!r}")
 
     def _payload_size(self) -> int:
         return _META + max(self._want[2], 1)

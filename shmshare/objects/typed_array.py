@@ -71,6 +71,7 @@ class SharedTypedArray(SharedArray, kind="typed-array"):
     """
 
     _typecode: str
+    _asked: str | None  # the typecode this call asked for
 
     def __init__(self, typecode: str | None = None, size_or_initializer: Any = None, /, *,
                  lock: bool = True, name: str | None = None, create: bool | None = None,
@@ -82,6 +83,7 @@ class SharedTypedArray(SharedArray, kind="typed-array"):
             if size_or_initializer is not None:
                 raise ShmTypeError("a SharedTypedArray's size or items need a typecode")
             self._initial = b""
+            self._asked = None
             super().__init__(None, None, name=name, create=False if name else create,
                              project_dir=project_dir, persist=persist, mode=mode, trust=trust)
             return
@@ -98,12 +100,17 @@ class SharedTypedArray(SharedArray, kind="typed-array"):
             self._initial = _encode(tc, size_or_initializer)
         itemsize = 1 if tc == "c" else array.array(stored).itemsize
         n = len(self._initial) // itemsize
+        self._asked = tc
         super().__init__((n,), stored, name=name, create=create,
                          project_dir=project_dir, persist=persist, mode=mode, trust=trust)
-        if self._typecode != tc:
-            found = self._typecode
-            self._seg.detach()
-            raise ShmValueError(f"{name!r} is an array of typecode {found!r}, not {tc!r}")
+
+    def _verify_opened(self, name: str | None, shape: tuple[int, ...] | None,
+                       descr: Any) -> None:
+        if self._asked is not None and self._typecode != self._asked:
+            raise ShmValueError(f"{name!r} is an array of typecode {self._typecode!r}, not "
+                                f"{self._asked!r}; open it with typecode={self._typecode!r} "
+                                "or None")
+        super()._verify_opened(name, shape, descr)
 
     # -- layout ---------------------------------------------------------------------
 

@@ -49,7 +49,8 @@ class SharedCondition(_Waitable, kind="condition"):
         self._user_lock = lock
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_condition, (super().__reduce__(), self._user_lock))
+        # The one reconstructor, and the user lock as state (set on the new handle).
+        return (*super().__reduce__(), {"_user_lock": self._user_lock})
 
     # the underlying lock's API
     def acquire(self, *args: Any, **kwargs: Any) -> bool:
@@ -121,13 +122,6 @@ class SharedCondition(_Waitable, kind="condition"):
 
     def notify_all(self) -> None:
         self.notify(1 << 30)
-
-
-def _rebuild_condition(parent: tuple[Any, tuple[Any, ...]], lock: Any) -> SharedCondition:
-    fn, args = parent
-    cond: SharedCondition = fn(*args)
-    cond._user_lock = lock
-    return cond
 
 
 class SharedBarrier(_Waitable, kind="barrier"):
