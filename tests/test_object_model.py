@@ -370,3 +370,17 @@ class _AddressOnly(pickle.Unpickler):
 
 def _address_in(data: bytes) -> Any:
     return _AddressOnly(io.BytesIO(data)).load()
+
+
+def test_manager_uses_the_public_classes() -> None:
+    """The Manager's objects are the public classes themselves (no adapters), and pickle as such."""
+    with Manager() as m:
+        made = [m.list([1]), m.set(), m.Namespace(), m.Value("i", 1), m.Queue(), m.Lock(),
+                m.Array("i", 2), m.dict()]
+        assert [type(o) for o in made] == [SharedList, SharedSet, SharedNamespace, SharedValue,
+                                           SharedQueue, SharedLock, SharedTypedArray,
+                                           shmshare.SharedDictProxy]
+        for o in made:
+            twin = pickle.loads(pickle.dumps(o))
+            assert type(twin) is type(o)
+            shmshare.detach(twin)
