@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import shmshare
-from shmshare.objects.sync import SharedRLock
-from shmshare.objects.waits import SharedCondition
+from shmshare import SharedCondition, SharedRLock
 
 NAME = "shm_demo"
 MESSAGES = [string.ascii_lowercase, "hello from the server", "System V, safely",
@@ -58,7 +57,7 @@ def open_objects(project_dir: Any, create: bool) -> tuple[shmshare.SharedDict, S
         cond = SharedCondition(lock, name=f"{NAME}.cond", create=create,
                                project_dir=project_dir)
         opened.append(cond)
-        board = shmshare.SharedDict(NAME, create=create, project_dir=project_dir)
+        board = shmshare.SharedDict(name=NAME, create=create, project_dir=project_dir)
     except BaseException:
         for obj in opened:
             obj.detach()

@@ -119,37 +119,23 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
 
 def _check(pdir: Path, name: str, trust: bool) -> tuple[Any, str]:
     """Open the object with its own type and run its structural check."""
-    from .objects import dict as dict_mod
-    from .objects import list as list_mod
-    from .objects import queue, small, sync, waits
+    from .objects.heap_object import HeapObject
+    from .objects.shared_object import check, detach, kind_class, stats
 
-    classes: list[Any] = [
-        dict_mod.SharedDict, list_mod.SharedList, queue.SharedQueue,
-        small.SharedNamespace, small.SharedValue, small.SharedSet,
-        sync.SharedSemaphore, sync.SharedBoundedSemaphore,
-        sync.SharedLock, sync.SharedRLock, sync.SharedEvent,
-        waits.SharedCondition, waits.SharedBarrier,
-    ]
-    kinds = {cls.KIND: cls for cls in classes}
     kind = info(pdir, name)["kind"]
-    if kind not in kinds:
+    cls = kind_class(kind)
+    if cls is None or not issubclass(cls, HeapObject):
         data = {"name": name, "kind": kind, "ok": True, "checked": "header"}
         return data, f"{name}: {kind}, header verified (it has no heap to check)"
-    obj = kinds[kind]._reopen((_open_existing, (kind, name, str(pdir))), trust)
+    obj = cls._reopen(("named", kind, name, str(pdir)), trust)
     try:
-        obj.check()
-        stats = obj.stats()
+        check(obj)
+        stats_ = stats(obj)
     finally:
-        obj.detach()
-    data = {"name": name, "kind": kind, "ok": True, "checked": "heap and index", **stats}
-    return data, (f"{name}: {kind} OK — {stats['entries']} entries, {stats['extents']} "
-                  f"extent(s), {stats['bytes_used']} of {stats['bytes_total']} bytes used")
-
-
-def _open_existing(kind: str, name: str, pdir: str) -> Any:
-    from .segment import _reopen_named
-
-    return _reopen_named(kind, name, pdir)
+        detach(obj)
+    data = {"name": name, "kind": kind, "ok": True, "checked": "heap and index", **stats_}
+    return data, (f"{name}: {kind} OK — {stats_['entries']} entries, {stats_['extents']} "
+                  f"extent(s), {stats_['bytes_used']} of {stats_['bytes_total']} bytes used")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,6 +22,7 @@ __all__ = [
     "ShmLimitError",
     "ShmOSError",
     "ShmPermissionError",
+    "ShmTypeError",
     "ShmValueError",
     "ShmshareError",
     "WrongTypeError",
@@ -80,6 +81,10 @@ class ShmLimitError(_MessageError, MemoryError):
 
 class ShmValueError(_MessageError, ValueError):
     """An argument was invalid (bad name, size over a limit, wrong shape...)."""
+
+
+class ShmTypeError(_MessageError, TypeError):
+    """An argument has the wrong type (``SharedQueue("tasks")``: maxsize is an int)."""
 
 
 class WrongTypeError(_MessageError, TypeError):

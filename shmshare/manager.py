@@ -26,19 +26,19 @@ import itertools
 import multiprocessing
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from multiprocessing.context import ProcessError
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .naming.dirs import claim, remove_all, sweep_dead_owners
 from .naming.keys import default_project_dir
-from .objects.array import SharedArray
-from .objects.base import HeapObject
 from .objects.dict import SharedDict
 from .objects.list import SharedList
+from .objects.namespace import SharedNamespace
 from .objects.queue import SharedQueue
-from .objects.small import SharedNamespace, SharedSet, SharedValue
+from .objects.set import SharedSet
+from .objects.shared_object import SharedObject, detach
 from .objects.sync import (
     SharedBoundedSemaphore,
     SharedEvent,
@@ -46,24 +46,29 @@ from .objects.sync import (
     SharedRLock,
     SharedSemaphore,
 )
+from .objects.typed_array import SharedTypedArray
+from .objects.value import SharedValue
 from .objects.waits import SharedBarrier, SharedCondition
 
 __all__ = ["Manager", "SharedDictProxy"]
 
 _INITIAL, _STARTED, _SHUTDOWN = "initial", "started", "shutdown"
+K = TypeVar("K")
+V = TypeVar("V")
+ObjT = TypeVar("ObjT", bound=SharedObject)
 
 
-class SharedDictProxy(SharedDict):
+class SharedDictProxy(SharedDict[K, V]):
     """``Manager().dict()``: a SharedDict whose keys(), values() and items()
     return lists, as multiprocessing's DictProxy does."""
 
-    def keys(self) -> list[Any]:  # type: ignore[override]
+    def keys(self) -> list[K]:  # type: ignore[override]
         return list(super().keys())
 
-    def values(self) -> list[Any]:  # type: ignore[override]
+    def values(self) -> list[V]:  # type: ignore[override]
         return list(super().values())
 
-    def items(self) -> list[tuple[Any, Any]]:  # type: ignore[override]
+    def items(self) -> list[tuple[K, V]]:  # type: ignore[override]
         return list(super().items())
 
 
@@ -94,7 +99,7 @@ class Manager:
         self._owner_pid = os.getpid()
         self._state = _INITIAL
         self._names = itertools.count()
-        self._objects: list[HeapObject] = []
+        self._objects: list[SharedObject] = []
         if start:
             self.start()
 
@@ -124,7 +129,7 @@ class Manager:
         objects, self._objects = self._objects, []
         for obj in objects:
             try:
-                obj.detach()
+                detach(obj)  # a function: a Namespace's attributes are the user's
             except BufferError:
                 pass  # views still alive here: the memory goes when they do
         if self._dir is not None:
@@ -174,79 +179,65 @@ class Manager:
 
     # -- typeids ---------------------------------------------------------------------
 
-    def _make(self, cls: Any, *args: Any, **kwargs: Any) -> Any:
+    def _make(self, cls: Callable[..., ObjT], *args: Any, **kwargs: Any) -> ObjT:
+        """A new object of ``cls``, made by its own constructor, named in this manager's dir."""
         if self._state != _STARTED:
             raise ProcessError("Manager has shut down" if self._state == _SHUTDOWN
                                else "server not yet started")
-        name = f"{cls.KIND}-{os.getpid()}-{next(self._names)}"
+        name = f"{getattr(cls, 'KIND')}-{os.getpid()}-{next(self._names)}"  # noqa: B009
         obj = cls(*args, name=name, create=True, project_dir=self._dir, persist=True, **kwargs)
         if os.getpid() == self._owner_pid:
             self._objects.append(obj)
         return obj
 
-    def dict(self, *args: Any, **kwargs: Any) -> SharedDictProxy:
-        d: SharedDictProxy = self._make(_NamedDict)
-        if args or kwargs:
-            d.update(*args, **kwargs)
-        return d
+    def dict(self, *args: Any, **kwargs: Any) -> SharedDictProxy[Any, Any]:
+        """As ``dict(*args, **kwargs)`` (keywords are items here, as with dict())."""
+        return self._make(SharedDictProxy, dict(*args, **kwargs))
 
-    def list(self, sequence: Any = (), /) -> SharedList:
-        lst: SharedList = self._make(_NamedList)
-        if sequence:
-            lst.extend(sequence)
-        return lst
+    def list(self, sequence: Iterable[Any] = (), /) -> SharedList[Any]:
+        return self._make(SharedList, list(sequence))
 
-    def set(self, iterable: Any = (), /) -> SharedSet:
-        s: SharedSet = self._make(_NamedSet)
-        if iterable:
-            s.update(iterable)
-        return s
+    def set(self, iterable: Iterable[Any] = (), /) -> SharedSet[Any]:
+        return self._make(SharedSet, set(iterable))
 
     def Namespace(self, **attrs: Any) -> SharedNamespace:
-        ns: SharedNamespace = self._make(_NamedNamespace)
-        for k, v in attrs.items():
-            setattr(ns, k, v)
-        return ns
+        """As ``Namespace(**attrs)``: every keyword is an attribute, ``name=`` included."""
+        return self._make(SharedNamespace, attrs)
 
     def Value(self, typecode: Any, value: Any, lock: bool = True) -> SharedValue:
-        return self._make(SharedValue, typecode, value, lock)  # type: ignore[no-any-return]
+        return self._make(SharedValue, typecode, value, lock=lock)
 
     def Lock(self) -> SharedLock:
-        return self._make(SharedLock)  # type: ignore[no-any-return]
+        return self._make(SharedLock)
 
     def RLock(self) -> SharedRLock:
-        return self._make(SharedRLock)  # type: ignore[no-any-return]
+        return self._make(SharedRLock)
 
     def Semaphore(self, value: int = 1) -> SharedSemaphore:
-        return self._make(SharedSemaphore, value)  # type: ignore[no-any-return]
+        return self._make(SharedSemaphore, value)
 
     def BoundedSemaphore(self, value: int = 1) -> SharedBoundedSemaphore:
-        return self._make(SharedBoundedSemaphore, value)  # type: ignore[no-any-return]
+        return self._make(SharedBoundedSemaphore, value)
 
     def Event(self) -> SharedEvent:
-        return self._make(SharedEvent)  # type: ignore[no-any-return]
+        return self._make(SharedEvent)
 
-    def Condition(self, lock: Any = None) -> SharedCondition:
-        return self._make(SharedCondition, lock)  # type: ignore[no-any-return]
+    def Condition(self, lock: SharedLock | SharedRLock | None = None) -> SharedCondition:
+        return self._make(SharedCondition, lock)
 
-    def Barrier(self, parties: int, action: Any = None,
+    def Barrier(self, parties: int, action: Callable[[], Any] | None = None,
                 timeout: float | None = None) -> SharedBarrier:
-        return self._make(SharedBarrier, parties, action, timeout)  # type: ignore[no-any-return]
+        return self._make(SharedBarrier, parties, action, timeout)
 
-    def Array(self, typecode: str, sequence: Any, lock: bool = True) -> SharedArray:
-        """``Array(typecode, sequence_or_size)`` on zero-copy shared storage (a SharedArray).
-
-        As multiprocessing's ArrayProxy: ``len``, indexing and slices (slices
-        are numpy views here); plus ``get_lock()`` and ``get_obj()``.
-        """
-        size = sequence if isinstance(sequence, int) else len(sequence)
-        arr: SharedArray = self._make(_NamedArray, (size,), typecode)
-        if not isinstance(sequence, int) and size:
-            arr[:] = sequence
-        return arr
+    def Array(self, typecode: str, sequence: Any, lock: bool = True) -> SharedTypedArray:
+        """``Array(typecode, size_or_sequence)`` as ``multiprocessing.Array``, for every
+        :mod:`array` typecode: items and slices are Python objects (``bytes`` for
+        ``'c'``, with ``.value`` and ``.raw``; ``str`` for ``'u'``); plus
+        ``get_lock()``, ``get_obj()`` and a zero-copy ``numpy()`` view."""
+        return self._make(SharedTypedArray, typecode, sequence, lock=lock)
 
     def Queue(self, maxsize: int = 0) -> SharedQueue:
-        return self._make(SharedQueue, maxsize)  # type: ignore[no-any-return]
+        return self._make(SharedQueue, maxsize)
 
     JoinableQueue = Queue  # as in multiprocessing's managers: a queue.Queue either way
 
@@ -260,32 +251,3 @@ class Manager:
     def __reduce__(self) -> Any:
         raise TypeError("a shmshare.Manager is not passed to other processes; pass the "
                         "objects it made (they pickle by reference)")
-
-
-# Named-first constructors: the Manager names every object it makes.
-class _NamedDict(SharedDictProxy):
-    def __init__(self, *, name: str, **kw: Any) -> None:
-        super().__init__(name, **kw)
-
-
-class _NamedList(SharedList):
-    def __init__(self, *, name: str, **kw: Any) -> None:
-        super().__init__(name, **kw)
-
-
-class _NamedSet(SharedSet):
-    def __init__(self, *, name: str, **kw: Any) -> None:
-        super().__init__(name, **kw)
-
-
-class _NamedNamespace(SharedNamespace):
-    def __init__(self, *, name: str, **kw: Any) -> None:
-        super().__init__(name, **kw)
-
-
-class _NamedArray(SharedArray):
-    KIND = "array"
-
-    def __init__(self, shape: Any, dtype: Any, *, name: str, persist: bool = False,
-                 **kw: Any) -> None:
-        super().__init__(shape, dtype, name=name, persist=persist, **kw)

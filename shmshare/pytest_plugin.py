@@ -117,7 +117,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 _run_key = pytest.StashKey[_Run]()
 
 
-def run_shared_dict(config: pytest.Config) -> SharedDict | None:
+def run_shared_dict(config: pytest.Config) -> SharedDict[str, Any] | None:
     """This run's ``shared_dict``, opened from any process of the run; None if never used.
 
     For the controller's own hooks, e.g. ``pytest_terminal_summary`` in a
@@ -135,11 +135,11 @@ def run_shared_dict(config: pytest.Config) -> SharedDict | None:
 # -- once per run ---------------------------------------------------------------------------
 
 
-def _registry(run_dir: Path) -> SharedDict:
+def _registry(run_dir: Path) -> SharedDict[str, Any]:
     return SharedDict("once-registry", project_dir=run_dir, persist=True)
 
 
-def _wait_or_claim(reg: SharedDict, key: str) -> dict[str, Any] | None:
+def _wait_or_claim(reg: SharedDict[str, Any], key: str) -> dict[str, Any] | None:
     """The finished record for ``key``, or None once this process has claimed the factory."""
     delay = 0.001
     while True:
@@ -230,9 +230,10 @@ def shmshare_once(shmshare_run_dir: Path) -> Callable[..., Any]:
 
 
 @pytest.fixture(scope="session")
-def shared_dict(shmshare_run_dir: Path) -> Iterator[SharedDict]:
+def shared_dict(shmshare_run_dir: Path) -> Iterator[SharedDict[Any, Any]]:
     """A SharedDict shared by every worker of this test run."""
-    d = SharedDict("shared_dict", project_dir=shmshare_run_dir, persist=True)
+    d: SharedDict[Any, Any] = SharedDict("shared_dict", project_dir=shmshare_run_dir,
+                                         persist=True)
     yield d
     d.detach()
 
@@ -240,6 +241,7 @@ def shared_dict(shmshare_run_dir: Path) -> Iterator[SharedDict]:
 @pytest.fixture(scope="session")
 def shared_lock(shmshare_run_dir: Path) -> Iterator[Any]:
     """A robust lock shared by every worker of this test run (``with shared_lock: ...``)."""
-    holder = SharedDict("shared_lock", project_dir=shmshare_run_dir, persist=True)
+    holder: SharedDict[Any, Any] = SharedDict("shared_lock", project_dir=shmshare_run_dir,
+                                              persist=True)
     yield holder.lock
     holder.detach()

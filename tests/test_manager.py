@@ -122,8 +122,13 @@ def test_namespace_value_set_match(both) -> None:  # type: ignore[no-untyped-def
     assert repr(na) == "Namespace(x=1)"
     va, vb = ours.Value("i", 5), theirs.Value("i", 5)
     same(lambda v: (v.value, v.get()), va, vb)
-    va.value = vb.value = "anything"  # the typecode is not enforced by either
+    va.value = vb.value = 7
     same(lambda v: v.get(), va, vb)
+    with pytest.raises(TypeError):  # checked as multiprocessing.Value checks it
+        va.value = "anything"
+    wa, wb = ours.Value(object, 5), theirs.Value(object, 5)  # not an array typecode
+    wa.value = wb.value = "anything"  # ...is not enforced by either
+    same(lambda v: v.get(), wa, wb)
     if hasattr(theirs, "set"):  # Python 3.14+
         sa, sb = ours.set({1, 2}), theirs.set({1, 2})
         for f in [lambda s: 1 in s, lambda s: len(s), lambda s: s.add(3),

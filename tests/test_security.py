@@ -29,13 +29,13 @@ def test_foreign_owner_needs_trust(project_dir: Path) -> None:
     """An object now owned by another user is refused, naming that uid."""
     if os.geteuid() != 0:
         pytest.skip("needs root to give a segment to another user")
-    owner = SharedList("given-away", [1], project_dir=project_dir)
+    owner = SharedList([1], name="given-away", project_dir=project_dir)
     owner.segment.chown(uid=12345)
     with pytest.raises(PermissionError, match="owned by uid 12345"):
-        SharedList("given-away", project_dir=project_dir, create=False)
+        SharedList(name="given-away", project_dir=project_dir, create=False)
     with pytest.raises(PermissionError, match="owned by uid 12345"):
         pickle.loads(pickle.dumps(owner))
-    assert SharedList("given-away", project_dir=project_dir, trust=True).copy() == [1]
+    assert SharedList(name="given-away", project_dir=project_dir, trust=True).copy() == [1]
     owner.segment.chown(uid=os.geteuid())
     owner.detach()
 

@@ -280,7 +280,7 @@ def _child_increment(d: SharedDict, n: int, lock: shmshare.ObjectLock | None = N
 @pytest.mark.parametrize("method", START_METHODS)
 def test_process_children_all_start_methods(method: str) -> None:
     """Process(args=(d,)) works under fork, spawn and forkserver; locked increments are exact."""
-    d = SharedDict(c=0)
+    d = SharedDict({"c": 0})
     ctx = mp.get_context(method)
     procs = [ctx.Process(target=_child_increment, args=(d, 200)),
              ctx.Process(target=_child_increment, args=(d, 200, d.lock))]  # a pickled lock

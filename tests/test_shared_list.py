@@ -127,7 +127,7 @@ def test_appends_from_processes(method: str) -> None:
 
 def test_unlink_is_not_remove(project_dir) -> None:  # type: ignore[no-untyped-def]
     """remove(x) removes an item as list does; unlink() removes the list from shared memory."""
-    lst = SharedList("named", [1, 2, 1], project_dir=project_dir)
+    lst = SharedList([1, 2, 1], name="named", project_dir=project_dir)
     lst.remove(1)
     assert lst == [2, 1]
     lst.unlink()

@@ -779,7 +779,7 @@ def _creator(w: int, pdir: str, seed: int, slot: int) -> None:  # pragma: no cov
     rng = random.Random(seed)
     kinds: list[tuple[str, Callable[[str], Any]]] = [
         ("d", lambda n: SharedDict(n, project_dir=pdir)),
-        ("l", lambda n: SharedList(n, project_dir=pdir)),
+        ("l", lambda n: SharedList(name=n, project_dir=pdir)),
         ("q", lambda n: SharedQueue(name=n, project_dir=pdir)),
     ]
     while True:

@@ -235,10 +235,6 @@ class Heap:
         while no other process is attached)."""
         lib.shms_heap_destroy_extents(self._handle())
 
-    def last_detach(self) -> None:
-        """Nothing to do before detaching: the extents are reaped right after
-        the main segment is detached, by whoever finds it gone (``extent.c``)."""
-
     def _handle(self) -> Any:
         h = self._h
         if h is None:

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import struct
 from typing import Any
 
 from .. import _core
-from ..errors import CorruptSegmentError, ShmValueError
+from ..errors import CorruptSegmentError, SegmentNotFoundError, ShmTypeError, ShmValueError
 from ..naming.header import HEADER_SIZE
 from ..segment import Segment
 from .lock import ObjectLock
+from .shared_object import HandleMethods, SharedObject
 
 __all__ = ["SharedArray"]
 
@@ -62,6 +64,20 @@ def _describe(dtype: Any) -> tuple[Any, int, str | None]:
     return {"struct": fmt}, size, fmt
 
 
+def _shape(shape: Any) -> tuple[int, ...] | None:
+    """``shape`` (an int or a sequence of ints) as a tuple; fails at construction."""
+    if shape is None:
+        return None
+    dims = (shape,) if isinstance(shape, int) else shape
+    try:
+        out = tuple(operator.index(n) for n in dims)
+    except TypeError:
+        raise ShmTypeError(f"shape must be an int or a sequence of ints, not {shape!r}") from None
+    if any(n < 0 for n in out):
+        raise ShmValueError(f"negative dimensions are not allowed: {out}")
+    return out
+
+
 def _same_dtype(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
@@ -82,76 +98,94 @@ class _MutexTarget:
         self._m.release()
 
 
-class SharedArray:
-    """``SharedArray(shape, dtype="float64", *, name=None, create=None, ...)``.
+class SharedArray(HandleMethods, SharedObject, kind="array"):
+    """``SharedArray(shape, dtype="float64", *, name=None, create=None, project_dir=None,
+    persist=False, mode=0o600, trust=False)``.
 
-    With a ``name``, unrelated processes open the same array; opening an
-    existing one needs no shape or dtype (they come from its header), and a
-    shape or dtype that differs from the header is a ShmValueError.
+    With a ``name`` (``SharedArray("frames")`` also works: a shape is never a
+    str), unrelated processes open the same array; opening an existing one
+    needs no shape or dtype (they come from its header), and a shape or dtype
+    that differs from the header is a ShmValueError.  Opening one that does
+    not exist without a shape is a SegmentNotFoundError.
     """
 
-    KIND = "array"
+    _want: tuple[tuple[int, ...] | None, Any, int]  # shape, dtype descr, bytes: for creating
 
     def __init__(self, shape: Any = None, dtype: Any = None, *, name: str | None = None,
                  create: bool | None = None, project_dir: Any = None, persist: bool = False,
-                 mode: int = 0o600) -> None:
-        want_shape = None if shape is None else tuple(
-            int(n) for n in ((shape,) if isinstance(shape, int) else shape))
-        if want_shape is not None and any(n < 0 for n in want_shape):
-            raise ShmValueError(f"negative dimensions are not allowed: {want_shape}")
+                 mode: int = 0o600, trust: bool = False) -> None:
+        if isinstance(shape, str):  # SharedArray("frames"[, dtype]): open it by name
+            if name is not None:
+                raise TypeError("SharedArray() got the name twice (positionally and name=)")
+            if isinstance(dtype, (int, tuple, list)):
+                raise ShmTypeError(f"SharedArray({shape!r}, {dtype!r}): with a shape, pass the "
+                                   f"name as a keyword: SharedArray({dtype!r}, name={shape!r})")
+            name, shape = shape, None
+        want_shape = _shape(shape)
         descr, itemsize, _ = _describe("float64" if dtype is None else dtype)
-        nbytes = itemsize * math.prod(want_shape or ())
-        can_create = create is not False and want_shape is not None
-
-        def init(att: _core.Attachment, offset: int, size: int) -> None:
-            view = att.memoryview()
-            try:
-                meta = json.dumps({"descr": descr, "shape": list(want_shape or ())}).encode()
-                if _DESCR_AT + 4 + len(meta) > _META:
-                    raise ShmValueError("dtype description too large for the array header")
-                view[offset + _DESCR_AT:offset + _DESCR_AT + 4] = len(meta).to_bytes(4, "little")
-                view[offset + _DESCR_AT + 4:offset + _DESCR_AT + 4 + len(meta)] = meta
-            finally:
-                view.release()
-            _core.RobustMutex(att, offset + _MUTEX_AT).initialize()
-            view = att.memoryview()
-            try:
-                view[offset:offset + 8] = _MAGIC
-            finally:
-                view.release()
-
-        if not can_create and name is None:
-            raise ShmValueError("an anonymous SharedArray needs a shape")
-        seg = None
-        if name is not None and create is not True:
-            # Open first, whatever its size, so that a different shape or dtype
-            # is reported as such rather than as a segment size.
-            try:
-                seg = Segment._open("array", name, 0, create=False, project_dir=project_dir,
-                                    persist=persist, mode=mode)
-            except FileNotFoundError:
-                if not can_create:
-                    raise
-        if seg is None:
-            seg = Segment._open("array", name, _META + max(nbytes, 1), create=create,
-                                project_dir=project_dir, persist=persist, mode=mode, init=init)
+        self._want = (want_shape, descr, itemsize * math.prod(want_shape or ()))
+        if want_shape is None:
+            if name is None:
+                raise ShmValueError("an anonymous SharedArray needs a shape")
+            if create is True:
+                raise ShmValueError(f"creating SharedArray {name!r} needs a shape")
         try:
-            self._bind(seg)
-            if want_shape is not None and tuple(self.shape) != want_shape:
-                raise ShmValueError(f"{name!r} has shape {self.shape}, not {want_shape}")
-            if dtype is not None and not _same_dtype(self._descr, descr):
-                raise ShmValueError(f"{name!r} has dtype {self._descr!r}, not {descr!r}")
+            self._open(name=name, create=False if want_shape is None else create,
+                       project_dir=project_dir, persist=persist, mode=mode, trust=trust)
+        except SegmentNotFoundError as exc:
+            if want_shape is None:
+                raise SegmentNotFoundError(
+                    exc.errno, f"{exc.strerror}: no SharedArray to open; give a shape (and "
+                    "dtype) to create it", exc.filename) from None
+            raise
+        try:
+            self._verify_opened(name, want_shape, None if dtype is None else descr)
         except BaseException:
-            seg.detach()
+            self._seg.detach()
             raise
 
-    def _bind(self, seg: Segment) -> None:
+    def _verify_opened(self, name: str | None, shape: tuple[int, ...] | None,
+                       descr: Any) -> None:
+        """The array opened is the one asked for (None: anything)."""
+        if shape is not None and tuple(self.shape) != shape:
+            raise ShmValueError(f"{name!r} has shape {self.shape}, not {shape}")
+        if descr is not None and not _same_dtype(self._descr, descr):
+            raise ShmValueError(f"{name!r} has dtype {self._descr!r}, not {descr!r}")
+
+    def _payload_size(self) -> int:
+        return _META + max(self._want[2], 1)
+
+    def _init_payload(self, att: _core.Attachment, offset: int, size: int, *, mode: int,
+                      anonymous: bool, initial: Any) -> None:
+        want_shape, descr, _ = self._want
+        meta = json.dumps({"descr": descr, "shape": list(want_shape or ()),
+                           **self._meta_extra()}).encode()
+        if _DESCR_AT + 4 + len(meta) > _META:
+            raise ShmValueError("dtype description too large for the array header")
+        view = att.memoryview()
+        try:
+            view[offset + _DESCR_AT:offset + _DESCR_AT + 4] = len(meta).to_bytes(4, "little")
+            view[offset + _DESCR_AT + 4:offset + _DESCR_AT + 4 + len(meta)] = meta
+        finally:
+            view.release()
+        _core.RobustMutex(att, offset + _MUTEX_AT).initialize()
+        view = att.memoryview()
+        try:
+            view[offset:offset + 8] = _MAGIC
+        finally:
+            view.release()
+
+    def _meta_extra(self) -> dict[str, Any]:
+        """More JSON for the array header (subclasses)."""
+        return {}
+
+    def _bind_payload(self, seg: Segment, made: Any) -> None:
         att = seg._attachment()
         view = att.memoryview()
         try:
             base = HEADER_SIZE
             if bytes(view[base:base + 8]) != _MAGIC:
-                raise ShmValueError("not a SharedArray header (damaged or half-made)")
+                raise CorruptSegmentError("not a SharedArray header (damaged or half-made)")
             n = int.from_bytes(view[base + _DESCR_AT:base + _DESCR_AT + 4], "little")
             raw = bytes(view[base + _DESCR_AT + 4:base + _DESCR_AT + 4 + n])
         finally:
@@ -171,9 +205,18 @@ class SharedArray:
         mutex.same_namespace = seg._pid_namespace_check()
         self._seg = seg
         self._descr = descr
+        self._meta: dict[str, Any] = meta
         self.shape: tuple[int, ...] = shape
         self.itemsize, self._format = itemsize, fmt
-        self.lock = ObjectLock(_MutexTarget(mutex), self)
+        self._lock = ObjectLock(_MutexTarget(mutex), self)
+
+    def _check_payload(self) -> None:
+        probe = type(self).__new__(type(self))
+        probe._bind_payload(self._seg, None)  # re-reads and re-verifies the header
+
+    def _payload_stats(self) -> dict[str, int]:
+        return {"bytes_total": self._seg.size, "nbytes": self.nbytes, "recoveries":
+                self._lock.recoveries}
 
     # -- views ----------------------------------------------------------------------
 
@@ -238,33 +281,6 @@ class SharedArray:
         """The raw storage: a zero-copy numpy view (a typed memoryview without numpy)."""
         return self.numpy() if _np() is not None else self.memoryview()
 
-    # -- identity and lifecycle -----------------------------------------------------------
-
-    @property
-    def name(self) -> str | None:
-        return self._seg.name
-
-    @property
-    def segment(self) -> Segment:
-        return self._seg
-
-    def detach(self) -> None:
-        self._seg.detach()
-
-    close = detach
-
-    def unlink(self) -> None:
-        self._seg.remove()
-
-    def __enter__(self) -> SharedArray:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.detach()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_reopen, (self._seg.__reduce__(),))
-
     def __repr__(self) -> str:
         where = f", name={self.name!r}" if self.name is not None else ""
         state = "" if self._seg.attached else " (detached)"
@@ -278,16 +294,3 @@ def _describe_stored(descr: Any) -> tuple[Any, int, str | None]:
     if np is None:
         raise ImportError("this SharedArray has a numpy dtype; install numpy to open it")
     return _describe(np.lib.format.descr_to_dtype(descr))
-
-
-def _reopen(segment_ref: tuple[Any, tuple[Any, ...]]) -> SharedArray:
-    opener, args = segment_ref
-    seg = opener(*args)
-    self = SharedArray.__new__(SharedArray)
-    try:
-        self._bind(seg)
-    except BaseException:
-        seg.detach()
-        raise
-    return self
-

@@ -30,25 +30,33 @@ from collections.abc import (
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from .base import _CACHEABLE, HeapObject
 from .codec import decode_key, dumps, encode_key, loads
+from .heap_object import _CACHEABLE, HeapObject
+from .shared_object import HandleMethods
 
 __all__ = ["SharedDict"]
 
 _MISSING: Any = object()
 _get_ident = threading.get_ident
 _REPR_LIMIT = 50
-T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 
-class SharedDict(HeapObject, MutableMapping[Any, Any]):
+class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
     """A dict in shared memory, with no server process.
 
-    ``SharedDict()`` (or ``SharedDict({...})``, ``SharedDict(pairs, key=value)``,
-    as with ``dict``) is anonymous: pass it to child processes (``Process``
+    ``SharedDict(data=(), *, name=None, create=None, project_dir=None,
+    persist=False, mode=0o600, trust=False)``.  ``data`` is a mapping or an
+    iterable of pairs, as for ``dict``; it is stored only when this call
+    creates the dict (reopening never resets changed values).  Keywords are
+    never items: an unknown keyword is a TypeError.
+
+    ``SharedDict()`` is anonymous: pass it to child processes (``Process``
     args, ``Pool``/``ProcessPoolExecutor`` tasks) and it pickles by
-    reference.  ``SharedDict("name")`` is found by name by any process of the
-    same user: ``create=None`` opens or creates, ``True`` must create
+    reference.  ``SharedDict(name="jobs")`` -- or ``SharedDict("jobs")``, a
+    str is never dict data -- is found by name by any process of the same
+    user: ``create=None`` opens or creates, ``True`` must create
     (FileExistsError), ``False`` must exist (FileNotFoundError).
 
     Keys follow dict's equality (``d[1]``, ``d[1.0]`` and ``d[True]`` are one
@@ -58,65 +66,64 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
     values with ``mutate()`` or ``apply()``, or reassign them.
     """
 
-    KIND = "dict"
-
-    def __init__(self, name: Any = None, data: Mapping[Any, Any] | Iterable[Any] = (),
-                 /, *, create: bool | None = None, project_dir: Any = None,
-                 persist: bool = False, mode: int = 0o600, trust: bool = False,
-                 **kwargs: Any) -> None:
-        if name is not None and not isinstance(name, str):
-            # SharedDict({"a": 1}) / SharedDict(pairs): data first, as with dict().
-            if data:
-                raise TypeError("SharedDict() takes a name and/or data, not two data arguments")
-            name, data = None, name
-        super().__init__(name, create=create, project_dir=project_dir, persist=persist,
-                         mode=mode, trust=trust)
-        if data or kwargs:
-            self.update(data, **kwargs)
+    def __init__(self, data: Mapping[K, V] | Iterable[tuple[K, V]] | str = (),
+                 data_after_name: Mapping[K, V] | Iterable[tuple[K, V]] = (), /, *,
+                 name: str | None = None, create: bool | None = None, project_dir: Any = None,
+                 persist: bool = False, mode: int = 0o600, trust: bool = False) -> None:
+        if isinstance(data, str):  # SharedDict("jobs", {...}): the name, then the data
+            if name is not None:
+                raise TypeError("SharedDict() got the name twice (positionally and name=)")
+            name, data = data, data_after_name
+        elif data_after_name:
+            raise TypeError("SharedDict() takes one data argument (a mapping or pairs); "
+                            "a second positional argument follows only a str name")
+        pairs = _pairs(data)
+        self._open(name=name, create=create, project_dir=project_dir, persist=persist,
+                   mode=mode, trust=trust, initial=[(k, dumps(v)) for k, v in pairs])
 
     # -- the hot paths ------------------------------------------------------------
 
     def _held(self) -> bool:
-        owner = self.lock._owner
+        owner = self._lock._owner
         return owner is not None and owner == _get_ident()
 
-    def __getitem__(self, key: Any) -> Any:
+    def __getitem__(self, key: K) -> V:
         # The cache hit of _read, inlined: this is the hot path.
         if self._heap.modcount_view[0] == self._rmark:
             data = self._rcache.get(key) if type(key) in _CACHEABLE else None
             if data is not None:
-                return loads(data)
+                return loads(data)  # type: ignore[no-any-return]
         data = self._read(key)
         if data is None:
             return self.__missing__(key)
-        return loads(data)
+        return loads(data)  # type: ignore[no-any-return]
 
-    def __missing__(self, key: Any) -> Any:
+    def __missing__(self, key: K) -> V:
         raise KeyError(key)
 
-    def __setitem__(self, key: Any, value: Any) -> None:
+    def __setitem__(self, key: K, value: V) -> None:
         if type(key) is str and key:
             try:
-                kb = key.encode()
+                kb = key.encode()  # type: ignore[attr-defined]
             except UnicodeEncodeError:
-                kb = key.encode("utf-8", "surrogatepass")
+                kb = key.encode("utf-8", "surrogatepass")  # type: ignore[attr-defined]
             self._heap.dict_set(kb, len(kb), dumps(value))
         else:
             kb, n = encode_key(key)
             self._heap.dict_set(kb, n, dumps(value))
 
-    def __delitem__(self, key: Any) -> None:
+    def __delitem__(self, key: K) -> None:
         kb, n = encode_key(key)
         if self._heap.dict_pop(kb, n, held=self._held()) is None:
             raise KeyError(key)
 
-    def __contains__(self, key: Any) -> bool:
+    def __contains__(self, key: object) -> bool:
         return self._read(key) is not None
 
     def __len__(self) -> int:
         return self._heap.dict_len(held=self._held())
 
-    def get(self, key: Any, default: Any = None) -> Any:
+    def get(self, key: K, default: Any = None) -> Any:
         data = self._read(key)
         return default if data is None else loads(data)
 
@@ -133,44 +140,44 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
                 yield kb, vb
             seq = batch[-1][0]
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[K]:
         for kb, _ in self._scan(values=False):
             yield decode_key(kb)
 
-    def __reversed__(self) -> Iterator[Any]:
+    def __reversed__(self) -> Iterator[K]:
         for kb, _ in self._scan(values=False, reverse=True):
             yield decode_key(kb)
 
-    def _iter_items(self) -> Iterator[tuple[Any, Any]]:
+    def _iter_items(self) -> Iterator[tuple[K, V]]:
         for kb, vb in self._scan(values=True):
             yield decode_key(kb), loads(vb)
 
-    def _iter_values(self) -> Iterator[Any]:
+    def _iter_values(self) -> Iterator[V]:
         for _, vb in self._scan(values=True):
             yield loads(vb)
 
-    def keys(self) -> _KeysView:
+    def keys(self) -> _KeysView[K]:
         return _KeysView(self)
 
-    def items(self) -> _ItemsView:
+    def items(self) -> _ItemsView[K, V]:
         return _ItemsView(self)
 
-    def values(self) -> _ValuesView:
+    def values(self) -> _ValuesView[V]:
         return _ValuesView(self)
 
     # -- compound operations: atomic under the lock ---------------------------------
 
-    def setdefault(self, key: Any, default: Any = None) -> Any:
+    def setdefault(self, key: K, default: Any = None) -> Any:
         kb, n = encode_key(key)
         encoded = dumps(default)
-        with self.lock:
+        with self._lock:
             if self._heap.dict_set(kb, n, encoded, only_if_absent=True, held=True):
                 return default
             data = self._heap.dict_get(kb, n, held=True)
         assert data is not None
         return loads(data)
 
-    def pop(self, key: Any, default: Any = _MISSING) -> Any:
+    def pop(self, key: K, default: Any = _MISSING) -> Any:
         kb, n = encode_key(key)
         data = self._heap.dict_pop(kb, n, held=self._held())
         if data is None:
@@ -179,7 +186,7 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
             return default
         return loads(data)
 
-    def popitem(self) -> tuple[Any, Any]:
+    def popitem(self) -> tuple[K, V]:
         """Remove and return the last inserted (key, value) pair (LIFO)."""
         item = self._heap.dict_popitem(held=self._held())
         if item is None:
@@ -191,34 +198,21 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:
         """Like dict.update; atomic: all values are pickled first, then written under the lock."""
-        if isinstance(other, Mapping):
-            pairs = list(other.items())
-        elif hasattr(other, "keys"):
-            pairs = [(k, other[k]) for k in other.keys()]  # noqa: SIM118 - dict.update semantics
-        else:
-            pairs = []
-            for i, item in enumerate(other):
-                try:
-                    k, v = item
-                except (TypeError, ValueError):
-                    raise (TypeError if isinstance(item, (int, float)) else ValueError)(
-                        f"dictionary update sequence element #{i} has the wrong length "
-                        "or type; expected (key, value) pairs") from None
-                pairs.append((k, v))
+        pairs = _pairs(other)
         pairs.extend(kwargs.items())
         encoded = [(*encode_key(k), dumps(v)) for k, v in pairs]
         if not encoded:
             return
-        with self.lock:
+        with self._lock:
             for kb, n, vb in encoded:
                 self._heap.dict_set(kb, n, vb, held=True)
 
-    def copy(self) -> dict[Any, Any]:
+    def copy(self) -> dict[K, V]:
         """A plain dict with a consistent snapshot of the items."""
-        with self.lock:
+        with self._lock:
             return dict(self._iter_items())
 
-    def to_dict(self) -> dict[Any, Any]:
+    def to_dict(self) -> dict[K, V]:
         return self.copy()
 
     def _get_or(self, key: Any, default: Any) -> Any:
@@ -231,7 +225,7 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
         return default
 
     @contextmanager
-    def mutate(self, key: Any, default: Any = _MISSING) -> Iterator[Any]:
+    def mutate(self, key: K, default: Any = _MISSING) -> Iterator[Any]:
         """``with d.mutate(k) as v: v.append(x)`` — read, change in place, write back, atomically.
 
         The lock is held for the whole block; the value is written back only
@@ -239,18 +233,18 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
         stored) when the key is missing; without it a missing key raises
         KeyError.  To replace an immutable value, use ``apply()``.
         """
-        with self.lock:
+        with self._lock:
             value = self._get_or(key, default)
             yield value
             self[key] = value
 
-    def apply(self, key: Any, func: Callable[[Any], T], default: Any = _MISSING) -> T:
+    def apply(self, key: K, func: Callable[[V], V], default: Any = _MISSING) -> V:
         """Atomically set ``d[key] = func(d[key])`` and return the new value.
 
         ``d.apply("hits", lambda n: n + 1, default=0)`` is a lost-update-free
         counter across processes.
         """
-        with self.lock:
+        with self._lock:
             new = func(self._get_or(key, default))
             self[key] = new
             return new
@@ -259,11 +253,10 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
 
     @classmethod
     def fromkeys(cls, iterable: Iterable[Any], value: Any = None, /,
-                 **kwargs: Any) -> SharedDict:
-        """A new (by default anonymous) SharedDict with keys from ``iterable``."""
-        d = cls(**kwargs)
-        d.update((k, value) for k in iterable)
-        return d
+                 **kwargs: Any) -> SharedDict[Any, Any]:
+        """A new (by default anonymous) SharedDict with keys from ``iterable``;
+        ``kwargs`` are the handle keywords (``name=``...)."""
+        return cls([(k, value) for k in iterable], **kwargs)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mapping):
@@ -288,13 +281,13 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
         result.update(self.copy())
         return result
 
-    def __ior__(self, other: Any) -> SharedDict:
+    def __ior__(self, other: Any) -> SharedDict[K, V]:
         self.update(other)
         return self
 
     def __repr__(self) -> str:
-        if not self._seg.attached:
-            return f"<{self._label()} (detached)>"
+        if (gone := self._detached_repr()) is not None:
+            return gone
         items = []
         for i, (k, v) in enumerate(self._iter_items()):
             if i == _REPR_LIMIT:
@@ -305,31 +298,49 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
         return f"SharedDict({{{', '.join(items)}}}{where})"
 
 
-class _KeysView(KeysView[Any]):
-    _mapping: SharedDict
+def _pairs(other: Any) -> list[tuple[Any, Any]]:
+    """The (key, value) pairs of a mapping, a keys()-having object, or an iterable of pairs."""
+    if isinstance(other, Mapping):
+        return list(other.items())
+    if hasattr(other, "keys"):
+        return [(k, other[k]) for k in other.keys()]  # noqa: SIM118 - dict.update semantics
+    pairs = []
+    for i, item in enumerate(other):
+        try:
+            k, v = item
+        except (TypeError, ValueError):
+            raise (TypeError if isinstance(item, (int, float)) else ValueError)(
+                f"dictionary update sequence element #{i} has the wrong length "
+                "or type; expected (key, value) pairs") from None
+        pairs.append((k, v))
+    return pairs
 
-    def __reversed__(self) -> Iterator[Any]:
+
+class _KeysView(KeysView[K]):
+    _mapping: SharedDict[K, Any]
+
+    def __reversed__(self) -> Iterator[K]:
         return reversed(self._mapping)
 
 
-class _ItemsView(ItemsView[Any, Any]):
-    _mapping: SharedDict
+class _ItemsView(ItemsView[K, V]):
+    _mapping: SharedDict[K, V]
 
-    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+    def __iter__(self) -> Iterator[tuple[K, V]]:
         return self._mapping._iter_items()
 
-    def __reversed__(self) -> Iterator[tuple[Any, Any]]:
+    def __reversed__(self) -> Iterator[tuple[K, V]]:
         m = self._mapping
         for kb, vb in m._scan(values=True, reverse=True):
             yield decode_key(kb), loads(vb)
 
 
-class _ValuesView(ValuesView[Any]):
-    _mapping: SharedDict
+class _ValuesView(ValuesView[V]):
+    _mapping: SharedDict[Any, V]
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[V]:
         return self._mapping._iter_values()
 
-    def __reversed__(self) -> Iterator[Any]:
+    def __reversed__(self) -> Iterator[V]:
         for _, vb in self._mapping._scan(values=True, reverse=True):
             yield loads(vb)

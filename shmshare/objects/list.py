@@ -42,15 +42,18 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Iterator, MutableSequence
-from typing import Any, SupportsIndex, overload
+from typing import Any, SupportsIndex, TypeVar, overload
 
 from .._core.heap import Heap
 from ..errors import CorruptSegmentError
 from ..segment import Segment
-from .base import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE, HeapObject
 from .codec import dumps, encode_key, loads
+from .heap_object import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE, HeapObject
+from .shared_object import HandleMethods, refuse_str_data
 
 __all__ = ["SharedList"]
+
+T = TypeVar("T")
 
 # The redo record (see the module docstring): a str key, which never equals an
 # item's integer key.  Layout: header (magic, old length, new length, number of
@@ -104,31 +107,30 @@ def _diff(old: list[bytes], new: list[bytes], start: int = 0) -> list[tuple[int,
             if i >= start + n or old[i - start] != d]
 
 
-class SharedList(HeapObject, MutableSequence[Any]):
+class SharedList(HandleMethods, HeapObject, MutableSequence[T], kind="list"):
     """A list in shared memory, with no server process.
 
-    ``SharedList()`` / ``SharedList(iterable)`` is anonymous and pickles by
-    reference; ``SharedList("name")`` is found by name (``create=``,
-    ``project_dir=``, ``persist=`` as for ``shmshare.SharedDict``).
+    ``SharedList(iterable=(), *, name=None, create=None, project_dir=None,
+    persist=False, mode=0o600, trust=False)``: anonymous unless named (it
+    pickles by reference); the items are stored only when this call creates
+    the list.  A str first argument is refused (``list("abc")`` would be its
+    characters, older shmshare took it as a name): pass ``name=``.
     ``lst[i]`` returns a copy of the item: reassign it to change it.
     """
 
-    KIND = "list"
     # The heap modification counter at which this process last saw no redo
     # record pending (-1: never).  Every heap change moves the counter.
     _clean: int
     _hrec: int  # the heap handle's recovery count, last looked at
     _lrec: int  # the lock's warned recovery count, last looked at
 
-    def __init__(self, name: Any = None, iterable: Iterable[Any] = (), /, *,
+    def __init__(self, iterable: Iterable[T] = (), /, *, name: str | None = None,
                  create: bool | None = None, project_dir: Any = None, persist: bool = False,
                  mode: int = 0o600, trust: bool = False) -> None:
-        if name is not None and not isinstance(name, str):
-            name, iterable = None, name  # SharedList([1, 2]), as with list()
-        super().__init__(name, create=create, project_dir=project_dir, persist=persist,
-                         mode=mode, trust=trust)
-        if iterable:
-            self.extend(iterable)
+        refuse_str_data("SharedList", iterable, "list")
+        items = [(i, dumps(x)) for i, x in enumerate(iterable)]  # item i under key i
+        self._open(name=name, create=create, project_dir=project_dir, persist=persist,
+                   mode=mode, trust=trust, initial=items)
 
     def _attach(self, seg: Segment, heap: Heap) -> None:
         super()._attach(seg, heap)
@@ -281,6 +283,8 @@ class SharedList(HeapObject, MutableSequence[Any]):
         self._commit(len(old), len(new), _diff(old, new))
 
     def _index(self, i: SupportsIndex, n: int) -> int:
+        if not hasattr(i, "__index__"):
+            raise TypeError(f"list indices must be integers or slices, not {type(i).__name__}")
         i = i.__index__()
         if i < 0:
             i += n
@@ -310,9 +314,9 @@ class SharedList(HeapObject, MutableSequence[Any]):
             return self._len()
 
     @overload
-    def __getitem__(self, i: SupportsIndex) -> Any: ...
+    def __getitem__(self, i: SupportsIndex) -> T: ...
     @overload
-    def __getitem__(self, i: slice) -> list[Any]: ...
+    def __getitem__(self, i: slice) -> list[T]: ...
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             return self.copy()[i]
@@ -459,7 +463,7 @@ class SharedList(HeapObject, MutableSequence[Any]):
     def __radd__(self, other: Any) -> list[Any]:
         return other + self.copy()  # type: ignore[no-any-return]
 
-    def __iadd__(self, other: Iterable[Any]) -> SharedList:  # type: ignore[misc]
+    def __iadd__(self, other: Iterable[T]) -> SharedList[T]:  # type: ignore[misc]
         self.extend(other)
         return self
 
@@ -468,7 +472,7 @@ class SharedList(HeapObject, MutableSequence[Any]):
 
     __rmul__ = __mul__
 
-    def __imul__(self, n: SupportsIndex) -> SharedList:
+    def __imul__(self, n: SupportsIndex) -> SharedList[T]:
         with self.lock:
             self._settle()
             old = self._all_raw()
@@ -490,11 +494,11 @@ class SharedList(HeapObject, MutableSequence[Any]):
 
     # -- checking -----------------------------------------------------------------
 
-    def check(self) -> None:
+    def _check_payload(self) -> None:
         """Verify the heap, then the list: a pending redo record is replayed
         (it must be well formed), and the keys must be exactly 0..len-1, in
         insertion order, with nothing else stored.  CorruptSegmentError if not."""
-        super().check()
+        super()._check_payload()
         with self.lock:
             self._settle()
             seq, i = -1, 0

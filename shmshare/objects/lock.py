@@ -111,7 +111,7 @@ class ObjectLock:
         holder = self._holder() if self._holder is not None else None
         if holder is None:
             raise TypeError("this lock cannot be pickled: the object it belongs to is gone")
-        return (getattr, (holder, "lock"))
+        return (getattr, (holder, "_lock"))  # "_lock": a Namespace's "lock" is user data
 
     def __repr__(self) -> str:
         state = f"held by thread {self._owner}" if self._owner is not None else "not held here"

@@ -24,27 +24,39 @@ import queue
 import time
 from typing import Any
 
-from .base import HeapObject
+from ..errors import ShmTypeError, ShmValueError
 from .codec import dumps, encode_key, loads
+from .heap_object import HeapObject
+from .shared_object import HandleMethods
 
 __all__ = ["SharedQueue"]
 
 _STATE = encode_key("state")  # (head, tail, unfinished, maxsize): one write commits a change
 
 
-class SharedQueue(HeapObject):
-    """A multi-producer, multi-consumer FIFO queue shared by processes (``queue.Queue`` API)."""
+class SharedQueue(HandleMethods, HeapObject, kind="queue"):
+    """A multi-producer, multi-consumer FIFO queue shared by processes (``queue.Queue`` API).
 
-    KIND = "queue"
+    ``SharedQueue(maxsize=0, *, name=None, create=None, project_dir=None,
+    persist=False, mode=0o600, trust=False)``.  ``maxsize`` is an int, as
+    for ``queue.Queue``; opening an existing queue with another maxsize is a
+    ShmValueError, and ``maxsize=None`` opens whatever is there (0 when created).
+    """
 
-    def __init__(self, maxsize: int = 0, *, name: str | None = None,
+    def __init__(self, maxsize: int | None = None, *, name: str | None = None,
                  create: bool | None = None, project_dir: Any = None, persist: bool = False,
                  mode: int = 0o600, trust: bool = False) -> None:
-        super().__init__(name, create=create, project_dir=project_dir, persist=persist,
-                         mode=mode, trust=trust)
-        with self.lock:
-            self._heap.dict_set(_STATE[0], _STATE[1], dumps((0, 0, 0, maxsize)),
-                                only_if_absent=True, held=True)
+        if maxsize is not None and (not isinstance(maxsize, int) or isinstance(maxsize, bool)):
+            hint = f"; to name the queue pass name={maxsize!r}" if isinstance(maxsize, str) else ""
+            raise ShmTypeError(f"maxsize must be an int, not {type(maxsize).__name__}{hint}")
+        created = self._open(name=name, create=create, project_dir=project_dir,
+                             persist=persist, mode=mode, trust=trust,
+                             initial=[("state", dumps((0, 0, 0, maxsize or 0)))])
+        if not created and maxsize is not None and self.maxsize != maxsize:
+            stored = self.maxsize
+            self._seg.detach()
+            raise ShmValueError(f"{name!r} is a SharedQueue of maxsize {stored}, not {maxsize}; "
+                                f"open it with maxsize={stored} or None")
 
     # -- state, read and written with the lock held ------------------------------------
 
@@ -140,6 +152,6 @@ class SharedQueue(HeapObject):
                 self._wait_locked(None)
 
     def __repr__(self) -> str:
-        if not self._seg.attached:
-            return f"<{self._label()} (detached)>"
+        if (gone := self._detached_repr()) is not None:
+            return gone
         return f"<SharedQueue qsize={self.qsize()} maxsize={self.maxsize}>"

@@ -25,10 +25,12 @@ import time
 import warnings
 from typing import Any
 
+from ..errors import ShmTypeError
 from ..naming.lifecycle import pid_alive
-from .base import HeapObject
 from .codec import dumps, encode_key, loads
+from .heap_object import HeapObject
 from .lock import OwnerDiedWarning
+from .shared_object import HandleMethods
 
 __all__ = ["SharedBoundedSemaphore", "SharedEvent", "SharedLock", "SharedRLock",
            "SharedSemaphore"]
@@ -37,15 +39,18 @@ _STATE = encode_key("state")
 Holders = dict[tuple[int, int], int]
 
 
-class _Waitable(HeapObject):
+class _Waitable(HandleMethods, HeapObject):
     """A state record shared by the primitives, and dead-holder recovery."""
 
     recoveries = 0  # permits taken back from dead holders, by this handle
 
-    def _setup(self, initial: Any) -> None:
-        with self.lock:
-            self._heap.dict_set(_STATE[0], _STATE[1], dumps(initial), only_if_absent=True,
-                                held=True)
+    def _open_with(self, state: Any, *, name: str | None, create: bool | None,
+                   project_dir: Any, persist: bool, mode: int, trust: bool,
+                   **records: Any) -> bool:
+        """Open or create the object; a new one starts with ``state`` (and ``records``)."""
+        initial = [("state", dumps(state)), *((k, dumps(v)) for k, v in records.items())]
+        return self._open(name=name, create=create, project_dir=project_dir, persist=persist,
+                          mode=mode, trust=trust, initial=initial)
 
     def _get(self) -> Any:
         data = self._heap.dict_get(_STATE[0], _STATE[1], held=True)
@@ -76,20 +81,25 @@ class _Waitable(HeapObject):
         return freed
 
 
-class SharedSemaphore(_Waitable):
-    """``Semaphore(value)``: acquire takes a permit, release gives one back."""
+class SharedSemaphore(_Waitable, kind="semaphore"):
+    """``Semaphore(value=1, *, name=None, create=None, project_dir=None, persist=False,
+    mode=0o600, trust=False)``: acquire takes a permit, release gives one back.
 
-    KIND = "semaphore"
+    ``value`` applies only when this call creates the semaphore.
+    """
+
     _BOUNDED = False
 
     def __init__(self, value: int = 1, *, name: str | None = None, create: bool | None = None,
                  project_dir: Any = None, persist: bool = False, mode: int = 0o600,
                  trust: bool = False) -> None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ShmTypeError(f"semaphore value must be an int, not {type(value).__name__}")
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        super().__init__(name, create=create, project_dir=project_dir, persist=persist,
-                         mode=mode, trust=trust)
-        self._setup((value, value if self._BOUNDED else None, {}))
+        self._open_with((value, value if self._BOUNDED else None, {}), name=name,
+                        create=create, project_dir=project_dir, persist=persist, mode=mode,
+                        trust=trust)
 
     def acquire(self, block: bool = True, timeout: float | None = None, *,
                 blocking: bool | None = None) -> bool:
@@ -140,25 +150,24 @@ class SharedSemaphore(_Waitable):
         self.release()
 
     def __repr__(self) -> str:
-        if not self._seg.attached:
-            return f"<{self._label()} (detached)>"
+        if (gone := self._detached_repr()) is not None:
+            return gone
         return f"<{type(self).__name__}(value={self.get_value()})>"
 
 
-class SharedBoundedSemaphore(SharedSemaphore):
+class SharedBoundedSemaphore(SharedSemaphore, kind="bsemaphore"):
     """``BoundedSemaphore(value)``: releasing above the initial value raises ValueError."""
-
-    KIND = "bsemaphore"
     _BOUNDED = True
 
 
-class SharedLock(SharedSemaphore):
-    """``Lock()``: a binary semaphore, as the Manager's (threading) Lock."""
+class SharedLock(SharedSemaphore, kind="mlock"):
+    """``Lock(*, name=None, ...)``: a binary semaphore, as the Manager's (threading) Lock."""
 
-    KIND = "mlock"
-
-    def __init__(self, *, name: str | None = None, **kw: Any) -> None:
-        super().__init__(1, name=name, **kw)
+    def __init__(self, *, name: str | None = None, create: bool | None = None,
+                 project_dir: Any = None, persist: bool = False, mode: int = 0o600,
+                 trust: bool = False) -> None:
+        super().__init__(1, name=name, create=create, project_dir=project_dir,
+                         persist=persist, mode=mode, trust=trust)
 
     def release(self, n: int = 1) -> None:
         with self.lock:
@@ -170,13 +179,14 @@ class SharedLock(SharedSemaphore):
         return self.get_value() == 0
 
 
-class SharedRLock(SharedSemaphore):
-    """``RLock()``: reentrant, owned by one process's thread."""
+class SharedRLock(SharedSemaphore, kind="rlock"):
+    """``RLock(*, name=None, ...)``: reentrant, owned by one process's thread."""
 
-    KIND = "rlock"
-
-    def __init__(self, *, name: str | None = None, **kw: Any) -> None:
-        super().__init__(1, name=name, **kw)
+    def __init__(self, *, name: str | None = None, create: bool | None = None,
+                 project_dir: Any = None, persist: bool = False, mode: int = 0o600,
+                 trust: bool = False) -> None:
+        super().__init__(1, name=name, create=create, project_dir=project_dir,
+                         persist=persist, mode=mode, trust=trust)
 
     def acquire(self, block: bool = True, timeout: float | None = None, *,
                 blocking: bool | None = None) -> bool:
@@ -202,17 +212,14 @@ class SharedRLock(SharedSemaphore):
             self._put((value, bound, holders))
 
 
-class SharedEvent(_Waitable):
-    """``Event()``: set, clear, is_set, wait(timeout) -> bool."""
-
-    KIND = "event"
+class SharedEvent(_Waitable, kind="event"):
+    """``Event(*, name=None, ...)``: set, clear, is_set, wait(timeout) -> bool."""
 
     def __init__(self, *, name: str | None = None, create: bool | None = None,
                  project_dir: Any = None, persist: bool = False, mode: int = 0o600,
                  trust: bool = False) -> None:
-        super().__init__(name, create=create, project_dir=project_dir, persist=persist,
-                         mode=mode, trust=trust)
-        self._setup(False)
+        self._open_with(False, name=name, create=create, project_dir=project_dir,
+                        persist=persist, mode=mode, trust=trust)
 
     def is_set(self) -> bool:
         with self.lock:

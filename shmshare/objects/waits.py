@@ -17,35 +17,40 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import ShmTypeError
 from ..naming.lifecycle import pid_alive
-from .codec import dumps
 from .sync import SharedLock, SharedRLock, _Waitable
 
 __all__ = ["SharedBarrier", "SharedCondition"]
 
 
-class SharedCondition(_Waitable):
-    """``Condition(lock=None)``: wait, wait_for, notify, notify_all (RLock by default).
+class SharedCondition(_Waitable, kind="condition"):
+    """``Condition(lock=None, *, name=None, ...)``: wait, wait_for, notify, notify_all.
 
+    ``lock`` is a SharedLock or SharedRLock (a new SharedRLock by default); a
+    ``threading`` lock, which other processes cannot see, is refused.
     State: ``(next_ticket, waiting [(ticket, pid)], notified [ticket])``.
     """
-
-    KIND = "condition"
 
     def __init__(self, lock: SharedLock | SharedRLock | None = None, *,
                  name: str | None = None, create: bool | None = None, project_dir: Any = None,
                  persist: bool = False, mode: int = 0o600, trust: bool = False) -> None:
-        super().__init__(name, create=create, project_dir=project_dir, persist=persist,
-                         mode=mode, trust=trust)
+        if lock is not None and not isinstance(lock, (SharedLock, SharedRLock)):
+            raise ShmTypeError(
+                f"Condition(lock) needs a shared lock (a SharedLock or SharedRLock, e.g. "
+                f"Manager().Lock()), not {type(lock).__module__}.{type(lock).__qualname__}: "
+                "other processes cannot see a threading lock")
+        self._open_with((0, [], []), name=name, create=create, project_dir=project_dir,
+                        persist=persist, mode=mode, trust=trust)
         if lock is None:
             lock = SharedRLock(project_dir=project_dir) if name is None else SharedRLock(
                 name=f"{name}.lock", create=create, project_dir=project_dir, persist=persist,
                 mode=mode, trust=trust)
-        self._setup((0, [], []))
         self._user_lock = lock
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_condition, (super().__reduce__(), self._user_lock))
+        # The one reconstructor, and the user lock as state (set on the new handle).
+        return (*super().__reduce__(), {"_user_lock": self._user_lock})
 
     # the underlying lock's API
     def acquire(self, *args: Any, **kwargs: Any) -> bool:
@@ -119,36 +124,24 @@ class SharedCondition(_Waitable):
         self.notify(1 << 30)
 
 
-def _rebuild_condition(parent: tuple[Any, tuple[Any, ...]], lock: Any) -> SharedCondition:
-    fn, args = parent
-    cond: SharedCondition = fn(*args)
-    cond._user_lock = lock
-    return cond
-
-
-class SharedBarrier(_Waitable):
+class SharedBarrier(_Waitable, kind="barrier"):
     """``Barrier(parties, action=None, timeout=None)`` as ``threading.Barrier``.
 
     ``action`` runs in the last process to arrive.  State: ``(count,
     generation, broken, waiting pids, generations that were reset)``.
     """
 
-    KIND = "barrier"
-
     def __init__(self, parties: int, action: Callable[[], Any] | None = None,
                  timeout: float | None = None, *, name: str | None = None,
                  create: bool | None = None, project_dir: Any = None, persist: bool = False,
                  mode: int = 0o600, trust: bool = False) -> None:
+        if not isinstance(parties, int) or isinstance(parties, bool):
+            raise ShmTypeError(f"parties must be an int, not {type(parties).__name__}")
         if parties < 1:
             raise ValueError("parties must be >= 1")
-        super().__init__(name, create=create, project_dir=project_dir, persist=persist,
-                         mode=mode, trust=trust)
-        from .codec import encode_key
-
-        conf = encode_key("conf")
-        self._heap.dict_set(conf[0], conf[1], dumps((parties, action, timeout)),
-                            only_if_absent=True)
-        self._setup((0, 0, False, [], []))
+        self._open_with((0, 0, False, [], []), name=name, create=create,
+                        project_dir=project_dir, persist=persist, mode=mode, trust=trust,
+                        conf=(parties, action, timeout))
 
     def _conf(self) -> tuple[int, Callable[[], Any] | None, float | None]:
         from .codec import loads

@@ -1,0 +1,343 @@
+"""Attach, create and release shmshare's segments: named, anonymous or raw.
+
+A :class:`Binding` is everything that must be known to release an attachment
+(the finalizer holds it, never the ``Segment``).  The functions here make one:
+``open_named`` (find by name under the key-file lock, or create),
+``create_anonymous`` (IPC_PRIVATE, marked for removal at once), and
+``attach_address`` (the inverse of ``address_of``: how a segment travels in a
+pickle).  ``release`` detaches and, for the last user of a named segment,
+removes it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import _core
+from ..errors import (
+    SegmentExistsError,
+    SegmentNotFoundError,
+    SegmentRemovedError,
+    ShmLimitError,
+    ShmshareError,
+    ShmValueError,
+    WrongTypeError,
+)
+from .header import FLAG_ANONYMOUS, FLAG_PERSIST, HEADER_SIZE, Header
+from .keys import KeyFile, KeyRecord, key_file_path, resolve_project_dir, validate_name
+from .lifecycle import Found, destroy, find_existing, sweep
+
+__all__ = [
+    "Address",
+    "Binding",
+    "Initializer",
+    "address_of",
+    "attach_address",
+    "create_anonymous",
+    "names_us",
+    "open_named",
+    "release",
+]
+
+Address = tuple[Any, ...]
+"""How a segment travels in a pickle: ``("named", kind, name, project_dir)``,
+``("anonymous", kind, shmid, token)`` or ``("raw", shmid)``."""
+
+Initializer = Callable[[_core.Attachment, int, int], None]
+"""Called as ``init(attachment, payload_offset, payload_size)`` on a new segment,
+while the key-file lock is still held: no other process can attach until it returns."""
+
+_SWEPT: set[Path] = set()  # project dirs swept by this process
+
+
+class Binding:
+    """What the finalizer needs to release a segment — never the Segment itself."""
+
+    __slots__ = (
+        "attachment",
+        "header",
+        "key",
+        "key_path",
+        "kind",
+        "name",
+        "offset",
+        "persist",
+        "project_dir",
+        "release_hooks",
+        "released",
+        "removed",
+        "shmid",
+        "size",
+    )
+
+    def __init__(self, *, kind: str, shmid: int, key: int, attachment: _core.Attachment,
+                 offset: int, size: int, header: Header | None = None, name: str | None = None,
+                 project_dir: Path | None = None, key_path: Path | None = None) -> None:
+        self.kind = kind
+        self.shmid = shmid
+        self.key = key
+        self.attachment = attachment
+        self.offset = offset
+        self.size = size
+        self.header = header
+        self.name = name
+        self.project_dir = project_dir
+        self.key_path = key_path
+        self.persist = header.persist if header is not None else True
+        self.released = False
+        self.removed = False
+        self.release_hooks: list[Callable[[], None]] = []
+
+
+def release(b: Binding) -> None:
+    """Detach; if this was the last attachment of a named segment, remove it.
+
+    Runs once per Segment: from ``detach()``, when the Segment is garbage
+    collected, at interpreter exit, or at the exit of a multiprocessing child.
+    """
+    if b.released:
+        return
+    b.released = True
+    try:
+        if b.key_path is not None and not b.persist and not b.removed:
+            _remove_if_last(b)
+    finally:
+        for hook in b.release_hooks:
+            hook()
+        if not b.attachment.views_alive():
+            b.attachment.detach()
+        # else: views still use the memory; the attachment's own destructor
+        # calls shmdt when the last of them goes away.
+
+
+def names_us(kf: KeyFile, b: Binding) -> bool:
+    """The locked key file ``kf`` still names the segment bound by ``b``.
+
+    Device and inode alone are not enough: a key file deleted by hand (or by
+    a tmp cleaner) and created again for a new object may reuse the inode.
+    The record's key must also lead to this very segment.
+    """
+    assert b.header is not None
+    if (kf.dev, kf.ino) != (b.header.dev, b.header.ino):
+        return False
+    record = kf.read()
+    if record is None:
+        return False
+    try:
+        key = _core.ftok(str(kf.path), record.proj_id)
+        return key == b.key and _core.shmget(key, 0, 0) == b.shmid
+    except ShmshareError:
+        return False
+
+
+def _remove_if_last(b: Binding) -> None:
+    assert b.key_path is not None and b.header is not None
+    with KeyFile.locked(b.key_path, create=False) as kf:
+        # A key file that is gone or names another incarnation stays as it is;
+        # the segment is still ours, and nobody can find it by name any more.
+        named = kf is not None and names_us(kf, b)
+        try:
+            st = _core.stat(b.shmid)
+        except SegmentRemovedError:
+            return
+        if st.nattch > 1 or st.dest:
+            return  # another attachment (maybe a forked child) still uses it
+        destroy(Found(b.shmid, b.key, b.header, b.attachment, st))
+        if named:
+            assert kf is not None
+            kf.unlink()
+        b.removed = True
+
+
+
+# -- creation and opening -------------------------------------------------------------------
+
+
+def _check_size(size: int) -> None:
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise ShmValueError(f"size must be an int, not {type(size).__name__}")
+    if size <= 0:
+        raise ShmValueError(f"size must be > 0 to create a segment, not {size}")
+
+
+def create_anonymous(kind: str, size: int, *, mode: int, shm_flags: int = 0,
+                      init: Initializer | None = None, extra_flags: int = 0) -> Binding:
+    _check_size(size)
+    total = HEADER_SIZE + size
+    shmid = _core.shmget(_core.IPC_PRIVATE, total, _core.IPC_CREAT | (mode & 0o777) | shm_flags)
+    try:
+        att = _core.shmat(shmid, total)
+    finally:
+        # Marked for removal before anything else can fail: from here on the
+        # kernel frees it when the last process detaches or dies.
+        _core.rmid(shmid)
+    header = Header(kind=kind, name="", payload_size=size, flags=FLAG_ANONYMOUS | extra_flags)
+    try:
+        if init is not None:
+            init(att, HEADER_SIZE, size)
+        _write_header(att, header)
+    except BaseException:
+        att.detach()
+        raise
+    return Binding(kind=kind, shmid=shmid, key=0, attachment=att, offset=HEADER_SIZE,
+                    size=size, header=header)
+
+
+def address_of(b: Binding) -> Address:
+    """The address that :func:`attach_address` turns back into an attachment."""
+    if b.key_path is not None:
+        return ("named", b.kind, b.name, str(b.project_dir))
+    if b.header is not None:
+        return ("anonymous", b.kind, b.shmid, b.header.token)
+    return ("raw", b.shmid)
+
+
+def attach_address(address: Address) -> Binding:
+    """Attach the segment at ``address`` (unpickling): by name, or by id and token."""
+    how = address[0]
+    if how == "named":
+        _, kind, name, project_dir = address
+        return open_named(kind, name, 0, create=False, project_dir=project_dir,
+                          persist=False, mode=0o600)
+    if how == "anonymous":
+        _, kind, shmid, token = address
+        return _reattach_anonymous(kind, shmid, token)
+    if how == "raw":
+        st = _core.stat(address[1])
+        att = _core.shmat(address[1], st.size)
+        return Binding(kind="raw", shmid=address[1], key=st.key, attachment=att, offset=0,
+                       size=st.size)
+    raise ShmValueError(f"not a segment address: {address!r}")
+
+
+def _reattach_anonymous(kind: str, shmid: int, token: int) -> Binding:
+    """Attach an anonymous segment by id and verify its token."""
+    try:
+        st = _core.stat(shmid)
+    except SegmentRemovedError:
+        raise SegmentRemovedError(
+            2, f"anonymous {kind} (shmid={shmid}) no longer exists: every process that used "
+            "it has detached; keep a reference alive in the sending process") from None
+    att = _core.shmat(shmid, st.size)
+    view = att.memoryview()
+    try:
+        header = Header.read(view)
+    finally:
+        view.release()
+    if header is None or header.token != token or not header.anonymous:
+        att.detach()
+        raise SegmentRemovedError(
+            2, f"anonymous {kind} (shmid={shmid}) no longer exists (the id now names "
+            "another segment)")
+    return Binding(kind=header.kind, shmid=shmid, key=0, attachment=att, offset=HEADER_SIZE,
+                   size=header.payload_size, header=header)
+
+
+def open_named(kind: str, name: str, size: int, *, create: bool | None,
+                project_dir: str | os.PathLike[str] | None, persist: bool, mode: int,
+                readonly: bool = False, shm_flags: int = 0, init: Initializer | None = None,
+                extra_flags: int = 0, check_size: bool = True) -> Binding:
+    """Open the segment ``name`` of ``kind``, or create it (``create`` as for Segment).
+
+    ``check_size=False`` when the caller checks the payload itself (shared
+    objects: their layout, not the byte count, says whether it fits).
+    """
+    validate_name(name)
+    if create is not False and size:
+        _check_size(size)
+    pdir = resolve_project_dir(project_dir)
+    if pdir not in _SWEPT:
+        _SWEPT.add(pdir)
+        sweep(pdir)
+    path = key_file_path(pdir, name)
+    existed = path.exists()
+    with KeyFile.locked(path, create=create is not False, mode=mode) as kf:
+        if kf is None:
+            raise SegmentNotFoundError(2, f"no object named {name!r} in {str(pdir)!r}", str(path))
+        record = kf.read()
+        found = find_existing(kf, record, name, readonly=readonly) if record else None
+        if found is not None:
+            return _bind_found(found, kind, name, size if check_size else 0, create, pdir,
+                               path)
+        if create is False:
+            raise SegmentNotFoundError(
+                2, f"no object named {name!r} in {str(pdir)!r} (its key file is stale)", str(path))
+        try:
+            _check_size(size)
+            return _create_named(kf, kind, name, size, pdir, record, persist=persist, mode=mode,
+                                 shm_flags=shm_flags, init=init, extra_flags=extra_flags)
+        except BaseException:
+            if not existed or record is None:
+                kf.unlink()  # bad input must not leave a key file behind
+            raise
+
+
+def _bind_found(found: Found, kind: str, name: str, size: int, create: bool | None,
+                pdir: Path, path: Path) -> Binding:
+    try:
+        if create is True:
+            raise SegmentExistsError(17, f"{name!r} already exists in {str(pdir)!r}", str(path))
+        if found.header.kind != kind:
+            raise WrongTypeError(
+                f"{name!r} in {str(pdir)!r} is a {found.header.kind}, not a {kind}; open it with "
+                f"the matching type or choose another name")
+        if size > found.header.payload_size:
+            raise ShmValueError(
+                f"{name!r} exists with {found.header.payload_size} bytes, fewer than the {size} "
+                f"asked for; open it with size=0 or remove it first")
+    except BaseException:
+        found.attachment.detach()
+        raise
+    return Binding(kind=kind, shmid=found.shmid, key=found.key, attachment=found.attachment,
+                    offset=HEADER_SIZE, size=found.header.payload_size, header=found.header,
+                    name=name, project_dir=pdir, key_path=path)
+
+
+def _create_named(kf: KeyFile, kind: str, name: str, size: int, pdir: Path,
+                  old: KeyRecord | None, *, persist: bool, mode: int, shm_flags: int,
+                  init: Initializer | None, extra_flags: int) -> Binding:
+    total = HEADER_SIZE + size
+    first = old.proj_id if old is not None else 1
+    for proj_id in [first, *[p for p in range(1, 256) if p != first]]:
+        # The record is written before shmget, so a creator killed right
+        # after shmget leaves a key file that points at its segment.
+        kf.write(KeyRecord(proj_id, kind, persist))
+        key = _core.ftok(str(kf.path), proj_id)
+        try:
+            shmid = _core.shmget(key, total, _core.IPC_CREAT | _core.IPC_EXCL | (mode & 0o777)
+                                 | shm_flags)
+            break
+        except SegmentExistsError:
+            continue  # ftok collision: that key belongs to another segment
+    else:
+        raise ShmLimitError(f"all 255 ftok keys of {str(kf.path)!r} are taken by other segments")
+    flags = (FLAG_PERSIST if persist else 0) | extra_flags
+    header = Header(kind=kind, name=name, payload_size=size, flags=flags, proj_id=proj_id,
+                    dev=kf.dev, ino=kf.ino)
+    try:
+        att = _core.shmat(shmid, total)
+    except BaseException:
+        _core.rmid(shmid)
+        raise
+    try:
+        if init is not None:
+            init(att, HEADER_SIZE, size)
+        _write_header(att, header)
+    except BaseException:
+        _core.rmid(shmid)
+        att.detach()
+        raise
+    return Binding(kind=kind, shmid=shmid, key=key, attachment=att, offset=HEADER_SIZE,
+                    size=size, header=header, name=name, project_dir=pdir, key_path=kf.path)
+
+
+def _write_header(att: _core.Attachment, header: Header) -> None:
+    view = att.memoryview()
+    try:
+        header.write(view)
+    finally:
+        view.release()
+

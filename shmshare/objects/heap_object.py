@@ -1,0 +1,136 @@
+"""``HeapObject``: the base of every shared object stored on a heap (all but arrays).
+
+Identity, naming, lifecycle, trust and pickling come from
+:class:`~shmshare.objects.shared_object.SharedObject`; this adds the heap
+(created with the object's initial data inside its creation), the object's
+robust lock, the read cache, and the wait that sleeps without the lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from .._core.heap import Heap, reap_extents
+from ..errors import CorruptSegmentError
+from ..naming.header import HEADER_SIZE, Header
+from ..naming.lifecycle import register_destroy_hook
+from ..segment import Segment
+from .codec import encode_key
+from .lock import ObjectLock
+from .shared_object import SharedObject
+
+__all__ = ["HeapObject"]
+
+INITIAL_SIZE = 64 * 1024  # objects start small and grow online
+
+# Keys whose Python equality is exactly the canonical encoding's, so that the
+# read cache may be keyed by the key object itself.
+_CACHEABLE = (str, int, bytes)
+_CACHE_MAX_BYTES = 64 << 20  # the cache is dropped past this many bytes
+_CACHE_MAX_VALUE = 1 << 20  # larger values are never cached
+
+
+def _destroy_extents(att: Any, header: Header, nattch: int) -> None:
+    # Runs whenever a heap-backed segment is removed (last detach, rm, gc, unlink).
+    # It never parses the heap, so a damaged one stays removable: extent keys
+    # derive from the main shmid (_core/src/extent.c).  With other processes
+    # attached, the main segment dies with the last of them, who removes the
+    # extents right after detaching it.
+    if nattch <= 1:
+        reap_extents(att.shmid, force=True)
+
+
+register_destroy_hook(_destroy_extents)
+
+
+class HeapObject(SharedObject):
+    """A shared object stored on a heap: ``_heap``, ``_lock``, and the read cache.
+
+    Everything the objects above do to their storage goes through the heap
+    handle ``_heap`` (the dict engine's get/set/pop/scan) and the few methods
+    here; a second store would implement the same operations.
+    """
+
+    _HEAP_FLAG = True
+    _heap: Heap
+    _lock: ObjectLock
+
+    def _payload_size(self) -> int:
+        return INITIAL_SIZE
+
+    def _init_payload(self, att: Any, offset: int, size: int, *, mode: int, anonymous: bool,
+                      initial: Iterable[tuple[Any, bytes]]) -> Heap:
+        heap = Heap.create(att, offset, size, mode=mode, anonymous=anonymous)
+        try:
+            for key, value in initial:
+                kb, n = encode_key(key)
+                heap.dict_set(kb, n, value)
+        except BaseException:
+            heap.destroy_extents()  # the segment is removed by the caller; its extents here
+            heap.close()
+            raise
+        return heap
+
+    def _bind_payload(self, seg: Segment, made: Heap | None) -> None:
+        heap = made if made is not None else Heap.open(seg._attachment(), HEADER_SIZE, seg.size)
+        self._attach(seg, heap)
+
+    def _attach(self, seg: Segment, heap: Heap) -> None:
+        self._seg = seg
+        self._heap = heap
+        heap.same_namespace = seg._pid_namespace_check()
+        self._lock = ObjectLock(heap, self)
+        seg._on_release(heap.close)
+        self._rcache: dict[Any, bytes] = {}
+        self._rbytes = 0
+        self._rmark = -1
+
+    def _check_payload(self) -> None:
+        problem = self._heap.check()
+        if problem is not None:
+            raise CorruptSegmentError(f"{self._label()}: {problem}")
+
+    def _payload_stats(self) -> dict[str, int]:
+        return self._heap.stats()
+
+    def _wait_locked(self, deadline: float | None, slice_: float = 0.1) -> bool:
+        """With ``self.lock`` held: release it, sleep until the heap changes (or a
+        slice passes), and take it again.  False if ``deadline`` had passed.
+
+        Sleeping never holds the lock, so a process killed here blocks nobody.
+        """
+        seen = self._heap.modcount_view[0]
+        self._lock.release()
+        try:
+            remaining = slice_ if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._heap.wait_change(seen, min(slice_, remaining))
+        finally:
+            self._lock.acquire()
+        return True
+
+    # Read cache.  ``_rcache`` maps keys to the pickled bytes this process
+    # last read, valid while the heap's modification counter (bumped under
+    # the lock after every change, by any process, and after crash recovery)
+    # still equals ``_rmark``.  A hit costs one read of shared memory and a
+    # local dict lookup; values are still unpickled per read, so callers get
+    # copies as always.  Any change anywhere drops the whole cache.
+
+    def _read(self, key: Any) -> bytes | None:
+        """The stored bytes for ``key``, or None: through the cache when valid."""
+        if self._heap.modcount_view[0] == self._rmark:
+            data = self._rcache.get(key) if type(key) in _CACHEABLE else None
+            if data is not None:
+                return data
+        kb, n = encode_key(key)
+        data, mark = self._heap.dict_read(kb, n)
+        if data is not None and type(key) in _CACHEABLE and len(data) <= _CACHE_MAX_VALUE:
+            if mark != self._rmark or self._rbytes > _CACHE_MAX_BYTES:
+                # A new dict, not clear(): other threads may be reading the old one.
+                self._rcache, self._rbytes, self._rmark = {}, 0, mark
+            self._rcache[key] = data
+            self._rbytes += len(data)
+        return data

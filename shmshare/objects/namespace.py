@@ -1,0 +1,88 @@
+"""``SharedNamespace``: attributes in shared memory, as ``Manager().Namespace()``.
+
+The attribute space is the user's: every name that does not start with ``_``
+is shared, including ``name``, ``lock``, ``close``, ``unlink``, ``detach``,
+``check``, ``stats``, ``persist``, ``project_dir`` and ``segment`` -- exactly
+the names multiprocessing's Namespace stores.  Names starting with ``_`` are
+local to the handle, as there.  The library's operations on a namespace are
+the module functions (``shmshare.name_of(ns)``, ``shmshare.lock_of(ns)``,
+``shmshare.unlink(ns)``...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .codec import decode_key, dumps, encode_key, loads
+from .heap_object import HeapObject
+
+__all__ = ["SharedNamespace"]
+
+
+class SharedNamespace(HeapObject, kind="namespace"):
+    """Attributes in shared memory: ``ns.x = 1`` in one process, ``ns.x`` in another.
+
+    ``SharedNamespace(attrs=None, *, name=None, create=None, project_dir=None,
+    persist=False, mode=0o600, trust=False, **attrs)``: the initial
+    attributes (a mapping and/or keywords; a mapping can hold the names the
+    handle keywords take, such as ``{"name": "Bob"}``) are set only when
+    this call creates the namespace.  A str first argument is the name.
+    """
+
+    def __init__(self, attrs: Mapping[str, Any] | str | None = None, /, *,
+                 name: str | None = None, create: bool | None = None, project_dir: Any = None,
+                 persist: bool = False, mode: int = 0o600, trust: bool = False,
+                 **more: Any) -> None:
+        if isinstance(attrs, str):
+            if name is not None:
+                raise TypeError("SharedNamespace() got the name twice (positionally and name=)")
+            attrs, name = None, attrs
+        initial = {**(attrs or {}), **more}
+        for key in initial:
+            if not isinstance(key, str) or not key or key.startswith("_"):
+                raise TypeError(f"attribute names are non-empty str not starting with '_', "
+                                f"not {key!r}")
+        self._open(name=name, create=create, project_dir=project_dir, persist=persist,
+                   mode=mode, trust=trust,
+                   initial=[(k, dumps(v)) for k, v in initial.items()])
+
+    def __getattribute__(self, key: str) -> Any:
+        # Every public name is the user's: never the class's methods or properties.
+        if key[:1] == "_":
+            return object.__getattribute__(self, key)
+        data = self._read(key)
+        if data is None:
+            raise AttributeError(f"'Namespace' object has no attribute {key!r}")
+        return loads(data)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key[:1] == "_":
+            object.__setattr__(self, key, value)
+            return
+        kb, n = encode_key(key)
+        self._heap.dict_set(kb, n, dumps(value))
+
+    def __delattr__(self, key: str) -> None:
+        if key[:1] == "_":
+            object.__delattr__(self, key)
+            return
+        kb, n = encode_key(key)
+        if self._heap.dict_pop(kb, n) is None:
+            raise AttributeError(key)
+
+    def __dir__(self) -> list[str]:
+        return sorted(k for k, _ in self._items())
+
+    def _items(self) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        seq = -1
+        while batch := self._heap.dict_scan(seq, values=True):
+            out.extend((decode_key(k), loads(v)) for _, k, v in batch if v is not None)
+            seq = batch[-1][0]
+        return out
+
+    def __repr__(self) -> str:
+        if (gone := self._detached_repr()) is not None:
+            return gone
+        return "Namespace(" + ", ".join(f"{k}={v!r}" for k, v in sorted(self._items())) + ")"

@@ -1,0 +1,172 @@
+"""``SharedSet``: a set in shared memory, on the heap dict engine (items are keys).
+
+Every single operation is atomic under the set's robust lock (``s.lock``
+for several at once); operators return plain sets, as the Manager's proxy does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, MutableSet
+from typing import Any, TypeVar
+
+from .codec import decode_key, encode_key
+from .heap_object import HeapObject
+from .shared_object import HandleMethods, refuse_str_data
+
+__all__ = ["SharedSet"]
+
+T = TypeVar("T")
+
+
+class SharedSet(HandleMethods, HeapObject, MutableSet[T], kind="set"):
+    """A set in shared memory, with the whole ``set`` API (results of operators are plain sets).
+
+    ``SharedSet(iterable=(), *, name=None, create=None, project_dir=None,
+    persist=False, mode=0o600, trust=False)``: the items are added only when
+    this call creates the set.  A str first argument is refused (it would be
+    a set of characters, as ``set("abc")``, or a name): pass ``name=``.
+    """
+
+    def __init__(self, iterable: Iterable[T] = (), /, *, name: str | None = None,
+                 create: bool | None = None, project_dir: Any = None, persist: bool = False,
+                 mode: int = 0o600, trust: bool = False) -> None:
+        refuse_str_data("SharedSet", iterable, "set")
+        items = [(x, b"") for x in iterable]
+        self._open(name=name, create=create, project_dir=project_dir, persist=persist,
+                   mode=mode, trust=trust, initial=items)
+
+    def __contains__(self, item: object) -> bool:
+        return self._read(item) is not None
+
+    def __iter__(self) -> Iterator[T]:
+        seq = -1
+        while batch := self._heap.dict_scan(seq, values=False):
+            for _, k, _v in batch:
+                yield decode_key(k)
+            seq = batch[-1][0]
+
+    def __len__(self) -> int:
+        return self._heap.dict_len()
+
+    def add(self, item: T) -> None:
+        kb, n = encode_key(item)
+        self._heap.dict_set(kb, n, b"", only_if_absent=True)
+
+    def discard(self, item: T) -> None:
+        kb, n = encode_key(item)
+        self._heap.dict_pop(kb, n)
+
+    def remove(self, item: T) -> None:
+        kb, n = encode_key(item)
+        if self._heap.dict_pop(kb, n) is None:
+            raise KeyError(item)
+
+    def pop(self) -> T:
+        item = self._heap.dict_popitem()
+        if item is None:
+            raise KeyError("pop from an empty set")
+        popped: T = decode_key(item[0])
+        return popped
+
+    def clear(self) -> None:
+        self._heap.dict_clear()
+
+    def copy(self) -> set[T]:
+        """A plain set with a consistent snapshot of the items."""
+        with self.lock:
+            return set(self)
+
+    def update(self, *others: Iterable[T]) -> None:
+        encoded = [encode_key(x) for other in others for x in other]
+        with self.lock:
+            for kb, n in encoded:
+                self._heap.dict_set(kb, n, b"", only_if_absent=True)
+
+    def difference_update(self, *others: Iterable[Any]) -> None:
+        with self.lock:
+            for other in others:
+                for x in list(other):
+                    self.discard(x)
+
+    def intersection_update(self, *others: Iterable[Any]) -> None:
+        with self.lock:
+            keep = self.copy().intersection(*others)
+            for x in self.copy() - keep:
+                self.discard(x)
+
+    def symmetric_difference_update(self, other: Iterable[Any]) -> None:
+        with self.lock:
+            for x in set(other):
+                if x in self:
+                    self.discard(x)
+                else:
+                    self.add(x)
+
+    def union(self, *others: Iterable[Any]) -> set[Any]:
+        return self.copy().union(*others)
+
+    def intersection(self, *others: Iterable[Any]) -> set[Any]:
+        return self.copy().intersection(*others)
+
+    def difference(self, *others: Iterable[Any]) -> set[Any]:
+        return self.copy().difference(*others)
+
+    def symmetric_difference(self, other: Iterable[Any]) -> set[Any]:
+        return self.copy().symmetric_difference(other)
+
+    def issubset(self, other: Iterable[Any]) -> bool:
+        return self.copy().issubset(other)
+
+    def issuperset(self, other: Iterable[Any]) -> bool:
+        return self.copy().issuperset(other)
+
+    def __ior__(self, other: Any) -> SharedSet[T]:
+        self.update(other)
+        return self
+
+    def __iand__(self, other: Any) -> SharedSet[T]:
+        self.intersection_update(other)
+        return self
+
+    def __isub__(self, other: Any) -> SharedSet[T]:
+        self.difference_update(other)
+        return self
+
+    def __ixor__(self, other: Any) -> SharedSet[T]:
+        self.symmetric_difference_update(other)
+        return self
+
+    # Operators give plain sets, as the Manager's set proxy does.
+    def __or__(self, other: Any) -> set[Any]:
+        return self.copy() | set(other)
+
+    __ror__ = __or__
+
+    def __and__(self, other: Any) -> set[Any]:
+        return self.copy() & set(other)
+
+    __rand__ = __and__
+
+    def __sub__(self, other: Any) -> set[Any]:
+        return self.copy() - set(other)
+
+    def __rsub__(self, other: Any) -> set[Any]:
+        return set(other) - self.copy()
+
+    def __xor__(self, other: Any) -> set[Any]:
+        return self.copy() ^ set(other)
+
+    __rxor__ = __xor__
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (set, frozenset, SharedSet)):
+            return self.copy() == (other.copy() if isinstance(other, SharedSet) else other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        if (gone := self._detached_repr()) is not None:
+            return gone
+        where = f", name={self.name!r}" if self.name is not None else ""
+        return f"SharedSet({self.copy()!r}{where})"

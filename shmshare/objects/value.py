@@ -1,0 +1,98 @@
+"""``SharedValue``: one value in shared memory, as ``multiprocessing.Value`` / ``Manager().Value``.
+
+For the typecodes of :mod:`array` and :mod:`multiprocessing.sharedctypes`
+(``'c'``, ``'u'``, ``'b'``, ``'B'``, ``'h'``, ``'H'``, ``'i'``, ``'I'``,
+``'l'``, ``'L'``, ``'q'``, ``'Q'``, ``'f'``, ``'d'``) the value is checked
+and converted as ``multiprocessing.Value`` does: ``Value('i', 1.5)`` is a
+TypeError, ``Value('d', 1).value`` is ``1.0``, ``'c'`` holds one byte and
+``'u'`` one character.  Any other typecode (a ctypes type, a label...) is
+recorded and the value is any picklable object, as with the Manager's proxy.
+"""
+
+from __future__ import annotations
+
+import array
+from typing import Any
+
+from ..errors import ShmTypeError, ShmValueError
+from .codec import dumps, encode_key, loads
+from .heap_object import HeapObject
+from .shared_object import HandleMethods
+
+__all__ = ["SharedValue"]
+
+_VALUE_KEY = encode_key("value")
+_MISSING: Any = object()
+_CTYPES_CODES = frozenset("cubBhHiIlLqQfd")
+
+
+def _coerce(typecode: Any, value: Any) -> Any:
+    """``value`` as multiprocessing.Value(typecode, value) would hold it."""
+    if not (isinstance(typecode, str) and typecode in _CTYPES_CODES):
+        return value
+    if typecode == "c":
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 256:
+            return bytes([value])
+        if not isinstance(value, (bytes, bytearray)) or len(value) != 1:
+            raise ShmTypeError(f"one character bytes, bytearray or integer expected for "
+                               f"typecode 'c', not {value!r}")
+        return bytes(value)
+    if typecode == "u" and not (isinstance(value, str) and len(value) == 1):
+        raise ShmTypeError(f"unicode string of length 1 expected for typecode 'u', not "
+                           f"{value!r}")
+    return array.array(typecode, [value])[0]  # TypeError/OverflowError as array.array
+
+
+def _default(typecode: Any) -> Any:
+    return {"c": b"\x00", "u": "\x00"}.get(typecode, 0) if typecode in _CTYPES_CODES else None
+
+
+class SharedValue(HandleMethods, HeapObject, kind="value"):
+    """``SharedValue(typecode=None, value=<zero>, *, lock=True, name=None, create=None,
+    project_dir=None, persist=False, mode=0o600, trust=False)``.
+
+    The value is stored only when this call creates the object.  Opening an
+    existing one with another typecode is a ShmValueError; ``typecode=None``
+    opens whatever is there.  ``lock`` is accepted for multiprocessing's sake:
+    every read and write is atomic anyway, and ``get_lock()`` (or ``.lock``)
+    is the object's lock.  The name is keyword-only (the typecode is a str).
+    """
+
+    def __init__(self, typecode: Any = None, value: Any = _MISSING, /, *, lock: bool = True,
+                 name: str | None = None, create: bool | None = None, project_dir: Any = None,
+                 persist: bool = False, mode: int = 0o600, trust: bool = False) -> None:
+        if not isinstance(lock, bool):
+            raise ShmTypeError(f"lock must be True or False, not {lock!r}")
+        initial = _coerce(typecode, _default(typecode) if value is _MISSING else value)
+        created = self._open(name=name, create=create, project_dir=project_dir,
+                             persist=persist, mode=mode, trust=trust,
+                             initial=[("typecode", dumps(typecode)), ("value", dumps(initial))])
+        if not created and typecode is not None and self.typecode != typecode:
+            stored = self.typecode
+            self._seg.detach()
+            raise ShmValueError(f"{name!r} is a SharedValue of typecode {stored!r}, not "
+                                f"{typecode!r}; open it with typecode={stored!r} or None")
+
+    def get(self) -> Any:
+        data = self._read("value")
+        return loads(data) if data is not None else None
+
+    def set(self, value: Any) -> None:
+        data = dumps(_coerce(self.typecode, value))
+        self._heap.dict_set(_VALUE_KEY[0], _VALUE_KEY[1], data)
+
+    value = property(get, set)
+
+    @property
+    def typecode(self) -> Any:
+        data = self._read("typecode")
+        return loads(data) if data is not None else None
+
+    def get_lock(self) -> Any:
+        """The object's lock, as multiprocessing.Value's ``get_lock()``."""
+        return self._lock
+
+    def __repr__(self) -> str:
+        if (gone := self._detached_repr()) is not None:
+            return gone
+        return f"{type(self).__name__}({self.typecode!r}, {self.get()!r})"
