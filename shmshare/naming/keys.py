@@ -36,6 +36,7 @@ __all__ = [
     "default_project_dir",
     "key_file_path",
     "list_names",
+    "make_private_dir",
     "resolve_project_dir",
     "validate_name",
 ]
@@ -90,38 +91,60 @@ def default_project_dir() -> Path:
     return Path(f"/tmp/shmshare-{os.geteuid()}")
 
 
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` (and any missing parents) 0700 whatever the umask; check it.
+
+    Every directory shmshare creates goes through here.  A directory that
+    already exists is accepted only if it is a real directory (not a
+    symlink), owned by this user, and not writable by group or others:
+    whoever can write to it can plant key files, and so choose which
+    segment a name maps to.  Raises ShmPermissionError otherwise.
+    """
+    path = Path(os.path.abspath(path))
+    missing: list[Path] = []
+    probe = path
+    while not os.path.lexists(probe) and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue  # a racing creator: checked below like any existing directory
+        # mkdir applies the umask (which may even remove our own bits): set 0700 exactly.
+        os.chmod(directory, 0o700, follow_symlinks=False)
+    _check_private_dir(path)
+    return path
+
+
+def _check_private_dir(path: Path) -> None:
+    st = os.lstat(path)
+    problem = None
+    err = errno.EPERM
+    if stat.S_ISLNK(st.st_mode):
+        err, problem = errno.ELOOP, "is a symlink (pass the real directory as project_dir)"
+    elif not stat.S_ISDIR(st.st_mode):
+        err, problem = errno.ENOTDIR, "is not a directory"
+    elif st.st_uid != os.geteuid():
+        problem = (f"is owned by uid {st.st_uid}, not by you (uid {os.geteuid()}); choose "
+                   "another project_dir or set $SHMSHARE_DIR")
+    elif st.st_mode & 0o022:
+        problem = (f"has mode {stat.S_IMODE(st.st_mode):o}: other users can create key files "
+                   f"in it; run 'chmod go-w {path}' or choose another project_dir")
+    if problem:
+        raise ShmPermissionError(
+            err, f"project directory {str(path)!r} {problem}; refusing to use it", str(path))
+
+
 def resolve_project_dir(project_dir: str | os.PathLike[str] | None = None) -> Path:
     """The absolute project directory, created 0700 if missing and checked.
 
-    Refused (ShmPermissionError) if it is a symlink or owned by another user:
-    whoever controls the directory controls which segment a name maps to.
+    Refused (ShmPermissionError) if it is a symlink, owned by another user or
+    writable by group/others: whoever controls the directory controls which
+    segment a name maps to (see :func:`make_private_dir`).
     """
-    path = Path(project_dir) if project_dir is not None else default_project_dir()
-    path = Path(os.path.abspath(path))
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        os.makedirs(path.parent, exist_ok=True)
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        raise ShmPermissionError(
-            errno.ELOOP, f"project directory {str(path)!r} is a symlink; refusing to use it "
-            "(pass the real directory as project_dir)", str(path))
-    if not stat.S_ISDIR(st.st_mode):
-        raise ShmPermissionError(
-            errno.ENOTDIR, f"project directory {str(path)!r} is not a directory", str(path))
-    if st.st_uid != os.geteuid():
-        raise ShmPermissionError(
-            errno.EPERM, f"project directory {str(path)!r} is owned by uid {st.st_uid}, not "
-            f"by you (uid {os.geteuid()}); refusing to use it — choose another project_dir "
-            "or set $SHMSHARE_DIR", str(path))
-    return path
+    return make_private_dir(Path(project_dir) if project_dir is not None
+                            else default_project_dir())
 
 
 def key_file_path(project_dir: Path, name: str) -> Path:
