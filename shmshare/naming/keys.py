@@ -229,15 +229,20 @@ class KeyFile:
                 except FileNotFoundError:
                     now = None
                 if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-                    os.close(fd)  # unlinked or replaced while we waited: start over
+                    _unlock_close(fd)  # unlinked or replaced while we waited: start over
                     continue
             except BaseException:
-                os.close(fd)
+                _unlock_close(fd)
                 raise
             try:
                 yield cls(path, fd, st)
             finally:
-                os.close(fd)  # closing the last fd releases the flock
+                # Inline, not through _unlock_close: no Python frame (where a
+                # KeyboardInterrupt could land first) between us and LOCK_UN.
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                finally:
+                    os.close(fd)
             return
 
     def read(self) -> KeyRecord | None:
@@ -255,6 +260,21 @@ class KeyFile:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+def _unlock_close(fd: int) -> None:
+    """Release the flock, then close.
+
+    Closing alone is not enough: the lock belongs to the open file
+    description, which a child forked meanwhile (a Pool re-forking workers
+    from another thread) shares through its copy of the descriptor, and it
+    would hold the lock for as long as it lives.  ``LOCK_UN`` releases it for
+    every copy.  (``O_CLOEXEC`` keeps exec'd children from inheriting it.)
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _flock(fd: int, blocking: bool, deadline: float, path: Path) -> bool:
