@@ -26,6 +26,7 @@ from .errors import (
     SegmentNotFoundError,
     SegmentRemovedError,
     ShmLimitError,
+    ShmPermissionError,
     ShmshareError,
     ShmValueError,
     WrongTypeError,
@@ -69,6 +70,7 @@ class _Binding:
         "removed",
         "shmid",
         "size",
+        "trust",
     )
 
     def __init__(self, *, kind: str, shmid: int, key: int, attachment: _core.Attachment,
@@ -87,6 +89,9 @@ class _Binding:
         self.persist = header.persist if header is not None else True
         self.released = False
         self.removed = False
+        # Set by objects opened with trust=True: removing a segment another
+        # user owns then runs its destroy logic (naming.lifecycle.destroy).
+        self.trust = False
         self.release_hooks: list[Callable[[], None]] = []
 
 
@@ -143,7 +148,10 @@ def _remove_if_last(b: _Binding) -> None:
             return
         if st.nattch > 1 or st.dest:
             return  # another attachment (maybe a forked child) still uses it
-        destroy(Found(b.shmid, b.key, b.header, b.attachment, st))
+        try:
+            destroy(Found(b.shmid, b.key, b.header, b.attachment, st), trust=b.trust)
+        except ShmPermissionError:
+            return  # another user's segment (a refused open, say): theirs to remove
         if named:
             assert kf is not None
             kf.unlink()
@@ -389,7 +397,8 @@ class Segment:
             assert b.header is not None
             with KeyFile.locked(b.key_path, create=False) as kf:
                 if kf is not None and _names_us(kf, b):
-                    destroy(Found(b.shmid, b.key, b.header, b.attachment, self.stat()))
+                    destroy(Found(b.shmid, b.key, b.header, b.attachment, self.stat()),
+                            trust=b.trust)
                     kf.unlink()
                     b.removed = True
                     return

@@ -13,13 +13,14 @@ The rules every function here keeps:
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import _core
-from ..errors import SegmentNotFoundError, ShmshareError
+from ..errors import SegmentNotFoundError, ShmPermissionError, ShmshareError
 from .header import HEADER_SIZE, Header
 from .keys import KeyFile, KeyRecord, key_file_path, list_names
 
@@ -28,6 +29,7 @@ __all__ = [
     "SweepResult",
     "destroy",
     "find_existing",
+    "foreign_owner",
     "orphan_reason",
     "pid_alive",
     "register_destroy_hook",
@@ -120,11 +122,34 @@ def _crashed_creation(st: _core.ShmStat) -> bool:
             and not pid_alive(st.cpid))
 
 
-def destroy(found: Found) -> None:
-    """Remove a verified segment: destroy hooks, then IPC_RMID.  Key file lock held."""
+def foreign_owner(st: _core.ShmStat) -> str | None:
+    """Who else owns a segment ("owned by uid N (created by uid M)"), or None if
+    both its owner and its creator are this user."""
+    me = os.geteuid()
+    if st.uid == me and st.cuid == me:
+        return None
+    return f"owned by uid {st.uid} (created by uid {st.cuid})"
+
+
+def destroy(found: Found, *, trust: bool = False) -> None:
+    """Remove a verified segment: destroy hooks, then IPC_RMID.  Key file lock held.
+
+    A segment that another user owns or created is not ours: its bytes are
+    theirs to choose, so running heap logic on them (the hooks follow its
+    extent table and remove what it names) would let them pick which of
+    *our* segments we remove.  Unless the caller trusts them, such a
+    segment is refused with ShmPermissionError before anything runs; so is
+    one the kernel will not let us remove (EPERM).
+    """
+    st = _core.stat(found.shmid)
+    other = foreign_owner(st)
+    if other is not None and not trust:
+        raise ShmPermissionError(
+            errno.EPERM, f"segment shmid={found.shmid} is {other}, not by you "
+            f"(uid {os.geteuid()}): left alone; its owner can remove it")
     if found.header.has_heap:
         for hook in _DESTROY_HOOKS:
-            hook(found.attachment, found.header, _core.stat(found.shmid).nattch)
+            hook(found.attachment, found.header, st.nattch)
     _core.rmid(found.shmid)
 
 
@@ -186,6 +211,9 @@ def _sweep_one(kf: KeyFile, name: str, dry_run: bool) -> SweepResult | None:
             kf.unlink()
         return SweepResult(name, "removed-stale-key", "the key file names no segment")
     try:
+        other = foreign_owner(found.stat_before)
+        if other is not None:  # never inspected further, never removed (see destroy)
+            return SweepResult(name, "kept", f"{other}, not by you: left alone")
         reason = orphan_reason(found.stat_before, found.header)
         if reason is None:
             return None
@@ -215,7 +243,7 @@ def sweep_extents(*, dry_run: bool = False) -> list[SweepResult]:
     for shmid in _core.list_ids():
         try:
             st = _core.stat(shmid)
-            if (st.key not in _EXT_KEYS or st.nattch or st.dest or st.uid != os.geteuid()
+            if (st.key not in _EXT_KEYS or st.nattch or st.dest or foreign_owner(st)
                     or st.size < 64):
                 continue
             att = _core.shmat(shmid, st.size, readonly=True)

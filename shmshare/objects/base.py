@@ -212,12 +212,17 @@ def _reopen(cls: type[HeapObject], segment_ref: tuple[Any, tuple[Any, ...]],
 def _check_trust(seg: Segment, trust: bool) -> None:
     """Refuse to unpickle from a segment someone else could have written.
 
+    With ``trust=True`` the segment's destroy logic may also run when this
+    process removes it (see naming.lifecycle.destroy); without, a foreign
+    segment is only ever detached, never inspected as a heap or removed.
+
     Unpickling runs code chosen by whoever wrote the bytes.  Unless the
     caller passes ``trust=True``, the object's segment must be owned and
     created by this user and writable by nobody else (no group/other write
     bit): otherwise another user could plant a malicious pickle.
     """
     if trust:
+        seg._b.trust = True
         return
     st = seg.stat()
     me = os.geteuid()
