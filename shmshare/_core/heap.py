@@ -33,6 +33,7 @@ from ..errors import (
 )
 from . import IPC_CREAT, IPC_EXCL, Attachment, OwnerWatch, explain_shmget_error
 from ._lib import ffi, lib
+from .guard import LockGuard
 
 __all__ = ["SCAN_START", "Heap"]
 
@@ -126,8 +127,8 @@ class _Scratch:
 class Heap:
     """A process-local handle on a heap in shared memory."""
 
-    __slots__ = ("__weakref__", "_att", "_h", "_tls", "lock_timeout", "modcount_view",
-                 "same_namespace")
+    __slots__ = ("__weakref__", "_att", "_h", "_tls", "guard", "lock_timeout",
+                 "modcount_view", "same_namespace")
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
@@ -136,6 +137,8 @@ class Heap:
         self._att = att              # keeps extent 0 mapped
         self._h: Any = handle
         lib.shms_heap_set_main(handle, att.shmid)
+        #: The heap lock as objects hold it (``ObjectLock``): see guard.py.
+        self.guard = LockGuard(handle, heap=True, shmid=att.shmid, keep=None, error=_error)
         self._tls = threading.local()
         self.lock_timeout: float | None = None
         # Set by the object owning the segment (Segment.pid_namespace_shared):
@@ -189,6 +192,7 @@ class Heap:
         # Never read the counter again: its memory may be unmapped next.
         self.modcount_view = _NO_COUNTER
         if h is not None:
+            self.guard.close()
             lib.shms_heap_close(h)
 
     def __del__(self) -> None:

@@ -66,22 +66,6 @@ def _same_dtype(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-class _MutexTarget:
-    """The robust mutex in the array header, as ObjectLock wants it (no data to repair)."""
-
-    def __init__(self, mutex: _core.RobustMutex) -> None:
-        self._m = mutex
-
-    def lock(self, timeout: float | None = None) -> bool:
-        died = self._m.acquire(timeout)
-        if died:
-            self._m.mark_consistent()  # plain array data: nothing to roll back
-        return died
-
-    def unlock(self) -> None:
-        self._m.release()
-
-
 class SharedArray:
     """``SharedArray(shape, dtype="float64", *, name=None, create=None, ...)``.
 
@@ -173,7 +157,7 @@ class SharedArray:
         self._descr = descr
         self.shape: tuple[int, ...] = shape
         self.itemsize, self._format = itemsize, fmt
-        self.lock = ObjectLock(_MutexTarget(mutex), self)
+        self.lock = ObjectLock(mutex, self)  # a dead owner: plain data, nothing to repair
 
     # -- views ----------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ For a consistent snapshot use ``d.copy()``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import (
     Callable,
     ItemsView,
@@ -36,7 +35,6 @@ from .codec import decode_key, dumps, encode_key, loads
 __all__ = ["SharedDict"]
 
 _MISSING: Any = object()
-_get_ident = threading.get_ident
 _REPR_LIMIT = 50
 T = TypeVar("T")
 
@@ -77,8 +75,7 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
     # -- the hot paths ------------------------------------------------------------
 
     def _held(self) -> bool:
-        owner = self.lock._owner
-        return owner is not None and owner == _get_ident()
+        return self.lock.held()
 
     def __getitem__(self, key: Any) -> Any:
         # The cache hit of _read, inlined: this is the hot path.
