@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -253,3 +256,55 @@ def test_planted_segment_runs_no_heap_logic(victim_dir: Path, persist: bool) -> 
                                           "you: left alone")], out
     assert out["precious"] == {"v": 1}
     assert _core.stat(foreign).cuid == ATTACKER  # still there: not the victim's to remove
+
+
+# -- two IPC namespaces, one project directory (containers sharing a volume) ------------------
+
+_OTHER_NAMESPACE = r"""
+import json, sys
+from pathlib import Path
+import shmshare
+from shmshare.naming.lifecycle import sweep
+pdir = Path(sys.argv[1])
+out = {}
+d = shmshare.SharedDict("theirs", {"b": 2}, project_dir=pdir)  # the first open sweeps
+out["gc"] = [(r.name, r.action, r.reason) for r in sweep(pdir)]
+try:
+    shmshare.SharedDict("ours", project_dir=pdir)
+    out["open-ours"] = "opened"
+except Exception as exc:
+    out["open-ours"] = f"{type(exc).__name__}: {exc}"
+d.detach()
+print(json.dumps(out))
+"""
+
+
+def _unshare_ipc_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "--ipc", "true"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _unshare_ipc_works(),
+                    reason="cannot make an IPC namespace here (unshare --ipc needs root or "
+                           "user namespaces)")
+def test_other_ipc_namespace_leaves_our_key_files_alone(project_dir: Path) -> None:
+    """A process in another IPC namespace sharing the project dir (containers with a shared
+    volume) neither deletes our live key files as stale nor takes over our names."""
+    ours = SharedDict("ours", {"a": 1}, project_dir=project_dir)
+    proc = subprocess.run(["unshare", "--ipc", sys.executable, "-c", _OTHER_NAMESPACE,
+                           str(project_dir)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert (project_dir / "ours.key").exists(), out
+    assert out["gc"] == [["ours", "kept", out["gc"][0][2]]], out
+    assert "another IPC namespace" in out["gc"][0][2]
+    assert "another IPC namespace" in out["open-ours"], out
+    assert not (project_dir / "theirs.key").exists()  # their last detach removed it there
+    again = SharedDict("ours", project_dir=project_dir, create=False)
+    assert again["a"] == 1
+    assert sweep(project_dir) == []  # and ours is untouched by our own gc too
+    again.detach()
+    ours.detach()

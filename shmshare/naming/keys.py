@@ -30,6 +30,7 @@ from typing import Any
 from ..errors import LockTimeoutError, ShmPermissionError, ShmValueError
 
 __all__ = [
+    "IPC_NAMESPACE",
     "KEY_SUFFIX",
     "KeyFile",
     "KeyRecord",
@@ -161,27 +162,51 @@ def list_names(project_dir: Path) -> list[str]:
                   if e.endswith(KEY_SUFFIX) and not e.startswith("."))
 
 
+def _own_ipc_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/ipc").st_ino
+    except OSError:
+        return 0  # unknown: records then carry no namespace, as before
+
+
+#: This process's IPC namespace (inode of /proc/self/ns/ipc; 0 if unknown).
+#: System V keys mean something only inside one IPC namespace.
+IPC_NAMESPACE = _own_ipc_namespace()
+
+
 @dataclass(frozen=True)
 class KeyRecord:
-    """What a key file says about its segment."""
+    """What a key file says about its segment.
+
+    ``ipcns`` is the IPC namespace the segment lives in (0: unknown, or a
+    record older than this field).  Two containers sharing a project
+    directory through a volume see each other's key files but not each
+    other's segments: a key file of another namespace is never "stale" here.
+    """
 
     proj_id: int
     kind: str
     persist: bool
+    ipcns: int = IPC_NAMESPACE
 
     def dumps(self) -> bytes:
         return json.dumps({"v": 1, "proj_id": self.proj_id, "kind": self.kind,
-                           "persist": self.persist}).encode() + b"\n"
+                           "persist": self.persist, "ipcns": self.ipcns}).encode() + b"\n"
 
     @classmethod
     def loads(cls, data: bytes) -> KeyRecord | None:
         """The record, or None if the file is empty or not a record we wrote."""
         try:
             obj: Any = json.loads(data)
-            rec = cls(int(obj["proj_id"]), str(obj["kind"]), bool(obj["persist"]))
-        except (ValueError, KeyError, TypeError):
+            rec = cls(int(obj["proj_id"]), str(obj["kind"]), bool(obj["persist"]),
+                      int(obj.get("ipcns", 0)))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
         return rec if 1 <= rec.proj_id <= 255 else None
+
+    def other_namespace(self) -> bool:
+        """True if the record names a segment of another IPC namespace than ours."""
+        return bool(self.ipcns and IPC_NAMESPACE and self.ipcns != IPC_NAMESPACE)
 
 
 class KeyFile:

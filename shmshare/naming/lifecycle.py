@@ -22,7 +22,7 @@ from pathlib import Path
 from .. import _core
 from ..errors import SegmentNotFoundError, ShmPermissionError, ShmshareError
 from .header import HEADER_SIZE, Header
-from .keys import KeyFile, KeyRecord, key_file_path, list_names
+from .keys import IPC_NAMESPACE, KeyFile, KeyRecord, key_file_path, list_names
 
 __all__ = [
     "Found",
@@ -84,8 +84,17 @@ def find_existing(kf: KeyFile, record: KeyRecord, name: str, *,
 
     A segment at that key which is not ours is left alone (an ``ftok``
     collision).  One whose creator died before writing the magic is ours to
-    reclaim: it is removed here.  Must be called with ``kf`` locked.
+    reclaim: it is removed here.  A record of another IPC namespace raises
+    ShmPermissionError: its segment is invisible here, so neither "absent"
+    nor "stale" would be true.  Must be called with ``kf`` locked.
     """
+    if record.other_namespace():
+        raise ShmPermissionError(
+            errno.EPERM, f"{kf.path.name} names a segment of another IPC namespace "
+            f"(ipc:[{record.ipcns}], this process is in ipc:[{IPC_NAMESPACE}]) that shares "
+            "this project directory; use it from that namespace, or give each IPC "
+            "namespace its own project directory (see docs/concepts/security.md)",
+            str(kf.path))
     key = _core.ftok(str(kf.path), record.proj_id)
     try:
         shmid = _core.shmget(key, 0, 0)
@@ -202,6 +211,9 @@ def sweep(project_dir: Path, *, dry_run: bool = False,
 
 def _sweep_one(kf: KeyFile, name: str, dry_run: bool) -> SweepResult | None:
     record = kf.read()
+    if record is not None and record.other_namespace():
+        return SweepResult(name, "kept", f"a segment of another IPC namespace "
+                           f"(ipc:[{record.ipcns}]): not visible from here, left alone")
     try:
         found = find_existing(kf, record, name) if record is not None else None
     except ShmshareError as exc:
