@@ -220,3 +220,16 @@ def test_ctrl_c_torture(method: str) -> None:
         out = torture.one_run(method, rng, timeout=30.0, sync_lock=False)
         assert not out.hung, out.hang_report
         assert out.leaked_segments == [] and out.leftover_files == [], out
+
+
+@pytest.mark.parametrize("kind", ["array", "dict"])
+def test_lock_of_detached_object_refuses(kind: str) -> None:
+    """Using the lock of a detached object raises ValueError (it once read unmapped memory)."""
+    obj: Any = SharedArray(4, "int64") if kind == "array" else SharedDict()
+    lock = obj.lock
+    obj.detach()
+    with pytest.raises(ValueError, match="detached"), lock:
+        pass
+    with pytest.raises(ValueError, match="detached"):
+        lock.acquire(timeout=0)
+    assert not lock.held()

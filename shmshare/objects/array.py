@@ -158,6 +158,8 @@ class SharedArray:
         self.shape: tuple[int, ...] = shape
         self.itemsize, self._format = itemsize, fmt
         self.lock = ObjectLock(mutex, self)  # a dead owner: plain data, nothing to repair
+        # After detach the mutex's memory is unmapped: the lock must refuse, not touch it.
+        seg._on_release(mutex.guard.close)
 
     # -- views ----------------------------------------------------------------------
 
