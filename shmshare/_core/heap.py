@@ -206,19 +206,19 @@ class Heap:
     def retire(self) -> None:
         """The main segment is being removed while other processes still use the
         heap: from now on its extents die with their last user (see extent.c)."""
-        held = False
-        try:
-            self.lock()
-        except CorruptSegmentError:
-            self.destroy_extents()   # nobody can use a corrupt heap anyway
-            return
-        except RuntimeError:
-            held = True              # this thread holds the lock already (EDEADLK)
-        try:
-            lib.shms_heap_retire(self._handle())
+        h = self._handle()
+        ticket = self.guard.new_ticket()
+        try:                         # the guard: a Ctrl-C here never leaves the lock held
+            try:
+                self.guard.acquire_level(ticket, None, self.same_namespace)
+            except CorruptSegmentError:
+                self.destroy_extents()   # nobody can use a corrupt heap anyway
+                return
+            except RuntimeError:
+                pass                 # this thread holds it already, outside any guard (EDEADLK)
+            lib.shms_heap_retire(h)
         finally:
-            if not held:
-                self.unlock()
+            self.guard.undo(ticket)
 
     def last_detach(self) -> None:
         """Before detaching: the last user of an anonymous heap removes the
