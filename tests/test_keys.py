@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+from helpers import children, fork_child, wait_pid
 
 import shmshare
-from shmshare.naming.keys import KeyFile, KeyRecord, default_project_dir, resolve_project_dir
+from shmshare.naming.keys import (
+    KeyFile,
+    KeyRecord,
+    default_project_dir,
+    key_file_path,
+    resolve_project_dir,
+)
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "..", ".", ".hidden", "a\0b", "x" * 201,
@@ -111,3 +119,63 @@ def test_key_file_lock_retries_after_unlink(project_dir: Path) -> None:
     with KeyFile.locked(path, create=True) as kf:
         assert (kf is not None and kf.ino != first) or kf is not None
         kf.unlink()
+
+
+def _hold_until_closed(read_fd: int, write_fd: int) -> int:
+    os.close(write_fd)
+    os.read(read_fd, 1)  # returns when the parent closes its end (or dies)
+    return 0
+
+
+def _fds_on(pid: int, path: Path) -> list[str]:
+    fds = Path(f"/proc/{pid}/fd")
+    return [fd.name for fd in fds.iterdir() if os.readlink(fd) == str(path)]
+
+
+def test_forked_child_does_not_keep_key_file_flock(project_dir: Path) -> None:
+    """A child forked while a key file is locked does not keep the lock once it is released
+    (LOCK_UN: the parent once waited on a flock held through a re-forked worker's fd)."""
+    path = key_file_path(resolve_project_dir(project_dir), "held")
+    r, w = os.pipe()
+    pid = None
+    try:
+        with KeyFile.locked(path, create=True):
+            pid = fork_child(_hold_until_closed, r, w)
+        assert _fds_on(pid, path), "the child should still have its copy of the descriptor"
+        with KeyFile.locked(path, create=False, blocking=False) as again:
+            assert again is not None, "the forked child kept the key-file flock"
+            again.unlink()
+    finally:
+        os.close(w)
+        os.close(r)
+        if pid is not None:
+            wait_pid(pid)
+
+
+def test_execd_child_inherits_no_key_file(project_dir: Path) -> None:
+    """A process exec'd while a key file is locked has no descriptor on it (O_CLOEXEC)."""
+    path = key_file_path(resolve_project_dir(project_dir), "held")
+    r, w = os.pipe()
+    os.set_inheritable(r, True)
+    pid = None
+    try:
+        with KeyFile.locked(path, create=True) as kf:
+            assert kf is not None
+            # posix_spawn, unlike subprocess, closes nothing itself: what the
+            # child has is exactly what was inheritable.
+            code = "import os,sys; os.write(1, b'u'); os.read(int(sys.argv[1]), 1)"
+            ready_r, ready_w = os.pipe()
+            os.set_inheritable(ready_w, True)
+            pid = os.posix_spawn(sys.executable, [sys.executable, "-c", code, str(r)],
+                                 os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, ready_w, 1)])
+            children.add(pid)
+            os.close(ready_w)
+            assert os.read(ready_r, 1) == b"u"
+            os.close(ready_r)
+            assert _fds_on(pid, path) == []
+            kf.unlink()
+    finally:
+        os.close(w)
+        os.close(r)
+        if pid is not None:
+            wait_pid(pid)

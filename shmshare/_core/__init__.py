@@ -396,11 +396,17 @@ class RobustMutex:
 
     SIZE: int = int(lib.shms_mutex_size())
 
-    __slots__ = ("_att", "_m", "same_namespace")
+    __slots__ = ("_att", "_m", "guard", "same_namespace")
 
     def __init__(self, attachment: Attachment, offset: int) -> None:
+        from .guard import LockGuard, mutex_error  # guard.py imports this module
+
         self._att = attachment  # keeps the mapping alive
         self._m = ffi.cast("void *", attachment.pointer(offset))
+        #: The mutex as objects hold it (``ObjectLock``, see guard.py); a dead
+        #: owner is reported and the mutex made consistent (nothing to repair).
+        self.guard = LockGuard(self._m, heap=False, shmid=attachment.shmid, keep=attachment,
+                               error=mutex_error)
         # Set by the owner of the segment (Segment.pid_namespace_shared): while
         # it says True, a long wait on a lock word naming a thread that does not
         # exist ends in CorruptSegmentError instead of waiting forever.
@@ -456,6 +462,7 @@ class RobustMutex:
 
     def mark_consistent(self) -> None:
         _check(lib.shms_mutex_consistent(self._m), "pthread_mutex_consistent")
+
 
     def release(self) -> None:
         rc = lib.shms_mutex_unlock(self._m)

@@ -34,6 +34,7 @@ from ..errors import (
 )
 from . import IPC_CREAT, IPC_EXCL, Attachment, OwnerWatch, explain_shmget_error
 from ._lib import ffi, lib
+from .guard import LockGuard
 
 __all__ = ["SCAN_START", "Heap", "reap_extents", "set_test_fail_point", "sweep_extent"]
 
@@ -148,8 +149,8 @@ class _Scratch:
 class Heap:
     """A process-local handle on a heap in shared memory."""
 
-    __slots__ = ("__weakref__", "_att", "_h", "_tls", "lock_timeout", "modcount_view",
-                 "same_namespace")
+    __slots__ = ("__weakref__", "_att", "_h", "_tls", "guard", "lock_timeout",
+                 "modcount_view", "same_namespace")
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
@@ -161,6 +162,8 @@ class Heap:
         # Whoever detaches the main segment last removes the extents (extent.c).
         att.after_detach(Heap, functools.partial(
             lib.shms_ext_reap, att.shmid, int(lib.shms_heap_token(handle)), 0))
+        #: The heap lock as objects hold it (``ObjectLock``): see guard.py.
+        self.guard = LockGuard(handle, heap=True, shmid=att.shmid, keep=None, error=_error)
         self._tls = threading.local()
         self.lock_timeout: float | None = None
         # Set by the object owning the segment (Segment.pid_namespace_shared):
@@ -224,6 +227,7 @@ class Heap:
         # Never read the counter again: its memory may be unmapped next.
         self.modcount_view = _NO_COUNTER
         if h is not None:
+            self.guard.close()
             lib.shms_heap_close(h)
 
     def __del__(self) -> None:

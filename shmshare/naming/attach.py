@@ -22,6 +22,7 @@ from ..errors import (
     SegmentNotFoundError,
     SegmentRemovedError,
     ShmLimitError,
+    ShmPermissionError,
     ShmshareError,
     ShmValueError,
     WrongTypeError,
@@ -71,6 +72,7 @@ class Binding:
         "removed",
         "shmid",
         "size",
+        "trust",
     )
 
     def __init__(self, *, kind: str, shmid: int, key: int, attachment: _core.Attachment,
@@ -89,6 +91,9 @@ class Binding:
         self.persist = header.persist if header is not None else True
         self.released = False
         self.removed = False
+        # Set by objects opened with trust=True: removing a segment another
+        # user owns then runs its destroy logic (naming.lifecycle.destroy).
+        self.trust = False
         self.release_hooks: list[Callable[[], None]] = []
 
 
@@ -145,7 +150,10 @@ def _remove_if_last(b: Binding) -> None:
             return
         if st.nattch > 1 or st.dest:
             return  # another attachment (maybe a forked child) still uses it
-        destroy(Found(b.shmid, b.key, b.header, b.attachment, st))
+        try:
+            destroy(Found(b.shmid, b.key, b.header, b.attachment, st), trust=b.trust)
+        except ShmPermissionError:
+            return  # another user's segment (a refused open, say): theirs to remove
         if named:
             assert kf is not None
             kf.unlink()

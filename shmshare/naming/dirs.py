@@ -9,11 +9,12 @@ the same kind runs.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 from .inventory import remove
-from .keys import list_names, resolve_project_dir
+from .keys import list_names, make_private_dir
 from .lifecycle import pid_alive
 
 __all__ = ["OWNED_SUBDIRS", "OWNER_FILE", "claim", "dead_owner_dirs", "remove_all",
@@ -24,10 +25,16 @@ OWNED_SUBDIRS = ("managers", "pytest-runs")  # where owned directories live in a
 
 
 def claim(path: Path, owner_pid: int) -> Path:
-    """Create ``path`` (and its parent) as a project directory owned by ``owner_pid``."""
-    resolve_project_dir(path.parent)
-    resolve_project_dir(path)
-    (path / OWNER_FILE).write_text(str(owner_pid))
+    """Create ``path`` (``<project dir>/<one of OWNED_SUBDIRS>/<name>``) as a project
+    directory owned by ``owner_pid``; each of the three is made or checked private."""
+    for directory in (path.parent.parent, path.parent, path):
+        make_private_dir(directory)
+    fd = os.open(path / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                 | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, str(owner_pid).encode())
+    finally:
+        os.close(fd)
     return path
 
 

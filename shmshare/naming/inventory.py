@@ -52,6 +52,9 @@ def _entry(project_dir: Path, name: str) -> Entry:
     record = _read_record(path)
     if record is None:
         return Entry(name, "?", None, None, "-", "-", 0, 0, "stale key file", None, None)
+    if record.other_namespace():
+        return Entry(name, record.kind, None, None, "-", "-", 0, 0,
+                     f"in another IPC namespace (ipc:[{record.ipcns}])", None, None)
     key = _core.ftok(str(path), record.proj_id)
     try:
         shmid = _core.shmget(key, 0, 0)

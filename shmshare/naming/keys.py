@@ -30,12 +30,14 @@ from typing import Any
 from ..errors import LockTimeoutError, ShmPermissionError, ShmValueError
 
 __all__ = [
+    "IPC_NAMESPACE",
     "KEY_SUFFIX",
     "KeyFile",
     "KeyRecord",
     "default_project_dir",
     "key_file_path",
     "list_names",
+    "make_private_dir",
     "resolve_project_dir",
     "validate_name",
 ]
@@ -90,38 +92,60 @@ def default_project_dir() -> Path:
     return Path(f"/tmp/shmshare-{os.geteuid()}")
 
 
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` (and any missing parents) 0700 whatever the umask; check it.
+
+    Every directory shmshare creates goes through here.  A directory that
+    already exists is accepted only if it is a real directory (not a
+    symlink), owned by this user, and not writable by group or others:
+    whoever can write to it can plant key files, and so choose which
+    segment a name maps to.  Raises ShmPermissionError otherwise.
+    """
+    path = Path(os.path.abspath(path))
+    missing: list[Path] = []
+    probe = path
+    while not os.path.lexists(probe) and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue  # a racing creator: checked below like any existing directory
+        # mkdir applies the umask (which may even remove our own bits): set 0700 exactly.
+        os.chmod(directory, 0o700, follow_symlinks=False)
+    _check_private_dir(path)
+    return path
+
+
+def _check_private_dir(path: Path) -> None:
+    st = os.lstat(path)
+    problem = None
+    err = errno.EPERM
+    if stat.S_ISLNK(st.st_mode):
+        err, problem = errno.ELOOP, "is a symlink (pass the real directory as project_dir)"
+    elif not stat.S_ISDIR(st.st_mode):
+        err, problem = errno.ENOTDIR, "is not a directory"
+    elif st.st_uid != os.geteuid():
+        problem = (f"is owned by uid {st.st_uid}, not by you (uid {os.geteuid()}); choose "
+                   "another project_dir or set $SHMSHARE_DIR")
+    elif st.st_mode & 0o022:
+        problem = (f"has mode {stat.S_IMODE(st.st_mode):o}: other users can create key files "
+                   f"in it; run 'chmod go-w {path}' or choose another project_dir")
+    if problem:
+        raise ShmPermissionError(
+            err, f"project directory {str(path)!r} {problem}; refusing to use it", str(path))
+
+
 def resolve_project_dir(project_dir: str | os.PathLike[str] | None = None) -> Path:
     """The absolute project directory, created 0700 if missing and checked.
 
-    Refused (ShmPermissionError) if it is a symlink or owned by another user:
-    whoever controls the directory controls which segment a name maps to.
+    Refused (ShmPermissionError) if it is a symlink, owned by another user or
+    writable by group/others: whoever controls the directory controls which
+    segment a name maps to (see :func:`make_private_dir`).
     """
-    path = Path(project_dir) if project_dir is not None else default_project_dir()
-    path = Path(os.path.abspath(path))
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        os.makedirs(path.parent, exist_ok=True)
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        raise ShmPermissionError(
-            errno.ELOOP, f"project directory {str(path)!r} is a symlink; refusing to use it "
-            "(pass the real directory as project_dir)", str(path))
-    if not stat.S_ISDIR(st.st_mode):
-        raise ShmPermissionError(
-            errno.ENOTDIR, f"project directory {str(path)!r} is not a directory", str(path))
-    if st.st_uid != os.geteuid():
-        raise ShmPermissionError(
-            errno.EPERM, f"project directory {str(path)!r} is owned by uid {st.st_uid}, not "
-            f"by you (uid {os.geteuid()}); refusing to use it — choose another project_dir "
-            "or set $SHMSHARE_DIR", str(path))
-    return path
+    return make_private_dir(Path(project_dir) if project_dir is not None
+                            else default_project_dir())
 
 
 def key_file_path(project_dir: Path, name: str) -> Path:
@@ -138,27 +162,51 @@ def list_names(project_dir: Path) -> list[str]:
                   if e.endswith(KEY_SUFFIX) and not e.startswith("."))
 
 
+def _own_ipc_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/ipc").st_ino
+    except OSError:
+        return 0  # unknown: records then carry no namespace, as before
+
+
+#: This process's IPC namespace (inode of /proc/self/ns/ipc; 0 if unknown).
+#: System V keys mean something only inside one IPC namespace.
+IPC_NAMESPACE = _own_ipc_namespace()
+
+
 @dataclass(frozen=True)
 class KeyRecord:
-    """What a key file says about its segment."""
+    """What a key file says about its segment.
+
+    ``ipcns`` is the IPC namespace the segment lives in (0: unknown, or a
+    record older than this field).  Two containers sharing a project
+    directory through a volume see each other's key files but not each
+    other's segments: a key file of another namespace is never "stale" here.
+    """
 
     proj_id: int
     kind: str
     persist: bool
+    ipcns: int = IPC_NAMESPACE
 
     def dumps(self) -> bytes:
         return json.dumps({"v": 1, "proj_id": self.proj_id, "kind": self.kind,
-                           "persist": self.persist}).encode() + b"\n"
+                           "persist": self.persist, "ipcns": self.ipcns}).encode() + b"\n"
 
     @classmethod
     def loads(cls, data: bytes) -> KeyRecord | None:
         """The record, or None if the file is empty or not a record we wrote."""
         try:
             obj: Any = json.loads(data)
-            rec = cls(int(obj["proj_id"]), str(obj["kind"]), bool(obj["persist"]))
-        except (ValueError, KeyError, TypeError):
+            rec = cls(int(obj["proj_id"]), str(obj["kind"]), bool(obj["persist"]),
+                      int(obj.get("ipcns", 0)))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
         return rec if 1 <= rec.proj_id <= 255 else None
+
+    def other_namespace(self) -> bool:
+        """True if the record names a segment of another IPC namespace than ours."""
+        return bool(self.ipcns and IPC_NAMESPACE and self.ipcns != IPC_NAMESPACE)
 
 
 class KeyFile:
@@ -206,15 +254,20 @@ class KeyFile:
                 except FileNotFoundError:
                     now = None
                 if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-                    os.close(fd)  # unlinked or replaced while we waited: start over
+                    _unlock_close(fd)  # unlinked or replaced while we waited: start over
                     continue
             except BaseException:
-                os.close(fd)
+                _unlock_close(fd)
                 raise
             try:
                 yield cls(path, fd, st)
             finally:
-                os.close(fd)  # closing the last fd releases the flock
+                # Inline, not through _unlock_close: no Python frame (where a
+                # KeyboardInterrupt could land first) between us and LOCK_UN.
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                finally:
+                    os.close(fd)
             return
 
     def read(self) -> KeyRecord | None:
@@ -232,6 +285,21 @@ class KeyFile:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+def _unlock_close(fd: int) -> None:
+    """Release the flock, then close.
+
+    Closing alone is not enough: the lock belongs to the open file
+    description, which a child forked meanwhile (a Pool re-forking workers
+    from another thread) shares through its copy of the descriptor, and it
+    would hold the lock for as long as it lives.  ``LOCK_UN`` releases it for
+    every copy.  (``O_CLOEXEC`` keeps exec'd children from inheriting it.)
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _flock(fd: int, blocking: bool, deadline: float, path: Path) -> bool:

@@ -13,21 +13,23 @@ The rules every function here keeps:
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import _core
-from ..errors import SegmentNotFoundError, ShmshareError
+from ..errors import SegmentNotFoundError, ShmPermissionError, ShmshareError
 from .header import HEADER_SIZE, Header
-from .keys import KeyFile, KeyRecord, key_file_path, list_names
+from .keys import IPC_NAMESPACE, KeyFile, KeyRecord, key_file_path, list_names
 
 __all__ = [
     "Found",
     "SweepResult",
     "destroy",
     "find_existing",
+    "foreign_owner",
     "orphan_reason",
     "pid_alive",
     "register_destroy_hook",
@@ -82,8 +84,17 @@ def find_existing(kf: KeyFile, record: KeyRecord, name: str, *,
 
     A segment at that key which is not ours is left alone (an ``ftok``
     collision).  One whose creator died before writing the magic is ours to
-    reclaim: it is removed here.  Must be called with ``kf`` locked.
+    reclaim: it is removed here.  A record of another IPC namespace raises
+    ShmPermissionError: its segment is invisible here, so neither "absent"
+    nor "stale" would be true.  Must be called with ``kf`` locked.
     """
+    if record.other_namespace():
+        raise ShmPermissionError(
+            errno.EPERM, f"{kf.path.name} names a segment of another IPC namespace "
+            f"(ipc:[{record.ipcns}], this process is in ipc:[{IPC_NAMESPACE}]) that shares "
+            "this project directory; use it from that namespace, or give each IPC "
+            "namespace its own project directory (see docs/concepts/security.md)",
+            str(kf.path))
     key = _core.ftok(str(kf.path), record.proj_id)
     try:
         shmid = _core.shmget(key, 0, 0)
@@ -120,17 +131,39 @@ def _crashed_creation(st: _core.ShmStat) -> bool:
             and not pid_alive(st.cpid))
 
 
-def destroy(found: Found) -> str | None:
+def foreign_owner(st: _core.ShmStat) -> str | None:
+    """Who else owns a segment ("owned by uid N (created by uid M)"), or None if
+    both its owner and its creator are this user."""
+    me = os.geteuid()
+    if st.uid == me and st.cuid == me:
+        return None
+    return f"owned by uid {st.uid} (created by uid {st.cuid})"
+
+
+def destroy(found: Found, *, trust: bool = False) -> str | None:
     """Remove a verified segment: destroy hooks, then IPC_RMID.  Key file lock held.
+
+    A segment that another user owns or created is not ours: its bytes are
+    theirs to choose, so running heap logic on them (the hooks remove the
+    segments its extent keys name) would let them pick which of *our*
+    segments we remove.  Unless the caller trusts them, such a segment is
+    refused with ShmPermissionError before anything runs; so is one the
+    kernel will not let us remove (EPERM).
 
     The IPC_RMID never depends on the hooks: a hook that fails (a damaged
     payload) does not stop the removal; what it reported is returned.
     """
+    st = _core.stat(found.shmid)
+    other = foreign_owner(st)
+    if other is not None and not trust:
+        raise ShmPermissionError(
+            errno.EPERM, f"segment shmid={found.shmid} is {other}, not by you "
+            f"(uid {os.geteuid()}): left alone; its owner can remove it")
     problem = None
     if found.header.has_heap:
         for hook in _DESTROY_HOOKS:
             try:
-                hook(found.attachment, found.header, _core.stat(found.shmid).nattch)
+                hook(found.attachment, found.header, st.nattch)
             except ShmshareError as exc:
                 problem = problem or f"its payload could not be cleaned up: {exc}"
     _core.rmid(found.shmid)
@@ -186,6 +219,9 @@ def sweep(project_dir: Path, *, dry_run: bool = False,
 
 def _sweep_one(kf: KeyFile, name: str, dry_run: bool) -> SweepResult | None:
     record = kf.read()
+    if record is not None and record.other_namespace():
+        return SweepResult(name, "kept", f"a segment of another IPC namespace "
+                           f"(ipc:[{record.ipcns}]): not visible from here, left alone")
     try:
         found = find_existing(kf, record, name) if record is not None else None
     except ShmshareError as exc:
@@ -195,6 +231,9 @@ def _sweep_one(kf: KeyFile, name: str, dry_run: bool) -> SweepResult | None:
             kf.unlink()
         return SweepResult(name, "removed-stale-key", "the key file names no segment")
     try:
+        other = foreign_owner(found.stat_before)
+        if other is not None:  # never inspected further, never removed (see destroy)
+            return SweepResult(name, "kept", f"{other}, not by you: left alone")
         reason = orphan_reason(found.stat_before, found.header)
         if reason is None:
             return None

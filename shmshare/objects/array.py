@@ -82,22 +82,6 @@ def _same_dtype(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-class _MutexTarget:
-    """The robust mutex in the array header, as ObjectLock wants it (no data to repair)."""
-
-    def __init__(self, mutex: _core.RobustMutex) -> None:
-        self._m = mutex
-
-    def lock(self, timeout: float | None = None) -> bool:
-        died = self._m.acquire(timeout)
-        if died:
-            self._m.mark_consistent()  # plain array data: nothing to roll back
-        return died
-
-    def unlock(self) -> None:
-        self._m.release()
-
-
 class SharedArray(HandleMethods, SharedObject, kind="array"):
     """``SharedArray(shape, dtype="float64", *, name=None, create=None, project_dir=None,
     persist=False, mode=0o600, trust=False)``.
@@ -208,7 +192,9 @@ class SharedArray(HandleMethods, SharedObject, kind="array"):
         self._meta: dict[str, Any] = meta
         self.shape: tuple[int, ...] = shape
         self.itemsize, self._format = itemsize, fmt
-        self._lock = ObjectLock(_MutexTarget(mutex), self)
+        self._lock = ObjectLock(mutex, self)  # a dead owner: plain data, nothing to repair
+        # After detach the mutex's memory is unmapped: the lock must refuse, not touch it.
+        seg._on_release(mutex.guard.close)
 
     def _check_payload(self) -> None:
         probe = type(self).__new__(type(self))

@@ -16,7 +16,6 @@ For a consistent snapshot use ``d.copy()``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import (
     Callable,
     ItemsView,
@@ -37,7 +36,6 @@ from .shared_object import HandleMethods
 __all__ = ["SharedDict"]
 
 _MISSING: Any = object()
-_get_ident = threading.get_ident
 _REPR_LIMIT = 50
 K = TypeVar("K")
 V = TypeVar("V")
@@ -84,8 +82,7 @@ class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
     # -- the hot paths ------------------------------------------------------------
 
     def _held(self) -> bool:
-        owner = self._lock._owner
-        return owner is not None and owner == _get_ident()
+        return self._lock.held()
 
     def __getitem__(self, key: K) -> V:
         # The cache hit of _read, inlined: this is the hot path.

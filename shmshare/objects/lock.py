@@ -10,11 +10,12 @@ died holding the lock.
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 import weakref
+from collections.abc import Callable
 from typing import Any, Protocol
 
+from .._core.guard import LockGuard
 from ..errors import LockTimeoutError
 
 __all__ = ["ObjectLock", "OwnerDiedWarning"]
@@ -31,8 +32,10 @@ class OwnerDiedWarning(RuntimeWarning):
 
 
 class _Lockable(Protocol):
-    def lock(self, timeout: float | None = None) -> bool: ...
-    def unlock(self) -> None: ...
+    """What ObjectLock locks: a Heap or a RobustMutex."""
+
+    guard: LockGuard
+    same_namespace: Callable[[], bool] | None
 
 
 _ALL: weakref.WeakSet[ObjectLock] = weakref.WeakSet()
@@ -45,46 +48,65 @@ class ObjectLock:
     non-blocking or timed attempt fails, like ``threading.RLock``.
     ``recoveries`` counts the times this process found the lock abandoned
     by a dead owner (each also emits ``OwnerDiedWarning``).
+
+    ``with`` never leaves the lock held, whatever exception -- Ctrl-C, or any
+    signal handler that raises -- arrives at whatever moment: taking it is
+    undone by the handler of the ``try`` that follows the C call that took it,
+    and ``__exit__`` is a C function called directly by ``with`` (a slot, not
+    a method: see ``shmshare._core.guard``).  Explicit ``acquire()`` /
+    ``release()`` pairs cannot promise that (an exception may land between
+    them and your ``try``); prefer ``with``.
     """
 
-    __slots__ = ("__weakref__", "_count", "_holder", "_owner", "_target", "recoveries")
+    __slots__ = ("__exit__", "__weakref__", "_guard", "_holder", "_release_level", "_target",
+                 "_undo", "recoveries")
 
     def __init__(self, target: _Lockable, holder: object = None) -> None:
+        guard = target.guard
         self._target = target
+        self._guard = guard
+        self._undo = guard.undo
+        self._release_level = guard.release_level
+        # A slot named __exit__: ``with`` finds it through the member
+        # descriptor (C) and calls the C function it holds, no frame between.
+        self.__exit__ = guard.exit
         # The shared object this lock belongs to, for pickling by reference
         # (weak: a strong one would make a cycle and delay the object's detach).
         self._holder = weakref.ref(holder) if holder is not None else None
-        self._owner: int | None = None
-        self._count = 0
         self.recoveries = 0
         _ALL.add(self)
 
     def held(self) -> bool:
         """True if the calling thread holds the lock."""
-        return self._owner is not None and self._owner == threading.get_ident()
+        return self._guard.held()
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        me = threading.get_ident()
-        if self._owner == me:
-            self._count += 1
-            return True
         if timeout is not None and timeout < 0:
             timeout = None  # threading's "-1 means forever"
+        ticket = self._guard.new_ticket()
         try:
-            recovered = self._target.lock(timeout=timeout if blocking else 0)
-        except LockTimeoutError:
-            return False
-        self._owner, self._count = me, 1
-        if recovered:
-            try:
+            if self._guard.acquire_level(ticket, timeout if blocking else 0,
+                                         self._target.same_namespace):
                 self.note_recovery()
-            except BaseException:
-                # The warning was turned into an error: the caller gets it
-                # and does not hold the lock (a `with` body does not run).
-                self._owner, self._count = None, 0
-                self._target.unlock()
-                raise
+        except LockTimeoutError:
+            self._undo(ticket)  # nothing was taken; the ticket says so
+            return False
+        except BaseException:
+            # Whatever arrived after the C call took the lock -- Ctrl-C, or
+            # the recovery warning turned into an error -- gives it back.
+            self._undo(ticket)
+            raise
         return True
+
+    def __enter__(self) -> ObjectLock:
+        ticket = self._guard.new_ticket()
+        try:
+            if self._guard.acquire_level(ticket, None, self._target.same_namespace):
+                self.note_recovery()
+        except BaseException:
+            self._undo(ticket)  # one C call: no frame in which to be interrupted first
+            raise
+        return self
 
     def note_recovery(self) -> None:
         self.recoveries += 1
@@ -93,19 +115,8 @@ class ObjectLock:
             "object was checked and repaired"), stacklevel=3)
 
     def release(self) -> None:
-        if self._owner != threading.get_ident():
+        if self._release_level():
             raise RuntimeError("cannot release a shared lock this thread does not hold")
-        self._count -= 1
-        if self._count == 0:
-            self._owner = None
-            self._target.unlock()
-
-    def __enter__(self) -> ObjectLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
     def __reduce__(self) -> tuple[Any, ...]:
         holder = self._holder() if self._holder is not None else None
@@ -114,7 +125,7 @@ class ObjectLock:
         return (getattr, (holder, "_lock"))  # "_lock": a Namespace's "lock" is user data
 
     def __repr__(self) -> str:
-        state = f"held by thread {self._owner}" if self._owner is not None else "not held here"
+        state = "held by this thread" if self.held() else "not held by this thread"
         return f"<shmshare.ObjectLock {state}>"
 
 
@@ -122,7 +133,7 @@ def _forget_owners_in_child() -> None:
     # A forked child inherits "I hold it" from the parent's Python state, but
     # the mutex belongs to the parent's thread: the child holds nothing.
     for lock in list(_ALL):
-        lock._owner, lock._count = None, 0
+        lock._guard.forget()
 
 
 os.register_at_fork(after_in_child=_forget_owners_in_child)

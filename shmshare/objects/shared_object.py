@@ -268,8 +268,13 @@ def _check_trust(seg: Segment, trust: bool) -> None:
     wrote the bytes; an array's header decides where its views point.  Unless
     the caller passes ``trust=True``, the segment must be owned and created by
     this user and writable by nobody else (no group/other write bit).
+
+    With ``trust=True`` the segment's destroy logic may also run when this
+    process removes it (see naming.lifecycle.destroy); without, a foreign
+    segment is only ever detached, never inspected as a heap or removed.
     """
     if trust:
+        seg._b.trust = True
         return
     st = seg.stat()
     me = os.geteuid()

@@ -114,4 +114,25 @@ int shms_dict_scan(shms_heap_t *h, int64_t after_seq, int reverse, int values,
                    char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns);
 uint64_t shms_hash64(const void *p, uint64_t n, uint64_t seed);
 
+/* ---- guard.c: which thread of this process holds a shared lock ---- */
+#define SHMS_GUARD_HEAP   1     /* target is a shms_heap_t (shms_heap_lock) */
+#define SHMS_GUARD_MUTEX  2     /* target is a bare robust mutex */
+#define SHMS_ECLOSED      1008  /* the guard's target was closed (object detached) */
+
+typedef struct shms_guard {
+    void *target;               /* NULL once closed */
+    int kind;                   /* SHMS_GUARD_HEAP or SHMS_GUARD_MUTEX */
+    uint64_t owner;             /* pthread_self() of the holding thread, 0: none */
+    uint64_t depth;             /* reentrant depth of the holder */
+} shms_guard_t;
+
+void shms_guard_init(shms_guard_t *g, int kind, void *target);
+void shms_guard_close(shms_guard_t *g);
+int  shms_guard_acquire(shms_guard_t *g, int64_t timeout_ns, int64_t *ticket);
+void shms_guard_undo(shms_guard_t *g, int64_t *ticket);
+int  shms_guard_release(shms_guard_t *g);
+int  shms_guard_held(shms_guard_t *g);
+void shms_guard_forget(shms_guard_t *g);
+int64_t shms_guard_owner_tid(shms_guard_t *g);
+
 #endif

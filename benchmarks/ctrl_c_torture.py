@@ -1,0 +1,281 @@
+"""Ctrl-C torture: SIGINT to the whole process group at a random moment of Pool work.
+
+Each run starts a fresh Python process (its own session and process group)
+that opens a ``shmshare.Manager`` dict, list, queue and Lock, starts three
+``multiprocessing`` workers of the chosen start method which, like the main
+process, hammer all four (``with d.lock:`` blocks included), and reports when
+work is under way.  The torturer then sends SIGINT to the whole group --
+what a terminal's Ctrl-C does -- at a random moment.  Every process catches
+the KeyboardInterrupt and uses every object once more before it exits, so a
+lock left held by any live process of the group hangs the run.  (Workers
+are plain Processes, not a Pool: a Pool's own task and result queues take
+multiprocessing locks that a Ctrl-C can leave held by a worker -- a Pool
+hang of its own, seen in about 1 run in 4 here, which would hide ours.)
+It counts:
+
+* hangs: the group did not exit within ``--timeout`` seconds (it is then
+  SIGKILLed, with a py-spy-free stack report: the /proc wchan of every member);
+* leaked segments: System V segments created by any member of the group that
+  still exist once every member has exited;
+* leftover key files in the run's project directory.
+
+Usage::
+
+    python benchmarks/ctrl_c_torture.py --runs 200            # every start method
+    python benchmarks/ctrl_c_torture.py --runs 20 --method fork
+
+The test suite runs a few runs per method (tests/test_interrupts.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+METHODS = ("fork", "spawn", "forkserver")
+
+# The program each run executes (argv: start method, project dir).
+APP = r'''
+import faulthandler, multiprocessing as mp, os, signal, sys, time
+import shmshare
+
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the torturer's hang report
+
+def ops(d, lst, q, lock, i):
+    pid = os.getpid()
+    d[f"pid-{pid}"] = i
+    with d.lock:
+        d["n"] = d.get("n", 0) + 1
+        d[i % 17] = list(range(i % 50))
+    lst.append(i)
+    if len(lst) > 200:
+        with lst.lock:
+            del lst[:100]
+    q.put(i)
+    try:
+        q.get(timeout=0.01)
+    except Exception:
+        pass
+    if lock is not None:
+        with lock:
+            d["locked"] = i
+
+def worker(d, lst, q, lock, started):
+    try:
+        started.set()
+        i = 0
+        while True:
+            ops(d, lst, q, lock, i)
+            i += 1
+    except KeyboardInterrupt:
+        # Survive the Ctrl-C and use every object once more: a lock left held by
+        # any live process of the group (this one included) hangs here.
+        ops(d, lst, q, lock, -1)
+
+if __name__ == "__main__":
+    method, pdir, with_lock = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    ctx = mp.get_context(method)
+    procs = []
+    try:
+        with shmshare.Manager(project_dir=pdir) as m:
+            d, lst, q = m.dict(), m.list(), m.Queue()
+            lock = m.Lock() if with_lock else None
+            started = [ctx.Event() for _ in range(3)]
+            procs = [ctx.Process(target=worker, args=(d, lst, q, lock, e)) for e in started]
+            for p in procs:
+                p.start()
+            for e in started:
+                e.wait()
+            print("working", flush=True)
+            try:
+                i = 0
+                while True:
+                    ops(d, lst, q, lock, i)
+                    i += 1
+            except KeyboardInterrupt:
+                ops(d, lst, q, lock, -1)
+                for p in procs:
+                    p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join()
+'''
+
+
+@dataclass
+class Outcome:
+    method: str
+    delay: float
+    hung: bool
+    returncode: int | None
+    leaked_segments: list[int] = field(default_factory=list)
+    leftover_files: list[str] = field(default_factory=list)
+    hang_report: str = ""
+
+
+def _group_members(pgid: int) -> set[int]:
+    members = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                members.add(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return members
+
+
+def _wchan(pids: set[int]) -> str:
+    lines = []
+    for pid in sorted(pids):
+        try:
+            with open(f"/proc/{pid}/wchan") as f:
+                wchan = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ")[:80].decode(errors="replace")
+        except OSError:
+            continue
+        lines.append(f"{pid} wchan={wchan} {cmd}")
+    return "\n".join(lines)
+
+
+def _segments_of(pids: set[int]) -> list[int]:
+    from shmshare import _core
+
+    out = []
+    for sid in _core.list_ids():
+        try:
+            if _core.stat(sid).cpid in pids:
+                out.append(sid)
+        except OSError:
+            continue
+    return out
+
+
+def one_run(method: str, rng: random.Random, *, timeout: float = 30.0,
+            max_delay: float = 0.5, sync_lock: bool = True) -> Outcome:
+    """One start-interrupt-wait cycle; every process it starts is gone when it returns."""
+    base = Path(tempfile.mkdtemp(prefix="shms-ctrlc-"))
+    pdir = base / "proj"
+    errlog = open(base / "stderr", "w+b")  # noqa: SIM115 - closed in the finally below
+    script = base / "app.py"  # a file, not -c: spawn children import it as __mp_main__
+    script.write_text(APP)
+    proc = subprocess.Popen([sys.executable, str(script), method, str(pdir),
+                             "1" if sync_lock else "0"],
+                            stdout=subprocess.PIPE, stderr=errlog, start_new_session=True)
+    pgid = proc.pid
+    seen: set[int] = {proc.pid}
+    delay = rng.uniform(0.0, max_delay)
+    outcome = Outcome(method, round(delay, 3), hung=False, returncode=None)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        if not ready or not proc.stdout.readline():
+            raise RuntimeError(f"the {method} app did not start working within {timeout} s")
+        # A random moment of the work: the torture's whole point (not synchronisation).
+        end = time.monotonic() + delay
+        while time.monotonic() < end:
+            seen |= _group_members(pgid)
+            time.sleep(0.01)
+        seen |= _group_members(pgid)
+        os.killpg(pgid, signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen |= _group_members(pgid)
+            if proc.poll() is not None and not _group_members(pgid):
+                break
+            time.sleep(0.05)
+        else:
+            outcome.hung = True
+            hung = _group_members(pgid)
+            for pid in hung:  # every member dumps its Python stacks to stderr
+                try:
+                    os.kill(pid, signal.SIGUSR1)
+                except ProcessLookupError:
+                    pass
+            time.sleep(1.0)
+            errlog.seek(0)
+            stacks = errlog.read().decode(errors="replace")
+            outcome.hang_report = _wchan(hung) + "\n" + stacks[-6000:]
+    finally:
+        members = _group_members(pgid)
+        if members:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=30)
+        # The group's last members (e.g. the forkserver) may still be exiting.
+        deadline = time.monotonic() + 10
+        while _group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        outcome.returncode = proc.returncode
+        if proc.stdout is not None:
+            proc.stdout.close()
+        errlog.close()
+    outcome.leaked_segments = _segments_of(seen)
+    if pdir.exists():
+        outcome.leftover_files = sorted(str(p.relative_to(pdir)) for p in pdir.rglob("*.key"))
+    _remove(outcome.leaked_segments)
+    shutil.rmtree(base, ignore_errors=True)
+    return outcome
+
+
+def _remove(shmids: list[int]) -> None:
+    from shmshare import _core
+
+    for sid in shmids:
+        try:
+            _core.rmid(sid)
+        except OSError:
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=200, help="runs per start method")
+    ap.add_argument("--method", choices=METHODS, action="append",
+                    help="start method (repeatable; default: all three)")
+    ap.add_argument("--timeout", type=float, default=30.0,
+                    help="seconds after SIGINT before a run counts as hung")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--no-sync-lock", action="store_true",
+                    help="leave out the Manager Lock (a SharedLock primitive); the dict, "
+                         "list and queue, with their object locks, remain")
+    ap.add_argument("--json", action="store_true", help="print every outcome as JSON")
+    args = ap.parse_args(argv)
+    rng = random.Random(args.seed)
+    bad = 0
+    for method in args.method or METHODS:
+        hangs = leaks = leftovers = 0
+        started = time.monotonic()
+        for _ in range(args.runs):
+            out = one_run(method, rng, timeout=args.timeout, sync_lock=not args.no_sync_lock)
+            hangs += out.hung
+            leaks += len(out.leaked_segments)
+            leftovers += len(out.leftover_files)
+            if args.json or out.hung or out.leaked_segments or out.leftover_files:
+                print(json.dumps(asdict(out)), flush=True)
+        bad += hangs + leaks + leftovers
+        print(f"{method}: {args.runs} runs, {hangs} hangs, {leaks} leaked segments, "
+              f"{leftovers} leftover key files ({time.monotonic() - started:.0f} s)",
+              flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

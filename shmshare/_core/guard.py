@@ -1,0 +1,143 @@
+"""``LockGuard``: take and give back a shared lock where Python cannot interrupt.
+
+A KeyboardInterrupt (or any exception a signal handler raises) lands at
+function entry, after a call or on a backward jump.  So a lock taken by a C
+call and recorded by Python afterwards, or released by a Python ``__exit__``
+that must first be entered, can be left held by a live process -- and every
+other process then waits forever.  ``src/guard.c`` keeps the holder and depth
+in C; this module binds it so that:
+
+* ``acquire_level(ticket)`` takes one level and sets ``ticket[0]`` in the
+  same C call; the caller wraps everything after it in ``try`` and calls
+  ``undo(ticket)`` -- itself one C call, reached with no Python frame in
+  between -- in the handler.
+* ``exit`` and ``release_level`` are C callables with no Python frame at all:
+  ``ext/exitcall.c``'s ``ExitCall`` (cffi functions cannot take the exception
+  objects ``__exit__`` receives) and ``functools.partial`` over the cffi
+  function.  A class stores them in slots, so ``with`` and attribute lookup
+  reach them through C descriptors only.
+
+This and ``_core/__init__.py``/``heap.py`` are the only modules that touch
+``ffi``/``lib``.  The guarantee needs CPython >= 3.11 (3.10 checks for
+signals before almost every bytecode, so even ``with``'s own epilogue can be
+interrupted before it calls ``__exit__``).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import CorruptSegmentError, LockTimeoutError, from_errno
+from . import OwnerWatch
+from ._exitcall import ExitCall
+from ._lib import ffi, lib
+
+__all__ = ["RECOVERED", "LockGuard"]
+
+RECOVERED = int(lib.SHMS_RECOVERED)
+_CLOSED = int(lib.SHMS_ECLOSED)
+_SLICE_NS = 100_000_000  # per C wait: Ctrl-C stays responsive, OwnerWatch polls
+_BUSY = (errno.ETIMEDOUT, errno.EBUSY)
+
+
+def _address(name: str) -> int:
+    return int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
+
+
+_RELEASE_ADDRESS = _address("shms_guard_release")
+
+
+class LockGuard:
+    """One process's view of one shared lock: who here holds it, how deep.
+
+    ``target`` is a cffi pointer to a heap handle (``heap=True``) or to a
+    bare robust mutex inside segment ``shmid``; ``keep`` is whatever must
+    stay alive for it to stay valid.  ``error(rc, what)`` turns a C result code into an exception.
+    """
+
+    __slots__ = ("__weakref__", "_g", "_keep", "error", "exit", "new_ticket", "release_level",
+                 "shmid", "undo")
+
+    def __init__(self, target: Any, *, heap: bool, shmid: int, keep: object,
+                 error: Callable[[int, str], Exception]) -> None:
+        g = ffi.new("shms_guard_t *")
+        lib.shms_guard_init(g, lib.SHMS_GUARD_HEAP if heap else lib.SHMS_GUARD_MUTEX, target)
+        self._g = g
+        self._keep = keep
+        self.shmid = shmid  # the segment the lock lives in (for OwnerWatch)
+        self.error = error
+        #: ``new_ticket()``: a fresh ticket for one :meth:`acquire_level` (make it
+        #: before the ``try``; being interrupted there leaves nothing taken).
+        self.new_ticket = functools.partial(ffi.new, "int64_t *")
+        #: ``undo(ticket)``: give back the level ``ticket`` says was taken (C, no frame).
+        self.undo = functools.partial(lib.shms_guard_undo, g)
+        #: ``exit(exc_type, exc, tb) -> None``: ``__exit__`` for ``with`` (C, no frame).
+        self.exit = ExitCall(int(ffi.cast("uintptr_t", g)), _RELEASE_ADDRESS)
+        #: ``release_level() -> 0 | EPERM``: give back one level (C, no frame).
+        self.release_level = functools.partial(lib.shms_guard_release, g)
+
+    def close(self) -> None:
+        """The target is going away: every later acquire raises, nobody holds it here."""
+        lib.shms_guard_close(self._g)
+
+    def held(self) -> bool:
+        """True if the calling thread holds the lock (at any depth)."""
+        return bool(lib.shms_guard_held(self._g))
+
+    def forget(self) -> None:
+        """In a forked child: the parent's holding thread does not exist here."""
+        lib.shms_guard_forget(self._g)
+
+    def owner_tid(self) -> int:
+        return int(lib.shms_guard_owner_tid(self._g))
+
+    def acquire_level(self, ticket: Any, timeout: float | None,
+                      same_namespace: Callable[[], bool] | None = None) -> bool:
+        """Take one level (waiting up to ``timeout`` s, None: forever); True if a
+        dead owner's state was repaired.  LockTimeoutError when the wait runs
+        out.  Call inside ``try: ... except BaseException: undo(ticket)``."""
+        g = self._g
+        first = _SLICE_NS if timeout is None else min(_SLICE_NS, max(0, int(timeout * 1e9)))
+        rc = lib.shms_guard_acquire(g, first, ticket)
+        if rc == 0:
+            return False
+        if rc == RECOVERED:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        watch: OwnerWatch | None = None
+        while rc in _BUSY:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LockTimeoutError(f"lock not acquired within {timeout} s", rc)
+                ns = min(_SLICE_NS, int(left * 1e9))
+            else:
+                ns = _SLICE_NS
+            if watch is None:
+                watch = OwnerWatch(self.owner_tid, self.shmid, same_namespace, "lock")
+            watch.poll()
+            rc = lib.shms_guard_acquire(g, max(1, ns), ticket)
+        if rc == 0:
+            return False
+        if rc == RECOVERED:
+            return True
+        if rc == _CLOSED:
+            raise ValueError("this shared object is detached from this process (detach() "
+                             "was called, or its Manager was shut down); open it again to "
+                             "use it")
+        raise self.error(rc, "locking")
+
+
+def mutex_error(rc: int, what: str) -> Exception:
+    """The exception for a bare robust mutex's result code."""
+    if rc == errno.ENOTRECOVERABLE:
+        return CorruptSegmentError(
+            "the lock is unrecoverable: a previous holder died and the state it "
+            "protected was never repaired; remove the object and create it again", rc)
+    if rc == errno.EDEADLK:
+        return RuntimeError("this thread already holds the lock (EDEADLK)")
+    return from_errno(rc, f"{what} (pthread_mutex_lock)")
