@@ -179,3 +179,36 @@ def test_owner_died_warning_as_error_leaves_lock_free() -> None:
         for fd in (r, w, hang_r, hang_w):
             os.close(fd)
         d.detach()
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5])
+def test_rlock_holder_killed_at_depth_is_recovered_once(depth: int, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An RLock holder killed at recursion depth n gives the lock back once, not n times:
+    after the recovery a second process cannot take it while we hold it."""
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        rl = m.RLock()
+        r, w = os.pipe()
+        hang_r, hang_w = os.pipe()
+
+        def hold() -> int:
+            for _ in range(depth):
+                rl.acquire()
+            os.write(w, b"1")
+            os.read(hang_r, 1)  # never answered: wait to be killed
+            return 0
+
+        pid = fork_child(hold)
+        assert os.read(r, 1) == b"1"
+        os.kill(pid, signal.SIGKILL)
+        assert wait_child(pid) == -signal.SIGKILL
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert rl.acquire(timeout=10)
+        assert sum(issubclass(c.category, shmshare.OwnerDiedWarning) for c in caught) == 1
+        assert rl.recoveries == 1
+        # Held by us: another process must not get it.
+        assert wait_child(fork_child(lambda: 1 if rl.acquire(timeout=0.2) else 0)) == 0
+        rl.release()
+        assert wait_child(fork_child(lambda: 0 if rl.acquire(timeout=10) else 1)) == 0
+        for fd in (r, w, hang_r, hang_w):
+            os.close(fd)

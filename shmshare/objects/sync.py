@@ -62,11 +62,15 @@ class _Waitable(HeapObject):
             return None
         return time.monotonic() + timeout
 
+    # An RLock holder at recursion depth n holds ONE permit (the lock), not n.
+    _ONE_PERMIT_PER_HOLDER = False
+
     def _reap(self, holders: Holders) -> int:
         """Drop holders whose process died; return the permits they held."""
         freed = 0
         for who in [w for w in holders if not pid_alive(w[0])]:
-            freed += holders.pop(who)
+            count = holders.pop(who)
+            freed += 1 if self._ONE_PERMIT_PER_HOLDER else count
         if freed:
             self.recoveries += 1
             warnings.warn(OwnerDiedWarning(
@@ -174,6 +178,7 @@ class SharedRLock(SharedSemaphore):
     """``RLock()``: reentrant, owned by one process's thread."""
 
     KIND = "rlock"
+    _ONE_PERMIT_PER_HOLDER = True
 
     def __init__(self, *, name: str | None = None, **kw: Any) -> None:
         super().__init__(1, name=name, **kw)
