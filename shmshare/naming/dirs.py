@@ -2,7 +2,9 @@
 
 Such a directory holds persistent objects that live until their owner says
 so (end of the run, ``Manager.shutdown()``), whichever process created them.
-The owner's pid is recorded inside; a directory whose owner died without
+The owner's liveness token (``_core.proc``: the kernel says when its process
+dies, whatever its PID namespace, and a reused pid cannot fake it) and its pid
+(for people) are recorded inside; a directory whose owner died without
 cleaning up is removed by :func:`sweep_dead_owners`, which the next owner of
 the same kind runs.
 """
@@ -12,9 +14,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from .._core import proc
 from .inventory import remove
 from .keys import list_names, resolve_project_dir
-from .lifecycle import pid_alive
 
 __all__ = ["OWNED_SUBDIRS", "OWNER_FILE", "claim", "dead_owner_dirs", "remove_all",
            "sweep_dead_owners"]
@@ -23,11 +25,12 @@ OWNER_FILE = "owner.pid"
 OWNED_SUBDIRS = ("managers", "pytest-runs")  # where owned directories live in a project dir
 
 
-def claim(path: Path, owner_pid: int) -> Path:
-    """Create ``path`` (and its parent) as a project directory owned by ``owner_pid``."""
+def claim(path: Path, owner_pid: int, owner_token: int) -> Path:
+    """Create ``path`` (and its parent) as a project directory owned by the process
+    ``owner_pid`` whose liveness token (``_core.proc.token()``) is ``owner_token``."""
     resolve_project_dir(path.parent)
     resolve_project_dir(path)
-    (path / OWNER_FILE).write_text(str(owner_pid))
+    (path / OWNER_FILE).write_text(f"{owner_pid} {owner_token}")
     return path
 
 
@@ -48,10 +51,10 @@ def dead_owner_dirs(base: Path) -> list[Path]:
     dead = []
     for path in sorted(base.iterdir()):
         try:
-            pid = int((path / OWNER_FILE).read_text())
+            _pid, token = map(int, (path / OWNER_FILE).read_text().split())
         except (OSError, ValueError):
-            continue
-        if not pid_alive(pid):
+            continue  # no owner token (being claimed, or written by an older version)
+        if not proc.alive(token):
             dead.append(path)
     return dead
 

@@ -145,17 +145,19 @@ class KeyRecord:
     proj_id: int
     kind: str
     persist: bool
+    creator: int = 0  # the creator's liveness token (_core.proc); 0: unknown
 
     def dumps(self) -> bytes:
         return json.dumps({"v": 1, "proj_id": self.proj_id, "kind": self.kind,
-                           "persist": self.persist}).encode() + b"\n"
+                           "persist": self.persist, "creator": self.creator}).encode() + b"\n"
 
     @classmethod
     def loads(cls, data: bytes) -> KeyRecord | None:
         """The record, or None if the file is empty or not a record we wrote."""
         try:
             obj: Any = json.loads(data)
-            rec = cls(int(obj["proj_id"]), str(obj["kind"]), bool(obj["persist"]))
+            rec = cls(int(obj["proj_id"]), str(obj["kind"]), bool(obj["persist"]),
+                      int(obj.get("creator", 0)))
         except (ValueError, KeyError, TypeError):
             return None
         return rec if 1 <= rec.proj_id <= 255 else None

@@ -19,13 +19,12 @@ acquired it; an ``RLock`` only by its owner (RuntimeError otherwise).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import warnings
 from typing import Any
 
-from ..naming.lifecycle import pid_alive
+from .._core import proc
 from .base import HeapObject
 from .codec import dumps, encode_key, loads
 from .lock import OwnerDiedWarning
@@ -68,7 +67,7 @@ class _Waitable(HeapObject):
     def _reap(self, holders: Holders) -> int:
         """Drop holders whose process died; return the permits they held."""
         freed = 0
-        for who in [w for w in holders if not pid_alive(w[0])]:
+        for who in [w for w in holders if not proc.alive(w[0])]:
             count = holders.pop(who)
             freed += 1 if self._ONE_PERMIT_PER_HOLDER else count
         if freed:
@@ -100,7 +99,7 @@ class SharedSemaphore(_Waitable):
         if blocking is not None:
             block = blocking
         deadline = self._deadline(block, timeout)
-        me = (os.getpid(), threading.get_ident())
+        me = (proc.token(), threading.get_ident())
         with self.lock:
             while True:
                 value, bound, holders = self._get()
@@ -114,7 +113,7 @@ class SharedSemaphore(_Waitable):
                     return False
 
     def release(self, n: int = 1) -> None:
-        me = (os.getpid(), threading.get_ident())
+        me = (proc.token(), threading.get_ident())
         with self.lock:
             value, bound, holders = self._get()
             if bound is not None and value + n > bound:
@@ -131,7 +130,7 @@ class SharedSemaphore(_Waitable):
     def _owned(self) -> int:
         """Permits the calling thread holds (the recursion depth for an RLock)."""
         with self.lock:
-            return int(self._get()[2].get((os.getpid(), threading.get_ident()), 0))
+            return int(self._get()[2].get((proc.token(), threading.get_ident()), 0))
 
     def get_value(self) -> int:
         with self.lock:
@@ -185,7 +184,7 @@ class SharedRLock(SharedSemaphore):
 
     def acquire(self, block: bool = True, timeout: float | None = None, *,
                 blocking: bool | None = None) -> bool:
-        me = (os.getpid(), threading.get_ident())
+        me = (proc.token(), threading.get_ident())
         with self.lock:
             value, bound, holders = self._get()
             if me in holders:
@@ -195,7 +194,7 @@ class SharedRLock(SharedSemaphore):
         return super().acquire(block, timeout, blocking=blocking)
 
     def release(self, n: int = 1) -> None:
-        me = (os.getpid(), threading.get_ident())
+        me = (proc.token(), threading.get_ident())
         with self.lock:
             value, bound, holders = self._get()
             if me not in holders:

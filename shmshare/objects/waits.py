@@ -11,13 +11,12 @@ Barrier that dies while waiting breaks the barrier, so the others get
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ..naming.lifecycle import pid_alive
+from .._core import proc
 from .codec import dumps
 from .sync import SharedLock, SharedRLock, _Waitable
 
@@ -73,7 +72,7 @@ class SharedCondition(_Waitable):
 
     def wait(self, timeout: float | None = None) -> bool:
         depth = self._check_owned("wait")
-        pid = os.getpid()
+        pid = proc.token()
         with self.lock:
             ticket, waiting, notified = self._get()
             self._put((ticket + 1, [*waiting, (ticket, pid)], notified))
@@ -111,7 +110,7 @@ class SharedCondition(_Waitable):
         self._check_owned("notify")
         with self.lock:
             nxt, waiting, notified = self._get()
-            live = [w for w in waiting if pid_alive(w[1])]  # never wake a dead process
+            live = [w for w in waiting if proc.alive(w[1])]  # never wake a dead process
             woken, rest = live[:n], live[n:]
             self._put((nxt, rest, notified + [t for t, _ in woken]))
 
@@ -202,14 +201,14 @@ class SharedBarrier(_Waitable):
                         raise
                 self._put((0, gen + 1, False, [], resets))
                 return index
-            self._put((count + 1, gen, False, [*waiting, os.getpid()], resets))
+            self._put((count + 1, gen, False, [*waiting, proc.token()], resets))
             while True:
                 count, now, broken, waiting, resets = self._get()
                 if now != gen:
                     if gen in resets:
                         raise threading.BrokenBarrierError
                     return index
-                dead = [p for p in waiting if not pid_alive(p)]
+                dead = [p for p in waiting if not proc.alive(p)]
                 timed_out = deadline is not None and time.monotonic() >= deadline
                 if broken or dead or timed_out:
                     self._put((count, gen, True, waiting, resets))  # breaks it for all

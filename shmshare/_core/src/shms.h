@@ -110,4 +110,11 @@ int shms_dict_scan(shms_heap_t *h, int64_t after_seq, int reverse, int values,
                    char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns);
 uint64_t shms_hash64(const void *p, uint64_t n, uint64_t seed);
 
+/* ---- proc.c: the process table (liveness by robust mutex) ---- */
+uint32_t shms_proc_slots(uint64_t size);
+int shms_proc_check(void *table);
+int shms_proc_register(void *table, uint32_t nslots, uint32_t *slot, uint32_t *gen);
+int shms_proc_alive(const void *table, uint32_t nslots, uint32_t slot, uint32_t gen);
+uint32_t shms_proc_pid(const void *table, uint32_t slot);
+
 #endif
