@@ -22,7 +22,7 @@ from ..errors import SegmentExistsError, SegmentNotFoundError, ShmLimitError, Sh
 from . import IPC_CREAT, IPC_EXCL, shmget, stat
 from ._lib import ffi, lib
 
-__all__ = ["alive", "holder_pid", "table_shmids", "token"]
+__all__ = ["alive", "holder_pid", "learn", "table_shmids", "token"]
 
 _NSLOTS = 4096                      # 12 bits of slot
 _SIZE = 64 * (_NSLOTS + 1)
@@ -78,6 +78,7 @@ def _table(uid: int, index: int, create: bool) -> tuple[int, object, int] | None
         lib.shms_shmdt(ptr)
         return None                 # a segment of ours at that key, but not a table
     got = (shmid, ptr, int(lib.shms_proc_slots(_SIZE)))
+    lib.shms_proc_know(uid, index, ptr, got[2])
     _tables[(uid, index)] = got
     return got
 
@@ -139,6 +140,12 @@ def alive(tok: int) -> bool:
             return True
         return False
     return bool(lib.shms_proc_alive(t[1], t[2], slot, gen))
+
+
+def learn(tok: int) -> None:
+    """Make ``tok``'s table known to the C core (``shms_proc_token_alive``)."""
+    uid, index, _, _ = _split(tok)
+    _table(uid, index, create=uid == os.geteuid())
 
 
 def holder_pid(tok: int) -> int:

@@ -182,3 +182,43 @@ uint32_t shms_proc_pid(const void *table, uint32_t slot)
 {
     return __atomic_load_n(&slot_at((void *)table, slot)->pid, __ATOMIC_RELAXED);
 }
+
+/* ------------------------------------------------ tokens, as sync.c sees them
+ *
+ * A token is uid << 32 | table << 29 | slot << 17 | generation (see proc.py).
+ * The Python layer attaches tables and makes them known here, so that a
+ * waiter can ask about a holder without leaving C. */
+#define KNOWN_MAX 64
+static struct { uint64_t id; const void *table; uint32_t nslots; } known[KNOWN_MAX];
+static uint32_t n_known;
+static pthread_mutex_t known_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void shms_proc_know(uint32_t uid, uint32_t index, const void *table, uint32_t nslots)
+{
+    uint64_t id = (uint64_t)uid << 3 | index;
+    uint32_t i;
+    pthread_mutex_lock(&known_lock);
+    for (i = 0; i < n_known && known[i].id != id; i++)
+        ;
+    if (i == n_known && n_known < KNOWN_MAX) {
+        known[i].id = id;
+        known[i].table = table;
+        known[i].nslots = nslots;
+        __atomic_store_n(&n_known, n_known + 1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&known_lock);
+}
+
+/* 1 alive, 0 dead (0 is nobody: dead), -1 the token's table is not known here. */
+int shms_proc_token_alive(uint64_t token)
+{
+    uint64_t id = (token >> 32) << 3 | ((token >> 29) & 7);
+    uint32_t i, n = __atomic_load_n(&n_known, __ATOMIC_ACQUIRE);
+    if (!token)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (known[i].id == id)
+            return shms_proc_alive(known[i].table, known[i].nslots,
+                                   (uint32_t)(token >> 17) & 0xFFF, (uint32_t)token & SHMS_GEN_MASK);
+    return -1;
+}
