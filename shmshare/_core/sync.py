@@ -44,7 +44,7 @@ def _deadline(timeout: float | None) -> float | None:
 class SyncRecord:
     """The record stored under ``key`` in ``heap`` (created zeroed if absent)."""
 
-    __slots__ = ("_freed", "_inflight", "_other", "_out", "_r", "kind")
+    __slots__ = ("_freed", "_heap", "_inflight", "_other", "_out", "_r", "kind")
 
     def __init__(self, heap: Heap, key: bytes, cmp_len: int, kind: int, value: int = 0,
                  bound: int = 0, *, held: bool = False) -> None:
@@ -59,11 +59,12 @@ class SyncRecord:
                 break
             heap._retry(rc, started, "opening a sync record")
         self._r = out[0]
+        self._heap = heap
         self._inflight = 0  # threads of this process inside a blocking call
         self.kind = kind
         self._other = ffi.new("uint64_t *")
         self._freed = ffi.new("uint64_t *")
-        self._out = ffi.new("uint64_t[2]")
+        self._out = ffi.new("uint64_t[3]")
 
     def address(self) -> int:
         """Where the record is mapped in this process (one per record and process)."""

@@ -150,4 +150,13 @@ int shms_barrier_abort(void *p, int reset);
 int shms_barrier_wait(void *p, uint64_t gen, int64_t timeout_ns, uint64_t *other);
 uint64_t shms_barrier_state(void *p, uint64_t *broken);
 
+/* ---- queue.c: the queue (cdef/queue.h) ---- */
+int shms_queue_put(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, int held,
+                   int64_t timeout_ns);
+int shms_queue_get(shms_heap_t *h, void *rec, char *out, uint64_t cap, uint64_t *res, int held,
+                   int64_t timeout_ns);
+int shms_queue_task_done(void *rec);
+int shms_queue_join(void *rec, int64_t timeout_ns);
+void shms_queue_state(void *rec, uint64_t *out);
+
 #endif

@@ -35,7 +35,7 @@
  * back.  A semaphore permit held (with-statement) by a dead process is given
  * back by whoever clears that process's holder entry under the mutex.
  */
-#include "dict_int.h"
+#include "sync_int.h"
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -44,46 +44,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SYNC_MAGIC   0x434e5953u     /* "SYNC" */
-#ifndef __x86_64__
-#define __builtin_ia32_pause() __asm__ __volatile__("" ::: "memory")
-#endif
-#define SHMS_SYNC_SLOTS 128           /* semaphore holders, condition waiters, barrier parties */
-
-enum { K_LOCK = 1, K_RLOCK = 2, K_SEM = 3, K_EVENT = 4, K_COND = 5, K_BARRIER = 6 };
-enum { W_FREE = 0, W_WAITING = 1, W_NOTIFIED = 2 };
-
-typedef struct {
-    uint64_t token;      /* 0: free */
-    uint64_t count;      /* semaphore: permits held; condition: state; barrier: generation+1 */
-} sync_ent_t;
-
-typedef struct {
-    uint32_t magic, kind;
-    uint32_t seq;        /* futex word */
-    uint32_t nwait;
-    uint64_t owner;      /* Lock/RLock holder token */
-    uint64_t value;      /* Semaphore permits; Event flag; Barrier parties */
-    uint64_t bound;      /* BoundedSemaphore: most permits; 0 unbounded */
-    uint64_t recoveries; /* dead holders given back (all processes) */
-    uint64_t gen;        /* Event sets; Barrier generation; Condition notifications */
-    uint64_t broken;     /* Barrier */
-    uint64_t resets[8];  /* Barrier: generations that ended by reset() (ring) */
-    uint64_t n_resets;
-    /* undo record of a semaphore change in progress */
-    uint64_t undo_active, undo_value, undo_slot, undo_token, undo_count;
-    uint64_t pad[3];
-    _Alignas(64) unsigned char mutex[64];
-    sync_ent_t ent[SHMS_SYNC_SLOTS];
-} sync_rec_t;
-
 _Static_assert(sizeof(pthread_mutex_t) <= 64, "record mutex slot");
 
 size_t shms_sync_size(void) { return sizeof(sync_rec_t) + 64; }
 
 /* ------------------------------------------------------------- helpers */
 
-static void wake(sync_rec_t *r, int all)
+void shms_sync_wake(sync_rec_t *r, int all)
 {
     __atomic_add_fetch(&r->seq, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&r->nwait, __ATOMIC_SEQ_CST))
@@ -105,7 +72,7 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static sync_rec_t *rec_of(void *p, uint32_t kind)
+sync_rec_t *shms_sync_rec(void *p, uint32_t kind)
 {
     sync_rec_t *r = p;
     return r && r->magic == SYNC_MAGIC && r->kind == kind ? r : NULL;
@@ -136,11 +103,7 @@ static int rlock(sync_rec_t *r)
 
 static void runlock(sync_rec_t *r) { shms_mutex_unlock(r->mutex); }
 
-/* The waiting protocol around a predicate: try(r, arg) returns 0 when done,
- * EAGAIN to keep waiting, anything else to stop with that result. */
-typedef int (*try_fn)(sync_rec_t *r, void *arg);
-
-static int wait_for(sync_rec_t *r, try_fn try, void *arg, int64_t timeout_ns)
+int shms_sync_wait_for(sync_rec_t *r, shms_try_fn try, void *arg, int64_t timeout_ns)
 {
     int64_t deadline;
     int rc, spins;
@@ -237,7 +200,7 @@ int shms_sync_open(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmpl
 void shms_sync_kick(void *p)
 {
     if (p)
-        wake(p, 1);
+        shms_sync_wake(p, 1);
 }
 
 /* Processes' threads asleep on the record now (approximate: see WAITING). */
@@ -291,7 +254,7 @@ static int try_lock(sync_rec_t *r, void *p)
 int shms_lock_acquire(void *p, uint32_t kind, uint64_t token, int64_t timeout_ns,
                       uint64_t *other)
 {
-    sync_rec_t *r = rec_of(p, kind);
+    sync_rec_t *r = shms_sync_rec(p, kind);
     lock_arg_t a = {.token = token, .other = other};
     uint64_t zero = 0;
     if (!r || !token)
@@ -299,13 +262,13 @@ int shms_lock_acquire(void *p, uint32_t kind, uint64_t token, int64_t timeout_ns
     if (__atomic_compare_exchange_n(&r->owner, &zero, token, 0, __ATOMIC_ACQUIRE,
                                     __ATOMIC_RELAXED))
         return 0;                       /* the uncontended path: one CAS, no syscall */
-    return wait_for(r, try_lock, &a, timeout_ns);
+    return shms_sync_wait_for(r, try_lock, &a, timeout_ns);
 }
 
 /* any: a Lock, which anyone may release; else only the owner (EPERM). */
 int shms_lock_release(void *p, uint32_t kind, uint64_t token, int any)
 {
-    sync_rec_t *r = rec_of(p, kind);
+    sync_rec_t *r = shms_sync_rec(p, kind);
     uint64_t o;
     if (!r)
         return EINVAL;
@@ -315,7 +278,7 @@ int shms_lock_release(void *p, uint32_t kind, uint64_t token, int any)
             return EPERM;
     } while (!__atomic_compare_exchange_n(&r->owner, &o, 0, 0, __ATOMIC_RELEASE,
                                           __ATOMIC_RELAXED));
-    wake(r, 0);
+    shms_sync_wake(r, 0);
     return 0;
 }
 
@@ -417,19 +380,19 @@ static int try_sem(sync_rec_t *r, void *p)
 int shms_sem_acquire(void *p, uint64_t token, int held, int64_t timeout_ns, uint64_t *freed,
                      uint64_t *other)
 {
-    sync_rec_t *r = rec_of(p, K_SEM);
+    sync_rec_t *r = shms_sync_rec(p, K_SEM);
     sem_arg_t a = {.token = token, .held = held, .freed = freed, .other = other};
     if (!r || !token)
         return EINVAL;
     *freed = 0;
-    return wait_for(r, try_sem, &a, timeout_ns);
+    return shms_sync_wait_for(r, try_sem, &a, timeout_ns);
 }
 
 /* EINVAL: would exceed the bound (nothing changed).  The releaser's own held
  * permits are the ones given back first. */
 int shms_sem_release(void *p, uint64_t token, uint64_t n)
 {
-    sync_rec_t *r = rec_of(p, K_SEM);
+    sync_rec_t *r = shms_sync_rec(p, K_SEM);
     int rc, slot;
     if (!r)
         return EBADF;
@@ -447,7 +410,7 @@ int shms_sem_release(void *p, uint64_t token, uint64_t n)
         sem_write(r, r->value + n, -1, 0, 0);
     }
     runlock(r);
-    wake(r, n > 1);
+    shms_sync_wake(r, n > 1);
     return 0;
 }
 
@@ -461,7 +424,7 @@ uint64_t shms_sem_value(void *p)
 
 int shms_event_set(void *p, int flag)
 {
-    sync_rec_t *r = rec_of(p, K_EVENT);
+    sync_rec_t *r = shms_sync_rec(p, K_EVENT);
     if (!r)
         return EINVAL;
     if (!flag) {
@@ -471,7 +434,7 @@ int shms_event_set(void *p, int flag)
     if (__atomic_exchange_n(&r->value, 1, __ATOMIC_SEQ_CST))
         return 0;                       /* already set: nobody is waiting */
     __atomic_add_fetch(&r->gen, 1, __ATOMIC_SEQ_CST);
-    wake(r, 1);
+    shms_sync_wake(r, 1);
     return 0;
 }
 
@@ -488,11 +451,11 @@ static int try_event(sync_rec_t *r, void *p)
 /* gen: from shms_event_gen when the wait began.  0 set (or pulsed), ETIMEDOUT. */
 int shms_event_wait(void *p, uint64_t gen, int64_t timeout_ns)
 {
-    sync_rec_t *r = rec_of(p, K_EVENT);
+    sync_rec_t *r = shms_sync_rec(p, K_EVENT);
     ev_arg_t a = {.gen = gen};
     if (!r)
         return EINVAL;
-    return wait_for(r, try_event, &a, timeout_ns);
+    return shms_sync_wait_for(r, try_event, &a, timeout_ns);
 }
 
 uint64_t shms_event_gen(void *p)
@@ -507,7 +470,7 @@ uint64_t shms_event_gen(void *p)
  * when SHMS_SYNC_SLOTS waiters wait already.  Dead waiters' slots are reused. */
 int shms_cond_enqueue(void *p, uint64_t token, uint64_t *ticket)
 {
-    sync_rec_t *r = rec_of(p, K_COND);
+    sync_rec_t *r = shms_sync_rec(p, K_COND);
     int i, slot = -1;
     if (!r || rlock(r))
         return -1;
@@ -541,17 +504,17 @@ static int try_cond(sync_rec_t *r, void *p)
  * shms_cond_leave (which says whether a notification came meanwhile). */
 int shms_cond_wait(void *p, int slot, uint64_t ticket, int64_t timeout_ns)
 {
-    sync_rec_t *r = rec_of(p, K_COND);
+    sync_rec_t *r = shms_sync_rec(p, K_COND);
     cond_arg_t a = {.slot = slot, .ticket = ticket};
     if (!r || slot < 0 || slot >= SHMS_SYNC_SLOTS)
         return EINVAL;
-    return wait_for(r, try_cond, &a, timeout_ns);
+    return shms_sync_wait_for(r, try_cond, &a, timeout_ns);
 }
 
 /* Free the slot; 1 if it had been notified, else 0. */
 int shms_cond_leave(void *p, int slot, uint64_t ticket)
 {
-    sync_rec_t *r = rec_of(p, K_COND);
+    sync_rec_t *r = shms_sync_rec(p, K_COND);
     int notified = 0;
     if (!r || slot < 0 || slot >= SHMS_SYNC_SLOTS || rlock(r))
         return 0;
@@ -567,7 +530,7 @@ int shms_cond_leave(void *p, int slot, uint64_t ticket)
 /* Notify the n oldest live waiters; dead ones are skipped and freed. */
 int shms_cond_notify(void *p, uint64_t n)
 {
-    sync_rec_t *r = rec_of(p, K_COND);
+    sync_rec_t *r = shms_sync_rec(p, K_COND);
     uint64_t done = 0;
     if (!r || rlock(r))
         return EINVAL;
@@ -592,7 +555,7 @@ int shms_cond_notify(void *p, uint64_t n)
     }
     runlock(r);
     if (done)
-        wake(r, 1);
+        shms_sync_wake(r, 1);
     return 0;
 }
 
@@ -627,7 +590,7 @@ static uint64_t arrived(sync_rec_t *r)
  * shms_barrier_abort), EPIPE (broken), ENOSPC (too many parties). */
 int shms_barrier_arrive(void *p, uint64_t token, uint64_t *index, uint64_t *gen)
 {
-    sync_rec_t *r = rec_of(p, K_BARRIER);
+    sync_rec_t *r = shms_sync_rec(p, K_BARRIER);
     int i, rc = ENOSPC;
     if (!r || rlock(r))
         return EINVAL;
@@ -662,18 +625,18 @@ static void barrier_end(sync_rec_t *r, int reset)
 
 int shms_barrier_pass(void *p)
 {
-    sync_rec_t *r = rec_of(p, K_BARRIER);
+    sync_rec_t *r = shms_sync_rec(p, K_BARRIER);
     if (!r || rlock(r))
         return EINVAL;
     barrier_end(r, 0);
     runlock(r);
-    wake(r, 1);
+    shms_sync_wake(r, 1);
     return 0;
 }
 
 int shms_barrier_abort(void *p, int reset)
 {
-    sync_rec_t *r = rec_of(p, K_BARRIER);
+    sync_rec_t *r = shms_sync_rec(p, K_BARRIER);
     if (!r || rlock(r))
         return EINVAL;
     if (reset)
@@ -681,7 +644,7 @@ int shms_barrier_abort(void *p, int reset)
     else
         __atomic_store_n(&r->broken, 1, __ATOMIC_SEQ_CST);
     runlock(r);
-    wake(r, 1);
+    shms_sync_wake(r, 1);
     return 0;
 }
 
@@ -708,7 +671,7 @@ static int try_barrier(sync_rec_t *r, void *p)
             }
             if (!alive) {                /* a party died waiting: break it for all */
                 __atomic_store_n(&r->broken, 1, __ATOMIC_SEQ_CST);
-                wake(r, 1);
+                shms_sync_wake(r, 1);
                 return EPIPE;
             }
         }
@@ -719,11 +682,11 @@ static int try_barrier(sync_rec_t *r, void *p)
 /* 0 passed; EPIPE broken (or reset); ETIMEDOUT (the caller then aborts). */
 int shms_barrier_wait(void *p, uint64_t gen, int64_t timeout_ns, uint64_t *other)
 {
-    sync_rec_t *r = rec_of(p, K_BARRIER);
+    sync_rec_t *r = shms_sync_rec(p, K_BARRIER);
     bar_arg_t a = {.gen = gen, .other = other};
     if (!r)
         return EINVAL;
-    return wait_for(r, try_barrier, &a, timeout_ns);
+    return shms_sync_wait_for(r, try_barrier, &a, timeout_ns);
 }
 
 uint64_t shms_barrier_state(void *p, uint64_t *broken)
