@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from typing import Any, TypeVar
 
 from .._core.heap import Heap
@@ -87,23 +86,6 @@ class HeapObject:
         self._rcache: dict[Any, bytes] = {}
         self._rbytes = 0
         self._rmark = -1
-
-    def _wait_locked(self, deadline: float | None, slice_: float = 0.1) -> bool:
-        """With ``self.lock`` held: release it, sleep until the heap changes (or a
-        slice passes), and take it again.  False if ``deadline`` had passed.
-
-        Sleeping never holds the lock, so a process killed here blocks nobody.
-        """
-        seen = self._heap.modcount_view[0]
-        self.lock.release()
-        try:
-            remaining = slice_ if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._heap.wait_change(seen, min(slice_, remaining))
-        finally:
-            self.lock.acquire()
-        return True
 
     # Read cache.  ``_rcache`` maps keys to the pickled bytes this process
     # last read, valid while the heap's modification counter (bumped under
