@@ -185,29 +185,29 @@ def main() -> None:
         return 1e6 / med[name]
 
     checks = [
-        ("Lock ≤ 1.5× d.lock (time)", t("Manager().Lock() acquire+release")
+        ("Lock <= 1.5x d.lock (time)", t("Manager().Lock() acquire+release")
          / t("SharedDict d.lock acquire+release"), "<=", 1.5),
-        ("RLock ≤ 1.5× d.lock (time)", t("Manager().RLock() acquire+release")
+        ("RLock <= 1.5x d.lock (time)", t("Manager().RLock() acquire+release")
          / t("SharedDict d.lock acquire+release"), "<=", 1.5),
-        ("list len ≤ 300 ns", t("list len") * 1000, "<=", 300),
-        ("list append ≤ 3× local append(pickle)", t("list append") / t("local append(pickle)"),
+        ("list len <= 300 ns", t("list len") * 1000, "<=", 300),
+        ("list append <= 3x local append(pickle)", t("list append") / t("local append(pickle)"),
          "<=", 3),
         ("pop(0) as fast as pop() (time ratio)", t("list pop(0) of 100k")
          / t("list pop() of 100k"), "<=", 1.2),
     ]
     for procs in (2, 4):
-        checks.append((f"{procs} procs: m.Lock counter ≥ 0.8× SharedDict+d.lock",
+        checks.append((f"{procs} procs: m.Lock counter >= 0.8x SharedDict+d.lock",
                        med[f"with m.Lock(): d['c'] += 1, {procs} procs"]
                        / med[f"SharedDict + d.lock, {procs} procs"], ">=", 0.8))
-        checks.append((f"{procs} procs: m.Lock counter ≥ 20× multiprocessing.Manager",
+        checks.append((f"{procs} procs: m.Lock counter >= 20x multiprocessing.Manager",
                        med[f"with m.Lock(): d['c'] += 1, {procs} procs"]
                        / med[f"multiprocessing.Manager, {procs} procs"], ">=", 20))
     for label in ("small", "10 KB"):
         for ours in ("Manager().Queue()", "SharedQueue"):
-            checks.append((f"{ours} 1->1 {label} ≥ 1.0× multiprocessing.Queue",
+            checks.append((f"{ours} 1->1 {label} >= 1.0x multiprocessing.Queue",
                            med[f"{ours} 1->1 {label}"]
                            / med[f"multiprocessing.Queue 1->1 {label}"], ">=", 1.0))
-    checks.append(("SharedQueue 4->4 ≥ 1.5× multiprocessing.Queue",
+    checks.append(("SharedQueue 4->4 >= 1.5x multiprocessing.Queue",
                    med["SharedQueue 4->4 small"] / med["multiprocessing.Queue 4->4 small"],
                    ">=", 1.5))
     print("\n| target | measured | met? |")
