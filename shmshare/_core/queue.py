@@ -23,24 +23,21 @@ class QueueRecord(SyncRecord):
     def put(self, data: bytes, held: bool, timeout: float | None) -> bool:
         """True once queued; False if still full after ``timeout`` (0: try once)."""
         h = self._heap._handle()
-        ns = 0 if timeout == 0 else _SLICE_NS if timeout is None else min(
-            _SLICE_NS, int(timeout * 1e9))
-        rc = lib.shms_queue_put(h, self._r, data, len(data), held, ns)
-        if rc == 0:
-            return True
-        deadline = _deadline(timeout)
+        deadline = _deadline(timeout) if timeout else None  # no clock read when untimed
+        ns = _SLICE_NS if timeout is None else _ns(deadline) if timeout else 0
         self._inflight += 1
         try:
             while True:
+                rc = lib.shms_queue_put(h, self._r, data, len(data), held, ns)
                 if rc == 0:
                     return True
                 if rc == errno.EDEADLK:
                     held = True  # this thread holds the heap lock (with q.lock:)
                 elif rc not in _BUSY:
                     self._fail(rc, "putting into the queue")
-                elif deadline is not None and time.monotonic() >= deadline:
+                elif timeout is not None and (not timeout or time.monotonic() >= deadline):  # type: ignore[operator]
                     return False
-                rc = lib.shms_queue_put(h, self._r, data, len(data), held, _ns(deadline))
+                ns = _ns(deadline)
         finally:
             self._inflight -= 1
 
@@ -48,8 +45,8 @@ class QueueRecord(SyncRecord):
         """The oldest item's bytes; None if still empty after ``timeout`` (0: try once)."""
         h = self._heap._handle()
         s = self._heap._scratch()
-        deadline = _deadline(timeout)
-        ns = 0 if timeout == 0 else _ns(deadline)
+        deadline = _deadline(timeout) if timeout else None
+        ns = _SLICE_NS if timeout is None else _ns(deadline) if timeout else 0
         self._inflight += 1
         try:
             while True:
@@ -63,7 +60,7 @@ class QueueRecord(SyncRecord):
                     held = True
                 elif rc not in _BUSY:
                     self._fail(rc, "getting from the queue")
-                elif deadline is not None and time.monotonic() >= deadline:
+                elif timeout is not None and (not timeout or time.monotonic() >= deadline):  # type: ignore[operator]
                     return None
                 ns = _ns(deadline)
         finally:
