@@ -85,6 +85,6 @@ class QueueRecord(SyncRecord):
 
     def state(self) -> tuple[int, int, int]:
         """(qsize, maxsize, unfinished), read without any lock."""
-        out = self._out
+        out = ffi.new("uint64_t[3]")  # per call: threads share the record object
         lib.shms_queue_state(self._live(), out)
         return int(out[0]), int(out[1]), int(out[2])

@@ -44,7 +44,7 @@ def _deadline(timeout: float | None) -> float | None:
 class SyncRecord:
     """The record stored under ``key`` in ``heap`` (created zeroed if absent)."""
 
-    __slots__ = ("_freed", "_heap", "_inflight", "_other", "_out", "_r", "kind")
+    __slots__ = ("_heap", "_inflight", "_other", "_r", "kind")
 
     def __init__(self, heap: Heap, key: bytes, cmp_len: int, kind: int, value: int = 0,
                  bound: int = 0, *, held: bool = False) -> None:
@@ -62,9 +62,9 @@ class SyncRecord:
         self._heap = heap
         self._inflight = 0  # threads of this process inside a blocking call
         self.kind = kind
+        # The holder a call could not judge (SHMS_EUNKNOWN): a hint only, so the
+        # threads sharing this object may share it too.
         self._other = ffi.new("uint64_t *")
-        self._freed = ffi.new("uint64_t *")
-        self._out = ffi.new("uint64_t[3]")
 
     def address(self) -> int:
         """Where the record is mapped in this process (one per record and process)."""
@@ -150,12 +150,13 @@ class SyncRecord:
         """Permits given back from dead holders (>= 0) once one is taken; None if not in time."""
         deadline = _deadline(timeout)
         ns = 0
+        freed = ffi.new("uint64_t *")  # per call: threads share the record object
         self._inflight += 1
         try:
             while True:
-                rc = lib.shms_sem_acquire(self._r, token, held, ns, self._freed, self._other)
+                rc = lib.shms_sem_acquire(self._r, token, held, ns, freed, self._other)
                 if rc == 0:
-                    return int(self._freed[0])
+                    return int(freed[0])
                 if rc not in _BUSY:
                     self._fail(rc, "acquiring the semaphore")
                 elif deadline is not None and time.monotonic() >= deadline:
@@ -205,10 +206,11 @@ class SyncRecord:
 
     # -------------------------------------------------------------- Condition
     def cond_enqueue(self, token: int) -> tuple[int, int]:
-        slot = lib.shms_cond_enqueue(self._live(), token, self._out)
+        ticket = ffi.new("uint64_t *")
+        slot = lib.shms_cond_enqueue(self._live(), token, ticket)
         if slot < 0:
             raise ShmLimitError(f"more than {SLOTS} waiters on one Condition")
-        return int(slot), int(self._out[0])
+        return int(slot), int(ticket[0])
 
     def cond_wait(self, slot: int, ticket: int, timeout: float | None) -> bool:
         """True once notified, False if not in time (the slot stays queued)."""
@@ -275,5 +277,6 @@ class SyncRecord:
 
     def barrier_state(self) -> tuple[int, bool]:
         """(parties waiting now, broken)."""
-        n = lib.shms_barrier_state(self._live(), self._freed)
-        return int(n), bool(self._freed[0])
+        broken = ffi.new("uint64_t *")
+        n = lib.shms_barrier_state(self._live(), broken)
+        return int(n), bool(broken[0])
