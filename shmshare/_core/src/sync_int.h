@@ -45,5 +45,8 @@ typedef int (*shms_try_fn)(sync_rec_t *r, void *arg);
 int  shms_sync_wait_for(sync_rec_t *r, shms_try_fn try, void *arg, int64_t timeout_ns);
 void shms_sync_wake(sync_rec_t *r, int all);
 sync_rec_t *shms_sync_rec(void *p, uint32_t kind);
+/* The record's robust mutex, repaired (undo record) if its holder died. */
+int  shms_sync_lock(sync_rec_t *r);
+void shms_sync_unlock(sync_rec_t *r);
 
 #endif
