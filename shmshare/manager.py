@@ -31,6 +31,7 @@ from multiprocessing.context import ProcessError
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ._core import proc
 from .naming.dirs import claim, remove_all, sweep_dead_owners
 from .naming.keys import default_project_dir
 from .objects.dict import SharedDict
@@ -118,7 +119,8 @@ class Manager:
             sweep_dead_owners(self._base)
         except OSError:
             pass  # housekeeping must not stop a manager from starting
-        self._dir = claim(self._base / f"manager-{uuid.uuid4().hex}", os.getpid())
+        self._dir = claim(self._base / f"manager-{uuid.uuid4().hex}", os.getpid(),
+                          proc.token())
         self._state = _STARTED
 
     def shutdown(self) -> None:

@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
+from ._core import proc
 from .naming.dirs import claim, remove_all, sweep_dead_owners
 from .naming.keys import default_project_dir
-from .naming.lifecycle import pid_alive
 from .objects.dict import SharedDict
 
 __all__ = ["OnceError", "run_shared_dict"]
@@ -63,21 +63,23 @@ class _XdistHooks:
         self.run = run
 
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput[_RUN_KEY] = (str(self.run.path), self.run.controller_pid)
+        node.workerinput[_RUN_KEY] = (str(self.run.path), self.run.controller_pid,
+                                      self.run.controller_token)
 
 
 class _Run:
     """Where this test run keeps its objects, and which process controls it."""
 
-    def __init__(self, path: Path, controller_pid: int) -> None:
+    def __init__(self, path: Path, controller_pid: int, controller_token: int) -> None:
         self.path = path
         self.controller_pid = controller_pid
+        self.controller_token = controller_token
         self._ready = False
 
     def directory(self) -> Path:
         """The run's project directory, created on first use by any worker."""
         if not self._ready:
-            claim(self.path, self.controller_pid)
+            claim(self.path, self.controller_pid, self.controller_token)
             self._ready = True
         return self.path
 
@@ -86,13 +88,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if _is_worker(config):
         winput: dict[str, Any] = config.workerinput  # type: ignore[attr-defined]
         if _RUN_KEY in winput:
-            path, pid = winput[_RUN_KEY]
-            run = _Run(Path(path), int(pid))
+            path, pid, token = winput[_RUN_KEY]
+            run = _Run(Path(path), int(pid), int(token))
         else:  # a controller without this plugin's hook: derive it from xdist's run uid
-            run = _Run(_runs_base() / f"run-{winput['testrunuid']}", os.getppid())
+            # (no owner token: the directory is then never swept as abandoned)
+            run = _Run(_runs_base() / f"run-{winput['testrunuid']}", os.getppid(), 0)
         config.stash[_run_key] = run
         return
-    run = _Run(_runs_base() / f"run-{uuid.uuid4().hex}", os.getpid())
+    run = _Run(_runs_base() / f"run-{uuid.uuid4().hex}", os.getpid(), proc.token())
     config.stash[_run_key] = run
     try:
         sweep_dead_owners(_runs_base())
@@ -145,11 +148,12 @@ def _wait_or_claim(reg: SharedDict[str, Any], key: str) -> dict[str, Any] | None
     while True:
         with reg.lock:
             rec = reg.get(key)
+            me = proc.token()
             running_elsewhere = (rec is not None and rec["state"] == "running"
-                                 and rec["pid"] != os.getpid() and pid_alive(rec["pid"]))
+                                 and rec.get("token") != me and proc.alive(rec.get("token", 0)))
             if rec is None or (rec["state"] == "running" and not running_elsewhere):
                 # Nobody has it, or its worker died mid-factory: take it over.
-                reg[key] = {"state": "running", "pid": os.getpid()}
+                reg[key] = {"state": "running", "pid": os.getpid(), "token": me}
                 return None
             if rec["state"] != "running":
                 return rec  # type: ignore[no-any-return]

@@ -13,12 +13,15 @@ import pytest
 from helpers import children
 
 from shmshare import _core
+from shmshare._core import proc
 from shmshare._core.heap import Heap
 from shmshare.naming.keys import KeyFile, key_file_path, list_names
 from shmshare.naming.lifecycle import destroy, find_existing
 from shmshare.pytest_plugin import run_shared_dict
 
 pytest_plugins = ["pytester"]
+
+proc.token()  # attach the per-user process table now, so the leak check knows its id
 
 
 def _leftovers(project_dir: Path) -> list[str]:
@@ -53,7 +56,10 @@ def _ours() -> set[int]:
     """Segments created by this process or by children it forked through helpers."""
     me = {os.getpid()} | children
     out = set()
+    tables = proc.table_shmids()  # the per-user process table lives for good
     for sid in _core.list_ids():
+        if sid in tables:
+            continue
         try:
             st = _core.stat(sid)
         except OSError:

@@ -170,9 +170,10 @@ def test_crashed_run_is_swept_by_next(pytester: pytest.Pytester, tmp_path: Path)
     code = textwrap.dedent(f"""
         import os, signal
         from shmshare import SharedDict
-        from shmshare.naming.keys import resolve_project_dir
-        d = resolve_project_dir({str(stale)!r})
-        (d / "owner.pid").write_text(str(os.getpid()))
+        from shmshare.naming.dirs import claim
+        from shmshare._core import proc
+        from pathlib import Path
+        d = claim(Path({str(stale)!r}), os.getpid(), proc.token())
         SharedDict("shared_dict", project_dir=d, persist=True)["x"] = 1
         os.kill(os.getpid(), signal.SIGKILL)
     """)

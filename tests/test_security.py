@@ -91,7 +91,7 @@ def test_manager_dirs_are_0700_whatever_the_umask(tmp_path: Path, umask: int) ->
 def test_plugin_run_dirs_are_0700_whatever_the_umask(tmp_path: Path, umask: int) -> None:
     """The pytest plugin's run directories (made by dirs.claim) are 0700 under any umask."""
     run = tmp_path / "proj" / "pytest-runs" / "run-x"
-    claim(run, os.getpid())
+    claim(run, os.getpid(), _core.proc.token())
     assert set(_modes_under(tmp_path / "proj").values()) == {0o700}
     assert (run / "owner.pid").stat().st_mode & 0o077 == 0
     remove_all(run)

@@ -6,7 +6,7 @@ import pickle
 from typing import Any
 
 import pytest
-from helpers import START_METHODS, mp_run
+from helpers import START_METHODS, fork_child, mp_run, wait_child
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -299,3 +299,15 @@ def test_single_write_methods_leave_no_record() -> None:
     assert seen.count(b"journal") == 1
     assert lst == [0, 3, 5]
     lst.detach()
+
+
+def test_len_sees_another_process_change_after_a_cached_read() -> None:
+    """len() answers from memory while nothing changed, and sees at once another
+    process's append."""
+    lst = SharedList([1])
+    try:
+        assert len(lst) == 1 and len(lst) == 1
+        assert wait_child(fork_child(lambda: lst.append(2) or 0)) == 0
+        assert len(lst) == 2
+    finally:
+        lst.detach()

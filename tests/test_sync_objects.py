@@ -85,14 +85,15 @@ def test_mutual_exclusion_across_processes(method: str, tmp_path) -> None:  # ty
 
 @pytest.mark.parametrize("kind", ["Lock", "RLock", "Semaphore", "BoundedSemaphore"])
 def test_holder_killed_is_recovered(kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """A process SIGKILLed holding the lock/permit: the next acquirer gets it and is told."""
+    """A process SIGKILLed holding the lock (or, inside `with`, a permit): the next
+    acquirer gets it and is told."""
     with shmshare.Manager(project_dir=tmp_path) as m:
         prim = getattr(m, kind)()
         r, w = os.pipe()
         hang_r, hang_w = os.pipe()
 
         def hold() -> int:
-            prim.acquire()
+            prim.__enter__()
             os.write(w, b"1")
             os.read(hang_r, 1)  # never answered: wait to be killed
             return 0
@@ -179,3 +180,134 @@ def test_owner_died_warning_as_error_leaves_lock_free() -> None:
         for fd in (r, w, hang_r, hang_w):
             os.close(fd)
         d.detach()
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5])
+def test_rlock_holder_killed_at_depth_is_recovered_once(depth: int, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An RLock holder killed at recursion depth n gives the lock back once, not n times:
+    after the recovery a second process cannot take it while we hold it."""
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        rl = m.RLock()
+        r, w = os.pipe()
+        hang_r, hang_w = os.pipe()
+
+        def hold() -> int:
+            for _ in range(depth):
+                rl.acquire()
+            os.write(w, b"1")
+            os.read(hang_r, 1)  # never answered: wait to be killed
+            return 0
+
+        pid = fork_child(hold)
+        assert os.read(r, 1) == b"1"
+        os.kill(pid, signal.SIGKILL)
+        assert wait_child(pid) == -signal.SIGKILL
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert rl.acquire(timeout=10)
+        assert sum(issubclass(c.category, shmshare.OwnerDiedWarning) for c in caught) == 1
+        assert rl.recoveries == 1
+        # Held by us: another process must not get it.
+        assert wait_child(fork_child(lambda: 1 if rl.acquire(timeout=0.2) else 0)) == 0
+        rl.release()
+        assert wait_child(fork_child(lambda: 0 if rl.acquire(timeout=10) else 1)) == 0
+        for fd in (r, w, hang_r, hang_w):
+            os.close(fd)
+
+
+def _consume(sem: object, got: object) -> None:
+    if sem.acquire(timeout=JOIN_TIMEOUT):  # type: ignore[attr-defined]
+        got.release()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("exit_how", ["return", "os._exit", "SIGKILL"])
+def test_semaphore_as_item_counter_has_no_phantom_items(exit_how: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Semaphore(0) counting items: a permit a consumer took stays consumed however the
+    consumer ends, as in multiprocessing (no phantom item for the next consumer)."""
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        items = m.Semaphore(0)
+        r, w = os.pipe()
+        hang_r, hang_w = os.pipe()
+        items.release()  # one item produced
+
+        def consumer() -> int:
+            assert items.acquire(timeout=JOIN_TIMEOUT)
+            os.write(w, b"1")
+            if exit_how == "SIGKILL":
+                os.read(hang_r, 1)
+            if exit_how == "os._exit":
+                os._exit(0)
+            return 0
+
+        pid = fork_child(consumer)
+        assert os.read(r, 1) == b"1"
+        if exit_how == "SIGKILL":
+            os.kill(pid, signal.SIGKILL)
+        wait_child(pid)
+        assert items.get_value() == 0
+        assert not items.acquire(timeout=0.05)  # no phantom item
+        for fd in (r, w, hang_r, hang_w):
+            os.close(fd)
+
+
+def test_event_pulse_wakes_every_waiter(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """set() at once followed by clear(): every waiter that was waiting returns True,
+    as with threading/multiprocessing."""
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        ev, ready = m.Event(), m.Semaphore(0)
+
+        def waiter() -> int:
+            ready.release()
+            return 0 if ev.wait(JOIN_TIMEOUT) else 1
+
+        pids = [fork_child(waiter) for _ in range(3)]
+        for _ in pids:
+            assert ready.acquire(timeout=JOIN_TIMEOUT)
+        while ev._r.sleepers() < len(pids):  # all three asleep inside wait()
+            threading.Event().wait(0.001)
+        ev.set()
+        ev.clear()
+        assert [wait_child(p) for p in pids] == [0, 0, 0]
+
+
+def test_lock_released_by_another_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A Manager Lock taken in one process may be released in another."""
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        lock = m.Lock()
+        assert lock.acquire()
+        assert wait_child(fork_child(lambda: lock.release() or 0)) == 0
+        assert not lock.locked()
+        assert lock.acquire(timeout=0)
+        lock.release()
+
+
+def test_semaphore_with_permit_of_killed_holder_comes_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Permits held inside `with sem:` by a SIGKILLed process come back once; a permit it
+    took with acquire() does not."""
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        sem = m.BoundedSemaphore(3)
+        r, w = os.pipe()
+        hang_r, hang_w = os.pipe()
+
+        def hold() -> int:
+            sem.acquire()  # consumed
+            with sem, sem:  # two held permits
+                os.write(w, b"1")
+                os.read(hang_r, 1)
+            return 0
+
+        pid = fork_child(hold)
+        assert os.read(r, 1) == b"1"
+        os.kill(pid, signal.SIGKILL)
+        wait_child(pid)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert sem.acquire(timeout=10)
+        assert sum(issubclass(c.category, shmshare.OwnerDiedWarning) for c in caught) == 1
+        assert sem.get_value() == 1  # 2 given back, 1 taken by us; 1 stays consumed
+        sem.release()
+        sem.release()
+        with pytest.raises(ValueError):
+            sem.release()  # the consumed one
+        for fd in (r, w, hang_r, hang_w):
+            os.close(fd)

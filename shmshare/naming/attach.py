@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _core
+from .._core import proc
 from ..errors import (
     SegmentExistsError,
     SegmentNotFoundError,
@@ -312,7 +313,7 @@ def _create_named(kf: KeyFile, kind: str, name: str, size: int, pdir: Path,
     for proj_id in [first, *[p for p in range(1, 256) if p != first]]:
         # The record is written before shmget, so a creator killed right
         # after shmget leaves a key file that points at its segment.
-        kf.write(KeyRecord(proj_id, kind, persist))
+        kf.write(KeyRecord(proj_id, kind, persist, creator=proc.token()))
         key = _core.ftok(str(kf.path), proj_id)
         try:
             shmid = _core.shmget(key, total, _core.IPC_CREAT | _core.IPC_EXCL | (mode & 0o777)

@@ -2,7 +2,9 @@
 
 Such a directory holds persistent objects that live until their owner says
 so (end of the run, ``Manager.shutdown()``), whichever process created them.
-The owner's pid is recorded inside; a directory whose owner died without
+The owner's liveness token (``_core.proc``: the kernel says when its process
+dies, whatever its PID namespace, and a reused pid cannot fake it) and its pid
+(for people) are recorded inside; a directory whose owner died without
 cleaning up is removed by :func:`sweep_dead_owners`, which the next owner of
 the same kind runs.
 """
@@ -13,9 +15,9 @@ import os
 import shutil
 from pathlib import Path
 
+from .._core import proc
 from .inventory import remove
 from .keys import list_names, make_private_dir
-from .lifecycle import pid_alive
 
 __all__ = ["OWNED_SUBDIRS", "OWNER_FILE", "claim", "dead_owner_dirs", "remove_all",
            "sweep_dead_owners"]
@@ -24,15 +26,17 @@ OWNER_FILE = "owner.pid"
 OWNED_SUBDIRS = ("managers", "pytest-runs")  # where owned directories live in a project dir
 
 
-def claim(path: Path, owner_pid: int) -> Path:
+def claim(path: Path, owner_pid: int, owner_token: int) -> Path:
     """Create ``path`` (``<project dir>/<one of OWNED_SUBDIRS>/<name>``) as a project
-    directory owned by ``owner_pid``; each of the three is made or checked private."""
+    directory owned by the process ``owner_pid`` whose liveness token
+    (``_core.proc.token()``) is ``owner_token``; each of the three is made or
+    checked private."""
     for directory in (path.parent.parent, path.parent, path):
         make_private_dir(directory)
     fd = os.open(path / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
                  | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, str(owner_pid).encode())
+        os.write(fd, f"{owner_pid} {owner_token}".encode())
     finally:
         os.close(fd)
     return path
@@ -55,10 +59,10 @@ def dead_owner_dirs(base: Path) -> list[Path]:
     dead = []
     for path in sorted(base.iterdir()):
         try:
-            pid = int((path / OWNER_FILE).read_text())
+            _pid, token = map(int, (path / OWNER_FILE).read_text().split())
         except (OSError, ValueError):
-            continue
-        if not pid_alive(pid):
+            continue  # no owner token (being claimed, or written by an older version)
+        if not proc.alive(token):
             dead.append(path)
     return dead
 

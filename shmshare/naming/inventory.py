@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import _core
+from .._core import proc
 from ..errors import SegmentNotFoundError
 from .header import HEADER_SIZE
 from .keys import KeyFile, KeyRecord, key_file_path, list_names
-from .lifecycle import destroy, find_existing, orphan_reason, pid_alive
+from .lifecycle import destroy, find_existing, orphan_reason
 
 __all__ = ["Entry", "info", "list_entries", "remove"]
 
@@ -71,7 +72,13 @@ def _entry(project_dir: Path, name: str) -> Entry:
         status = "orphan"  # the rule of lifecycle.orphan_reason: gc removes it
     return Entry(name=name, kind=record.kind, key=key, shmid=shmid, owner=_owner(st.uid),
                  perms=f"{st.mode:o}", bytes=max(0, st.size - HEADER_SIZE), nattch=st.nattch,
-                 status=status, creator_pid=st.cpid, creator_alive=pid_alive(st.cpid))
+                 status=status, creator_pid=st.cpid, creator_alive=_creator_alive(record))
+
+
+def _creator_alive(record: KeyRecord | None) -> bool | None:
+    """Whether the creating process lives, as the kernel says (``_core.proc``); None
+    for a key file written without the creator's token."""
+    return proc.alive(record.creator) if record is not None and record.creator else None
 
 
 def _read_record(path: Path) -> KeyRecord | None:
@@ -106,7 +113,7 @@ def info(project_dir: Path, name: str) -> dict[str, Any]:
                 "persist": h.persist, "payload_bytes": h.payload_size,
                 "segment_bytes": st.size, "owner": _owner(st.uid), "group": st.gid,
                 "perms": f"{st.mode:o}", "nattch": st.nattch, "creator_pid": h.creator_pid,
-                "creator_alive": pid_alive(h.creator_pid), "last_pid": st.lpid,
+                "creator_alive": _creator_alive(record), "last_pid": st.lpid,
                 "created": h.created, "attach_time": st.atime, "detach_time": st.dtime,
                 "change_time": st.ctime, "locked_in_ram": st.locked,
                 "orphan": orphan_reason(st, h) is not None,

@@ -188,10 +188,12 @@ class KeyRecord:
     kind: str
     persist: bool
     ipcns: int = IPC_NAMESPACE
+    creator: int = 0  # the creator's liveness token (_core.proc); 0: unknown
 
     def dumps(self) -> bytes:
         return json.dumps({"v": 1, "proj_id": self.proj_id, "kind": self.kind,
-                           "persist": self.persist, "ipcns": self.ipcns}).encode() + b"\n"
+                           "persist": self.persist, "ipcns": self.ipcns,
+                           "creator": self.creator}).encode() + b"\n"
 
     @classmethod
     def loads(cls, data: bytes) -> KeyRecord | None:
@@ -199,7 +201,7 @@ class KeyRecord:
         try:
             obj: Any = json.loads(data)
             rec = cls(int(obj["proj_id"]), str(obj["kind"]), bool(obj["persist"]),
-                      int(obj.get("ipcns", 0)))
+                      int(obj.get("ipcns", 0)), int(obj.get("creator", 0)))
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
         return rec if 1 <= rec.proj_id <= 255 else None

@@ -122,6 +122,7 @@ class SharedList(HandleMethods, HeapObject, MutableSequence[T], kind="list"):
     # record pending (-1: never).  Every heap change moves the counter.
     _clean: int
     _hrec: int  # the heap handle's recovery count, last looked at
+    _len_memo: tuple[int, int]  # (modification counter, length) last read clean
     _lrec: int  # the lock's warned recovery count, last looked at
 
     def __init__(self, iterable: Iterable[T] = (), /, *, name: str | None = None,
@@ -135,6 +136,9 @@ class SharedList(HandleMethods, HeapObject, MutableSequence[T], kind="list"):
     def _attach(self, seg: Segment, heap: Heap) -> None:
         super()._attach(seg, heap)
         self._clean = -1
+        # (heap modification counter, length) last read with no record pending:
+        # valid while the counter has not moved (every change moves it).
+        self._len_memo = (-1, 0)
         self._hrec = heap.recoveries
         self._lrec = self.lock.recoveries
 
@@ -298,9 +302,13 @@ class SharedList(HandleMethods, HeapObject, MutableSequence[T], kind="list"):
         heap = self._heap
         if not self.lock.held():
             view = heap.modcount_view
+            memo = self._len_memo
+            if memo[0] == view[0]:
+                return memo[1]  # nothing changed since: no C call at all
             mark = view[0]
             n = heap.dict_len()
             if mark == self._clean == view[0]:
+                self._len_memo = (mark, n)
                 return n  # read at a counter value known to have no record pending
             for _ in range(_TRIES):
                 clean = self._clean_at(mark)

@@ -1,33 +1,44 @@
 """Lock, RLock, Semaphore, BoundedSemaphore and Event for ``shmshare.Manager()``.
 
-Each keeps one state record on its heap — ``(value, holders)``, where holders
-maps ``(pid, thread id)`` to the permits that thread holds — changed under the
-heap's robust lock.  Waiting never holds that lock: it sleeps on the heap's
-change futex (``Heap.wait_change``) in slices of at most ``_SLICE`` seconds.
+Each is a C record on its heap (``_core/src/sync.c``), changed in one C call
+per operation: a lock word for Lock and RLock (an uncontended acquire or
+release is one compare-and-swap, no system call), a permit count and holder
+table for the semaphores, a flag and a generation counter for Event.  Waits
+sleep on a futex of the record, never holding any lock, in slices of at most
+0.1 s so that Ctrl-C and timeouts work as in ``threading``.
 
-Robustness: on every wake a waiter looks for holders whose process is gone
-(SIGKILL, crash) and takes their permits back, emitting
-:class:`~shmshare.OwnerDiedWarning` and counting it in ``recoveries``.  So a
-process killed while holding a Lock, RLock or semaphore permit never
-deadlocks the others.  (A reused pid can hide a dead holder until that new
-process exits; pids are not reused quickly on Linux.)
+Ownership (docs/concepts/locks-and-recovery.md):
 
-Semantics follow the Manager's proxies, i.e. the ``threading`` objects in
-its server: a ``Lock`` may be released by a process other than the one that
-acquired it; an ``RLock`` only by its owner (RuntimeError otherwise).
+- A Lock or RLock held by a process that dies -- however it dies, in
+  whatever PID namespace -- is given back once: to the one waiter that
+  takes it over, which gets :class:`~shmshare.OwnerDiedWarning` (counted in
+  ``recoveries``), whatever the dead holder's recursion depth.
+- A Lock may be released by any process, as the Manager's Lock may; an
+  RLock only by its owning thread (RuntimeError otherwise).
+- A semaphore permit taken by ``acquire()`` is consumed, as in
+  ``multiprocessing``: it comes back only by ``release()``, whatever happens
+  to the process that took it (so ``Semaphore(0)`` as an item counter never
+  hands out phantom items).  A permit taken by ``with sem:`` is *held*: if
+  its process dies inside the block, the next acquirer that finds no permit
+  gives it back (OwnerDiedWarning, ``recoveries``).
+- ``Event.wait()`` returns True to every waiter that was waiting when
+  ``set()`` ran, even if ``clear()`` followed at once.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 import warnings
+import weakref
 from typing import Any
 
+from .._core import proc
+from .._core import sync as csync
+from .._core.heap import Heap
 from ..errors import ShmTypeError
-from ..naming.lifecycle import pid_alive
-from .codec import dumps, encode_key, loads
+from ..segment import Segment
+from .codec import encode_key
 from .heap_object import HeapObject
 from .lock import OwnerDiedWarning
 from .shared_object import HandleMethods
@@ -35,59 +46,65 @@ from .shared_object import HandleMethods
 __all__ = ["SharedBoundedSemaphore", "SharedEvent", "SharedLock", "SharedRLock",
            "SharedSemaphore"]
 
-_STATE = encode_key("state")
-Holders = dict[tuple[int, int], int]
+_REC = encode_key("rec")
+
+
+def _token() -> int:
+    return proc._me or proc.token()
 
 
 class _Waitable(HandleMethods, HeapObject):
-    """A state record shared by the primitives, and dead-holder recovery."""
+    """An object whose state is one sync record (``_rec``) on its heap."""
 
-    recoveries = 0  # permits taken back from dead holders, by this handle
+    _CODE = 0        # the record kind (_core.sync)
+    recoveries = 0   # dead holders taken over or given back, by this handle
 
-    def _open_with(self, state: Any, *, name: str | None, create: bool | None,
-                   project_dir: Any, persist: bool, mode: int, trust: bool,
-                   **records: Any) -> bool:
-        """Open or create the object; a new one starts with ``state`` (and ``records``)."""
-        initial = [("state", dumps(state)), *((k, dumps(v)) for k, v in records.items())]
-        return self._open(name=name, create=create, project_dir=project_dir, persist=persist,
-                          mode=mode, trust=trust, initial=initial)
+    def _attach(self, seg: Segment, heap: Heap) -> None:
+        super()._attach(seg, heap)
+        self._rec: csync.SyncRecord | None = None
+        self._open_record(create=False)
 
-    def _get(self) -> Any:
-        data = self._heap.dict_get(_STATE[0], _STATE[1], held=True)
-        return loads(data) if data is not None else None
+    def _open_record(self, create: bool, value: int = 0, bound: int = 0) -> None:
+        """Open the record (create it holding ``value``, under the object's lock, so
+        that a concurrent opener never sees it half made)."""
+        if self._rec is not None:
+            return
+        with self.lock:
+            if not create and self._heap.dict_get(_REC[0], _REC[1], held=True) is None:
+                return
+            rec = csync.SyncRecord(self._heap, _REC[0], _REC[1], self._CODE, value, bound,
+                                   held=True)
+        self._rec = rec
+        self._seg._on_release(rec.close)
 
-    def _put(self, state: Any) -> None:
-        self._heap.dict_set(_STATE[0], _STATE[1], dumps(state), held=True)
+    def _setup(self, value: int = 0, bound: int = 0) -> None:
+        self._open_record(True, value, bound)
 
-    @staticmethod
-    def _deadline(block: bool, timeout: float | None) -> float | None:
-        if not block:
-            return time.monotonic()
-        if timeout is None or timeout < 0:
-            return None
-        return time.monotonic() + timeout
+    @property
+    def _r(self) -> csync.SyncRecord:
+        rec = self._rec
+        if rec is None:
+            raise ValueError(f"{self._label()} has no state record (not created by shmshare)")
+        return rec
 
-    def _reap(self, holders: Holders) -> int:
-        """Drop holders whose process died; return the permits they held."""
-        freed = 0
-        for who in [w for w in holders if not pid_alive(w[0])]:
-            freed += holders.pop(who)
-        if freed:
-            self.recoveries += 1
-            warnings.warn(OwnerDiedWarning(
-                f"a process died holding {freed} permit(s) of this "
-                f"{type(self).__name__.removeprefix('Shared')}; they were taken back"),
-                stacklevel=4)
-        return freed
+    def _recovered(self, what: str) -> None:
+        self.recoveries += 1
+        warnings.warn(OwnerDiedWarning(
+            f"a process died holding {what} of this "
+            f"{type(self).__name__.removeprefix('Shared')}; it was given back"), stacklevel=3)
+
+
+def _timeout(block: bool, timeout: float | None) -> float | None:
+    if not block:
+        return 0
+    if timeout is None or timeout < 0:
+        return None
+    return timeout
 
 
 class SharedSemaphore(_Waitable, kind="semaphore"):
-    """``Semaphore(value=1, *, name=None, create=None, project_dir=None, persist=False,
-    mode=0o600, trust=False)``: acquire takes a permit, release gives one back.
-
-    ``value`` applies only when this call creates the semaphore.
-    """
-
+    """``Semaphore(value)``: acquire takes a permit, release gives one back."""
+    _CODE = csync.SEMAPHORE
     _BOUNDED = False
 
     def __init__(self, value: int = 1, *, name: str | None = None, create: bool | None = None,
@@ -97,61 +114,42 @@ class SharedSemaphore(_Waitable, kind="semaphore"):
             raise ShmTypeError(f"semaphore value must be an int, not {type(value).__name__}")
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        self._open_with((value, value if self._BOUNDED else None, {}), name=name,
-                        create=create, project_dir=project_dir, persist=persist, mode=mode,
-                        trust=trust)
+        self._open(name=name, create=create, project_dir=project_dir, persist=persist,
+                   mode=mode, trust=trust)
+        self._setup(value, value if self._BOUNDED else 0)
+
+    def _take(self, held: bool, block: bool, timeout: float | None) -> bool:
+        freed = self._r.sem_acquire(_token(), held, _timeout(block, timeout))
+        if freed is None:
+            return False
+        if freed:
+            self._recovered(f"{freed} permit(s)")
+        return True
 
     def acquire(self, block: bool = True, timeout: float | None = None, *,
                 blocking: bool | None = None) -> bool:
-        if blocking is not None:
-            block = blocking
-        deadline = self._deadline(block, timeout)
-        me = (os.getpid(), threading.get_ident())
-        with self.lock:
-            while True:
-                value, bound, holders = self._get()
-                value += self._reap(holders)
-                if value > 0:
-                    holders[me] = holders.get(me, 0) + 1
-                    self._put((value - 1, bound, holders))
-                    return True
-                self._put((value, bound, holders))
-                if not self._wait_locked(deadline):
-                    return False
+        """Take a permit for good (consumed: it comes back only by release())."""
+        return self._take(False, block if blocking is None else blocking, timeout)
 
     def release(self, n: int = 1) -> None:
-        me = (os.getpid(), threading.get_ident())
-        with self.lock:
-            value, bound, holders = self._get()
-            if bound is not None and value + n > bound:
-                raise ValueError("Semaphore released too many times")
-            for _ in range(n):
-                # The releaser's own permit if it holds one, else any holder's.
-                who = me if me in holders else next(iter(holders), None)
-                if who is not None:
-                    holders[who] -= 1
-                    if not holders[who]:
-                        del holders[who]
-            self._put((value + n, bound, holders))
-
-    def _owned(self) -> int:
-        """Permits the calling thread holds (the recursion depth for an RLock)."""
-        with self.lock:
-            return int(self._get()[2].get((os.getpid(), threading.get_ident()), 0))
+        if n < 1:
+            raise ValueError("n must be one or more")
+        if not self._r.sem_release(_token(), n):
+            raise ValueError("Semaphore released too many times")
 
     def get_value(self) -> int:
-        with self.lock:
-            return int(self._get()[0])
+        return self._r.sem_value()
 
-    def __enter__(self) -> bool:  # type: ignore[override]  # with lock: acquire, not detach
-        return self.acquire()
+    def __enter__(self) -> bool:  # type: ignore[override]  # with sem: acquire, not detach
+        # A held permit: given back if this process dies inside the block.
+        return self._take(True, True, None)
 
     def __exit__(self, *exc: object) -> None:
         self.release()
 
     def __repr__(self) -> str:
-        if (gone := self._detached_repr()) is not None:
-            return gone
+        if not self._seg.attached:
+            return f"<{self._label()} (detached)>"
         return f"<{type(self).__name__}(value={self.get_value()})>"
 
 
@@ -160,83 +158,161 @@ class SharedBoundedSemaphore(SharedSemaphore, kind="bsemaphore"):
     _BOUNDED = True
 
 
-class SharedLock(SharedSemaphore, kind="mlock"):
-    """``Lock(*, name=None, ...)``: a binary semaphore, as the Manager's (threading) Lock."""
+class SharedLock(_Waitable, kind="mlock"):
+    """``Lock()``: as the Manager's (threading) Lock; any process may release it."""
+    _CODE = csync.LOCK
 
     def __init__(self, *, name: str | None = None, create: bool | None = None,
                  project_dir: Any = None, persist: bool = False, mode: int = 0o600,
                  trust: bool = False) -> None:
-        super().__init__(1, name=name, create=create, project_dir=project_dir,
-                         persist=persist, mode=mode, trust=trust)
-
-    def release(self, n: int = 1) -> None:
-        with self.lock:
-            if self._get()[0] >= 1:
-                raise RuntimeError("release unlocked lock")
-            super().release()
-
-    def locked(self) -> bool:
-        return self.get_value() == 0
-
-
-class SharedRLock(SharedSemaphore, kind="rlock"):
-    """``RLock(*, name=None, ...)``: reentrant, owned by one process's thread."""
-
-    def __init__(self, *, name: str | None = None, create: bool | None = None,
-                 project_dir: Any = None, persist: bool = False, mode: int = 0o600,
-                 trust: bool = False) -> None:
-        super().__init__(1, name=name, create=create, project_dir=project_dir,
-                         persist=persist, mode=mode, trust=trust)
+        self._open(name=name, create=create, project_dir=project_dir, persist=persist,
+                   mode=mode, trust=trust)
+        self._setup()
 
     def acquire(self, block: bool = True, timeout: float | None = None, *,
                 blocking: bool | None = None) -> bool:
-        me = (os.getpid(), threading.get_ident())
-        with self.lock:
-            value, bound, holders = self._get()
-            if me in holders:
-                holders[me] += 1
-                self._put((value, bound, holders))
-                return True
-        return super().acquire(block, timeout, blocking=blocking)
+        if blocking is not None:
+            block = blocking
+        rc = self._r.lock_acquire(_token(), _timeout(block, timeout))
+        if rc is None:
+            return False
+        if rc:
+            self._recovered("it")
+        return True
 
-    def release(self, n: int = 1) -> None:
-        me = (os.getpid(), threading.get_ident())
-        with self.lock:
-            value, bound, holders = self._get()
-            if me not in holders:
-                raise RuntimeError("cannot release un-acquired lock")
-            holders[me] -= 1
-            if holders[me] == 0:
-                del holders[me]
-                value += 1
-            self._put((value, bound, holders))
+    def release(self) -> None:
+        if not self._r.lock_release(_token(), True):
+            raise RuntimeError("release unlocked lock")
+
+    def locked(self) -> bool:
+        return self._r.lock_owner() != 0
+
+    def _owned(self) -> int:
+        """1 if this process holds the lock (Condition's check), else 0."""
+        return int(self._r.lock_owner() == _token())
+
+    def _release_all(self) -> int:
+        self.release()
+        return 1
+
+    def _reacquire(self, depth: int) -> None:
+        self.acquire()
+
+    __enter__ = acquire  # type: ignore[assignment]
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        if not self._seg.attached:
+            return f"<{self._label()} (detached)>"
+        return f"<{type(self).__name__}({'locked' if self.locked() else 'unlocked'})>"
+
+
+class _Owner:
+    """This process's view of one RLock record: which thread holds it, how deep.
+    Shared by every handle of the record in the process."""
+
+    __slots__ = ("__weakref__", "depth", "thread")
+
+    def __init__(self) -> None:
+        self.thread: int | None = None
+        self.depth = 0
+
+
+_OWNERS: weakref.WeakValueDictionary[int, _Owner] = weakref.WeakValueDictionary()
+
+
+class SharedRLock(SharedLock, kind="rlock"):
+    """``RLock()``: reentrant, owned by one thread of one process."""
+    _CODE = csync.RLOCK
+
+    _st: _Owner
+
+    def _open_record(self, create: bool, value: int = 0, bound: int = 0) -> None:
+        super()._open_record(create, value, bound)
+        if self._rec is None:
+            self._st = _Owner()
+            return
+        key = self._rec.address()
+        st = _OWNERS.get(key)
+        if st is None:
+            st = _OWNERS[key] = _Owner()
+        self._st = st
+
+    def acquire(self, block: bool = True, timeout: float | None = None, *,
+                blocking: bool | None = None) -> bool:
+        st, me = self._st, threading.get_ident()
+        if st.thread == me:
+            st.depth += 1
+            return True
+        if blocking is not None:
+            block = blocking
+        rc = self._r.lock_acquire(_token(), _timeout(block, timeout))
+        if rc is None:
+            return False
+        st.thread, st.depth = me, 1
+        if rc:
+            self._recovered("it")
+        return True
+
+    __enter__ = acquire
+
+    def release(self) -> None:
+        st = self._st
+        if st.thread != threading.get_ident():
+            raise RuntimeError("cannot release un-acquired lock")
+        st.depth -= 1
+        if st.depth == 0:
+            st.thread = None
+            self._r.lock_release(_token(), False)
+
+    def _owned(self) -> int:
+        st = self._st
+        return st.depth if st.thread == threading.get_ident() else 0
+
+    def _release_all(self) -> int:
+        st = self._st
+        depth, st.depth = st.depth, 1
+        self.release()
+        return depth
+
+    def _reacquire(self, depth: int) -> None:
+        self.acquire()
+        self._st.depth = depth
+
+
+def _forget_owners_in_child() -> None:
+    # A forked child holds none of its parent's RLocks (their owner is the
+    # parent's token); it must not believe its copy of the parent's thread does.
+    for st in list(_OWNERS.values()):
+        st.thread, st.depth = None, 0
+
+
+os.register_at_fork(after_in_child=_forget_owners_in_child)
 
 
 class SharedEvent(_Waitable, kind="event"):
-    """``Event(*, name=None, ...)``: set, clear, is_set, wait(timeout) -> bool."""
+    """``Event()``: set, clear, is_set, wait(timeout) -> bool."""
+    _CODE = csync.EVENT
 
     def __init__(self, *, name: str | None = None, create: bool | None = None,
                  project_dir: Any = None, persist: bool = False, mode: int = 0o600,
                  trust: bool = False) -> None:
-        self._open_with(False, name=name, create=create, project_dir=project_dir,
-                        persist=persist, mode=mode, trust=trust)
+        self._open(name=name, create=create, project_dir=project_dir, persist=persist,
+                   mode=mode, trust=trust)
+        self._setup()
 
     def is_set(self) -> bool:
-        with self.lock:
-            return bool(self._get())
+        return self._r.event_is_set()
 
     def set(self) -> None:
-        with self.lock:
-            self._put(True)
+        self._r.event_set(True)
 
     def clear(self) -> None:
-        with self.lock:
-            self._put(False)
+        self._r.event_set(False)
 
     def wait(self, timeout: float | None = None) -> bool:
-        deadline = self._deadline(True, timeout)
-        with self.lock:
-            while not self._get():
-                if not self._wait_locked(deadline):
-                    return bool(self._get())
-            return True
+        if timeout is not None and timeout < 0:
+            timeout = 0
+        return self._r.event_wait(timeout)

@@ -1,36 +1,35 @@
-"""Condition and Barrier for ``shmshare.Manager()``, on the same mechanism as
-:mod:`shmshare.objects.sync`: a state record on the object's heap, changed
-under its robust lock, and waits that sleep on the heap's change futex
-without holding that lock.
+"""Condition and Barrier for ``shmshare.Manager()``, on C records as in
+:mod:`shmshare.objects.sync`: one call per operation, waits that sleep on the
+record's futex without holding any lock.
 
-Robustness: a waiter whose process is gone is dropped from the Condition's
-queue, so ``notify()`` never spends a wake-up on a dead process; a party of a
+Robustness: a Condition's waiters are a table of (process token, ticket)
+entries; ``notify()`` picks the oldest live ones and frees a dead waiter's
+entry, so it never spends a wake-up on a process that is gone.  A party of a
 Barrier that dies while waiting breaks the barrier, so the others get
-``threading.BrokenBarrierError`` instead of waiting forever.
+``threading.BrokenBarrierError`` instead of waiting forever.  At most 128
+processes' threads wait on one Condition, or at one Barrier, at a time.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from .._core import sync as csync
 from ..errors import ShmTypeError
-from ..naming.lifecycle import pid_alive
-from .sync import SharedLock, SharedRLock, _Waitable
+from .codec import dumps, encode_key, loads
+from .sync import SharedLock, SharedRLock, _token, _Waitable
 
 __all__ = ["SharedBarrier", "SharedCondition"]
 
+_CONF = encode_key("conf")
+
 
 class SharedCondition(_Waitable, kind="condition"):
-    """``Condition(lock=None, *, name=None, ...)``: wait, wait_for, notify, notify_all.
-
-    ``lock`` is a SharedLock or SharedRLock (a new SharedRLock by default); a
-    ``threading`` lock, which other processes cannot see, is refused.
-    State: ``(next_ticket, waiting [(ticket, pid)], notified [ticket])``.
-    """
+    """``Condition(lock=None)``: wait, wait_for, notify, notify_all (RLock by default)."""
+    _CODE = csync.CONDITION
 
     def __init__(self, lock: SharedLock | SharedRLock | None = None, *,
                  name: str | None = None, create: bool | None = None, project_dir: Any = None,
@@ -40,12 +39,13 @@ class SharedCondition(_Waitable, kind="condition"):
                 f"Condition(lock) needs a shared lock (a SharedLock or SharedRLock, e.g. "
                 f"Manager().Lock()), not {type(lock).__module__}.{type(lock).__qualname__}: "
                 "other processes cannot see a threading lock")
-        self._open_with((0, [], []), name=name, create=create, project_dir=project_dir,
-                        persist=persist, mode=mode, trust=trust)
+        self._open(name=name, create=create, project_dir=project_dir, persist=persist,
+                   mode=mode, trust=trust)
         if lock is None:
             lock = SharedRLock(project_dir=project_dir) if name is None else SharedRLock(
                 name=f"{name}.lock", create=create, project_dir=project_dir, persist=persist,
                 mode=mode, trust=trust)
+        self._setup()
         self._user_lock = lock
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -67,42 +67,27 @@ class SharedCondition(_Waitable, kind="condition"):
 
     def _get_waiting(self) -> int:
         """How many waiters are queued (for tests and repr)."""
-        with self.lock:
-            return len(self._get()[1])
+        return self._r.cond_waiting()
 
-    def _check_owned(self, what: str) -> int:
-        depth = self._user_lock._owned()
-        if not depth:
+    def _check_owned(self, what: str) -> None:
+        if not self._user_lock._owned():
             raise RuntimeError(f"cannot {what} on un-acquired lock")
-        return depth
 
     def wait(self, timeout: float | None = None) -> bool:
-        depth = self._check_owned("wait")
-        pid = os.getpid()
-        with self.lock:
-            ticket, waiting, notified = self._get()
-            self._put((ticket + 1, [*waiting, (ticket, pid)], notified))
-        for _ in range(depth):  # release fully, as threading.Condition does for an RLock
-            self._user_lock.release()
-        deadline = self._deadline(True, timeout)
+        self._check_owned("wait")
+        rec = self._r
+        slot, ticket = rec.cond_enqueue(_token())  # queued before the lock is let go
+        depth = self._user_lock._release_all()  # fully, as threading.Condition with an RLock
+        notified = False
         try:
-            with self.lock:
-                while True:
-                    nxt, waiting, notified = self._get()
-                    if ticket in notified:
-                        notified.remove(ticket)
-                        self._put((nxt, waiting, notified))
-                        return True
-                    if deadline is not None and time.monotonic() >= deadline:
-                        self._put((nxt, [w for w in waiting if w[0] != ticket], notified))
-                        return False
-                    self._wait_locked(deadline)
+            notified = rec.cond_wait(slot, ticket, None if timeout is None else max(0, timeout))
         finally:
-            for _ in range(depth):
-                self._user_lock.acquire()
+            notified = rec.cond_leave(slot, ticket) or notified
+            self._user_lock._reacquire(depth)
+        return notified
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
-        deadline = self._deadline(True, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         result = predicate()
         while not result:
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -114,11 +99,7 @@ class SharedCondition(_Waitable, kind="condition"):
 
     def notify(self, n: int = 1) -> None:
         self._check_owned("notify")
-        with self.lock:
-            nxt, waiting, notified = self._get()
-            live = [w for w in waiting if pid_alive(w[1])]  # never wake a dead process
-            woken, rest = live[:n], live[n:]
-            self._put((nxt, rest, notified + [t for t, _ in woken]))
+        self._r.cond_notify(n)
 
     def notify_all(self) -> None:
         self.notify(1 << 30)
@@ -127,9 +108,9 @@ class SharedCondition(_Waitable, kind="condition"):
 class SharedBarrier(_Waitable, kind="barrier"):
     """``Barrier(parties, action=None, timeout=None)`` as ``threading.Barrier``.
 
-    ``action`` runs in the last process to arrive.  State: ``(count,
-    generation, broken, waiting pids, generations that were reset)``.
+    ``action`` runs in the last process to arrive.
     """
+    _CODE = csync.BARRIER
 
     def __init__(self, parties: int, action: Callable[[], Any] | None = None,
                  timeout: float | None = None, *, name: str | None = None,
@@ -139,72 +120,58 @@ class SharedBarrier(_Waitable, kind="barrier"):
             raise ShmTypeError(f"parties must be an int, not {type(parties).__name__}")
         if parties < 1:
             raise ValueError("parties must be >= 1")
-        self._open_with((0, 0, False, [], []), name=name, create=create,
-                        project_dir=project_dir, persist=persist, mode=mode, trust=trust,
-                        conf=(parties, action, timeout))
+        if parties > csync.SLOTS + 1:
+            raise ValueError(f"at most {csync.SLOTS + 1} parties")
+        self._open(name=name, create=create, project_dir=project_dir, persist=persist,
+                   mode=mode, trust=trust)
+        self._heap.dict_set(_CONF[0], _CONF[1], dumps((action, timeout)), only_if_absent=True)
+        self._setup(parties)
 
-    def _conf(self) -> tuple[int, Callable[[], Any] | None, float | None]:
-        from .codec import loads
-
+    def _conf(self) -> tuple[Callable[[], Any] | None, float | None]:
         data = self._read("conf")
         assert data is not None
         return loads(data)  # type: ignore[no-any-return]
 
     @property
     def parties(self) -> int:
-        return self._conf()[0]
+        return self._r.barrier_parties()
 
     @property
     def n_waiting(self) -> int:
-        with self.lock:
-            count, _, broken, _, _ = self._get()
-        return 0 if broken else int(count)
+        n, broken = self._r.barrier_state()
+        return 0 if broken else n
 
     @property
     def broken(self) -> bool:
-        with self.lock:
-            return bool(self._get()[2])
+        return self._r.barrier_state()[1]
 
     def abort(self) -> None:
-        with self.lock:
-            count, gen, _, waiting, resets = self._get()
-            self._put((count, gen, True, waiting, resets))
+        self._r.barrier_abort()
 
     def reset(self) -> None:
-        with self.lock:
-            count, gen, _, _, resets = self._get()
-            # Waiters of the current generation see it end as "reset": broken for them.
-            self._put((0, gen + 1, False, [], [*resets[-9:], gen] if count else resets))
+        self._r.barrier_abort(reset=True)
 
     def wait(self, timeout: float | None = None) -> int:
-        parties, action, default_timeout = self._conf()
+        action, default_timeout = self._conf()
         if timeout is None:
             timeout = default_timeout
-        deadline = self._deadline(True, timeout)
-        with self.lock:
-            count, gen, broken, waiting, resets = self._get()
-            if broken:
-                raise threading.BrokenBarrierError
-            index = int(count)
-            if count + 1 == parties:  # the last to arrive releases everyone
-                if action is not None:
-                    try:
-                        action()
-                    except BaseException:
-                        self._put((count, gen, True, waiting, resets))
-                        raise
-                self._put((0, gen + 1, False, [], resets))
-                return index
-            self._put((count + 1, gen, False, [*waiting, os.getpid()], resets))
-            while True:
-                count, now, broken, waiting, resets = self._get()
-                if now != gen:
-                    if gen in resets:
-                        raise threading.BrokenBarrierError
-                    return index
-                dead = [p for p in waiting if not pid_alive(p)]
-                timed_out = deadline is not None and time.monotonic() >= deadline
-                if broken or dead or timed_out:
-                    self._put((count, gen, True, waiting, resets))  # breaks it for all
-                    raise threading.BrokenBarrierError
-                self._wait_locked(deadline)
+        rec = self._r
+        state, index, gen = rec.barrier_arrive(_token())
+        if state == 1:  # the last to arrive releases everyone
+            if action is not None:
+                try:
+                    action()
+                except BaseException:
+                    rec.barrier_abort()
+                    raise
+            rec.barrier_pass()
+            return index
+        if state != 0:
+            raise threading.BrokenBarrierError
+        passed = rec.barrier_wait(gen, timeout)
+        if passed is None:  # timed out: that breaks it for all, as in threading
+            rec.barrier_abort()
+            raise threading.BrokenBarrierError
+        if not passed:
+            raise threading.BrokenBarrierError
+        return index

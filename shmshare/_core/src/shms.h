@@ -70,6 +70,7 @@ int shms_mutex_kind_ok(const void *m);
 #define SHMS_EWRONGKIND   1006  /* root holds another kind of structure */
 #define SHMS_EEXTGONE     1007  /* a READY extent cannot be attached */
 #define SHMS_ENOKEY       1008  /* no extent key of this heap is free (extent.c) */
+#define SHMS_EUNKNOWN     1009  /* sync.c: a holder's process table is not known yet */
 
 #define SHMS_F_ANONYMOUS  1u
 
@@ -117,7 +118,7 @@ uint64_t shms_hash64(const void *p, uint64_t n, uint64_t seed);
 /* ---- guard.c: which thread of this process holds a shared lock ---- */
 #define SHMS_GUARD_HEAP   1     /* target is a shms_heap_t (shms_heap_lock) */
 #define SHMS_GUARD_MUTEX  2     /* target is a bare robust mutex */
-#define SHMS_ECLOSED      1008  /* the guard's target was closed (object detached) */
+#define SHMS_ECLOSED      1010  /* the guard's target was closed (object detached) */
 
 typedef struct shms_guard {
     void *target;               /* NULL once closed */
@@ -134,5 +135,52 @@ int  shms_guard_release(shms_guard_t *g);
 int  shms_guard_held(shms_guard_t *g);
 void shms_guard_forget(shms_guard_t *g);
 int64_t shms_guard_owner_tid(shms_guard_t *g);
+/* ---- proc.c: the process table (liveness by robust mutex) ---- */
+uint32_t shms_proc_slots(uint64_t size);
+int shms_proc_check(void *table);
+int shms_proc_register(void *table, uint32_t nslots, uint32_t *slot, uint32_t *gen);
+int shms_proc_alive(const void *table, uint32_t nslots, uint32_t slot, uint32_t gen);
+uint32_t shms_proc_pid(const void *table, uint32_t slot);
+void shms_proc_know(uint32_t uid, uint32_t index, const void *table, uint32_t nslots);
+int shms_proc_token_alive(uint64_t token);
+
+/* ---- sync.c: records of the sync primitives (cdef/sync.h) ---- */
+size_t shms_sync_size(void);
+int shms_sync_open(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
+                   uint32_t kind, uint64_t value, uint64_t bound, void **out, int held,
+                   int64_t timeout_ns);
+uint64_t shms_sync_recoveries(void *p);
+void shms_sync_kick(void *p);
+uint32_t shms_sync_sleepers(void *p);
+int shms_lock_acquire(void *p, uint32_t kind, uint64_t token, int64_t timeout_ns,
+                      uint64_t *other);
+int shms_lock_release(void *p, uint32_t kind, uint64_t token, int any);
+uint64_t shms_lock_owner(void *p);
+int shms_sem_acquire(void *p, uint64_t token, int held, int64_t timeout_ns, uint64_t *freed,
+                     uint64_t *other);
+int shms_sem_release(void *p, uint64_t token, uint64_t n);
+uint64_t shms_sem_value(void *p);
+int shms_event_set(void *p, int flag);
+int shms_event_wait(void *p, uint64_t gen, int64_t timeout_ns);
+uint64_t shms_event_gen(void *p);
+int shms_cond_enqueue(void *p, uint64_t token, uint64_t *ticket);
+int shms_cond_wait(void *p, int slot, uint64_t ticket, int64_t timeout_ns);
+int shms_cond_leave(void *p, int slot, uint64_t ticket);
+int shms_cond_notify(void *p, uint64_t n);
+uint64_t shms_cond_waiting(void *p);
+int shms_barrier_arrive(void *p, uint64_t token, uint64_t *index, uint64_t *gen);
+int shms_barrier_pass(void *p);
+int shms_barrier_abort(void *p, int reset);
+int shms_barrier_wait(void *p, uint64_t gen, int64_t timeout_ns, uint64_t *other);
+uint64_t shms_barrier_state(void *p, uint64_t *broken);
+
+/* ---- queue.c: the queue (cdef/queue.h) ---- */
+int shms_queue_put(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, int held,
+                   int64_t timeout_ns);
+int shms_queue_get(shms_heap_t *h, void *rec, char *out, uint64_t cap, uint64_t *res, int held,
+                   int64_t timeout_ns);
+int shms_queue_task_done(void *rec);
+int shms_queue_join(void *rec, int64_t timeout_ns);
+void shms_queue_state(void *rec, uint64_t *out);
 
 #endif

@@ -1,0 +1,180 @@
+/* The queue: items in the heap dict, counters in a sync record, one C call
+ * per put or get.
+ *
+ * Item i (head <= i < tail) is the dict value under the 9-byte key
+ * 'Q' + i (little-endian); the record (sync_int.h, kind K_QUEUE) holds head,
+ * tail, unfinished and maxsize (`value`).  Every change runs under the heap
+ * lock, in one shms_run_op; nobody sleeps holding it.
+ *
+ * COMMIT POINTS (a process may die at any instruction):
+ *   put   item written under key tail; tail := tail+1 (commit); unfinished++.
+ *         Killed before the commit: the item is not queued, and the next put
+ *         overwrites the key.
+ *   get   item copied out; head := head+1 (commit); key head-1 deleted, and
+ *         key head-2 too (left behind by a get killed after its commit).
+ * So an item is got at most once, and is lost only with the consumer that
+ * got it.  unfinished is bumped after the commit: a put killed in between
+ * leaves it one short, which only makes join() return earlier by one item.
+ *
+ * qsize, empty and full read tail and head without any lock.
+ */
+#include "sync_int.h"
+#include <errno.h>
+#include <string.h>
+
+#define QKEY 9
+
+static void qkey(char *k, uint64_t i)
+{
+    k[0] = 'Q';
+    memcpy(k + 1, &i, 8);
+}
+
+typedef struct {
+    sync_rec_t *r;
+    shms_heap_t *h;
+    const char *val;
+    uint64_t vlen;
+    char *out;
+    uint64_t cap;
+    uint64_t *res;
+    int held;
+    int64_t lock_ns;
+} q_arg_t;
+
+static int put_body(shms_heap_t *h, void *p)
+{
+    q_arg_t *a = p;
+    sync_rec_t *r = a->r;
+    uint64_t tail = r->tail, res[2];
+    char k[QKEY];
+    int rc;
+    if (r->value && tail - r->head >= r->value)
+        return EAGAIN;                                  /* full */
+    qkey(k, tail);
+    if ((rc = shms_dict_set(h, k, QKEY, QKEY, a->val, a->vlen, 0, res, 1, 0)))
+        return rc;
+    __atomic_store_n(&r->tail, tail + 1, __ATOMIC_SEQ_CST);       /* commit */
+    __atomic_add_fetch(&r->unfinished, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+static int get_body(shms_heap_t *h, void *p)
+{
+    q_arg_t *a = p;
+    sync_rec_t *r = a->r;
+    uint64_t head = r->head, res[2];
+    char k[QKEY];
+    int rc;
+    if (head == r->tail)
+        return EAGAIN;                                  /* empty */
+    qkey(k, head);
+    rc = shms_dict_get(h, k, QKEY, QKEY, a->out, a->cap, a->res, 1, 0);
+    if (rc == SHMS_ENOTFOUND)
+        return SHMS_EDAMAGED;                           /* a queued item must exist */
+    if (rc)
+        return rc;                                      /* ETOOSMALL: res[0] = length */
+    __atomic_store_n(&r->head, head + 1, __ATOMIC_SEQ_CST);       /* commit */
+    shms_dict_pop(h, k, QKEY, QKEY, NULL, 0, res, 1, 0);
+    if (head) {                                         /* a killed get's leftover */
+        qkey(k, head - 1);
+        shms_dict_pop(h, k, QKEY, QKEY, NULL, 0, res, 1, 0);
+    }
+    return 0;
+}
+
+static int try_op(sync_rec_t *r, void *p, shms_op_body_t body)
+{
+    q_arg_t *a = p;
+    /* Full or empty is seen without the lock: no lock taken just to wait. */
+    if (body == put_body ? r->value && __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST) -
+                                           __atomic_load_n(&r->head, __ATOMIC_SEQ_CST) >= r->value
+                         : __atomic_load_n(&r->head, __ATOMIC_SEQ_CST) ==
+                               __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST))
+        return EAGAIN;
+    return shms_run_op(a->h, a->held, a->lock_ns, body, a);
+}
+
+static int try_put(sync_rec_t *r, void *p) { return try_op(r, p, put_body); }
+static int try_get(sync_rec_t *r, void *p) { return try_op(r, p, get_body); }
+
+/* 0 queued; ETIMEDOUT full (or the heap lock busy) until timeout_ns. */
+int shms_queue_put(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, int held,
+                   int64_t timeout_ns)
+{
+    sync_rec_t *r = shms_sync_rec(rec, K_QUEUE);
+    q_arg_t a = {.r = r, .h = h, .val = val, .vlen = vlen, .held = held,
+                 .lock_ns = timeout_ns > 0 ? timeout_ns : 100000000};
+    int rc;
+    if (!r)
+        return EINVAL;
+    rc = shms_sync_wait_for(r, try_put, &a, timeout_ns);
+    if (rc == 0)                        /* bounded: putters may be asleep beside getters */
+        shms_sync_wake(r, r->value != 0);
+    return rc == EBUSY ? ETIMEDOUT : rc;
+}
+
+/* 0 got (res[0] = its length, in out); SHMS_ETOOSMALL: res[0] is the length
+ * needed, nothing taken; ETIMEDOUT empty until timeout_ns. */
+int shms_queue_get(shms_heap_t *h, void *rec, char *out, uint64_t cap, uint64_t *res, int held,
+                   int64_t timeout_ns)
+{
+    sync_rec_t *r = shms_sync_rec(rec, K_QUEUE);
+    q_arg_t a = {.r = r, .h = h, .out = out, .cap = cap, .res = res, .held = held,
+                 .lock_ns = timeout_ns > 0 ? timeout_ns : 100000000};
+    int rc;
+    if (!r)
+        return EINVAL;
+    rc = shms_sync_wait_for(r, try_get, &a, timeout_ns);
+    if (rc == 0)
+        shms_sync_wake(r, r->value != 0);
+    return rc == EBUSY ? ETIMEDOUT : rc;
+}
+
+/* EINVAL when called more times than items were put. */
+int shms_queue_task_done(void *rec)
+{
+    sync_rec_t *r = shms_sync_rec(rec, K_QUEUE);
+    uint64_t u;
+    if (!r)
+        return EBADF;
+    u = __atomic_load_n(&r->unfinished, __ATOMIC_SEQ_CST);
+    do {
+        if (!u)
+            return EINVAL;
+    } while (!__atomic_compare_exchange_n(&r->unfinished, &u, u - 1, 0, __ATOMIC_SEQ_CST,
+                                          __ATOMIC_SEQ_CST));
+    if (u == 1)
+        shms_sync_wake(r, 1);
+    return 0;
+}
+
+static int try_join(sync_rec_t *r, void *p)
+{
+    (void)p;
+    return __atomic_load_n(&r->unfinished, __ATOMIC_SEQ_CST) ? EAGAIN : 0;
+}
+
+int shms_queue_join(void *rec, int64_t timeout_ns)
+{
+    sync_rec_t *r = shms_sync_rec(rec, K_QUEUE);
+    if (!r)
+        return EBADF;
+    return shms_sync_wait_for(r, try_join, NULL, timeout_ns);
+}
+
+/* out = {qsize, maxsize, unfinished}, read without a lock. */
+void shms_queue_state(void *rec, uint64_t *out)
+{
+    sync_rec_t *r = rec;
+    uint64_t head, tail;
+    if (!r) {
+        out[0] = out[1] = out[2] = 0;
+        return;
+    }
+    head = __atomic_load_n(&r->head, __ATOMIC_SEQ_CST);
+    tail = __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST);
+    out[0] = tail > head ? tail - head : 0;
+    out[1] = r->value;
+    out[2] = __atomic_load_n(&r->unfinished, __ATOMIC_SEQ_CST);
+}

@@ -1,0 +1,282 @@
+"""Typed wrappers over ``src/sync.c``: the records of the sync primitives.
+
+One :class:`SyncRecord` per Lock/RLock/Semaphore/Event/Condition/Barrier:
+each method is one C call on the record (plus, while it waits, one per
+wait slice of at most 0.1 s so that Ctrl-C and deadlines are seen).  Waits
+pass ``timeout``: None waits forever, 0 tries once.  Holders and waiters
+are named by process tokens (:mod:`.proc`).
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from typing import Any
+
+from ..errors import ShmLimitError
+from . import proc
+from ._lib import ffi, lib
+from .heap import _BUSY, _SLICE_NS, Heap, _error
+
+__all__ = ["BARRIER", "CONDITION", "EVENT", "LOCK", "RECOVERED", "RLOCK", "SEMAPHORE",
+           "SyncRecord"]
+
+LOCK, RLOCK, SEMAPHORE, EVENT, CONDITION, BARRIER = 1, 2, 3, 4, 5, 6
+RECOVERED = 1  # acquire's result when the lock was taken from a dead holder
+SLOTS = 128    # semaphore holders, condition waiters, barrier parties (sync.c)
+
+_RECOVERED = int(lib.SHMS_RECOVERED)
+_EUNKNOWN = int(lib.SHMS_EUNKNOWN)
+_DETACHED = ("this shared object is detached from this process (detach() was called, or "
+             "its Manager was shut down); open it again to use it")
+
+
+def _ns(deadline: float | None) -> int:
+    if deadline is None:
+        return _SLICE_NS
+    return min(_SLICE_NS, max(0, int((deadline - time.monotonic()) * 1e9)))
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+class SyncRecord:
+    """The record stored under ``key`` in ``heap`` (created zeroed if absent)."""
+
+    __slots__ = ("_heap", "_inflight", "_other", "_r", "kind")
+
+    def __init__(self, heap: Heap, key: bytes, cmp_len: int, kind: int, value: int = 0,
+                 bound: int = 0, *, held: bool = False) -> None:
+        heap.dict_set(key, cmp_len, bytes(int(lib.shms_sync_size())), only_if_absent=True,
+                      held=held)
+        out = ffi.new("void **")
+        started: list[Any] = []
+        while True:
+            rc = lib.shms_sync_open(heap._handle(), key, len(key), cmp_len, kind, value, bound,
+                                    out, held, _SLICE_NS)
+            if rc == 0:
+                break
+            heap._retry(rc, started, "opening a sync record")
+        self._r = out[0]
+        self._heap = heap
+        self._inflight = 0  # threads of this process inside a blocking call
+        self.kind = kind
+        # The holder a call could not judge (SHMS_EUNKNOWN): a hint only, so the
+        # threads sharing this object may share it too.
+        self._other = ffi.new("uint64_t *")
+
+    def address(self) -> int:
+        """Where the record is mapped in this process (one per record and process)."""
+        return int(ffi.cast("uintptr_t", self._r))
+
+    def close(self) -> None:
+        """Forget the record (its heap is being detached): later calls raise ValueError.
+
+        Threads of this process sleeping on the record are woken first and
+        waited for (each returns from C within one wake), so none touches the
+        record's memory after it is unmapped.
+        """
+        r = self._r
+        if r == ffi.NULL:
+            return
+        deadline = time.monotonic() + 1.0
+        while self._inflight and time.monotonic() < deadline:
+            lib.shms_sync_kick(r)
+            time.sleep(0.001)
+        self._r = ffi.NULL
+
+    def _live(self) -> Any:
+        if self._r == ffi.NULL:
+            raise ValueError(_DETACHED)
+        return self._r
+
+    def _fail(self, rc: int, what: str) -> None:
+        """Return to retry after learning an unknown holder's table; else raise."""
+        if rc == _EUNKNOWN:
+            proc.learn(int(self._other[0]))
+            return
+        if rc == errno.EINVAL:
+            self._live()
+        raise _error(rc, what)
+
+    def sleepers(self) -> int:
+        """Threads (of any process) asleep on the record now; for tests."""
+        return int(lib.shms_sync_sleepers(self._live()))
+
+    @property
+    def recoveries(self) -> int:
+        """Dead holders given back, by all processes."""
+        return int(lib.shms_sync_recoveries(self._live()))
+
+    # ------------------------------------------------------------ Lock, RLock
+    def lock_acquire(self, token: int, timeout: float | None) -> int | None:
+        """0 taken, RECOVERED taken from a dead holder, None not in time."""
+        rc = lib.shms_lock_acquire(self._r, self.kind, token, 0, self._other)
+        if rc == 0:
+            return 0                    # the uncontended path: one C call
+        deadline = _deadline(timeout)
+        self._inflight += 1
+        try:
+            while True:
+                if rc == 0:
+                    return 0
+                if rc == _RECOVERED:
+                    return RECOVERED
+                if rc not in _BUSY:
+                    self._fail(rc, "acquiring the lock")
+                elif deadline is not None and time.monotonic() >= deadline:
+                    return None
+                rc = lib.shms_lock_acquire(self._r, self.kind, token, _ns(deadline),
+                                           self._other)
+        finally:
+            self._inflight -= 1
+
+    def lock_release(self, token: int, anyone: bool) -> bool:
+        """False if not held (by ``token``, unless ``anyone`` may release)."""
+        rc = lib.shms_lock_release(self._r, self.kind, token, anyone)
+        if rc == 0:
+            return True
+        if rc == errno.EPERM:
+            return False
+        self._fail(rc, "releasing the lock")
+        return False
+
+    def lock_owner(self) -> int:
+        return int(lib.shms_lock_owner(self._live()))
+
+    # -------------------------------------------------------------- Semaphore
+    def sem_acquire(self, token: int, held: bool, timeout: float | None) -> int | None:
+        """Permits given back from dead holders (>= 0) once one is taken; None if not in time."""
+        deadline = _deadline(timeout)
+        ns = 0
+        freed = ffi.new("uint64_t *")  # per call: threads share the record object
+        self._inflight += 1
+        try:
+            while True:
+                rc = lib.shms_sem_acquire(self._r, token, held, ns, freed, self._other)
+                if rc == 0:
+                    return int(freed[0])
+                if rc not in _BUSY:
+                    self._fail(rc, "acquiring the semaphore")
+                elif deadline is not None and time.monotonic() >= deadline:
+                    return None
+                ns = _ns(deadline)
+        finally:
+            self._inflight -= 1
+
+    def sem_release(self, token: int, n: int) -> bool:
+        """False if that would exceed a BoundedSemaphore's bound (nothing changed)."""
+        rc = lib.shms_sem_release(self._r, token, n)
+        if rc == errno.EINVAL:
+            return False
+        if rc:
+            self._fail(rc, "releasing the semaphore")
+        return True
+
+    def sem_value(self) -> int:
+        return int(lib.shms_sem_value(self._live()))
+
+    # ------------------------------------------------------------------ Event
+    def event_set(self, flag: bool) -> None:
+        rc = lib.shms_event_set(self._r, int(flag))
+        if rc:
+            self._fail(rc, "setting the event")
+
+    def event_is_set(self) -> bool:
+        return bool(lib.shms_sem_value(self._live()))
+
+    def event_wait(self, timeout: float | None) -> bool:
+        gen = lib.shms_event_gen(self._live())
+        deadline = _deadline(timeout)
+        ns = 0
+        self._inflight += 1
+        try:
+            while True:
+                rc = lib.shms_event_wait(self._r, gen, ns)
+                if rc == 0:
+                    return True
+                if rc not in _BUSY:
+                    self._fail(rc, "waiting for the event")
+                elif deadline is not None and time.monotonic() >= deadline:
+                    return False
+                ns = _ns(deadline)
+        finally:
+            self._inflight -= 1
+
+    # -------------------------------------------------------------- Condition
+    def cond_enqueue(self, token: int) -> tuple[int, int]:
+        ticket = ffi.new("uint64_t *")
+        slot = lib.shms_cond_enqueue(self._live(), token, ticket)
+        if slot < 0:
+            raise ShmLimitError(f"more than {SLOTS} waiters on one Condition")
+        return int(slot), int(ticket[0])
+
+    def cond_wait(self, slot: int, ticket: int, timeout: float | None) -> bool:
+        """True once notified, False if not in time (the slot stays queued)."""
+        deadline = _deadline(timeout)
+        self._inflight += 1
+        try:
+            while True:
+                rc = lib.shms_cond_wait(self._r, slot, ticket, _ns(deadline))
+                if rc == 0:
+                    return True
+                if rc not in _BUSY:
+                    self._fail(rc, "waiting on the condition")
+                elif deadline is not None and time.monotonic() >= deadline:
+                    return False
+        finally:
+            self._inflight -= 1
+
+    def cond_leave(self, slot: int, ticket: int) -> bool:
+        return bool(lib.shms_cond_leave(self._r, slot, ticket))
+
+    def cond_notify(self, n: int) -> None:
+        rc = lib.shms_cond_notify(self._r, n)
+        if rc:
+            self._fail(rc, "notifying the condition")
+
+    def cond_waiting(self) -> int:
+        return int(lib.shms_cond_waiting(self._live()))
+
+    # ---------------------------------------------------------------- Barrier
+    def barrier_arrive(self, token: int) -> tuple[int, int, int]:
+        """(0 wait / 1 last / errno.EPIPE broken, index, generation)."""
+        idx, gen = ffi.new("uint64_t *"), ffi.new("uint64_t *")
+        rc = lib.shms_barrier_arrive(self._live(), token, idx, gen)
+        if rc == errno.ENOSPC:
+            raise ShmLimitError(f"more than {SLOTS} parties waiting at one Barrier")
+        return int(rc), int(idx[0]), int(gen[0])
+
+    def barrier_wait(self, gen: int, timeout: float | None) -> bool | None:
+        """True passed, False broken or reset, None not in time."""
+        deadline = _deadline(timeout)
+        self._inflight += 1
+        try:
+            while True:
+                rc = lib.shms_barrier_wait(self._r, gen, _ns(deadline), self._other)
+                if rc == 0:
+                    return True
+                if rc == errno.EPIPE:
+                    return False
+                if rc not in _BUSY:
+                    self._fail(rc, "waiting at the barrier")
+                elif deadline is not None and time.monotonic() >= deadline:
+                    return None
+        finally:
+            self._inflight -= 1
+
+    def barrier_pass(self) -> None:
+        lib.shms_barrier_pass(self._live())
+
+    def barrier_abort(self, reset: bool = False) -> None:
+        lib.shms_barrier_abort(self._live(), int(reset))
+
+    def barrier_parties(self) -> int:
+        return int(lib.shms_sem_value(self._live()))
+
+    def barrier_state(self) -> tuple[int, bool]:
+        """(parties waiting now, broken)."""
+        broken = ffi.new("uint64_t *")
+        n = lib.shms_barrier_state(self._live(), broken)
+        return int(n), bool(broken[0])
