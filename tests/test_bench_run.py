@@ -39,7 +39,7 @@ def test_run_quick_writes_pages_with_spreads(tmp_path: Path) -> None:
     for target in report.TARGETS:
         row = next(line for line in page.splitlines() if line.startswith(f"| {target.path} |"))
         assert "met" in row or "missed" in row, row
-        assert "–" in row, row  # a min–max spread
+        assert "\u2013" in row, row  # a min-max spread (an en dash)
     compare = (out / "benchmarks-compare.md").read_text()
     for lib in ("local dict of pickles (floor)", "shmshare.SharedDict",
                 "multiprocessing.Manager().dict()"):

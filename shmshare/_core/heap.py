@@ -59,6 +59,11 @@ _BUSY = (errno.ETIMEDOUT, errno.EBUSY)
 _CLOSED = ("this shared object is detached from this process (detach() was called, or "
            "its Manager was shut down); open it again to use it")
 _NO_COUNTER = memoryview(bytearray(b"\xff" * 8)).cast("Q")
+_NVER = int(lib.SHMS_DICT_NVER)
+# What a handle without (or closed to) the dict's version stripes reads: 2**64-1
+# in every stripe, a version no stripe reaches, so no cached value matches it.
+_NO_VERSIONS = memoryview(bytearray(b"\xff" * 8 * _NVER)).cast("Q")
+_NO_STRIPE = (1 << 64) - 1
 _STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
           "entries", "recoveries", "modcount", "used_blocks")
 
@@ -127,7 +132,7 @@ class Heap:
     """A process-local handle on a heap in shared memory."""
 
     __slots__ = ("__weakref__", "_att", "_h", "_tls", "lock_timeout", "modcount_view",
-                 "same_namespace")
+                 "same_namespace", "versions_view")
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
@@ -147,6 +152,10 @@ class Heap:
         # before the memory behind it may be unmapped.
         self.modcount_view = memoryview(
             ffi.buffer(lib.shms_heap_modcount_ptr(handle), 8)).cast("Q")
+        # The dict's version stripes ("Q" memoryview, see READ CACHE in dict.c),
+        # mapped by the first dict_read_versioned that needs them; the same
+        # rules as modcount_view.
+        self.versions_view = _NO_VERSIONS
 
     # ------------------------------------------------------------ lifecycle
     @staticmethod
@@ -188,6 +197,7 @@ class Heap:
         h, self._h = self._h, None
         # Never read the counter again: its memory may be unmapped next.
         self.modcount_view = _NO_COUNTER
+        self.versions_view = _NO_VERSIONS
         if h is not None:
             lib.shms_heap_close(h)
 
@@ -340,6 +350,38 @@ class Heap:
                 held = True  # this thread holds the lock (ERRORCHECK mutex)
             else:
                 self._fail_key(rc, key, cmp_len, started, "dict get")
+
+    def dict_read_versioned(self, key: bytes, cmp_len: int) -> tuple[bytes | None, int, int]:
+        """``(value or None, stripe, version)``: the value may be kept while
+        ``versions_view[stripe] == version`` (stripe -1: it may not).
+
+        Every change of the key bumps its stripe before it commits, so a
+        value whose stripe still reads the same version is current (dict.c,
+        READ CACHE).
+        """
+        data, _ = self.dict_read(key, cmp_len)
+        res = self._tls.s.res
+        stripe = int(res[2])
+        if data is None or stripe == _NO_STRIPE:
+            return data, -1, 0
+        if self.versions_view is _NO_VERSIONS:
+            self._map_versions()
+        return data, stripe, int(res[3])
+
+    def _map_versions(self) -> None:
+        out = ffi.new("const volatile uint64_t **")
+        started: list[Any] = []
+        held = False
+        while True:
+            rc = lib.shms_dict_versions(self._handle(), out, held, _SLICE_NS)
+            if rc == _OK:
+                break
+            if rc == errno.EDEADLK and not held:
+                held = True  # this thread holds the lock (ERRORCHECK mutex)
+                continue
+            self._retry(rc, started, "mapping the dict's versions")
+        if out[0] != ffi.NULL and self._h is not None:
+            self.versions_view = memoryview(ffi.buffer(out[0], 8 * _NVER)).cast("Q")
 
     def _fail_key(self, rc: int, key: bytes, cmp_len: int, started: list[Any],
                   what: str) -> None:

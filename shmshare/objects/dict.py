@@ -82,10 +82,10 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
 
     def __getitem__(self, key: Any) -> Any:
         # The cache hit of _read, inlined: this is the hot path.
-        if self._heap.modcount_view[0] == self._rmark:
-            data = self._rcache.get(key) if type(key) in _CACHEABLE else None
-            if data is not None:
-                return loads(data)
+        if type(key) in _CACHEABLE:
+            hit = self._read_cache.get(key)
+            if hit is not None and self._heap.versions_view[hit[1]] == hit[2]:
+                return loads(hit[0])
         data = self._read(key)
         if data is None:
             return self.__missing__(key)

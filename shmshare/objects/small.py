@@ -15,7 +15,8 @@ from .codec import decode_key, dumps, encode_key, loads
 
 __all__ = ["SharedNamespace", "SharedSet", "SharedValue"]
 
-_LOCAL = ("_seg", "_heap", "lock", "_rcache", "_rbytes", "_rmark", "_trust")
+_LOCAL = ("_seg", "_heap", "lock", "_rcache", "_rbytes", "_rmark", "_read_cache",
+          "_read_cache_bytes", "_trust")
 
 
 class SharedNamespace(HeapObject):
