@@ -23,17 +23,18 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .naming.dirs import claim, remove_all, sweep_dead_owners
-from .naming.keys import default_project_dir
-from .naming.lifecycle import pid_alive
-from .objects.dict import SharedDict
+if TYPE_CHECKING:
+    from .objects.dict import SharedDict
+
+# Nothing of shmshare is imported until a fixture or a hook needs it: pytest
+# loads this plugin in every project where shmshare is installed, most of
+# which never use it.
 
 __all__ = ["OnceError", "run_shared_dict"]
 
@@ -49,6 +50,8 @@ class OnceError(RuntimeError):
 
 
 def _runs_base() -> Path:
+    from .naming.keys import default_project_dir
+
     return default_project_dir() / "pytest-runs"
 
 
@@ -69,14 +72,23 @@ class _XdistHooks:
 class _Run:
     """Where this test run keeps its objects, and which process controls it."""
 
-    def __init__(self, path: Path, controller_pid: int) -> None:
-        self.path = path
+    def __init__(self, path: Path | str, controller_pid: int) -> None:
+        # A str is a run id, turned into the path on first use.
+        self._path = path
         self.controller_pid = controller_pid
         self._ready = False
+
+    @property
+    def path(self) -> Path:
+        if isinstance(self._path, str):
+            self._path = _runs_base() / f"run-{self._path}"
+        return self._path
 
     def directory(self) -> Path:
         """The run's project directory, created on first use by any worker."""
         if not self._ready:
+            from .naming.dirs import claim
+
             claim(self.path, self.controller_pid)
             self._ready = True
         return self.path
@@ -89,29 +101,47 @@ def pytest_configure(config: pytest.Config) -> None:
             path, pid = winput[_RUN_KEY]
             run = _Run(Path(path), int(pid))
         else:  # a controller without this plugin's hook: derive it from xdist's run uid
-            run = _Run(_runs_base() / f"run-{winput['testrunuid']}", os.getppid())
+            run = _Run(str(winput["testrunuid"]), os.getppid())
         config.stash[_run_key] = run
         return
-    run = _Run(_runs_base() / f"run-{uuid.uuid4().hex}", os.getpid())
+    run = _Run(os.urandom(16).hex(), os.getpid())
     config.stash[_run_key] = run
-    try:
-        sweep_dead_owners(_runs_base())
-    except Exception:  # never let housekeeping break someone's test run
-        pass
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(run), "shmshare-xdist-hooks")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(_run_key, None)
-    if run is None or _is_worker(config) or not run.path.is_dir():
+    if run is None or _is_worker(config):
         return
-    # The controller: every worker is down by now.  Run the teardowns, then
-    # remove everything the run created.
     try:
-        _run_teardowns(run.path, config)
+        if run.path.is_dir():
+            # The controller: every worker is down by now.  Run the teardowns,
+            # then remove everything the run created.
+            from .naming.dirs import remove_all
+
+            try:
+                _run_teardowns(run.path, config)
+            finally:
+                remove_all(run.path)
     finally:
-        remove_all(run.path)
+        _sweep_crashed_runs()
+
+
+def _sweep_crashed_runs() -> None:
+    """Remove what runs that crashed left; nothing to import when there is nothing."""
+    base = _runs_base()
+    try:
+        if not os.listdir(base):
+            return
+    except OSError:
+        return
+    from .naming.dirs import sweep_dead_owners
+
+    try:
+        sweep_dead_owners(base)
+    except Exception:  # never let housekeeping break someone's test run
+        pass
 
 
 _run_key = pytest.StashKey[_Run]()
@@ -126,6 +156,8 @@ def run_shared_dict(config: pytest.Config) -> SharedDict | None:
     run = config.stash.get(_run_key, None)
     if run is None or not (run.path / "shared_dict.key").exists():
         return None
+    from .objects.dict import SharedDict
+
     try:
         return SharedDict("shared_dict", project_dir=run.path, create=False)
     except FileNotFoundError:
@@ -136,11 +168,15 @@ def run_shared_dict(config: pytest.Config) -> SharedDict | None:
 
 
 def _registry(run_dir: Path) -> SharedDict:
+    from .objects.dict import SharedDict
+
     return SharedDict("once-registry", project_dir=run_dir, persist=True)
 
 
 def _wait_or_claim(reg: SharedDict, key: str) -> dict[str, Any] | None:
     """The finished record for ``key``, or None once this process has claimed the factory."""
+    from .naming.lifecycle import pid_alive
+
     delay = 0.001
     while True:
         with reg.lock:
@@ -232,6 +268,8 @@ def shmshare_once(shmshare_run_dir: Path) -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def shared_dict(shmshare_run_dir: Path) -> Iterator[SharedDict]:
     """A SharedDict shared by every worker of this test run."""
+    from .objects.dict import SharedDict
+
     d = SharedDict("shared_dict", project_dir=shmshare_run_dir, persist=True)
     yield d
     d.detach()
@@ -240,6 +278,8 @@ def shared_dict(shmshare_run_dir: Path) -> Iterator[SharedDict]:
 @pytest.fixture(scope="session")
 def shared_lock(shmshare_run_dir: Path) -> Iterator[Any]:
     """A robust lock shared by every worker of this test run (``with shared_lock: ...``)."""
+    from .objects.dict import SharedDict
+
     holder = SharedDict("shared_lock", project_dir=shmshare_run_dir, persist=True)
     yield holder.lock
     holder.detach()

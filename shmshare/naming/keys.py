@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import LockTimeoutError, ShmPermissionError, ShmValueError
 
@@ -138,8 +136,7 @@ def list_names(project_dir: Path) -> list[str]:
                   if e.endswith(KEY_SUFFIX) and not e.startswith("."))
 
 
-@dataclass(frozen=True)
-class KeyRecord:
+class KeyRecord(NamedTuple):
     """What a key file says about its segment."""
 
     proj_id: int
@@ -147,6 +144,8 @@ class KeyRecord:
     persist: bool
 
     def dumps(self) -> bytes:
+        import json  # on first use: json costs start-up time
+
         return json.dumps({"v": 1, "proj_id": self.proj_id, "kind": self.kind,
                            "persist": self.persist}).encode() + b"\n"
 
@@ -154,6 +153,8 @@ class KeyRecord:
     def loads(cls, data: bytes) -> KeyRecord | None:
         """The record, or None if the file is empty or not a record we wrote."""
         try:
+            import json
+
             obj: Any = json.loads(data)
             rec = cls(int(obj["proj_id"]), str(obj["kind"]), bool(obj["persist"]))
         except (ValueError, KeyError, TypeError):

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import _core
 from ..errors import SegmentNotFoundError, ShmshareError
@@ -65,8 +65,7 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-@dataclass
-class Found:
+class Found(NamedTuple):
     """A verified segment of ours, attached in this process."""
 
     shmid: int
@@ -147,8 +146,7 @@ def orphan_reason(st: _core.ShmStat, header: Header) -> str | None:
     return f"nattch 0 and not persistent (last user pid {last}: {state})"
 
 
-@dataclass(frozen=True)
-class SweepResult:
+class SweepResult(NamedTuple):
     name: str
     action: str  # "removed", "removed-stale-key", "kept"
     reason: str
