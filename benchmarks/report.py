@@ -52,6 +52,8 @@ TARGETS = [
            "shmshare | attach by name, first time, another process (µs)",
            "shared_memory | attach by name, first time, another process (µs)", 2.0, "µs"),
     Target("`import shmshare`", "shmshare | import (ms)", None, 50.0, "ms"),
+    Target("`from shmshare import SharedDict` (the names load on first use)",
+           "shmshare | from shmshare import SharedDict (ms)", None, 50.0, "ms"),
     Target("pytest start in an unrelated project: time the plugin adds",
            "pytest --co, shmshare plugin loaded (ms)", None, 20.0, "ms",
            minus="pytest --co, -p no:shmshare (ms)"),

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import weakref
@@ -565,7 +566,7 @@ def _create_named(kf: KeyFile, kind: str, name: str, size: int, pdir: Path,
                   init: Initializer | None, extra_flags: int) -> _Binding:
     total = HEADER_SIZE + size
     first = old.proj_id if old is not None else 1
-    for proj_id in [first, *[p for p in range(1, 256) if p != first]]:
+    for proj_id in itertools.chain((first,), (p for p in range(1, 256) if p != first)):
         # The record is written before shmget, so a creator killed right
         # after shmget leaves a key file that points at its segment.
         kf.write(KeyRecord(proj_id, kind, persist))

@@ -136,6 +136,9 @@ def list_names(project_dir: Path) -> list[str]:
                   if e.endswith(KEY_SUFFIX) and not e.startswith("."))
 
 
+RECORD_SIZE = 128  # bytes of a key file: one JSON record padded with spaces
+
+
 class KeyRecord(NamedTuple):
     """What a key file says about its segment."""
 
@@ -170,6 +173,7 @@ class KeyFile:
         self.fd = fd
         self.dev = st.st_dev
         self.ino = st.st_ino
+        self.size = st.st_size
 
     @classmethod
     @contextmanager
@@ -223,9 +227,19 @@ class KeyFile:
         return KeyRecord.loads(data) if data else None
 
     def write(self, record: KeyRecord) -> None:
+        """Write ``record`` in place, padded to RECORD_SIZE bytes.
+
+        Never truncated to 0 first: ext4 flushes a file truncated to 0 when it
+        is closed (auto_da_alloc), about a millisecond per named create.  A
+        fixed size covers any record written before, so nothing of an older
+        one is left after it; a write cut short by a kill leaves a record that
+        does not parse, i.e. a stale key file (opening re-creates, gc removes).
+        """
         data = record.dumps()
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, data, 0)
+        os.pwrite(self.fd, data[:-1].ljust(RECORD_SIZE - 1) + b"\n", 0)
+        if self.size > RECORD_SIZE:  # written by something else: drop the rest
+            os.ftruncate(self.fd, RECORD_SIZE)
+        self.size = RECORD_SIZE
 
     def unlink(self) -> None:
         """Remove the key file; only once its segment is gone (we hold the lock)."""
