@@ -158,10 +158,10 @@ def import_ms(statement: str) -> float:
 _ATTACH_CHILD = textwrap.dedent("""
     import sys, time
     from multiprocessing import resource_tracker, shared_memory
-    import shmshare
+    from shmshare import SharedDict   # imported, like shared_memory: the attach only
     resource_tracker.register = lambda *a: None   # the attach only, not the tracker
     t0 = time.perf_counter()
-    d = shmshare.SharedDict(sys.argv[1], create=False)
+    d = SharedDict(sys.argv[1], create=False)
     t1 = time.perf_counter()
     s = shared_memory.SharedMemory(sys.argv[2])
     t2 = time.perf_counter()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json  # every open reads a key file: not worth a lazy import
 import os
 import stat
 import time
@@ -147,8 +148,6 @@ class KeyRecord(NamedTuple):
     persist: bool
 
     def dumps(self) -> bytes:
-        import json  # on first use: json costs start-up time
-
         return json.dumps({"v": 1, "proj_id": self.proj_id, "kind": self.kind,
                            "persist": self.persist}).encode() + b"\n"
 
@@ -156,8 +155,6 @@ class KeyRecord(NamedTuple):
     def loads(cls, data: bytes) -> KeyRecord | None:
         """The record, or None if the file is empty or not a record we wrote."""
         try:
-            import json
-
             obj: Any = json.loads(data)
             rec = cls(int(obj["proj_id"]), str(obj["kind"]), bool(obj["persist"]))
         except (ValueError, KeyError, TypeError):
