@@ -20,6 +20,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..errors import (
@@ -64,8 +65,13 @@ _NVER = int(lib.SHMS_DICT_NVER)
 # in every stripe, a version no stripe reaches, so no cached value matches it.
 _NO_VERSIONS = memoryview(bytearray(b"\xff" * 8 * _NVER)).cast("Q")
 _NO_STRIPE = (1 << 64) - 1
+_unpack = ffi.unpack
 _STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
           "entries", "recoveries", "modcount", "used_blocks")
+
+
+def _closed(*_: Any) -> int:
+    raise ValueError(_CLOSED)
 
 
 def _error(rc: int, what: str) -> Exception:
@@ -115,12 +121,13 @@ def probe_extent(att: Attachment) -> int | None:
 class _Scratch:
     """Per-thread output buffers (cffi releases the GIL during C calls)."""
 
-    __slots__ = ("buf", "cap", "res")
+    __slots__ = ("buf", "cap", "res", "res_view")
 
     def __init__(self) -> None:
         self.cap = _SCRATCH
         self.buf = ffi.new("char[]", self.cap)
         self.res = ffi.new("uint64_t[4]")
+        self.res_view = memoryview(ffi.buffer(self.res)).cast("Q")  # faster than cdata
 
     def grow(self, need: int) -> None:
         cap = max(need, self.cap * 2)
@@ -131,8 +138,8 @@ class _Scratch:
 class Heap:
     """A process-local handle on a heap in shared memory."""
 
-    __slots__ = ("__weakref__", "_att", "_h", "_tls", "lock_timeout", "modcount_view",
-                 "same_namespace", "versions_view")
+    __slots__ = ("__weakref__", "_att", "_fetch", "_h", "_tls", "lock_timeout",
+                 "modcount_view", "same_namespace", "store", "versions_view")
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
@@ -142,6 +149,13 @@ class Heap:
         self._h: Any = handle
         lib.shms_heap_set_main(handle, att.shmid)
         self._tls = threading.local()
+        # The hot calls, bound to the handle (no Python frame, fewest arguments):
+        # ``store(key, klen, value, vlen)`` is d[k] = v for a key whose every byte
+        # counts (cmp_len == len), returning 0 or a code for dict_set to handle.
+        # close() swaps in stand-ins that raise, like the views below.
+        self.store: Callable[[bytes, int, bytes, int], int] = partial(
+            lib.shms_dict_store, handle)
+        self._fetch: Callable[..., int] = partial(lib.shms_dict_fetch, handle)
         self.lock_timeout: float | None = None
         # Set by the object owning the segment (Segment.pid_namespace_shared):
         # lets a long lock wait recognise a damaged lock word (OwnerWatch).
@@ -198,6 +212,7 @@ class Heap:
         # Never read the counter again: its memory may be unmapped next.
         self.modcount_view = _NO_COUNTER
         self.versions_view = _NO_VERSIONS
+        self.store = self._fetch = _closed
         if h is not None:
             lib.shms_heap_close(h)
 
@@ -359,14 +374,25 @@ class Heap:
         value whose stripe still reads the same version is current (dict.c,
         READ CACHE).
         """
-        data, _ = self.dict_read(key, cmp_len)
-        res = self._tls.s.res
-        stripe = int(res[2])
+        try:
+            s = self._tls.s
+        except AttributeError:
+            s = self._tls.s = _Scratch()
+        rc = self._fetch(key, cmp_len, s.buf, s.cap, s.res) if cmp_len == len(key) else -1
+        if rc == _OK:
+            res = s.res_view
+            data: bytes | None = _unpack(s.buf, res[0])
+        elif rc == _ENOTFOUND:
+            return None, -1, 0
+        else:  # the general path: a larger buffer, the lock held here, waits, errors
+            data, _ = self.dict_read(key, cmp_len)
+            res = self._tls.s.res_view
+        stripe = res[2]
         if data is None or stripe == _NO_STRIPE:
             return data, -1, 0
         if self.versions_view is _NO_VERSIONS:
             self._map_versions()
-        return data, stripe, int(res[3])
+        return data, stripe, res[3]
 
     def _map_versions(self) -> None:
         out = ffi.new("const volatile uint64_t **")
@@ -419,6 +445,16 @@ class Heap:
                                    only_if_absent, s.res, held, _SLICE_NS)
             if rc == _OK:
                 return bool(s.res[0])
+
+    def dict_store(self, key: bytes, cmp_len: int, value: bytes) -> None:
+        """``dict_set`` without its result: ``d[k] = v``.
+
+        One C call when it succeeds; any other outcome (lock held by this
+        thread, busy, an error) goes through ``dict_set``, which retries or
+        raises (an op that failed changed nothing, so running it again is safe).
+        """
+        if cmp_len != len(key) or self.store(key, cmp_len, value, len(value)):
+            self.dict_set(key, cmp_len, value)
 
     def dict_pop(self, key: bytes, cmp_len: int, *, held: bool = False) -> bytes | None:
         """Remove ``key`` and return its value; None if absent."""

@@ -16,6 +16,7 @@ For a consistent snapshot use ``d.copy()``.
 
 from __future__ import annotations
 
+import pickle
 import threading
 from collections.abc import (
     Callable,
@@ -31,12 +32,13 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from .base import _CACHEABLE, HeapObject
-from .codec import decode_key, dumps, encode_key, loads
+from .codec import _PICKLE_REFUSED, decode_key, dumps, encode_key, loads
 
 __all__ = ["SharedDict"]
 
 _MISSING: Any = object()
 _get_ident = threading.get_ident
+_pickle_dumps = pickle.dumps
 _REPR_LIMIT = 50
 T = TypeVar("T")
 
@@ -95,15 +97,22 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
         raise KeyError(key)
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        # codec.encode_key, codec.dumps and Heap.dict_store, inlined for a str
+        # key: this is the hot path (each function call costs about a tenth).
         if type(key) is str and key:
             try:
                 kb = key.encode()
             except UnicodeEncodeError:
                 kb = key.encode("utf-8", "surrogatepass")
-            self._heap.dict_set(kb, len(kb), dumps(value))
+            try:
+                vb = _pickle_dumps(value, 5)
+            except _PICKLE_REFUSED:
+                vb = dumps(value)  # cloudpickle, or the same error
+            if self._heap.store(kb, len(kb), vb, len(vb)):
+                self._heap.dict_set(kb, len(kb), vb)  # the general path: waits, errors
         else:
             kb, n = encode_key(key)
-            self._heap.dict_set(kb, n, dumps(value))
+            self._heap.dict_store(kb, n, dumps(value))
 
     def __delitem__(self, key: Any) -> None:
         kb, n = encode_key(key)
