@@ -336,12 +336,36 @@ class Suite:
         proj.mkdir()
         (proj / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
 
+        # A project dir of its own: on a shared machine other runs' directories
+        # would make the plugin's end-of-run sweep look at them.
+        pytest_env = {**_env(), "SHMSHARE_DIR": str(self._tmp / "pytest-proj")}
+
         def pytest_ms(*extra: str) -> float:
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-m", "pytest", "--co", "-q", "-p",
                             "no:cacheprovider", *extra], cwd=proj, capture_output=True,
-                           timeout=120, check=True, env=_env())
+                           timeout=120, check=True, env=pytest_env)
             return (time.perf_counter() - t0) * 1e3
+        def plugin_imports_ms() -> float:
+            # CPU-bound and far steadier than the wall-clock difference: what the
+            # outermost imports of shmshare modules cost during `pytest --co`.
+            proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "pytest", "--co",
+                                   "-q", "-p", "no:cacheprovider"], cwd=proj,
+                                  capture_output=True, text=True, timeout=120,
+                                  env=pytest_env)
+            total, inside = 0, []  # depths of the shmshare imports we are inside
+            for line in reversed(proc.stderr.splitlines()):  # parents come after children
+                m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)$", line)
+                if not m:
+                    continue
+                depth = len(m.group(2))
+                while inside and inside[-1] >= depth:
+                    inside.pop()
+                if not inside and m.group(3).split(".")[0] == "shmshare":
+                    total += int(m.group(1))
+                    inside.append(depth)
+            return total / 1000
+        self.cells["pytest --co, imports of shmshare (ms)"] = plugin_imports_ms
         self.cells["pytest --co, shmshare plugin loaded (ms)"] = pytest_ms
         self.cells["pytest --co, -p no:shmshare (ms)"] = lambda: pytest_ms("-p", "no:shmshare")
 
