@@ -18,8 +18,9 @@ def _modules_after(code: str, cwd: Path | None = None) -> set[str]:
     # json is imported by the report itself: look at the modules before it.
     probe = (f"import sys\n{code}\nbefore = sorted(sys.modules)\n"
              "import json\nprint(json.dumps(before))")
-    if cwd is not None:
-        probe = f"import os\nos.chdir({str(cwd)!r})\n" + probe
+    if cwd is not None:  # a project of its own, and a project dir no other run uses
+        probe = (f"import os\nos.chdir({str(cwd)!r})\n"
+                 f"os.environ['SHMSHARE_DIR'] = {str(cwd / 'shm')!r}\n") + probe
     return set(json.loads(run_python(probe).stdout.strip().splitlines()[-1]))
 
 
@@ -49,7 +50,11 @@ def test_names_load_on_first_use() -> None:
 
 
 def test_pytest_plugin_imports_nothing_of_shmshare_until_used(tmp_path: Path) -> None:
-    """A pytest run that uses none of the plugin's fixtures loads no object, core or segment."""
+    """A pytest run that uses none of the plugin's fixtures loads no object, core or segment.
+
+    (When crashed runs left directories behind, the end of a run sweeps them,
+    which does import more; here the project dir has none.)
+    """
     (tmp_path / "test_unrelated.py").write_text("def test_nothing():\n    pass\n")
     mods = _modules_after("import pytest\n"
                           "rc = pytest.main(['-q', '-p', 'no:cacheprovider', '-p', 'no:xdist'])\n"
