@@ -164,3 +164,34 @@ def test_recovery_check_accepts_the_version_stripes() -> None:
         d.check()
     finally:
         d.detach()
+
+
+BIG = 3 << 20  # above the size from which values are unpickled from a lent buffer
+
+
+def _read_other(d: Any, key: str) -> int:
+    return len(d[key])  # a large read on the same thread, in the middle of an unpickling
+
+
+class _ReadsWhileUnpickled:
+    def __init__(self, d: Any, key: str) -> None:
+        self.d, self.key = d, key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_read_other, (self.d, self.key))
+
+
+def test_large_value_read_inside_an_unpickling_does_not_overwrite_it() -> None:
+    """A large value unpickled from the heap's buffer survives a large read made meanwhile."""
+    d = shmshare.SharedDict()
+    try:
+        a, b = b"a" * BIG, b"b" * (BIG + 5)
+        d["b"] = b
+        d["a"] = (_ReadsWhileUnpickled(d, "b"), a)  # the hook runs before a is read
+        for _ in range(3):
+            n, got = d["a"]
+            assert n == len(b)
+            assert got == a
+            assert d.get("b") == b
+    finally:
+        d.detach()

@@ -66,6 +66,9 @@ _NVER = int(lib.SHMS_DICT_NVER)
 _NO_VERSIONS = memoryview(bytearray(b"\xff" * 8 * _NVER)).cast("Q")
 _NO_STRIPE = (1 << 64) - 1
 _unpack = ffi.unpack
+_BIG = 1 << 20  # values above this are unpickled from a lent buffer (_read_big)
+# No zero-filling: the buffer is written by the copy before it is read.
+_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 _STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
           "entries", "recoveries", "modcount", "used_blocks")
 
@@ -366,7 +369,8 @@ class Heap:
             else:
                 self._fail_key(rc, key, cmp_len, started, "dict get")
 
-    def dict_read_versioned(self, key: bytes, cmp_len: int) -> tuple[bytes | None, int, int]:
+    def dict_read_versioned(self, key: bytes, cmp_len: int
+                            ) -> tuple[bytes | memoryview | None, int, int]:
         """``(value or None, stripe, version)``: the value may be kept while
         ``versions_view[stripe] == version`` (stripe -1: it may not).
 
@@ -381,9 +385,11 @@ class Heap:
         rc = self._fetch(key, cmp_len, s.buf, s.cap, s.res) if cmp_len == len(key) else -1
         if rc == _OK:
             res = s.res_view
-            data: bytes | None = _unpack(s.buf, res[0])
+            data: bytes | memoryview | None = _unpack(s.buf, res[0])
         elif rc == _ENOTFOUND:
             return None, -1, 0
+        elif rc == _ETOOSMALL and s.res_view[0] > _BIG:
+            return self._read_big(key, cmp_len, s), -1, 0
         else:  # the general path: a larger buffer, the lock held here, waits, errors
             data, _ = self.dict_read(key, cmp_len)
             res = self._tls.s.res_view
@@ -393,6 +399,43 @@ class Heap:
         if self.versions_view is _NO_VERSIONS:
             self._map_versions()
         return data, stripe, res[3]
+
+    def _read_big(self, key: bytes, cmp_len: int, s: _Scratch) -> memoryview | None:
+        """A large value, copied once into this thread's big buffer and lent out as
+        a memoryview: unpickling straight from it saves a copy and a fresh
+        allocation (page faults) per read.  Give it back with :meth:`recycle`;
+        until then a read on this thread (a reentrant one) uses another buffer."""
+        tls = self._tls
+        big, tls.big = getattr(tls, "big", None), None
+        need = s.res_view[0]
+        while True:
+            if big is None or len(big) < need:
+                big = _new_uncleared("char[]", need)
+            rc = self._fetch(key, cmp_len, big, len(big), s.res)
+            if rc == _OK:
+                view = memoryview(ffi.buffer(big, s.res_view[0]))
+                tls.lent = (view, big)
+                return view
+            if rc == _ENOTFOUND:
+                tls.big = big
+                return None
+            if rc != _ETOOSMALL:  # the general path: the lock held here, waits, errors
+                tls.big = big
+                data, _ = self.dict_read(key, cmp_len)
+                return None if data is None else memoryview(data)
+            need = s.res_view[0]
+
+    def recycle(self, view: memoryview) -> None:
+        """Take back a big buffer lent by a read (the value was unpickled)."""
+        tls = self._tls
+        lent = getattr(tls, "lent", None)
+        if lent is not None and lent[0] is view:
+            tls.lent = None
+            try:
+                view.release()
+            except BufferError:  # still exported somewhere: let it keep the buffer
+                return
+            tls.big = lent[1]
 
     def _map_versions(self) -> None:
         out = ffi.new("const volatile uint64_t **")

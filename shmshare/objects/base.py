@@ -115,7 +115,7 @@ class HeapObject:
     # one read of shared memory and a local dict lookup, without the lock;
     # values are still unpickled per read, so callers get copies as always.
 
-    def _read(self, key: Any) -> bytes | None:
+    def _read(self, key: Any) -> bytes | memoryview | None:
         """The stored bytes for ``key``, or None: through the cache when valid."""
         cacheable = type(key) in _CACHEABLE
         hit = self._read_cache.get(key) if cacheable else None
@@ -125,7 +125,8 @@ class HeapObject:
         data, stripe, version = self._heap.dict_read_versioned(kb, n)
         if not cacheable:
             return data
-        if data is None or stripe < 0 or len(data) > _CACHE_MAX_VALUE:
+        if type(data) is not bytes or stripe < 0 or len(data) > _CACHE_MAX_VALUE:
+            # Absent, uncacheable, or large (then lent as a memoryview: never kept).
             if hit is not None:
                 self._read_cache.pop(key, None)
             return data

@@ -91,6 +91,11 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
         data = self._read(key)
         if data is None:
             return self.__missing__(key)
+        if type(data) is memoryview:  # a large value, in a buffer lent by the heap
+            try:
+                return loads(data)
+            finally:
+                self._heap.recycle(data)
         return loads(data)
 
     def __missing__(self, key: Any) -> Any:
@@ -127,6 +132,11 @@ class SharedDict(HeapObject, MutableMapping[Any, Any]):
 
     def get(self, key: Any, default: Any = None) -> Any:
         data = self._read(key)
+        if type(data) is memoryview:  # a large value, in a buffer lent by the heap
+            try:
+                return loads(data)
+            finally:
+                self._heap.recycle(data)
         return default if data is None else loads(data)
 
     # -- iteration ----------------------------------------------------------------
