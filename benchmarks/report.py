@@ -56,9 +56,9 @@ TARGETS = [
            "shmshare | from shmshare import SharedDict (ms)", None, 50.0, "ms"),
     Target("pytest start in an unrelated project: what importing shmshare costs it",
            "pytest --co, imports of shmshare (ms)", None, 20.0, "ms"),
-    Target("pytest start in an unrelated project: wall time the plugin adds",
-           "pytest --co, shmshare plugin loaded (ms)", None, 20.0, "ms",
-           minus="pytest --co, -p no:shmshare (ms)"),
+    Target("pytest start in an unrelated project: CPU time the plugin adds",
+           "pytest --co, shmshare plugin loaded (CPU ms)", None, 20.0, "ms",
+           minus="pytest --co, -p no:shmshare (CPU ms)"),
 ]
 NOT_MEASURED = [("`Pool(2)` summing 8 slices of a 256 MiB SharedArray by reference, "
                  "≤ 1.2× `shared_memory` by name", "not measured here: array attachment "
