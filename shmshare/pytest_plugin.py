@@ -23,17 +23,18 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._core import proc
-from .naming.dirs import claim, remove_all, sweep_dead_owners
-from .naming.keys import default_project_dir
-from .objects.dict import SharedDict
+if TYPE_CHECKING:
+    from .objects.dict import SharedDict
+
+# Nothing of shmshare is imported until a fixture or a hook needs it: pytest
+# loads this plugin in every project where shmshare is installed, most of
+# which never use it.
 
 __all__ = ["OnceError", "run_shared_dict"]
 
@@ -49,6 +50,8 @@ class OnceError(RuntimeError):
 
 
 def _runs_base() -> Path:
+    from .naming.keys import default_project_dir
+
     return default_project_dir() / "pytest-runs"
 
 
@@ -63,6 +66,10 @@ class _XdistHooks:
         self.run = run
 
     def pytest_configure_node(self, node: Any) -> None:
+        from ._core import proc  # the controller's own token, once xdist starts workers
+
+        if self.run.controller_token is None:
+            self.run.controller_token = proc.token()
         node.workerinput[_RUN_KEY] = (str(self.run.path), self.run.controller_pid,
                                       self.run.controller_token)
 
@@ -70,16 +77,29 @@ class _XdistHooks:
 class _Run:
     """Where this test run keeps its objects, and which process controls it."""
 
-    def __init__(self, path: Path, controller_pid: int, controller_token: int) -> None:
-        self.path = path
+    def __init__(self, path: Path | str, controller_pid: int,
+                 controller_token: int | None) -> None:
+        # A str is a run id, turned into the path on first use; a token of None
+        # is this process's own, read when the directory is claimed.
+        self._path = path
         self.controller_pid = controller_pid
         self.controller_token = controller_token
         self._ready = False
 
+    @property
+    def path(self) -> Path:
+        if isinstance(self._path, str):
+            self._path = _runs_base() / f"run-{self._path}"
+        return self._path
+
     def directory(self) -> Path:
         """The run's project directory, created on first use by any worker."""
         if not self._ready:
-            claim(self.path, self.controller_pid, self.controller_token)
+            from ._core import proc
+            from .naming.dirs import claim
+
+            token = self.controller_token
+            claim(self.path, self.controller_pid, proc.token() if token is None else token)
             self._ready = True
         return self.path
 
@@ -92,29 +112,47 @@ def pytest_configure(config: pytest.Config) -> None:
             run = _Run(Path(path), int(pid), int(token))
         else:  # a controller without this plugin's hook: derive it from xdist's run uid
             # (no owner token: the directory is then never swept as abandoned)
-            run = _Run(_runs_base() / f"run-{winput['testrunuid']}", os.getppid(), 0)
+            run = _Run(str(winput["testrunuid"]), os.getppid(), 0)
         config.stash[_run_key] = run
         return
-    run = _Run(_runs_base() / f"run-{uuid.uuid4().hex}", os.getpid(), proc.token())
+    run = _Run(os.urandom(16).hex(), os.getpid(), None)
     config.stash[_run_key] = run
-    try:
-        sweep_dead_owners(_runs_base())
-    except Exception:  # never let housekeeping break someone's test run
-        pass
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(run), "shmshare-xdist-hooks")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(_run_key, None)
-    if run is None or _is_worker(config) or not run.path.is_dir():
+    if run is None or _is_worker(config):
         return
-    # The controller: every worker is down by now.  Run the teardowns, then
-    # remove everything the run created.
     try:
-        _run_teardowns(run.path, config)
+        if run.path.is_dir():
+            # The controller: every worker is down by now.  Run the teardowns,
+            # then remove everything the run created.
+            from .naming.dirs import remove_all
+
+            try:
+                _run_teardowns(run.path, config)
+            finally:
+                remove_all(run.path)
     finally:
-        remove_all(run.path)
+        _sweep_crashed_runs()
+
+
+def _sweep_crashed_runs() -> None:
+    """Remove what runs that crashed left; nothing to import when there is nothing."""
+    base = _runs_base()
+    try:
+        if not os.listdir(base):
+            return
+    except OSError:
+        return
+    from .naming.dirs import sweep_dead_owners
+
+    try:
+        sweep_dead_owners(base)
+    except Exception:  # never let housekeeping break someone's test run
+        pass
 
 
 _run_key = pytest.StashKey[_Run]()
@@ -129,6 +167,8 @@ def run_shared_dict(config: pytest.Config) -> SharedDict[str, Any] | None:
     run = config.stash.get(_run_key, None)
     if run is None or not (run.path / "shared_dict.key").exists():
         return None
+    from .objects.dict import SharedDict
+
     try:
         return SharedDict("shared_dict", project_dir=run.path, create=False)
     except FileNotFoundError:
@@ -139,11 +179,15 @@ def run_shared_dict(config: pytest.Config) -> SharedDict[str, Any] | None:
 
 
 def _registry(run_dir: Path) -> SharedDict[str, Any]:
+    from .objects.dict import SharedDict
+
     return SharedDict("once-registry", project_dir=run_dir, persist=True)
 
 
 def _wait_or_claim(reg: SharedDict[str, Any], key: str) -> dict[str, Any] | None:
     """The finished record for ``key``, or None once this process has claimed the factory."""
+    from ._core import proc
+
     delay = 0.001
     while True:
         with reg.lock:
@@ -236,6 +280,8 @@ def shmshare_once(shmshare_run_dir: Path) -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def shared_dict(shmshare_run_dir: Path) -> Iterator[SharedDict[Any, Any]]:
     """A SharedDict shared by every worker of this test run."""
+    from .objects.dict import SharedDict
+
     d: SharedDict[Any, Any] = SharedDict("shared_dict", project_dir=shmshare_run_dir,
                                          persist=True)
     yield d
@@ -245,6 +291,8 @@ def shared_dict(shmshare_run_dir: Path) -> Iterator[SharedDict[Any, Any]]:
 @pytest.fixture(scope="session")
 def shared_lock(shmshare_run_dir: Path) -> Iterator[Any]:
     """A robust lock shared by every worker of this test run (``with shared_lock: ...``)."""
+    from .objects.dict import SharedDict
+
     holder: SharedDict[Any, Any] = SharedDict("shared_lock", project_dir=shmshare_run_dir,
                                               persist=True)
     yield holder.lock

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -63,13 +64,21 @@ def _install_child_exit_hook(_: object) -> None:
     mpu.Finalize(None, _release_all, exitpriority=-10)
 
 
-def _register_multiprocessing_hook() -> None:
-    import multiprocessing.util as mpu
-
-    mpu.register_after_fork(_FORK_TOKEN, _install_child_exit_hook)
+_mp_hook = False
 
 
-_register_multiprocessing_hook()
+def _before_fork() -> None:
+    # Registered with multiprocessing only once it is in use (it is imported
+    # before any Process starts), just before a fork: importing it here at
+    # import time would cost every program start-up time.
+    global _mp_hook
+    if not _mp_hook and "multiprocessing.util" in sys.modules:
+        sys.modules["multiprocessing.util"].register_after_fork(
+            _FORK_TOKEN, _install_child_exit_hook)
+        _mp_hook = True
+
+
+os.register_at_fork(before=_before_fork)
 
 
 class Segment:

@@ -78,7 +78,7 @@ def test_einval_size_larger_than_existing() -> None:
 def test_einval_size_over_shmmax(monkeypatch: pytest.MonkeyPatch) -> None:
     """A size over kernel.shmmax names the limit and the fix."""
     real = _core.limits()
-    small = _core.Limits(**{**real.__dict__, "shmmax": 1 << 20})
+    small = _core.Limits(**{**real._asdict(), "shmmax": 1 << 20})
     monkeypatch.setattr(_core, "limits", lambda: small)
     msg = _core.explain_shmget_error(errno.EINVAL, 0, 1 << 30, _core.IPC_CREAT)
     assert msg is not None and "kernel.shmmax" in msg and "sysctl" in msg
@@ -87,11 +87,11 @@ def test_einval_size_over_shmmax(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_enospc_names_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """ENOSPC says whether shmmni or shmall ran out, and how to raise it."""
     real = _core.limits()
-    full_ids = _core.Limits(**{**real.__dict__, "shmmni": 5, "used_ids": 5})
+    full_ids = _core.Limits(**{**real._asdict(), "shmmni": 5, "used_ids": 5})
     monkeypatch.setattr(_core, "limits", lambda: full_ids)
     msg = _core.explain_shmget_error(errno.ENOSPC, 0, 4096, _core.IPC_CREAT)
     assert msg is not None and msg.startswith("kernel.shmmni exhausted")
-    full_pages = _core.Limits(**{**real.__dict__, "shmall": 10, "shm_tot": 10, "used_ids": 1})
+    full_pages = _core.Limits(**{**real._asdict(), "shmall": 10, "shm_tot": 10, "used_ids": 1})
     monkeypatch.setattr(_core, "limits", lambda: full_pages)
     msg = _core.explain_shmget_error(errno.ENOSPC, 0, 4096, _core.IPC_CREAT)
     assert msg is not None and msg.startswith("kernel.shmall exhausted")

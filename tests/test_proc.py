@@ -100,7 +100,7 @@ def test_reused_pid_does_not_hide_a_dead_process() -> None:
 
 HOLD = """
 import sys, shmshare
-lock = shmshare.objects.sync.SharedLock(name="held", project_dir=sys.argv[1])
+lock = shmshare.SharedLock(name="held", project_dir=sys.argv[1])
 lock.acquire()
 print("held", flush=True)
 sys.stdin.read()
@@ -123,7 +123,7 @@ def test_holder_in_other_pid_namespace_killed_is_recovered(tmp_path) -> None:  #
     if exe is None:
         pytest.skip("unshare --pid --fork is not available here (needs root or user namespaces)")
     pdir = tmp_path / "shm"
-    lock = shmshare.objects.sync.SharedLock(name="held", project_dir=pdir)
+    lock = shmshare.SharedLock(name="held", project_dir=pdir)
     holder = subprocess.Popen([exe, "--pid", "--fork", "--kill-child", sys.executable, "-c",
                                HOLD, str(pdir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True)

@@ -13,7 +13,7 @@ import gc
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import ShmshareError, ShmValueError, from_errno
 from ._lib import ffi, lib
@@ -48,8 +48,9 @@ SHM_HUGETLB: int = lib.SHM_HUGETLB
 SHM_NORESERVE: int = lib.SHM_NORESERVE
 
 
-@dataclass(frozen=True)
-class ShmStat:
+# NamedTuple, not a dataclass: dataclasses imports inspect, which costs more
+# start-up time than the rest of shmshare._core together.
+class ShmStat(NamedTuple):
     """Every field of ``struct shmid_ds`` (IPC_STAT), in plain Python types."""
 
     key: int
@@ -70,8 +71,7 @@ class ShmStat:
     ctime: int
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """System V shared-memory limits (IPC_INFO) and current usage (SHM_INFO).
 
     ``shmall`` and ``shm_tot`` count pages; the other sizes count bytes.

@@ -21,6 +21,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..errors import (
@@ -62,8 +63,21 @@ _BUSY = (errno.ETIMEDOUT, errno.EBUSY)
 _CLOSED = ("this shared object is detached from this process (detach() was called, or "
            "its Manager was shut down); open it again to use it")
 _NO_COUNTER = memoryview(bytearray(b"\xff" * 8)).cast("Q")
+_NVER = int(lib.SHMS_DICT_NVER)
+# What a handle without (or closed to) the dict's version stripes reads: 2**64-1
+# in every stripe, a version no stripe reaches, so no cached value matches it.
+_NO_VERSIONS = memoryview(bytearray(b"\xff" * 8 * _NVER)).cast("Q")
+_NO_STRIPE = (1 << 64) - 1
+_unpack = ffi.unpack
+_BIG = 1 << 20  # values above this are unpickled from a lent buffer (_read_big)
+# No zero-filling: the buffer is written by the copy before it is read.
+_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 _STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
           "entries", "recoveries", "modcount", "used_blocks")
+
+
+def _closed(*_: Any) -> int:
+    raise ValueError(_CLOSED)
 
 
 def _error(rc: int, what: str, asked: int = 0) -> Exception:
@@ -133,12 +147,13 @@ def set_test_fail_point(point: int) -> None:
 class _Scratch:
     """Per-thread output buffers (cffi releases the GIL during C calls)."""
 
-    __slots__ = ("buf", "cap", "res")
+    __slots__ = ("buf", "cap", "res", "res_view")
 
     def __init__(self) -> None:
         self.cap = _SCRATCH
         self.buf = ffi.new("char[]", self.cap)
         self.res = ffi.new("uint64_t[4]")
+        self.res_view = memoryview(ffi.buffer(self.res)).cast("Q")  # faster than cdata
 
     def grow(self, need: int) -> None:
         cap = max(need, self.cap * 2)
@@ -149,8 +164,8 @@ class _Scratch:
 class Heap:
     """A process-local handle on a heap in shared memory."""
 
-    __slots__ = ("__weakref__", "_att", "_h", "_tls", "guard", "lock_timeout",
-                 "modcount_view", "same_namespace")
+    __slots__ = ("__weakref__", "_att", "_fetch", "_h", "_tls", "guard", "lock_timeout",
+                 "modcount_view", "same_namespace", "store", "versions_view")
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
@@ -165,6 +180,13 @@ class Heap:
         #: The heap lock as objects hold it (``ObjectLock``): see guard.py.
         self.guard = LockGuard(handle, heap=True, shmid=att.shmid, keep=None, error=_error)
         self._tls = threading.local()
+        # The hot calls, bound to the handle (no Python frame, fewest arguments):
+        # ``store(key, klen, value, vlen)`` is d[k] = v for a key whose every byte
+        # counts (cmp_len == len), returning 0 or a code for dict_set to handle.
+        # close() swaps in stand-ins that raise, like the views below.
+        self.store: Callable[[bytes, int, bytes, int], int] = partial(
+            lib.shms_dict_store, handle)
+        self._fetch: Callable[..., int] = partial(lib.shms_dict_fetch, handle)
         self.lock_timeout: float | None = None
         # Set by the object owning the segment (Segment.pid_namespace_shared):
         # lets a long lock wait recognise a damaged lock word (OwnerWatch).
@@ -175,6 +197,10 @@ class Heap:
         # before the memory behind it may be unmapped.
         self.modcount_view = memoryview(
             ffi.buffer(lib.shms_heap_modcount_ptr(handle), 8)).cast("Q")
+        # The dict's version stripes ("Q" memoryview, see READ CACHE in dict.c),
+        # mapped by the first dict_read_versioned that needs them; the same
+        # rules as modcount_view.
+        self.versions_view = _NO_VERSIONS
 
     # ------------------------------------------------------------ lifecycle
     @staticmethod
@@ -226,6 +252,8 @@ class Heap:
         h, self._h = self._h, None
         # Never read the counter again: its memory may be unmapped next.
         self.modcount_view = _NO_COUNTER
+        self.versions_view = _NO_VERSIONS
+        self.store = self._fetch = _closed
         if h is not None:
             self.guard.close()
             lib.shms_heap_close(h)
@@ -363,6 +391,89 @@ class Heap:
             else:
                 self._fail_key(rc, key, cmp_len, started, "dict get")
 
+    def dict_read_versioned(self, key: bytes, cmp_len: int
+                            ) -> tuple[bytes | memoryview | None, int, int]:
+        """``(value or None, stripe, version)``: the value may be kept while
+        ``versions_view[stripe] == version`` (stripe -1: it may not).
+
+        Every change of the key bumps its stripe before it commits, so a
+        value whose stripe still reads the same version is current (dict.c,
+        READ CACHE).
+        """
+        try:
+            s = self._tls.s
+        except AttributeError:
+            s = self._tls.s = _Scratch()
+        rc = self._fetch(key, cmp_len, s.buf, s.cap, s.res) if cmp_len == len(key) else -1
+        if rc == _OK:
+            res = s.res_view
+            data: bytes | memoryview | None = _unpack(s.buf, res[0])
+        elif rc == _ENOTFOUND:
+            return None, -1, 0
+        elif rc == _ETOOSMALL and s.res_view[0] > _BIG:
+            return self._read_big(key, cmp_len, s), -1, 0
+        else:  # the general path: a larger buffer, the lock held here, waits, errors
+            data, _ = self.dict_read(key, cmp_len)
+            res = self._tls.s.res_view
+        stripe = res[2]
+        if data is None or stripe == _NO_STRIPE:
+            return data, -1, 0
+        if self.versions_view is _NO_VERSIONS:
+            self._map_versions()
+        return data, stripe, res[3]
+
+    def _read_big(self, key: bytes, cmp_len: int, s: _Scratch) -> memoryview | None:
+        """A large value, copied once into this thread's big buffer and lent out as
+        a memoryview: unpickling straight from it saves a copy and a fresh
+        allocation (page faults) per read.  Give it back with :meth:`recycle`;
+        until then a read on this thread (a reentrant one) uses another buffer."""
+        tls = self._tls
+        big, tls.big = getattr(tls, "big", None), None
+        need = s.res_view[0]
+        while True:
+            if big is None or len(big) < need:
+                big = _new_uncleared("char[]", need)
+            rc = self._fetch(key, cmp_len, big, len(big), s.res)
+            if rc == _OK:
+                view = memoryview(ffi.buffer(big, s.res_view[0]))
+                tls.lent = (view, big)
+                return view
+            if rc == _ENOTFOUND:
+                tls.big = big
+                return None
+            if rc != _ETOOSMALL:  # the general path: the lock held here, waits, errors
+                tls.big = big
+                data, _ = self.dict_read(key, cmp_len)
+                return None if data is None else memoryview(data)
+            need = s.res_view[0]
+
+    def recycle(self, view: memoryview) -> None:
+        """Take back a big buffer lent by a read (the value was unpickled)."""
+        tls = self._tls
+        lent = getattr(tls, "lent", None)
+        if lent is not None and lent[0] is view:
+            tls.lent = None
+            try:
+                view.release()
+            except BufferError:  # still exported somewhere: let it keep the buffer
+                return
+            tls.big = lent[1]
+
+    def _map_versions(self) -> None:
+        out = ffi.new("const volatile uint64_t **")
+        started: list[Any] = []
+        held = False
+        while True:
+            rc = lib.shms_dict_versions(self._handle(), out, held, _SLICE_NS)
+            if rc == _OK:
+                break
+            if rc == errno.EDEADLK and not held:
+                held = True  # this thread holds the lock (ERRORCHECK mutex)
+                continue
+            self._retry(rc, started, "mapping the dict's versions")
+        if out[0] != ffi.NULL and self._h is not None:
+            self.versions_view = memoryview(ffi.buffer(out[0], 8 * _NVER)).cast("Q")
+
     def _fail_key(self, rc: int, key: bytes, cmp_len: int, started: list[Any],
                   what: str) -> None:
         if rc == errno.EINVAL and not 0 <= cmp_len <= len(key) < 0xFFFFFFFF:
@@ -399,6 +510,16 @@ class Heap:
                                    only_if_absent, s.res, held, _SLICE_NS)
             if rc == _OK:
                 return bool(s.res[0])
+
+    def dict_store(self, key: bytes, cmp_len: int, value: bytes) -> None:
+        """``dict_set`` without its result: ``d[k] = v``.
+
+        One C call when it succeeds; any other outcome (lock held by this
+        thread, busy, an error) goes through ``dict_set``, which retries or
+        raises (an op that failed changed nothing, so running it again is safe).
+        """
+        if cmp_len != len(key) or self.store(key, cmp_len, value, len(value)):
+            self.dict_set(key, cmp_len, value)
 
     def dict_pop(self, key: bytes, cmp_len: int, *, held: bool = False) -> bytes | None:
         """Remove ``key`` and return its value; None if absent."""

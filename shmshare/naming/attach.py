@@ -258,9 +258,6 @@ def open_named(kind: str, name: str, size: int, *, create: bool | None,
     if create is not False and size:
         _check_size(size)
     pdir = resolve_project_dir(project_dir)
-    if pdir not in _SWEPT:
-        _SWEPT.add(pdir)
-        sweep(pdir)
     path = key_file_path(pdir, name)
     existed = path.exists()
     with KeyFile.locked(path, create=create is not False, mode=mode) as kf:
@@ -274,6 +271,12 @@ def open_named(kind: str, name: str, size: int, *, create: bool | None,
         if create is False:
             raise SegmentNotFoundError(
                 2, f"no object named {name!r} in {str(pdir)!r} (its key file is stale)", str(path))
+        if pdir not in _SWEPT:
+            # Orphans are removed before the first create in a project dir, not
+            # on every first open: opening an existing name stays cheap.  Our
+            # own key file is locked here, so the sweep passes it by.
+            _SWEPT.add(pdir)
+            sweep(pdir)
         try:
             _check_size(size)
             return _create_named(kf, kind, name, size, pdir, record, persist=persist, mode=mode,

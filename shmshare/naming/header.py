@@ -11,10 +11,9 @@ creator killed half-way leaves a segment whose magic is still zero.
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 import time
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..errors import CorruptSegmentError
 
@@ -78,19 +77,36 @@ def pid_namespace_shared(buf: memoryview) -> bool:
         words.release()
 
 
-@dataclass(frozen=True)
-class Header:
+class _HeaderFields(NamedTuple):
+    # A NamedTuple, not a dataclass: dataclasses imports inspect (start-up time).
     kind: str
     name: str
     payload_size: int
-    flags: int = 0
-    proj_id: int = 0
-    dev: int = 0
-    ino: int = 0
-    token: int = field(default_factory=lambda: secrets.randbits(63))
-    creator_pid: int = field(default_factory=os.getpid)
-    created: float = field(default_factory=time.time)
-    version: int = LAYOUT_VERSION
+    flags: int
+    proj_id: int
+    dev: int
+    ino: int
+    token: int
+    creator_pid: int
+    created: float
+    version: int
+
+
+class Header(_HeaderFields):
+    """A segment's header; ``token``, ``creator_pid`` and ``created`` default to
+    a fresh random token, this process and now."""
+
+    __slots__ = ()
+
+    def __new__(cls, kind: str, name: str, payload_size: int, flags: int = 0,
+                proj_id: int = 0, dev: int = 0, ino: int = 0, token: int | None = None,
+                creator_pid: int | None = None, created: float | None = None,
+                version: int = LAYOUT_VERSION) -> Header:
+        return super().__new__(
+            cls, kind, name, payload_size, flags, proj_id, dev, ino,
+            int.from_bytes(os.urandom(8), "little") >> 1 if token is None else token,
+            os.getpid() if creator_pid is None else creator_pid,
+            time.time() if created is None else created, version)
 
     @property
     def persist(self) -> bool:

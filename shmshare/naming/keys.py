@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
+import json  # every open reads a key file: not worth a lazy import
 import os
 import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import LockTimeoutError, ShmPermissionError, ShmValueError
 
@@ -174,8 +173,10 @@ def _own_ipc_namespace() -> int:
 IPC_NAMESPACE = _own_ipc_namespace()
 
 
-@dataclass(frozen=True)
-class KeyRecord:
+RECORD_SIZE = 256  # bytes of a key file: one JSON record padded with spaces
+
+
+class KeyRecord(NamedTuple):
     """What a key file says about its segment.
 
     ``ipcns`` is the IPC namespace the segment lives in (0: unknown, or a
@@ -219,6 +220,7 @@ class KeyFile:
         self.fd = fd
         self.dev = st.st_dev
         self.ino = st.st_ino
+        self.size = st.st_size
 
     @classmethod
     @contextmanager
@@ -277,9 +279,20 @@ class KeyFile:
         return KeyRecord.loads(data) if data else None
 
     def write(self, record: KeyRecord) -> None:
+        """Write ``record`` in place, padded to RECORD_SIZE bytes.
+
+        Never truncated to 0 first: ext4 flushes a file truncated to 0 when it
+        is closed (auto_da_alloc), about a millisecond per named create.  A
+        fixed size covers any record written before, so nothing of an older
+        one is left after it; a write cut short by a kill leaves a record that
+        does not parse, i.e. a stale key file (opening re-creates, gc removes).
+        """
         data = record.dumps()
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, data, 0)
+        assert len(data) <= RECORD_SIZE, data
+        os.pwrite(self.fd, data[:-1].ljust(RECORD_SIZE - 1) + b"\n", 0)
+        if self.size > RECORD_SIZE:  # written by something else: drop the rest
+            os.ftruncate(self.fd, RECORD_SIZE)
+        self.size = RECORD_SIZE
 
     def unlink(self) -> None:
         """Remove the key file; only once its segment is gone (we hold the lock)."""

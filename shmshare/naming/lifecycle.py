@@ -16,8 +16,8 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import _core
 from ..errors import SegmentNotFoundError, ShmPermissionError, ShmshareError
@@ -67,8 +67,7 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-@dataclass
-class Found:
+class Found(NamedTuple):
     """A verified segment of ours, attached in this process."""
 
     shmid: int
@@ -189,8 +188,7 @@ def orphan_reason(st: _core.ShmStat, header: Header) -> str | None:
     return f"nattch 0 and not persistent (last user pid {last}: {state})"
 
 
-@dataclass(frozen=True)
-class SweepResult:
+class SweepResult(NamedTuple):
     name: str
     action: str  # "removed", "removed-stale-key", "kept"
     reason: str

@@ -138,11 +138,15 @@ def decode_key(data: bytes) -> Any:
     return key
 
 
+#: What pickle raises for values that cloudpickle may still manage.
+_PICKLE_REFUSED = (pickle.PicklingError, AttributeError, TypeError)
+
+
 def dumps(value: Any) -> bytes:
     """Pickle ``value`` (protocol 5), falling back to cloudpickle for what pickle refuses."""
     try:
         return pickle.dumps(value, protocol=5)
-    except (pickle.PicklingError, AttributeError, TypeError) as first:
+    except _PICKLE_REFUSED as first:
         import cloudpickle
 
         try:

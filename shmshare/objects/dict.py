@@ -16,6 +16,7 @@ For a consistent snapshot use ``d.copy()``.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import (
     Callable,
     ItemsView,
@@ -29,13 +30,14 @@ from collections.abc import (
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from .codec import decode_key, dumps, encode_key, loads
+from .codec import _PICKLE_REFUSED, decode_key, dumps, encode_key, loads
 from .heap_object import _CACHEABLE, HeapObject
 from .shared_object import HandleMethods
 
 __all__ = ["SharedDict"]
 
 _MISSING: Any = object()
+_pickle_dumps = pickle.dumps
 _REPR_LIMIT = 50
 K = TypeVar("K")
 V = TypeVar("V")
@@ -86,28 +88,40 @@ class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
 
     def __getitem__(self, key: K) -> V:
         # The cache hit of _read, inlined: this is the hot path.
-        if self._heap.modcount_view[0] == self._rmark:
-            data = self._rcache.get(key) if type(key) in _CACHEABLE else None
-            if data is not None:
-                return loads(data)  # type: ignore[no-any-return]
+        if type(key) in _CACHEABLE:
+            hit = self._read_cache.get(key)
+            if hit is not None and self._heap.versions_view[hit[1]] == hit[2]:
+                return loads(hit[0])  # type: ignore[no-any-return]
         data = self._read(key)
         if data is None:
             return self.__missing__(key)
+        if type(data) is memoryview:  # a large value, in a buffer lent by the heap
+            try:
+                return loads(data)  # type: ignore[no-any-return]
+            finally:
+                self._heap.recycle(data)
         return loads(data)  # type: ignore[no-any-return]
 
     def __missing__(self, key: K) -> V:
         raise KeyError(key)
 
     def __setitem__(self, key: K, value: V) -> None:
+        # codec.encode_key, codec.dumps and Heap.dict_store, inlined for a str
+        # key: this is the hot path (each function call costs about a tenth).
         if type(key) is str and key:
             try:
                 kb = key.encode()  # type: ignore[attr-defined]
             except UnicodeEncodeError:
                 kb = key.encode("utf-8", "surrogatepass")  # type: ignore[attr-defined]
-            self._heap.dict_set(kb, len(kb), dumps(value))
+            try:
+                vb = _pickle_dumps(value, 5)
+            except _PICKLE_REFUSED:
+                vb = dumps(value)  # cloudpickle, or the same error
+            if self._heap.store(kb, len(kb), vb, len(vb)):
+                self._heap.dict_set(kb, len(kb), vb)  # the general path: waits, errors
         else:
             kb, n = encode_key(key)
-            self._heap.dict_set(kb, n, dumps(value))
+            self._heap.dict_store(kb, n, dumps(value))
 
     def __delitem__(self, key: K) -> None:
         kb, n = encode_key(key)
@@ -122,6 +136,11 @@ class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
 
     def get(self, key: K, default: Any = None) -> Any:
         data = self._read(key)
+        if type(data) is memoryview:  # a large value, in a buffer lent by the heap
+            try:
+                return loads(data)
+            finally:
+                self._heap.recycle(data)
         return default if data is None else loads(data)
 
     # -- iteration ----------------------------------------------------------------

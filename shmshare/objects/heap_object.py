@@ -83,9 +83,11 @@ class HeapObject(SharedObject):
         heap.same_namespace = seg._pid_namespace_check()
         self._lock = ObjectLock(heap, self)
         seg._on_release(heap.close)
-        self._rcache: dict[Any, bytes] = {}
+        self._rcache: dict[Any, bytes] = {}  # SharedList's own cache (list.py)
         self._rbytes = 0
         self._rmark = -1
+        self._read_cache: dict[Any, tuple[bytes, int, int]] = {}
+        self._read_cache_bytes = 0
 
     def _check_payload(self) -> None:
         problem = self._heap.check()
@@ -112,25 +114,32 @@ class HeapObject(SharedObject):
             self._lock.acquire()
         return True
 
-    # Read cache.  ``_rcache`` maps keys to the pickled bytes this process
-    # last read, valid while the heap's modification counter (bumped under
-    # the lock after every change, by any process, and after crash recovery)
-    # still equals ``_rmark``.  A hit costs one read of shared memory and a
-    # local dict lookup; values are still unpickled per read, so callers get
-    # copies as always.  Any change anywhere drops the whole cache.
+    # Read cache.  ``_read_cache`` maps keys to ``(bytes, stripe, version)``:
+    # the pickled bytes this process last read, valid while the key's
+    # version stripe in shared memory still reads ``version``.  Every change
+    # of a key bumps its stripe before it commits (dict.c, READ CACHE), so a
+    # write to one key leaves the other keys' entries valid.  A hit costs
+    # one read of shared memory and a local dict lookup, without the lock;
+    # values are still unpickled per read, so callers get copies as always.
 
-    def _read(self, key: Any) -> bytes | None:
+    def _read(self, key: Any) -> bytes | memoryview | None:
         """The stored bytes for ``key``, or None: through the cache when valid."""
-        if self._heap.modcount_view[0] == self._rmark:
-            data = self._rcache.get(key) if type(key) in _CACHEABLE else None
-            if data is not None:
-                return data
+        cacheable = type(key) in _CACHEABLE
+        hit = self._read_cache.get(key) if cacheable else None
+        if hit is not None and self._heap.versions_view[hit[1]] == hit[2]:
+            return hit[0]
         kb, n = encode_key(key)
-        data, mark = self._heap.dict_read(kb, n)
-        if data is not None and type(key) in _CACHEABLE and len(data) <= _CACHE_MAX_VALUE:
-            if mark != self._rmark or self._rbytes > _CACHE_MAX_BYTES:
-                # A new dict, not clear(): other threads may be reading the old one.
-                self._rcache, self._rbytes, self._rmark = {}, 0, mark
-            self._rcache[key] = data
-            self._rbytes += len(data)
+        data, stripe, version = self._heap.dict_read_versioned(kb, n)
+        if not cacheable:
+            return data
+        if type(data) is not bytes or stripe < 0 or len(data) > _CACHE_MAX_VALUE:
+            # Absent, uncacheable, or large (then lent as a memoryview: never kept).
+            if hit is not None:
+                self._read_cache.pop(key, None)
+            return data
+        if self._read_cache_bytes > _CACHE_MAX_BYTES:
+            # A new dict, not clear(): other threads may be reading the old one.
+            self._read_cache, self._read_cache_bytes = {}, 0
+        self._read_cache[key] = (data, stripe, version)
+        self._read_cache_bytes += len(data) - (len(hit[0]) if hit is not None else 0)
         return data

@@ -11,6 +11,7 @@
 #define SHMS_ENOKEY ...
 #define SHMS_F_ANONYMOUS ...
 #define SHMS_MAX_EXT ...
+#define SHMS_DICT_NVER ...
 
 typedef struct shms_heap shms_heap_t;
 
@@ -47,6 +48,12 @@ int shms_dict_pop(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmple
                   char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns);
 int shms_dict_len(shms_heap_t *h, uint64_t *res, int held, int64_t timeout_ns);
 int shms_dict_clear(shms_heap_t *h, int held, int64_t timeout_ns);
+int shms_dict_store(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
+                    uint64_t vlen);
+int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, uint64_t cap,
+                    uint64_t *res);
+int shms_dict_versions(shms_heap_t *h, const volatile uint64_t **out, int held,
+                       int64_t timeout_ns);
 int shms_dict_popitem(shms_heap_t *h, char *out, uint64_t cap, uint64_t *res,
                       int held, int64_t timeout_ns);
 int shms_dict_scan(shms_heap_t *h, int64_t after_seq, int reverse, int values,

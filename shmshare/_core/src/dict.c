@@ -22,6 +22,18 @@
  *   create     root_kind := DICT, then root := first table
  * Every mutation also bumps hdr->modcount (derived, informational).
  *
+ * READ CACHE.  Each process may keep the value bytes it read for a key and
+ * use them again without the lock, while the key's version stripe (a
+ * uint64 in the block t->vers, chosen by the top bits of the key's hash)
+ * is unchanged.  Every change of a key bumps its stripe BEFORE the commit
+ * store (clear bumps them all), so a reader that sees the old stripe value
+ * reads before the change (it linearises there), and one that reads the
+ * value under the lock reads the stripe with it (get returns both).  A
+ * writer killed between bump and commit only costs readers a miss.  Two
+ * keys share a stripe with probability 1/SHMS_DICT_NVER: a write to one then
+ * costs the other a miss, never a stale read.  The stripes block is made
+ * with the first table and never freed while the dict exists.
+ *
  * Keys: only the first cmplen bytes are hashed and compared; the rest is a
  * display suffix stored with the key.  Overwriting keeps the stored key.
  */
@@ -89,6 +101,31 @@ void shms_dict_index_insert(shms_dtab_t *t, uint64_t hash, uint32_t e)
     ix[i] = e;
 }
 
+/* The stripes of t, guarded (NULL: none, or a damaged ref, then flagged). */
+static uint64_t *stripes(shms_heap_t *h, shms_dtab_t *t)
+{
+    uint64_t *v;
+    if (!t->vers)
+        return NULL;
+    if (!(v = shms_used_ptr(h, t->vers, SHMS_DICT_NVER * 8, NULL)))
+        h->damaged = 1;
+    return v;
+}
+
+void shms_dict_bump(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, int all_keys)
+{
+    uint64_t *v = stripes(h, t), i;
+    if (!v)
+        return;
+    if (!all_keys) {
+        i = shms_dict_stripe(hash);
+        __atomic_store_n(&v[i], v[i] + 1, __ATOMIC_SEQ_CST);
+        return;
+    }
+    for (i = 0; i < SHMS_DICT_NVER; i++)
+        __atomic_store_n(&v[i], v[i] + 1, __ATOMIC_SEQ_CST);
+}
+
 /* ------------------------------------------------------------ tables */
 
 static uint64_t isize_for(uint64_t cap)
@@ -124,6 +161,7 @@ static int build_table(shms_heap_t *h, shms_dtab_t *old, uint64_t cap, uint64_t 
             n++;
         }
         t->next_seq = old->next_seq;
+        t->vers = old->vers;
     }
     t->n_used = t->n_live = t->n_filled = n;
     return 0;
@@ -138,7 +176,7 @@ static void publish_root(shms_heap_t *h, uint64_t ref)
 int shms_dict_table(shms_heap_t *h, int create, shms_dtab_t **out)
 {
     shms_heap_hdr_t *H = h->hdr;
-    uint64_t ref;
+    uint64_t ref, vers;
     int rc;
     *out = NULL;
     if (H->root_kind >= SHMS_NKINDS || (H->root_kind == SHMS_KIND_NONE && H->root))
@@ -151,8 +189,14 @@ int shms_dict_table(shms_heap_t *h, int create, shms_dtab_t **out)
     }
     if (!create)
         return 0;
-    if ((rc = build_table(h, NULL, SHMS_DICT_MINCAP, &ref)))
+    if ((rc = shms_alloc(h, SHMS_DICT_NVER * 8, &vers)))
         return rc;
+    memset(shms_ptr(h, vers), 0, SHMS_DICT_NVER * 8);
+    if ((rc = build_table(h, NULL, SHMS_DICT_MINCAP, &ref))) {
+        shms_free(h, vers);
+        return rc;
+    }
+    ((shms_dtab_t *)shms_ptr(h, ref))->vers = vers;
     shms_store64(&H->root_kind, SHMS_KIND_DICT);
     publish_root(h, ref);
     *out = shms_ptr(h, ref);
@@ -210,6 +254,7 @@ static void delete_entry(shms_heap_t *h, shms_dtab_t *t, uint64_t i, uint64_t sl
 {
     shms_dent_t *e = &shms_dents(t)[i];
     uint64_t blob = e->blob;
+    shms_dict_bump(h, t, e->hash, 0);
     shms_store64(&e->blob, 0);                            /* commit */
     if (slot != UINT64_MAX)
         shms_dindex(t)[slot] = SHMS_IX_DUMMY;
@@ -244,16 +289,22 @@ static int get_body(shms_heap_t *h, void *arg)
 {
     shms_dop_t *a = arg;
     shms_dtab_t *t;
+    uint64_t *v;
     uint64_t slot;
     int64_t i;
     int rc = shms_dict_table(h, 0, &t);
     /* res[1]: the modcount this read is consistent with, so that a caller
      * may cache the value until the counter moves (see _core/heap.py). */
     a->res[1] = shms_load64(&h->hdr->modcount);
+    a->res[2] = UINT64_MAX;                   /* the key's stripe (none yet) */
     if (rc || !t)
         return rc ? rc : SHMS_ENOTFOUND;
     if ((i = find(h, t, a, &slot)) < 0)
         return (int)-i;
+    if ((v = stripes(h, t))) {
+        a->res[2] = shms_dict_stripe(shms_dents(t)[i].hash);
+        a->res[3] = shms_load64(&v[a->res[2]]);
+    }
     return copy_value(shms_ptr(h, shms_dents(t)[i].blob), a->out, a->cap, a->res);
 }
 
@@ -274,6 +325,7 @@ static int overwrite(shms_heap_t *h, shms_dtab_t *t, uint64_t i, const char *val
     int rc = make_blob(h, shms_dblob_key(old), old->klen, old->cmplen, val, vlen, &ref);
     if (rc)
         return rc;
+    shms_dict_bump(h, t, e->hash, 0);
     shms_store64(&e->blob, ref);                          /* commit */
     shms_free(h, oldref);
     shms_bump_modcount(h);
@@ -301,6 +353,7 @@ static int append(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const shms_dop_
     e->hash = hash;
     e->blob = blob;
     e->seq = t->next_seq;
+    shms_dict_bump(h, t, hash, 0);
     shms_store64(&t->n_used, n + 1);                      /* commit */
     t->next_seq++;
     t->n_live++;
@@ -447,6 +500,8 @@ static int clear_body(shms_heap_t *h, void *arg)
         return rc;
     nt = shms_ptr(h, ref);
     nt->next_seq = t->next_seq;
+    nt->vers = t->vers;
+    shms_dict_bump(h, t, 0, 1);
     publish_root(h, ref);                                 /* commit */
     for (i = 0; i < t->n_used; i++)
         if (en[i].blob)
@@ -459,4 +514,46 @@ static int clear_body(shms_heap_t *h, void *arg)
 int shms_dict_clear(shms_heap_t *h, int held, int64_t timeout_ns)
 {
     return shms_run_op(h, held, timeout_ns, clear_body, NULL);
+}
+
+/* ------------------------------------------------------- hot paths */
+
+/* d[k] = v and d[k] as Python calls them most: every argument of a cffi
+ * call costs about a hundred instructions, and these are the calls whose
+ * cost a user sees.  cmplen = klen, the lock not held, one wait slice
+ * (100 ms); on any result but 0 (and, for fetch, ENOTFOUND) the caller
+ * takes the general path, which retries or raises. */
+#define HOT_SLICE_NS 100000000LL
+
+int shms_dict_store(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
+                    uint64_t vlen)
+{
+    uint64_t res[1];
+    return shms_dict_set(h, key, klen, klen, val, vlen, 0, res, 0, HOT_SLICE_NS);
+}
+
+int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, uint64_t cap,
+                    uint64_t *res)
+{
+    return shms_dict_get(h, key, klen, klen, out, cap, res, 0, HOT_SLICE_NS);
+}
+
+/* ------------------------------------------------------- read cache */
+
+static int versions_body(shms_heap_t *h, void *arg)
+{
+    shms_dtab_t *t;
+    int rc = shms_dict_table(h, 0, &t);
+    *(const volatile uint64_t **)arg = t ? stripes(h, t) : NULL;
+    return rc;
+}
+
+/* The version stripes (SHMS_DICT_NVER of them; NULL while the dict has no
+ * table), for lock-free cache checks.  The block stays where it is for the
+ * life of the dict, in an extent this handle keeps attached. */
+int shms_dict_versions(shms_heap_t *h, const volatile uint64_t **out, int held,
+                       int64_t timeout_ns)
+{
+    *out = NULL;
+    return shms_run_op(h, held, timeout_ns, versions_body, (void *)out);
 }

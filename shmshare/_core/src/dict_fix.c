@@ -24,6 +24,10 @@ int shms_dict_mark(shms_markctx_t *c, uint64_t root)
                        (unsigned long long)t->cap, (unsigned long long)t->n_used);
         return -1;
     }
+    if (t->vers) {
+        if (shms_mark(c, t->vers, SHMS_DICT_NVER * 8))
+            return -1;
+    }
     en = shms_dents(t);
     for (i = 0; i < t->n_used; i++) {
         if (i && en[i].seq <= en[i - 1].seq) {
@@ -49,6 +53,7 @@ int shms_dict_repair(shms_heap_t *h, uint64_t root)
     shms_dtab_t *t = shms_ptr(h, root);
     shms_dent_t *en = shms_dents(t);
     uint64_t i, live = 0, slot;
+    shms_dict_bump(h, t, 0, 1);   /* what a dead writer did is never cached */
     memset(shms_dindex(t), 0xFF, t->isize * 4);
     for (i = 0; i < t->n_used; i++) {
         shms_dblob_t *b;

@@ -17,8 +17,17 @@ typedef struct {
     uint64_t n_live;     /* derived: entries with a blob */
     uint64_t n_filled;   /* derived: index slots not EMPTY */
     uint64_t next_seq;   /* derived: > every seq in entries */
-    uint64_t pad[2];
+    uint64_t vers;       /* durable: ref of the version stripes (0: none), kept by
+                          * resize and clear; see "READ CACHE" in dict.c */
+    uint64_t pad[1];
 } shms_dtab_t;
+
+/* Version stripes: uint64_t[SHMS_DICT_NVER]; a key's stripe is given by the
+ * top bits of its hash (the index uses the low ones). */
+static inline uint64_t shms_dict_stripe(uint64_t hash)
+{
+    return hash >> (64 - SHMS_DICT_NVER_BITS);
+}
 
 typedef struct {
     uint64_t hash;       /* of the blob's first cmplen key bytes */
@@ -99,5 +108,7 @@ int64_t shms_dict_lookup(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const ch
  * SHMS_EDAMAGED / an allocation error. */
 int shms_dict_table(shms_heap_t *h, int create, shms_dtab_t **out);
 void shms_dict_index_insert(shms_dtab_t *t, uint64_t hash, uint32_t i);
+/* Bump the version stripe of hash (all stripes: all_keys), before a commit. */
+void shms_dict_bump(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, int all_keys);
 
 #endif

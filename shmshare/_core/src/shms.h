@@ -100,6 +100,9 @@ int shms_heap_wait_change(shms_heap_t *h, uint64_t seen, int64_t timeout_ns);
 uint64_t shms_heap_recoveries(shms_heap_t *h);
 int  shms_heap_stats(shms_heap_t *h, uint64_t *out, int n, int held, int64_t timeout_ns);
 
+/* Version stripes of a dict's read cache (dict.c, READ CACHE). */
+#define SHMS_DICT_NVER_BITS 10
+#define SHMS_DICT_NVER (1ULL << SHMS_DICT_NVER_BITS)
 int shms_dict_get(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
                   char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns);
 int shms_dict_set(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
@@ -109,6 +112,12 @@ int shms_dict_pop(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmple
                   char *out, uint64_t cap, uint64_t *res, int held, int64_t timeout_ns);
 int shms_dict_len(shms_heap_t *h, uint64_t *res, int held, int64_t timeout_ns);
 int shms_dict_clear(shms_heap_t *h, int held, int64_t timeout_ns);
+int shms_dict_store(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
+                    uint64_t vlen);
+int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, uint64_t cap,
+                    uint64_t *res);
+int shms_dict_versions(shms_heap_t *h, const volatile uint64_t **out, int held,
+                       int64_t timeout_ns);
 int shms_dict_popitem(shms_heap_t *h, char *out, uint64_t cap, uint64_t *res,
                       int held, int64_t timeout_ns);
 int shms_dict_scan(shms_heap_t *h, int64_t after_seq, int reverse, int values,

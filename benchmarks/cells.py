@@ -1,0 +1,487 @@
+"""The cells of benchmarks/run.py: one measurable path of one library each.
+
+A cell is a callable returning one measurement (ns per operation, or µs /
+ms for the paths named so), cheap enough to run once per round.  Cells are
+named ``"<library> | <path>"``; report.py pairs them into comparisons.
+:class:`Suite` builds every store once, before the rounds, and removes
+everything (segments, key files, the redis server) after them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import multiprocessing as mp
+import os
+import pickle
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import shmshare
+
+ROOT = Path(__file__).resolve().parent.parent
+VALUE = 1234567890123  # a small value: an int that pickles to 15 bytes
+BIG = 10 << 20  # the large value: 10 MiB of bytes
+KEYS = [f"key{i}" for i in range(1000)]
+WRITES_PER_S = 10_000  # the other process's write rate, for the cache cell
+
+
+def cpu_name() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform_machine()
+
+
+def platform_machine() -> str:
+    return os.uname().machine
+
+
+class Timed:
+    """ns per operation of ``body(n)``, with n fixed at the first call so that one
+    call takes about ``target_s`` (the first call is a warm-up, not counted)."""
+
+    def __init__(self, body: Callable[[int], Any], target_s: float, max_n: int = 1 << 22
+                 ) -> None:
+        self.body, self.target_s, self.max_n, self.n = body, target_s, max_n, 0
+
+    def calibrate(self) -> None:
+        n = 1
+        while True:
+            t0 = time.perf_counter_ns()
+            self.body(n)
+            dt = time.perf_counter_ns() - t0
+            if dt >= self.target_s * 1e8 or n >= self.max_n:  # a tenth of the target
+                break
+            n *= 4
+        self.n = max(1, min(self.max_n, int(n * self.target_s * 1e9 / max(dt, 1))))
+
+    def __call__(self) -> float:
+        if not self.n:
+            self.calibrate()
+        t0 = time.perf_counter_ns()
+        self.body(self.n)
+        return (time.perf_counter_ns() - t0) / self.n
+
+
+def mapping_cells(get: Callable[[str], Any], set_: Callable[[str, Any], Any],
+                  target_s: float) -> tuple[Timed, Timed]:
+    order = [KEYS[(i * 7919) % len(KEYS)] for i in range(4096)]
+
+    def sets(n: int) -> None:
+        for i in range(n):
+            set_(order[i & 4095], VALUE)
+
+    def gets(n: int) -> None:
+        for i in range(n):
+            get(order[i & 4095])
+
+    for k in KEYS:
+        set_(k, VALUE)
+    return Timed(sets, target_s), Timed(gets, target_s)
+
+
+class _Writer:
+    """A forked process writing keys no cell reads, at WRITES_PER_S, until stopped."""
+
+    def __init__(self, d: Any) -> None:
+        r, w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - child
+            code = 0
+            try:
+                os.close(w)
+                os.close(ready_r)
+                os.write(ready_w, b"x")
+                t0, i = time.monotonic(), 0
+                while True:
+                    d[f"writer{i % 64}"] = i
+                    i += 1
+                    if i % 20 == 0:
+                        if select.select([r], [], [], 0)[0]:
+                            break
+                        ahead = t0 + i / WRITES_PER_S - time.monotonic()
+                        if ahead > 0:
+                            time.sleep(ahead)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        os.close(r)
+        os.close(ready_w)
+        self.stop_w = w
+        os.read(ready_r, 1)
+        os.close(ready_r)
+
+    def stop(self) -> None:
+        os.close(self.stop_w)
+        _, status = os.waitpid(self.pid, 0)
+        if status:
+            raise RuntimeError(f"the writer process failed ({status})")
+
+
+def _env() -> dict[str, str]:
+    # Start-up as a user has it: with .pyc files (this machine may disable them).
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def import_ms(statement: str) -> float:
+    """What ``statement`` imports, in ms, in a fresh interpreter (-X importtime): the
+    cumulative times of the top-level imports after the interpreter's own (site)."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", statement],
+                          capture_output=True, text=True, timeout=60, cwd="/", env=_env())
+    total, after_site = 0, False
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S+)$", line)  # top level only
+        if m and after_site:
+            total += int(m.group(1))
+        elif m and m.group(2) == "site":
+            after_site = True
+    if proc.returncode or not after_site:
+        raise RuntimeError(f"{statement!r} failed: {proc.stderr[-200:]}")
+    return total / 1000
+
+
+_ATTACH_CHILD = textwrap.dedent("""
+    import sys, time
+    from multiprocessing import resource_tracker, shared_memory
+    from shmshare import SharedDict   # imported, like shared_memory: the attach only
+    resource_tracker.register = lambda *a: None   # the attach only, not the tracker
+    t0 = time.perf_counter()
+    d = SharedDict(sys.argv[1], create=False)
+    t1 = time.perf_counter()
+    s = shared_memory.SharedMemory(sys.argv[2])
+    t2 = time.perf_counter()
+    d.detach(); s.close()
+    print((t1 - t0) * 1e6, (t2 - t1) * 1e6)
+""")
+
+
+class Suite:
+    """Every cell of the run, with the stores they use; a context manager."""
+
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.t = 0.05 if quick else 0.2
+        self.cells: dict[str, Callable[[], float]] = {}
+        self.missing: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+        self.leaks: list[str] = []
+        self._cleanup: list[Callable[[], Any]] = []
+        self._tmp = Path(tempfile.mkdtemp(prefix="shmshare-bench-"))
+        self._tag = f"shmbench{os.getpid()}"
+
+    # -- lifecycle ----------------------------------------------------------------
+    def __enter__(self) -> Suite:
+        try:
+            self._build()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fn in reversed(self._cleanup):
+            try:
+                fn()
+            except Exception as e:
+                self.leaks.append(f"cleanup failed: {type(e).__name__}: {e}")
+        self._cleanup.clear()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def versions(self) -> dict[str, str]:
+        out = {"shmshare": shmshare.__version__}
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
+            if rev:
+                out["shmshare"] += f" (git {rev})"
+        for dist in ("UltraDict", "atomics", "shared-memory-dict", "redis", "numpy",
+                     "matplotlib", "pytest"):
+            try:
+                out[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                out[dist] = "not installed"
+        if self._redis_server():
+            out["redis-server"] = subprocess.run(
+                [self._redis_server(), "--version"], capture_output=True, text=True,
+                timeout=10).stdout.split(" v=")[-1].split()[0]
+        return out
+
+    def _build(self) -> None:
+        self._dicts()
+        self._large()
+        self._named()
+        self._startup()
+        self._arrays()
+        self._peers()
+
+    # -- small values: set, cached get, get after a change, get beside a writer -----
+    def _dicts(self) -> None:
+        floor: dict[str, bytes] = {}
+        s, g = mapping_cells(lambda k: pickle.loads(floor[k]),
+                             lambda k, v: floor.__setitem__(k, pickle.dumps(v, 5)), self.t)
+        self.cells["floor | set"], self.cells["floor | get"] = s, g
+        d = shmshare.SharedDict()
+        self._cleanup.append(d.detach)
+        s, g = mapping_cells(d.__getitem__, d.__setitem__, self.t)
+        self.cells["shmshare | set"], self.cells["shmshare | get"] = s, g
+
+        key = KEYS[0]
+        pair = Timed(lambda n: [(d.__setitem__(key, VALUE), d[key]) for _ in range(n)],
+                     self.t)
+        only = Timed(lambda n: [d.__setitem__(key, VALUE) for _ in range(n)], self.t)
+        self.cells["shmshare | get after that key changed"] = lambda: max(pair() - only(),
+                                                                          1.0)
+
+        def beside_writer() -> float:
+            writer = _Writer(d)
+            try:
+                return g()
+            finally:
+                writer.stop()
+        self.cells["shmshare | get while another process writes other keys"] = beside_writer
+
+    # -- a 10 MiB value ---------------------------------------------------------------
+    def _large(self) -> None:
+        value = os.urandom(BIG)
+        pickled = pickle.dumps(value, 5)
+        dest = bytearray(len(pickled))
+        t = self.t * 2
+
+        def dumps_memcpy(n: int) -> None:
+            for _ in range(n):
+                dest[:] = pickle.dumps(value, 5)
+        self.cells["floor | 10 MiB loads (µs)"] = _us(Timed(
+            lambda n: [pickle.loads(pickled) for _ in range(n)], t, 64))
+        self.cells["floor | 10 MiB dumps + memcpy (µs)"] = _us(Timed(dumps_memcpy, t, 64))
+        d = shmshare.SharedDict()
+        self._cleanup.append(d.detach)
+        d["big"] = value
+        self.cells["shmshare | 10 MiB get (µs)"] = _us(Timed(
+            lambda n: [d["big"] for _ in range(n)], t, 64))
+        self.cells["shmshare | 10 MiB set (µs)"] = _us(Timed(
+            lambda n: [d.__setitem__("big", value) for _ in range(n)], t, 64))
+
+    # -- named objects: create + destroy, attach by name from another process -------
+    def _named(self) -> None:
+        counter = iter(range(1 << 30))
+        tmpfs = Path("/dev/shm") if os.path.isdir("/dev/shm") else None
+        dirs = {"default project dir": None}
+        if tmpfs is not None:
+            pdir = Path(tempfile.mkdtemp(prefix="shmshare-bench-", dir=tmpfs))
+            self._cleanup.append(lambda: shutil.rmtree(pdir, ignore_errors=True))
+            dirs["tmpfs project dir"] = pdir
+        n = 20 if self.quick else 60
+        for where, pdir in dirs.items():
+            def create_destroy(pdir: Path | None = pdir) -> float:
+                t0 = time.perf_counter_ns()
+                for _ in range(n):
+                    d = shmshare.SharedDict(f"{self._tag}c{next(counter)}", create=True,
+                                            project_dir=pdir)
+                    d.unlink()
+                    d.detach()
+                return (time.perf_counter_ns() - t0) / n / 1e3
+            self.cells[f"shmshare | create + destroy, {where} (µs)"] = create_destroy
+
+        from multiprocessing import shared_memory
+        name = f"{self._tag}att"
+        d = shmshare.SharedDict(name, create=True)
+        self._cleanup.append(d.detach)
+        self._cleanup.append(d.unlink)
+        shm = shared_memory.SharedMemory(f"{self._tag}shm", create=True, size=64 << 10)
+        self._cleanup.append(shm.unlink)
+        self._cleanup.append(shm.close)
+        pending: dict[str, float] = {}
+
+        def attach(which: str) -> float:
+            # One child measures both attaches; the other cell of the pair reads it.
+            if which not in pending:
+                out = subprocess.run([sys.executable, "-c", _ATTACH_CHILD, name, shm.name],
+                                     capture_output=True, text=True, timeout=60,
+                                     cwd=str(ROOT), check=True).stdout
+                a, b = map(float, out.split())
+                pending.clear()
+                pending.update(ours=a, theirs=b)
+            return pending.pop(which)
+        self.cells["shmshare | attach by name, first time, another process (µs)"] = (
+            lambda: attach("ours"))
+        self.cells["shared_memory | attach by name, first time, another process (µs)"] = (
+            lambda: attach("theirs"))
+
+    # -- start-up ---------------------------------------------------------------------
+    def _startup(self) -> None:
+        statements = {"shmshare | import (ms)": "import shmshare",
+                      "shmshare | from shmshare import SharedDict (ms)":
+                          "from shmshare import SharedDict",
+                      "multiprocessing.managers | import (ms)":
+                          "import multiprocessing.managers"}
+        for cell, statement in statements.items():
+            import_ms(statement)  # writes the .pyc files once
+            self.cells[cell] = lambda statement=statement: import_ms(statement)
+        proj = self._tmp / "unrelated"
+        proj.mkdir()
+        (proj / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+
+        # A project dir of its own: on a shared machine other runs' directories
+        # would make the plugin's end-of-run sweep look at them.
+        pytest_env = {**_env(), "SHMSHARE_DIR": str(self._tmp / "pytest-proj")}
+
+        def pytest_ms(*extra: str) -> float:
+            # CPU time (user + system) of the pytest process: on a shared machine its
+            # wall time mostly measures the other jobs.
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run([sys.executable, "-m", "pytest", "--co", "-q", "-p",
+                            "no:cacheprovider", *extra], cwd=proj, capture_output=True,
+                           timeout=120, check=True, env=pytest_env)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1e3
+        def plugin_imports_ms() -> float:
+            # CPU-bound and far steadier than the wall-clock difference: what the
+            # outermost imports of shmshare modules cost during `pytest --co`.
+            proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "pytest", "--co",
+                                   "-q", "-p", "no:cacheprovider"], cwd=proj,
+                                  capture_output=True, text=True, timeout=120,
+                                  env=pytest_env)
+            total, inside = 0, []  # depths of the shmshare imports we are inside
+            for line in reversed(proc.stderr.splitlines()):  # parents come after children
+                m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)$", line)
+                if not m:
+                    continue
+                depth = len(m.group(2))
+                while inside and inside[-1] >= depth:
+                    inside.pop()
+                if not inside and m.group(3).split(".")[0] == "shmshare":
+                    total += int(m.group(1))
+                    inside.append(depth)
+            return total / 1000
+        self.cells["pytest --co, imports of shmshare (ms)"] = plugin_imports_ms
+        self.cells["pytest --co, shmshare plugin loaded (CPU ms)"] = pytest_ms
+        self.cells["pytest --co, -p no:shmshare (CPU ms)"] = (
+            lambda: pytest_ms("-p", "no:shmshare"))
+
+    # -- arrays (element access) ---------------------------------------------------------
+    def _arrays(self) -> None:
+        if importlib.util.find_spec("numpy") is None:
+            self.missing["SharedArray"] = "numpy is not installed"
+            return
+        import numpy as np
+
+        a = shmshare.SharedArray(1000, "float64")
+        self._cleanup.append(a.detach)
+        local = np.zeros(1000)
+        mpa = mp.Array("d", 1000)
+        self.cells["shmshare | SharedArray a[i]"] = Timed(
+            lambda n: [a[i & 511] for i in range(n)], self.t)
+        self.cells["numpy | a[i]"] = Timed(lambda n: [local[i & 511] for i in range(n)],
+                                           self.t)
+        self.cells["multiprocessing.Array | a[i]"] = Timed(
+            lambda n: [mpa[i & 511] for i in range(n)], self.t)
+
+    # -- peers ----------------------------------------------------------------------------
+    def _peers(self) -> None:
+        manager = mp.Manager()
+        self._cleanup.append(manager.shutdown)
+        md = manager.dict()
+        s, g = mapping_cells(md.__getitem__, md.__setitem__, self.t / 4)
+        self.cells["Manager | set"], self.cells["Manager | get"] = s, g
+
+        if importlib.util.find_spec("UltraDict") is None:
+            self.missing["UltraDict"] = "not installed"
+        else:
+            from UltraDict import UltraDict
+            shared = importlib.util.find_spec("atomics") is not None
+            u = UltraDict(name=f"{self._tag}u", create=True, shared_lock=shared,
+                          buffer_size=1 << 20, full_dump_size=1 << 20)
+            self._cleanup.append(u.unlink)
+            s, g = mapping_cells(u.__getitem__, u.__setitem__, self.t)
+            self.cells["UltraDict | set"], self.cells["UltraDict | get"] = s, g
+            counter = iter(range(1 << 30))
+            n = 20 if self.quick else 60
+
+            def ultra_create_destroy() -> float:
+                t0 = time.perf_counter_ns()
+                for _ in range(n):
+                    x = UltraDict(name=f"{self._tag}uc{next(counter)}", create=True,
+                                  shared_lock=shared)
+                    x.unlink()
+                return (time.perf_counter_ns() - t0) / n / 1e3
+            self.cells["UltraDict | create + destroy (µs)"] = ultra_create_destroy
+
+        if importlib.util.find_spec("shared_memory_dict") is None:
+            self.missing["shared-memory-dict"] = "not installed"
+        else:
+            from shared_memory_dict import SharedMemoryDict
+            smd = SharedMemoryDict(name=f"{self._tag}smd", size=1 << 20)
+
+            def smd_close() -> None:
+                smd.shm.unlink()
+                smd.cleanup()
+            self._cleanup.append(smd_close)
+            s, g = mapping_cells(smd.__getitem__, smd.__setitem__, self.t / 4)
+            self.cells["shared-memory-dict | set"] = s
+            self.cells["shared-memory-dict | get"] = g
+
+        server = self._redis_server()
+        if importlib.util.find_spec("redis") is None or server is None:
+            self.missing["redis"] = ("not installed (redis-py)" if server else
+                                     "not installed (no redis-server executable)")
+        else:
+            import redis
+            port = self._start_redis(server)
+            r = redis.Redis(host="127.0.0.1", port=port)
+            self._cleanup.append(r.close)
+            p = self._tag + ":"
+            s, g = mapping_cells(lambda k: pickle.loads(r.get(p + k)),  # type: ignore[arg-type]
+                                 lambda k, v: r.set(p + k, pickle.dumps(v, 5)), self.t / 4)
+            self.cells["redis | set"], self.cells["redis | get"] = s, g
+
+    @staticmethod
+    def _redis_server() -> str | None:
+        return shutil.which("redis-server") or (
+            "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None)
+
+    def _start_redis(self, server: str) -> int:
+        import redis
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no", "--dir", str(self._tmp)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def stop() -> None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._cleanup.append(stop)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping():
+                    return port
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
+
+
+def _us(timed: Timed) -> Callable[[], float]:
+    return lambda: timed() / 1e3
