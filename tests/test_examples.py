@@ -82,9 +82,8 @@ def segments_created_by(pids: set[int]) -> list[tuple[int, int, int]]:
     return found
 
 
-def run_isolated(argv: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess[str],
-                                                            list[str]]:
-    """Run ``argv`` (a Python command line) isolated in ``tmp_path``; (result, leftovers)."""
+def isolated_env(tmp_path: Path) -> tuple[dict[str, str], Path, Path, Path]:
+    """(environment, project dir, TMPDIR, pid dir) for runs isolated in ``tmp_path``."""
     project_dir = tmp_path / "proj"
     tmpdir = tmp_path / "tmp"
     pid_dir = tmp_path / "pids"
@@ -103,6 +102,13 @@ def run_isolated(argv: list[str], tmp_path: Path) -> tuple[subprocess.CompletedP
     )
     env.pop("PYTEST_XDIST_WORKER", None)  # the inner pytest run is a run of its own
     env.pop("PYTEST_XDIST_TESTRUNUID", None)
+    return env, project_dir, tmpdir, pid_dir
+
+
+def run_isolated(argv: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess[str],
+                                                            list[str]]:
+    """Run ``argv`` (a Python command line) isolated in ``tmp_path``; (result, leftovers)."""
+    env, project_dir, tmpdir, pid_dir = isolated_env(tmp_path)
     try:
         proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=TIMEOUT, stdin=subprocess.DEVNULL)

@@ -119,3 +119,19 @@ def test_build_failure_names_compiler_and_headers(tmp_path: Path) -> None:
     assert "python3-dev" in message and "binary wheel" in message
     only_headers = build.missing_prerequisites(include_dir=str(tmp_path))
     assert "C compiler" not in only_headers.split("\n")[0] and "Python headers" in only_headers
+
+
+def test_readme_has_two_commands_and_ci_runs_the_test_one() -> None:
+    """The README's "Get started" has two commands; .ci/run runs the test one verbatim."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Get started")
+    block = readme[readme.index("```sh\n", start) + 6:readme.index("```\n", start + 20)]
+    commands = [line for line in block.splitlines() if line and not line.startswith("#")]
+    assert len(commands) == 2, commands
+    demo, tests = commands
+    assert "examples/quickstart.py" in demo and "pytest" in tests
+    assert "-e " not in tests, "the suite must run against a built install, not an editable one"
+    ci = ROOT / ".ci" / "run"
+    if not ci.is_file():
+        pytest.skip("no .ci/run here (an sdist carries no CI scripts)")
+    assert f"\n{tests} || status=$?\n" in ci.read_text()
