@@ -20,6 +20,22 @@ from shmshare.pytest_plugin import run_shared_dict
 
 pytest_plugins = ["pytester"]
 
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cwd_outside_the_package() -> Iterator[None]:
+    """Run every test (and every child it starts) from tests/, not the checkout root.
+
+    ``python -c`` and ``python -m`` put the working directory first on sys.path;
+    from the root, the checkout's ``shmshare/`` (sources without the compiled
+    core) would shadow the installed wheel that .ci/run tests.
+    """
+    before = os.getcwd()
+    os.chdir(TESTS)
+    yield
+    os.chdir(before)
+
 
 def _leftovers(project_dir: Path) -> list[str]:
     """Remove and report every segment still named in ``project_dir``."""

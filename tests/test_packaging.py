@@ -94,7 +94,7 @@ def test_wheel_has_no_build_inputs() -> None:
 def test_suite_runs_against_the_installed_wheel() -> None:
     """Under CI the tests import the installed wheel, not the checkout's sources."""
     here = Path(shmshare.__file__).resolve()
-    assert ROOT not in here.parents, f"shmshare imported from the checkout: {here}"
+    assert ROOT / "shmshare" not in here.parents, f"shmshare imported from the checkout: {here}"
     assert not _editable()
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "LAYOUT_VERSION",
     "MAGIC",
     "Header",
+    "note_inspection",
     "note_pid_namespace",
     "pid_namespace_shared",
 ]
@@ -47,6 +48,12 @@ _MAX_NAME = 255
 # Lock words hold thread ids, which mean something only within one namespace.
 _PIDNS_AT = 2048
 _PIDNS_UNKNOWN = 0
+# Two i64 words: the pid of the last inspector that had to attach
+# (``shmshare check``) and the segment's ``shm_lpid`` from before it attached.
+# The kernel makes every detach the "last pid"; with these, gc can tell an
+# inspection from a use and report the last real user instead.
+_INSPECT_AT = _PIDNS_AT + 16
+_INSPECT = struct.Struct("<qq")
 
 
 def _own_pid_namespace() -> int:
@@ -78,6 +85,11 @@ def pid_namespace_shared(buf: memoryview) -> bool:
         words.release()
 
 
+def note_inspection(buf: memoryview, inspector_pid: int, lpid_before: int) -> None:
+    """Record, just before an inspector detaches, who it was and the last pid before it."""
+    buf[_INSPECT_AT:_INSPECT_AT + _INSPECT.size] = _INSPECT.pack(inspector_pid, lpid_before)
+
+
 @dataclass(frozen=True)
 class Header:
     kind: str
@@ -91,6 +103,8 @@ class Header:
     creator_pid: int = field(default_factory=os.getpid)
     created: float = field(default_factory=time.time)
     version: int = LAYOUT_VERSION
+    inspector_pid: int = 0  # see note_inspection
+    lpid_before_inspection: int = 0
 
     @property
     def persist(self) -> bool:
@@ -141,9 +155,17 @@ class Header:
             kind_s = kind.rstrip(b"\0").decode("ascii")
         except UnicodeDecodeError:
             raise CorruptSegmentError("segment header is damaged (bad name)") from None
+        inspector, lpid_before = _INSPECT.unpack_from(buf, _INSPECT_AT)
         return cls(kind=kind_s, name=name, payload_size=payload, flags=flags, proj_id=proj_id,
                    dev=dev, ino=ino, token=token, creator_pid=pid, created=created,
-                   version=version)
+                   version=version, inspector_pid=inspector, lpid_before_inspection=lpid_before)
+
+    def last_user(self, lpid: int) -> int:
+        """The last pid that *used* the segment, given the kernel's ``shm_lpid``:
+        an inspection by ``shmshare check`` is not a use."""
+        if self.inspector_pid and lpid == self.inspector_pid:
+            return self.lpid_before_inspection
+        return lpid
 
     @staticmethod
     def magic_is_zero(buf: memoryview) -> bool:

@@ -136,13 +136,16 @@ def orphan_reason(st: _core.ShmStat, header: Header) -> str | None:
     has nattch 0 (between shmget and shmat at creation, between the nattch
     check and IPC_RMID at the last detach) happens under that lock, so
     nattch 0 seen under it means every user died without detaching cleanly.
-    The last pid is only reported: an inspection attach (``info``, a dry run)
-    makes the inspector the last pid without making the segment any less
-    orphaned.
+    The last pid is only reported; ``shmshare check``, the one inspection
+    that attaches, records itself in the header so it is not reported as the
+    last user (:meth:`Header.last_user`).
     """
     if header.persist or st.dest or st.nattch > 0:
         return None
-    last = st.lpid or st.cpid
+    return _orphan_text(header.last_user(st.lpid) or st.cpid)
+
+
+def _orphan_text(last: int) -> str:
     state = "alive" if pid_alive(last) else "gone"
     return f"nattch 0 and not persistent (last user pid {last}: {state})"
 
@@ -150,7 +153,7 @@ def orphan_reason(st: _core.ShmStat, header: Header) -> str | None:
 @dataclass(frozen=True)
 class SweepResult:
     name: str
-    action: str  # "removed", "removed-stale-key", "kept"
+    action: str  # "removed", "removed-stale-key", "kept"; dry runs: "would-remove..."
     reason: str
 
 
@@ -177,6 +180,8 @@ def sweep(project_dir: Path, *, dry_run: bool = False,
 
 def _sweep_one(kf: KeyFile, name: str, dry_run: bool) -> SweepResult | None:
     record = kf.read()
+    if dry_run:
+        return _predict_one(kf, record, name)
     try:
         found = find_existing(kf, record, name) if record is not None else None
     except ShmshareError as exc:
@@ -197,6 +202,24 @@ def _sweep_one(kf: KeyFile, name: str, dry_run: bool) -> SweepResult | None:
         found.attachment.detach()
 
 
+def _predict_one(kf: KeyFile, record: KeyRecord | None, name: str) -> SweepResult | None:
+    """What :func:`_sweep_one` would do, from the kernel's view only (IPC_STAT).
+
+    A dry run attaches nothing: an attach would make the inspector the
+    segment's last pid.  So the identity header is not verified here; the
+    real sweep verifies it before removing anything.
+    """
+    if record is None:
+        return SweepResult(name, "would-remove-stale-key", "the key file names no segment")
+    try:
+        st = _core.stat(_core.shmget(_core.ftok(str(kf.path), record.proj_id), 0, 0))
+    except SegmentNotFoundError:
+        return SweepResult(name, "would-remove-stale-key", "the key file names no segment")
+    if record.persist or st.dest or st.nattch > 0:
+        return None
+    return SweepResult(name, "would-remove", _orphan_text(st.lpid or st.cpid))
+
+
 _EXT_KEYS = range(1, 1 << 24)  # heap extents use random keys below proj_id's byte
 
 
@@ -212,11 +235,15 @@ def sweep_extents(*, dry_run: bool = False) -> list[SweepResult]:
     from .._core.heap import probe_extent
 
     results: list[SweepResult] = []
+    unchecked = 0
     for shmid in _core.list_ids():
         try:
             st = _core.stat(shmid)
             if (st.key not in _EXT_KEYS or st.nattch or st.dest or st.uid != os.geteuid()
                     or st.size < 64):
+                continue
+            if dry_run:  # finding its heap means attaching it: a dry run only counts it
+                unchecked += 1
                 continue
             att = _core.shmat(shmid, st.size, readonly=True)
         except ShmshareError:
@@ -234,6 +261,11 @@ def sweep_extents(*, dry_run: bool = False) -> list[SweepResult]:
                 continue
         results.append(SweepResult(f"extent shmid={shmid}", "removed",
                                    f"a heap extent whose main segment (shmid {main}) is gone"))
+    if unchecked:
+        results.append(SweepResult(
+            f"{unchecked} heap extent(s)", "would-check",
+            "nobody has them attached; gc removes those whose object is gone (a dry run "
+            "attaches nothing, so it cannot tell)"))
     return results
 
 
