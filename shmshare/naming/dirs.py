@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from .._log import logger
 from .inventory import remove
 from .keys import list_names, resolve_project_dir
 from .lifecycle import pid_alive
@@ -61,4 +62,5 @@ def sweep_dead_owners(base: Path) -> list[Path]:
     dead = dead_owner_dirs(base)
     for path in dead:
         remove_all(path)
+        logger.info("removed %s and its objects: its owner process is gone", path)
     return dead

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import _core
+from .._log import logger
 from ..errors import SegmentNotFoundError, ShmshareError
 from .header import HEADER_SIZE, Header
 from .keys import KeyFile, KeyRecord, key_file_path, list_names
@@ -175,6 +176,12 @@ def sweep(project_dir: Path, *, dry_run: bool = False,
             result = _sweep_one(kf, name, dry_run)
             if result is not None:
                 results.append(result)
+                if not dry_run and result.action != "kept":
+                    what = (f"stale key file {name}.key" if result.action == "removed-stale-key"
+                            else name)
+                    logger.info("removed %s in %s: %s", what, project_dir, result.reason)
+    if not dry_run and not results:
+        logger.debug("swept %s: nothing to remove", project_dir)
     return results
 
 
@@ -261,6 +268,8 @@ def sweep_extents(*, dry_run: bool = False) -> list[SweepResult]:
                 continue
         results.append(SweepResult(f"extent shmid={shmid}", "removed",
                                    f"a heap extent whose main segment (shmid {main}) is gone"))
+        logger.info("removed heap extent shmid=%d: its main segment (shmid %d) is gone",
+                    shmid, main)
     if unchecked:
         results.append(SweepResult(
             f"{unchecked} heap extent(s)", "would-check",

@@ -15,6 +15,7 @@ import warnings
 import weakref
 from typing import Any, Protocol
 
+from .._log import logger
 from ..errors import LockTimeoutError
 
 __all__ = ["ObjectLock", "OwnerDiedWarning"]
@@ -88,9 +89,10 @@ class ObjectLock:
 
     def note_recovery(self) -> None:
         self.recoveries += 1
-        warnings.warn(OwnerDiedWarning(
-            f"a process died holding this lock (pid {os.getpid()} took it over); the "
-            "object was checked and repaired"), stacklevel=3)
+        message = (f"a process died holding this lock (pid {os.getpid()} took it over); the "
+                   "object was checked and repaired")
+        logger.warning("lock recovered: %s", message)
+        warnings.warn(OwnerDiedWarning(message), stacklevel=3)
 
     def release(self) -> None:
         if self._owner != threading.get_ident():

@@ -25,6 +25,7 @@ import time
 import warnings
 from typing import Any
 
+from .._log import logger
 from ..naming.lifecycle import pid_alive
 from .base import HeapObject
 from .codec import dumps, encode_key, loads
@@ -69,10 +70,10 @@ class _Waitable(HeapObject):
             freed += holders.pop(who)
         if freed:
             self.recoveries += 1
-            warnings.warn(OwnerDiedWarning(
-                f"a process died holding {freed} permit(s) of this "
-                f"{type(self).__name__.removeprefix('Shared')}; they were taken back"),
-                stacklevel=4)
+            message = (f"a process died holding {freed} permit(s) of this "
+                       f"{type(self).__name__.removeprefix('Shared')}; they were taken back")
+            logger.warning("permits recovered: %s", message)
+            warnings.warn(OwnerDiedWarning(message), stacklevel=4)
         return freed
 
 
