@@ -118,3 +118,17 @@ def test_permit_recovery_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
                    for r in caplog.records), caplog.records
     finally:
         sem.detach()
+
+
+def test_heap_growth_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A dict that outgrows its segment logs each growth at INFO, with the new count."""
+    d = shmshare.SharedDict()
+    try:
+        with caplog.at_level(logging.INFO, logger="shmshare"):
+            d.update((i, b"x" * 100) for i in range(2000))
+        grew = [r.getMessage() for r in caplog.records if "grew from" in r.getMessage()]
+        extents = d.stats()["extents"]
+        assert extents > 1 and grew, caplog.records
+        assert grew[-1].endswith(f"grew from {extents - 1} to {extents} extent(s) (at most 64)")
+    finally:
+        d.detach()

@@ -24,7 +24,10 @@ CDEF = HERE / "cdef"
 DEBUG = os.environ.get("SHMSHARE_DEBUG", "") not in ("", "0")
 SANITIZE = os.environ.get("SHMSHARE_SANITIZE", "")
 
-cflags = ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]
+# A C function missing from shms.h would be called through an implicit int
+# declaration (a truncated pointer, a crash): make that an error.
+cflags = ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden",
+          "-Werror=implicit-function-declaration"]
 ldflags: list[str] = []
 if DEBUG:
     cflags += ["-O1", "-g", "-UNDEBUG", "-DSHMS_DEBUG=1"]

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .._log import logger
 from ..errors import (
     CorruptSegmentError,
     LockTimeoutError,
@@ -126,7 +127,8 @@ class _Scratch:
 class Heap:
     """A process-local handle on a heap in shared memory."""
 
-    __slots__ = ("__weakref__", "_att", "_h", "_tls", "lock_timeout", "modcount_view",
+    __slots__ = ("__weakref__", "_att", "_extents_seen", "_extents_view", "_h", "_tls",
+                 "lock_timeout", "modcount_view",
                  "same_namespace")
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
@@ -147,6 +149,11 @@ class Heap:
         # before the memory behind it may be unmapped.
         self.modcount_view = memoryview(
             ffi.buffer(lib.shms_heap_modcount_ptr(handle), 8)).cast("Q")
+        # The heap's extent count, read after each store (the only operation
+        # that allocates) to log growth; same rules as modcount_view.
+        self._extents_view = memoryview(
+            ffi.buffer(lib.shms_heap_n_extents_ptr(handle), 8)).cast("Q")
+        self._extents_seen = self._extents_view[0]
 
     # ------------------------------------------------------------ lifecycle
     @staticmethod
@@ -186,8 +193,8 @@ class Heap:
     def close(self) -> None:
         """Detach the extents this handle attached (not extent 0); idempotent."""
         h, self._h = self._h, None
-        # Never read the counter again: its memory may be unmapped next.
-        self.modcount_view = _NO_COUNTER
+        # Never read the counters again: their memory may be unmapped next.
+        self.modcount_view = self._extents_view = _NO_COUNTER
         if h is not None:
             lib.shms_heap_close(h)
 
@@ -362,6 +369,8 @@ class Heap:
             s = self._tls.s = _Scratch()
         rc = lib.shms_dict_set(h, key, len(key), cmp_len, value, len(value), only_if_absent,
                                s.res, held, _SLICE_NS)
+        if self._extents_view[0] != self._extents_seen:
+            self._note_growth()
         if rc == _OK:
             return bool(s.res[0])
         if rc == errno.EDEADLK:  # this thread holds the lock (ERRORCHECK mutex)
@@ -377,6 +386,11 @@ class Heap:
                                    only_if_absent, s.res, held, _SLICE_NS)
             if rc == _OK:
                 return bool(s.res[0])
+
+    def _note_growth(self) -> None:
+        before, self._extents_seen = self._extents_seen, self._extents_view[0]
+        logger.info("heap of segment shmid %d grew from %d to %d extent(s) (at most %d)",
+                    self._att.shmid, before, self._extents_seen, lib.SHMS_MAX_EXT)
 
     def dict_pop(self, key: bytes, cmp_len: int, *, held: bool = False) -> bytes | None:
         """Remove ``key`` and return its value; None if absent."""
