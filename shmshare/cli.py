@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -168,10 +169,12 @@ def _ls(pdir: Path) -> tuple[Any, str]:
                         "unattached": ext.unattached}}
     text = _table(rows, _LS_COLUMNS) if rows else f"no objects in {pdir}"
     if ext.count:
-        text += (f"\n\n+ {ext.count} heap extent segment(s) of yours, {ext.bytes} bytes "
-                 f"({ext.unattached} with nobody attached): the extra segments grown objects "
-                 "add, which ipcs lists with keys below 0x01000000. An object's own are shown "
-                 "by shmshare check NAME; gc removes those whose object is gone.")
+        text += "\n\n" + textwrap.fill(
+            f"+ {ext.count} heap extent segment(s) of yours, {ext.bytes} bytes "
+            f"({ext.unattached} with nobody attached), on the whole machine: the extra "
+            "segments grown objects add, which ipcs lists with keys below 0x01000000. "
+            "'shmshare check NAME' shows an object's own; gc removes those whose object "
+            "is gone.", width=88)
     return data, text
 
 
