@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -135,3 +136,24 @@ def test_readme_has_two_commands_and_ci_runs_the_test_one() -> None:
     if not ci.is_file():
         pytest.skip("no .ci/run here (an sdist carries no CI scripts)")
     assert f"\n{tests} || status=$?\n" in ci.read_text()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is new in Python 3.11")
+def test_cibuildwheel_builds_one_abi3_wheel_per_linux_platform() -> None:
+    """cibuildwheel: manylinux_2_17 and musllinux, x86_64 and aarch64, smoke-tested;
+    the workflow runs it, and .ci/run."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["cibuildwheel"]
+    assert config["build"].split()[0] == "cp310-*"  # the abi3 wheel, reused for later ones
+    assert config["test-command"] == "python {project}/tests/wheel_smoke.py"
+    assert (ROOT / "tests" / "wheel_smoke.py").is_file()
+    linux = config["linux"]
+    assert set(linux["archs"]) == {"x86_64", "aarch64"}
+    assert linux["manylinux-x86_64-image"] == linux["manylinux-aarch64-image"] == "manylinux2014"
+    assert linux["musllinux-x86_64-image"].startswith("musllinux_")
+    workflow = ROOT / ".github" / "workflows" / "wheels.yml"
+    if not workflow.is_file():
+        pytest.skip("no .github/ here (an sdist carries no CI files)")
+    text = workflow.read_text()
+    assert "pypa/cibuildwheel@" in text and "run: .ci/run" in text
