@@ -28,8 +28,8 @@ from .naming.inventory import (
     list_entries,
     remove,
 )
-from .naming.keys import default_project_dir, resolve_project_dir
-from .naming.lifecycle import SweepResult, pid_alive, sweep, sweep_extents
+from .naming.keys import KeyFile, default_project_dir, key_file_path, resolve_project_dir
+from .naming.lifecycle import SweepResult, find_existing, pid_alive, sweep, sweep_extents
 
 __all__ = ["main"]
 
@@ -250,6 +250,7 @@ def _check(pdir: Path, name: str, trust: bool) -> tuple[Any, str]:
     kind, lpid_before = before["kind"], before["last_pid"]
     _mark_swept(pdir)
     if kind not in kinds:
+        _verify_header(pdir, name, lpid_before)
         data = {"name": name, "kind": kind, "ok": True, "checked": "header"}
         return data, f"{name}: {kind}, header verified (it has no heap to check)"
     obj = kinds[kind]._reopen((_open_existing, (kind, name, str(pdir))), trust)
@@ -262,6 +263,26 @@ def _check(pdir: Path, name: str, trust: bool) -> tuple[Any, str]:
             "key": before["key"], **stats}
     return data, (f"{name}: {kind} OK — {stats['entries']} entries, {stats['extents']} "
                   f"extent(s), {stats['bytes_used']} of {stats['bytes_total']} bytes used")
+
+
+def _verify_header(pdir: Path, name: str, lpid_before: int) -> None:
+    """Attach, verify the identity header (find_existing does), and detach as an inspector."""
+    path = key_file_path(pdir, name)
+    with KeyFile.locked(path, create=False) as kf:
+        record = kf.read() if kf is not None else None
+        found = find_existing(kf, record, name) if kf is not None and record else None
+        if found is None:
+            raise SegmentNotFoundError(
+                2, f"no object named {name!r} in {str(pdir)!r} (or its header is not one "
+                "of shmshare's)", str(path))
+        try:
+            view = found.attachment.memoryview()
+            try:
+                note_inspection(view, os.getpid(), lpid_before)
+            finally:
+                view.release()
+        finally:
+            found.attachment.detach()
 
 
 def _mark_swept(pdir: Path) -> None:

@@ -88,6 +88,24 @@ def test_check_attaches_but_leaves_no_user_trace(project_dir: Path,
     assert f"last user pid {dead}: gone" in out, out  # ...but gc does not call it a user
 
 
+def test_check_of_a_header_only_kind_verifies_and_leaves_no_trace(
+        project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """For a raw segment check verifies the header (attaching), and gc still names the dead user."""
+    code = textwrap.dedent("""
+        import os, signal, sys
+        from shmshare import Segment
+        s = Segment("raw", 100, project_dir=sys.argv[1])
+        print(s.id, os.getpid(), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    shmid, dead = map(int, run_python(code, str(project_dir), check=False).stdout.split())
+    code_, out, _ = cli(capsys, "check", "raw", "--project-dir", str(project_dir))
+    assert code_ == 0 and out.strip() == "raw: segment, header verified (it has no heap to check)"
+    assert _core.stat(shmid).lpid == os.getpid()  # it did attach, to read the header
+    _, out, _ = cli(capsys, "gc", "--project-dir", str(project_dir))
+    assert f"removed raw: nattch 0 and not persistent (last user pid {dead}: gone)" in out
+
+
 def test_gc_json_dry_run_summary_and_errors(project_dir: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """Dry runs say would-remove; gc ends with a summary; errors are JSON with --json."""
