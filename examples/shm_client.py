@@ -13,9 +13,25 @@ Run after (or before) ``python examples/shm_server.py``, with the same
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
+from pathlib import Path
 
-from shm_server import END, NAME, open_objects  # this directory is on sys.path first
+
+def _load_server_module():  # type: ignore[no-untyped-def]
+    """examples/shm_server.py, loaded by its path: this works under ``python -P`` too,
+    where the script's directory is not on sys.path (and no other ``shm_server`` can
+    be picked up instead)."""
+    path = Path(__file__).resolve().with_name("shm_server.py")
+    spec = importlib.util.spec_from_file_location("shm_server", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_server = _load_server_module()
+END, NAME, open_objects = _server.END, _server.NAME, _server.open_objects
 
 
 def open_by_name(project_dir: str | None, timeout: float):  # type: ignore[no-untyped-def]

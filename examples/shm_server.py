@@ -31,6 +31,7 @@ import signal
 import string
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,18 +66,29 @@ def open_objects(project_dir: Any, create: bool) -> tuple[shmshare.SharedDict, S
     return board, lock, cond
 
 
-def serve(board: shmshare.SharedDict, cond: SharedCondition, timeout: float) -> list[str]:
-    """Post each message, wait for the client's reply to it; the replies."""
+def serve(board: shmshare.SharedDict, cond: SharedCondition, timeout: float,
+          client: subprocess.Popen[bytes] | None = None) -> list[str]:
+    """Post each message, wait for the client's reply to it; the replies.
+
+    With the ``client`` we started, a client that exits early ends the wait at
+    once: nobody is left to reply.  (The wait wakes each second to look, since a
+    dead process cannot ``notify``.)
+    """
     replies = []
     for seq, text in enumerate(MESSAGES):
         with cond:  # the state below is only ever read or written with this lock held
             board["message"] = (seq, text)
             cond.notify_all()  # wake the client if it is waiting
             # Sleep until the reply to *this* message is there (no polling of a flag).
-            if not cond.wait_for(lambda seq=seq: board.get("reply", (-1, ""))[0] == seq,
-                                 timeout):
-                raise TimeoutError(f"no reply to message {seq} within {timeout} s: "
-                                   f"is examples/shm_client.py running?")
+            deadline = time.monotonic() + timeout
+            while not cond.wait_for(lambda seq=seq: board.get("reply", (-1, ""))[0] == seq,
+                                    1.0 if client is not None else timeout):
+                if client is not None and client.poll() is not None:
+                    raise RuntimeError(f"the client exited with status {client.returncode} "
+                                       f"before replying to message {seq}")
+                if client is None or time.monotonic() > deadline:
+                    raise TimeoutError(f"no reply to message {seq} within {timeout} s: "
+                                       f"is examples/shm_client.py running?")
             reply = board["reply"][1]
         print(f"server: sent {text!r}, client replied {reply!r}", flush=True)
         replies.append(reply)
@@ -92,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="where the key files live (default: $SHMSHARE_DIR or the library's)")
     ap.add_argument("--spawn-client", action="store_true",
                     help="also start examples/shm_client.py, as a separate program")
+    ap.add_argument("--client", default=str(Path(__file__).with_name("shm_client.py")),
+                    help="the client program --spawn-client starts (default: shm_client.py "
+                         "next to this file)")
     ap.add_argument("--timeout", type=float, default=60.0,
                     help="seconds to wait for each reply (default 60)")
     args = ap.parse_args(argv)
@@ -106,14 +121,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server: created {NAME!r} in {board.project_dir}", flush=True)
         if args.spawn_client:
             # An unrelated program (not a fork of this one): it only knows the name.
-            cmd = [sys.executable, str(Path(__file__).with_name("shm_client.py")),
-                   "--timeout", str(args.timeout)]
+            # The same interpreter flags (e.g. -P), so the client runs as we do.
+            flags = ["-P"] if getattr(sys.flags, "safe_path", False) else []
+            cmd = [sys.executable, *flags, args.client, "--timeout", str(args.timeout)]
             if args.project_dir is not None:
                 cmd += ["--project-dir", args.project_dir]
             client = subprocess.Popen(cmd)
         else:
             print("server: now start  python examples/shm_client.py", flush=True)
-        replies = serve(board, cond, args.timeout)
+        try:
+            replies = serve(board, cond, args.timeout, client)
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"FAILED: {exc}")
+            return 1
         if client is not None:
             client.wait(args.timeout)
     finally:

@@ -1,96 +1,217 @@
-"""``python -m shmshare`` / ``shmshare``: see and clean what is in shared memory.
+"""python -m shmshare / shmshare: see and clean what is in shared memory.
 
-Verbs: ``ls``, ``info NAME``, ``rm NAME``, ``check NAME``, ``gc [--dry-run]``; every verb takes
-``--project-dir`` and ``--json``.  Errors print one line to stderr and exit 1.
+Verbs: ls, info NAME, rm NAME, check NAME, gc [--dry-run]; every verb takes
+--project-dir and --json.  ls, info and gc --dry-run only read (the key files
+and the kernel's view): they attach nothing and change nothing.  check must
+attach to walk a heap, and records itself so gc does not take it for a user.
+Errors print one line to stderr (a JSON object on stdout with --json) and exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .errors import ShmshareError
-from .naming.dirs import OWNED_SUBDIRS, dead_owner_dirs, remove_all
-from .naming.inventory import info, list_entries, remove
-from .naming.keys import resolve_project_dir
-from .naming.lifecycle import SweepResult, sweep, sweep_extents
+from .errors import SegmentNotFoundError, ShmshareError
+from .naming.dirs import OWNED_SUBDIRS, dead_owner_dirs, owner_of, remove_all
+from .naming.header import note_inspection
+from .naming.inventory import (
+    extent_summary,
+    info,
+    list_entries,
+    remove,
+)
+from .naming.keys import KeyFile, default_project_dir, key_file_path, resolve_project_dir
+from .naming.lifecycle import SweepResult, find_existing, sweep, sweep_extents
 
 __all__ = ["main"]
+
+_DIR_HELP = ("project directory holding the key files (default: $SHMSHARE_DIR, "
+             "$XDG_RUNTIME_DIR/shmshare or /tmp/shmshare-<uid>); it must exist")
+
+_VERBS = {
+    "ls": ("list the objects of a project directory",
+           "List every object of the project directory, with its key (hex), shmid, owner, "
+           "permissions, payload bytes, attach count, status, creator pid, whether the "
+           "creator is alive, and age. Objects of Managers and pytest runs (in managers/ and "
+           "pytest-runs/) are listed too, as DIR/NAME, marked as orphans when their owner "
+           "process is gone. Heap extents (the extra segments grown objects add, which ipcs "
+           "shows with small keys) are counted at the end. Reads only the key files and the "
+           "kernel's view: attaches nothing."),
+    "info": ("show one object's kernel state",
+             "Show one object's key file record (kind, proj_id, persist) and the kernel's view "
+             "of its segment (shmid_ds: sizes, owner, mode, attach count, creator and last "
+             "pid, times in ISO 8601). Attaches nothing, so a later gc still sees the real "
+             "last user; 'check' verifies the identity header."),
+    "rm": ("remove an object now",
+           "Remove the object now: its segment and heap extents (IPC_RMID), then its key "
+           "file. Processes still attached keep access until they detach; the output says "
+           "how many."),
+    "check": ("verify an object's heap and index invariants",
+              "Open the object with its own type and verify its heap and index (dicts, lists, "
+              "sets, namespaces, values, queues, sync objects), with its extents and total "
+              "bytes; for other kinds, verify the identity header. The one verb that must "
+              "attach: it records itself in the header so that gc does not report it as the "
+              "last user, and it sweeps nothing."),
+    "gc": ("remove what crashed processes left (orphans, stale key files)",
+           "Remove non-persistent objects nobody is attached to, key files that name no "
+           "segment, the directories of Managers and pytest runs whose owner is gone, and "
+           "heap extents whose object is gone. Ends with a summary line. With --dry-run, "
+           "only say what would be removed: a dry run attaches nothing."),
+}
 
 
 def _common(default: object) -> argparse.ArgumentParser:
     # The options are accepted before and after the verb; the verb's copy uses
     # SUPPRESS so that it does not overwrite a value given before the verb.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--project-dir", metavar="DIR", default=default,
-                        help="project directory holding the key files "
-                             "(default: $SHMSHARE_DIR, $XDG_RUNTIME_DIR/shmshare or "
-                             "/tmp/shmshare-<uid>)")
+    common.add_argument("--project-dir", metavar="DIR", default=default, help=_DIR_HELP)
     common.add_argument("--json", action="store_true", default=default,
-                        help="print JSON for scripts")
+                        help="print JSON for scripts (errors too)")
     return common
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shmshare", description=__doc__.splitlines()[0],
-                                parents=[_common(None)])
+    p = argparse.ArgumentParser(
+        prog="shmshare", parents=[_common(None)],
+        description="See and clean what shmshare keeps in System V shared memory.",
+        epilog="ls, info and gc --dry-run only read: they attach nothing and change nothing. "
+               "Run 'shmshare VERB --help' for what each verb does.")
     common = _common(argparse.SUPPRESS)
     p.add_argument("--version", action="version", version=f"shmshare {__version__}")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    sub.add_parser("ls", parents=[common], help="list the objects of a project directory")
-    pi = sub.add_parser("info", parents=[common], help="show one object's header and state")
-    pi.add_argument("name")
-    pr = sub.add_parser("rm", parents=[common], help="remove an object now")
-    pr.add_argument("name")
-    pc = sub.add_parser("check", parents=[common],
-                        help="verify an object's heap and index invariants")
-    pc.add_argument("name")
-    pc.add_argument("--trust", action="store_true",
-                    help="open it even if another user owns it or may write to it")
-    pg = sub.add_parser("gc", parents=[common],
-                        help="remove what crashed processes left (orphans, stale key files)")
-    pg.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    verbs = {verb: sub.add_parser(verb, parents=[common], help=short, description=long)
+             for verb, (short, long) in _VERBS.items()}
+    for verb in ("info", "rm", "check"):
+        verbs[verb].add_argument("name", help="the object's name")
+    verbs["check"].add_argument("--trust", action="store_true",
+                                help="open it even if another user owns it or may write to it")
+    verbs["gc"].add_argument("--dry-run", action="store_true",
+                             help="only say what would be removed (attaches nothing)")
     return p
 
 
 _LS_COLUMNS = ["name", "kind", "key", "shmid", "owner", "perms", "bytes", "nattch", "status",
-               "creator_alive"]
+               "creator_pid", "creator_alive", "age"]
 
 
-def _cell(column: str, value: Any) -> str:
+def _age(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _cell(column: str, row: dict[str, Any]) -> str:
+    if column == "age":
+        return _age(row.get("age_seconds"))
+    value = row[column]
     if value is None:
         return "-"
-    if column == "key":
-        return f"{value & 0xFFFFFFFF:#010x}"
     if column == "creator_alive":
         return "yes" if value else "no"
     return str(value)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    cells = [[_cell(c, r[c]) for c in columns] for r in rows]
+    cells = [[_cell(c, r) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _project_dir(arg: str | None) -> Path:
+    """The project directory, which must exist: a mistyped --project-dir is an
+    error, never a new directory."""
+    path = Path(os.path.abspath(arg if arg is not None else default_project_dir()))
+    if not path.is_dir():
+        raise SegmentNotFoundError(
+            2, f"no project directory {str(path)!r} (nothing has been created there; check "
+            "--project-dir or $SHMSHARE_DIR)", str(path))
+    return resolve_project_dir(path)  # exists: only checks owner and symlinks
+
+
+def _owned_rows(pdir: Path) -> list[dict[str, Any]]:
+    """The objects in the directories of Managers and pytest runs, as DIR/NAME rows."""
+    rows = []
+    for sub in OWNED_SUBDIRS:
+        base = pdir / sub
+        for owned in sorted(base.iterdir()) if base.is_dir() else []:
+            owner, alive = owner_of(owned)
+            gone = alive is False
+            for entry in list_entries(owned):
+                row = entry.as_dict()
+                row["name"] = f"{sub}/{owned.name}/{entry.name}"
+                if gone:
+                    row["status"] = f"orphan (owner pid {owner} gone)"
+                rows.append(row)
+    return rows
+
+
+def _ls(pdir: Path) -> tuple[Any, str]:
+    rows = [e.as_dict() for e in list_entries(pdir)] + _owned_rows(pdir)
+    ext = extent_summary()
+    data = {"project_dir": str(pdir), "objects": rows,
+            "extents": {"segments": ext.count, "bytes": ext.bytes,
+                        "unattached": ext.unattached}}
+    text = _table(rows, _LS_COLUMNS) if rows else f"no objects in {pdir}"
+    if ext.count:
+        text += "\n\n" + textwrap.fill(
+            f"+ {ext.count} heap extent segment(s) of yours, {ext.bytes} bytes "
+            f"({ext.unattached} with nobody attached), on the whole machine: the extra "
+            "segments grown objects add, which ipcs lists with keys below 0x01000000. "
+            "'shmshare check NAME' shows an object's own; gc removes those whose object "
+            "is gone.", width=88)
+    return data, text
+
+
+def _gc(pdir: Path, dry_run: bool) -> tuple[Any, str]:
+    results = sweep(pdir, dry_run=dry_run)
+    results += sweep_extents(dry_run=dry_run)
+    # Directories owned by a Manager or a pytest run whose process is gone.
+    for sub in OWNED_SUBDIRS:
+        for owned in dead_owner_dirs(pdir / sub):
+            if not dry_run:
+                remove_all(owned)
+            results.append(SweepResult(f"{sub}/{owned.name}",
+                                       "would-remove" if dry_run else "removed",
+                                       "its owner process is gone"))
+    acted = [r for r in results if r.action != "kept"]
+    lines = [f"{r.action.replace('-', ' ')} {r.name}: {r.reason}" for r in acted]
+    lines += [f"kept {r.name}: {r.reason}" for r in results if r.action == "kept"]
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.action] = counts.get(r.action, 0) + 1
+    summary = ", ".join(f"{n} {a.replace('-', ' ')}" for a, n in sorted(counts.items()))
+    lines.append(f"gc{' --dry-run' if dry_run else ''} in {pdir}: "
+                 + (summary if summary else "nothing to collect"))
+    data = {"project_dir": str(pdir), "dry_run": dry_run,
+            "results": [{"name": r.name, "action": r.action, "reason": r.reason}
+                        for r in results],
+            "summary": counts}
+    return data, "\n".join(lines)
+
+
 def _run(args: argparse.Namespace) -> tuple[Any, str]:
     """Do the verb; return (JSON-able result, human-readable text)."""
-    pdir: Path = resolve_project_dir(args.project_dir)
+    pdir = _project_dir(args.project_dir)
     if args.verb == "ls":
-        rows = [e.as_dict() for e in list_entries(pdir)]
-        text = _table(rows, _LS_COLUMNS) if rows else f"no objects in {pdir}"
-        return {"project_dir": str(pdir), "objects": rows}, text
+        return _ls(pdir)
     if args.verb == "info":
         data = info(pdir, args.name)
         width = max(len(k) for k in data)
-        return data, "\n".join(f"{k.ljust(width)}  {v}" for k, v in data.items())
+        return data, "\n".join(f"{k.ljust(width)}  {_info_cell(k, v)}"
+                               for k, v in data.items())
     if args.verb == "rm":
         attached = remove(pdir, args.name)
         note = (f" ({attached} attached process(es) keep access until they detach)"
@@ -99,32 +220,26 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
     if args.verb == "check":
         return _check(pdir, args.name, args.trust)
     assert args.verb == "gc"
-    results = sweep(pdir, dry_run=args.dry_run)
-    results += sweep_extents(dry_run=args.dry_run)
-    # Directories owned by a Manager or a pytest run whose process is gone.
-    for sub in OWNED_SUBDIRS:
-        for owned in dead_owner_dirs(pdir / sub):
-            if not args.dry_run:
-                remove_all(owned)
-            results.append(SweepResult(f"{sub}/{owned.name}", "removed",
-                                       "its owner process is gone"))
-    verb = "would remove" if args.dry_run else "removed"
-    lines = [f"{verb} {r.name}: {r.reason}" for r in results if r.action != "kept"]
-    lines += [f"kept {r.name}: {r.reason}" for r in results if r.action == "kept"]
-    data = {"project_dir": str(pdir), "dry_run": args.dry_run,
-            "results": [{"name": r.name, "action": r.action, "reason": r.reason}
-                        for r in results]}
-    return data, "\n".join(lines) if lines else f"nothing to collect in {pdir}"
+    return _gc(pdir, args.dry_run)
+
+
+def _info_cell(key: str, value: Any) -> str:
+    if key == "age_seconds" and value is not None:
+        return f"{value} ({_age(value)})"
+    return "-" if value is None else str(value)
 
 
 def _check(pdir: Path, name: str, trust: bool) -> tuple[Any, str]:
     """Open the object with its own type and run its structural check."""
     from .objects.heap_object import HeapObject
-    from .objects.shared_object import check, detach, kind_class, stats
+    from .objects.shared_object import check, kind_class, stats
 
-    kind = info(pdir, name)["kind"]
+    before = info(pdir, name)
+    kind, lpid_before = before["kind"], before["last_pid"]
+    _mark_swept(pdir)
     cls = kind_class(kind)
     if cls is None or not issubclass(cls, HeapObject):
+        _verify_header(pdir, name, lpid_before)
         data = {"name": name, "kind": kind, "ok": True, "checked": "header"}
         return data, f"{name}: {kind}, header verified (it has no heap to check)"
     obj = cls._reopen(("named", kind, name, str(pdir)), trust)
@@ -132,10 +247,58 @@ def _check(pdir: Path, name: str, trust: bool) -> tuple[Any, str]:
         check(obj)
         stats_ = stats(obj)
     finally:
-        detach(obj)
-    data = {"name": name, "kind": kind, "ok": True, "checked": "heap and index", **stats_}
+        _detach_as_inspector(obj, lpid_before)
+    data = {"name": name, "kind": kind, "ok": True, "checked": "heap and index",
+            "key": before["key"], **stats_}
     return data, (f"{name}: {kind} OK — {stats_['entries']} entries, {stats_['extents']} "
                   f"extent(s), {stats_['bytes_used']} of {stats_['bytes_total']} bytes used")
+
+
+def _verify_header(pdir: Path, name: str, lpid_before: int) -> None:
+    """Attach, verify the identity header (find_existing does), and detach as an inspector."""
+    path = key_file_path(pdir, name)
+    with KeyFile.locked(path, create=False) as kf:
+        record = kf.read() if kf is not None else None
+        found = find_existing(kf, record, name) if kf is not None and record else None
+        if found is None:
+            raise SegmentNotFoundError(
+                2, f"no object named {name!r} in {str(pdir)!r} (or its header is not one "
+                "of shmshare's)", str(path))
+        try:
+            view = found.attachment.memoryview()
+            try:
+                note_inspection(view, os.getpid(), lpid_before)
+            finally:
+                view.release()
+        finally:
+            found.attachment.detach()
+
+
+def _mark_swept(pdir: Path) -> None:
+    # The first open in a process sweeps its project directory; check is an
+    # inspection and must remove nothing, so it counts as swept already.
+    from .naming import attach
+
+    attach._SWEPT.add(pdir)
+
+
+def _detach_as_inspector(obj: Any, lpid_before: int) -> None:
+    """Detach leaving the object as it was: record in the header that this detach is
+    an inspection, not a use (gc then reports the last real user), and never remove
+    it as its last user would (an orphan stays for gc to judge)."""
+    seg = obj._seg
+    att = seg._attachment()
+    if not att.readonly:
+        view = att.memoryview()
+        try:
+            note_inspection(view, os.getpid(), lpid_before)
+        finally:
+            view.release()
+    from .objects.shared_object import detach
+
+    seg._b.persist = True  # this process's detach only: the header is unchanged
+    detach(obj)
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,7 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         data, text = _run(args)
     except (ShmshareError, OSError) as exc:
         message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        print(f"shmshare {args.verb}: error: {message}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"error": message, "verb": args.verb, "type": type(exc).__name__,
+                              "errno": getattr(exc, "errno", None)}, indent=2))
+        else:
+            print(f"shmshare {args.verb}: error: {message}", file=sys.stderr)
         return 1
     print(json.dumps(data, indent=2, default=str) if args.json else text)
     return 0

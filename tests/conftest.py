@@ -23,6 +23,22 @@ pytest_plugins = ["pytester"]
 
 proc.token()  # attach the per-user process table now, so the leak check knows its id
 
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cwd_outside_the_package() -> Iterator[None]:
+    """Run every test (and every child it starts) from tests/, not the checkout root.
+
+    ``python -c`` and ``python -m`` put the working directory first on sys.path;
+    from the root, the checkout's ``shmshare/`` (sources without the compiled
+    core) would shadow the installed wheel that .ci/run tests.
+    """
+    before = os.getcwd()
+    os.chdir(TESTS)
+    yield
+    os.chdir(before)
+
 
 def _leftovers(project_dir: Path) -> list[str]:
     """Remove and report every segment still named in ``project_dir``."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -41,7 +43,7 @@ def test_ls_table_and_json(project_dir: Path, capsys: pytest.CaptureFixture[str]
     with shmshare.Segment("alpha", 3333, project_dir=project_dir) as a:
         code, out, _ = cli(capsys, "ls", "--project-dir", str(project_dir))
         assert code == 0
-        header, row = out.splitlines()
+        header, row = out.split("\n\n")[0].splitlines()  # then, maybe, the extents
         for col in ["name", "key", "shmid", "owner", "perms", "bytes", "nattch", "status",
                     "creator_alive"]:
             assert col in header
@@ -49,13 +51,14 @@ def test_ls_table_and_json(project_dir: Path, capsys: pytest.CaptureFixture[str]
         code, out, _ = cli(capsys, "ls", "--project-dir", str(project_dir), "--json")
         data = json.loads(out)
         (obj,) = data["objects"]
-        assert obj["name"] == "alpha" and obj["shmid"] == a.id and obj["key"] == a.key
+        assert obj["name"] == "alpha" and obj["shmid"] == a.id and obj["key"] == f"{a.key:#010x}"
         assert obj["bytes"] == 3333 and obj["nattch"] == 1 and obj["perms"] == "600"
         assert obj["status"] == "in use" and obj["creator_alive"] is True
 
 
 def test_ls_empty(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """ls of an empty project directory says so."""
+    project_dir.mkdir()
     code, out, _ = cli(capsys, "ls", "--project-dir", str(project_dir))
     assert code == 0 and "no objects" in out
     code, out, _ = cli(capsys, "--json", "ls", "--project-dir", str(project_dir))
@@ -71,7 +74,9 @@ def test_info(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
         data = json.loads(out)
         assert data["kind"] == "segment" and data["payload_bytes"] == 100
         assert data["persist"] is True and data["nattch"] == 1 and data["shmid"] == b.id
-        assert data["layout_version"] == 1
+        assert data["key"] == f"{b.key:#010x}" and data["creator_pid"] == os.getpid()
+        assert datetime.fromisoformat(data["changed"]).tzinfo is not None
+        assert 0 <= data["age_seconds"] < 3600
     code, out, _ = cli(capsys, "rm", "beta", "--project-dir", str(project_dir))
     assert code == 0
 
@@ -98,7 +103,7 @@ def test_gc_dry_run_and_real(project_dir: Path, capsys: pytest.CaptureFixture[st
     assert json.loads(out)["objects"][0]["status"] == "orphan"
     code, out, _ = cli(capsys, "gc", "--dry-run", "--json", "--project-dir", str(project_dir))
     data = json.loads(out)
-    assert data["dry_run"] is True and data["results"][0]["action"] == "removed"
+    assert data["dry_run"] is True and data["results"][0]["action"] == "would-remove"
     assert _core.stat(shmid).nattch == 0
     code, out, _ = cli(capsys, "gc", "--project-dir", str(project_dir), "--json")
     assert json.loads(out)["results"][0]["name"] == "dead"
@@ -110,6 +115,7 @@ def test_gc_dry_run_and_real(project_dir: Path, capsys: pytest.CaptureFixture[st
 
 def test_errors_are_one_line(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A missing name or a bad name is one clear line on stderr and exit code 1."""
+    project_dir.mkdir()
     for verb in ("info", "rm"):
         code, out, err = cli(capsys, verb, "nope", "--project-dir", str(project_dir))
         assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
@@ -120,6 +126,7 @@ def test_errors_are_one_line(project_dir: Path, capsys: pytest.CaptureFixture[st
 
 def test_module_and_console_script(project_dir: Path) -> None:
     """python -m shmshare works as a real process; usage errors exit 2."""
+    project_dir.mkdir()
     proc = subprocess.run([sys.executable, "-m", "shmshare", "ls", "--project-dir",
                            str(project_dir), "--json"], capture_output=True, text=True,
                           timeout=60)

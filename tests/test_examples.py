@@ -25,10 +25,16 @@ from pathlib import Path
 
 import pytest
 
+import shmshare
 from shmshare import _core
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+# Where the shmshare under test comes from: the checkout (editable install) or
+# site-packages (the installed wheel, under .ci/run).  Examples run with it first
+# on the path, and never from the checkout's directory: there, ``python -m``
+# would import the checkout's sources, which hold no compiled core.
+TESTED = Path(shmshare.__file__).resolve().parent.parent
 TIMEOUT = 120  # seconds per example
 
 # What each example must print (a line containing this text); a new example without an
@@ -76,9 +82,8 @@ def segments_created_by(pids: set[int]) -> list[tuple[int, int, int]]:
     return found
 
 
-def run_isolated(argv: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess[str],
-                                                            list[str]]:
-    """Run ``argv`` (a Python command line) isolated in ``tmp_path``; (result, leftovers)."""
+def isolated_env(tmp_path: Path) -> tuple[dict[str, str], Path, Path, Path]:
+    """(environment, project dir, TMPDIR, pid dir) for runs isolated in ``tmp_path``."""
     project_dir = tmp_path / "proj"
     tmpdir = tmp_path / "tmp"
     pid_dir = tmp_path / "pids"
@@ -91,14 +96,21 @@ def run_isolated(argv: list[str], tmp_path: Path) -> tuple[subprocess.CompletedP
         SHMSHARE_DIR=str(project_dir),
         TMPDIR=str(tmpdir),
         SHMSHARE_EXAMPLE_PIDS=str(pid_dir),
-        # The hook first, then this checkout's shmshare (before any installed copy).
-        PYTHONPATH=os.pathsep.join(filter(None, [str(hook_dir), str(ROOT),
+        # The hook first, then the shmshare under test (before any other copy).
+        PYTHONPATH=os.pathsep.join(filter(None, [str(hook_dir), str(TESTED),
                                                  os.environ.get("PYTHONPATH")])),
     )
     env.pop("PYTEST_XDIST_WORKER", None)  # the inner pytest run is a run of its own
     env.pop("PYTEST_XDIST_TESTRUNUID", None)
+    return env, project_dir, tmpdir, pid_dir
+
+
+def run_isolated(argv: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess[str],
+                                                            list[str]]:
+    """Run ``argv`` (a Python command line) isolated in ``tmp_path``; (result, leftovers)."""
+    env, project_dir, tmpdir, pid_dir = isolated_env(tmp_path)
     try:
-        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+        proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=TIMEOUT, stdin=subprocess.DEVNULL)
     finally:
         leftovers = collect_leftovers(project_dir, tmpdir, pid_dir)
@@ -113,7 +125,7 @@ def collect_leftovers(project_dir: Path, tmpdir: Path, pid_dir: Path) -> list[st
     segments = segments_created_by(pids)
     if project_dir.exists():
         ls = subprocess.run([sys.executable, "-m", "shmshare", "ls", "--project-dir",
-                             str(project_dir), "--json"], cwd=ROOT, capture_output=True,
+                             str(project_dir), "--json"], cwd=project_dir, capture_output=True,
                             text=True, timeout=60, check=True)
         left += [f"object {o['name']!r} in the project directory"
                  for o in json.loads(ls.stdout)["objects"]]
@@ -181,3 +193,29 @@ def test_leak_check_catches_leaks(tmp_path: Path) -> None:
     assert "forgotten in TMPDIR" in text, text
     # collect_leftovers removed the segments; the key file goes with the directory.
     assert not segments_created_by({int(p.name) for p in (tmp_path / "pids").iterdir()})
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P is new in Python 3.11")
+def test_server_and_client_run_under_safe_path(tmp_path: Path) -> None:
+    """Under ``python -P`` (script directory not on sys.path) the client still finds the server."""
+    alone = subprocess.run([sys.executable, "-P", str(EXAMPLES / "shm_client.py"), "--help"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)
+    assert alone.returncode == 0 and "usage:" in alone.stdout, _explain(alone)
+    proc, leftovers = run_isolated(
+        [sys.executable, "-P", str(EXAMPLES / "shm_server.py"), "--spawn-client"], tmp_path)
+    assert proc.returncode == 0, _explain(proc)
+    assert EXPECTED["shm_server.py"] in proc.stdout, _explain(proc)
+    assert not leftovers, f"left behind: {leftovers}\n{_explain(proc)}"
+
+
+def test_server_stops_when_its_client_fails(tmp_path: Path) -> None:
+    """A client that dies before replying ends the server's wait, not its 600 s timeout."""
+    failing = tmp_path / "failing_client.py"
+    failing.write_text("raise SystemExit(3)\n")
+    # TIMEOUT (120 s) bounds the run: a server waiting out --timeout 600 fails this test.
+    proc, leftovers = run_isolated(
+        [sys.executable, str(EXAMPLES / "shm_server.py"), "--spawn-client", "--client",
+         str(failing), "--timeout", "600"], tmp_path)
+    assert proc.returncode == 1, _explain(proc)
+    assert "FAILED: the client exited with status 3 before replying to message 0" in proc.stdout
+    assert not leftovers, f"left behind: {leftovers}\n{_explain(proc)}"

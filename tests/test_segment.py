@@ -287,8 +287,9 @@ def test_sigkilled_attacher_then_gc(project_dir: Path) -> None:
     st = _core.stat(shmid)
     assert st.nattch == 0 and not st.dest
     dry = sweep(project_dir, dry_run=True)
-    assert [(r.name, r.action) for r in dry] == [("crashy", "removed")]
-    assert _core.stat(shmid).nattch == 0  # dry run removed nothing
+    assert [(r.name, r.action) for r in dry] == [("crashy", "would-remove")]
+    after = _core.stat(shmid)
+    assert (after.nattch, after.lpid) == (0, st.lpid)  # a dry run removed and attached nothing
     done = sweep(project_dir)
     assert [(r.name, r.action) for r in done] == [("crashy", "removed")]
     with pytest.raises(shmshare.SegmentRemovedError):

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from .._log import logger
 from ..errors import (
     CorruptSegmentError,
     LockTimeoutError,
@@ -164,8 +165,9 @@ class _Scratch:
 class Heap:
     """A process-local handle on a heap in shared memory."""
 
-    __slots__ = ("__weakref__", "_att", "_fetch", "_h", "_tls", "guard", "lock_timeout",
-                 "modcount_view", "same_namespace", "store", "versions_view")
+    __slots__ = ("__weakref__", "_att", "_extents_seen", "_extents_view", "_fetch", "_h",
+                 "_tls", "guard", "lock_timeout", "modcount_view", "same_namespace", "store",
+                 "versions_view")
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
@@ -201,6 +203,11 @@ class Heap:
         # mapped by the first dict_read_versioned that needs them; the same
         # rules as modcount_view.
         self.versions_view = _NO_VERSIONS
+        # The heap's extent count, read after each store (the only operation
+        # that allocates) to log growth; same rules as modcount_view.
+        self._extents_view = memoryview(
+            ffi.buffer(lib.shms_heap_n_extents_ptr(handle), 8)).cast("Q")
+        self._extents_seen = self._extents_view[0]
 
     # ------------------------------------------------------------ lifecycle
     @staticmethod
@@ -250,8 +257,8 @@ class Heap:
     def close(self) -> None:
         """Detach the extents this handle attached (not extent 0); idempotent."""
         h, self._h = self._h, None
-        # Never read the counter again: its memory may be unmapped next.
-        self.modcount_view = _NO_COUNTER
+        # Never read the counters again: their memory may be unmapped next.
+        self.modcount_view = self._extents_view = _NO_COUNTER
         self.versions_view = _NO_VERSIONS
         self.store = self._fetch = _closed
         if h is not None:
@@ -495,6 +502,8 @@ class Heap:
             s = self._tls.s = _Scratch()
         rc = lib.shms_dict_set(h, key, len(key), cmp_len, value, len(value), only_if_absent,
                                s.res, held, _SLICE_NS)
+        if self._extents_view[0] != self._extents_seen:
+            self._note_growth()
         if rc == _OK:
             return bool(s.res[0])
         if rc == errno.EDEADLK:  # this thread holds the lock (ERRORCHECK mutex)
@@ -520,6 +529,11 @@ class Heap:
         """
         if cmp_len != len(key) or self.store(key, cmp_len, value, len(value)):
             self.dict_set(key, cmp_len, value)
+
+    def _note_growth(self) -> None:
+        before, self._extents_seen = self._extents_seen, self._extents_view[0]
+        logger.info("heap of segment shmid %d grew from %d to %d extent(s) (at most %d)",
+                    self._att.shmid, before, self._extents_seen, lib.SHMS_MAX_EXT)
 
     def dict_pop(self, key: bytes, cmp_len: int, *, held: bool = False) -> bytes | None:
         """Remove ``key`` and return its value; None if absent."""

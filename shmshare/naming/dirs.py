@@ -16,10 +16,11 @@ import shutil
 from pathlib import Path
 
 from .._core import proc
+from .._log import logger
 from .inventory import remove
 from .keys import list_names, make_private_dir
 
-__all__ = ["OWNED_SUBDIRS", "OWNER_FILE", "claim", "dead_owner_dirs", "remove_all",
+__all__ = ["OWNED_SUBDIRS", "OWNER_FILE", "claim", "dead_owner_dirs", "owner_of", "remove_all",
            "sweep_dead_owners"]
 
 OWNER_FILE = "owner.pid"
@@ -52,17 +53,23 @@ def remove_all(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def owner_of(path: Path) -> tuple[int, bool | None]:
+    """The owner pid of an owned directory and whether it lives (``_core.proc``);
+    None when its owner file carries no liveness token (being claimed, or older)."""
+    try:
+        pid, token = map(int, (path / OWNER_FILE).read_text().split())
+    except (OSError, ValueError):
+        return 0, None
+    return pid, proc.alive(token)
+
+
 def dead_owner_dirs(base: Path) -> list[Path]:
     """The owned directories under ``base`` whose owner process is gone."""
     if not base.is_dir():
         return []
     dead = []
     for path in sorted(base.iterdir()):
-        try:
-            _pid, token = map(int, (path / OWNER_FILE).read_text().split())
-        except (OSError, ValueError):
-            continue  # no owner token (being claimed, or written by an older version)
-        if not proc.alive(token):
+        if owner_of(path)[1] is False:  # no token: never taken for dead
             dead.append(path)
     return dead
 
@@ -72,4 +79,5 @@ def sweep_dead_owners(base: Path) -> list[Path]:
     dead = dead_owner_dirs(base)
     for path in dead:
         remove_all(path)
+        logger.info("removed %s and its objects: its owner process is gone", path)
     return dead

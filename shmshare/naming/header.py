@@ -25,6 +25,7 @@ __all__ = [
     "LAYOUT_VERSION",
     "MAGIC",
     "Header",
+    "note_inspection",
     "note_pid_namespace",
     "pid_namespace_shared",
 ]
@@ -46,6 +47,12 @@ _MAX_NAME = 255
 # Lock words hold thread ids, which mean something only within one namespace.
 _PIDNS_AT = 2048
 _PIDNS_UNKNOWN = 0
+# Two i64 words: the pid of the last inspector that had to attach
+# (``shmshare check``) and the segment's ``shm_lpid`` from before it attached.
+# The kernel makes every detach the "last pid"; with these, gc can tell an
+# inspection from a use and report the last real user instead.
+_INSPECT_AT = _PIDNS_AT + 16
+_INSPECT = struct.Struct("<qq")
 
 
 def _own_pid_namespace() -> int:
@@ -77,6 +84,11 @@ def pid_namespace_shared(buf: memoryview) -> bool:
         words.release()
 
 
+def note_inspection(buf: memoryview, inspector_pid: int, lpid_before: int) -> None:
+    """Record, just before an inspector detaches, who it was and the last pid before it."""
+    buf[_INSPECT_AT:_INSPECT_AT + _INSPECT.size] = _INSPECT.pack(inspector_pid, lpid_before)
+
+
 class _HeaderFields(NamedTuple):
     # A NamedTuple, not a dataclass: dataclasses imports inspect (start-up time).
     kind: str
@@ -90,6 +102,8 @@ class _HeaderFields(NamedTuple):
     creator_pid: int
     created: float
     version: int
+    inspector_pid: int  # see note_inspection
+    lpid_before_inspection: int
 
 
 class Header(_HeaderFields):
@@ -101,12 +115,14 @@ class Header(_HeaderFields):
     def __new__(cls, kind: str, name: str, payload_size: int, flags: int = 0,
                 proj_id: int = 0, dev: int = 0, ino: int = 0, token: int | None = None,
                 creator_pid: int | None = None, created: float | None = None,
-                version: int = LAYOUT_VERSION) -> Header:
+                version: int = LAYOUT_VERSION, inspector_pid: int = 0,
+                lpid_before_inspection: int = 0) -> Header:
         return super().__new__(
             cls, kind, name, payload_size, flags, proj_id, dev, ino,
             int.from_bytes(os.urandom(8), "little") >> 1 if token is None else token,
             os.getpid() if creator_pid is None else creator_pid,
-            time.time() if created is None else created, version)
+            time.time() if created is None else created, version, inspector_pid,
+            lpid_before_inspection)
 
     @property
     def persist(self) -> bool:
@@ -157,9 +173,17 @@ class Header(_HeaderFields):
             kind_s = kind.rstrip(b"\0").decode("ascii")
         except UnicodeDecodeError:
             raise CorruptSegmentError("segment header is damaged (bad name)") from None
+        inspector, lpid_before = _INSPECT.unpack_from(buf, _INSPECT_AT)
         return cls(kind=kind_s, name=name, payload_size=payload, flags=flags, proj_id=proj_id,
                    dev=dev, ino=ino, token=token, creator_pid=pid, created=created,
-                   version=version)
+                   version=version, inspector_pid=inspector, lpid_before_inspection=lpid_before)
+
+    def last_user(self, lpid: int) -> int:
+        """The last pid that *used* the segment, given the kernel's ``shm_lpid``:
+        an inspection by ``shmshare check`` is not a use."""
+        if self.inspector_pid and lpid == self.inspector_pid:
+            return self.lpid_before_inspection
+        return lpid
 
     @staticmethod
     def magic_is_zero(buf: memoryview) -> bool:

@@ -1,13 +1,18 @@
 """What is in a project directory: listing, inspecting and removing objects by name.
 
-Listing never attaches (attaching would change ``shm_lpid`` and could race
-with a last detach); ``info`` and ``rm`` attach under the key-file lock.
+Listing and ``info`` never attach: they read the key file and the kernel's
+view (IPC_STAT), because an attach would change ``shm_lpid`` and the attach
+times, and could race with a last detach.  Only ``rm`` attaches, under the
+key-file lock, to verify what it removes.
 """
 
 from __future__ import annotations
 
+import os
 import pwd
+import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +21,31 @@ from .._core import proc
 from ..errors import SegmentNotFoundError
 from .header import HEADER_SIZE
 from .keys import KeyFile, KeyRecord, key_file_path, list_names
-from .lifecycle import destroy, find_existing, orphan_reason
+from .lifecycle import destroy, find_existing
 
-__all__ = ["Entry", "info", "list_entries", "remove"]
+__all__ = ["EXTENT_KEYS", "Entry", "ExtentSummary", "extent_summary", "hex_key", "info",
+           "iso_time", "list_entries", "remove"]
+
+# Heap extents (the further segments a grown object adds) take random keys
+# below 2**24; ftok keys carry proj_id (>= 1) in their top byte.
+EXTENT_KEYS = range(1, 1 << 24)
+
+
+def hex_key(key: int | None) -> str | None:
+    """A System V key as ``ipcs`` prints it: 0x and eight hex digits."""
+    return None if key is None else f"{key & 0xFFFFFFFF:#010x}"
+
+
+def iso_time(t: float | None) -> str | None:
+    """A kernel time (seconds since the epoch; 0 = never) in ISO 8601, local time zone."""
+    if not t:
+        return None
+    return datetime.fromtimestamp(t, timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One row of ``shmshare ls``."""
+    """One row of ``shmshare ls``: the key file's record and the kernel's view."""
 
     name: str
     kind: str
@@ -36,9 +58,18 @@ class Entry:
     status: str
     creator_pid: int | None
     creator_alive: bool | None
+    last_pid: int | None = None
+    changed: int = 0  # shm_ctime: creation, or the last chmod/chown
+    attached: int = 0
+    detached: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["key"] = hex_key(self.key)
+        d["age_seconds"] = int(time.time() - self.changed) if self.changed else None
+        for field in ("changed", "attached", "detached"):
+            d[field] = iso_time(d[field])
+        return d
 
 
 def _owner(uid: int) -> str:
@@ -62,17 +93,21 @@ def _entry(project_dir: Path, name: str) -> Entry:
         st = _core.stat(shmid)
     except SegmentNotFoundError:
         return Entry(name, record.kind, key, None, "-", "-", 0, 0, "stale key file", None, None)
-    if st.dest:
-        status = "removed, still attached"
-    elif st.nattch:
-        status = "in use"
-    elif record.persist:
-        status = "persistent"
-    else:
-        status = "orphan"  # the rule of lifecycle.orphan_reason: gc removes it
     return Entry(name=name, kind=record.kind, key=key, shmid=shmid, owner=_owner(st.uid),
                  perms=f"{st.mode:o}", bytes=max(0, st.size - HEADER_SIZE), nattch=st.nattch,
-                 status=status, creator_pid=st.cpid, creator_alive=_creator_alive(record))
+                 status=_status(st, record.persist), creator_pid=st.cpid,
+                 creator_alive=_creator_alive(record), last_pid=st.lpid, changed=st.ctime,
+                 attached=st.atime, detached=st.dtime)
+
+
+def _status(st: _core.ShmStat, persist: bool) -> str:
+    if st.dest:
+        return "removed, still attached"
+    if st.nattch:
+        return "in use"
+    if persist:
+        return "persistent"
+    return "orphan"  # the rule of lifecycle.orphan_reason: gc removes it
 
 
 def _creator_alive(record: KeyRecord | None) -> bool | None:
@@ -94,33 +129,74 @@ def list_entries(project_dir: Path) -> list[Entry]:
     return [_entry(project_dir, name) for name in list_names(project_dir)]
 
 
-def info(project_dir: Path, name: str) -> dict[str, Any]:
-    """Header, kind, sizes and kernel state of one object."""
-    path = key_file_path(project_dir, name)
-    with KeyFile.locked(path, create=False) as kf:
-        record = kf.read() if kf is not None else None
-        found = find_existing(kf, record, name, readonly=True) if kf and record else None
-        if found is None:
-            raise SegmentNotFoundError(
-                2, f"no object named {name!r} in {str(project_dir)!r}", str(path))
+@dataclass(frozen=True)
+class ExtentSummary:
+    """Heap extents of this user: how many, how many bytes, how many nobody attached."""
+
+    count: int
+    bytes: int
+    unattached: int
+
+
+def extent_summary() -> ExtentSummary:
+    """This user's heap extent segments, from the kernel's view.
+
+    Which object an extent belongs to is written only inside the object's
+    main segment, so telling it needs an attach (``shmshare check NAME``).
+    """
+    count = size = idle = 0
+    for shmid in _core.list_ids():
         try:
-            st = found.stat_before
-            h = found.header
-            result: dict[str, Any] = {
-                "name": name, "kind": h.kind, "project_dir": str(project_dir),
-                "key_file": str(path), "key": found.key, "shmid": found.shmid,
-                "proj_id": h.proj_id, "layout_version": h.version,
-                "persist": h.persist, "payload_bytes": h.payload_size,
-                "segment_bytes": st.size, "owner": _owner(st.uid), "group": st.gid,
-                "perms": f"{st.mode:o}", "nattch": st.nattch, "creator_pid": h.creator_pid,
-                "creator_alive": _creator_alive(record), "last_pid": st.lpid,
-                "created": h.created, "attach_time": st.atime, "detach_time": st.dtime,
-                "change_time": st.ctime, "locked_in_ram": st.locked,
-                "orphan": orphan_reason(st, h) is not None,
-            }
-        finally:
-            found.attachment.detach()
-    return result
+            st = _core.stat(shmid)
+        except OSError:
+            continue  # removed meanwhile
+        if st.key in EXTENT_KEYS and st.uid == os.geteuid():
+            count += 1
+            size += st.size
+            idle += st.nattch == 0
+    return ExtentSummary(count, size, idle)
+
+
+def info(project_dir: Path, name: str) -> dict[str, Any]:
+    """Kind, sizes and kernel state of one object, without attaching it.
+
+    What it shows comes from the key file and IPC_STAT.  The identity header
+    inside the segment is not read (that needs an attach): ``shmshare check``
+    verifies it.
+    """
+    path = key_file_path(project_dir, name)
+    record = _read_record(path)
+    missing = SegmentNotFoundError(
+        2, f"no object named {name!r} in {str(project_dir)!r}", str(path))
+    if record is None:
+        raise missing
+    key = _core.ftok(str(path), record.proj_id)
+    try:
+        shmid = _core.shmget(key, 0, 0)
+        st = _core.stat(shmid)
+    except SegmentNotFoundError:
+        raise SegmentNotFoundError(
+            2, f"{name!r} in {str(project_dir)!r} has a key file but no segment (a stale key "
+            "file: shmshare gc removes it)", str(path)) from None
+    return {
+        "name": name, "kind": record.kind, "project_dir": str(project_dir),
+        "key_file": str(path), "key": hex_key(key), "shmid": shmid,
+        "proj_id": record.proj_id, "persist": record.persist,
+        "status": _status(st, record.persist),
+        "payload_bytes": max(0, st.size - HEADER_SIZE), "segment_bytes": st.size,
+        "owner": _owner(st.uid), "group": st.gid, "perms": f"{st.mode:o}",
+        "nattch": st.nattch, "creator_pid": st.cpid, "creator_alive": _creator_alive(record),
+        "last_pid": st.lpid, "changed": iso_time(st.ctime),
+        "age_seconds": int(time.time() - st.ctime) if st.ctime else None,
+        "attached": iso_time(st.atime), "detached": iso_time(st.dtime),
+        "locked_in_ram": st.locked,
+        "extents": ("grown objects keep more memory in extent segments; shmshare check "
+                    "NAME attaches and counts them" if record.kind in _HEAP_KINDS else "none"),
+    }
+
+
+# Kinds whose payload is a heap that may grow into extents.
+_HEAP_KINDS = frozenset({"dict", "list", "set", "namespace", "value", "queue"})
 
 
 def remove(project_dir: Path, name: str) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .. import _core
+from .._log import logger
 from ..errors import SegmentNotFoundError, ShmPermissionError, ShmshareError
 from .header import HEADER_SIZE, Header
 from .keys import IPC_NAMESPACE, KeyFile, KeyRecord, key_file_path, list_names
@@ -177,20 +178,23 @@ def orphan_reason(st: _core.ShmStat, header: Header) -> str | None:
     has nattch 0 (between shmget and shmat at creation, between the nattch
     check and IPC_RMID at the last detach) happens under that lock, so
     nattch 0 seen under it means every user died without detaching cleanly.
-    The last pid is only reported: an inspection attach (``info``, a dry run)
-    makes the inspector the last pid without making the segment any less
-    orphaned.
+    The last pid is only reported; ``shmshare check``, the one inspection
+    that attaches, records itself in the header so it is not reported as the
+    last user (:meth:`Header.last_user`).
     """
     if header.persist or st.dest or st.nattch > 0:
         return None
-    last = st.lpid or st.cpid
+    return _orphan_text(header.last_user(st.lpid) or st.cpid)
+
+
+def _orphan_text(last: int) -> str:
     state = "alive" if pid_alive(last) else "gone"
     return f"nattch 0 and not persistent (last user pid {last}: {state})"
 
 
 class SweepResult(NamedTuple):
     name: str
-    action: str  # "removed", "removed-stale-key", "kept"
+    action: str  # "removed", "removed-stale-key", "kept"; dry runs: "would-remove..."
     reason: str
 
 
@@ -212,6 +216,12 @@ def sweep(project_dir: Path, *, dry_run: bool = False,
             result = _sweep_one(kf, name, dry_run)
             if result is not None:
                 results.append(result)
+                if not dry_run and result.action != "kept":
+                    what = (f"stale key file {name}.key" if result.action == "removed-stale-key"
+                            else name)
+                    logger.info("removed %s in %s: %s", what, project_dir, result.reason)
+    if not dry_run and not results:
+        logger.debug("swept %s: nothing to remove", project_dir)
     return results
 
 
@@ -220,6 +230,8 @@ def _sweep_one(kf: KeyFile, name: str, dry_run: bool) -> SweepResult | None:
     if record is not None and record.other_namespace():
         return SweepResult(name, "kept", f"a segment of another IPC namespace "
                            f"(ipc:[{record.ipcns}]): not visible from here, left alone")
+    if dry_run:
+        return _predict_one(kf, record, name)
     try:
         found = find_existing(kf, record, name) if record is not None else None
     except ShmshareError as exc:
@@ -245,6 +257,23 @@ def _sweep_one(kf: KeyFile, name: str, dry_run: bool) -> SweepResult | None:
         found.attachment.detach()
 
 
+def _predict_one(kf: KeyFile, record: KeyRecord | None, name: str) -> SweepResult | None:
+    """What :func:`_sweep_one` would do, from the kernel's view only (IPC_STAT).
+
+    A dry run attaches nothing: an attach would make the inspector the
+    segment's last pid.  So the identity header is not verified here; the
+    real sweep verifies it before removing anything.
+    """
+    if record is None:
+        return SweepResult(name, "would-remove-stale-key", "the key file names no segment")
+    try:
+        st = _core.stat(_core.shmget(_core.ftok(str(kf.path), record.proj_id), 0, 0))
+    except SegmentNotFoundError:
+        return SweepResult(name, "would-remove-stale-key", "the key file names no segment")
+    if record.persist or st.dest or st.nattch > 0:
+        return None
+    return SweepResult(name, "would-remove", _orphan_text(st.lpid or st.cpid))
+
 
 def sweep_extents(*, dry_run: bool = False, ids: list[int] | None = None
                   ) -> list[SweepResult]:
@@ -265,5 +294,8 @@ def sweep_extents(*, dry_run: bool = False, ids: list[int] | None = None
             continue
         why = (f"a heap extent whose main segment (shmid {main}) is gone" if main >= 0 else
                "an unfinished heap extent whose main segment is gone")
-        results.append(SweepResult(f"extent shmid={shmid}", "removed", why))
+        results.append(SweepResult(f"extent shmid={shmid}",
+                                   "would-remove" if dry_run else "removed", why))
+        if not dry_run:
+            logger.info("removed heap extent shmid=%d: %s", shmid, why)
     return results

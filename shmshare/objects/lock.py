@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .._core.guard import LockGuard
+from .._log import logger
 from ..errors import LockTimeoutError
 
 __all__ = ["ObjectLock", "OwnerDiedWarning"]
@@ -110,9 +111,10 @@ class ObjectLock:
 
     def note_recovery(self) -> None:
         self.recoveries += 1
-        warnings.warn(OwnerDiedWarning(
-            f"a process died holding this lock (pid {os.getpid()} took it over); the "
-            "object was checked and repaired"), stacklevel=3)
+        message = (f"a process died holding this lock (pid {os.getpid()} took it over); the "
+                   "object was checked and repaired")
+        logger.warning("lock recovered: %s", message)
+        warnings.warn(OwnerDiedWarning(message), stacklevel=3)
 
     def release(self) -> None:
         if self._release_level():

@@ -36,6 +36,7 @@ from typing import Any
 from .._core import proc
 from .._core import sync as csync
 from .._core.heap import Heap
+from .._log import logger
 from ..errors import ShmTypeError
 from ..segment import Segment
 from .codec import encode_key
@@ -89,9 +90,10 @@ class _Waitable(HandleMethods, HeapObject):
 
     def _recovered(self, what: str) -> None:
         self.recoveries += 1
-        warnings.warn(OwnerDiedWarning(
-            f"a process died holding {what} of this "
-            f"{type(self).__name__.removeprefix('Shared')}; it was given back"), stacklevel=3)
+        message = (f"a process died holding {what} of this "
+                   f"{type(self).__name__.removeprefix('Shared')}; it was given back")
+        logger.warning("recovered: %s", message)
+        warnings.warn(OwnerDiedWarning(message), stacklevel=3)
 
 
 def _timeout(block: bool, timeout: float | None) -> float | None:

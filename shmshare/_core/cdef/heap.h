@@ -35,6 +35,7 @@ int  shms_heap_rebuild(shms_heap_t *h, int held, int64_t timeout_ns);
 int  shms_heap_check(shms_heap_t *h, char *msg, size_t cap, int held, int64_t timeout_ns);
 uint64_t shms_heap_modcount(shms_heap_t *h);
 const volatile uint64_t *shms_heap_modcount_ptr(shms_heap_t *h);
+const volatile uint64_t *shms_heap_n_extents_ptr(shms_heap_t *h);
 int shms_heap_wait_change(shms_heap_t *h, uint64_t seen, int64_t timeout_ns);
 uint64_t shms_heap_recoveries(shms_heap_t *h);
 int  shms_heap_stats(shms_heap_t *h, uint64_t *out, int n, int held, int64_t timeout_ns);

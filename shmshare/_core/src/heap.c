@@ -485,6 +485,13 @@ const volatile uint64_t *shms_heap_modcount_ptr(shms_heap_t *h)
     return &h->hdr->modcount;
 }
 
+/* n_extents only grows (slots are reused, never given back while the heap
+ * lives), so Python can notice growth with one read and log it. */
+const volatile uint64_t *shms_heap_n_extents_ptr(shms_heap_t *h)
+{
+    return &h->hdr->n_extents;
+}
+
 uint64_t shms_heap_modcount(shms_heap_t *h)
 {
     return shms_load64(&h->hdr->modcount);

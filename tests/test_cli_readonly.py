@@ -1,0 +1,206 @@
+"""The CLI for the person cleaning up a machine: read-only verbs leave no trace, output
+says what it means (hex keys, ISO times, extents, orphans of dead Managers), scripts
+get JSON for results and errors alike."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+from helpers import run_python, segments_created_by
+
+import shmshare
+from shmshare import _core
+from shmshare.cli import _VERBS, main
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _orphan_dict(project_dir: Path, name: str, items: int = 1) -> tuple[int, int]:
+    """A named dict whose only user was SIGKILLed: (its shmid, the dead user's pid)."""
+    code = textwrap.dedent("""
+        import os, signal, sys
+        from shmshare import SharedDict
+        d = SharedDict(sys.argv[2], project_dir=sys.argv[1])
+        for i in range(int(sys.argv[3])):
+            d[i] = b"x" * 100
+        print(d._seg.id, os.getpid(), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = run_python(code, str(project_dir), name, str(items), check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    shmid, pid = map(int, proc.stdout.split())
+    return shmid, pid
+
+
+def _kernel_view(shmid: int) -> tuple[int, int, int, int]:
+    st = _core.stat(shmid)
+    return st.nattch, st.lpid, st.atime, st.dtime
+
+
+def test_ls_of_a_mistyped_project_dir_creates_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --project-dir that does not exist is an error, for every verb, and stays absent."""
+    typo = tmp_path / "tpyo"
+    for argv in (["ls"], ["info", "x"], ["check", "x"], ["gc", "--dry-run"], ["gc"], ["rm", "x"]):
+        code, out, err = cli(capsys, *argv, "--project-dir", str(typo))
+        assert code == 1 and out == "" and "no project directory" in err, (argv, err)
+        assert not typo.exists(), argv
+
+
+def test_ls_info_and_dry_run_attach_nothing(project_dir: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """ls, info and gc --dry-run leave nattch, lpid and the attach times as they were,
+    so the real gc still names the dead user, not the CLI."""
+    shmid, dead = _orphan_dict(project_dir, "dead")
+    before = _kernel_view(shmid)
+    files = sorted(project_dir.rglob("*"))
+    for argv in (["ls"], ["info", "dead"], ["gc", "--dry-run"], ["--json", "gc", "--dry-run"]):
+        code, _, err = cli(capsys, *argv, "--project-dir", str(project_dir))
+        assert code == 0, err
+        assert _kernel_view(shmid) == before, f"{argv} changed the segment's kernel state"
+    assert sorted(project_dir.rglob("*")) == files
+    code, out, _ = cli(capsys, "gc", "--project-dir", str(project_dir))
+    assert f"removed dead: nattch 0 and not persistent (last user pid {dead}: gone)" in out
+    assert str(os.getpid()) not in out
+
+
+def test_check_attaches_but_leaves_no_user_trace(project_dir: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """check attaches (it must, to walk the heap) but sweeps nothing, and gc afterwards
+    reports the last real user, not check's pid; a real user after check counts again."""
+    shmid, dead = _orphan_dict(project_dir, "dead")
+    code, out, _ = cli(capsys, "check", "dead", "--project-dir", str(project_dir))
+    assert code == 0 and out.startswith("dead: dict OK"), out
+    assert _core.stat(shmid).lpid == os.getpid()  # the kernel saw check's detach...
+    code, out, _ = cli(capsys, "gc", "--dry-run", "--project-dir", str(project_dir), "--json")
+    (result,) = [r for r in json.loads(out)["results"] if r["name"] == "dead"]
+    assert result["action"] == "would-remove"  # check swept nothing: it is still there
+    code, out, _ = cli(capsys, "gc", "--project-dir", str(project_dir))
+    assert f"last user pid {dead}: gone" in out, out  # ...but gc does not call it a user
+
+
+def test_check_of_a_header_only_kind_verifies_and_leaves_no_trace(
+        project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """For a raw segment check verifies the header (attaching), and gc still names the dead user."""
+    code = textwrap.dedent("""
+        import os, signal, sys
+        from shmshare import Segment
+        s = Segment("raw", 100, project_dir=sys.argv[1])
+        print(s.id, os.getpid(), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    shmid, dead = map(int, run_python(code, str(project_dir), check=False).stdout.split())
+    code_, out, _ = cli(capsys, "check", "raw", "--project-dir", str(project_dir))
+    assert code_ == 0 and out.strip() == "raw: segment, header verified (it has no heap to check)"
+    assert _core.stat(shmid).lpid == os.getpid()  # it did attach, to read the header
+    _, out, _ = cli(capsys, "gc", "--project-dir", str(project_dir))
+    assert f"removed raw: nattch 0 and not persistent (last user pid {dead}: gone)" in out
+
+
+def test_gc_json_dry_run_summary_and_errors(project_dir: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Dry runs say would-remove; gc ends with a summary; errors are JSON with --json."""
+    _orphan_dict(project_dir, "dead")
+    (project_dir / "stale.key").write_text("")
+    code, out, _ = cli(capsys, "gc", "--dry-run", "--project-dir", str(project_dir))
+    assert out.splitlines()[-1].startswith(f"gc --dry-run in {project_dir}: ")
+    assert "1 would remove" in out and "1 would remove stale key" in out, out
+    code, out, _ = cli(capsys, "gc", "--json", "--project-dir", str(project_dir))
+    data = json.loads(out)
+    assert data["summary"]["removed"] == 1 and data["summary"]["removed-stale-key"] == 1
+    code, out, _ = cli(capsys, "gc", "--project-dir", str(project_dir))
+    assert out.strip().splitlines()[-1] == f"gc in {project_dir}: nothing to collect"
+    code, out, err = cli(capsys, "--json", "info", "nope", "--project-dir", str(project_dir))
+    assert code == 1 and err == ""
+    error = json.loads(out)
+    assert error["verb"] == "info" and error["type"] == "SegmentNotFoundError"
+    assert error["errno"] == 2 and "no object named 'nope'" in error["error"]
+
+
+@pytest.mark.parametrize("verb", sorted(_VERBS))
+def test_every_verb_help_has_a_plain_description(verb: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``shmshare VERB --help`` describes the verb, in plain text (no RST backticks)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([verb, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    description = out.split("\n\n")[1]
+    assert len(description) > 80, out
+    assert "``" not in out and ":func:" not in out, out
+
+
+def test_main_help_is_plain(capsys: pytest.CaptureFixture[str]) -> None:
+    """The top-level --help has a description and no RST markup either."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "See and clean" in out and "``" not in out
+
+
+def test_ls_lists_a_dead_managers_objects_as_orphans(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A SIGKILLed Manager's objects, in managers/, are listed as orphans; gc removes them."""
+    code = textwrap.dedent(f"""
+        import os, signal, shmshare
+        m = shmshare.Manager(project_dir={str(tmp_path)!r})
+        m.dict(a=1)
+        print(os.getpid(), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    pid = int(run_python(code, check=False).stdout)
+    _, out, _ = cli(capsys, "ls", "--project-dir", str(tmp_path), "--json")
+    rows = json.loads(out)["objects"]
+    assert rows and all(r["name"].startswith("managers/") for r in rows), rows
+    assert all(r["status"] == f"orphan (owner pid {pid} gone)" for r in rows), rows
+    _, out, _ = cli(capsys, "ls", "--project-dir", str(tmp_path))
+    assert "managers/" in out and "orphan" in out
+    _, out, _ = cli(capsys, "gc", "--project-dir", str(tmp_path))
+    assert "removed managers/" in out
+    assert segments_created_by(pid) == []
+
+
+def test_grown_objects_show_extents_and_total_bytes(project_dir: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """ls counts the heap extents ipcs shows and explains them; check gives an object's own."""
+    d = shmshare.SharedDict("big", project_dir=project_dir)
+    try:
+        d.update((i, b"x" * 100) for i in range(5000))
+        own = d.stats()["extents"]
+        assert own > 1
+        _, out, _ = cli(capsys, "ls", "--project-dir", str(project_dir))
+        flat = " ".join(out.split())  # the note is wrapped
+        assert "heap extent segment(s) of yours" in flat and "keys below 0x01000000" in flat
+        _, out, _ = cli(capsys, "ls", "--project-dir", str(project_dir), "--json")
+        assert json.loads(out)["extents"]["segments"] >= own - 1  # extent 0 is the main one
+        _, out, _ = cli(capsys, "check", "big", "--project-dir", str(project_dir), "--json")
+        data = json.loads(out)
+        assert data["extents"] == own and data["bytes_total"] > 65536
+        assert data["key"] == f"{d._seg.key:#010x}"
+    finally:
+        d.detach()
+
+
+def test_cli_reference_shows_the_real_help(monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/reference/cli.md quotes ``--help`` as it is (no stale text, no raw RST)."""
+    reference = Path(__file__).resolve().parent.parent / "docs" / "reference" / "cli.md"
+    if not reference.is_file():
+        pytest.skip("no docs/ here (an installed copy without the sources)")
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    real = capsys.readouterr().out.strip()
+    text = reference.read_text()
+    quoted = text.split("$ python -m shmshare --help\n", 1)[1].split("\n```", 1)[0].strip()
+    assert quoted == real
+    assert "``" not in text.replace("```", "")  # RST literals, not markdown fences
