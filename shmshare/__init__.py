@@ -4,6 +4,7 @@ from ._version import __version__
 from .errors import (
     CorruptSegmentError,
     LockTimeoutError,
+    ObjectGoneError,
     SegmentExistsError,
     SegmentNotFoundError,
     SegmentRemovedError,
@@ -27,6 +28,7 @@ __all__ = [
     "CorruptSegmentError",
     "LockTimeoutError",
     "Manager",
+    "ObjectGoneError",
     "ObjectLock",
     "OwnerDiedWarning",
     "Segment",

@@ -22,14 +22,17 @@ from typing import Any
 
 from . import _core
 from .errors import (
+    ObjectGoneError,
     SegmentExistsError,
     SegmentNotFoundError,
     SegmentRemovedError,
     ShmLimitError,
+    ShmPermissionError,
     ShmshareError,
     ShmValueError,
     WrongTypeError,
 )
+from .naming.handoff import add_claim, pin, read_claims
 from .naming.header import (
     FLAG_ANONYMOUS,
     FLAG_HEAP,
@@ -414,8 +417,11 @@ class Segment:
         b = self._b
         if b.released:
             raise ValueError(f"cannot pickle detached segment {self._label()}")
+        if b.header is not None and not b.persist:
+            # Removed with its last attachment: stay attached until the receiver is.
+            pin(id(b), self, _claims_reader(b))
         if b.key_path is not None:
-            return (_reopen_named, (b.kind, b.name, str(b.project_dir)))
+            return (_unpickle_named, (b.kind, b.name, str(b.project_dir)))
         if b.header is not None:
             return (_reattach_anonymous, (b.kind, b.shmid, b.header.token))
         return (Segment.from_id, (b.shmid,))
@@ -465,28 +471,62 @@ def _create_anonymous(kind: str, size: int, *, mode: int, shm_flags: int = 0,
                     size=size, header=header)
 
 
+def _claims_reader(b: _Binding) -> Callable[[], int | None]:
+    def claims() -> int | None:
+        if b.released:
+            return None
+        view = b.attachment.memoryview()
+        try:
+            return read_claims(view)
+        finally:
+            view.release()
+    return claims
+
+
+def _gone(what: str) -> ObjectGoneError:
+    return ObjectGoneError(
+        f"{what} was gone before this process received it: every process that used it, "
+        "its sender too, had detached or exited (a multiprocessing child waits only "
+        "briefly at exit for its receivers). Keep it alive in the sender until the "
+        "receiver has it, give it a name with persist=True, or make it with a "
+        "shmshare.Manager(), whose objects live until shutdown()")
+
+
 def _reattach_anonymous(kind: str, shmid: int, token: int) -> Segment:
-    """Unpickle an anonymous segment: attach by id and verify its token."""
+    """Unpickle an anonymous segment: attach by id, verify its token, claim it."""
     try:
         st = _core.stat(shmid)
-    except SegmentRemovedError:
-        raise SegmentRemovedError(
-            2, f"anonymous {kind} (shmid={shmid}) no longer exists: every process that used "
-            "it has detached; keep a reference alive in the sending process") from None
-    att = _core.shmat(shmid, st.size)
+        att = _core.shmat(shmid, st.size)
+    except (SegmentRemovedError, ShmValueError, ShmPermissionError):
+        # EIDRM; EINVAL: no such id; EACCES: the id now names another user's segment
+        raise _gone(f"anonymous {kind} (shmid={shmid})") from None
     view = att.memoryview()
     try:
         header = Header.read(view)
+        if header is not None and header.token == token and header.anonymous:
+            add_claim(view)
     finally:
         view.release()
     if header is None or header.token != token or not header.anonymous:
         att.detach()
-        raise SegmentRemovedError(
-            2, f"anonymous {kind} (shmid={shmid}) no longer exists (the id now names "
-            "another segment)")
+        raise _gone(f"anonymous {kind} (shmid={shmid}, an id that now names another segment)")
     self = Segment.__new__(Segment)
     self._bind(_Binding(kind=header.kind, shmid=shmid, key=0, attachment=att,
                         offset=HEADER_SIZE, size=header.payload_size, header=header))
+    return self
+
+
+def _unpickle_named(kind: str, name: str, project_dir: str) -> Segment:
+    """Unpickle a named segment: open it by name and claim it (see naming.handoff)."""
+    try:
+        self = _reopen_named(kind, name, project_dir)
+    except SegmentNotFoundError:
+        raise _gone(f"{kind} {name!r} in {project_dir!r}") from None
+    view = self._b.attachment.memoryview()
+    try:
+        add_claim(view)
+    finally:
+        view.release()
     return self
 
 

@@ -1,0 +1,122 @@
+"""Handing a shared object to another process: its segment lives until the receiver attaches.
+
+An anonymous segment is freed by the kernel when its last attachment goes,
+and a named non-persistent one is removed by its last detach.  A pickled
+reference is only a name or an id, so an object that a worker returns
+(``def f(i): d = SharedDict(); return d``) would be gone as soon as the
+worker drops it — before the parent unpickles it.
+
+So pickling *pins*: the sending process keeps the segment attached until a
+receiver has attached it.  Every attach by unpickling adds one to a *claims*
+word in the segment's header; a pin is dropped once the claims have grown
+by as many as the pickles made since it was taken (checked whenever this
+process pins again).  A multiprocessing child, about to exit while pins are
+still unclaimed, waits for their receivers, at most ``CLAIM_WAIT`` seconds
+(a Pool or ProcessPoolExecutor parent unpickles every result as it comes,
+so it claims at once; an object put on a queue nobody reads must not hold
+its sender forever).  A receiver that comes later finds the object gone and
+gets :class:`~shmshare.errors.ObjectGoneError` at once, never an OSError
+(which multiprocessing's result threads take for a closed pipe, and hang).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["CLAIM_WAIT", "add_claim", "pin", "read_claims"]
+
+CLAIM_WAIT = 10.0  # seconds an exiting multiprocessing child waits for its receivers
+
+_CLAIMS_AT = 2064  # a u64 in the header page, after the PID-namespace words
+
+
+def add_claim(buf: memoryview) -> None:
+    """Count one attach by unpickling (a lost increment under a race still changes the word)."""
+    word = buf[_CLAIMS_AT:_CLAIMS_AT + 8].cast("Q")
+    try:
+        word[0] = (word[0] + 1) & 0xFFFF_FFFF_FFFF_FFFF
+    finally:
+        word.release()
+
+
+def read_claims(buf: memoryview) -> int:
+    word = buf[_CLAIMS_AT:_CLAIMS_AT + 8].cast("Q")
+    try:
+        return int(word[0])
+    finally:
+        word.release()
+
+
+class _Pin:
+    __slots__ = ("baseline", "claims", "holder", "pickles", "pid")
+
+    def __init__(self, holder: Any, claims: Callable[[], int | None]) -> None:
+        self.holder = holder  # keeps the segment attached while the pin exists
+        self.claims = claims  # the claims word now; None once the segment is gone
+        self.baseline = claims()
+        self.pickles = 0
+        self.pid = os.getpid()  # a forked child inherits pins but does not wait for them
+
+    def claimed(self) -> bool:
+        now = self.claims()
+        if now is None or self.baseline is None:
+            return True  # detached or removed: nothing left to keep alive
+        return (now - self.baseline) % (1 << 64) >= self.pickles
+
+
+_lock = threading.Lock()
+_pins: dict[int, _Pin] = {}
+_exit_hook_pid = 0
+
+
+def pin(key: int, holder: Any, claims: Callable[[], int | None]) -> None:
+    """Keep ``holder`` (a Segment) alive until one more receiver has claimed it."""
+    global _exit_hook_pid
+    with _lock:
+        for k in [k for k, p in _pins.items() if p.claimed()]:
+            del _pins[k]
+        p = _pins.get(key)
+        if p is None:
+            p = _pins[key] = _Pin(holder, claims)
+        p.pickles += 1
+        install = _exit_hook_pid != os.getpid()
+        _exit_hook_pid = os.getpid()
+    if install:
+        _install_exit_wait()
+
+
+def _install_exit_wait() -> None:
+    import multiprocessing
+    import multiprocessing.util as mpu
+
+    if multiprocessing.parent_process() is not None:
+        # Before the segments are released (exitpriority -10, see segment.py).
+        mpu.Finalize(None, _await_claims, exitpriority=10)
+
+
+def _await_claims() -> None:
+    deadline = time.monotonic() + CLAIM_WAIT
+    delay = 0.001
+    while time.monotonic() < deadline:
+        with _lock:
+            for k in [k for k, p in _pins.items() if p.claimed()]:
+                del _pins[k]
+            if not any(p.pid == os.getpid() for p in _pins.values()):
+                return
+        time.sleep(delay)  # no event to wait on: the receiver is another process
+        delay = min(delay * 2, 0.05)
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held the lock at fork.  The inherited pins stay
+    # (dropping them here would release segments inside the fork hook); they
+    # go when claimed, and this child never waits for them.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
