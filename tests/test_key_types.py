@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import JOIN_TIMEOUT, START_METHODS
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shmshare import SharedDict
 from shmshare.objects.codec import decode_key, encode_key
@@ -211,3 +213,33 @@ def test_shared_dict_numpy_key_found_by_int() -> None:
         d[np.int64(1)] = "v"
         d[2] = "w"
         assert d.get(1) == "v" and d[np.int32(2)] == "w" and len(d) == 2
+
+
+class Bits(enum.IntFlag):
+    A = 1
+    B = 2
+
+
+def _as(kind: str, n: Fraction) -> object:
+    """``n`` as a key of another numeric type, when that type holds it exactly."""
+    if kind == "decimal":
+        exact = n.denominator in (1, 2, 4, 5, 8, 10)  # a Decimal quotient holds these exactly
+        return Decimal(n.numerator) / Decimal(n.denominator) if exact else n
+    if kind == "float" and float(n) == n:
+        return float(n)
+    if n.denominator == 1 and -2**62 < n.numerator < 2**62:
+        if kind == "numpy":
+            return np.int64(n.numerator)
+        if kind == "flag" and 0 <= n.numerator <= 3:
+            return Bits(n.numerator)
+    return n
+
+
+@given(st.fractions(max_denominator=10), st.fractions(max_denominator=10),
+       st.sampled_from(["decimal", "float", "numpy", "flag", "fraction"]),
+       st.sampled_from(["decimal", "float", "numpy", "flag", "fraction"]))
+def test_numeric_keys_equal_iff_python_equal(a: Fraction, b: Fraction, ka: str, kb: str) -> None:
+    """Across Fraction, Decimal, float, numpy and IntFlag: one key exactly when ==."""
+    x, y = _as(ka, a), _as(kb, b)
+    assert (cmp(x) == cmp(y)) == (x == y), (x, y)
+    assert cmp((x, "t")) == cmp((y, "t")) or x != y
