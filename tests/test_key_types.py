@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import JOIN_TIMEOUT, START_METHODS
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from shmshare import SharedDict
@@ -235,11 +235,16 @@ def _as(kind: str, n: Fraction) -> object:
     return n
 
 
+@settings(max_examples=50, deadline=None)
 @given(st.fractions(max_denominator=10), st.fractions(max_denominator=10),
        st.sampled_from(["decimal", "float", "numpy", "flag", "fraction"]),
        st.sampled_from(["decimal", "float", "numpy", "flag", "fraction"]))
 def test_numeric_keys_equal_iff_python_equal(a: Fraction, b: Fraction, ka: str, kb: str) -> None:
     """Across Fraction, Decimal, float, numpy and IntFlag: one key exactly when ==."""
     x, y = _as(ka, a), _as(kb, b)
-    assert (cmp(x) == cmp(y)) == (x == y), (x, y)
-    assert cmp((x, "t")) == cmp((y, "t")) or x != y
+    try:
+        equal = bool(x == y)
+    except TypeError:  # Decimal == numpy integer raises in Python itself
+        assume(False)
+    assert (cmp(x) == cmp(y)) == equal, (x, y)
+    assert (cmp((x, "t")) == cmp((y, "t"))) == equal

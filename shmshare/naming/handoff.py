@@ -21,6 +21,7 @@ gets :class:`~shmshare.errors.ObjectGoneError` at once, never an OSError
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -70,12 +71,11 @@ class _Pin:
 
 _lock = threading.Lock()
 _pins: dict[int, _Pin] = {}
-_exit_hook_pid = 0
+_exit_hook_pid = 0  # the process that installed the exit wait (forked children install again)
 
 
 def pin(key: int, holder: Any, claims: Callable[[], int | None]) -> None:
     """Keep ``holder`` (a Segment) alive until one more receiver has claimed it."""
-    global _exit_hook_pid
     with _lock:
         for k in [k for k, p in _pins.items() if p.claimed()]:
             del _pins[k]
@@ -83,19 +83,32 @@ def pin(key: int, holder: Any, claims: Callable[[], int | None]) -> None:
         if p is None:
             p = _pins[key] = _Pin(holder, claims)
         p.pickles += 1
-        install = _exit_hook_pid != os.getpid()
-        _exit_hook_pid = os.getpid()
-    if install:
-        _install_exit_wait()
+    _install_exit_wait()
 
 
-def _install_exit_wait() -> None:
+def _install_exit_wait(_: object = None) -> None:
+    """Wait for receivers when this multiprocessing child exits.
+
+    fork and forkserver children leave through ``os._exit``, after
+    multiprocessing's exit finalizers: this one runs at exitpriority -7, after
+    a Queue's feeder thread is joined (-5) -- which is when an object put just
+    before exiting gets pickled, and pinned -- and before the segments are
+    released (-10, see segment.py).  Those finalizers are collected once, so
+    this one is installed early: at the child's start (an after-fork hook) or
+    at the first pin.  spawn children run no after-fork hooks and leave
+    through the interpreter's exit: there an atexit handler, registered after
+    the segments' own weakref finalizers and so run before them, waits.
+    """
+    global _exit_hook_pid
     import multiprocessing
     import multiprocessing.util as mpu
 
+    if _exit_hook_pid == os.getpid():
+        return
+    _exit_hook_pid = os.getpid()
     if multiprocessing.parent_process() is not None:
-        # Before the segments are released (exitpriority -10, see segment.py).
-        mpu.Finalize(None, _await_claims, exitpriority=10)
+        mpu.Finalize(None, _await_claims, exitpriority=-7)
+        atexit.register(_await_claims)
 
 
 def _await_claims() -> None:
@@ -119,4 +132,18 @@ def _after_fork_in_child() -> None:
     _lock = threading.Lock()
 
 
+class _ForkToken:
+    pass
+
+
+_FORK_TOKEN = _ForkToken()
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _register() -> None:
+    import multiprocessing.util as mpu
+
+    mpu.register_after_fork(_FORK_TOKEN, _install_exit_wait)
+
+
+_register()
