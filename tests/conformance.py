@@ -17,21 +17,35 @@ name.  pytest runs them as ordinary unittest classes, so xdist spreads them.
 from __future__ import annotations
 
 import gc
+import multiprocessing
+import multiprocessing.forkserver
 import os
 import shutil
+import sys
 import tempfile
 import unittest
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from helpers import segments_created_by
 
 import shmshare
 
-tm = pytest.importorskip("test._test_multiprocessing",
-                         reason="this Python has no test package (CPython's test suite)")
+# The children that spawn and forkserver start import this module (through
+# test_conformance_<method>) to find the test classes.  They run no test and
+# need no pytest, whose import is most of their start-up time.
+UNDER_PYTEST = "pytest" in sys.modules
+
+try:
+    import test._test_multiprocessing as tm
+except ImportError:
+    if UNDER_PYTEST:
+        import pytest
+
+        pytest.skip("this Python has no test package (CPython's test suite)",
+                    allow_module_level=True)
+    raise
 
 # Each builds its own BaseManager subclass (register() of server-side objects,
 # a remote server, a restart on one address): shmshare has no server process,
@@ -72,20 +86,37 @@ class ShmshareManagerMixin(tm.ManagerMixin):  # type: ignore[misc,name-defined]
         assert not leaked, f"the tests of {cls.__name__} leaked segments: {sorted(leaked)}"
 
 
-@pytest.fixture(autouse=True)
-def _no_segment_leak() -> Iterator[None]:
-    """Replaces the suite's per-test leak check: a Manager's objects live until its
-    shutdown, at class teardown, where ShmshareManagerMixin checks for leaks instead."""
-    yield
-    gc.collect()
+if UNDER_PYTEST:
+    import pytest
+
+    @pytest.fixture(autouse=True)
+    def _no_segment_leak() -> Iterator[None]:
+        """Replaces the suite's per-test leak check: a Manager's objects live until its
+        shutdown, at class teardown, where ShmshareManagerMixin checks for leaks instead."""
+        yield
+        gc.collect()
 
 
 def _xfail(method: Any, reason: str) -> Any:
+    import pytest
+
     def test(self: Any) -> None:
         method(self)
     test.__name__ = method.__name__
     test.__doc__ = method.__doc__
     return pytest.mark.xfail(strict=True, reason=reason)(test)
+
+
+def _set_up_module(generated_setup: Any, start_method: str, module: str) -> Any:
+    def setUpModule() -> None:
+        generated_setup()
+        if start_method == "forkserver":
+            # Fork the children from a server that has imported what they need,
+            # as CPython preloads its own test module; restart it to apply that.
+            multiprocessing.set_forkserver_preload(
+                ["test._test_multiprocessing", "shmshare", module])
+            multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+    return setUpModule
 
 
 def install(globs: dict[str, Any], start_method: str) -> None:
@@ -101,10 +132,12 @@ def install(globs: dict[str, Any], start_method: str) -> None:
         body: dict[str, Any] = {"__module__": globs["__name__"], "__qualname__": name}
         for key, reason in XFAIL.items():
             cname, _, tname = key.partition(".")
-            if cname == name:
+            if cname == name and UNDER_PYTEST:
                 body[tname] = _xfail(getattr(base, tname), reason)
         globs[name] = type(name, (base, ShmshareManagerMixin, unittest.TestCase), body)
-    globs["_no_segment_leak"] = _no_segment_leak
-    globs["pytestmark"] = pytest.mark.timeout(120)  # a hang fails its test, not the run
-    globs["setUpModule"] = generated["setUpModule"]
+    if UNDER_PYTEST:
+        globs["_no_segment_leak"] = _no_segment_leak
+        globs["pytestmark"] = pytest.mark.timeout(120)  # a hang fails its test, not the run
+    globs["setUpModule"] = _set_up_module(generated["setUpModule"], start_method,
+                                          globs["__name__"])
     globs["tearDownModule"] = generated["tearDownModule"]
