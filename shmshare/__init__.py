@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .errors import (
         CorruptSegmentError,
         LockTimeoutError,
+        ObjectGoneError,
         SegmentExistsError,
         SegmentNotFoundError,
         SegmentRemovedError,
@@ -62,6 +63,7 @@ __all__ = [
     "CorruptSegmentError",
     "LockTimeoutError",
     "Manager",
+    "ObjectGoneError",
     "ObjectLock",
     "OwnerDiedWarning",
     "Segment",
@@ -106,6 +108,7 @@ __all__ = [
 _WHERE = {
     "CorruptSegmentError": ".errors",
     "LockTimeoutError": ".errors",
+    "ObjectGoneError": ".errors",
     "Manager": ".manager",
     "ObjectLock": ".objects.lock",
     "OwnerDiedWarning": ".objects.lock",

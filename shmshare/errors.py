@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "CorruptSegmentError",
     "LockTimeoutError",
+    "ObjectGoneError",
     "SegmentExistsError",
     "SegmentNotFoundError",
     "SegmentRemovedError",
@@ -97,6 +98,12 @@ class CorruptSegmentError(_MessageError, RuntimeError):
 
 class LockTimeoutError(_MessageError, TimeoutError):
     """A lock could not be taken within the given timeout."""
+
+
+class ObjectGoneError(_MessageError, ReferenceError):
+    """A pickled shared object was unpickled after it had gone: every process that
+    used it (its sender too) had detached.  Deliberately no OSError, which
+    multiprocessing's result threads take for a closed pipe."""
 
 
 # errno -> (class, hint).  The hint says what to do; the caller adds what was

@@ -26,12 +26,14 @@ import itertools
 import multiprocessing
 import os
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.context import ProcessError
+from multiprocessing.managers import RemoteError
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ._core import proc
+from .errors import ShmValueError
 from .naming.dirs import claim, remove_all, sweep_dead_owners
 from .naming.keys import default_project_dir
 from .objects.dict import SharedDict
@@ -51,7 +53,7 @@ from .objects.typed_array import SharedTypedArray
 from .objects.value import SharedValue
 from .objects.waits import SharedBarrier, SharedCondition
 
-__all__ = ["Manager", "SharedDictProxy"]
+__all__ = ["Manager", "ManagerValueError", "SharedDictProxy"]
 
 _INITIAL, _STARTED, _SHUTDOWN = "initial", "started", "shutdown"
 K = TypeVar("K")
@@ -59,9 +61,21 @@ V = TypeVar("V")
 ObjT = TypeVar("ObjT", bound=SharedObject)
 
 
+class ManagerValueError(ShmValueError, RemoteError):
+    """A Manager method refused its arguments (``Pool(0)``): a ValueError, and
+    also the ``multiprocessing.managers.RemoteError`` that a SyncManager's
+    server sends back for the same call, so code written for either catches it."""
+
+    __str__ = ShmValueError.__str__  # the message, not RemoteError's framed traceback
+
+
 class SharedDictProxy(SharedDict[K, V]):
     """``Manager().dict()``: a SharedDict whose keys(), values() and items()
-    return lists, as multiprocessing's DictProxy does."""
+    return lists, and whose iterator raises RuntimeError if the dict changes
+    size meanwhile, as multiprocessing's DictProxy does."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return _SizeCheckedIterator(self, super().__iter__())
 
     def keys(self) -> list[K]:  # type: ignore[override]
         return list(super().keys())
@@ -71,6 +85,64 @@ class SharedDictProxy(SharedDict[K, V]):
 
     def items(self) -> list[tuple[K, V]]:  # type: ignore[override]
         return list(super().items())
+
+
+class _SizeCheckedIterator(Iterator[Any]):
+    """What ``iter(dict)`` gives: the size is taken at ``iter()`` and compared
+    at every step (a DictProxy's iterator is a dict iterator in its server)."""
+
+    def __init__(self, d: SharedDict[Any, Any], keys: Iterator[Any]) -> None:
+        self._dict = d
+        self._keys = keys
+        self._size = len(d)
+
+    def __next__(self) -> Any:
+        if self._size != len(self._dict):
+            self._size = -1  # sticky, as dict's own iterator
+            raise RuntimeError("dictionary changed size during iteration")
+        return next(self._keys)
+
+
+class _ProxyRepr:
+    """The repr of a multiprocessing proxy, for Manager-made synchronisation objects
+    (``<EventProxy object, typeid 'Event' at 0x...>``); ``str()`` gives shmshare's own."""
+
+    _PROXY = ("BaseProxy", "")
+
+    def __repr__(self) -> str:
+        proxy, typeid = self._PROXY
+        return f"<{proxy} object, typeid {typeid!r} at {id(self):#x}>"
+
+    def __str__(self) -> str:
+        return super().__repr__()
+
+
+class _LockProxy(_ProxyRepr, SharedLock):
+    _PROXY = ("AcquirerProxy", "Lock")
+
+
+class _RLockProxy(_ProxyRepr, SharedRLock):
+    _PROXY = ("AcquirerProxy", "RLock")
+
+
+class _SemaphoreProxy(_ProxyRepr, SharedSemaphore):
+    _PROXY = ("AcquirerProxy", "Semaphore")
+
+
+class _BoundedSemaphoreProxy(_ProxyRepr, SharedBoundedSemaphore):
+    _PROXY = ("AcquirerProxy", "BoundedSemaphore")
+
+
+class _EventProxy(_ProxyRepr, SharedEvent):
+    _PROXY = ("EventProxy", "Event")
+
+
+class _ConditionProxy(_ProxyRepr, SharedCondition):
+    _PROXY = ("ConditionProxy", "Condition")
+
+
+class _BarrierProxy(_ProxyRepr, SharedBarrier):
+    _PROXY = ("BarrierProxy", "Barrier")
 
 
 def _managers_base(project_dir: Any) -> Path:
@@ -210,26 +282,26 @@ class Manager:
         return self._make(SharedValue, typecode, value, lock=lock)
 
     def Lock(self) -> SharedLock:
-        return self._make(SharedLock)
+        return self._make(_LockProxy)
 
     def RLock(self) -> SharedRLock:
-        return self._make(SharedRLock)
+        return self._make(_RLockProxy)
 
     def Semaphore(self, value: int = 1) -> SharedSemaphore:
-        return self._make(SharedSemaphore, value)
+        return self._make(_SemaphoreProxy, value)
 
     def BoundedSemaphore(self, value: int = 1) -> SharedBoundedSemaphore:
-        return self._make(SharedBoundedSemaphore, value)
+        return self._make(_BoundedSemaphoreProxy, value)
 
     def Event(self) -> SharedEvent:
-        return self._make(SharedEvent)
+        return self._make(_EventProxy)
 
-    def Condition(self, lock: SharedLock | SharedRLock | None = None) -> SharedCondition:
-        return self._make(SharedCondition, lock)
+    def Condition(self, lock: Any = None) -> SharedCondition:
+        return self._make(_ConditionProxy, lock)
 
     def Barrier(self, parties: int, action: Callable[[], Any] | None = None,
                 timeout: float | None = None) -> SharedBarrier:
-        return self._make(SharedBarrier, parties, action, timeout)
+        return self._make(_BarrierProxy, parties, action, timeout)
 
     def Array(self, typecode: str, sequence: Any, lock: bool = True) -> SharedTypedArray:
         """``Array(typecode, size_or_sequence)`` as ``multiprocessing.Array``, for every
@@ -248,6 +320,8 @@ class Manager:
         """An ordinary multiprocessing Pool (from ``ctx``): the pool needs no proxy."""
         if self._state != _STARTED:
             raise ProcessError("server not yet started")
+        if processes is not None and processes < 1:
+            raise ManagerValueError(f"Pool() needs at least 1 process, not {processes}")
         return self._ctx.Pool(processes, initializer, initargs, maxtasksperchild)
 
     def __reduce__(self) -> Any:

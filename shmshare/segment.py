@@ -34,6 +34,7 @@ from .naming.attach import (
     open_named,
     release,
 )
+from .naming.handoff import pin, read_claims
 from .naming.header import FLAG_HEAP, Header, note_pid_namespace, pid_namespace_shared
 from .naming.keys import KeyFile
 from .naming.lifecycle import Found, destroy
@@ -145,10 +146,10 @@ class Segment:
         return self
 
     @classmethod
-    def _attach_address(cls, address: Address) -> Segment:
-        """The segment a pickle (``address``) refers to: how every segment and
-        every shared object is unpickled."""
-        return cls._from_binding(attach_address(address))
+    def _attach_address(cls, address: Address, claim: bool = False) -> Segment:
+        """The segment ``address`` refers to: how every segment and every shared
+        object is unpickled (``claim=True``: the receiving end of a pickle)."""
+        return cls._from_binding(attach_address(address, claim=claim))
 
     def _address(self) -> Address:
         b = self._b
@@ -330,7 +331,16 @@ class Segment:
         self.detach()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Segment._attach_address, (self._address(),))
+        return (Segment._attach_address, (self._handoff_address(), True))
+
+    def _handoff_address(self) -> Address:
+        """The address to pickle; a segment that its last detach removes is pinned
+        (kept attached here) until a receiver has attached it (naming.handoff)."""
+        address = self._address()
+        b = self._b
+        if b.header is not None and not b.persist:
+            pin(id(b), self, _claims_reader(b))
+        return address
 
     def _label(self) -> str:
         b = self._b
@@ -344,3 +354,13 @@ class Segment:
         return f"<shmshare.Segment {where} shmid={b.shmid} {state}>"
 
 
+def _claims_reader(b: Binding) -> Callable[[], int | None]:
+    def claims() -> int | None:
+        if b.released:
+            return None
+        view = b.attachment.memoryview()
+        try:
+            return read_claims(view)
+        finally:
+            view.release()
+    return claims

@@ -251,3 +251,54 @@ def test_objects_to_process_pool_executor(method: str, tmp_path) -> None:  # typ
         d, lst, q, _, arr, ev = objs
         assert d["n"] == 4 and len(lst) == 4 and q.qsize() == 4 and arr[0] == 4
         assert ev.is_set()
+
+
+def test_dict_iterator_raises_on_size_change(both) -> None:  # type: ignore[no-untyped-def]
+    """Manager().dict(): a size change during iteration raises RuntimeError, as DictProxy."""
+    for m in both:
+        d = m.dict({1: "a", 2: "b"})
+        assert list(iter(d)) == [1, 2]
+        it = iter(d)
+        assert next(it) == 1
+        d[3] = "c"
+        with pytest.raises(RuntimeError, match="changed size during iteration"):
+            next(it)
+        with pytest.raises(RuntimeError):
+            next(it)  # sticky, as dict's own iterator
+        it = iter(d)
+        d[1] = "changed"  # a new value, same size: no error, as with dict
+        assert list(it) == [1, 2, 3]
+
+
+def test_plain_shared_dict_iteration_stays_tolerant(project_dir) -> None:  # type: ignore[no-untyped-def]
+    """SharedDict itself keeps its documented tolerant iteration (no RuntimeError)."""
+    with shmshare.SharedDict({1: "a", 2: "b"}) as d:
+        it = iter(d)
+        assert next(it) == 1
+        d[3] = "c"
+        assert list(it) == [2, 3]
+
+
+def test_pool_without_processes_raises_as_multiprocessing(both) -> None:  # type: ignore[no-untyped-def]
+    """Manager().Pool(0) and Pool(-1) raise RemoteError, as SyncManager's (and a ValueError)."""
+    ours, theirs = both
+    for n in (0, -1):
+        with pytest.raises(multiprocessing.managers.RemoteError):
+            theirs.Pool(n)
+        with pytest.raises(multiprocessing.managers.RemoteError) as info:
+            ours.Pool(n)
+        assert isinstance(info.value, ValueError)
+        assert isinstance(info.value, shmshare.ShmshareError)
+        assert str(info.value) == f"Pool() needs at least 1 process, not {n}"
+
+
+@pytest.mark.parametrize("typeid", ["Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event",
+                                    "Condition", "Barrier"])
+def test_sync_objects_repr_as_proxies(both, typeid: str) -> None:  # type: ignore[no-untyped-def]
+    """Manager-made synchronisation objects repr as multiprocessing's proxies of the same typeid."""
+    ours, theirs = both
+    args = (2,) if typeid == "Barrier" else ()
+    a, b = getattr(ours, typeid)(*args), getattr(theirs, typeid)(*args)
+    prefix = repr(b).rsplit(" at ", 1)[0]
+    assert repr(a).rsplit(" at ", 1)[0] == prefix
+    assert repr(a).endswith(f" at {id(a):#x}>")

@@ -19,6 +19,7 @@ from typing import Any
 from .. import _core
 from .._core import proc
 from ..errors import (
+    ObjectGoneError,
     SegmentExistsError,
     SegmentNotFoundError,
     SegmentRemovedError,
@@ -28,6 +29,7 @@ from ..errors import (
     ShmValueError,
     WrongTypeError,
 )
+from .handoff import add_claim, drop_claimed
 from .header import FLAG_ANONYMOUS, FLAG_PERSIST, HEADER_SIZE, Header
 from .keys import KeyFile, KeyRecord, key_file_path, resolve_project_dir, validate_name
 from .lifecycle import Found, destroy, find_existing, sweep
@@ -204,16 +206,29 @@ def address_of(b: Binding) -> Address:
     return ("raw", b.shmid)
 
 
-def attach_address(address: Address) -> Binding:
-    """Attach the segment at ``address`` (unpickling): by name, or by id and token."""
+def attach_address(address: Address, *, claim: bool = False) -> Binding:
+    """Attach the segment at ``address``: by name, or by id and token.
+
+    ``claim``: this attach receives a pickle (unpickling): count it in the
+    segment's claims word, so that the sender's pin goes (naming.handoff),
+    and say ObjectGoneError -- never an OSError -- if the object is gone.
+    """
     how = address[0]
     if how == "named":
         _, kind, name, project_dir = address
-        return open_named(kind, name, 0, create=False, project_dir=project_dir,
-                          persist=False, mode=0o600)
+        try:
+            b = open_named(kind, name, 0, create=False, project_dir=project_dir,
+                           persist=False, mode=0o600)
+        except SegmentNotFoundError:
+            if not claim:
+                raise
+            raise _gone(f"{kind} {name!r} in {project_dir!r}") from None
+        if claim:
+            _claim(b.attachment)
+        return b
     if how == "anonymous":
         _, kind, shmid, token = address
-        return _reattach_anonymous(kind, shmid, token)
+        return _reattach_anonymous(kind, shmid, token, claim)
     if how == "raw":
         st = _core.stat(address[1])
         att = _core.shmat(address[1], st.size)
@@ -222,25 +237,45 @@ def attach_address(address: Address) -> Binding:
     raise ShmValueError(f"not a segment address: {address!r}")
 
 
-def _reattach_anonymous(kind: str, shmid: int, token: int) -> Binding:
-    """Attach an anonymous segment by id and verify its token."""
+def _claim(att: _core.Attachment) -> None:
+    view = att.memoryview()
+    try:
+        add_claim(view)
+    finally:
+        view.release()
+    drop_claimed()
+
+
+def _gone(what: str) -> ObjectGoneError:
+    return ObjectGoneError(
+        f"{what} was gone before this process received it: every process that used it, "
+        "its sender too, had detached or exited (a multiprocessing child waits only "
+        "briefly at exit for its receivers). Keep it alive in the sender until the "
+        "receiver has it, give it a name with persist=True, or make it with a "
+        "shmshare.Manager(), whose objects live until shutdown()")
+
+
+def _reattach_anonymous(kind: str, shmid: int, token: int, claim: bool) -> Binding:
+    """Attach an anonymous segment by id and verify its token (and claim it)."""
     try:
         st = _core.stat(shmid)
-    except SegmentRemovedError:
-        raise SegmentRemovedError(
-            2, f"anonymous {kind} (shmid={shmid}) no longer exists: every process that used "
-            "it has detached; keep a reference alive in the sending process") from None
-    att = _core.shmat(shmid, st.size)
+        att = _core.shmat(shmid, st.size)
+    except (SegmentRemovedError, ShmValueError, ShmPermissionError):
+        # EIDRM; EINVAL: no such id; EACCES: the id now names another user's segment
+        raise _gone(f"anonymous {kind} (shmid={shmid})") from None
     view = att.memoryview()
     try:
         header = Header.read(view)
+        ours = header is not None and header.token == token and header.anonymous
+        if ours and claim:
+            add_claim(view)
     finally:
         view.release()
-    if header is None or header.token != token or not header.anonymous:
+    if header is None or not ours:
         att.detach()
-        raise SegmentRemovedError(
-            2, f"anonymous {kind} (shmid={shmid}) no longer exists (the id now names "
-            "another segment)")
+        raise _gone(f"anonymous {kind} (shmid={shmid}, an id that now names another segment)")
+    if claim:
+        drop_claimed()
     return Binding(kind=header.kind, shmid=shmid, key=0, attachment=att, offset=HEADER_SIZE,
                    size=header.payload_size, header=header)
 

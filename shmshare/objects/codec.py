@@ -2,28 +2,36 @@
 
 **Keys.**  A process-independent index needs equal keys to give equal bytes.
 Python's ``hash()`` is salted per process, and pickles of equal keys differ
-(``pickle.dumps(1) != pickle.dumps(1.0)``), so neither can be the index.
-:func:`encode_key` returns ``(data, cmp_len)``: the first ``cmp_len`` bytes
-are a *canonical* encoding, equal exactly when the keys are equal in the
-sense of ``dict``, for these types:
+(``pickle.dumps(1) != pickle.dumps(1.0)``; a class of the main script
+pickles as ``__main__.C`` in one process and ``__mp_main__.C`` in a spawn
+child), so neither can be the index.  :func:`encode_key` returns
+``(data, cmp_len)``: the first ``cmp_len`` bytes are a *canonical*
+encoding, equal exactly when the keys are equal in the sense of ``dict``:
 
 * ``str`` — its UTF-8 bytes (the fast path; UTF-8 never contains 0xFF, the
   byte that starts every other type's tagged, length-prefixed encoding);
-* ``int``, ``bool``, and ``float``/``complex`` values equal to an int — one
-  integer encoding, so ``d[1]``, ``d[1.0]``, ``d[True]`` are one key;
-* other ``float``s and ``complex``es — their IEEE bytes (every NaN is one
-  key here, unlike ``dict``, where a NaN only equals itself by identity);
-* ``bytes``, ``None``, and ``tuple``/``frozenset`` of all of these.
+* numbers: ``int``, ``bool`` and every number equal to an int share one
+  integer encoding (``d[1]``, ``d[1.0]``, ``d[True]``, ``d[Fraction(1)]``,
+  ``d[Decimal(1)]``, ``d[np.int64(1)]`` are one key); other numbers equal to
+  a float share its IEEE bytes (every NaN is one key here, unlike ``dict``,
+  where a NaN only equals itself by identity); other rationals (``Fraction``,
+  ``Decimal``) are their exact ratio; numpy scalars are their ``.item()``;
+* ``bytes``, ``None``, and ``tuple``/``frozenset`` of keys;
+* subclasses of those that keep their base's ``==`` and ``hash()``
+  (``IntEnum``, ``StrEnum``, namedtuples): the base's encoding;
+* Enum members, instances of dataclasses whose ``__eq__`` the dataclass
+  made (frozen ones are hashable), classes, ``datetime``/``date``/``time``/
+  ``timedelta`` and ``UUID``: what their ``==`` compares, with the class
+  named by module and qualified name (``__mp_main__`` read as ``__main__``).
 
-Any other hashable key is encoded by its pickle: two such keys are the same
-key when their pickles are equal (true for enums, frozen dataclasses of the
-types above, ``Decimal``...; ``Decimal(1)`` is *not* the same key as ``1``).
-Unhashable keys raise ``TypeError`` as ``dict`` does.
+Any other key is refused with a TypeError (see :func:`_refuse`): shmshare
+cannot know what its ``==`` means, and encoding it some other way would
+split keys that Python calls equal.
 
 The bytes after ``cmp_len`` are a display suffix — the pickled original key,
 present only when decoding the canonical part would not give back the same
-type (``True``, ``1.0``, ``(1.0, 'a')``...) — so iteration returns the key as
-first inserted, as ``dict`` does.
+object (``True``, ``1.0``, ``(1.0, 'a')``, an Enum member...) — so iteration
+returns the key as first inserted, as ``dict`` does.
 
 **Values** are pickled with protocol 5; what ``pickle`` refuses (lambdas,
 closures, classes defined in functions) is tried with ``cloudpickle``.
@@ -38,8 +46,10 @@ from typing import Any
 __all__ = ["decode_key", "dumps", "encode_key", "loads"]
 
 _TAG = 0xFF  # never occurs in UTF-8, so it cannot start a str key
-_INT, _FLOAT, _COMPLEX, _BYTES, _NONE, _TUPLE, _FSET, _PICKLE, _STR = (
-    b"\xffI", b"\xffF", b"\xffC", b"\xffB", b"\xffN", b"\xffT", b"\xffZ", b"\xffP", b"\xffS")
+_INT, _FLOAT, _COMPLEX, _BYTES, _NONE, _TUPLE, _FSET, _STR, _RATIO, _OBJ = (
+    b"\xffI", b"\xffF", b"\xffC", b"\xffB", b"\xffN", b"\xffT", b"\xffZ", b"\xffS",
+    b"\xffQ", b"\xffO")
+_LEGACY_PICKLE = b"\xffP"  # other keys by their pickle, before key_types (decoded, never made)
 _DOUBLE = struct.Struct(">d")
 _U32 = struct.Struct(">I")
 _NAN = _DOUBLE.pack(float("nan"))
@@ -82,8 +92,9 @@ def _canonical(key: Any) -> tuple[bytes, bool]:
             encoded.sort()  # equal sets, equal bytes, whatever the iteration order
         return (_tagged(_TUPLE if t is tuple else _FSET, b"".join(encoded)),
                 all(exact for _, exact in parts))
-    hash(key)  # unhashable keys raise TypeError here, as with dict
-    return _tagged(_PICKLE, pickle.dumps(key, protocol=5)), True
+    from .key_types import canonical_other
+
+    return canonical_other(key), False
 
 
 def encode_key(key: Any) -> tuple[bytes, int]:
@@ -94,7 +105,12 @@ def encode_key(key: Any) -> tuple[bytes, int]:
     canonical, exact = _canonical(key)
     if exact:
         return canonical, len(canonical)
-    return canonical + pickle.dumps(key, protocol=5), len(canonical)
+    display = pickle.dumps(key, protocol=5)
+    if canonical[:2] == _STR and len(canonical) > 6:
+        # Equal to a non-empty str (a StrEnum member, np.str_): the hot path's
+        # bytes, then 0xFF -- which UTF-8 never holds -- before the display suffix.
+        return canonical[6:] + b"\xff" + display, len(canonical) - 6
+    return canonical + display, len(canonical)
 
 
 def _decode(data: bytes, pos: int) -> tuple[Any, int]:
@@ -123,15 +139,20 @@ def _decode(data: bytes, pos: int) -> tuple[Any, int]:
             item, p = _decode(data, p)
             items.append(item)
         return (tuple(items) if tag == _TUPLE else frozenset(items)), end
-    if tag == _PICKLE:
+    if tag == _LEGACY_PICKLE:
         return pickle.loads(data[body:end]), end
+    if tag in (_RATIO, _OBJ):
+        return None, end  # never decoded: a display suffix always follows these
     raise ValueError(f"unknown key encoding tag {tag!r}")
 
 
 def decode_key(data: bytes) -> Any:
     """The key that :func:`encode_key` turned into ``data`` (its display form if any)."""
     if not data or data[0] != _TAG:
-        return data.decode("utf-8", "surrogatepass")
+        sep = data.find(_TAG)
+        if sep < 0:
+            return data.decode("utf-8", "surrogatepass")
+        return pickle.loads(data[sep + 1:])  # a str-equal key's display suffix
     key, end = _decode(data, 0)
     if end < len(data):
         return pickle.loads(data[end:])  # the display suffix: the key as first inserted

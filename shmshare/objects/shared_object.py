@@ -167,9 +167,10 @@ class SharedObject:
         return bool(made)
 
     @classmethod
-    def _reopen(cls: type[T], address: Address, trust: bool = False) -> T:
-        """The object at ``address`` (unpickling, the CLI): attached, trust-checked, bound."""
-        seg = Segment._attach_address(address)
+    def _reopen(cls: type[T], address: Address, trust: bool = False, claim: bool = False) -> T:
+        """The object at ``address`` (unpickling with ``claim``, the CLI): attached,
+        trust-checked, bound."""
+        seg = Segment._attach_address(address, claim)
         self = cls.__new__(cls)
         try:
             _check_trust(seg, trust)
@@ -181,7 +182,7 @@ class SharedObject:
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (reopen, (type(self), self._seg._address(), self._trust))
+        return (reopen, (type(self), self._seg._handoff_address(), self._trust))
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -202,7 +203,7 @@ class SharedObject:
 
 def reopen(cls: type[SharedObject], address: Address, trust: bool = False) -> SharedObject:
     """Unpickle a shared object: reattach ``cls`` at ``address`` (never a copy)."""
-    return cls._reopen(address, trust)
+    return cls._reopen(address, trust, claim=True)
 
 
 class HandleMethods:

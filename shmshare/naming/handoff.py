@@ -1,0 +1,159 @@
+"""Handing a shared object to another process: its segment lives until the receiver attaches.
+
+An anonymous segment is freed by the kernel when its last attachment goes,
+and a named non-persistent one is removed by its last detach.  A pickled
+reference is only a name or an id, so an object that a worker returns
+(``def f(i): d = SharedDict(); return d``) would be gone as soon as the
+worker drops it — before the parent unpickles it.
+
+So pickling *pins*: the sending process keeps the segment attached until a
+receiver has attached it.  Every attach by unpickling adds one to a *claims*
+word in the segment's header; a pin is dropped once the claims have grown
+by as many as the pickles made since it was taken (checked whenever this
+process pins again).  A multiprocessing child, about to exit while pins are
+still unclaimed, waits for their receivers, at most ``CLAIM_WAIT`` seconds
+(a Pool or ProcessPoolExecutor parent unpickles every result as it comes,
+so it claims at once; an object put on a queue nobody reads must not hold
+its sender forever).  A receiver that comes later finds the object gone and
+gets :class:`~shmshare.errors.ObjectGoneError` at once, never an OSError
+(which multiprocessing's result threads take for a closed pipe, and hang).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["CLAIM_WAIT", "add_claim", "drop_claimed", "pin", "read_claims"]
+
+CLAIM_WAIT = 10.0  # seconds an exiting multiprocessing child waits for its receivers
+
+_CLAIMS_AT = 2080  # a u64 in the header page, after the PID-namespace and inspection words
+
+
+def add_claim(buf: memoryview) -> None:
+    """Count one attach by unpickling (a lost increment under a race still changes the word)."""
+    word = buf[_CLAIMS_AT:_CLAIMS_AT + 8].cast("Q")
+    try:
+        word[0] = (word[0] + 1) & 0xFFFF_FFFF_FFFF_FFFF
+    finally:
+        word.release()
+
+
+def read_claims(buf: memoryview) -> int:
+    word = buf[_CLAIMS_AT:_CLAIMS_AT + 8].cast("Q")
+    try:
+        return int(word[0])
+    finally:
+        word.release()
+
+
+class _Pin:
+    __slots__ = ("baseline", "claims", "holder", "pickles", "pid")
+
+    def __init__(self, holder: Any, claims: Callable[[], int | None]) -> None:
+        self.holder = holder  # keeps the segment attached while the pin exists
+        self.claims = claims  # the claims word now; None once the segment is gone
+        self.baseline = claims()
+        self.pickles = 0
+        self.pid = os.getpid()  # a forked child inherits pins but does not wait for them
+
+    def claimed(self) -> bool:
+        now = self.claims()
+        if now is None or self.baseline is None:
+            return True  # detached or removed: nothing left to keep alive
+        return (now - self.baseline) % (1 << 64) >= self.pickles
+
+
+_lock = threading.Lock()
+_pins: dict[int, _Pin] = {}
+_exit_hook_pid = 0  # the process that installed the exit wait (forked children install again)
+
+
+def drop_claimed() -> None:
+    """Let go of the pins whose receivers have all attached (at every pin, and
+    after every claim this process makes: a round trip inside one process)."""
+    if not _pins:
+        return
+    with _lock:
+        for k in [k for k, p in _pins.items() if p.claimed()]:
+            del _pins[k]
+
+
+def pin(key: int, holder: Any, claims: Callable[[], int | None]) -> None:
+    """Keep ``holder`` (a Segment) alive until one more receiver has claimed it."""
+    with _lock:
+        for k in [k for k, p in _pins.items() if p.claimed()]:
+            del _pins[k]
+        p = _pins.get(key)
+        if p is None:
+            p = _pins[key] = _Pin(holder, claims)
+        p.pickles += 1
+    _install_exit_wait()
+
+
+def _install_exit_wait(_: object = None) -> None:
+    """Wait for receivers when this multiprocessing child exits.
+
+    fork and forkserver children leave through ``os._exit``, after
+    multiprocessing's exit finalizers: this one runs at exitpriority -7, after
+    a Queue's feeder thread is joined (-5) -- which is when an object put just
+    before exiting gets pickled, and pinned -- and before the segments are
+    released (-10, see segment.py).  Those finalizers are collected once, so
+    this one is installed early: at the child's start (an after-fork hook) or
+    at the first pin.  spawn children run no after-fork hooks and leave
+    through the interpreter's exit: there an atexit handler, registered after
+    the segments' own weakref finalizers and so run before them, waits.
+    """
+    global _exit_hook_pid
+    import multiprocessing
+    import multiprocessing.util as mpu
+
+    if _exit_hook_pid == os.getpid():
+        return
+    _exit_hook_pid = os.getpid()
+    if multiprocessing.parent_process() is not None:
+        mpu.Finalize(None, _await_claims, exitpriority=-7)
+        atexit.register(_await_claims)
+
+
+def _await_claims() -> None:
+    deadline = time.monotonic() + CLAIM_WAIT
+    delay = 0.001
+    while time.monotonic() < deadline:
+        with _lock:
+            for k in [k for k, p in _pins.items() if p.claimed()]:
+                del _pins[k]
+            if not any(p.pid == os.getpid() for p in _pins.values()):
+                return
+        time.sleep(delay)  # no event to wait on: the receiver is another process
+        delay = min(delay * 2, 0.05)
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held the lock at fork.  The inherited pins stay
+    # (dropping them here would release segments inside the fork hook); they
+    # go when claimed, and this child never waits for them.
+    global _lock
+    _lock = threading.Lock()
+
+
+class _ForkToken:
+    pass
+
+
+_FORK_TOKEN = _ForkToken()
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _register() -> None:
+    import multiprocessing.util as mpu
+
+    mpu.register_after_fork(_FORK_TOKEN, _install_exit_wait)
+
+
+_register()
