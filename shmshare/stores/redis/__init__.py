@@ -1,4 +1,4 @@
-"""The Redis store: connections, leased and fenced locks, a reliable queue (a foundation, not yet
+"""The Redis store: connections, leased and fenced locks, a reliable queue, a dict store (a foundation, not yet
 under the shared objects; see docs/howto/redis.md)."""
 
 from shmshare.stores.redis.connection import RedisStore, StoreURL, parse_url
