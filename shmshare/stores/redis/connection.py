@@ -1,0 +1,252 @@
+"""Connections to a Redis (or Valkey) server: urls, trust, one pool per process.
+
+* **Urls**: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) and
+  ``unix://[user:password@]/path/to/socket[?db=N]``; ``SHMSHARE_URL`` is the default.
+* **Trust**: values are pickles and unpickling is code execution, so by default
+  only a connection that others cannot write through is used: a unix socket,
+  a loopback host, a password or ACL user, or TLS.  Anything else (plain TCP to
+  another host, no password) raises :class:`UntrustedStoreError` unless
+  ``trust=True``.
+* **Pools**: one pool per url per process, made lazily and forgotten in a
+  forked child (``os.register_at_fork``), because a socket shared with the
+  parent interleaves both processes' replies.  Blocking waits (BLPOP, BLMOVE)
+  take their connection from a second pool, so a waiter never holds one that
+  plain commands need; each wait blocks at most :data:`MAX_BLOCK` seconds on
+  the server, so the socket timeout bounds every call.
+* **Failures**: a refused or dropped connection is retried a bounded number
+  of times, then raises :class:`StoreUnavailableError` naming the url (with
+  the password hidden).  A script whose reply was lost may run twice on a
+  retry; the scripts here are written so that this is harmless, except a
+  queue ``put``, which may then enqueue its item twice (at-least-once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from shmshare.errors import ShmValueError
+from shmshare.stores.errors import StoreUnavailableError, UntrustedStoreError
+
+__all__ = ["MAX_BLOCK", "URL_ENV", "RedisStore", "StoreURL", "parse_url"]
+
+URL_ENV = "SHMSHARE_URL"
+MAX_BLOCK = 1.0  # seconds a blocking command may wait on the server in one call
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    """A parsed store url; ``str()`` of it never shows the password."""
+
+    url: str
+    scheme: str
+    host: str | None
+    port: int | None
+    path: str | None
+    db: int
+    username: str | None
+    password: str | None
+
+    def __str__(self) -> str:
+        if self.password is None:
+            return self.url
+        parts = urlsplit(self.url)
+        userinfo, _, hostpart = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        return parts._replace(netloc=f"{user}:***@{hostpart}").geturl()
+
+    @property
+    def is_local(self) -> bool:
+        """True for a unix socket or a loopback host: nobody off this machine writes here."""
+        if self.scheme == "unix":
+            return True
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host or "").is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def is_authenticated(self) -> bool:
+        """True when the server must check who we are (password/ACL) or TLS protects the link."""
+        return self.password is not None or self.scheme == "rediss"
+
+
+def parse_url(url: str | None = None) -> StoreURL:
+    """Parse ``url`` (or ``$SHMSHARE_URL``); raise ShmValueError saying what is wrong."""
+    if url is None:
+        url = os.environ.get(URL_ENV)
+        if not url:
+            raise ShmValueError(f"no store url given and ${URL_ENV} is not set; pass "
+                                "url='redis://host:6379/0' or set the variable")
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        raise ShmValueError(f"store url {url!r} has scheme {parts.scheme!r}; use one of "
+                            + ", ".join(f"{s}://" for s in _SCHEMES))
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    query = parse_qs(parts.query)
+    try:
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise ShmValueError(f"store url {url!r} names no socket path "
+                                    "(unix:///path/to/redis.sock)")
+            db = int(query.get("db", ["0"])[0])
+            return StoreURL(url, "unix", None, None, parts.path, db, username, password)
+        if not parts.hostname:
+            raise ShmValueError(f"store url {url!r} names no host (redis://host:6379/0)")
+        path = parts.path.strip("/")
+        db = int(path) if path else int(query.get("db", ["0"])[0])
+        port = parts.port or 6379
+    except ValueError as e:
+        if isinstance(e, ShmValueError):
+            raise
+        raise ShmValueError(f"store url {url!r}: {e} (the port and db must be numbers)") from None
+    return StoreURL(url, parts.scheme, parts.hostname, port, None, db, username, password)
+
+
+def _connection_kwargs(u: StoreURL, socket_timeout: float) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "db": u.db, "username": u.username, "password": u.password,
+        "socket_timeout": socket_timeout, "socket_connect_timeout": min(socket_timeout, 2.0),
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
+    if u.scheme == "unix":
+        kwargs.update(path=u.path, connection_class=redis.UnixDomainSocketConnection)
+    else:
+        kwargs.update(host=u.host, port=u.port)
+        if u.scheme == "rediss":
+            kwargs["connection_class"] = redis.SSLConnection
+    return kwargs
+
+
+# (url, socket_timeout) -> (plain pool, blocking pool) of this process.
+_pools: dict[tuple[str, float], tuple[redis.ConnectionPool, redis.ConnectionPool]] = {}
+_pools_lock = threading.Lock()
+_inherited: list[object] = []  # a forked child's copies of the parent's pools, never used
+
+
+def _forget_pools_after_fork() -> None:
+    global _pools_lock
+    # Keep the parent's pools referenced but unused: closing their sockets
+    # here could shut down connections the parent is still talking on.
+    _inherited.extend(_pools.values())
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools_after_fork)
+
+
+def _pools_for(u: StoreURL, socket_timeout: float) -> tuple[redis.ConnectionPool,
+                                                             redis.ConnectionPool]:
+    key = (u.url, socket_timeout)
+    with _pools_lock:
+        pools = _pools.get(key)
+        if pools is None:
+            plain = redis.ConnectionPool(**_connection_kwargs(u, socket_timeout))
+            blocking = redis.ConnectionPool(
+                **_connection_kwargs(u, socket_timeout + MAX_BLOCK))
+            pools = _pools[key] = (plain, blocking)
+        return pools
+
+
+class RedisStore:
+    """One Redis server as a store: clients from this process's pools, scripts, key names.
+
+    Pickles by url, so it can be handed to a process on another host.
+    """
+
+    def __init__(self, url: str | None = None, *, trust: bool = False,
+                 socket_timeout: float = 5.0) -> None:
+        self.address = parse_url(url)
+        self.trust = trust
+        self.socket_timeout = socket_timeout
+        u = self.address
+        if not (trust or u.is_local or u.is_authenticated):
+            raise UntrustedStoreError(
+                f"refusing store {u}: an unauthenticated TCP connection to {u.host}, which "
+                "is not this machine, lets anyone who reaches the server run code in this "
+                "process (values are pickles); give a password (redis://:pw@host), an ACL "
+                "user, rediss:// (TLS) or a unix socket, or pass trust=True")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self.address.url, self.trust, self.socket_timeout))
+
+    def __repr__(self) -> str:
+        return f"RedisStore({str(self.address)!r})"
+
+    @property
+    def client(self) -> redis.Redis:
+        """A client on this process's pool for short commands."""
+        return redis.Redis(connection_pool=_pools_for(self.address, self.socket_timeout)[0])
+
+    @property
+    def blocking_client(self) -> redis.Redis:
+        """A client whose connections are only used by blocking waits (<= MAX_BLOCK each)."""
+        return redis.Redis(connection_pool=_pools_for(self.address, self.socket_timeout)[1])
+
+    @staticmethod
+    def key(name: str, part: str) -> str:
+        """The key of ``part`` of object ``name``: one hash tag per object, for Cluster."""
+        if "{" in name or "}" in name:
+            raise ShmValueError(f"object name {name!r} may not contain braces (they would "
+                                "break the {name} hash tag that keeps its keys together)")
+        return f"shmshare:{{{name}}}:{part}"
+
+    @contextlib.contextmanager
+    def unavailable(self, doing: str) -> Iterator[None]:
+        """Turn redis-py's connection failures into StoreUnavailableError naming the url."""
+        try:
+            yield
+        except redis.AuthenticationError as e:
+            raise StoreUnavailableError(f"{doing}: store {self.address} refused the "
+                                        f"credentials ({e}); check the user and password "
+                                        "in the url") from e
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise StoreUnavailableError(f"{doing}: store {self.address} is unavailable ({e}); "
+                                        "is redis-server running and reachable?") from e
+        except redis.ResponseError as e:
+            if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
+                raise StoreUnavailableError(f"{doing}: store {self.address} requires a "
+                                            f"password ({e}); put it in the url") from e
+            raise
+
+    def script(self, source: str) -> Script:
+        """A Lua script run by EVALSHA (loaded again if the server forgot it)."""
+        return Script(self, source)
+
+    def ping(self) -> None:
+        """Check the server answers; StoreUnavailableError if not."""
+        with self.unavailable("ping"):
+            self.client.ping()
+
+
+class Script:
+    """A Lua script bound to a store; calls translate connection failures."""
+
+    def __init__(self, store: RedisStore, source: str) -> None:
+        self.store = store
+        self.source = source
+        self._script = redis.Redis().register_script(source)  # only computes the sha
+
+    def __call__(self, keys: list[str], args: list[Any], doing: str = "script") -> Any:
+        with self.store.unavailable(doing):
+            return self._script(keys=keys, args=args, client=self.store.client)
+
+
+def _rebuild(url: str, trust: bool, socket_timeout: float) -> RedisStore:
+    return RedisStore(url, trust=trust, socket_timeout=socket_timeout)

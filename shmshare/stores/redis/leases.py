@@ -1,0 +1,115 @@
+"""Leases held by this process, renewed by one thread while the process lives.
+
+A lease is a server-side claim with a deadline (a lock hold, a semaphore
+permit, a queue consumer).  The renewer thread extends each lease a third of
+its length before it would end; a process that is killed stops renewing, so
+its claims end by themselves one lease later.  A process that is *paused*
+past its lease (SIGSTOP, a long GC pause, a network partition) finds on
+renewal that the server no longer knows it: the lease is marked lost, and
+the object that holds it raises LockLostError at its next use.
+
+The thread is not inherited: a forked child holds none of its parent's
+leases (they are the parent's), so the registry is emptied in the child.
+At interpreter exit the thread is stopped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from shmshare.stores.errors import StoreUnavailableError
+
+__all__ = ["Lease", "hold", "release"]
+
+
+class Lease:
+    """One held lease: ``renew()`` returns False once the server has dropped it."""
+
+    def __init__(self, renew: Callable[[], bool], length: float) -> None:
+        self.renew = renew
+        self.length = length
+        self.lost = False
+        self.next_renewal = time.monotonic() + length / 3
+
+
+class _Renewer:
+    def __init__(self) -> None:
+        self.leases: set[Lease] = set()
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopping = False
+        self.thread: threading.Thread | None = None
+
+    def add(self, lease: Lease) -> None:
+        with self.lock:
+            self.leases.add(lease)
+            if self.thread is None and not self.stopping:
+                self.thread = threading.Thread(target=self._run, name="shmshare-lease-renewer",
+                                               daemon=True)
+                self.thread.start()
+        self.wake.set()
+
+    def remove(self, lease: Lease) -> None:
+        with self.lock:
+            self.leases.discard(lease)
+
+    def _run(self) -> None:
+        while not self.stopping:
+            now = time.monotonic()
+            with self.lock:
+                due = [lease for lease in self.leases if lease.next_renewal <= now]
+            for lease in due:
+                try:
+                    alive = lease.renew()
+                except StoreUnavailableError:
+                    # Try again soon; if the outage outlasts the lease, the
+                    # server drops it and the next renewal reports it lost.
+                    lease.next_renewal = time.monotonic() + min(0.2, lease.length / 10)
+                    continue
+                if alive:
+                    lease.next_renewal = time.monotonic() + lease.length / 3
+                else:
+                    lease.lost = True
+                    self.remove(lease)
+            with self.lock:
+                pending = [lease.next_renewal for lease in self.leases]
+            wait = max(0.0, min(pending) - time.monotonic()) if pending else 60.0
+            self.wake.wait(wait)
+            self.wake.clear()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+
+_renewer = _Renewer()
+
+
+def _reset_after_fork() -> None:
+    global _renewer
+    _renewer = _Renewer()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+atexit.register(lambda: _renewer.stop())
+
+
+def hold(renew: Callable[[], bool], length: float) -> Lease:
+    """Start renewing a lease of ``length`` seconds that the caller has just taken."""
+    lease = Lease(renew, length)
+    _renewer.add(lease)
+    return lease
+
+
+def release(lease: Lease) -> None:
+    """Stop renewing ``lease`` (the caller gives it back to the server itself)."""
+    with contextlib.suppress(Exception):
+        _renewer.remove(lease)

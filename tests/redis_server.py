@@ -1,0 +1,109 @@
+"""A real redis-server for the tests: a unix socket and a loopback port, a password.
+
+Each server is started in its own temp dir and always stopped; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import secrets
+import select
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REDIS_SERVER = shutil.which("redis-server")
+START_TIMEOUT = 30.0  # seconds (a loaded CI machine can take more than 10)
+
+
+@dataclass
+class RedisServer:
+    proc: subprocess.Popen[str]
+    socket_path: Path
+    port: int
+    password: str
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://:{self.password}@{self.socket_path}"
+
+    @property
+    def tcp_url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(directory: Path) -> RedisServer:
+    """Start redis-server and return once its log says it accepts connections."""
+    assert REDIS_SERVER is not None
+    password = secrets.token_hex(16)
+    sock, port = directory / "redis.sock", _free_port()
+    proc = subprocess.Popen(
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--unixsocket", str(sock),
+         "--unixsocketperm", "700", "--requirepass", password, "--save", "",
+         "--appendonly", "no", "--dir", str(directory), "--daemonize", "no",
+         "--loglevel", "notice"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    deadline, log = time.monotonic() + START_TIMEOUT, []
+    while True:
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, remaining))
+        line = proc.stdout.readline() if ready else ""
+        log.append(line)
+        if "Ready to accept connections" in line:
+            return RedisServer(proc, sock, port, password)
+        if not line or remaining <= 0:
+            stop_server(proc)
+            raise RuntimeError("redis-server did not start:\n" + "".join(log))
+
+
+def stop_server(proc: subprocess.Popen[str]) -> None:
+    """Stop redis-server (SIGTERM, then SIGKILL past 10 s) and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server per test module (stopped at its end)."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server); "
+                    "the Redis store tests need a real server")
+    pytest.importorskip("redis", reason="redis-py is not installed (pip install shmshare[redis])")
+    server = start_server(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        stop_server(server.proc)
+
+
+@pytest.fixture
+def store(redis_server: RedisServer):  # type: ignore[no-untyped-def]
+    """A RedisStore on the module's server, over the unix socket."""
+    from shmshare.stores.redis import RedisStore
+
+    return RedisStore(redis_server.unix_url)
+
+
+@pytest.fixture
+def name(request: pytest.FixtureRequest) -> str:
+    """An object name of this test's own (the server is shared by the module)."""
+    return f"t-{request.node.name}-{secrets.token_hex(4)}".replace("{", "(").replace("}", ")")
