@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -147,13 +148,17 @@ class _ForkToken:
 
 
 _FORK_TOKEN = _ForkToken()
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_mp_hook = False
 
 
-def _register() -> None:
-    import multiprocessing.util as mpu
+def _before_fork() -> None:
+    # Registered with multiprocessing only once it is in use (it is imported
+    # before any Process starts), just before a fork: importing it at import
+    # time would cost every program's start-up (see tests/test_startup.py).
+    global _mp_hook
+    if not _mp_hook and "multiprocessing.util" in sys.modules:
+        sys.modules["multiprocessing.util"].register_after_fork(_FORK_TOKEN, _install_exit_wait)
+        _mp_hook = True
 
-    mpu.register_after_fork(_FORK_TOKEN, _install_exit_wait)
 
-
-_register()
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
