@@ -21,8 +21,10 @@ class build_py_without_build_inputs(build_py):  # noqa: N801 - setuptools' namin
 setup(
     cffi_modules=["shmshare/_core/_build.py:ffibuilder"],
     ext_modules=[Extension("shmshare._core._exitcall", ["shmshare/_core/ext/exitcall.c"],
-                           py_limited_api=True,
-                           extra_compile_args=["-Wall", "-Wextra"])],
+                           py_limited_api=True, extra_compile_args=["-Wall", "-Wextra"],
+                           # It calls nothing of libc itself; linked to it all the same
+                           # so that auditwheel can tell which libc the wheel is for.
+                           extra_link_args=["-Wl,--no-as-needed", "-lc"])],
     cmdclass={"build_py": build_py_without_build_inputs},
     options={"bdist_wheel": {"py_limited_api": LIMITED_API}},
 )
