@@ -1,4 +1,4 @@
-# ruff: noqa: RUF001, RUF002, RUF003  (the tables use × and en dashes)
+# ruff: noqa: RUF001, RUF003  (the tables use × and en dashes)
 """Tables, pages and the plot of benchmarks/run.py, from the per-round results.
 
 Every number is the median of the rounds with the min-max spread after it;

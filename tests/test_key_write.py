@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import fork_call
 
 import shmshare
 from shmshare.naming import keys
 from shmshare.naming.lifecycle import sweep
-from tests.helpers import fork_call
 
 
 def _killed_while_writing(pdir: Path, how: str) -> None:

@@ -6,9 +6,9 @@ import multiprocessing as mp
 from typing import Any
 
 import pytest
+from helpers import JOIN_TIMEOUT, START_METHODS, fork_call, fork_child, wait_pid
 
 import shmshare
-from tests.helpers import JOIN_TIMEOUT, START_METHODS, fork_call, fork_child, wait_pid
 
 STEPS = 6
 

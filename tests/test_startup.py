@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.helpers import run_python
+from helpers import run_python
 
 # Modules that cost start-up time and that plain use of a SharedDict never needs.
 HEAVY = ["multiprocessing", "dataclasses", "inspect", "secrets", "uuid", "shutil",
