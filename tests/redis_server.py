@@ -5,6 +5,7 @@ Each server is started in its own temp dir and always stopped; every wait is bou
 
 from __future__ import annotations
 
+import os
 import secrets
 import select
 import shutil
@@ -53,19 +54,21 @@ def start_server(directory: Path) -> RedisServer:
          "--unixsocketperm", "700", "--requirepass", password, "--save", "",
          "--appendonly", "no", "--dir", str(directory), "--daemonize", "no",
          "--loglevel", "notice"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
     assert proc.stdout is not None
-    deadline, log = time.monotonic() + START_TIMEOUT, []
-    while True:
+    # Raw reads of the pipe: a buffered readline() would keep lines that select()
+    # can no longer see, and wait for more output that never comes.
+    fd = proc.stdout.fileno()
+    deadline, log = time.monotonic() + START_TIMEOUT, b""
+    while b"Ready to accept connections" not in log:
         remaining = deadline - time.monotonic()
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, remaining))
-        line = proc.stdout.readline() if ready else ""
-        log.append(line)
-        if "Ready to accept connections" in line:
-            return RedisServer(proc, sock, port, password)
-        if not line or remaining <= 0:
-            stop_server(proc)
-            raise RuntimeError("redis-server did not start:\n" + "".join(log))
+        ready, _, _ = select.select([fd], [], [], max(0.0, remaining))
+        chunk = os.read(fd, 65536) if ready else b""
+        log += chunk
+        if not chunk or remaining <= 0:
+            stop_server(proc)  # type: ignore[arg-type]
+            raise RuntimeError("redis-server did not start:\n" + log.decode(errors="replace"))
+    return RedisServer(proc, sock, port, password)  # type: ignore[arg-type]
 
 
 def stop_server(proc: subprocess.Popen[str]) -> None:

@@ -26,7 +26,7 @@ def test_run_quick_writes_pages_with_spreads(tmp_path: Path) -> None:
     env = {**os.environ, "SHMSHARE_DIR": str(tmp_path / "proj")}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert proc.returncode == 0, output
     page = (out / "benchmarks.md").read_text()
