@@ -313,7 +313,7 @@ class Suite:
             if which not in pending:
                 out = subprocess.run([sys.executable, "-c", _ATTACH_CHILD, name, shm.name],
                                      capture_output=True, text=True, timeout=60,
-                                     cwd=str(ROOT), check=True).stdout
+                                     cwd="/", check=True).stdout  # the installed shmshare
                 a, b = map(float, out.split())
                 pending.clear()
                 pending.update(ours=a, theirs=b)
