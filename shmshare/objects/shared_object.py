@@ -54,13 +54,29 @@ T = TypeVar("T", bound="SharedObject")
 _KINDS: dict[str, type[SharedObject]] = {}
 
 
+_KIND_MODULES = ("array", "dict", "list", "namespace", "queue", "set", "sync", "typed_array",
+                 "value", "waits")
+
+
+def _load_kinds() -> None:
+    # Classes register when their module is imported, and ``import shmshare``
+    # imports them lazily: load them all before answering for every kind.
+    from importlib import import_module
+
+    for module in _KIND_MODULES:
+        import_module(f"shmshare.objects.{module}")
+
+
 def kind_class(kind: str) -> type[SharedObject] | None:
     """The class that stores objects of ``kind`` (the segment header's kind), or None."""
+    if kind not in _KINDS:
+        _load_kinds()
     return _KINDS.get(kind)
 
 
 def kinds() -> dict[str, type[SharedObject]]:
     """Every registered kind and its class."""
+    _load_kinds()
     return dict(_KINDS)
 
 
