@@ -279,6 +279,19 @@ class Lock(BoundedSemaphore):
     def _release_unheld(self) -> None:
         raise RuntimeError(f"release unlocked lock {self.name!r}")
 
+    def held_by_me(self) -> bool:
+        """Whether this object holds the lock (what a Condition asks before wait/notify)."""
+        with self._mutex:
+            return bool(self._holds)
+
+    def _release_save(self) -> object:
+        """Let go of the lock entirely for a Condition's wait; what to restore after."""
+        self.release()
+        return None
+
+    def _acquire_restore(self, saved: object) -> None:
+        self.acquire()
+
     def locked(self) -> bool:
         """Whether some live holder (anywhere) has the lock now."""
         with self.store.unavailable(f"locked {self.name!r}"):
@@ -305,6 +318,20 @@ class RLock(Lock):
             return False
         self._owner, self._count = me, 1
         return True
+
+    def held_by_me(self) -> bool:
+        return self._owner == threading.get_ident()
+
+    def _release_save(self) -> object:
+        # Every recursion level at once, as threading.RLock does for a Condition.
+        saved = (self._owner, self._count)
+        self._owner, self._count = None, 0
+        Lock.release(self)
+        return saved
+
+    def _acquire_restore(self, saved: object) -> None:
+        Lock.acquire(self)
+        self._owner, self._count = saved  # type: ignore[misc]
 
     def release(self, n: int = 1) -> None:
         if n != 1:
