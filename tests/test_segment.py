@@ -186,6 +186,45 @@ def test_fork_child_that_outlives_parent_removes(project_dir: Path) -> None:
         _core.stat(shmid)
 
 
+_HELD_IN_DETACH = """
+import os, sys
+import shmshare
+inside, go = int(sys.argv[2]), int(sys.argv[3])
+c = shmshare.Segment("both", project_dir=sys.argv[1], create=False)
+c._on_release(lambda: (os.write(inside, b"i"), os.read(go, 1)))
+c.detach()
+"""
+
+
+def test_two_last_users_detaching_at_once_remove_it(project_dir: Path) -> None:
+    """Two processes detach at once, each while the other is still attached: the
+    segment is removed, not left with nattch 0.  The other process is held inside
+    its detach (a release hook waits) while this one detaches: deciding "someone
+    else will remove it" before one's own shmdt made both leave it (a leak, seen
+    about once in 50 rounds of four processes detaching together)."""
+    s = shmshare.Segment("both", 10, project_dir=project_dir)
+    shmid = s.id
+    inside_r, inside_w = os.pipe()
+    go_r, go_w = os.pipe()
+    other = subprocess.Popen([sys.executable, "-c", _HELD_IN_DETACH, str(project_dir),
+                              str(inside_w), str(go_r)], pass_fds=(inside_w, go_r))
+    try:
+        assert os.read(inside_r, 1) == b"i"  # it is inside its detach, still attached
+        s.detach()
+        assert _core.stat(shmid).nattch == 1  # the other's: it stays for now
+        os.write(go_w, b"g")
+        assert other.wait(JOIN_TIMEOUT) == 0
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+        for fd in (inside_r, inside_w, go_r, go_w):
+            os.close(fd)
+    assert not (project_dir / "both.key").exists()
+    with pytest.raises(shmshare.SegmentRemovedError):
+        _core.stat(shmid)
+
+
 def test_persist_survives_and_remove(project_dir: Path) -> None:
     """persist=True outlives its last detach until remove(); remove frees the name at once."""
     s = shmshare.Segment("keep", 100, project_dir=project_dir, persist=True)

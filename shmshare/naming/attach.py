@@ -105,20 +105,29 @@ def release(b: Binding) -> None:
 
     Runs once per Segment: from ``detach()``, when the Segment is garbage
     collected, at interpreter exit, or at the exit of a multiprocessing child.
+
+    "Last" is decided after our own shmdt, with the key file locked: the
+    nattch the kernel reports then counts the others only.  Deciding before
+    the shmdt (nattch > 1: someone else will remove it) let two processes
+    detaching at once each count the other and both leave, the segment with
+    nattch 0 and nobody to remove it.  Attaching by name takes the same lock,
+    so nobody attaches between our shmdt and the check.
     """
     if b.released:
         return
     b.released = True
     try:
-        if b.key_path is not None and not b.persist and not b.removed:
-            _remove_if_last(b)
-    finally:
         for hook in b.release_hooks:
-            hook()
-        if not b.attachment.views_alive():
-            b.attachment.detach()
-        # else: views still use the memory; the attachment's own destructor
-        # calls shmdt when the last of them goes away.
+            hook()  # e.g. the heap handle lets go of its extents
+    finally:
+        try:
+            if b.key_path is not None and not b.persist and not b.removed:
+                _detach_removing_if_last(b)
+        finally:
+            if b.attachment.attached and not b.attachment.views_alive():
+                b.attachment.detach()
+            # else: views still use the memory; the attachment's own destructor
+            # calls shmdt when the last of them goes away.
 
 
 def names_us(kf: KeyFile, b: Binding) -> bool:
@@ -141,17 +150,21 @@ def names_us(kf: KeyFile, b: Binding) -> bool:
         return False
 
 
-def _remove_if_last(b: Binding) -> None:
+def _detach_removing_if_last(b: Binding) -> None:
     assert b.key_path is not None and b.header is not None
     with KeyFile.locked(b.key_path, create=False) as kf:
         # A key file that is gone or names another incarnation stays as it is;
         # the segment is still ours, and nobody can find it by name any more.
         named = kf is not None and names_us(kf, b)
+        ours = 1  # our attachment, still counted in nattch while views keep it
+        if not b.attachment.views_alive():
+            b.attachment.detach()
+            ours = 0
         try:
             st = _core.stat(b.shmid)
         except SegmentRemovedError:
             return
-        if st.nattch > 1 or st.dest:
+        if st.nattch > ours or st.dest:
             return  # another attachment (maybe a forked child) still uses it
         try:
             destroy(Found(b.shmid, b.key, b.header, b.attachment, st), trust=b.trust)

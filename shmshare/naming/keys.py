@@ -6,8 +6,8 @@ A named object ``NAME`` in project directory ``DIR`` owns the key file
 of the inode, so two key files can map to one key, and a creator that finds
 the key taken by another segment moves on to the next ``proj_id``.
 
-The key file is also the lock that makes "attach" and "check nattch, then
-remove" atomic with respect to each other: both happen under ``flock`` on it.
+The key file is also the lock that makes "attach" and "detach, check nattch,
+then remove" atomic with respect to each other: both happen under ``flock`` on it.
 A key file is only unlinked *after* its segment is removed, under that lock,
 so it is never deleted and recreated while its segment lives (a new inode
 would give a new key, and the segment would be lost).

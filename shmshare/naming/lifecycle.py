@@ -2,8 +2,8 @@
 
 The rules every function here keeps:
 
-* Attaching and "check nattch, then remove" both run under ``flock`` on the
-  key file, so no process can attach between the check and the removal.
+* Attaching and "detach, check nattch, then remove" both run under ``flock``
+  on the key file, so no process can attach between the check and the removal.
 * A segment is removed (IPC_RMID) before its key file is unlinked; a process
   killed in between leaves a key file that names no segment, which the next
   opener or sweep recognises as stale.
@@ -175,8 +175,8 @@ def orphan_reason(st: _core.ShmStat, header: Header) -> str | None:
 
     ``st`` must be read before this process attached, with the key-file lock
     held.  Every legitimate moment at which a non-persistent named segment
-    has nattch 0 (between shmget and shmat at creation, between the nattch
-    check and IPC_RMID at the last detach) happens under that lock, so
+    has nattch 0 (between shmget and shmat at creation, between the last
+    user's shmdt and its IPC_RMID) happens under that lock, so
     nattch 0 seen under it means every user died without detaching cleanly.
     The last pid is only reported; ``shmshare check``, the one inspection
     that attaches, records itself in the header so it is not reported as the
