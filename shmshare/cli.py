@@ -39,8 +39,9 @@ _DIR_HELP = ("project directory holding the key files (default: $SHMSHARE_DIR, "
 _VERBS = {
     "ls": ("list the objects of a project directory",
            "List every object of the project directory, with its key (hex), shmid, owner, "
-           "permissions, payload bytes, attach count, status, creator pid, whether the "
-           "creator is alive, and age. Objects of Managers and pytest runs (in managers/ and "
+           "permissions, payload bytes, heap extents (the further segments a grown object "
+           "added) and total bytes with them, attach count, status, creator pid, whether "
+           "the creator is alive, and age. Objects of Managers and pytest runs (in managers/ and "
            "pytest-runs/) are listed too, as DIR/NAME, marked as orphans when their owner "
            "process is gone. Heap extents (the extra segments grown objects add, which ipcs "
            "shows with small keys) are counted at the end. Reads only the key files and the "
@@ -98,8 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-_LS_COLUMNS = ["name", "kind", "key", "shmid", "owner", "perms", "bytes", "nattch", "status",
-               "creator_pid", "creator_alive", "age"]
+_LS_COLUMNS = ["name", "kind", "key", "shmid", "owner", "perms", "bytes", "extents",
+               "total_bytes", "nattch", "status", "creator_pid", "creator_alive", "age"]
 
 
 def _age(seconds: int | None) -> str:
@@ -170,8 +171,8 @@ def _ls(pdir: Path) -> tuple[Any, str]:
             f"+ {ext.count} heap extent segment(s) of yours, {ext.bytes} bytes "
             f"({ext.unattached} with nobody attached), on the whole machine: the extra "
             "segments grown objects add, which ipcs lists with keys below 0x01000000. "
-            "'shmshare check NAME' shows an object's own; gc removes those whose object "
-            "is gone.", width=88)
+            "The extents column counts each object's own; gc removes those whose "
+            "object is gone.", width=88)
     return data, text
 
 
@@ -250,8 +251,10 @@ def _check(pdir: Path, name: str, trust: bool) -> tuple[Any, str]:
         _detach_as_inspector(obj, lpid_before)
     data = {"name": name, "kind": kind, "ok": True, "checked": "heap and index",
             "key": before["key"], **stats_}
-    return data, (f"{name}: {kind} OK — {stats_['entries']} entries, {stats_['extents']} "
-                  f"extent(s), {stats_['bytes_used']} of {stats_['bytes_total']} bytes used")
+    segments = stats_["extents"]  # the heap's regions: the main segment is the first
+    return data, (f"{name}: {kind} OK — {stats_['entries']} entries in {segments} "
+                  f"segment(s) ({segments - 1} extent(s)), {stats_['bytes_used']} of "
+                  f"{stats_['bytes_total']} bytes used")
 
 
 def _verify_header(pdir: Path, name: str, lpid_before: int) -> None:

@@ -204,3 +204,35 @@ def test_cli_reference_shows_the_real_help(monkeypatch: pytest.MonkeyPatch,
     quoted = text.split("$ python -m shmshare --help\n", 1)[1].split("\n```", 1)[0].strip()
     assert quoted == real
     assert "``" not in text.replace("```", "")  # RST literals, not markdown fences
+
+
+def test_ls_and_info_show_a_grown_objects_extents(project_dir: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A dict grown past its first segment: ls and info count its extents and total
+    bytes from the kernel's view, attaching nothing; a small dict shows none."""
+    from shmshare._core.heap import extent_candidates
+
+    big = shmshare.SharedDict("big", project_dir=project_dir)
+    small = shmshare.SharedDict("small", project_dir=project_dir)
+    for i in range(4):
+        big[i] = os.urandom(300_000)  # more than the first 64 KiB: extents
+    extents = [_core.stat(sid) for sid in extent_candidates(big._seg.id)]
+    assert extents
+    main_size = _core.stat(big._seg.id).size
+    views = [_kernel_view(big._seg.id)] + [_kernel_view(x.shmid) for x in extents]
+    code, out, _ = cli(capsys, "ls", "--json", "--project-dir", str(project_dir))
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out)["objects"]}
+    assert rows["big"]["extents"] == len(extents)
+    assert rows["big"]["total_bytes"] == main_size + sum(x.size for x in extents)
+    assert rows["small"]["extents"] == 0
+    assert rows["small"]["total_bytes"] == _core.stat(small._seg.id).size
+    code, out, _ = cli(capsys, "info", "big", "--json", "--project-dir", str(project_dir))
+    assert code == 0
+    got = json.loads(out)
+    assert (got["extents"], got["extent_bytes"]) == (len(extents), sum(x.size for x in extents))
+    code, out, _ = cli(capsys, "ls", "--project-dir", str(project_dir))
+    assert "extents" in out.splitlines()[0] and "total_bytes" in out.splitlines()[0]
+    assert views == [_kernel_view(big._seg.id)] + [_kernel_view(x.shmid) for x in extents]
+    shmshare.unlink(big)
+    shmshare.unlink(small)

@@ -139,6 +139,16 @@ def reap_extents(main_shmid: int, token: int = 0, *, force: bool = False) -> int
     return int(lib.shms_ext_reap(main_shmid, token, int(force)))
 
 
+def extent_candidates(main_shmid: int) -> list[int]:
+    """The shmids at the extent keys of the heap whose main segment is ``main_shmid``,
+    found without attaching anything (a stale extent of an earlier segment with the
+    same kernel index, or a stranger, may be among them: only a header can tell)."""
+    cap = 64 * 8
+    ids = ffi.new("int32_t[]", cap)
+    n = int(lib.shms_ext_candidates(main_shmid, ids, cap))
+    return [int(ids[i]) for i in range(n)]
+
+
 def set_test_fail_point(point: int) -> None:
     """Tests only: 1 makes this process ``_exit(70)`` right after the next extent's
     shmget (the moment before anything identifies the segment); 0 turns it off."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import _core
 from .._core import proc
+from .._core.heap import extent_candidates
 from ..errors import SegmentNotFoundError
 from .header import HEADER_SIZE
 from .keys import KeyFile, KeyRecord, key_file_path, list_names
@@ -62,6 +63,8 @@ class Entry:
     changed: int = 0  # shm_ctime: creation, or the last chmod/chown
     attached: int = 0
     detached: int = 0
+    extents: int = 0  # further segments a grown heap added (see extents_of)
+    total_bytes: int = 0  # the segment and its extents, as the kernel counts them
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -93,11 +96,35 @@ def _entry(project_dir: Path, name: str) -> Entry:
         st = _core.stat(shmid)
     except SegmentNotFoundError:
         return Entry(name, record.kind, key, None, "-", "-", 0, 0, "stale key file", None, None)
+    n, extra = extents_of(shmid, st) if record.kind in _HEAP_KINDS else (0, 0)
     return Entry(name=name, kind=record.kind, key=key, shmid=shmid, owner=_owner(st.uid),
                  perms=f"{st.mode:o}", bytes=max(0, st.size - HEADER_SIZE), nattch=st.nattch,
                  status=_status(st, record.persist), creator_pid=st.cpid,
                  creator_alive=_creator_alive(record), last_pid=st.lpid, changed=st.ctime,
-                 attached=st.atime, detached=st.dtime)
+                 attached=st.atime, detached=st.dtime, extents=n,
+                 total_bytes=st.size + extra)
+
+
+def extents_of(shmid: int, st: _core.ShmStat) -> tuple[int, int]:
+    """How many extent segments the heap in segment ``shmid`` has, and their bytes,
+    from the kernel's view alone (nothing attached).
+
+    Extents sit at keys derived from the main segment's shmid (_core/src/extent.c).
+    A segment found at one of them counts if the main segment's owner owns it and
+    it was made no earlier than the main segment: a stale extent of an earlier
+    segment that had the same kernel index is older.  ``shmshare check`` reads the
+    extents' headers and verifies them.
+    """
+    count = size = 0
+    for sid in extent_candidates(shmid):
+        try:
+            x = _core.stat(sid)
+        except (SegmentNotFoundError, OSError):
+            continue  # removed meanwhile
+        if x.uid == st.uid and x.ctime >= st.ctime:
+            count += 1
+            size += x.size
+    return count, size
 
 
 def _status(st: _core.ShmStat, persist: bool) -> str:
@@ -190,9 +217,15 @@ def info(project_dir: Path, name: str) -> dict[str, Any]:
         "age_seconds": int(time.time() - st.ctime) if st.ctime else None,
         "attached": iso_time(st.atime), "detached": iso_time(st.dtime),
         "locked_in_ram": st.locked,
-        "extents": ("grown objects keep more memory in extent segments; shmshare check "
-                    "NAME attaches and counts them" if record.kind in _HEAP_KINDS else "none"),
+        **_extent_fields(shmid, st, record.kind),
     }
+
+
+def _extent_fields(shmid: int, st: _core.ShmStat, kind: str) -> dict[str, Any]:
+    if kind not in _HEAP_KINDS:
+        return {"extents": 0, "extent_bytes": 0, "total_bytes": st.size}
+    n, extra = extents_of(shmid, st)
+    return {"extents": n, "extent_bytes": extra, "total_bytes": st.size + extra}
 
 
 # Kinds whose payload is a heap that may grow into extents.

@@ -26,6 +26,7 @@ uint64_t shms_heap_token(shms_heap_t *h);
 uint64_t shms_heap_last_grow(shms_heap_t *h);
 uint64_t shms_heap_root_ref(shms_heap_t *h);
 int  shms_ext_reap(int64_t main_shmid, uint64_t token, int force);
+int  shms_ext_candidates(int64_t main_shmid, int32_t *ids, unsigned cap);
 int  shms_ext_sweep(int64_t shmid, int dry_run, int64_t *main_out);
 void shms_test_fail_point(int point);
 int  shms_heap_lock(shms_heap_t *h, int64_t timeout_ns);

@@ -49,35 +49,53 @@ static int main_gone(int64_t main)
  * process does (point 1 at the top of extent.c); else only if M is gone (2).
  * token 0: unknown (a damaged header), then a finished extent is recognised
  * by naming M alone.  Returns how many segments were removed. */
-int shms_ext_reap(int64_t main, uint64_t token, int force)
+/* The segments at the extent keys of M, found by key alone (nothing is
+ * attached, so a reader such as 'shmshare ls' changes no nattch).  An entry
+ * may be a stale extent of an earlier M' with the same index, or a stranger:
+ * only its header can tell (shms_ext_reap, 'shmshare check'). */
+int shms_ext_candidates(int64_t main, int32_t *ids, unsigned cap)
 {
     unsigned slot, try, n = 0;
+    if (main < 0 || main > INT32_MAX)
+        return 0;
+    for (slot = 1; slot < SHMS_MAX_EXT; slot++)
+        for (try = 0; try < SHMS_KEY_TRIES; try++) {
+            int id = shmget(shms_ext_key(main, slot, try), 0, 0);
+            if (id >= 0 && n < cap)
+                ids[n++] = id;
+        }
+    return (int)n;
+}
+
+int shms_ext_reap(int64_t main, uint64_t token, int force)
+{
+    int32_t ids[SHMS_MAX_EXT * SHMS_KEY_TRIES];
+    int i, count, n = 0;
     if (main < 0 || main > INT32_MAX || (!force && !main_gone(main)))
         return 0;
-    for (slot = 1; slot < SHMS_MAX_EXT; slot++) {
-        for (try = 0; try < SHMS_KEY_TRIES; try++) {
-            struct shmid_ds ds;
-            int64_t named;
-            int id = shmget(shms_ext_key(main, slot, try), 0, 0), kind, mine;
-            void *p;
-            if (id < 0 || ours(id, &ds))
-                continue;
-            p = shmat(id, NULL, SHM_RDONLY);        /* pins the shmid */
-            if (p == (void *)-1)
-                continue;
-            kind = classify(p, ds.shm_segsz, &named);
-            if (kind == EXT_DONE)
-                mine = named == main &&
-                       (!token || ((const shms_ext_hdr_t *)p)->token == token);
-            else
-                mine = kind == EXT_UNFINISHED &&
-                       (force || shms_index_holder((unsigned)(main & SHMS_IDX_MASK)) == -1);
-            if (mine && shmctl(id, IPC_RMID, NULL) == 0)
-                n++;
-            shmdt(p);
-        }
+    count = shms_ext_candidates(main, ids, SHMS_MAX_EXT * SHMS_KEY_TRIES);
+    for (i = 0; i < count; i++) {
+        struct shmid_ds ds;
+        int64_t named;
+        int id = ids[i], kind, mine;
+        void *p;
+        if (ours(id, &ds))
+            continue;
+        p = shmat(id, NULL, SHM_RDONLY);        /* pins the shmid */
+        if (p == (void *)-1)
+            continue;
+        kind = classify(p, ds.shm_segsz, &named);
+        if (kind == EXT_DONE)
+            mine = named == main &&
+                   (!token || ((const shms_ext_hdr_t *)p)->token == token);
+        else
+            mine = kind == EXT_UNFINISHED &&
+                   (force || shms_index_holder((unsigned)(main & SHMS_IDX_MASK)) == -1);
+        if (mine && shmctl(id, IPC_RMID, NULL) == 0)
+            n++;
+        shmdt(p);
     }
-    return (int)n;
+    return n;
 }
 
 /* gc (point 3): 1 if shmid is an extent of this user whose heap is gone
