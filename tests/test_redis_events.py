@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 from helpers import JOIN_TIMEOUT, fork_child, wait_child
-from redis_server import name, redis_server, store  # noqa: F401  (fixtures)
 
 pytest.importorskip("redis", reason="redis-py is not installed (pip install shmshare[redis])")
 
-from shmshare.stores.redis import RedisStore  # noqa: E402
-from shmshare.stores.redis.events import Barrier, Condition, Event  # noqa: E402
-from shmshare.stores.redis.lock import Lock  # noqa: E402
+from shmshare.stores.redis import RedisStore
+from shmshare.stores.redis.events import Barrier, Condition, Event
+from shmshare.stores.redis.lock import Lock
+
+pytest_plugins = ["redis_server"]  # the redis_server, store and name fixtures
 
 LEASE = 1.0  # seconds; short so that the dead-party tests stay quick
 
