@@ -258,6 +258,10 @@ class Segment:
                 view.release()
         return check
 
+    def _before_detach(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` first in an explicit ``detach()``, before live views are counted."""
+        self._b.detach_hooks.append(hook)
+
     def _on_release(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` when this attachment is released (before shmdt)."""
         self._b.release_hooks.append(hook)
@@ -288,6 +292,8 @@ class Segment:
         b = self._b
         if b.released:
             return
+        for hook in b.detach_hooks:
+            hook()
         n = b.attachment.views_alive()
         if n:
             raise BufferError(

@@ -106,6 +106,34 @@ def test_view_lifetime() -> None:
     gc.collect()
 
 
+def test_own_view_is_kept_and_never_used_after_detach(tmp_path: Path) -> None:
+    """a[i] goes through one view the object keeps; detach() drops it (no BufferError
+    from the object's own view), and afterwards every access fails cleanly."""
+    a = SharedArray((4, 2), "int64")
+    a[1, 1] = 7
+    assert a[1, 1] == 7 and a[1].tolist() == [0, 7]
+    mine = a.numpy()
+    mine.shape = (8,)  # reshaping a view we were given leaves the object's own alone
+    assert a.shape == (4, 2) and a[1, 1] == 7 and mine[3] == 7
+    del mine
+    a.detach()  # the object's cached view does not count as a view in use
+    for touch in (lambda: a[0], lambda: a.__setitem__(0, 1), a.numpy):
+        with pytest.raises(ValueError, match="detached"):
+            touch()
+    b = SharedArray((3,), "float64")
+    b[0] = 1.5
+    shmshare.detach(b)  # the module function drops it too
+    with pytest.raises(ValueError, match="detached"):
+        b[0]
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        t = m.Array("i", [1, 2, 3])
+        t[1] = 5
+        assert t[1] == 5 and t[:] == [1, 5, 3]
+        shmshare.detach(t)
+        with pytest.raises(ValueError, match="detached"):
+            t[0]
+
+
 def test_lock_and_dead_owner() -> None:
     """sa.lock serialises whole-array updates; a holder killed is reported."""
     a = SharedArray(3, "int64")

@@ -71,6 +71,7 @@ class Binding:
         "persist",
         "project_dir",
         "release_hooks",
+        "detach_hooks",
         "released",
         "removed",
         "shmid",
@@ -98,6 +99,9 @@ class Binding:
         # user owns then runs its destroy logic (naming.lifecycle.destroy).
         self.trust = False
         self.release_hooks: list[Callable[[], None]] = []
+        # Run by an explicit detach before it counts live views: an object's
+        # own cached view (SharedArray's) must not make its detach a BufferError.
+        self.detach_hooks: list[Callable[[], None]] = []
 
 
 def release(b: Binding) -> None:

@@ -9,6 +9,10 @@ Views keep the mapping alive.  ``sa.detach()`` while views exist raises
 BufferError; if the SharedArray object is garbage-collected instead, the
 detach is deferred until the last view dies — never a dangling view.
 
+The object builds its own view once per attachment and keeps it (``sa[i]``
+is then one numpy indexing, not a new view each time); ``detach()`` drops
+it before it counts the views still alive, and nothing uses it after.
+
 Lock-free use is the common case: give each worker a disjoint slice
 (``a[i::n]`` or row blocks) and no lock is needed.  Hold ``sa.lock`` for
 read-modify-write of shared regions (``with sa.lock: a += 1``).
@@ -23,6 +27,7 @@ import json
 import math
 import operator
 import struct
+import weakref
 from typing import Any
 
 from .. import _core
@@ -40,12 +45,17 @@ _MUTEX_AT = 64
 _DESCR_AT = _MUTEX_AT + 64  # after the mutex: length-prefixed JSON (dtype descr, shape)
 
 
+_NUMPY: list[Any] = []  # [numpy or None] once looked up: imported on first use
+
+
 def _np() -> Any:
-    try:
-        import numpy
-    except ImportError:  # pragma: no cover - exercised with numpy hidden
-        return None
-    return numpy
+    if not _NUMPY:
+        try:
+            import numpy
+        except ImportError:  # pragma: no cover - exercised with numpy hidden
+            numpy = None
+        _NUMPY.append(numpy)
+    return _NUMPY[0]
 
 
 def _describe(dtype: Any) -> tuple[Any, int, str | None]:
@@ -195,6 +205,9 @@ class SharedArray(HandleMethods, SharedObject, kind="array"):
         self._lock = ObjectLock(mutex, self)  # a dead owner: plain data, nothing to repair
         # After detach the mutex's memory is unmapped: the lock must refuse, not touch it.
         seg._on_release(mutex.guard.close)
+        self._cache: Any = None  # this object's own view (numpy, or a typed memoryview)
+        me = weakref.ref(self)  # not self: the segment must not keep the object alive
+        seg._before_detach(lambda: _drop_cache(me))
 
     def _check_payload(self) -> None:
         probe = type(self).__new__(type(self))
@@ -226,12 +239,28 @@ class SharedArray(HandleMethods, SharedObject, kind="array"):
     def _raw(self) -> memoryview:
         return self._seg.buf[_META:_META + self.nbytes]
 
+    def _view(self) -> Any:
+        """This object's own view: numpy's, or a typed memoryview without numpy."""
+        view = self._cache
+        if view is None:
+            view = self._cache = self._make_view()
+        return view
+
+    def _make_view(self) -> Any:
+        np = _np()
+        if np is None:
+            return self.memoryview()
+        return np.frombuffer(self._raw(), dtype=self.dtype).reshape(self.shape)
+
     def numpy(self) -> Any:
         """A zero-copy numpy view of the array."""
         np = _np()
         if np is None:
             raise ImportError("SharedArray.numpy() needs numpy; use memoryview() without it")
-        return np.frombuffer(self._raw(), dtype=self.dtype).reshape(self.shape)
+        view = self._view()
+        if not isinstance(view, np.ndarray):  # a typed array keeps a memoryview of its own
+            return np.frombuffer(self._raw(), dtype=self.dtype).reshape(self.shape)
+        return view.view()  # a view of its own: reshaping it leaves ours alone
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
         a = self.numpy()
@@ -250,13 +279,12 @@ class SharedArray(HandleMethods, SharedObject, kind="array"):
         return self.shape[0]
 
     def __getitem__(self, index: Any) -> Any:
-        return self.numpy()[index] if _np() is not None else self.memoryview()[index]
+        view = self._cache
+        return (self._view() if view is None else view)[index]
 
     def __setitem__(self, index: Any, value: Any) -> None:
-        if _np() is not None:
-            self.numpy()[index] = value
-        else:
-            self.memoryview()[index] = value
+        view = self._cache
+        (self._view() if view is None else view)[index] = value
 
     # -- what multiprocessing.Array users expect -------------------------------------
 
@@ -266,6 +294,12 @@ class SharedArray(HandleMethods, SharedObject, kind="array"):
     def get_obj(self) -> Any:
         """The raw storage: a zero-copy numpy view (a typed memoryview without numpy)."""
         return self.numpy() if _np() is not None else self.memoryview()
+
+
+def _drop_cache(ref: weakref.ref[SharedArray]) -> None:
+    obj = ref()
+    if obj is not None:
+        obj._cache = None
 
     def __repr__(self) -> str:
         where = f", name={self.name!r}" if self.name is not None else ""

@@ -132,10 +132,14 @@ class SharedTypedArray(SharedArray, kind="typed-array"):
         super()._bind_payload(seg, made)
         self._typecode = _check_typecode(self._meta.get("typecode"))
 
-    def _items(self) -> memoryview:
+    def _make_view(self) -> memoryview:
         tc = self._typecode
         raw = self._raw().cast("B")
         return raw.cast("c" if tc == "c" else _STORED.get(tc, tc))  # type: ignore[call-overload, no-any-return]
+
+    def _items(self) -> memoryview:
+        view = self._cache
+        return self._view() if view is None else view  # type: ignore[no-any-return]
 
     # -- multiprocessing.Array's API ------------------------------------------------------
 
