@@ -62,6 +62,7 @@ class Binding:
 
     __slots__ = (
         "attachment",
+        "detach_hooks",
         "header",
         "key",
         "key_path",
@@ -71,7 +72,6 @@ class Binding:
         "persist",
         "project_dir",
         "release_hooks",
-        "detach_hooks",
         "released",
         "removed",
         "shmid",
