@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -151,11 +152,7 @@ def record_torture(shared_dict, shared_lock, kills: int, ops: int, lost: int) ->
 
 
 def pytest_terminal_summary(terminalreporter, config) -> None:  # type: ignore[no-untyped-def]
-    """Print the crash-torture totals the workers gathered (shmshare's own plugin at work),
-    and any segment the run left behind."""
-    gc.collect()
-    for line in _leak_report(config):
-        terminalreporter.write_line(f"LEFT BEHIND: {line}", red=True)
+    """Print the crash-torture totals the workers gathered (shmshare's own plugin at work)."""
     d = run_shared_dict(config)
     if d is None:
         return
@@ -228,7 +225,15 @@ def _leak_report(config) -> list[str]:  # type: ignore[no-untyped-def]
     return lines
 
 
+@pytest.hookimpl(trylast=True)  # after the pytest plugin removed the run's own objects
 def pytest_unconfigure(config) -> None:  # type: ignore[no-untyped-def]
-    if _BEFORE in config.stash:
+    if _BEFORE not in config.stash:
+        return
+    gc.collect()
+    try:
+        lines = _leak_report(config)
+    finally:
         with contextlib.suppress(OSError):
             os.unlink(config.stash[_BEFORE][1])
+    for line in lines:
+        print(f"LEFT BEHIND: {line}", file=sys.stderr)
