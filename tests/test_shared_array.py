@@ -110,6 +110,7 @@ def test_own_view_is_kept_and_never_used_after_detach(tmp_path: Path) -> None:
     """a[i] goes through one view the object keeps; detach() drops it (no BufferError
     from the object's own view), and afterwards every access fails cleanly."""
     a = SharedArray((4, 2), "int64")
+    assert repr(a) == "<SharedArray shape=(4, 2) dtype='<i8'>"
     a[1, 1] = 7
     assert a[1, 1] == 7 and a[1].tolist() == [0, 7]
     mine = a.numpy()
@@ -194,4 +195,35 @@ def test_process_pool_executor(method: str) -> None:
     a.numpy()[:] = 2.0
     with cf.ProcessPoolExecutor(2, mp_context=mp.get_context(method)) as ex:
         assert list(ex.map(_total, [a, a])) == [200.0, 200.0]
+    a.detach()
+
+
+def test_large_slices_are_populated_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slice of at least 1 MiB is mapped in one madvise per 2 MiB chunk, once per
+    attachment; small slices, repeated slices and reversed ones read and write the
+    same data as numpy does."""
+    from shmshare import _core
+
+    calls: list[tuple[int, int]] = []
+    real = _core.Attachment.populate
+
+    def counting(self: _core.Attachment, offset: int, length: int) -> None:
+        calls.append((offset, length))
+        real(self, offset, length)
+
+    monkeypatch.setattr(_core.Attachment, "populate", counting)
+    rows, cols = 1024, 1024  # 8 MiB of float64, 8 KiB a row
+    a = SharedArray((rows, cols), "float64")
+    ref = np.arange(rows * cols, dtype="float64").reshape(rows, cols)
+    a[0:rows] = ref  # one populate of the whole array
+    assert len(calls) == 1 and calls[0][1] == rows * cols * 8
+    assert (a[0:rows] == ref).all() and len(calls) == 1  # each chunk once
+    assert (a[10:20] == ref[10:20]).all() and len(calls) == 1  # small: never
+    assert (a[::-3] == ref[::-3]).all()
+    b = pickle.loads(pickle.dumps(a))  # another attachment: populated anew
+    assert (b[100:400] == ref[100:400]).all() and len(calls) == 2
+    assert calls[1] == (calls[0][0] + 100 * cols * 8, 300 * cols * 8)  # just those rows
+    with pytest.raises(ValueError, match="outside"):
+        a._seg._attachment().populate(0, 1 << 40)
+    b.detach()
     a.detach()

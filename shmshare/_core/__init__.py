@@ -262,15 +262,32 @@ class Attachment:
         mv = memoryview(self._buf)
         return mv.toreadonly() if self.readonly else mv
 
-    def views_alive(self) -> int:
-        """How many live buffer exports keep this mapping in use (0 = none)."""
+    def populate(self, offset: int, length: int) -> None:
+        """Map ``length`` bytes at ``offset`` now, in one call (see shms_populate):
+        cheaper than the page faults the first touch of each page would take."""
+        if self._ptr is None or length <= 0:
+            return
+        if offset < 0 or offset + length > self.size:
+            raise ValueError(f"populate({offset}, {length}) is outside the {self.size}-byte "
+                             "segment")
+        _check(lib.shms_populate(self._ptr + offset, length),
+               f"madvise(MADV_POPULATE_READ) of shmid={self.shmid}")
+
+    def views_alive(self, collect: bool = True) -> int:
+        """How many live buffer exports keep this mapping in use (0 = none).
+
+        ``collect``: if some seem alive, run the cycle collector first (views
+        dropped but kept by a reference cycle).  A finalizer passes False: a
+        collection costs milliseconds, and there a live view only defers the
+        shmdt to the attachment's own destructor.
+        """
         if self._buf is None:
             return 0
         # Each memoryview family (and numpy array) built on the buffer holds
         # exactly one reference to it; ours + getrefcount's argument make 2.
         n = sys.getrefcount(self._buf) - 2
-        if n > 0:
-            gc.collect()  # views dropped but kept by a reference cycle
+        if n > 0 and collect:
+            gc.collect()
             n = sys.getrefcount(self._buf) - 2
         return n
 

@@ -128,7 +128,7 @@ def release(b: Binding) -> None:
             if b.key_path is not None and not b.persist and not b.removed:
                 _detach_removing_if_last(b)
         finally:
-            if b.attachment.attached and not b.attachment.views_alive():
+            if b.attachment.attached and not b.attachment.views_alive(collect=False):
                 b.attachment.detach()
             # else: views still use the memory; the attachment's own destructor
             # calls shmdt when the last of them goes away.
@@ -161,7 +161,7 @@ def _detach_removing_if_last(b: Binding) -> None:
         # the segment is still ours, and nobody can find it by name any more.
         named = kf is not None and names_us(kf, b)
         ours = 1  # our attachment, still counted in nattch while views keep it
-        if not b.attachment.views_alive():
+        if not b.attachment.views_alive(collect=False):
             b.attachment.detach()
             ours = 0
         try:

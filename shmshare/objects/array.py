@@ -40,6 +40,10 @@ from .shared_object import HandleMethods, SharedObject
 __all__ = ["SharedArray"]
 
 _MAGIC = b"SHMSARR1"
+# Slices of at least this many bytes are mapped in one madvise before use (see
+# _populate), in chunks of _CHUNK bytes, each once per attachment.
+_POPULATE_MIN = 1 << 20
+_CHUNK = 2 << 20
 _META = 4096  # array header size: the data after it stays page-aligned
 _MUTEX_AT = 64
 _DESCR_AT = _MUTEX_AT + 64  # after the mutex: length-prefixed JSON (dtype descr, shape)
@@ -51,10 +55,10 @@ _NUMPY: list[Any] = []  # [numpy or None] once looked up: imported on first use
 def _np() -> Any:
     if not _NUMPY:
         try:
-            import numpy
+            import numpy as found
         except ImportError:  # pragma: no cover - exercised with numpy hidden
-            numpy = None
-        _NUMPY.append(numpy)
+            found = None  # type: ignore[assignment]
+        _NUMPY.append(found)
     return _NUMPY[0]
 
 
@@ -206,6 +210,7 @@ class SharedArray(HandleMethods, SharedObject, kind="array"):
         # After detach the mutex's memory is unmapped: the lock must refuse, not touch it.
         seg._on_release(mutex.guard.close)
         self._cache: Any = None  # this object's own view (numpy, or a typed memoryview)
+        self._mapped: set[int] = set()  # chunks populated in this attachment
         me = weakref.ref(self)  # not self: the segment must not keep the object alive
         seg._before_detach(lambda: _drop_cache(me))
 
@@ -280,11 +285,48 @@ class SharedArray(HandleMethods, SharedObject, kind="array"):
 
     def __getitem__(self, index: Any) -> Any:
         view = self._cache
-        return (self._view() if view is None else view)[index]
+        if view is None:
+            view = self._view()
+        if type(index) is slice:
+            self._populate(index)
+        return view[index]
 
     def __setitem__(self, index: Any, value: Any) -> None:
         view = self._cache
-        (self._view() if view is None else view)[index] = value
+        if view is None:
+            view = self._view()
+        if type(index) is slice:
+            self._populate(index)
+        view[index] = value
+
+    def _populate(self, rows: slice) -> None:
+        """Map the rows a large slice covers before numpy touches them.
+
+        A fresh System V attachment takes one page fault per 4 KiB page on
+        first touch (shared memory segments have no fault-around); one
+        madvise(MADV_POPULATE_READ) maps a range several times faster.  Only
+        for slices of at least 1 MiB, and each 2 MiB chunk once per
+        attachment: a small or repeated slice pays nothing.
+        """
+        if not self.shape or self.nbytes < _POPULATE_MIN:
+            return
+        start, stop, step = rows.indices(self.shape[0])
+        if step < 0:
+            start, stop = stop + 1, start + 1
+        if stop <= start:
+            return
+        row = self.nbytes // self.shape[0] if self.shape[0] else 0
+        lo, hi = start * row, stop * row
+        if hi - lo < _POPULATE_MIN:
+            return
+        first, last = lo // _CHUNK, (hi - 1) // _CHUNK
+        missing = [c for c in range(first, last + 1) if c not in self._mapped]
+        if not missing:
+            return
+        begin = max(lo, missing[0] * _CHUNK)
+        end = min(hi, (missing[-1] + 1) * _CHUNK)
+        self._seg._attachment().populate(HEADER_SIZE + _META + begin, end - begin)
+        self._mapped.update(missing)
 
     # -- what multiprocessing.Array users expect -------------------------------------
 
@@ -295,16 +337,17 @@ class SharedArray(HandleMethods, SharedObject, kind="array"):
         """The raw storage: a zero-copy numpy view (a typed memoryview without numpy)."""
         return self.numpy() if _np() is not None else self.memoryview()
 
+    def __repr__(self) -> str:
+        where = f", name={self.name!r}" if self.name is not None else ""
+        state = "" if self._seg.attached else " (detached)"
+        return f"<SharedArray shape={self.shape} dtype={self._descr!r}{where}{state}>"
+
 
 def _drop_cache(ref: weakref.ref[SharedArray]) -> None:
     obj = ref()
     if obj is not None:
         obj._cache = None
-
-    def __repr__(self) -> str:
-        where = f", name={self.name!r}" if self.name is not None else ""
-        state = "" if self._seg.attached else " (detached)"
-        return f"<SharedArray shape={self.shape} dtype={self._descr!r}{where}{state}>"
+        obj._mapped = set()
 
 
 def _describe_stored(descr: Any) -> tuple[Any, int, str | None]:
