@@ -51,6 +51,27 @@ def platform_machine() -> str:
     return os.uname().machine
 
 
+def _sum_shared_array(task: tuple[Any, int, int, int]) -> float:
+    a, _, lo, hi = task
+    return float(a[lo:hi].sum())
+
+
+def _sum_shared_memory(task: tuple[str, int, int, int]) -> float:
+    from multiprocessing import shared_memory
+
+    import numpy as np
+
+    name, n, lo, hi = task
+    shm = shared_memory.SharedMemory(name)
+    try:
+        view = np.ndarray((n,), "float64", buffer=shm.buf)
+        total = float(view[lo:hi].sum())
+        del view
+        return total
+    finally:
+        shm.close()
+
+
 class Timed:
     """ns per operation of ``body(n)``, with n fixed at the first call so that one
     call takes about ``target_s`` (the first call is a warm-up, not counted)."""
@@ -391,6 +412,33 @@ class Suite:
                                            self.t)
         self.cells["multiprocessing.Array | a[i]"] = Timed(
             lambda n: [mpa[i & 511] for i in range(n)], self.t)
+        self._array_pool(np)
+
+    def _array_pool(self, np: Any) -> None:
+        """A fork Pool(2) sums 8 row blocks of a 256 MiB array per round: a SharedArray
+        passed by reference (each task attaches it; rows taken as ``a[lo:hi]``) against
+        ``shared_memory`` opened by name in each task.  The pool lives for all rounds."""
+        from multiprocessing import shared_memory
+
+        n = 256 * (1 << 20) // 8
+        a = shmshare.SharedArray(n, "float64")
+        a[0:n] = 1.0
+        shm = shared_memory.SharedMemory(f"{self._tag}pool", create=True, size=n * 8)
+        np.ndarray((n,), "float64", buffer=shm.buf).fill(1.0)
+        pool = mp.get_context("fork").Pool(2)
+        self._cleanup += [a.detach, shm.unlink, shm.close, pool.join, pool.terminate]
+        blocks = [(i * n // 8, (i + 1) * n // 8) for i in range(8)]
+        size = "256 MiB"
+
+        def run(fn: Callable[[Any], float], handle: Any) -> float:
+            t0 = time.perf_counter_ns()
+            total = sum(pool.map(fn, [(handle, n, lo, hi) for lo, hi in blocks]))
+            assert total == n, total
+            return (time.perf_counter_ns() - t0) / 1e6
+        self.cells[f"shmshare | Pool(2) sums 8 slices of {size} (ms)"] = (
+            lambda: run(_sum_shared_array, a))
+        self.cells[f"shared_memory | Pool(2) sums 8 slices of {size} (ms)"] = (
+            lambda: run(_sum_shared_memory, shm.name))
 
     # -- peers ----------------------------------------------------------------------------
     def _peers(self) -> None:
