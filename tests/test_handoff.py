@@ -111,3 +111,29 @@ def test_pin_dropped_once_claimed() -> None:
         with pytest.raises(OSError):
             _core.stat(shmid)  # ...and with it the last attachment
         pickle.loads(pickle.dumps(other)).detach()
+
+
+def test_claims_from_processes_at_once_are_all_counted() -> None:
+    """Receivers that claim at the same moment are each counted (a lost increment
+    would keep the sender's pin until it exits)."""
+    from helpers import fork_child, wait_child
+
+    from shmshare.naming.handoff import add_claim, read_claims
+
+    seg = shmshare.Segment(size=4096)
+    att = seg._attachment()
+
+    def claimer() -> int:
+        for _ in range(20_000):
+            add_claim(att)
+        return 0
+
+    view = att.memoryview()
+    try:
+        start = read_claims(view)
+        pids = [fork_child(claimer) for _ in range(4)]
+        assert [wait_child(p) for p in pids] == [0] * 4
+        assert read_claims(view) - start == 80_000
+    finally:
+        view.release()
+    seg.detach()

@@ -273,6 +273,14 @@ class Attachment:
         _check(lib.shms_populate(self._ptr + offset, length),
                f"madvise(MADV_POPULATE_READ) of shmid={self.shmid}")
 
+    def atomic_add(self, offset: int, value: int) -> int:
+        """Add ``value`` to the aligned u64 at ``offset`` atomically; the new value."""
+        if self._ptr is None:
+            raise ValueError("segment is detached")
+        if offset < 0 or offset % 8 or offset + 8 > self.size:
+            raise ValueError(f"atomic_add at {offset}: not an aligned word of the segment")
+        return int(lib.shms_atomic_add(self._ptr + offset, value & 0xFFFF_FFFF_FFFF_FFFF))
+
     def views_alive(self, collect: bool = True) -> int:
         """How many live buffer exports keep this mapping in use (0 = none).
 

@@ -255,11 +255,7 @@ def attach_address(address: Address, *, claim: bool = False) -> Binding:
 
 
 def _claim(att: _core.Attachment) -> None:
-    view = att.memoryview()
-    try:
-        add_claim(view)
-    finally:
-        view.release()
+    add_claim(att)
     drop_claimed()
 
 
@@ -284,10 +280,10 @@ def _reattach_anonymous(kind: str, shmid: int, token: int, claim: bool) -> Bindi
     try:
         header = Header.read(view)
         ours = header is not None and header.token == token and header.anonymous
-        if ours and claim:
-            add_claim(view)
     finally:
         view.release()
+    if ours and claim:
+        add_claim(att)
     if header is None or not ours:
         att.detach()
         raise _gone(f"anonymous {kind} (shmid={shmid}, an id that now names another segment)")

@@ -36,13 +36,10 @@ CLAIM_WAIT = 10.0  # seconds an exiting multiprocessing child waits for its rece
 _CLAIMS_AT = 2080  # a u64 in the header page, after the PID-namespace and inspection words
 
 
-def add_claim(buf: memoryview) -> None:
-    """Count one attach by unpickling (a lost increment under a race still changes the word)."""
-    word = buf[_CLAIMS_AT:_CLAIMS_AT + 8].cast("Q")
-    try:
-        word[0] = (word[0] + 1) & 0xFFFF_FFFF_FFFF_FFFF
-    finally:
-        word.release()
+def add_claim(att: Any) -> None:
+    """Count one attach by unpickling: atomically, since receivers claim at once
+    (a lost increment would hold the sender's pin until it exits)."""
+    att.atomic_add(_CLAIMS_AT, 1)
 
 
 def read_claims(buf: memoryview) -> int:

@@ -62,6 +62,13 @@ int shms_populate(void *addr, uint64_t len)
     return errno == EINVAL ? 0 : errno;
 }
 
+/* *addr += v atomically (a word of shared memory that several processes
+ * bump at once: a plain read-add-write there loses increments). */
+uint64_t shms_atomic_add(void *addr, uint64_t v)
+{
+    return __atomic_add_fetch((uint64_t *)addr, v, __ATOMIC_SEQ_CST);
+}
+
 int shms_shmdt(void *addr)
 {
     return shmdt(addr) == 0 ? 0 : errno;

@@ -42,6 +42,7 @@ int shms_shmget(int64_t key, uint64_t size, int flags, int64_t *shmid_out);
 int shms_shmat(int64_t shmid, int readonly, void **addr_out);
 int shms_shmdt(void *addr);
 int shms_populate(void *addr, uint64_t len);
+uint64_t shms_atomic_add(void *addr, uint64_t v);
 int shms_stat(int64_t shmid, shms_stat_t *out);
 int shms_set(int64_t shmid, int64_t uid, int64_t gid, int64_t mode);
 int shms_rmid(int64_t shmid);
