@@ -22,7 +22,7 @@ from shmshare.naming.keys import KeyFile, key_file_path, list_names
 from shmshare.naming.lifecycle import destroy, find_existing
 from shmshare.pytest_plugin import run_shared_dict
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "redis_server"]  # redis_server: the Redis store fixtures
 
 proc.token()  # attach the per-user process table now, so the leak check knows its id
 

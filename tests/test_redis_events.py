@@ -19,7 +19,8 @@ from shmshare.stores.redis import RedisStore
 from shmshare.stores.redis.events import Barrier, Condition, Event
 from shmshare.stores.redis.lock import Lock
 
-pytest_plugins = ["redis_server"]  # the redis_server, store and name fixtures
+# The redis_server, store and name fixtures come from tests/redis_server.py (a plugin
+# that conftest.py loads).
 
 LEASE = 1.0  # seconds; short so that the dead-party tests stay quick
 
