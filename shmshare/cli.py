@@ -182,8 +182,12 @@ def _gc(pdir: Path, dry_run: bool) -> tuple[Any, str]:
     # Directories owned by a Manager or a pytest run whose process is gone.
     for sub in OWNED_SUBDIRS:
         for owned in dead_owner_dirs(pdir / sub):
-            if not dry_run:
-                remove_all(owned)
+            kept = [] if dry_run else remove_all(owned)
+            if kept:
+                results.append(SweepResult(f"{sub}/{owned.name}", "kept",
+                                           "its owner process is gone, but "
+                                           + "; ".join(kept)))
+                continue
             results.append(SweepResult(f"{sub}/{owned.name}",
                                        "would-remove" if dry_run else "removed",
                                        "its owner process is gone"))

@@ -236,3 +236,42 @@ def test_ls_and_info_show_a_grown_objects_extents(project_dir: Path,
     assert views == [_kernel_view(big._seg.id)] + [_kernel_view(x.shmid) for x in extents]
     shmshare.unlink(big)
     shmshare.unlink(small)
+
+
+def test_a_dead_owners_object_that_cannot_be_removed_keeps_its_key_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """gc of a dead Manager's directory: an object whose removal fails keeps its key
+    file (and so the directory), so a later gc still finds it; the rest go."""
+    from shmshare.errors import ShmPermissionError
+    from shmshare.naming import dirs
+
+    pdir = tmp_path / "shm"
+    owned = pdir / "managers" / "manager-dead"
+    dirs.claim(owned, 1, 0)
+    keep = shmshare.SharedDict("stuck", project_dir=owned, persist=True)
+    other = shmshare.SharedDict("free", project_dir=owned, persist=True)
+    shmids = keep._seg.id, other._seg.id
+    shmshare.detach(keep)
+    shmshare.detach(other)
+    monkeypatch.setattr(dirs, "owner_of", lambda path: (1, False))  # its owner is gone
+    real = dirs.remove
+
+    def refusing(project_dir: Path, name: str) -> int:
+        if name == "stuck":
+            raise ShmPermissionError(1, "refused for the test")
+        return real(project_dir, name)
+
+    monkeypatch.setattr(dirs, "remove", refusing)
+    code, out, _ = cli(capsys, "gc", "--project-dir", str(pdir))
+    assert code == 0 and "kept managers/manager-dead" in out and "refused" in out, out
+    assert (owned / "stuck.key").exists() and not (owned / "free.key").exists()
+    assert _core.stat(shmids[0]).nattch == 0
+    with pytest.raises(shmshare.SegmentRemovedError):
+        _core.stat(shmids[1])
+    monkeypatch.setattr(dirs, "remove", real)
+    code, out, _ = cli(capsys, "gc", "--project-dir", str(pdir))
+    assert code == 0 and "removed managers/manager-dead" in out, out
+    assert not owned.exists()
+    with pytest.raises(shmshare.SegmentRemovedError):
+        _core.stat(shmids[0])

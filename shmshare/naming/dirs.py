@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .._core import proc
 from .._log import logger
+from ..errors import SegmentNotFoundError
 from .inventory import remove
 from .keys import list_names, make_private_dir
 
@@ -43,14 +44,26 @@ def claim(path: Path, owner_pid: int, owner_token: int) -> Path:
     return path
 
 
-def remove_all(path: Path) -> None:
-    """Remove every object in ``path``, then the directory itself."""
+def remove_all(path: Path) -> list[str]:
+    """Remove every object in ``path``, then the directory itself.
+
+    An object that cannot be removed (another user's, its key file locked
+    past the timeout...) keeps its key file, and so the directory stays:
+    deleting the key file of a segment that still exists would leave the
+    segment where no ``gc`` can find it by name.  Returns what was kept.
+    """
+    kept = []
     for name in list_names(path):
         try:
             remove(path, name)
-        except (OSError, RuntimeError):
-            pass  # already gone, or removed by a racing cleaner
-    shutil.rmtree(path, ignore_errors=True)
+        except SegmentNotFoundError:
+            pass  # removed meanwhile by a racing cleaner
+        except (OSError, RuntimeError) as exc:
+            kept.append(f"{name}: {exc}")
+            logger.warning("kept %s in %s: %s", name, path, exc)
+    if not kept:
+        shutil.rmtree(path, ignore_errors=True)
+    return kept
 
 
 def owner_of(path: Path) -> tuple[int, bool | None]:
@@ -78,6 +91,6 @@ def sweep_dead_owners(base: Path) -> list[Path]:
     """Remove the owned directories under ``base`` whose owner is gone."""
     dead = dead_owner_dirs(base)
     for path in dead:
-        remove_all(path)
-        logger.info("removed %s and its objects: its owner process is gone", path)
+        if not remove_all(path):
+            logger.info("removed %s and its objects: its owner process is gone", path)
     return dead
