@@ -208,6 +208,27 @@ def _suspects(path: str, made: float) -> list[str]:
     return [n for n, (a, b) in spans.items() if a - 1 <= made <= b + 1]
 
 
+def _what(shmid: int, size: int) -> str:
+    """The object a leftover segment holds, from its identity header."""
+    from shmshare.naming.header import Header
+
+    try:
+        att = _core.shmat(shmid, size, readonly=True)
+    except OSError as exc:
+        return f"(not readable: {exc})"
+    try:
+        view = att.memoryview()
+        try:
+            h = Header.read(view)
+        finally:
+            view.release()
+    finally:
+        att.detach()
+    if h is None:
+        return "(no shmshare header)"
+    return f"{h.kind} {h.name or '(anonymous)'!r} (key file inode {h.ino})"
+
+
 def _leak_report(config) -> list[str]:  # type: ignore[no-untyped-def]
     if _BEFORE not in config.stash:
         return []
@@ -219,7 +240,8 @@ def _leak_report(config) -> list[str]:  # type: ignore[no-untyped-def]
         except OSError:
             continue
         who = ", ".join(_suspects(path, st.ctime)) or "no test (a fixture or the run itself)"
-        lines.append(f"shmid {sid} key {st.key:#010x} {st.size} bytes nattch {st.nattch} "
+        lines.append(f"shmid {sid} key {st.key:#010x} {_what(sid, st.size)}, {st.size} "
+                     f"bytes nattch {st.nattch} "
                      f"made {time.strftime('%H:%M:%S', time.localtime(st.ctime))} by pid "
                      f"{st.cpid}, while running: {who}")
     return lines
