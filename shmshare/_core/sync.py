@@ -16,7 +16,10 @@ from typing import Any
 from ..errors import ShmLimitError
 from . import proc
 from ._lib import ffi, lib
-from .heap import _BUSY, _SLICE_NS, Heap, _error
+from .heap import Heap
+from .results import BUSY, DETACHED, EUNKNOWN, failure
+from .results import RECOVERED as _RECOVERED
+from .slices import SLICE_NS, Deadline
 
 __all__ = ["BARRIER", "CONDITION", "EVENT", "LOCK", "RECOVERED", "RLOCK", "SEMAPHORE",
            "SyncRecord"]
@@ -24,21 +27,6 @@ __all__ = ["BARRIER", "CONDITION", "EVENT", "LOCK", "RECOVERED", "RLOCK", "SEMAP
 LOCK, RLOCK, SEMAPHORE, EVENT, CONDITION, BARRIER = 1, 2, 3, 4, 5, 6
 RECOVERED = 1  # acquire's result when the lock was taken from a dead holder
 SLOTS = 128    # semaphore holders, condition waiters, barrier parties (sync.c)
-
-_RECOVERED = int(lib.SHMS_RECOVERED)
-_EUNKNOWN = int(lib.SHMS_EUNKNOWN)
-_DETACHED = ("this shared object is detached from this process (detach() was called, or "
-             "its Manager was shut down); open it again to use it")
-
-
-def _ns(deadline: float | None) -> int:
-    if deadline is None:
-        return _SLICE_NS
-    return min(_SLICE_NS, max(0, int((deadline - time.monotonic()) * 1e9)))
-
-
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
 
 
 class SyncRecord:
@@ -51,13 +39,13 @@ class SyncRecord:
         heap.dict_set(key, cmp_len, bytes(int(lib.shms_sync_size())), only_if_absent=True,
                       held=held)
         out = ffi.new("void **")
-        started: list[Any] = []
-        while True:
-            rc = lib.shms_sync_open(heap._handle(), key, len(key), cmp_len, kind, value, bound,
-                                    out, held, _SLICE_NS)
-            if rc == 0:
-                break
-            heap._retry(rc, started, "opening a sync record")
+        h = heap._handle()
+
+        def call(held: bool) -> int:
+            return int(lib.shms_sync_open(h, key, len(key), cmp_len, kind, value, bound, out,
+                                          held, SLICE_NS))
+
+        heap._until_done("opening a sync record", call, call(held), held)
         self._r = out[0]
         self._heap = heap
         self._inflight = 0  # threads of this process inside a blocking call
@@ -80,25 +68,25 @@ class SyncRecord:
         r = self._r
         if r == ffi.NULL:
             return
-        deadline = time.monotonic() + 1.0
-        while self._inflight and time.monotonic() < deadline:
+        deadline = Deadline(1.0)
+        while self._inflight and not deadline.passed():
             lib.shms_sync_kick(r)
             time.sleep(0.001)
         self._r = ffi.NULL
 
     def _live(self) -> Any:
         if self._r == ffi.NULL:
-            raise ValueError(_DETACHED)
+            raise ValueError(DETACHED)
         return self._r
 
     def _fail(self, rc: int, what: str) -> None:
         """Return to retry after learning an unknown holder's table; else raise."""
-        if rc == _EUNKNOWN:
+        if rc == EUNKNOWN:
             proc.learn(int(self._other[0]))
             return
         if rc == errno.EINVAL:
             self._live()
-        raise _error(rc, what)
+        raise failure(rc, what, lock="the lock")
 
     def sleepers(self) -> int:
         """Threads (of any process) asleep on the record now; for tests."""
@@ -115,7 +103,7 @@ class SyncRecord:
         rc = lib.shms_lock_acquire(self._r, self.kind, token, 0, self._other)
         if rc == 0:
             return 0                    # the uncontended path: one C call
-        deadline = _deadline(timeout)
+        deadline = Deadline(timeout)
         self._inflight += 1
         try:
             while True:
@@ -123,11 +111,11 @@ class SyncRecord:
                     return 0
                 if rc == _RECOVERED:
                     return RECOVERED
-                if rc not in _BUSY:
+                if rc not in BUSY:
                     self._fail(rc, "acquiring the lock")
-                elif deadline is not None and time.monotonic() >= deadline:
+                elif deadline.passed():
                     return None
-                rc = lib.shms_lock_acquire(self._r, self.kind, token, _ns(deadline),
+                rc = lib.shms_lock_acquire(self._r, self.kind, token, deadline.slice_ns(),
                                            self._other)
         finally:
             self._inflight -= 1
@@ -148,7 +136,7 @@ class SyncRecord:
     # -------------------------------------------------------------- Semaphore
     def sem_acquire(self, token: int, held: bool, timeout: float | None) -> int | None:
         """Permits given back from dead holders (>= 0) once one is taken; None if not in time."""
-        deadline = _deadline(timeout)
+        deadline = Deadline(timeout)
         ns = 0
         freed = ffi.new("uint64_t *")  # per call: threads share the record object
         self._inflight += 1
@@ -157,11 +145,11 @@ class SyncRecord:
                 rc = lib.shms_sem_acquire(self._r, token, held, ns, freed, self._other)
                 if rc == 0:
                     return int(freed[0])
-                if rc not in _BUSY:
+                if rc not in BUSY:
                     self._fail(rc, "acquiring the semaphore")
-                elif deadline is not None and time.monotonic() >= deadline:
+                elif deadline.passed():
                     return None
-                ns = _ns(deadline)
+                ns = deadline.slice_ns()
         finally:
             self._inflight -= 1
 
@@ -188,7 +176,7 @@ class SyncRecord:
 
     def event_wait(self, timeout: float | None) -> bool:
         gen = lib.shms_event_gen(self._live())
-        deadline = _deadline(timeout)
+        deadline = Deadline(timeout)
         ns = 0
         self._inflight += 1
         try:
@@ -196,11 +184,11 @@ class SyncRecord:
                 rc = lib.shms_event_wait(self._r, gen, ns)
                 if rc == 0:
                     return True
-                if rc not in _BUSY:
+                if rc not in BUSY:
                     self._fail(rc, "waiting for the event")
-                elif deadline is not None and time.monotonic() >= deadline:
+                elif deadline.passed():
                     return False
-                ns = _ns(deadline)
+                ns = deadline.slice_ns()
         finally:
             self._inflight -= 1
 
@@ -214,16 +202,16 @@ class SyncRecord:
 
     def cond_wait(self, slot: int, ticket: int, timeout: float | None) -> bool:
         """True once notified, False if not in time (the slot stays queued)."""
-        deadline = _deadline(timeout)
+        deadline = Deadline(timeout)
         self._inflight += 1
         try:
             while True:
-                rc = lib.shms_cond_wait(self._r, slot, ticket, _ns(deadline))
+                rc = lib.shms_cond_wait(self._r, slot, ticket, deadline.slice_ns())
                 if rc == 0:
                     return True
-                if rc not in _BUSY:
+                if rc not in BUSY:
                     self._fail(rc, "waiting on the condition")
-                elif deadline is not None and time.monotonic() >= deadline:
+                elif deadline.passed():
                     return False
         finally:
             self._inflight -= 1
@@ -250,18 +238,18 @@ class SyncRecord:
 
     def barrier_wait(self, gen: int, timeout: float | None) -> bool | None:
         """True passed, False broken or reset, None not in time."""
-        deadline = _deadline(timeout)
+        deadline = Deadline(timeout)
         self._inflight += 1
         try:
             while True:
-                rc = lib.shms_barrier_wait(self._r, gen, _ns(deadline), self._other)
+                rc = lib.shms_barrier_wait(self._r, gen, deadline.slice_ns(), self._other)
                 if rc == 0:
                     return True
                 if rc == errno.EPIPE:
                     return False
-                if rc not in _BUSY:
+                if rc not in BUSY:
                     self._fail(rc, "waiting at the barrier")
-                elif deadline is not None and time.monotonic() >= deadline:
+                elif deadline.passed():
                     return None
         finally:
             self._inflight -= 1

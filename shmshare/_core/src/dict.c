@@ -522,14 +522,27 @@ int shms_dict_clear(shms_heap_t *h, int held, int64_t timeout_ns)
  * call costs about a hundred instructions, and these are the calls whose
  * cost a user sees.  cmplen = klen, the lock not held, one wait slice
  * (100 ms); on any result but 0 (and, for fetch, ENOTFOUND) the caller
- * takes the general path, which retries or raises. */
+ * takes the general path, which retries or raises.  The store never
+ * creates an extent (SHMS_EGROW): growth happens on the general path,
+ * where Python sees it and reports it. */
 #define HOT_SLICE_NS 100000000LL
+
+static int store_body(shms_heap_t *h, void *arg)
+{
+    int rc;
+    h->no_grow = 1;     /* under the heap lock: no other thread is in an op */
+    rc = set_body(h, arg);
+    h->no_grow = 0;
+    return rc;
+}
 
 int shms_dict_store(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
                     uint64_t vlen)
 {
     uint64_t res[1];
-    return shms_dict_set(h, key, klen, klen, val, vlen, 0, res, 0, HOT_SLICE_NS);
+    shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen, .val = val, .vlen = vlen,
+                    .res = res};
+    return check_key(klen, klen) ?: shms_run_op(h, 0, HOT_SLICE_NS, store_body, &a);
 }
 
 int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, uint64_t cap,

@@ -262,6 +262,8 @@ int shms_alloc(shms_heap_t *h, uint64_t n, uint64_t *ref_out)
             return rc;
         if (r)
             break;
+        if (h->no_grow)
+            return SHMS_EGROW;
         if ((rc = shms_ext_grow(h, s)))
             return rc;
     }

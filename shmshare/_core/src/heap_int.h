@@ -92,6 +92,7 @@ struct shms_heap {                   /* process-local, malloc'd */
     int64_t  main_shmid;             /* shmid of extent 0's segment, or -1 */
     uint64_t last_ask;               /* bytes of the last extent shmget tried */
     int      damaged;                /* set by the allocator: derived data is bad */
+    int      no_grow;                /* the op under way may not create extents */
 };
 
 /* ---- refs ---- */

@@ -71,6 +71,7 @@ int shms_mutex_kind_ok(const void *m);
 #define SHMS_EEXTGONE     1007  /* a READY extent cannot be attached */
 #define SHMS_ENOKEY       1008  /* no extent key of this heap is free (extent.c) */
 #define SHMS_EUNKNOWN     1009  /* sync.c: a holder's process table is not known yet */
+#define SHMS_EGROW        1011  /* the hot store would create an extent (dict.c) */
 
 #define SHMS_F_ANONYMOUS  1u
 
