@@ -19,7 +19,7 @@ import os
 import threading
 
 from ..errors import SegmentExistsError, SegmentNotFoundError, ShmLimitError, ShmshareError
-from . import IPC_CREAT, IPC_EXCL, shmget, stat
+from . import IPC_CREAT, IPC_EXCL, fork_hooks, shmget, stat
 from ._lib import ffi, lib
 
 __all__ = ["alive", "holder_pid", "learn", "table_shmids", "token"]
@@ -167,4 +167,4 @@ def _forget_in_child() -> None:
     _lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_in_child)
+fork_hooks.at_fork(after_in_child=_forget_in_child)

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from .._core import fork_hooks
 
 __all__ = ["CLAIM_WAIT", "add_claim", "drop_claimed", "pin", "read_claims"]
 
@@ -97,7 +98,7 @@ def pin(key: int, holder: Any, claims: Callable[[], int | None]) -> None:
     _install_exit_wait()
 
 
-def _install_exit_wait(_: object = None) -> None:
+def _install_exit_wait() -> None:
     """Wait for receivers when this multiprocessing child exits.
 
     fork and forkserver children leave through ``os._exit``, after
@@ -143,22 +144,5 @@ def _after_fork_in_child() -> None:
     _lock = threading.Lock()
 
 
-class _ForkToken:
-    pass
-
-
-_FORK_TOKEN = _ForkToken()
-_mp_hook = False
-
-
-def _before_fork() -> None:
-    # Registered with multiprocessing only once it is in use (it is imported
-    # before any Process starts), just before a fork: importing it at import
-    # time would cost every program's start-up (see tests/test_startup.py).
-    global _mp_hook
-    if not _mp_hook and "multiprocessing.util" in sys.modules:
-        sys.modules["multiprocessing.util"].register_after_fork(_FORK_TOKEN, _install_exit_wait)
-        _mp_hook = True
-
-
-os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+fork_hooks.at_fork(after_in_child=_after_fork_in_child)
+fork_hooks.multiprocessing_child(_install_exit_wait)
