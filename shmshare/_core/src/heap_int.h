@@ -111,6 +111,11 @@ static inline shms_blk_t *shms_blk_of(shms_heap_t *h, uint64_t r)
 {
     return (shms_blk_t *)((char *)shms_ptr(h, r) - SHMS_BLK_HDR);
 }
+/* The block whose header is at offset off of extent e. */
+static inline shms_blk_t *shms_blk_at(shms_heap_t *h, unsigned e, uint64_t off)
+{
+    return (shms_blk_t *)(h->base[e] + off);
+}
 /* GUARDED ACCESS.  Operations follow refs read from shared memory, which
  * a bug elsewhere, a stray write or a hostile process may have damaged.
  * Every ref an operation follows goes through these checks first, so a
