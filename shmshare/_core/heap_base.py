@@ -75,6 +75,17 @@ class HeapBase:
             raise ValueError(DETACHED)
         return h
 
+    def _ready(self) -> tuple[Any, Scratch]:
+        """The live handle and this thread's buffers (ValueError once closed)."""
+        h = self._h
+        if h is None:
+            raise ValueError(DETACHED)
+        try:
+            return h, self._tls.s
+        except AttributeError:
+            s = self._tls.s = Scratch()
+            return h, s
+
     def _scratch(self) -> Scratch:
         try:
             return self._tls.s  # type: ignore[no-any-return]

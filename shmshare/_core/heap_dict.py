@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from ._lib import ffi, lib
 from .heap_base import HeapBase, Scratch
-from .results import DETACHED, ENOTFOUND, ETOOSMALL, OK
+from .results import ENOTFOUND, ETOOSMALL, OK
 from .slices import SLICE_NS
 
 __all__ = ["NO_VERSIONS", "SCAN_START", "DictMethods"]
@@ -55,13 +55,7 @@ class DictMethods(HeapBase):
         and every crash recovery, so a caller may keep the value until
         ``modcount_view[0]`` moves.  One C call when uncontended.
         """
-        h = self._h
-        if h is None:
-            raise ValueError(DETACHED)
-        try:
-            s = self._tls.s
-        except AttributeError:
-            s = self._tls.s = Scratch()
+        h, s = self._ready()
         rc = lib.shms_dict_get(h, key, len(key), cmp_len, s.buf, s.cap, s.res, held, SLICE_NS)
         if rc not in (OK, ENOTFOUND):
             rc = self._until_done(
@@ -157,13 +151,7 @@ class DictMethods(HeapBase):
         """Store ``value``; True if ``key`` was new.  An existing key keeps its
         stored bytes and position.  ``only_if_absent``: leave an existing
         value alone (setdefault)."""
-        h = self._h
-        if h is None:
-            raise ValueError(DETACHED)
-        try:
-            s = self._tls.s
-        except AttributeError:
-            s = self._tls.s = Scratch()
+        h, s = self._ready()
         rc = lib.shms_dict_set(h, key, len(key), cmp_len, value, len(value), only_if_absent,
                                s.res, held, SLICE_NS)
         if rc != OK:
@@ -187,8 +175,7 @@ class DictMethods(HeapBase):
 
     def dict_pop(self, key: bytes, cmp_len: int, *, held: bool = False) -> bytes | None:
         """Remove ``key`` and return its value; None if absent."""
-        h = self._handle()
-        s = self._scratch()
+        h, s = self._ready()
 
         def call(held: bool) -> int:
             return int(lib.shms_dict_pop(h, key, len(key), cmp_len, s.buf, s.cap, s.res, held,
@@ -199,8 +186,7 @@ class DictMethods(HeapBase):
         return ffi.unpack(s.buf, s.res[0]) if rc == OK else None
 
     def dict_len(self, *, held: bool = False) -> int:
-        h = self._handle()
-        s = self._scratch()
+        h, s = self._ready()
 
         def call(held: bool) -> int:
             return int(lib.shms_dict_len(h, s.res, held, SLICE_NS))
@@ -218,8 +204,7 @@ class DictMethods(HeapBase):
 
     def dict_popitem(self, *, held: bool = False) -> tuple[bytes, bytes] | None:
         """Remove and return the last inserted (key, value); None if empty."""
-        h = self._handle()
-        s = self._scratch()
+        h, s = self._ready()
 
         def call(held: bool) -> int:
             return int(lib.shms_dict_popitem(h, s.buf, s.cap, s.res, held, SLICE_NS))
@@ -242,8 +227,7 @@ class DictMethods(HeapBase):
         the last seq of a batch to get the next; an empty list ends.  A key
         re-set keeps its seq; a deleted and re-added key gets a new one.
         """
-        h = self._handle()
-        s = self._scratch()
+        h, s = self._ready()
         if s.cap < _SCAN_BUF:
             s.grow(_SCAN_BUF)
 

@@ -21,6 +21,7 @@ import threading
 from ..errors import SegmentExistsError, SegmentNotFoundError, ShmLimitError, ShmshareError
 from . import IPC_CREAT, IPC_EXCL, fork_hooks, shmget, stat
 from ._lib import ffi, lib
+from .results import failure
 
 __all__ = ["alive", "holder_pid", "learn", "table_shmids", "token"]
 
@@ -95,7 +96,7 @@ def _register() -> int:
             raise ShmLimitError(f"the process table is full: {t[2]} processes of this user "
                                 "use shmshare at once")
         if rc:
-            raise OSError(rc, f"registering in the process table: {os.strerror(rc)}")
+            raise failure(rc, "registering in the process table")
         return uid << 32 | index << 29 | int(slot[0]) << _GEN_BITS | int(gen[0])
     raise ShmLimitError(f"no usable process table for uid {uid}: all {_CANDIDATES} "
                         "candidate keys are taken by segments of other users")

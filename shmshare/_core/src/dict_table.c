@@ -8,21 +8,43 @@
 
 /* ------------------------------------------------------------ index */
 
+/* The probe sequence over the index (CPython's): the slot hash & mask, then
+ * i*5 + perturb + 1 with perturb shifted right 5 bits per step, so every
+ * bit of the hash takes part and every slot is reached.  Damaged tables are
+ * bounded by PROBE_MAX steps. */
+typedef struct {
+    uint64_t i, mask, perturb;
+} probe_t;
+#define PROBE_MAX(t) (4 * (t)->isize + 64)
+
+static probe_t probe_start(const shms_dtab_t *t, uint64_t hash)
+{
+    probe_t p = {hash & (t->isize - 1), t->isize - 1, hash};
+    return p;
+}
+
+static void probe_next(probe_t *p)
+{
+    p->perturb >>= 5;
+    p->i = (p->i * 5 + p->perturb + 1) & p->mask;
+}
+
 int64_t shms_dict_lookup(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const char *key,
                          uint64_t cmplen, uint64_t *slot)
 {
     uint32_t *ix = shms_dindex(t);
     shms_dent_t *en = shms_dents(t);
-    uint64_t mask = t->isize - 1, i = hash & mask, perturb = hash, reuse = UINT64_MAX, n;
-    for (n = 0; n < 4 * t->isize + 64; n++) {
-        uint32_t v = ix[i];
+    uint64_t reuse = UINT64_MAX, n;
+    probe_t p = probe_start(t, hash);
+    for (n = 0; n < PROBE_MAX(t); n++, probe_next(&p)) {
+        uint32_t v = ix[p.i];
         if (v == SHMS_IX_EMPTY) {
-            *slot = reuse != UINT64_MAX ? reuse : i;
+            *slot = reuse != UINT64_MAX ? reuse : p.i;
             return SHMS_LK_ABSENT;
         }
         if (v == SHMS_IX_DUMMY) {
             if (reuse == UINT64_MAX)
-                reuse = i;
+                reuse = p.i;
         } else if (v >= t->n_used) {
             return SHMS_LK_DAMAGED;             /* the index names no entry */
         } else if (en[v].hash == hash && en[v].blob) {
@@ -30,12 +52,10 @@ int64_t shms_dict_lookup(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const ch
             if (!b)
                 return SHMS_LK_DAMAGED;
             if (b->cmplen == cmplen && memcmp(shms_dblob_key(b), key, cmplen) == 0) {
-                *slot = i;
+                *slot = p.i;
                 return v;
             }
         }
-        perturb >>= 5;
-        i = (i * 5 + perturb + 1) & mask;
     }
     *slot = reuse;
     return SHMS_LK_ABSENT;
@@ -45,25 +65,21 @@ int64_t shms_dict_lookup(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const ch
 uint64_t shms_dict_slot_of(shms_dtab_t *t, uint64_t hash, uint32_t e)
 {
     uint32_t *ix = shms_dindex(t);
-    uint64_t mask = t->isize - 1, i = hash & mask, perturb = hash, n;
-    for (n = 0; n < 4 * t->isize + 64 && ix[i] != SHMS_IX_EMPTY; n++) {
-        if (ix[i] == e)
-            return i;
-        perturb >>= 5;
-        i = (i * 5 + perturb + 1) & mask;
-    }
+    uint64_t n;
+    probe_t p = probe_start(t, hash);
+    for (n = 0; n < PROBE_MAX(t) && ix[p.i] != SHMS_IX_EMPTY; n++, probe_next(&p))
+        if (ix[p.i] == e)
+            return p.i;
     return UINT64_MAX;
 }
 
 void shms_dict_index_insert(shms_dtab_t *t, uint64_t hash, uint32_t e)
 {
     uint32_t *ix = shms_dindex(t);
-    uint64_t mask = t->isize - 1, i = hash & mask, perturb = hash;
-    while (ix[i] != SHMS_IX_EMPTY) {
-        perturb >>= 5;
-        i = (i * 5 + perturb + 1) & mask;
-    }
-    ix[i] = e;
+    probe_t p = probe_start(t, hash);
+    while (ix[p.i] != SHMS_IX_EMPTY)
+        probe_next(&p);
+    ix[p.i] = e;
 }
 
 /* The stripes of t, guarded (NULL: none, or a damaged ref, then flagged). */
