@@ -1,5 +1,12 @@
 """The only Python that touches cffi: typed wrappers over the C core.
 
+One module per concern: this one the System V calls and ``Attachment``;
+``mutex`` the robust mutex, ``guard`` how objects hold a lock, ``owner_watch``
+damaged-lock detection; ``heap`` (on ``heap_base`` and ``heap_dict``) the
+heap; ``sync``/``queue`` the sync records; ``proc`` process tokens;
+``results`` what a C result code means, ``slices`` how waits are cut,
+``fork_hooks`` what each layer does around a fork.
+
 Everything above this package sees ints, dataclasses, memoryviews and
 exceptions, never ``ffi``/``lib``/cdata.  Functions are named after the C
 calls they wrap (``shmget``, ``shmat``...), and raise the exceptions of

@@ -17,7 +17,7 @@ in C; this module binds it so that:
   function.  A class stores them in slots, so ``with`` and attribute lookup
   reach them through C descriptors only.
 
-This and ``_core/__init__.py``/``heap.py`` are the only modules that touch
+Like every module of ``_core`` (and no module outside it), this one touches
 ``ffi``/``lib``.  The guarantee needs CPython >= 3.11 (3.10 checks for
 signals before almost every bytecode, so even ``with``'s own epilogue can be
 interrupted before it calls ``__exit__``).

@@ -1,4 +1,4 @@
-/* Internal layout of the heap dict (dict.c, dict_fix.c). */
+/* Internal layout of the heap dict (dict.c, dict_table.c, dict_fix.c, dict_scan.c). */
 #ifndef SHMS_DICT_INT_H
 #define SHMS_DICT_INT_H
 

@@ -1,5 +1,5 @@
-/* Internal layout of the shmshare heap, shared by heap.c, extent.c,
- * recover.c and dict.c.  Nothing here is seen by Python except through
+/* Internal layout of the shmshare heap, shared by heap.c, alloc.c,
+ * extent*.c, recover.c, mark.c, check.c and dict*.c.  Nothing here is seen by Python except through
  * cdef/heap.h (opaque handle + functions + result codes).
  *
  * See heap.c for the invariants and commit points.
@@ -204,7 +204,7 @@ int  shms_ext_attach_all(shms_heap_t *h);
  * every lookup hashes with); verified at open, by recovery and by check. */
 uint64_t shms_ident_sum(const shms_heap_hdr_t *H);
 
-/* ---- recover.c: reachability marking, used by recovery and check ---- */
+/* ---- mark.c: reachability marking, used by recovery and check ---- */
 typedef struct shms_markctx shms_markctx_t;
 /* Mark the block whose payload is at ref; it must hold >= min bytes.
  * Returns 0, or -1 after recording why (bad ref, not a block, twice). */

@@ -58,7 +58,8 @@ int shms_mutex_destroy(void *m);
 int64_t shms_mutex_owner(const void *m);
 int shms_mutex_kind_ok(const void *m);
 
-/* ---- heap.c, extent.c, recover.c, dict*.c (internals: heap_int.h) ---- */
+/* ---- heap.c, alloc.c, extent*.c, recover.c, mark.c, check.c, dict*.c
+ *      (internals: heap_int.h) ---- */
 #define SHMS_MAX_EXT      64
 /* Result codes above the errno range (also declared in cdef/heap.h). */
 #define SHMS_RECOVERED    1000  /* lock taken after repairing a dead owner */
