@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from ._lib import ffi, lib
 from .heap_base import HeapBase, Scratch
-from .results import ENOTFOUND, ETOOSMALL, OK
+from .results import DETACHED, ENOTFOUND, ETOOSMALL, OK
 from .slices import SLICE_NS
 
 __all__ = ["NO_VERSIONS", "SCAN_START", "DictMethods"]
@@ -55,7 +55,14 @@ class DictMethods(HeapBase):
         and every crash recovery, so a caller may keep the value until
         ``modcount_view[0]`` moves.  One C call when uncontended.
         """
-        h, s = self._ready()
+        # _ready() inlined: this is SharedList's read path.
+        h = self._h
+        if h is None:
+            raise ValueError(DETACHED)
+        try:
+            s = self._tls.s
+        except AttributeError:
+            s = self._tls.s = Scratch()
         rc = lib.shms_dict_get(h, key, len(key), cmp_len, s.buf, s.cap, s.res, held, SLICE_NS)
         if rc not in (OK, ENOTFOUND):
             rc = self._until_done(
@@ -181,8 +188,10 @@ class DictMethods(HeapBase):
             return int(lib.shms_dict_pop(h, key, len(key), cmp_len, s.buf, s.cap, s.res, held,
                                          SLICE_NS))
 
-        rc = self._until_done("dict pop", call, call(held), held, done=(OK, ENOTFOUND),
-                              grow=lambda: s.grow(int(s.res[0])), key=(key, cmp_len))
+        rc = call(held)
+        if rc not in (OK, ENOTFOUND):
+            rc = self._until_done("dict pop", call, rc, held, done=(OK, ENOTFOUND),
+                                  grow=lambda: s.grow(int(s.res[0])), key=(key, cmp_len))
         return ffi.unpack(s.buf, s.res[0]) if rc == OK else None
 
     def dict_len(self, *, held: bool = False) -> int:
@@ -191,7 +200,9 @@ class DictMethods(HeapBase):
         def call(held: bool) -> int:
             return int(lib.shms_dict_len(h, s.res, held, SLICE_NS))
 
-        self._until_done("dict len", call, call(held), held)
+        rc = call(held)
+        if rc != OK:
+            self._until_done("dict len", call, rc, held)
         return int(s.res[0])
 
     def dict_clear(self, *, held: bool = False) -> None:
@@ -200,7 +211,9 @@ class DictMethods(HeapBase):
         def call(held: bool) -> int:
             return int(lib.shms_dict_clear(h, held, SLICE_NS))
 
-        self._until_done("dict clear", call, call(held), held)
+        rc = call(held)
+        if rc != OK:
+            self._until_done("dict clear", call, rc, held)
 
     def dict_popitem(self, *, held: bool = False) -> tuple[bytes, bytes] | None:
         """Remove and return the last inserted (key, value); None if empty."""
@@ -209,8 +222,10 @@ class DictMethods(HeapBase):
         def call(held: bool) -> int:
             return int(lib.shms_dict_popitem(h, s.buf, s.cap, s.res, held, SLICE_NS))
 
-        rc = self._until_done("dict popitem", call, call(held), held, done=(OK, ENOTFOUND),
-                              grow=lambda: s.grow(int(s.res[2])))
+        rc = call(held)
+        if rc not in (OK, ENOTFOUND):
+            rc = self._until_done("dict popitem", call, rc, held, done=(OK, ENOTFOUND),
+                                  grow=lambda: s.grow(int(s.res[2])))
         if rc != OK:
             return None
         klen, vlen = int(s.res[0]), int(s.res[1])
@@ -235,7 +250,9 @@ class DictMethods(HeapBase):
             return int(lib.shms_dict_scan(h, after_seq, reverse, values, s.buf, s.cap, s.res,
                                           held, SLICE_NS))
 
-        self._until_done("dict scan", call, call(held), held, grow=lambda: s.grow(int(s.res[2])))
+        rc = call(held)
+        if rc != OK:
+            self._until_done("dict scan", call, rc, held, grow=lambda: s.grow(int(s.res[2])))
         return _parse(ffi.unpack(s.buf, s.res[1]), int(s.res[0]))
 
 
