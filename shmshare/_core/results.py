@@ -20,6 +20,7 @@ from ..errors import (
     ShmLimitError,
     ShmshareError,
     WrongTypeError,
+    _OSErrorMixin,
     from_errno,
 )
 from ._lib import lib
@@ -84,9 +85,9 @@ def failure(rc: int, what: str, *, lock: str = "the heap lock",
     if entry is not None:
         cls, text, err = entry
         message = f"{what}: {text.format(lock=lock)}"
-        if issubclass(cls, OSError):
+        if issubclass(cls, _OSErrorMixin):  # OSError(errno, message) semantics
             return cls(err, message)
-        if issubclass(cls, ShmshareError):
+        if issubclass(cls, ShmshareError):  # (message, errno), LockTimeoutError too
             return cls(message, err)
         return cls(message)
     if asked is not None and rc in _GROWTH:
