@@ -1,20 +1,21 @@
-"""Waiting in slices: the one way the core waits for a lock or a change.
+"""Waiting in slices: the one way shmshare waits for a lock or a change.
 
 A C call that may block gets at most ``SLICE_NS`` to wait and then returns
 (ETIMEDOUT/EBUSY), so Python gets control back at least every 0.1 s: Ctrl-C
 is honoured, deadlines are kept, and a long wait can check whether the
 lock's owner still exists (:class:`~shmshare._core.owner_watch.OwnerWatch`).
+Waits with no C call to block in poll instead, paced by :func:`pauses`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from .results import BUSY
 
-__all__ = ["SLICE_NS", "Deadline", "wait_in_slices"]
+__all__ = ["SLICE_NS", "Deadline", "pauses", "wait_in_slices"]
 
 SLICE_NS = 100_000_000  # nanoseconds one C call may wait
 
@@ -61,3 +62,16 @@ def wait_in_slices(call: Callable[[int], int], timeout: float | None,
             watcher.poll()
         rc = call(max(1, deadline.slice_ns()))
     return rc
+
+
+def pauses(deadline: Deadline, first: float = 0.0005, most: float = 0.05) -> Iterator[None]:
+    """Pacing for a wait with nothing to sleep on (a file lock, another process's
+    progress): one step at once, then one after each pause, doubling from
+    ``first`` to ``most`` seconds, until ``deadline`` has passed after a step."""
+    delay = first
+    while True:
+        yield
+        if deadline.passed():
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, most)

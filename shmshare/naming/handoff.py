@@ -24,11 +24,11 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from .._core import fork_hooks
+from .._core.slices import Deadline, pauses
 
 __all__ = ["CLAIM_WAIT", "add_claim", "drop_claimed", "pin", "read_claims"]
 
@@ -124,16 +124,13 @@ def _install_exit_wait() -> None:
 
 
 def _await_claims() -> None:
-    deadline = time.monotonic() + CLAIM_WAIT
-    delay = 0.001
-    while time.monotonic() < deadline:
+    # No event to wait on: the receivers are other processes.
+    for _ in pauses(Deadline(CLAIM_WAIT), first=0.001):
         with _lock:
             for k in [k for k, p in _pins.items() if p.claimed()]:
                 del _pins[k]
             if not any(p.pid == os.getpid() for p in _pins.values()):
                 return
-        time.sleep(delay)  # no event to wait on: the receiver is another process
-        delay = min(delay * 2, 0.05)
 
 
 def _after_fork_in_child() -> None:
