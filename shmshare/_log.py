@@ -3,15 +3,27 @@
 Levels, so a user can filter: WARNING for a process that died holding a lock
 or permits (the next user recovered them); INFO for what a sweep or ``gc``
 removed (orphans, stale key files, heap extents, dead owners' directories);
-DEBUG for sweeps that found nothing.  Every module logs through this one
-logger, so ``logging.getLogger("shmshare").setLevel(...)`` configures them all.
+DEBUG for sweeps that found nothing; INFO for each heap growth, which the C
+core reports through a hook set here (``_core`` never imports this module).
+Every module logs through this one logger, so
+``logging.getLogger("shmshare").setLevel(...)`` configures them all.
 """
 
 from __future__ import annotations
 
 import logging
 
+from ._core.heap_base import set_growth_hook
+
 __all__ = ["logger"]
 
 logger = logging.getLogger("shmshare")
 logger.addHandler(logging.NullHandler())  # a library never prints unless asked
+
+
+def _log_growth(shmid: int, before: int, after: int, most: int) -> None:
+    logger.info("heap of segment shmid %d grew from %d to %d extent(s) (at most %d)",
+                shmid, before, after, most)
+
+
+set_growth_hook(_log_growth)

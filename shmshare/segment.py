@@ -15,13 +15,13 @@
 from __future__ import annotations
 
 import os
-import sys
 import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import _core
+from ._core import fork_hooks
 from .errors import SegmentRemovedError, ShmValueError
 from .naming.attach import (
     Address,
@@ -50,14 +50,7 @@ def _release_all() -> None:
         seg._finalizer()
 
 
-class _ForkToken:
-    pass
-
-
-_FORK_TOKEN = _ForkToken()
-
-
-def _install_child_exit_hook(_: object) -> None:
+def _install_child_exit_hook() -> None:
     # multiprocessing's fork and forkserver children leave through os._exit,
     # which skips atexit; its own finalizers do run, so release through one.
     import multiprocessing.util as mpu
@@ -65,21 +58,7 @@ def _install_child_exit_hook(_: object) -> None:
     mpu.Finalize(None, _release_all, exitpriority=-10)
 
 
-_mp_hook = False
-
-
-def _before_fork() -> None:
-    # Registered with multiprocessing only once it is in use (it is imported
-    # before any Process starts), just before a fork: importing it here at
-    # import time would cost every program start-up time.
-    global _mp_hook
-    if not _mp_hook and "multiprocessing.util" in sys.modules:
-        sys.modules["multiprocessing.util"].register_after_fork(
-            _FORK_TOKEN, _install_child_exit_hook)
-        _mp_hook = True
-
-
-os.register_at_fork(before=_before_fork)
+fork_hooks.multiprocessing_child(_install_child_exit_hook)
 
 
 class Segment:

@@ -140,3 +140,53 @@ def test_eperm_and_eacces_as_other_user() -> None:
         assert fork_call(no_access) == 0
     finally:
         _core.rmid(shmid)
+
+
+CORE_CASES = [  # (C result code, class, errno kept, words of the message)
+    ("SHMS_ECORRUPT", shmshare.CorruptSegmentError, "SHMS_ECORRUPT", "marked corrupt"),
+    ("SHMS_ETOOMANY", shmshare.ShmLimitError, errno.ENOSPC, "its maximum"),
+    ("SHMS_EEXTGONE", shmshare.SegmentRemovedError, errno.EIDRM, "extent segments"),
+    ("SHMS_ENOKEY", shmshare.ShmLimitError, errno.ENOSPC, "every key this heap"),
+    ("SHMS_EWRONGKIND", shmshare.WrongTypeError, "SHMS_EWRONGKIND", "another kind"),
+    (errno.ETIMEDOUT, shmshare.LockTimeoutError, errno.ETIMEDOUT, "the heap lock was not"),
+    (errno.ENOTRECOVERABLE, shmshare.CorruptSegmentError, errno.ENOTRECOVERABLE,
+     "unrecoverable"),
+    (errno.EACCES, shmshare.ShmPermissionError, errno.EACCES, "owner and mode"),
+]
+
+
+@pytest.mark.parametrize(("code", "cls", "kept", "words"), CORE_CASES)
+def test_core_result_codes_map_through_one_table(code: int | str, cls: type,
+                                                 kept: int | str, words: str) -> None:
+    """A C result code of the core becomes its class, keeps an errno, says what went
+    wrong, and pickles; a kernel errno falls through to the errno table."""
+    from shmshare._core._lib import lib
+
+    from shmshare._core.results import failure
+
+    code = getattr(lib, code) if isinstance(code, str) else code
+    kept = getattr(lib, kept) if isinstance(kept, str) else kept
+    exc = failure(code, "doing it")
+    assert type(exc) is cls and exc.errno == kept
+    assert "doing it: " in str(exc) and words in str(exc)
+    again = pickle.loads(pickle.dumps(exc))
+    assert type(again) is cls and str(again) == str(exc) and again.errno == kept
+
+
+def test_core_lock_codes_name_the_lock() -> None:
+    """EDEADLK and a closed handle become the builtins callers catch, naming the lock."""
+    from shmshare._core.results import ECLOSED, failure
+
+    deadlk = failure(errno.EDEADLK, "locking", lock="the lock")
+    assert type(deadlk) is RuntimeError and "already holds the lock" in str(deadlk)
+    closed = failure(ECLOSED, "locking")
+    assert type(closed) is ValueError and "detached" in str(closed)
+
+
+def test_heap_growth_failure_names_the_limit() -> None:
+    """ENOSPC while a heap grows says by how much, and which limit refused it."""
+    from shmshare._core.results import failure
+
+    exc = failure(errno.ENOSPC, "dict set", asked=1 << 20)
+    assert isinstance(exc, shmshare.ShmLimitError) and exc.errno == errno.ENOSPC
+    assert f"by a segment of {1 << 20} bytes failed: ENOSPC" in str(exc)

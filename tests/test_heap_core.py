@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 
@@ -179,6 +180,25 @@ def test_lock_held_ops_and_timeout(heap: Heap) -> None:
     finally:
         heap.unlock()
     assert heap.check() is None
+
+
+def test_op_lock_timeout_keeps_errno_and_says_what(heap: Heap) -> None:
+    """An unlocked op that waits past ``lock_timeout`` raises LockTimeoutError
+    carrying the lock's errno and naming the operation."""
+    heap.lock()
+    try:
+        def child() -> int:
+            heap.lock_timeout = 0.05
+            try:
+                heap.dict_get(b"a", 1)
+            except LockTimeoutError as exc:
+                ok = exc.errno in (errno.ETIMEDOUT, errno.EBUSY) and str(exc) == (
+                    "dict get: the heap lock was not acquired in time")
+                return 7 if ok else 3
+            return 0
+        assert wait_child(fork_child(child)) == 7
+    finally:
+        heap.unlock()
 
 
 def test_corruption_is_detected_and_sticky(make_heap: HeapFactory) -> None:

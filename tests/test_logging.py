@@ -138,3 +138,29 @@ def test_heap_growth_is_logged(caplog: pytest.LogCaptureFixture) -> None:
         assert grew[-1].endswith(f"grew from {extents - 1} to {extents} extent(s) (at most 64)")
     finally:
         d.detach()
+
+
+def test_heap_growth_is_logged_on_the_str_key_fast_path(caplog: pytest.LogCaptureFixture
+                                                        ) -> None:
+    """``d[str] = v`` (one C call) logs every growth too: that store never grows the
+    heap itself, it leaves growing to the general path, which reports it."""
+    d = shmshare.SharedDict()
+    try:
+        with caplog.at_level(logging.INFO, logger="shmshare"):
+            for i in range(2000):
+                d[f"key{i}"] = b"x" * 100
+        grew = [r.getMessage() for r in caplog.records if "grew from" in r.getMessage()]
+        extents = d.stats()["extents"]
+        assert extents > 1, "the heap never grew: the test proves nothing"
+        assert len(grew) == extents - 1, grew
+        assert grew[-1].endswith(f"grew from {extents - 1} to {extents} extent(s) (at most 64)")
+        assert d["key0"] == d["key1999"] == b"x" * 100
+    finally:
+        d.detach()
+
+
+def test_core_does_not_import_the_logger() -> None:
+    """The C wrappers report growth through a hook; they never import ``shmshare._log``."""
+    out = run_python("import sys, shmshare._core.heap, shmshare._core.queue\n"
+                     "print('shmshare._log' in sys.modules)")
+    assert out.stdout.strip() == "False"

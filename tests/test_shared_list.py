@@ -143,7 +143,7 @@ def _half_done_pop_front(lst: SharedList, moved: int) -> None:
     """Leave ``lst`` as a process killed in the middle of ``pop(0)`` would: the redo
     record stored, ``moved`` items shifted down, the rest not."""
     from shmshare.objects.codec import dumps, encode_key
-    from shmshare.objects.list import _JOURNAL, _pack_journal
+    from shmshare.objects.list_journal import _JOURNAL, _pack_journal
 
     n = len(lst)
     puts = [(i, dumps(lst[i + 1])) for i in range(n - 1)]
@@ -240,7 +240,7 @@ def test_check_rejects_bad_record_and_bad_keys() -> None:
     """check() fails on an unreadable redo record, a stray key, or a missing index."""
     from shmshare.errors import CorruptSegmentError
     from shmshare.objects.codec import encode_key
-    from shmshare.objects.list import _JOURNAL
+    from shmshare.objects.list_journal import _JOURNAL
 
     lst = SharedList(range(5))
     heap = lst._heap
@@ -263,7 +263,7 @@ def test_check_rejects_bad_record_and_bad_keys() -> None:
 
 def test_record_format_is_validated() -> None:
     """The record round-trips; truncated or inconsistent records are refused."""
-    from shmshare.objects.list import _pack_journal, _unpack_journal
+    from shmshare.objects.list_journal import _pack_journal, _unpack_journal
 
     puts = [(1, b"a"), (3, b""), (4, b"ccc")]
     data = _pack_journal(4, 5, puts)

@@ -328,7 +328,7 @@ def test_list_multi_write_killed_midway(op: str) -> None:
     """Each multi-write method killed after its first writes: the next access, an unlocked
     lst[i] in another handle, finishes the change (warning), and the list is exactly the
     list after the method; check() passes and no record is left."""
-    from shmshare.objects.list import _JOURNAL
+    from shmshare.objects.list_journal import _JOURNAL
 
     n = 8000
     before = list(range(n))
@@ -405,7 +405,7 @@ def _kill_after_writes(lst: SharedList, fn: Callable[[], None], writes: int) -> 
 def test_list_replay_killed_midway() -> None:
     """The process finishing a dead writer's change is itself killed while replaying
     it: the next one replays it again (idempotent), and the list is the list after."""
-    from shmshare.objects.list import _JOURNAL
+    from shmshare.objects.list_journal import _JOURNAL
 
     n = 8000
     for _attempt in range(5):
@@ -482,7 +482,7 @@ def test_list_random_methods_sigkill(shared_dict: SharedDict, shared_lock: Any) 
     rng = random.Random(4242)
     lst = SharedList(range(300))
     state = list(range(300))
-    from shmshare.objects.list import _JOURNAL
+    from shmshare.objects.list_journal import _JOURNAL
 
     kills = ops = lost = replayed = 0
     with _recoveries(), closing(lst):

@@ -1,5 +1,12 @@
 """The only Python that touches cffi: typed wrappers over the C core.
 
+One module per concern: this one the System V calls and ``Attachment``;
+``mutex`` the robust mutex, ``guard`` how objects hold a lock, ``owner_watch``
+damaged-lock detection; ``heap`` (on ``heap_base`` and ``heap_dict``) the
+heap; ``sync``/``queue`` the sync records; ``proc`` process tokens;
+``results`` what a C result code means, ``slices`` how waits are cut,
+``fork_hooks`` what each layer does around a fork.
+
 Everything above this package sees ints, dataclasses, memoryviews and
 exceptions, never ``ffi``/``lib``/cdata.  Functions are named after the C
 calls they wrap (``shmget``, ``shmat``...), and raise the exceptions of
@@ -11,7 +18,6 @@ from __future__ import annotations
 import errno
 import gc
 import sys
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -324,173 +330,6 @@ def shmat(shmid: int, size: int, readonly: bool = False,
     return Attachment(shmid, size, readonly, on_detached)
 
 
-_SLICE = 0.1  # seconds per blocking lock call
-
-
-def _could_hold(tid: int, shmid: int) -> bool:
-    """False if thread ``tid`` cannot hold a lock inside segment ``shmid``: it
-    does not exist, or its process does not have the segment attached."""
-    if tid < 0:
-        return False             # a lock word with flag bits but no thread id
-    try:
-        with open(f"/proc/{tid}/maps", encoding="ascii", errors="replace") as maps:
-            for line in maps:    # "... 00:01 <shmid>   /SYSV<key> (deleted)"
-                fields = line.split(maxsplit=5)
-                if len(fields) > 5 and fields[4] == str(shmid) and fields[5].startswith("/SYSV"):
-                    return True
-    except FileNotFoundError:
-        return False
-    except OSError:              # not ours to read: only a kernel thread cannot
-        return not _kernel_thread(tid)
-    return False
-
-
-_PF_KTHREAD = 0x00200000
-
-
-def _kernel_thread(tid: int) -> bool:
-    try:
-        with open(f"/proc/{tid}/stat", encoding="ascii", errors="replace") as f:
-            stat = f.read()
-        flags = int(stat.rsplit(")", 1)[1].split()[6])   # field 9, after "(comm)"
-    except (OSError, IndexError, ValueError):
-        return False
-    return bool(flags & _PF_KTHREAD)
-
-
-class OwnerWatch:
-    """Tells a damaged lock word from a slow holder during a long lock wait.
-
-    A robust mutex whose owner dies is marked by the kernel, and the next
-    locker is told at once (EOWNERDEAD).  A lock word naming a thread that
-    does not exist, or whose process does not even have the segment
-    attached, is therefore damage (a stray write, a bad copy), and every
-    locker would wait forever.  Call :meth:`poll` on each wait slice: from
-    ``after`` seconds on, if the owner named by ``owner()`` has stayed such
-    a thread for ``confirm`` seconds -- and ``same_namespace()`` says every
-    user of the segment shares our PID namespace, so that thread ids mean
-    the same to all; None: unknown, never raise) -- it raises
-    CorruptSegmentError.
-    """
-
-    __slots__ = ("_owner", "_same_ns", "_shmid", "_start", "_suspect", "_what", "after",
-                 "confirm")
-
-    def __init__(self, owner: Callable[[], int], shmid: int,
-                 same_namespace: Callable[[], bool] | None, what: str, *,
-                 after: float = 2.0, confirm: float = 1.0) -> None:
-        self._owner = owner
-        self._shmid = shmid
-        self._same_ns = same_namespace
-        self._what = what
-        self._start: float | None = None
-        self._suspect: tuple[int, float] | None = None
-        self.after = after
-        self.confirm = confirm
-
-    def poll(self) -> None:
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        if now - self._start < self.after:
-            return
-        tid = self._owner()
-        if (not tid or _could_hold(tid, self._shmid) or self._same_ns is None
-                or not self._same_ns()):
-            self._suspect = None
-            return
-        if self._suspect is None or self._suspect[0] != tid:
-            self._suspect = (tid, now)
-            return
-        if now - self._suspect[1] >= self.confirm:
-            from ..errors import CorruptSegmentError
-            raise CorruptSegmentError(
-                f"{self._what}: the lock names thread {tid} as its holder, which does not "
-                f"exist or does not have the segment attached: the lock word is damaged, "
-                f"and every locker would wait forever. Remove the object and create it "
-                f"again")
-
-
-class RobustMutex:
-    """A process-shared robust mutex living at ``offset`` inside an Attachment.
-
-    ``acquire`` returns True when the previous owner died holding the lock:
-    the caller must then repair the data the lock protects and call
-    :meth:`mark_consistent` before releasing, or the mutex becomes unusable.
-    """
-
-    SIZE: int = int(lib.shms_mutex_size())
-
-    __slots__ = ("_att", "_m", "guard", "same_namespace")
-
-    def __init__(self, attachment: Attachment, offset: int) -> None:
-        from .guard import LockGuard, mutex_error  # guard.py imports this module
-
-        self._att = attachment  # keeps the mapping alive
-        self._m = ffi.cast("void *", attachment.pointer(offset))
-        #: The mutex as objects hold it (``ObjectLock``, see guard.py); a dead
-        #: owner is reported and the mutex made consistent (nothing to repair).
-        self.guard = LockGuard(self._m, heap=False, shmid=attachment.shmid, keep=attachment,
-                               error=mutex_error)
-        # Set by the owner of the segment (Segment.pid_namespace_shared): while
-        # it says True, a long wait on a lock word naming a thread that does not
-        # exist ends in CorruptSegmentError instead of waiting forever.
-        self.same_namespace: Callable[[], bool] | None = None
-
-    def initialize(self) -> None:
-        """Initialise the mutex in place; only its creator calls this, once."""
-        _check(lib.shms_mutex_init(self._m), "pthread_mutex_init")
-
-    def kind_ok(self) -> bool:
-        """False if the mutex's type word is damaged (not robust/shared/checking)."""
-        return bool(lib.shms_mutex_kind_ok(self._m))
-
-    def owner(self) -> int:
-        """Thread id in the lock word (0: unlocked or unknown on this libc; -1: no
-        thread, only flag bits)."""
-        return int(lib.shms_mutex_owner(self._m))
-
-    def acquire(self, timeout: float | None = None) -> bool:
-        """Take the lock; True if the previous owner died holding it.
-
-        ``timeout=None`` waits forever, ``0`` tries once.  Raises
-        :class:`~shmshare.errors.LockTimeoutError` when it runs out.  Waits
-        in slices, so that Ctrl-C is honoured and a damaged lock word is
-        recognised (:class:`OwnerWatch`).
-        """
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        watch: OwnerWatch | None = None
-        while True:
-            left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
-            rc = lib.shms_mutex_lock(self._m, max(0, int(left * 1e9)))
-            if rc == 0:
-                return False
-            if rc == errno.EOWNERDEAD:
-                return True
-            if rc not in (errno.ETIMEDOUT, errno.EBUSY):
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            if watch is None:
-                watch = OwnerWatch(self.owner, self._att.shmid, self.same_namespace, "lock")
-            watch.poll()
-        from ..errors import CorruptSegmentError, LockTimeoutError
-        if rc in (errno.ETIMEDOUT, errno.EBUSY):
-            raise LockTimeoutError(f"lock not acquired within {timeout} s", rc)
-        if rc == errno.ENOTRECOVERABLE:
-            raise CorruptSegmentError(
-                "the lock is unrecoverable: a previous holder died and the state it "
-                "protected was never repaired; remove the object and create it again", rc)
-        if rc == errno.EDEADLK:
-            raise RuntimeError("this thread already holds the lock (EDEADLK)")
-        raise from_errno(rc, "pthread_mutex_lock")
-
-    def mark_consistent(self) -> None:
-        _check(lib.shms_mutex_consistent(self._m), "pthread_mutex_consistent")
-
-
-    def release(self) -> None:
-        rc = lib.shms_mutex_unlock(self._m)
-        if rc == errno.EPERM:
-            raise RuntimeError("release of a lock this thread does not hold")
-        _check(rc, "pthread_mutex_unlock")
+# Defined in their own modules, which import the names above.
+from .mutex import RobustMutex  # noqa: E402
+from .owner_watch import OwnerWatch  # noqa: E402

@@ -17,7 +17,7 @@ in C; this module binds it so that:
   function.  A class stores them in slots, so ``with`` and attribute lookup
   reach them through C descriptors only.
 
-This and ``_core/__init__.py``/``heap.py`` are the only modules that touch
+Like every module of ``_core`` (and no module outside it), this one touches
 ``ffi``/``lib``.  The guarantee needs CPython >= 3.11 (3.10 checks for
 signals before almost every bytecode, so even ``with``'s own epilogue can be
 interrupted before it calls ``__exit__``).
@@ -25,23 +25,17 @@ interrupted before it calls ``__exit__``).
 
 from __future__ import annotations
 
-import errno
 import functools
-import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import CorruptSegmentError, LockTimeoutError, from_errno
-from . import OwnerWatch
 from ._exitcall import ExitCall
 from ._lib import ffi, lib
+from .owner_watch import OwnerWatch
+from .results import BUSY, RECOVERED, failure
+from .slices import SLICE_NS, wait_in_slices
 
 __all__ = ["RECOVERED", "LockGuard"]
-
-RECOVERED = int(lib.SHMS_RECOVERED)
-_CLOSED = int(lib.SHMS_ECLOSED)
-_SLICE_NS = 100_000_000  # per C wait: Ctrl-C stays responsive, OwnerWatch polls
-_BUSY = (errno.ETIMEDOUT, errno.EBUSY)
 
 
 def _address(name: str) -> int:
@@ -56,20 +50,19 @@ class LockGuard:
 
     ``target`` is a cffi pointer to a heap handle (``heap=True``) or to a
     bare robust mutex inside segment ``shmid``; ``keep`` is whatever must
-    stay alive for it to stay valid.  ``error(rc, what)`` turns a C result code into an exception.
+    stay alive for it to stay valid.
     """
 
-    __slots__ = ("__weakref__", "_g", "_keep", "error", "exit", "new_ticket", "release_level",
+    __slots__ = ("__weakref__", "_g", "_keep", "_lock_name", "exit", "new_ticket", "release_level",
                  "shmid", "undo")
 
-    def __init__(self, target: Any, *, heap: bool, shmid: int, keep: object,
-                 error: Callable[[int, str], Exception]) -> None:
+    def __init__(self, target: Any, *, heap: bool, shmid: int, keep: object) -> None:
         g = ffi.new("shms_guard_t *")
         lib.shms_guard_init(g, lib.SHMS_GUARD_HEAP if heap else lib.SHMS_GUARD_MUTEX, target)
         self._g = g
         self._keep = keep
         self.shmid = shmid  # the segment the lock lives in (for OwnerWatch)
-        self.error = error
+        self._lock_name = "the heap lock" if heap else "the lock"
         #: ``new_ticket()``: a fresh ticket for one :meth:`acquire_level` (make it
         #: before the ``try``; being interrupted there leaves nothing taken).
         self.new_ticket = functools.partial(ffi.new, "int64_t *")
@@ -101,43 +94,16 @@ class LockGuard:
         dead owner's state was repaired.  LockTimeoutError when the wait runs
         out.  Call inside ``try: ... except BaseException: undo(ticket)``."""
         g = self._g
-        first = _SLICE_NS if timeout is None else min(_SLICE_NS, max(0, int(timeout * 1e9)))
+        first = SLICE_NS if timeout is None else min(SLICE_NS, max(0, int(timeout * 1e9)))
         rc = lib.shms_guard_acquire(g, first, ticket)
         if rc == 0:
             return False
+        if rc in BUSY and timeout != 0:  # the wait proper, after a first slice
+            rc = wait_in_slices(
+                lambda ns: lib.shms_guard_acquire(g, max(1, ns), ticket), timeout,
+                lambda: OwnerWatch(self.owner_tid, self.shmid, same_namespace, "lock"))
+            if rc == 0:
+                return False
         if rc == RECOVERED:
             return True
-        deadline = None if timeout is None else time.monotonic() + timeout
-        watch: OwnerWatch | None = None
-        while rc in _BUSY:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise LockTimeoutError(f"lock not acquired within {timeout} s", rc)
-                ns = min(_SLICE_NS, int(left * 1e9))
-            else:
-                ns = _SLICE_NS
-            if watch is None:
-                watch = OwnerWatch(self.owner_tid, self.shmid, same_namespace, "lock")
-            watch.poll()
-            rc = lib.shms_guard_acquire(g, max(1, ns), ticket)
-        if rc == 0:
-            return False
-        if rc == RECOVERED:
-            return True
-        if rc == _CLOSED:
-            raise ValueError("this shared object is detached from this process (detach() "
-                             "was called, or its Manager was shut down); open it again to "
-                             "use it")
-        raise self.error(rc, "locking")
-
-
-def mutex_error(rc: int, what: str) -> Exception:
-    """The exception for a bare robust mutex's result code."""
-    if rc == errno.ENOTRECOVERABLE:
-        return CorruptSegmentError(
-            "the lock is unrecoverable: a previous holder died and the state it "
-            "protected was never repaired; remove the object and create it again", rc)
-    if rc == errno.EDEADLK:
-        return RuntimeError("this thread already holds the lock (EDEADLK)")
-    return from_errno(rc, f"{what} (pthread_mutex_lock)")
+        raise failure(rc, "locking", lock=self._lock_name)

@@ -19,8 +19,9 @@ import os
 import threading
 
 from ..errors import SegmentExistsError, SegmentNotFoundError, ShmLimitError, ShmshareError
-from . import IPC_CREAT, IPC_EXCL, shmget, stat
+from . import IPC_CREAT, IPC_EXCL, fork_hooks, shmget, stat
 from ._lib import ffi, lib
+from .results import failure
 
 __all__ = ["alive", "holder_pid", "learn", "table_shmids", "token"]
 
@@ -95,7 +96,7 @@ def _register() -> int:
             raise ShmLimitError(f"the process table is full: {t[2]} processes of this user "
                                 "use shmshare at once")
         if rc:
-            raise OSError(rc, f"registering in the process table: {os.strerror(rc)}")
+            raise failure(rc, "registering in the process table")
         return uid << 32 | index << 29 | int(slot[0]) << _GEN_BITS | int(gen[0])
     raise ShmLimitError(f"no usable process table for uid {uid}: all {_CANDIDATES} "
                         "candidate keys are taken by segments of other users")
@@ -167,4 +168,4 @@ def _forget_in_child() -> None:
     _lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_in_child)
+fork_hooks.at_fork(after_in_child=_forget_in_child)

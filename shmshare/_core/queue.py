@@ -4,11 +4,11 @@ per ``put`` or ``get`` (plus one per wait slice while it waits)."""
 from __future__ import annotations
 
 import errno
-import time
 
 from ._lib import ffi, lib
-from .heap import _BUSY, _ETOOSMALL, _SLICE_NS
-from .sync import SyncRecord, _deadline, _ns
+from .results import ETOOSMALL
+from .slices import SLICE_NS
+from .sync import SyncRecord
 
 __all__ = ["QUEUE", "QueueRecord"]
 
@@ -23,48 +23,47 @@ class QueueRecord(SyncRecord):
     def put(self, data: bytes, held: bool, timeout: float | None) -> bool:
         """True once queued; False if still full after ``timeout`` (0: try once)."""
         h = self._heap._handle()
-        deadline = _deadline(timeout) if timeout else None  # no clock read when untimed
-        ns = _SLICE_NS if timeout is None else _ns(deadline) if timeout else 0
-        self._inflight += 1
-        try:
+
+        def call(ns: int) -> int:
+            nonlocal held
             while True:
-                rc = lib.shms_queue_put(h, self._r, data, len(data), held, ns)
-                if rc == 0:
-                    return True
-                if rc == errno.EDEADLK:
-                    held = True  # this thread holds the heap lock (with q.lock:)
-                elif rc not in _BUSY:
-                    self._fail(rc, "putting into the queue")
-                elif timeout is not None and (not timeout or time.monotonic() >= deadline):  # type: ignore[operator]
-                    return False
-                ns = _ns(deadline)
-        finally:
-            self._inflight -= 1
+                rc = int(lib.shms_queue_put(h, self._r, data, len(data), held, ns))
+                if rc != errno.EDEADLK or held:
+                    return rc
+                held = True  # this thread holds the heap lock (with q.lock:)
+
+        rc = self._wait(call, timeout)
+        if rc is None:
+            return False
+        if rc:
+            raise self._error(rc, "putting into the queue")
+        heap = self._heap
+        if heap._extents_view[0] != heap._extents_seen:
+            heap._note_growth()
+        return True
 
     def get(self, held: bool, timeout: float | None) -> bytes | None:
         """The oldest item's bytes; None if still empty after ``timeout`` (0: try once)."""
         h = self._heap._handle()
         s = self._heap._scratch()
-        deadline = _deadline(timeout) if timeout else None
-        ns = _SLICE_NS if timeout is None else _ns(deadline) if timeout else 0
-        self._inflight += 1
-        try:
+
+        def call(ns: int) -> int:
+            nonlocal held
             while True:
-                rc = lib.shms_queue_get(h, self._r, s.buf, s.cap, s.res, held, ns)
-                if rc == 0:
-                    return ffi.unpack(s.buf, s.res[0])  # type: ignore[no-any-return]
-                if rc == _ETOOSMALL:
+                rc = int(lib.shms_queue_get(h, self._r, s.buf, s.cap, s.res, held, ns))
+                if rc == ETOOSMALL:
                     s.grow(int(s.res[0]))
-                    continue
-                if rc == errno.EDEADLK:
-                    held = True
-                elif rc not in _BUSY:
-                    self._fail(rc, "getting from the queue")
-                elif timeout is not None and (not timeout or time.monotonic() >= deadline):  # type: ignore[operator]
-                    return None
-                ns = _ns(deadline)
-        finally:
-            self._inflight -= 1
+                elif rc == errno.EDEADLK and not held:
+                    held = True  # this thread holds the heap lock (with q.lock:)
+                else:
+                    return rc
+
+        rc = self._wait(call, timeout)
+        if rc is None:
+            return None
+        if rc:
+            raise self._error(rc, "getting from the queue")
+        return ffi.unpack(s.buf, s.res[0])  # type: ignore[no-any-return]
 
     def task_done(self) -> bool:
         """False if called more times than items were put."""
@@ -78,7 +77,7 @@ class QueueRecord(SyncRecord):
     def join(self) -> None:
         self._inflight += 1
         try:
-            while lib.shms_queue_join(self._live(), _SLICE_NS):
+            while lib.shms_queue_join(self._live(), SLICE_NS):
                 pass
         finally:
             self._inflight -= 1

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import errno
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ShmLimitError
 from . import proc
 from ._lib import ffi, lib
-from .heap import _BUSY, _SLICE_NS, Heap, _error
+from .heap import Heap
+from .results import BUSY, DETACHED, EUNKNOWN, failure
+from .results import RECOVERED as _RECOVERED
+from .slices import SLICE_NS, Deadline, wait_in_slices
 
 __all__ = ["BARRIER", "CONDITION", "EVENT", "LOCK", "RECOVERED", "RLOCK", "SEMAPHORE",
            "SyncRecord"]
@@ -24,21 +28,6 @@ __all__ = ["BARRIER", "CONDITION", "EVENT", "LOCK", "RECOVERED", "RLOCK", "SEMAP
 LOCK, RLOCK, SEMAPHORE, EVENT, CONDITION, BARRIER = 1, 2, 3, 4, 5, 6
 RECOVERED = 1  # acquire's result when the lock was taken from a dead holder
 SLOTS = 128    # semaphore holders, condition waiters, barrier parties (sync.c)
-
-_RECOVERED = int(lib.SHMS_RECOVERED)
-_EUNKNOWN = int(lib.SHMS_EUNKNOWN)
-_DETACHED = ("this shared object is detached from this process (detach() was called, or "
-             "its Manager was shut down); open it again to use it")
-
-
-def _ns(deadline: float | None) -> int:
-    if deadline is None:
-        return _SLICE_NS
-    return min(_SLICE_NS, max(0, int((deadline - time.monotonic()) * 1e9)))
-
-
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
 
 
 class SyncRecord:
@@ -51,13 +40,13 @@ class SyncRecord:
         heap.dict_set(key, cmp_len, bytes(int(lib.shms_sync_size())), only_if_absent=True,
                       held=held)
         out = ffi.new("void **")
-        started: list[Any] = []
-        while True:
-            rc = lib.shms_sync_open(heap._handle(), key, len(key), cmp_len, kind, value, bound,
-                                    out, held, _SLICE_NS)
-            if rc == 0:
-                break
-            heap._retry(rc, started, "opening a sync record")
+        h = heap._handle()
+
+        def call(held: bool) -> int:
+            return int(lib.shms_sync_open(h, key, len(key), cmp_len, kind, value, bound, out,
+                                          held, SLICE_NS))
+
+        heap._until_done("opening a sync record", call, call(held), held)
         self._r = out[0]
         self._heap = heap
         self._inflight = 0  # threads of this process inside a blocking call
@@ -80,25 +69,48 @@ class SyncRecord:
         r = self._r
         if r == ffi.NULL:
             return
-        deadline = time.monotonic() + 1.0
-        while self._inflight and time.monotonic() < deadline:
+        deadline = Deadline(1.0)
+        while self._inflight and not deadline.passed():
             lib.shms_sync_kick(r)
             time.sleep(0.001)
         self._r = ffi.NULL
 
     def _live(self) -> Any:
         if self._r == ffi.NULL:
-            raise ValueError(_DETACHED)
+            raise ValueError(DETACHED)
         return self._r
+
+    def _error(self, rc: int, what: str) -> Exception:
+        """The exception for ``rc`` (a closed record's calls answer EINVAL)."""
+        if rc == errno.EINVAL and self._r == ffi.NULL:
+            return ValueError(DETACHED)
+        return failure(rc, what, lock="the lock")
 
     def _fail(self, rc: int, what: str) -> None:
         """Return to retry after learning an unknown holder's table; else raise."""
-        if rc == _EUNKNOWN:
+        if rc == EUNKNOWN:
             proc.learn(int(self._other[0]))
             return
-        if rc == errno.EINVAL:
-            self._live()
-        raise _error(rc, what)
+        raise self._error(rc, what)
+
+    def _wait(self, call: Callable[[int], int], timeout: float | None) -> int | None:
+        """The one wait of a record: ``call(ns)`` in slices (:func:`wait_in_slices`)
+        until it returns a code other than busy, which is returned; None if
+        ``timeout`` passed first.  EUNKNOWN: learn the holder's process table
+        and call again."""
+        def learning(ns: int) -> int:
+            rc = call(ns)
+            while rc == EUNKNOWN:
+                proc.learn(int(self._other[0]))
+                rc = call(ns)
+            return rc
+
+        self._inflight += 1
+        try:
+            rc = wait_in_slices(learning, timeout)
+        finally:
+            self._inflight -= 1
+        return None if rc in BUSY else rc
 
     def sleepers(self) -> int:
         """Threads (of any process) asleep on the record now; for tests."""
@@ -115,22 +127,15 @@ class SyncRecord:
         rc = lib.shms_lock_acquire(self._r, self.kind, token, 0, self._other)
         if rc == 0:
             return 0                    # the uncontended path: one C call
-        deadline = _deadline(timeout)
-        self._inflight += 1
-        try:
-            while True:
-                if rc == 0:
-                    return 0
-                if rc == _RECOVERED:
-                    return RECOVERED
-                if rc not in _BUSY:
-                    self._fail(rc, "acquiring the lock")
-                elif deadline is not None and time.monotonic() >= deadline:
-                    return None
-                rc = lib.shms_lock_acquire(self._r, self.kind, token, _ns(deadline),
-                                           self._other)
-        finally:
-            self._inflight -= 1
+        if rc in BUSY or rc == EUNKNOWN:
+            got = self._wait(lambda ns: lib.shms_lock_acquire(self._r, self.kind, token, ns,
+                                                              self._other), timeout)
+            if got is None or got == 0:
+                return got
+            rc = got
+        if rc == _RECOVERED:
+            return RECOVERED
+        raise self._error(rc, "acquiring the lock")
 
     def lock_release(self, token: int, anyone: bool) -> bool:
         """False if not held (by ``token``, unless ``anyone`` may release)."""
@@ -148,22 +153,14 @@ class SyncRecord:
     # -------------------------------------------------------------- Semaphore
     def sem_acquire(self, token: int, held: bool, timeout: float | None) -> int | None:
         """Permits given back from dead holders (>= 0) once one is taken; None if not in time."""
-        deadline = _deadline(timeout)
-        ns = 0
         freed = ffi.new("uint64_t *")  # per call: threads share the record object
-        self._inflight += 1
-        try:
-            while True:
-                rc = lib.shms_sem_acquire(self._r, token, held, ns, freed, self._other)
-                if rc == 0:
-                    return int(freed[0])
-                if rc not in _BUSY:
-                    self._fail(rc, "acquiring the semaphore")
-                elif deadline is not None and time.monotonic() >= deadline:
-                    return None
-                ns = _ns(deadline)
-        finally:
-            self._inflight -= 1
+        rc = self._wait(lambda ns: lib.shms_sem_acquire(self._r, token, held, ns, freed,
+                                                        self._other), timeout)
+        if rc is None:
+            return None
+        if rc:
+            raise self._error(rc, "acquiring the semaphore")
+        return int(freed[0])
 
     def sem_release(self, token: int, n: int) -> bool:
         """False if that would exceed a BoundedSemaphore's bound (nothing changed)."""
@@ -188,21 +185,10 @@ class SyncRecord:
 
     def event_wait(self, timeout: float | None) -> bool:
         gen = lib.shms_event_gen(self._live())
-        deadline = _deadline(timeout)
-        ns = 0
-        self._inflight += 1
-        try:
-            while True:
-                rc = lib.shms_event_wait(self._r, gen, ns)
-                if rc == 0:
-                    return True
-                if rc not in _BUSY:
-                    self._fail(rc, "waiting for the event")
-                elif deadline is not None and time.monotonic() >= deadline:
-                    return False
-                ns = _ns(deadline)
-        finally:
-            self._inflight -= 1
+        rc = self._wait(lambda ns: lib.shms_event_wait(self._r, gen, ns), timeout)
+        if rc:
+            raise self._error(rc, "waiting for the event")
+        return rc is not None
 
     # -------------------------------------------------------------- Condition
     def cond_enqueue(self, token: int) -> tuple[int, int]:
@@ -214,19 +200,10 @@ class SyncRecord:
 
     def cond_wait(self, slot: int, ticket: int, timeout: float | None) -> bool:
         """True once notified, False if not in time (the slot stays queued)."""
-        deadline = _deadline(timeout)
-        self._inflight += 1
-        try:
-            while True:
-                rc = lib.shms_cond_wait(self._r, slot, ticket, _ns(deadline))
-                if rc == 0:
-                    return True
-                if rc not in _BUSY:
-                    self._fail(rc, "waiting on the condition")
-                elif deadline is not None and time.monotonic() >= deadline:
-                    return False
-        finally:
-            self._inflight -= 1
+        rc = self._wait(lambda ns: lib.shms_cond_wait(self._r, slot, ticket, ns), timeout)
+        if rc:
+            raise self._error(rc, "waiting on the condition")
+        return rc is not None
 
     def cond_leave(self, slot: int, ticket: int) -> bool:
         return bool(lib.shms_cond_leave(self._r, slot, ticket))
@@ -250,21 +227,14 @@ class SyncRecord:
 
     def barrier_wait(self, gen: int, timeout: float | None) -> bool | None:
         """True passed, False broken or reset, None not in time."""
-        deadline = _deadline(timeout)
-        self._inflight += 1
-        try:
-            while True:
-                rc = lib.shms_barrier_wait(self._r, gen, _ns(deadline), self._other)
-                if rc == 0:
-                    return True
-                if rc == errno.EPIPE:
-                    return False
-                if rc not in _BUSY:
-                    self._fail(rc, "waiting at the barrier")
-                elif deadline is not None and time.monotonic() >= deadline:
-                    return None
-        finally:
-            self._inflight -= 1
+        rc = self._wait(lambda ns: lib.shms_barrier_wait(self._r, gen, ns, self._other), timeout)
+        if rc is None:
+            return None
+        if rc == errno.EPIPE:
+            return False
+        if rc:
+            raise self._error(rc, "waiting at the barrier")
+        return True
 
     def barrier_pass(self) -> None:
         lib.shms_barrier_pass(self._live())

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
+
+from .._core import fork_hooks
+from .._core.slices import Deadline, pauses
 
 __all__ = ["CLAIM_WAIT", "add_claim", "drop_claimed", "pin", "read_claims"]
 
@@ -94,7 +95,7 @@ def pin(key: int, holder: Any, claims: Callable[[], int | None]) -> None:
     _install_exit_wait()
 
 
-def _install_exit_wait(_: object = None) -> None:
+def _install_exit_wait() -> None:
     """Wait for receivers when this multiprocessing child exits.
 
     fork and forkserver children leave through ``os._exit``, after
@@ -120,16 +121,13 @@ def _install_exit_wait(_: object = None) -> None:
 
 
 def _await_claims() -> None:
-    deadline = time.monotonic() + CLAIM_WAIT
-    delay = 0.001
-    while time.monotonic() < deadline:
+    # No event to wait on: the receivers are other processes.
+    for _ in pauses(Deadline(CLAIM_WAIT), first=0.001):
         with _lock:
             for k in [k for k, p in _pins.items() if p.claimed()]:
                 del _pins[k]
             if not any(p.pid == os.getpid() for p in _pins.values()):
                 return
-        time.sleep(delay)  # no event to wait on: the receiver is another process
-        delay = min(delay * 2, 0.05)
 
 
 def _after_fork_in_child() -> None:
@@ -140,22 +138,5 @@ def _after_fork_in_child() -> None:
     _lock = threading.Lock()
 
 
-class _ForkToken:
-    pass
-
-
-_FORK_TOKEN = _ForkToken()
-_mp_hook = False
-
-
-def _before_fork() -> None:
-    # Registered with multiprocessing only once it is in use (it is imported
-    # before any Process starts), just before a fork: importing it at import
-    # time would cost every program's start-up (see tests/test_startup.py).
-    global _mp_hook
-    if not _mp_hook and "multiprocessing.util" in sys.modules:
-        sys.modules["multiprocessing.util"].register_after_fork(_FORK_TOKEN, _install_exit_wait)
-        _mp_hook = True
-
-
-os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+fork_hooks.at_fork(after_in_child=_after_fork_in_child)
+fork_hooks.multiprocessing_child(_install_exit_wait)

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .._core import fork_hooks
 from .._core.guard import LockGuard
 from .._log import logger
 from ..errors import LockTimeoutError
@@ -138,4 +139,4 @@ def _forget_owners_in_child() -> None:
         lock._guard.forget()
 
 
-os.register_at_fork(after_in_child=_forget_owners_in_child)
+fork_hooks.at_fork(after_in_child=_forget_owners_in_child)

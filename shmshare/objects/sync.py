@@ -27,13 +27,12 @@ Ownership (docs/concepts/locks-and-recovery.md):
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 import weakref
 from typing import Any
 
-from .._core import proc
+from .._core import fork_hooks, proc
 from .._core import sync as csync
 from .._core.heap import Heap
 from .._log import logger
@@ -291,7 +290,7 @@ def _forget_owners_in_child() -> None:
         st.thread, st.depth = None, 0
 
 
-os.register_at_fork(after_in_child=_forget_owners_in_child)
+fork_hooks.at_fork(after_in_child=_forget_owners_in_child)
 
 
 class SharedEvent(_Waitable, kind="event"):

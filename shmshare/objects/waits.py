@@ -13,11 +13,11 @@ processes' threads wait on one Condition, or at one Barrier, at a time.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from .._core import sync as csync
+from .._core.slices import Deadline
 from ..errors import ShmTypeError
 from .codec import dumps, encode_key, loads
 from .sync import SharedLock, SharedRLock, _token, _Waitable
@@ -87,10 +87,10 @@ class SharedCondition(_Waitable, kind="condition"):
         return notified
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         result = predicate()
         while not result:
-            remaining = None if deadline is None else deadline - time.monotonic()
+            remaining = deadline.remaining()
             if remaining is not None and remaining <= 0:
                 break
             self.wait(remaining)

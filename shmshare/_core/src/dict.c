@@ -1,5 +1,5 @@
 /* Insertion-ordered hash dict on the heap, modelled on CPython's compact
- * dict.  The heap root is a ref to ONE table block (dict_int.h): entries in
+ * dict (this file: the operations; the table and its index: dict_table.c).  The heap root is a ref to ONE table block (dict_int.h): entries in
  * insertion order, then an open-addressing index of entry numbers.
  *
  * DURABLE (what recovery trusts): heap root, table cap/isize, n_used, and
@@ -40,183 +40,6 @@
 #include "dict_int.h"
 #include <errno.h>
 #include <string.h>
-
-/* ------------------------------------------------------------ index */
-
-int64_t shms_dict_lookup(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const char *key,
-                         uint64_t cmplen, uint64_t *slot)
-{
-    uint32_t *ix = shms_dindex(t);
-    shms_dent_t *en = shms_dents(t);
-    uint64_t mask = t->isize - 1, i = hash & mask, perturb = hash, reuse = UINT64_MAX, n;
-    for (n = 0; n < 4 * t->isize + 64; n++) {
-        uint32_t v = ix[i];
-        if (v == SHMS_IX_EMPTY) {
-            *slot = reuse != UINT64_MAX ? reuse : i;
-            return SHMS_LK_ABSENT;
-        }
-        if (v == SHMS_IX_DUMMY) {
-            if (reuse == UINT64_MAX)
-                reuse = i;
-        } else if (v >= t->n_used) {
-            return SHMS_LK_DAMAGED;             /* the index names no entry */
-        } else if (en[v].hash == hash && en[v].blob) {
-            shms_dblob_t *b = shms_dblob_at(h, en[v].blob);
-            if (!b)
-                return SHMS_LK_DAMAGED;
-            if (b->cmplen == cmplen && memcmp(shms_dblob_key(b), key, cmplen) == 0) {
-                *slot = i;
-                return v;
-            }
-        }
-        perturb >>= 5;
-        i = (i * 5 + perturb + 1) & mask;
-    }
-    *slot = reuse;
-    return SHMS_LK_ABSENT;
-}
-
-/* Slot of entry number e (which must be indexed). */
-static uint64_t slot_of(shms_dtab_t *t, uint64_t hash, uint32_t e)
-{
-    uint32_t *ix = shms_dindex(t);
-    uint64_t mask = t->isize - 1, i = hash & mask, perturb = hash, n;
-    for (n = 0; n < 4 * t->isize + 64 && ix[i] != SHMS_IX_EMPTY; n++) {
-        if (ix[i] == e)
-            return i;
-        perturb >>= 5;
-        i = (i * 5 + perturb + 1) & mask;
-    }
-    return UINT64_MAX;
-}
-
-void shms_dict_index_insert(shms_dtab_t *t, uint64_t hash, uint32_t e)
-{
-    uint32_t *ix = shms_dindex(t);
-    uint64_t mask = t->isize - 1, i = hash & mask, perturb = hash;
-    while (ix[i] != SHMS_IX_EMPTY) {
-        perturb >>= 5;
-        i = (i * 5 + perturb + 1) & mask;
-    }
-    ix[i] = e;
-}
-
-/* The stripes of t, guarded (NULL: none, or a damaged ref, then flagged). */
-static uint64_t *stripes(shms_heap_t *h, shms_dtab_t *t)
-{
-    uint64_t *v;
-    if (!t->vers)
-        return NULL;
-    if (!(v = shms_used_ptr(h, t->vers, SHMS_DICT_NVER * 8, NULL)))
-        h->damaged = 1;
-    return v;
-}
-
-void shms_dict_bump(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, int all_keys)
-{
-    uint64_t *v = stripes(h, t), i;
-    if (!v)
-        return;
-    if (!all_keys) {
-        i = shms_dict_stripe(hash);
-        __atomic_store_n(&v[i], v[i] + 1, __ATOMIC_SEQ_CST);
-        return;
-    }
-    for (i = 0; i < SHMS_DICT_NVER; i++)
-        __atomic_store_n(&v[i], v[i] + 1, __ATOMIC_SEQ_CST);
-}
-
-/* ------------------------------------------------------------ tables */
-
-static uint64_t isize_for(uint64_t cap)
-{
-    uint64_t n = 16;
-    while (n < cap + cap / 2)
-        n <<= 1;
-    return n;
-}
-
-/* A fresh table holding the live entries of old (NULL: empty). */
-static int build_table(shms_heap_t *h, shms_dtab_t *old, uint64_t cap, uint64_t *ref)
-{
-    uint64_t isize = isize_for(cap), i, n = 0;
-    shms_dtab_t *t;
-    int rc;
-    if (cap > SHMS_DICT_MAXCAP)
-        return ENOMEM;
-    if ((rc = shms_alloc(h, shms_dtab_bytes(cap, isize), ref)))
-        return rc;
-    t = shms_ptr(h, *ref);
-    memset(t, 0, sizeof *t);
-    t->cap = cap;
-    t->isize = isize;
-    memset(shms_dindex(t), 0xFF, isize * 4);
-    if (old) {
-        shms_dent_t *src = shms_dents(old), *dst = shms_dents(t);
-        for (i = 0; i < old->n_used; i++) {
-            if (!src[i].blob)
-                continue;
-            dst[n] = src[i];
-            shms_dict_index_insert(t, src[i].hash, (uint32_t)n);
-            n++;
-        }
-        t->next_seq = old->next_seq;
-        t->vers = old->vers;
-    }
-    t->n_used = t->n_live = t->n_filled = n;
-    return 0;
-}
-
-static void publish_root(shms_heap_t *h, uint64_t ref)
-{
-    shms_store64(&h->hdr->root, ref);                     /* commit */
-}
-
-/* The dict's table; create: make an empty one if there is none. */
-int shms_dict_table(shms_heap_t *h, int create, shms_dtab_t **out)
-{
-    shms_heap_hdr_t *H = h->hdr;
-    uint64_t ref, vers;
-    int rc;
-    *out = NULL;
-    if (H->root_kind >= SHMS_NKINDS || (H->root_kind == SHMS_KIND_NONE && H->root))
-        return SHMS_EDAMAGED;
-    if (H->root_kind != SHMS_KIND_DICT && H->root_kind != SHMS_KIND_NONE)
-        return SHMS_EWRONGKIND;
-    if (H->root) {
-        *out = shms_dtab_at(h, H->root);
-        return *out ? 0 : SHMS_EDAMAGED;
-    }
-    if (!create)
-        return 0;
-    if ((rc = shms_alloc(h, SHMS_DICT_NVER * 8, &vers)))
-        return rc;
-    memset(shms_ptr(h, vers), 0, SHMS_DICT_NVER * 8);
-    if ((rc = build_table(h, NULL, SHMS_DICT_MINCAP, &ref))) {
-        shms_free(h, vers);
-        return rc;
-    }
-    ((shms_dtab_t *)shms_ptr(h, ref))->vers = vers;
-    shms_store64(&H->root_kind, SHMS_KIND_DICT);
-    publish_root(h, ref);
-    *out = shms_ptr(h, ref);
-    return 0;
-}
-
-/* Replace the table by a compacted one with room to grow. */
-static int resize(shms_heap_t *h, shms_dtab_t **tp)
-{
-    uint64_t old = h->hdr->root, ref, cap = 2 * ((*tp)->n_live + 1);
-    int rc;
-    if (cap < SHMS_DICT_MINCAP)
-        cap = SHMS_DICT_MINCAP;
-    if ((rc = build_table(h, *tp, cap, &ref)))
-        return rc;
-    publish_root(h, ref);
-    shms_free(h, old);
-    *tp = shms_ptr(h, ref);
-    return 0;
-}
 
 /* ------------------------------------------------------------ helpers */
 
@@ -301,7 +124,7 @@ static int get_body(shms_heap_t *h, void *arg)
         return rc ? rc : SHMS_ENOTFOUND;
     if ((i = find(h, t, a, &slot)) < 0)
         return (int)-i;
-    if ((v = stripes(h, t))) {
+    if ((v = shms_dict_stripes(h, t))) {
         a->res[2] = shms_dict_stripe(shms_dents(t)[i].hash);
         a->res[3] = shms_load64(&v[a->res[2]]);
     }
@@ -338,7 +161,7 @@ static int append(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const shms_dop_
     shms_dent_t *e;
     int rc;
     if (t->n_used >= t->cap || t->n_filled >= t->cap) {
-        if ((rc = resize(h, &t)))
+        if ((rc = shms_dict_resize(h, &t)))
             return rc;
     }
     if ((rc = make_blob(h, a->key, a->klen, a->cmplen, a->val, a->vlen, &blob)))
@@ -446,7 +269,7 @@ static int popitem_body(shms_heap_t *h, void *arg)
     if (res[2] > a->cap)
         return SHMS_ETOOSMALL;
     memcpy(a->out, shms_dblob_key(b), b->klen + b->vlen);
-    delete_entry(h, t, i, slot_of(t, en[i].hash, (uint32_t)i));
+    delete_entry(h, t, i, shms_dict_slot_of(t, en[i].hash, (uint32_t)i));
     shms_store64(&t->n_used, i);
     return 0;
 }
@@ -496,13 +319,13 @@ static int clear_body(shms_heap_t *h, void *arg)
     for (i = 0; i < t->n_used; i++)             /* nothing is changed on damage */
         if (en[i].blob && !shms_dblob_at(h, en[i].blob))
             return SHMS_EDAMAGED;
-    if ((rc = build_table(h, NULL, SHMS_DICT_MINCAP, &ref)))
+    if ((rc = shms_dict_build_table(h, NULL, SHMS_DICT_MINCAP, &ref)))
         return rc;
     nt = shms_ptr(h, ref);
     nt->next_seq = t->next_seq;
     nt->vers = t->vers;
     shms_dict_bump(h, t, 0, 1);
-    publish_root(h, ref);                                 /* commit */
+    shms_dict_publish_root(h, ref);                                 /* commit */
     for (i = 0; i < t->n_used; i++)
         if (en[i].blob)
             shms_free(h, en[i].blob);
@@ -522,14 +345,27 @@ int shms_dict_clear(shms_heap_t *h, int held, int64_t timeout_ns)
  * call costs about a hundred instructions, and these are the calls whose
  * cost a user sees.  cmplen = klen, the lock not held, one wait slice
  * (100 ms); on any result but 0 (and, for fetch, ENOTFOUND) the caller
- * takes the general path, which retries or raises. */
+ * takes the general path, which retries or raises.  The store never
+ * creates an extent (SHMS_EGROW): growth happens on the general path,
+ * where Python sees it and reports it. */
 #define HOT_SLICE_NS 100000000LL
+
+static int store_body(shms_heap_t *h, void *arg)
+{
+    int rc;
+    h->no_grow = 1;     /* under the heap lock: no other thread is in an op */
+    rc = set_body(h, arg);
+    h->no_grow = 0;
+    return rc;
+}
 
 int shms_dict_store(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
                     uint64_t vlen)
 {
     uint64_t res[1];
-    return shms_dict_set(h, key, klen, klen, val, vlen, 0, res, 0, HOT_SLICE_NS);
+    shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen, .val = val, .vlen = vlen,
+                    .res = res};
+    return check_key(klen, klen) ?: shms_run_op(h, 0, HOT_SLICE_NS, store_body, &a);
 }
 
 int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, uint64_t cap,
@@ -544,7 +380,7 @@ static int versions_body(shms_heap_t *h, void *arg)
 {
     shms_dtab_t *t;
     int rc = shms_dict_table(h, 0, &t);
-    *(const volatile uint64_t **)arg = t ? stripes(h, t) : NULL;
+    *(const volatile uint64_t **)arg = t ? shms_dict_stripes(h, t) : NULL;
     return rc;
 }
 

@@ -1,4 +1,4 @@
-/* Internal layout of the heap dict (dict.c, dict_fix.c). */
+/* Internal layout of the heap dict (dict.c, dict_table.c, dict_fix.c, dict_scan.c). */
 #ifndef SHMS_DICT_INT_H
 #define SHMS_DICT_INT_H
 
@@ -110,5 +110,15 @@ int shms_dict_table(shms_heap_t *h, int create, shms_dtab_t **out);
 void shms_dict_index_insert(shms_dtab_t *t, uint64_t hash, uint32_t i);
 /* Bump the version stripe of hash (all stripes: all_keys), before a commit. */
 void shms_dict_bump(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, int all_keys);
+/* dict_table.c: the index slot holding entry e of hash (UINT64_MAX: none);
+ * the version stripes of t (NULL: none, or damaged and flagged); a new
+ * table of cap entries holding old's live ones (old may be NULL); make ref
+ * the root (the commit of create, resize, clear); replace *tp by a
+ * compacted table with room to grow. */
+uint64_t shms_dict_slot_of(shms_dtab_t *t, uint64_t hash, uint32_t e);
+uint64_t *shms_dict_stripes(shms_heap_t *h, shms_dtab_t *t);
+int shms_dict_build_table(shms_heap_t *h, shms_dtab_t *old, uint64_t cap, uint64_t *ref);
+void shms_dict_publish_root(shms_heap_t *h, uint64_t ref);
+int shms_dict_resize(shms_heap_t *h, shms_dtab_t **tp);
 
 #endif

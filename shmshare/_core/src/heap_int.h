@@ -1,5 +1,5 @@
-/* Internal layout of the shmshare heap, shared by heap.c, extent.c,
- * recover.c and dict.c.  Nothing here is seen by Python except through
+/* Internal layout of the shmshare heap, shared by heap.c, alloc.c,
+ * extent*.c, recover.c, mark.c, check.c and dict*.c.  Nothing here is seen by Python except through
  * cdef/heap.h (opaque handle + functions + result codes).
  *
  * See heap.c for the invariants and commit points.
@@ -92,6 +92,7 @@ struct shms_heap {                   /* process-local, malloc'd */
     int64_t  main_shmid;             /* shmid of extent 0's segment, or -1 */
     uint64_t last_ask;               /* bytes of the last extent shmget tried */
     int      damaged;                /* set by the allocator: derived data is bad */
+    int      no_grow;                /* the op under way may not create extents */
 };
 
 /* ---- refs ---- */
@@ -109,6 +110,11 @@ static inline void *shms_ptr(shms_heap_t *h, uint64_t r)
 static inline shms_blk_t *shms_blk_of(shms_heap_t *h, uint64_t r)
 {
     return (shms_blk_t *)((char *)shms_ptr(h, r) - SHMS_BLK_HDR);
+}
+/* The block whose header is at offset off of extent e. */
+static inline shms_blk_t *shms_blk_at(shms_heap_t *h, unsigned e, uint64_t off)
+{
+    return (shms_blk_t *)(h->base[e] + off);
 }
 /* GUARDED ACCESS.  Operations follow refs read from shared memory, which
  * a bug elsewhere, a stray write or a hostile process may have damaged.
@@ -198,7 +204,7 @@ int  shms_ext_attach_all(shms_heap_t *h);
  * every lookup hashes with); verified at open, by recovery and by check. */
 uint64_t shms_ident_sum(const shms_heap_hdr_t *H);
 
-/* ---- recover.c: reachability marking, used by recovery and check ---- */
+/* ---- mark.c: reachability marking, used by recovery and check ---- */
 typedef struct shms_markctx shms_markctx_t;
 /* Mark the block whose payload is at ref; it must hold >= min bytes.
  * Returns 0, or -1 after recording why (bad ref, not a block, twice). */

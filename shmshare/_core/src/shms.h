@@ -60,7 +60,8 @@ int shms_mutex_destroy(void *m);
 int64_t shms_mutex_owner(const void *m);
 int shms_mutex_kind_ok(const void *m);
 
-/* ---- heap.c, extent.c, recover.c, dict*.c (internals: heap_int.h) ---- */
+/* ---- heap.c, alloc.c, extent*.c, recover.c, mark.c, check.c, dict*.c
+ *      (internals: heap_int.h) ---- */
 #define SHMS_MAX_EXT      64
 /* Result codes above the errno range (also declared in cdef/heap.h). */
 #define SHMS_RECOVERED    1000  /* lock taken after repairing a dead owner */
@@ -73,6 +74,7 @@ int shms_mutex_kind_ok(const void *m);
 #define SHMS_EEXTGONE     1007  /* a READY extent cannot be attached */
 #define SHMS_ENOKEY       1008  /* no extent key of this heap is free (extent.c) */
 #define SHMS_EUNKNOWN     1009  /* sync.c: a holder's process table is not known yet */
+#define SHMS_EGROW        1011  /* the hot store would create an extent (dict.c) */
 
 #define SHMS_F_ANONYMOUS  1u
 

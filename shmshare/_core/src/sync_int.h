@@ -1,4 +1,5 @@
-/* Internal layout of the sync records, shared by sync.c and queue.c. */
+/* Internal layout of the sync records, shared by sync.c, semaphore.c, waits.c
+ * and queue.c. */
 #ifndef SHMS_SYNC_INT_H
 #define SHMS_SYNC_INT_H
 

@@ -1,0 +1,276 @@
+"""The hash dict of a heap (``src/dict*.c``): the ``dict_*`` methods of ``Heap``
+and the read cache's versioned reads.
+
+Each method is one C call when uncontended; whatever else comes back goes
+to the one retry loop (:meth:`HeapBase._until_done`).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from ._lib import ffi, lib
+from .heap_base import HeapBase, Scratch
+from .results import DETACHED, ENOTFOUND, ETOOSMALL, OK
+from .slices import SLICE_NS
+
+__all__ = ["NO_VERSIONS", "SCAN_START", "DictMethods"]
+
+#: ``dict_scan(SCAN_START)`` starts at the first (or, reverse, the last) entry.
+SCAN_START = -1
+
+_SCAN_BUF = 64 * 1024            # minimum buffer for a scan batch
+_REC = struct.Struct("=QQQ")     # scan record header: seq, klen, vlen
+_NO_VALUE = (1 << 64) - 1
+_NVER = int(lib.SHMS_DICT_NVER)
+#: What a handle without (or closed to) the dict's version stripes reads: 2**64-1
+#: in every stripe, a version no stripe reaches, so no cached value matches it.
+NO_VERSIONS = memoryview(bytearray(b"\xff" * 8 * _NVER)).cast("Q")
+_NO_STRIPE = (1 << 64) - 1
+_unpack = ffi.unpack
+_BIG = 1 << 20  # values above this are unpickled from a lent buffer (_read_big)
+# No zero-filling: the buffer is written by the copy before it is read.
+_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+class DictMethods(HeapBase):
+    """``dict_*``: the heap's hash dict, keys compared on their first ``cmp_len`` bytes."""
+
+    # Set by Heap.__init__, like HeapBase's.
+    __slots__ = ("_fetch", "store", "versions_view")
+    _fetch: Callable[..., int]
+    store: Callable[[bytes, int, bytes, int], int]
+    versions_view: memoryview
+
+    def dict_get(self, key: bytes, cmp_len: int, *, held: bool = False) -> bytes | None:
+        """The value stored under ``key`` (its first ``cmp_len`` bytes), or None."""
+        return self.dict_read(key, cmp_len, held=held)[0]
+
+    def dict_read(self, key: bytes, cmp_len: int, *,
+                  held: bool = False) -> tuple[bytes | None, int]:
+        """``(value or None, modcount)``: the counter the read is consistent with.
+
+        The counter is bumped, under the lock, after every committed change
+        and every crash recovery, so a caller may keep the value until
+        ``modcount_view[0]`` moves.  One C call when uncontended.
+        """
+        # _ready() inlined: this is SharedList's read path.
+        h = self._h
+        if h is None:
+            raise ValueError(DETACHED)
+        try:
+            s = self._tls.s
+        except AttributeError:
+            s = self._tls.s = Scratch()
+        rc = lib.shms_dict_get(h, key, len(key), cmp_len, s.buf, s.cap, s.res, held, SLICE_NS)
+        if rc not in (OK, ENOTFOUND):
+            rc = self._until_done(
+                "dict get", lambda held: lib.shms_dict_get(
+                    h, key, len(key), cmp_len, s.buf, s.cap, s.res, held, SLICE_NS),
+                rc, held, done=(OK, ENOTFOUND), grow=lambda: s.grow(int(s.res[0])),
+                key=(key, cmp_len))
+        if rc == OK:
+            return ffi.unpack(s.buf, s.res[0]), int(s.res[1])
+        return None, int(s.res[1])
+
+    def dict_read_versioned(self, key: bytes, cmp_len: int
+                            ) -> tuple[bytes | memoryview | None, int, int]:
+        """``(value or None, stripe, version)``: the value may be kept while
+        ``versions_view[stripe] == version`` (stripe -1: it may not).
+
+        Every change of the key bumps its stripe before it commits, so a
+        value whose stripe still reads the same version is current (dict.c,
+        READ CACHE).
+        """
+        try:
+            s = self._tls.s
+        except AttributeError:
+            s = self._tls.s = Scratch()
+        rc = self._fetch(key, cmp_len, s.buf, s.cap, s.res) if cmp_len == len(key) else -1
+        if rc == OK:
+            res = s.res_view
+            data: bytes | memoryview | None = _unpack(s.buf, res[0])
+        elif rc == ENOTFOUND:
+            return None, -1, 0
+        elif rc == ETOOSMALL and s.res_view[0] > _BIG:
+            return self._read_big(key, cmp_len, s), -1, 0
+        else:  # the general path: a larger buffer, the lock held here, waits, errors
+            data, _ = self.dict_read(key, cmp_len)
+            res = self._tls.s.res_view
+        stripe = res[2]
+        if data is None or stripe == _NO_STRIPE:
+            return data, -1, 0
+        if self.versions_view is NO_VERSIONS:
+            self._map_versions()
+        return data, stripe, res[3]
+
+    def _read_big(self, key: bytes, cmp_len: int, s: Scratch) -> memoryview | None:
+        """A large value, copied once into this thread's big buffer and lent out as
+        a memoryview: unpickling straight from it saves a copy and a fresh
+        allocation (page faults) per read.  Give it back with :meth:`recycle`;
+        until then a read on this thread (a reentrant one) uses another buffer."""
+        tls = self._tls
+        big, tls.big = getattr(tls, "big", None), None
+        need = s.res_view[0]
+        while True:
+            if big is None or len(big) < need:
+                big = _new_uncleared("char[]", need)
+            rc = self._fetch(key, cmp_len, big, len(big), s.res)
+            if rc == OK:
+                view = memoryview(ffi.buffer(big, s.res_view[0]))
+                tls.lent = (view, big)
+                return view
+            if rc == ENOTFOUND:
+                tls.big = big
+                return None
+            if rc != ETOOSMALL:  # the general path: the lock held here, waits, errors
+                tls.big = big
+                data, _ = self.dict_read(key, cmp_len)
+                return None if data is None else memoryview(data)
+            need = s.res_view[0]
+
+    def recycle(self, view: memoryview) -> None:
+        """Take back a big buffer lent by a read (the value was unpickled)."""
+        tls = self._tls
+        lent = getattr(tls, "lent", None)
+        if lent is not None and lent[0] is view:
+            tls.lent = None
+            try:
+                view.release()
+            except BufferError:  # still exported somewhere: let it keep the buffer
+                return
+            tls.big = lent[1]
+
+    def _map_versions(self) -> None:
+        h = self._handle()
+        out = ffi.new("const volatile uint64_t **")
+
+        def call(held: bool) -> int:
+            return int(lib.shms_dict_versions(h, out, held, SLICE_NS))
+
+        self._until_done("mapping the dict's versions", call, call(False))
+        if out[0] != ffi.NULL and self._h is not None:
+            self.versions_view = memoryview(ffi.buffer(out[0], 8 * _NVER)).cast("Q")
+
+    def dict_set(self, key: bytes, cmp_len: int, value: bytes, *,
+                 only_if_absent: bool = False, held: bool = False) -> bool:
+        """Store ``value``; True if ``key`` was new.  An existing key keeps its
+        stored bytes and position.  ``only_if_absent``: leave an existing
+        value alone (setdefault)."""
+        h, s = self._ready()
+        rc = lib.shms_dict_set(h, key, len(key), cmp_len, value, len(value), only_if_absent,
+                               s.res, held, SLICE_NS)
+        if rc != OK:
+            self._until_done("dict set", lambda held: lib.shms_dict_set(
+                h, key, len(key), cmp_len, value, len(value), only_if_absent, s.res, held,
+                SLICE_NS), rc, held, key=(key, cmp_len))
+        elif self._extents_view[0] != self._extents_seen:
+            self._note_growth()
+        return bool(s.res[0])
+
+    def dict_store(self, key: bytes, cmp_len: int, value: bytes) -> None:
+        """``dict_set`` without its result: ``d[k] = v``.
+
+        One C call (``store``) when it succeeds; any other outcome (lock held
+        by this thread, busy, the heap must grow, an error) goes through
+        ``dict_set``, which retries, grows or raises (an op that failed
+        changed nothing, so running it again is safe).
+        """
+        if cmp_len != len(key) or self.store(key, cmp_len, value, len(value)):
+            self.dict_set(key, cmp_len, value)
+
+    def dict_pop(self, key: bytes, cmp_len: int, *, held: bool = False) -> bytes | None:
+        """Remove ``key`` and return its value; None if absent."""
+        h, s = self._ready()
+
+        def call(held: bool) -> int:
+            return int(lib.shms_dict_pop(h, key, len(key), cmp_len, s.buf, s.cap, s.res, held,
+                                         SLICE_NS))
+
+        rc = call(held)
+        if rc not in (OK, ENOTFOUND):
+            rc = self._until_done("dict pop", call, rc, held, done=(OK, ENOTFOUND),
+                                  grow=lambda: s.grow(int(s.res[0])), key=(key, cmp_len))
+        return ffi.unpack(s.buf, s.res[0]) if rc == OK else None
+
+    def dict_len(self, *, held: bool = False) -> int:
+        h, s = self._ready()
+
+        def call(held: bool) -> int:
+            return int(lib.shms_dict_len(h, s.res, held, SLICE_NS))
+
+        rc = call(held)
+        if rc != OK:
+            self._until_done("dict len", call, rc, held)
+        return int(s.res[0])
+
+    def dict_clear(self, *, held: bool = False) -> None:
+        h = self._handle()
+
+        def call(held: bool) -> int:
+            return int(lib.shms_dict_clear(h, held, SLICE_NS))
+
+        rc = call(held)
+        if rc != OK:
+            self._until_done("dict clear", call, rc, held)
+
+    def dict_popitem(self, *, held: bool = False) -> tuple[bytes, bytes] | None:
+        """Remove and return the last inserted (key, value); None if empty."""
+        h, s = self._ready()
+
+        def call(held: bool) -> int:
+            return int(lib.shms_dict_popitem(h, s.buf, s.cap, s.res, held, SLICE_NS))
+
+        rc = call(held)
+        if rc not in (OK, ENOTFOUND):
+            rc = self._until_done("dict popitem", call, rc, held, done=(OK, ENOTFOUND),
+                                  grow=lambda: s.grow(int(s.res[2])))
+        if rc != OK:
+            return None
+        klen, vlen = int(s.res[0]), int(s.res[1])
+        data = ffi.unpack(s.buf, klen + vlen)
+        return data[:klen], data[klen:]
+
+    def dict_scan(self, after_seq: int = SCAN_START, *, reverse: bool = False,
+                  values: bool = True, held: bool = False
+                  ) -> list[tuple[int, bytes, bytes | None]]:
+        """A batch of live records ``(seq, key, value)`` in insertion order.
+
+        Starts strictly after ``after_seq`` (reverse: strictly before it);
+        ``SCAN_START`` (-1) starts at the first (reverse: last) entry.  Pass
+        the last seq of a batch to get the next; an empty list ends.  A key
+        re-set keeps its seq; a deleted and re-added key gets a new one.
+        """
+        h, s = self._ready()
+        if s.cap < _SCAN_BUF:
+            s.grow(_SCAN_BUF)
+
+        def call(held: bool) -> int:
+            return int(lib.shms_dict_scan(h, after_seq, reverse, values, s.buf, s.cap, s.res,
+                                          held, SLICE_NS))
+
+        rc = call(held)
+        if rc != OK:
+            self._until_done("dict scan", call, rc, held, grow=lambda: s.grow(int(s.res[2])))
+        return _parse(ffi.unpack(s.buf, s.res[1]), int(s.res[0]))
+
+
+def _parse(data: bytes, n: int) -> list[tuple[int, bytes, bytes | None]]:
+    out: list[tuple[int, bytes, bytes | None]] = []
+    pos = 0
+    unpack = _REC.unpack_from
+    for _ in range(n):
+        seq, klen, vlen = unpack(data, pos)
+        pos += 24
+        key = data[pos:pos + klen]
+        pos += klen
+        if vlen == _NO_VALUE:
+            val = None
+        else:
+            val = data[pos:pos + vlen]
+            pos += vlen
+        out.append((seq, key, val))
+        pos = (pos + 7) & ~7
+    return out
+
