@@ -275,3 +275,39 @@ def test_a_dead_owners_object_that_cannot_be_removed_keeps_its_key_file(
     assert not owned.exists()
     with pytest.raises(shmshare.SegmentRemovedError):
         _core.stat(shmids[0])
+
+
+def test_a_live_owner_in_another_ipc_namespace_is_not_swept(tmp_path: Path) -> None:
+    """A Manager or pytest run whose directory is swept from another IPC namespace (a
+    second run in `unshare --ipc` sharing /tmp/shmshare-<uid>): its liveness token
+    names nothing there, which read as "dead" and removed a live run's objects."""
+    import shutil
+    import subprocess
+    import sys
+
+    from shmshare._core import proc
+    from shmshare.naming import dirs
+
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "--ipc", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare --ipc is not permitted here (needs CAP_SYS_ADMIN)")
+    base = tmp_path / "shm" / "managers"
+    owned = base / "manager-live"
+    dirs.claim(owned, os.getpid(), proc.token())
+    d = shmshare.SharedDict("kept", project_dir=owned, persist=True)
+    code = ("import sys; from pathlib import Path; from shmshare.naming import dirs; "
+            "print(dirs.owner_of(Path(sys.argv[1]))[1], len(dirs.sweep_dead_owners("
+            "Path(sys.argv[2]))))")
+    out = subprocess.run(["unshare", "--ipc", sys.executable, "-c", code, str(owned),
+                          str(base)], capture_output=True, text=True, timeout=60, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", "0"]  # unknown there, so not swept
+    assert (owned / "kept.key").exists()
+    d["x"] = 1
+    assert d["x"] == 1
+    shmshare.unlink(d)
+    # Here, the same owner file with a token nobody holds is dead, and swept.
+    (owned / dirs.OWNER_FILE).write_text(f"1 {(os.geteuid() << 32) | (4000 << 17) | 77} "
+                                         f"{dirs.IPC_NAMESPACE}")
+    assert dirs.owner_of(owned) == (1, False)
+    assert dirs.sweep_dead_owners(base) == [owned] and not owned.exists()

@@ -19,7 +19,7 @@ from .._core import proc
 from .._log import logger
 from ..errors import SegmentNotFoundError
 from .inventory import remove
-from .keys import list_names, make_private_dir
+from .keys import IPC_NAMESPACE, list_names, make_private_dir
 
 __all__ = ["OWNED_SUBDIRS", "OWNER_FILE", "claim", "dead_owner_dirs", "owner_of", "remove_all",
            "sweep_dead_owners"]
@@ -38,7 +38,9 @@ def claim(path: Path, owner_pid: int, owner_token: int) -> Path:
     fd = os.open(path / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
                  | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, f"{owner_pid} {owner_token}".encode())
+        # The token means something only in this IPC namespace (the process
+        # table is a segment): the namespace goes with it, see owner_of.
+        os.write(fd, f"{owner_pid} {owner_token} {IPC_NAMESPACE}".encode())
     finally:
         os.close(fd)
     return path
@@ -67,12 +69,24 @@ def remove_all(path: Path) -> list[str]:
 
 
 def owner_of(path: Path) -> tuple[int, bool | None]:
-    """The owner pid of an owned directory and whether it lives (``_core.proc``);
-    None when its owner file carries no liveness token (being claimed, or older)."""
+    """The owner pid of an owned directory and whether it lives (``_core.proc``).
+
+    None when that cannot be known here: the owner file carries no token
+    (being claimed, or older), or the owner lives in another IPC namespace.
+    A token is a slot of a process table, a segment of the owner's
+    namespace; read from another one it names nothing and would look dead,
+    and a run of pytest or a Manager there that shares this directory (the
+    default /tmp/shmshare-<uid> is per host, not per namespace) would sweep a
+    live owner's objects.
+    """
     try:
-        pid, token = map(int, (path / OWNER_FILE).read_text().split())
-    except (OSError, ValueError):
+        fields = (path / OWNER_FILE).read_text().split()
+        pid, token = int(fields[0]), int(fields[1])
+        ipcns = int(fields[2]) if len(fields) > 2 else IPC_NAMESPACE
+    except (OSError, ValueError, IndexError):
         return 0, None
+    if ipcns != IPC_NAMESPACE:
+        return pid, None
     return pid, proc.alive(token)
 
 
