@@ -137,3 +137,39 @@ def test_claims_from_processes_at_once_are_all_counted() -> None:
     finally:
         view.release()
     seg.detach()
+
+
+def _pickled_during_exit(conn: Any) -> None:
+    """Make an anonymous list whose only pickle is made while the exit's finalizers run
+    (as a Queue's feeder thread does for an item put just before a slow exit)."""
+    import multiprocessing.util as mpu
+
+    lst = SharedList([1, 2, 3])
+    mpu.Finalize(None, lambda: conn.send_bytes(pickle.dumps(lst)), exitpriority=-6)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_object_pickled_during_the_childs_exit_arrives_alive(method: str) -> None:
+    """The child's exit waits for the receiver even when the object is first pickled
+    during that exit: the wait is set up when the child makes the object, not at the
+    pickle (the finalizers of an exit are collected before they run)."""
+    ctx = mp.get_context(method)
+    recv, send = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_pickled_during_exit, args=(send,))
+    p.start()
+    send.close()
+    try:
+        data = recv.recv_bytes() if recv.poll(JOIN_TIMEOUT) else b""
+        assert data, "the child sent nothing"
+        # A child that does not wait exits here; one that waits is still there.
+        p.join(1.0)
+        lst = pickle.loads(data)
+        assert list(lst) == [1, 2, 3]
+        lst.detach()
+    finally:
+        p.join(JOIN_TIMEOUT)
+        if p.is_alive():
+            p.kill()
+            p.join()
+        recv.close()
+    assert p.exitcode == 0

@@ -29,7 +29,7 @@ from ..errors import (
     ShmValueError,
     WrongTypeError,
 )
-from .handoff import add_claim, drop_claimed
+from .handoff import add_claim, drop_claimed, expect_handoff
 from .header import FLAG_ANONYMOUS, FLAG_PERSIST, HEADER_SIZE, Header
 from .keys import KeyFile, KeyRecord, key_file_path, resolve_project_dir, validate_name
 from .lifecycle import Found, destroy, find_existing, sweep
@@ -99,6 +99,7 @@ class Binding:
         # user owns then runs its destroy logic (naming.lifecycle.destroy).
         self.trust = False
         self.release_hooks: list[Callable[[], None]] = []
+        expect_handoff()  # in a multiprocessing child: its exit waits for receivers
         # Run by an explicit detach before it counts live views: an object's
         # own cached view (SharedArray's) must not make its detach a BufferError.
         self.detach_hooks: list[Callable[[], None]] = []

@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from .._core import fork_hooks
 from .._core.slices import Deadline, pauses
 
-__all__ = ["CLAIM_WAIT", "add_claim", "drop_claimed", "pin", "read_claims"]
+__all__ = ["CLAIM_WAIT", "add_claim", "drop_claimed", "expect_handoff", "pin", "read_claims"]
 
 CLAIM_WAIT = 10.0  # seconds an exiting multiprocessing child waits for its receivers
 
@@ -103,8 +105,9 @@ def _install_exit_wait() -> None:
     a Queue's feeder thread is joined (-5) -- which is when an object put just
     before exiting gets pickled, and pinned -- and before the segments are
     released (-10, see segment.py).  Those finalizers are collected once, so
-    this one is installed early: at the child's start (an after-fork hook) or
-    at the first pin.  spawn children run no after-fork hooks and leave
+    this one is installed early: at the child's start (an after-fork hook),
+    when the child first holds a shared object (expect_handoff), or at the
+    first pin.  spawn children run no after-fork hooks and leave
     through the interpreter's exit: there an atexit handler, registered after
     the segments' own weakref finalizers and so run before them, waits.
     """
@@ -112,12 +115,31 @@ def _install_exit_wait() -> None:
     import multiprocessing
     import multiprocessing.util as mpu
 
-    if _exit_hook_pid == os.getpid():
+    if _exit_hook_pid == os.getpid() or multiprocessing.parent_process() is None:
         return
     _exit_hook_pid = os.getpid()
-    if multiprocessing.parent_process() is not None:
-        mpu.Finalize(None, _await_claims, exitpriority=-7)
-        atexit.register(_await_claims)
+    mpu.Finalize(None, _await_claims, exitpriority=-7)
+    # atexit runs last-registered first: make sure weakref.finalize's own
+    # atexit hook (the segments' release) is registered before ours.
+    weakref.finalize(_install_exit_wait, lambda: None)
+    atexit.register(_await_claims)
+
+
+def expect_handoff() -> None:
+    """This process holds a shared object it may hand on (it made or received one).
+
+    In a multiprocessing child, install the exit wait now rather than at the
+    first pickle: an object put on a Queue just before the child returns may
+    be pickled by the Queue's feeder thread only while the exit's finalizers
+    run -- they were collected before, so a wait installed then never runs,
+    and the receiver found the object gone (seen under load, forkserver).
+    Cheap elsewhere: multiprocessing is only looked up, never imported.
+    """
+    if _exit_hook_pid == os.getpid():
+        return
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None and mp.parent_process() is not None:
+        _install_exit_wait()
 
 
 def _await_claims() -> None:
