@@ -1,0 +1,64 @@
+"""What the Redis Event, Condition and Barrier share: blocking on one's own wake list.
+
+Every waiter has an id and blocks in BLPOP on its own list ``wake:<id>``
+(per-waiter lists keep a wake-up that arrives while the waiter reconnects;
+pub/sub would lose it).  Each wake-up is pushed by the Lua script that
+changes the state, in the same step, so none falls between a waiter's check
+of the state and its sleep.
+"""
+
+from __future__ import annotations
+
+import time
+
+from shmshare.stores.redis.connection import MAX_BLOCK, RedisStore
+
+__all__ = ["PUSH", "Waits", "check_lease", "deadline_of", "slice_of"]
+
+# Pushes a wake-up to one waiter; one its waiter never took (it died) expires.
+PUSH = """
+local function push_wake(prefix, id, msg)
+  redis.call('RPUSH', prefix .. 'wake:' .. id, msg)
+  redis.call('PEXPIRE', prefix .. 'wake:' .. id, 60000)
+end
+"""
+
+
+def check_lease(lease: float) -> None:
+    if lease <= 0.1:
+        raise ValueError(f"lease must be longer than 0.1 s, not {lease!r}")
+
+
+def deadline_of(timeout: float | None) -> float | None:
+    return None if timeout is None or timeout < 0 else time.monotonic() + timeout
+
+
+def slice_of(deadline: float | None, longest: float = MAX_BLOCK) -> float:
+    """Seconds to block next (> 0), or 0 once ``deadline`` has passed."""
+    if deadline is None:
+        return longest
+    left = deadline - time.monotonic()
+    return 0.0 if left <= 0 else max(0.01, min(longest, left))
+
+
+class Waits:
+    """The store, key names, and blocking on one's own wake list."""
+
+    def __init__(self, name: str, store: RedisStore, parts: tuple[str, ...]) -> None:
+        self.name, self.store = name, store
+        self._prefix = store.key(name, "")
+        self._keys = [store.key(name, part) for part in parts]
+
+    def _block(self, waiter: str, seconds: float) -> bytes | None:
+        """Wait up to ``seconds`` for a wake-up pushed to ``waiter``; its payload or None."""
+        with self.store.unavailable(f"wait on {self.name!r}"):
+            got = self.store.blocking_client.blpop([self._prefix + "wake:" + waiter], seconds)
+        if got is None:
+            return None
+        payload = got[1]
+        return payload if isinstance(payload, bytes) else str(payload).encode()
+
+    def destroy(self) -> None:
+        """Delete this object's keys from the server."""
+        with self.store.unavailable(f"destroy {self.name!r}"):
+            self.store.client.delete(*self._keys)
