@@ -195,17 +195,19 @@ def test_barrier_timeout_breaks_then_reset(store: RedisStore, name: str) -> None
     bar.destroy()
 
 
+def _broken_party(bar: Barrier) -> int:
+    """A party that expects the barrier to break: exit code 0 if it did."""
+    try:
+        bar.wait(JOIN_TIMEOUT)
+    except threading.BrokenBarrierError:
+        return 0
+    return 3
+
+
 def test_barrier_abort_wakes_waiters(store: RedisStore, name: str) -> None:
     bar = Barrier(name, 3, store=store, lease=LEASE)
 
-    def party() -> int:
-        try:
-            bar.wait(JOIN_TIMEOUT)
-        except threading.BrokenBarrierError:
-            return 0
-        return 3
-
-    pid = fork_child(party)
+    pid = fork_child(_broken_party, bar)
     _until(lambda: bar.n_waiting == 1, "a waiting party")
     bar.abort()
     assert wait_child(pid) == 0 and bar.broken
@@ -217,16 +219,9 @@ def test_barrier_dead_party_breaks_it(store: RedisStore, name: str) -> None:
     lease later, not a wait until its timeout; the barrier is not passed with it."""
     bar = Barrier(name, 3, store=store, lease=LEASE)
 
-    def party() -> int:
-        try:
-            bar.wait(JOIN_TIMEOUT)
-        except threading.BrokenBarrierError:
-            return 0
-        return 3
-
-    dead = fork_child(party)
+    dead = fork_child(_broken_party, bar)
     _until(lambda: _zcard(store, name, "arrived") == 1, "the first party")
-    live = fork_child(party)
+    live = fork_child(_broken_party, bar)
     _until(lambda: _zcard(store, name, "arrived") == 2, "the second party")
     os.kill(dead, signal.SIGKILL)
     assert wait_child(dead) == -signal.SIGKILL
