@@ -38,7 +38,8 @@ from . import IPC_CREAT, IPC_EXCL, Attachment, OwnerWatch, explain_shmget_error
 from ._lib import ffi, lib
 from .guard import LockGuard
 
-__all__ = ["SCAN_START", "Heap", "reap_extents", "set_test_fail_point", "sweep_extent"]
+__all__ = ["SCAN_START", "Heap", "reap_extents", "set_test_fail_point", "set_test_key_mask",
+           "sweep_extent"]
 
 #: ``dict_scan(SCAN_START)`` starts at the first (or, reverse, the last) entry.
 SCAN_START = -1
@@ -110,7 +111,8 @@ def _error(rc: int, what: str, asked: int = 0) -> Exception:
     if rc == _ENOKEY:
         return ShmLimitError(f"{what}: growing the heap failed: every key this heap may "
                              f"give a new segment is taken by another segment (see "
-                             f"'ipcs -m'), or the system has more than 32768 segments",
+                             f"'ipcs -m'; on a kernel booted with ipcmni_extend, heaps "
+                             f"whose shmids agree in the low 15 bits share keys)",
                              errno.ENOSPC)
     if rc in (errno.ENOSPC, errno.ENOMEM, errno.EINVAL):
         hint = explain_shmget_error(rc, 1, asked, IPC_CREAT | IPC_EXCL)
@@ -141,8 +143,16 @@ def reap_extents(main_shmid: int, token: int = 0, *, force: bool = False) -> int
 
 def set_test_fail_point(point: int) -> None:
     """Tests only: 1 makes this process ``_exit(70)`` right after the next extent's
-    shmget (the moment before anything identifies the segment); 0 turns it off."""
+    shmget (the moment before anything identifies the segment), 2 right before
+    it (the slot is PENDING); 0 turns it off."""
     lib.shms_test_fail_point(point)
+
+
+def set_test_key_mask(mask: int) -> None:
+    """Tests only: derive extent keys from ``main shmid & mask`` (a ``2**k - 1``
+    below ``0x7FFF``) instead of its low 15 bits, so that live heaps share keys as
+    they do on a kernel booted with ``ipcmni_extend``; 0 restores the default."""
+    lib.shms_test_idx_mask(mask)
 
 
 class _Scratch:
