@@ -10,22 +10,25 @@ are named by process tokens (:mod:`.proc`).
 from __future__ import annotations
 
 import errno
+import functools
 import time
 from typing import Any
 
 from ..errors import ShmLimitError
 from . import proc
+from ._exitcall import ExitCall
 from ._lib import ffi, lib
 from .heap import _BUSY, _SLICE_NS, Heap, _error
 
 __all__ = ["BARRIER", "CONDITION", "EVENT", "LOCK", "RECOVERED", "RLOCK", "SEMAPHORE",
-           "SyncRecord"]
+           "RLockState", "SyncRecord"]
 
 LOCK, RLOCK, SEMAPHORE, EVENT, CONDITION, BARRIER = 1, 2, 3, 4, 5, 6
 RECOVERED = 1  # acquire's result when the lock was taken from a dead holder
 SLOTS = 128    # semaphore holders, condition waiters, barrier parties (sync.c)
 
 _RECOVERED = int(lib.SHMS_RECOVERED)
+_EXIT_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_sync_exit")))
 _EUNKNOWN = int(lib.SHMS_EUNKNOWN)
 _DETACHED = ("this shared object is detached from this process (detach() was called, or "
              "its Manager was shut down); open it again to use it")
@@ -41,10 +44,25 @@ def _deadline(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
 
 
+class RLockState:
+    """This process's holder thread and depth of one RLock record, shared by every
+    handle of the record in the process and kept in C (src/sync_guard.c)."""
+
+    __slots__ = ("__weakref__", "cell")
+
+    def __init__(self) -> None:
+        self.cell = ffi.new("uint64_t[2]")
+
+    def forget(self) -> None:
+        """In a forked child: the parent's holding thread does not exist here."""
+        self.cell[0] = self.cell[1] = 0
+
+
 class SyncRecord:
     """The record stored under ``key`` in ``heap`` (created zeroed if absent)."""
 
-    __slots__ = ("_heap", "_inflight", "_other", "_r", "kind")
+    __slots__ = ("_g", "_heap", "_inflight", "_other", "_r", "_state", "exit", "kind",
+                 "new_ticket", "release_level", "undo")
 
     def __init__(self, heap: Heap, key: bytes, cmp_len: int, kind: int, value: int = 0,
                  bound: int = 0, *, held: bool = False) -> None:
@@ -65,6 +83,35 @@ class SyncRecord:
         # The holder a call could not judge (SHMS_EUNKNOWN): a hint only, so the
         # threads sharing this object may share it too.
         self._other = ffi.new("uint64_t *")
+        # A Lock, or a Semaphore's held permit, taken and given back where Python
+        # cannot interrupt in between (src/sync_guard.c; the ticket protocol of
+        # guard.py): ``take``, then ``undo(ticket)`` in the handler of a try
+        # around everything after it; ``exit`` is ``with``'s __exit__ (C, no frame).
+        g = self._g = ffi.new("shms_sync_guard_t *")
+        g.rec, g.kind = self._r, kind
+        self.new_ticket = functools.partial(ffi.new, "int64_t *")
+        self.undo = functools.partial(lib.shms_sync_undo, g)
+        self.exit = ExitCall(int(ffi.cast("uintptr_t", g)), _EXIT_ADDRESS)
+        #: ``release_level() -> 0 | EPERM | EINVAL``: give one back (C, no frame).
+        self.release_level = functools.partial(lib.shms_sync_exit, g)
+        self._state: RLockState | None = None
+
+    def share_state(self, state: RLockState) -> None:
+        """An RLock: keep its holder and depth in ``state`` (one per record and process)."""
+        self._state = state
+        self._g.state = state.cell
+
+    def depth(self) -> int:
+        """An RLock: the calling thread's depth (0: it does not hold it)."""
+        return int(lib.shms_sync_depth(self._g))
+
+    def release_all(self) -> int:
+        """An RLock: give back every level of the calling thread; the depth it had."""
+        return int(lib.shms_sync_release_all(self._g))
+
+    def set_depth(self, depth: int) -> None:
+        """An RLock just taken again (Condition.wait): the depth it had before."""
+        lib.shms_sync_set_depth(self._g, depth)
 
     def address(self) -> int:
         """Where the record is mapped in this process (one per record and process)."""
@@ -80,6 +127,7 @@ class SyncRecord:
         r = self._r
         if r == ffi.NULL:
             return
+        self._g.rec = ffi.NULL  # a later exit or undo does nothing
         deadline = time.monotonic() + 1.0
         while self._inflight and time.monotonic() < deadline:
             lib.shms_sync_kick(r)
@@ -129,6 +177,31 @@ class SyncRecord:
                     return None
                 rc = lib.shms_lock_acquire(self._r, self.kind, token, _ns(deadline),
                                            self._other)
+        finally:
+            self._inflight -= 1
+
+    def take(self, token: int, timeout: float | None, ticket: Any) -> int | None:
+        """Take the Lock (or a held Semaphore permit), setting ``ticket[0]`` in the
+        same C call: 0 taken, > 0 taken after giving back a dead holder's (a
+        Lock: RECOVERED; a Semaphore: the permits freed), None not in time."""
+        freed = ffi.new("uint64_t *")
+        g = self._g
+        rc = lib.shms_sync_take(g, token, 0, freed, self._other, ticket)
+        if rc == 0:
+            return int(freed[0])        # the uncontended path: one C call
+        deadline = _deadline(timeout)
+        self._inflight += 1
+        try:
+            while True:
+                if rc == 0:
+                    return int(freed[0])
+                if rc == _RECOVERED:
+                    return RECOVERED
+                if rc not in _BUSY:
+                    self._fail(rc, "acquiring the lock")
+                elif deadline is not None and time.monotonic() >= deadline:
+                    return None
+                rc = lib.shms_sync_take(g, token, _ns(deadline), freed, self._other, ticket)
         finally:
             self._inflight -= 1
 
