@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import time
 
+from ..errors import CorruptSegmentError
 from ._lib import ffi, lib
 from .heap import _BUSY, _ETOOSMALL, _SLICE_NS
 from .sync import SyncRecord, _deadline, _ns
@@ -13,6 +14,7 @@ from .sync import SyncRecord, _deadline, _ns
 __all__ = ["QUEUE", "QueueRecord"]
 
 QUEUE = 7
+_DAMAGED_SIZE = (1 << 64) - 1  # shms_queue_state's qsize for damaged counters
 
 
 class QueueRecord(SyncRecord):
@@ -84,7 +86,11 @@ class QueueRecord(SyncRecord):
             self._inflight -= 1
 
     def state(self) -> tuple[int, int, int]:
-        """(qsize, maxsize, unfinished), read without any lock."""
+        """(qsize, maxsize, unfinished), read without any lock; CorruptSegmentError
+        if the counters are damaged (head past tail, or more items than maxsize)."""
         out = ffi.new("uint64_t[3]")  # per call: threads share the record object
         lib.shms_queue_state(self._live(), out)
+        if out[0] == _DAMAGED_SIZE:
+            raise CorruptSegmentError("the queue's counters are damaged (head past tail, "
+                                      "or more items than maxsize); remove the queue")
         return int(out[0]), int(out[1]), int(out[2])
