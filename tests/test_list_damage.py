@@ -18,7 +18,7 @@ BLOB_HEAD = 16  # a key blob: klen, cmplen, vlen, then the key bytes
 
 
 def _hash_of(raw: Segment, entries: int, i: int) -> None:
-    raw.buf[entries + ENTRY * i] ^= 1
+    raw.buf[entries + ENTRY * i] ^= 3  # two bits: one bit is repaired (test_entry_damage)
 
 
 def _key_of(raw: Segment, entries: int, i: int) -> None:
