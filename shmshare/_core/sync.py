@@ -28,6 +28,7 @@ RECOVERED = 1  # acquire's result when the lock was taken from a dead holder
 SLOTS = 128    # semaphore holders, condition waiters, barrier parties (sync.c)
 
 _RECOVERED = int(lib.SHMS_RECOVERED)
+_UNUSED = ffi.new("uint64_t *")  # the freed count a Lock's take never writes
 _EXIT_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_sync_exit")))
 _EUNKNOWN = int(lib.SHMS_EUNKNOWN)
 _DETACHED = ("this shared object is detached from this process (detach() was called, or "
@@ -184,7 +185,8 @@ class SyncRecord:
         """Take the Lock (or a held Semaphore permit), setting ``ticket[0]`` in the
         same C call: 0 taken, > 0 taken after giving back a dead holder's (a
         Lock: RECOVERED; a Semaphore: the permits freed), None not in time."""
-        freed = ffi.new("uint64_t *")
+        # A Lock's take never writes freed: only a Semaphore's needs its own.
+        freed = ffi.new("uint64_t *") if self.kind == SEMAPHORE else _UNUSED
         g = self._g
         rc = lib.shms_sync_take(g, token, 0, freed, self._other, ticket)
         if rc == 0:
