@@ -11,10 +11,16 @@ lock left held by any live process of the group hangs the run.  (Workers
 are plain Processes, not a Pool: a Pool's own task and result queues take
 multiprocessing locks that a Ctrl-C can leave held by a worker -- a Pool
 hang of its own, seen in about 1 run in 4 here, which would hide ours.)
+``--pool`` runs POOL_APP instead: a real ``multiprocessing.Pool`` whose
+workers raise the Ctrl-C only inside their tasks (see there), on shmshare
+objects and ``Manager`` ones alike.  Inside ``unshare --ipc`` the run also
+checks that ``/proc/sysvipc/shm`` holds no segment more than before.
 It counts:
 
 * hangs: the group did not exit within ``--timeout`` seconds (it is then
-  SIGKILLed, with a py-spy-free stack report: the /proc wchan of every member);
+  SIGKILLed, with a py-spy-free stack report: the /proc wchan of every member
+  and the Python stacks faulthandler dumps on SIGUSR1);
+* failed runs: the program exited non-zero (its stderr is the report);
 * leaked segments: System V segments created by any member of the group that
   still exist once every member has exited;
 * leftover key files in the run's project directory.
