@@ -11,10 +11,16 @@ lock left held by any live process of the group hangs the run.  (Workers
 are plain Processes, not a Pool: a Pool's own task and result queues take
 multiprocessing locks that a Ctrl-C can leave held by a worker -- a Pool
 hang of its own, seen in about 1 run in 4 here, which would hide ours.)
+``--pool`` runs POOL_APP instead: a real ``multiprocessing.Pool`` whose
+workers raise the Ctrl-C only inside their tasks (see there), on shmshare
+objects and ``Manager`` ones alike.  Inside ``unshare --ipc`` the run also
+checks that ``/proc/sysvipc/shm`` holds no segment more than before.
 It counts:
 
 * hangs: the group did not exit within ``--timeout`` seconds (it is then
-  SIGKILLed, with a py-spy-free stack report: the /proc wchan of every member);
+  SIGKILLed, with a py-spy-free stack report: the /proc wchan of every member
+  and the Python stacks faulthandler dumps on SIGUSR1);
+* failed runs: the program exited non-zero (its stderr is the report);
 * leaked segments: System V segments created by any member of the group that
   still exist once every member has exited;
 * leftover key files in the run's project directory.
@@ -23,6 +29,7 @@ Usage::
 
     python benchmarks/ctrl_c_torture.py --runs 200            # every start method
     python benchmarks/ctrl_c_torture.py --runs 20 --method fork
+    unshare --ipc nice -n 10 python benchmarks/ctrl_c_torture.py --pool --budget 300
 
 The test suite runs a few runs per method (tests/test_interrupts.py).
 """
@@ -113,6 +120,96 @@ if __name__ == "__main__":
 '''
 
 
+# The Pool program (argv: start method, project dir): a multiprocessing.Pool
+# whose tasks, and the main process meanwhile, use shmshare objects (anonymous
+# SharedDict, SharedList, SharedQueue and SharedLock, passed to the workers by
+# reference) and Manager ones (dict, list, Queue, Lock).  A worker's Ctrl-C
+# raises inside its task, which catches it, uses every object once more and
+# returns: the worker lives on, idle.  After the Ctrl-C the main process uses
+# every object once more while those workers are alive (a lock left held by a
+# live, idle worker hangs here), then leaves the ``with Pool`` block
+# (terminate(): the workers are killed) and uses everything once more.  In a
+# worker, a Ctrl-C outside its task is ignored: the pool's own queues are
+# guarded by multiprocessing locks whose Python ``__enter__`` a
+# KeyboardInterrupt can leave acquired (a CPython Pool hang, seen 1 run in 3
+# here, that would hide ours).
+POOL_APP = r'''
+import faulthandler, multiprocessing as mp, os, signal, sys
+import shmshare
+
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the torturer's hang report
+OBJS = None
+IN_TASK = False
+
+def on_sigint(signum, frame):
+    if IN_TASK:
+        raise KeyboardInterrupt
+
+def init(objs):
+    global OBJS
+    OBJS = objs
+    signal.signal(signal.SIGINT, on_sigint)
+
+def ops(objs, i):
+    sd, sl, sq, slock, md, ml, mq, mlock = objs
+    for d, lst, q, lock in ((sd, sl, sq, slock), (md, ml, mq, mlock)):
+        d[f"pid-{os.getpid()}"] = i
+        with lock:
+            d["n"] = d.get("n", 0) + 1
+        lst.append(i)
+        if len(lst) > 100:
+            del lst[:50]
+        q.put(i)
+        try:
+            q.get(timeout=0.01)
+        except Exception:
+            pass
+    with sd.lock:
+        sd[i % 7] = list(range(i % 30))
+    with sl.lock:
+        sl.append(-i)
+        sl.pop()
+
+def task(i):
+    global IN_TASK
+    IN_TASK = True
+    try:
+        for j in range(5):
+            ops(OBJS, i * 5 + j)
+    except KeyboardInterrupt:
+        IN_TASK = False
+        ops(OBJS, -1)
+    finally:
+        IN_TASK = False
+    return i
+
+if __name__ == "__main__":
+    method, pdir = sys.argv[1], sys.argv[2]
+    ctx = mp.get_context(method)
+    with shmshare.Manager(project_dir=pdir) as m:
+        objs = (shmshare.SharedDict(), shmshare.SharedList(), shmshare.SharedQueue(),
+                shmshare.SharedLock(), m.dict(), m.list(), m.Queue(), m.Lock())
+        try:
+            with ctx.Pool(3, initializer=init, initargs=(objs,)) as pool:
+                pool.map(task, range(6))
+                print("working", flush=True)
+                try:
+                    i = 0
+                    while True:
+                        r = pool.map_async(task, range(12))
+                        while not r.ready():
+                            ops(objs, i)
+                            i += 1
+                except KeyboardInterrupt:
+                    ops(objs, -1)    # the workers are alive (some may be restarting)
+        except KeyboardInterrupt:
+            pass                     # the interrupt landed in the pool's own code
+        ops(objs, -2)                # the workers are gone
+        for o in objs[:4]:
+            o.detach()
+'''
+
+
 @dataclass
 class Outcome:
     method: str
@@ -155,9 +252,15 @@ def _wchan(pids: set[int]) -> str:
 
 def _segments_of(pids: set[int]) -> list[int]:
     from shmshare import _core
+    from shmshare._core import proc
 
+    # The process table is kept for the system's life by design (one per user):
+    # main() makes it before the runs, so that no run's process creates it.
     out = []
+    tables = proc.table_shmids()
     for sid in _core.list_ids():
+        if sid in tables:
+            continue
         try:
             if _core.stat(sid).cpid in pids:
                 out.append(sid)
@@ -167,13 +270,14 @@ def _segments_of(pids: set[int]) -> list[int]:
 
 
 def one_run(method: str, rng: random.Random, *, timeout: float = 30.0,
-            max_delay: float = 0.5, sync_lock: bool = True) -> Outcome:
-    """One start-interrupt-wait cycle; every process it starts is gone when it returns."""
+            max_delay: float = 0.5, sync_lock: bool = True, pool: bool = False) -> Outcome:
+    """One start-interrupt-wait cycle; every process it starts is gone when it returns.
+    ``pool``: the Pool program (POOL_APP) instead of plain Processes."""
     base = Path(tempfile.mkdtemp(prefix="shms-ctrlc-"))
     pdir = base / "proj"
     errlog = open(base / "stderr", "w+b")  # noqa: SIM115 - closed in the finally below
     script = base / "app.py"  # a file, not -c: spawn children import it as __mp_main__
-    script.write_text(APP)
+    script.write_text(POOL_APP if pool else APP)
     proc = subprocess.Popen([sys.executable, str(script), method, str(pdir),
                              "1" if sync_lock else "0"],
                             stdout=subprocess.PIPE, stderr=errlog, start_new_session=True)
@@ -211,6 +315,9 @@ def one_run(method: str, rng: random.Random, *, timeout: float = 30.0,
             errlog.seek(0)
             stacks = errlog.read().decode(errors="replace")
             outcome.hang_report = _wchan(hung) + "\n" + stacks[-6000:]
+        if not outcome.hung and proc.returncode != 0:  # its traceback is the report
+            errlog.seek(0)
+            outcome.hang_report = errlog.read().decode(errors="replace")[-3000:]
     finally:
         members = _group_members(pgid)
         if members:
@@ -257,24 +364,46 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave out the Manager Lock (a SharedLock primitive); the dict, "
                          "list and queue, with their object locks, remain")
     ap.add_argument("--json", action="store_true", help="print every outcome as JSON")
+    ap.add_argument("--pool", action="store_true",
+                    help="multiprocessing.Pool work on shmshare and Manager objects")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="stop a method's runs after this many seconds (the count is printed)")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     bad = 0
+    from shmshare._core import proc
+
+    proc.token()  # the process table: made here, not by a run (see _segments_of)
+    before = _namespace_segments()
     for method in args.method or METHODS:
-        hangs = leaks = leftovers = 0
+        runs = hangs = leaks = leftovers = failed = 0
         started = time.monotonic()
-        for _ in range(args.runs):
-            out = one_run(method, rng, timeout=args.timeout, sync_lock=not args.no_sync_lock)
+        while runs < args.runs and (args.budget is None
+                                    or time.monotonic() - started < args.budget):
+            out = one_run(method, rng, timeout=args.timeout, sync_lock=not args.no_sync_lock,
+                          pool=args.pool)
+            runs += 1
             hangs += out.hung
+            failed += not out.hung and out.returncode != 0
             leaks += len(out.leaked_segments)
             leftovers += len(out.leftover_files)
-            if args.json or out.hung or out.leaked_segments or out.leftover_files:
+            if (args.json or out.hung or out.returncode or out.leaked_segments
+                    or out.leftover_files):
                 print(json.dumps(asdict(out)), flush=True)
-        bad += hangs + leaks + leftovers
-        print(f"{method}: {args.runs} runs, {hangs} hangs, {leaks} leaked segments, "
+        bad += hangs + failed + leaks + leftovers
+        print(f"{method}: {runs} runs, {hangs} hangs, {failed} failed, {leaks} leaked segments, "
               f"{leftovers} leftover key files ({time.monotonic() - started:.0f} s)",
               flush=True)
-    return 1 if bad else 0
+    # Inside `unshare --ipc` every segment of the namespace is one of ours.
+    stray = sorted(_namespace_segments() - before)
+    print(f"/proc/sysvipc/shm: {len(stray)} segments more than before the runs {stray}",
+          flush=True)
+    return 1 if bad or stray else 0
+
+
+def _namespace_segments() -> set[int]:
+    with open("/proc/sysvipc/shm") as f:
+        return {int(line.split()[1]) for line in f.readlines()[1:]}
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from .results import DETACHED, OK, RECOVERED, failure
 from .slices import SLICE_NS, wait_in_slices
 
 __all__ = ["SCAN_START", "Heap", "reap_extents", "set_growth_hook", "set_test_fail_point",
-           "sweep_extent"]
+           "set_test_key_mask", "sweep_extent"]
 
 # What a closed handle's counters read: 2**64-1, a value the real counters never take.
 _NO_COUNTER = memoryview(bytearray(b"\xff" * 8)).cast("Q")
@@ -74,8 +74,16 @@ def extent_candidates(main_shmid: int) -> list[int]:
 
 def set_test_fail_point(point: int) -> None:
     """Tests only: 1 makes this process ``_exit(70)`` right after the next extent's
-    shmget (the moment before anything identifies the segment); 0 turns it off."""
+    shmget (the moment before anything identifies the segment), 2 right before
+    it (the slot is PENDING); 0 turns it off."""
     lib.shms_test_fail_point(point)
+
+
+def set_test_key_mask(mask: int) -> None:
+    """Tests only: derive extent keys from ``main shmid & mask`` (a ``2**k - 1``
+    below ``0x7FFF``) instead of its low 15 bits, so that live heaps share keys as
+    they do on a kernel booted with ``ipcmni_extend``; 0 restores the default."""
+    lib.shms_test_idx_mask(mask)
 
 
 class Heap(DictMethods):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 
+from ..errors import CorruptSegmentError
 from ._lib import ffi, lib
 from .results import ETOOSMALL
 from .slices import SLICE_NS
@@ -13,6 +14,7 @@ from .sync import SyncRecord
 __all__ = ["QUEUE", "QueueRecord"]
 
 QUEUE = 7
+_DAMAGED_SIZE = (1 << 64) - 1  # shms_queue_state's qsize for damaged counters
 
 
 class QueueRecord(SyncRecord):
@@ -83,7 +85,11 @@ class QueueRecord(SyncRecord):
             self._inflight -= 1
 
     def state(self) -> tuple[int, int, int]:
-        """(qsize, maxsize, unfinished), read without any lock."""
+        """(qsize, maxsize, unfinished), read without any lock; CorruptSegmentError
+        if the counters are damaged (head past tail, or more items than maxsize)."""
         out = ffi.new("uint64_t[3]")  # per call: threads share the record object
         lib.shms_queue_state(self._live(), out)
+        if out[0] == _DAMAGED_SIZE:
+            raise CorruptSegmentError("the queue's counters are damaged (head past tail, "
+                                      "or more items than maxsize); remove the queue")
         return int(out[0]), int(out[1]), int(out[2])

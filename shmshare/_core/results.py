@@ -43,8 +43,8 @@ DETACHED = ("this shared object is detached from this process (detach() was call
             "its Manager was shut down); open it again to use it")
 
 _KEYS_TAKEN = ("growing the heap failed: every key this heap may give a new segment is "
-               "taken by another segment (see 'ipcs -m'), or the system has more than 32768 "
-               "segments")
+               "taken by another segment (see 'ipcs -m'; on a kernel booted with "
+               "ipcmni_extend, heaps whose shmids agree in the low 15 bits share keys)")
 
 # code -> (exception class, what went wrong and what to do, the errno it keeps).
 # "{lock}" names the lock the call was about ("the heap lock", "the lock").

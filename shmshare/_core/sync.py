@@ -10,12 +10,14 @@ are named by process tokens (:mod:`.proc`).
 from __future__ import annotations
 
 import errno
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import ShmLimitError
 from . import proc
+from ._exitcall import ExitCall
 from ._lib import ffi, lib
 from .heap import Heap
 from .results import BUSY, DETACHED, EUNKNOWN, failure
@@ -23,17 +25,34 @@ from .results import RECOVERED as _RECOVERED
 from .slices import SLICE_NS, Deadline, wait_in_slices
 
 __all__ = ["BARRIER", "CONDITION", "EVENT", "LOCK", "RECOVERED", "RLOCK", "SEMAPHORE",
-           "SyncRecord"]
+           "RLockState", "SyncRecord"]
 
 LOCK, RLOCK, SEMAPHORE, EVENT, CONDITION, BARRIER = 1, 2, 3, 4, 5, 6
 RECOVERED = 1  # acquire's result when the lock was taken from a dead holder
 SLOTS = 128    # semaphore holders, condition waiters, barrier parties (sync.c)
 
+_UNUSED = ffi.new("uint64_t *")  # the freed count a Lock's take never writes
+_EXIT_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_sync_exit")))
+
+class RLockState:
+    """This process's holder thread and depth of one RLock record, shared by every
+    handle of the record in the process and kept in C (src/sync_guard.c)."""
+
+    __slots__ = ("__weakref__", "cell")
+
+    def __init__(self) -> None:
+        self.cell = ffi.new("uint64_t[2]")
+
+    def forget(self) -> None:
+        """In a forked child: the parent's holding thread does not exist here."""
+        self.cell[0] = self.cell[1] = 0
+
 
 class SyncRecord:
     """The record stored under ``key`` in ``heap`` (created zeroed if absent)."""
 
-    __slots__ = ("_heap", "_inflight", "_other", "_r", "kind")
+    __slots__ = ("_g", "_heap", "_inflight", "_other", "_r", "_state", "exit", "kind",
+                 "new_ticket", "release_level", "undo")
 
     def __init__(self, heap: Heap, key: bytes, cmp_len: int, kind: int, value: int = 0,
                  bound: int = 0, *, held: bool = False) -> None:
@@ -54,6 +73,35 @@ class SyncRecord:
         # The holder a call could not judge (SHMS_EUNKNOWN): a hint only, so the
         # threads sharing this object may share it too.
         self._other = ffi.new("uint64_t *")
+        # A Lock, or a Semaphore's held permit, taken and given back where Python
+        # cannot interrupt in between (src/sync_guard.c; the ticket protocol of
+        # guard.py): ``take``, then ``undo(ticket)`` in the handler of a try
+        # around everything after it; ``exit`` is ``with``'s __exit__ (C, no frame).
+        g = self._g = ffi.new("shms_sync_guard_t *")
+        g.rec, g.kind = self._r, kind
+        self.new_ticket = functools.partial(ffi.new, "int64_t *")
+        self.undo = functools.partial(lib.shms_sync_undo, g)
+        self.exit = ExitCall(int(ffi.cast("uintptr_t", g)), _EXIT_ADDRESS)
+        #: ``release_level() -> 0 | EPERM | EINVAL``: give one back (C, no frame).
+        self.release_level = functools.partial(lib.shms_sync_exit, g)
+        self._state: RLockState | None = None
+
+    def share_state(self, state: RLockState) -> None:
+        """An RLock: keep its holder and depth in ``state`` (one per record and process)."""
+        self._state = state
+        self._g.state = state.cell
+
+    def depth(self) -> int:
+        """An RLock: the calling thread's depth (0: it does not hold it)."""
+        return int(lib.shms_sync_depth(self._g))
+
+    def release_all(self) -> int:
+        """An RLock: give back every level of the calling thread; the depth it had."""
+        return int(lib.shms_sync_release_all(self._g))
+
+    def set_depth(self, depth: int) -> None:
+        """An RLock just taken again (Condition.wait): the depth it had before."""
+        lib.shms_sync_set_depth(self._g, depth)
 
     def address(self) -> int:
         """Where the record is mapped in this process (one per record and process)."""
@@ -69,6 +117,7 @@ class SyncRecord:
         r = self._r
         if r == ffi.NULL:
             return
+        self._g.rec = ffi.NULL  # a later exit or undo does nothing
         deadline = Deadline(1.0)
         while self._inflight and not deadline.passed():
             lib.shms_sync_kick(r)
@@ -133,6 +182,28 @@ class SyncRecord:
             if got is None or got == 0:
                 return got
             rc = got
+        if rc == _RECOVERED:
+            return RECOVERED
+        raise self._error(rc, "acquiring the lock")
+
+    def take(self, token: int, timeout: float | None, ticket: Any) -> int | None:
+        """Take the Lock (or a held Semaphore permit), setting ``ticket[0]`` in the
+        same C call: 0 taken, > 0 taken after giving back a dead holder's (a
+        Lock: RECOVERED; a Semaphore: the permits freed), None not in time."""
+        # A Lock's take never writes freed: only a Semaphore's needs its own.
+        freed = ffi.new("uint64_t *") if self.kind == SEMAPHORE else _UNUSED
+        g = self._g
+        rc = lib.shms_sync_take(g, token, 0, freed, self._other, ticket)
+        if rc == 0:
+            return int(freed[0])        # the uncontended path: one C call
+        if rc in BUSY or rc == EUNKNOWN:
+            got = self._wait(lambda ns: lib.shms_sync_take(g, token, ns, freed, self._other,
+                                                           ticket), timeout)
+            if got is None:
+                return None
+            rc = got
+        if rc == 0:
+            return int(freed[0])
         if rc == _RECOVERED:
             return RECOVERED
         raise self._error(rc, "acquiring the lock")

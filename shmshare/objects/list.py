@@ -196,9 +196,14 @@ class SharedList(HandleMethods, JournaledList, MutableSequence[T], kind="list"):
             return self.copy()[i]
         if type(i) is int and i >= 0:
             data = self._load(i)  # no length needed: a missing key is out of range
+            if data is None:
+                data = self._missing(i)  # ... unless damage hides it
         else:
             with self.lock:
-                data = self._load(self._index(i, self._len()))
+                i = self._index(i, self._len())
+                data = self._load(i)
+                if data is None:
+                    raise self._hidden(i)
         if data is None:
             raise IndexError("list index out of range")
         return loads(data)
@@ -217,8 +222,7 @@ class SharedList(HandleMethods, JournaledList, MutableSequence[T], kind="list"):
         heap = self._heap
         with self.lock:
             self._settle()
-            kb, k = encode_key(self._index(i, heap.dict_len(held=True)))
-            heap.dict_set(kb, k, data, held=True)  # one write: atomic by itself
+            self._overwrite(self._index(i, heap.dict_len(held=True)), data)  # one write
             self._clean = heap.modcount_view[0]
 
     def __delitem__(self, i: Any) -> None:
@@ -319,7 +323,7 @@ class SharedList(HandleMethods, JournaledList, MutableSequence[T], kind="list"):
 
     def __iter__(self) -> Iterator[Any]:
         i = 0
-        while (data := self._load(i)) is not None:
+        while (data := self._load(i)) is not None or (data := self._missing(i)) is not None:
             yield loads(data)
             i += 1
 

@@ -109,7 +109,7 @@ class JournaledList(HeapObject):
             except ValueError as exc:
                 raise CorruptSegmentError(
                     f"{self._label()}: unreadable redo record ({exc})") from None
-            self._apply(old_n, new_n, puts)
+            self._apply(old_n, new_n, puts, True)
             heap.dict_pop(*_JOURNAL, held=True)
         self._clean = heap.modcount_view[0]
         self._note_recoveries(data is not None)
@@ -139,16 +139,58 @@ class JournaledList(HeapObject):
         self._note_recoveries(False)
         return True
 
-    def _apply(self, old_n: int, new_n: int, puts: list[tuple[int, bytes]]) -> None:
+    def _apply(self, old_n: int, new_n: int, puts: list[tuple[int, bytes]],
+               journaled: bool) -> None:
         """Store ``puts`` (increasing indices), then drop keys ``new_n..old_n-1``.
-        Idempotent, so a record may be replayed any number of times."""
+        Idempotent, so a record may be replayed any number of times.
+        ``journaled``: the redo record is stored (and counts in the length)."""
         heap = self._heap
         for i, data in puts:
-            kb, k = encode_key(i)
-            heap.dict_set(kb, k, data, held=True)
+            if i < old_n:
+                self._overwrite(i, data)
+            else:
+                kb, k = encode_key(i)
+                heap.dict_set(kb, k, data, held=True)
         for last in range(old_n - 1, new_n - 1, -1):
             kb, k = encode_key(last)
             heap.dict_pop(kb, k, held=True)
+        if old_n > new_n and (stored := heap.dict_len(held=True) - journaled) != new_n:
+            # A drop found no key (fine on a replay) yet the length is off: the
+            # key is there but lookups miss it (damage).
+            raise CorruptSegmentError(
+                f"{self._label()}: {stored} items stored after shrinking to {new_n}: "
+                f"the heap hides one of them")
+
+    def _overwrite(self, i: int, data: bytes) -> None:
+        """With the lock held: store item ``i < len`` over the one there.  A key
+        the lookup does not find was hidden by damage: the new copy is taken out
+        again (nothing existing is overwritten) and CorruptSegmentError raised."""
+        kb, k = encode_key(i)
+        if self._heap.dict_set(kb, k, data, held=True):
+            self._heap.dict_pop(kb, k, held=True)
+            raise self._hidden(i)
+
+    def _len(self) -> int:
+        """The list's length (SharedList's, with the lock held)."""
+        raise NotImplementedError
+
+    def _missing(self, i: int) -> bytes | None:
+        """Item ``i`` (``i >= 0``) read as absent: under the lock, its bytes if
+        it is there now, None if ``i`` is past the end, CorruptSegmentError if
+        it is below the length (damage hides it: never an IndexError)."""
+        with self._lock:
+            n = self._len()
+            kb, k = encode_key(i)
+            data = self._heap.dict_get(kb, k, held=True)
+            if data is None and i < n:
+                raise self._hidden(i)
+            return data
+
+    def _hidden(self, i: int) -> CorruptSegmentError:
+        return CorruptSegmentError(
+            f"{self._label()}: item {i} is below the length but lookups do not find "
+            f"it (a damaged entry); 'shmshare check' shows the damage, restore the "
+            f"list from a copy")
 
     def _commit(self, old_n: int, new_n: int, puts: list[tuple[int, bytes]]) -> None:
         """With the lock held and settled: make the change atomically."""
@@ -156,8 +198,8 @@ class JournaledList(HeapObject):
         if writes > 1:
             heap = self._heap
             heap.dict_set(*_JOURNAL, _pack_journal(old_n, new_n, puts), held=True)  # commit
-            self._apply(old_n, new_n, puts)
+            self._apply(old_n, new_n, puts, True)
             heap.dict_pop(*_JOURNAL, held=True)
         elif writes:
-            self._apply(old_n, new_n, puts)
+            self._apply(old_n, new_n, puts, False)
         self._clean = self._heap.modcount_view[0]

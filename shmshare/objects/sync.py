@@ -27,7 +27,7 @@ Ownership (docs/concepts/locks-and-recovery.md):
 
 from __future__ import annotations
 
-import threading
+import errno
 import warnings
 import weakref
 from typing import Any
@@ -142,11 +142,23 @@ class SharedSemaphore(_Waitable, kind="semaphore"):
         return self._r.sem_value()
 
     def __enter__(self) -> bool:  # type: ignore[override]  # with sem: acquire, not detach
-        # A held permit: given back if this process dies inside the block.
-        return self._take(True, True, None)
+        # A held permit: given back if this process dies inside the block, and
+        # taken and given back where an interrupt cannot land in between
+        # (_core/sync.py, SyncRecord.take): no call may follow the take here
+        # outside the try, since a signal is handled after every call.
+        r = self._r
+        ticket = r.new_ticket()
+        try:
+            freed = r.take(_token(), None, ticket)
+            if freed:
+                self._recovered(f"{freed} permit(s)")
+        except BaseException:
+            r.undo(ticket)
+            raise
+        return True
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    # Looked up by ``with`` before __enter__ runs; what it returns is C (no frame).
+    __exit__ = property(lambda self: self._r.exit)
 
     def __repr__(self) -> str:
         if not self._seg.attached:
@@ -174,12 +186,38 @@ class SharedLock(_Waitable, kind="mlock"):
                 blocking: bool | None = None) -> bool:
         if blocking is not None:
             block = blocking
-        rc = self._r.lock_acquire(_token(), _timeout(block, timeout))
-        if rc is None:
-            return False
-        if rc:
-            self._recovered("it")
+        # Taken with a ticket (_core/sync.py, SyncRecord.take): an interrupt after
+        # the C call took the lock gives it back.
+        r = self._r
+        ticket = r.new_ticket()
+        try:
+            rc = r.take(_token(), _timeout(block, timeout), ticket)
+            if rc is None:
+                return False
+            if rc:
+                self._recovered("it")
+        except BaseException:
+            r.undo(ticket)
+            raise
         return True
+
+    def __enter__(self) -> bool:  # type: ignore[override]  # acquire, not detach
+        # acquire() inlined: a signal is handled after every call, so returning
+        # from a call to acquire() here could be interrupted with the lock taken.
+        r = self._r
+        ticket = r.new_ticket()
+        try:
+            if r.take(_token(), None, ticket):
+                self._recovered("it")
+        except BaseException:
+            r.undo(ticket)
+            raise
+        return True
+
+    # Looked up by ``with`` before __enter__ runs; what it returns is C (no frame),
+    # so the lock is given back before Python can run anything else.  (So
+    # ``with lock: lock.release()`` no longer raises at the block's end.)
+    __exit__ = property(lambda self: self._r.exit)
 
     def release(self) -> None:
         if not self._r.lock_release(_token(), True):
@@ -199,95 +237,56 @@ class SharedLock(_Waitable, kind="mlock"):
     def _reacquire(self, depth: int) -> None:
         self.acquire()
 
-    __enter__ = acquire  # type: ignore[assignment]
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
     def __repr__(self) -> str:
         if not self._seg.attached:
             return f"<{self._label()} (detached)>"
         return f"<{type(self).__name__}({'locked' if self.locked() else 'unlocked'})>"
 
 
-class _Owner:
-    """This process's view of one RLock record: which thread holds it, how deep.
-    Shared by every handle of the record in the process."""
-
-    __slots__ = ("__weakref__", "depth", "thread")
-
-    def __init__(self) -> None:
-        self.thread: int | None = None
-        self.depth = 0
-
-
-_OWNERS: weakref.WeakValueDictionary[int, _Owner] = weakref.WeakValueDictionary()
+_OWNERS: weakref.WeakValueDictionary[int, csync.RLockState] = weakref.WeakValueDictionary()
 
 
 class SharedRLock(SharedLock, kind="rlock"):
-    """``RLock()``: reentrant, owned by one thread of one process."""
-    _CODE = csync.RLOCK
+    """``RLock()``: reentrant, owned by one thread of one process.
 
-    _st: _Owner
+    Its holder thread and depth live in C (``_core.sync.RLockState``, one per
+    record and process), so acquire, ``with`` and release inherit the Lock's
+    ticket protocol and C ``__exit__``: an interrupt cannot leave it held."""
+    _CODE = csync.RLOCK
 
     def _open_record(self, create: bool, value: int = 0, bound: int = 0) -> None:
         super()._open_record(create, value, bound)
         if self._rec is None:
-            self._st = _Owner()
             return
         key = self._rec.address()
         st = _OWNERS.get(key)
         if st is None:
-            st = _OWNERS[key] = _Owner()
-        self._st = st
-
-    def acquire(self, block: bool = True, timeout: float | None = None, *,
-                blocking: bool | None = None) -> bool:
-        st, me = self._st, threading.get_ident()
-        if st.thread == me:
-            st.depth += 1
-            return True
-        if blocking is not None:
-            block = blocking
-        rc = self._r.lock_acquire(_token(), _timeout(block, timeout))
-        if rc is None:
-            return False
-        st.thread, st.depth = me, 1
-        if rc:
-            self._recovered("it")
-        return True
-
-    __enter__ = acquire
+            st = _OWNERS[key] = csync.RLockState()
+        self._rec.share_state(st)
 
     def release(self) -> None:
-        st = self._st
-        if st.thread != threading.get_ident():
+        rc = self._r.release_level()
+        if rc == errno.EPERM:
             raise RuntimeError("cannot release un-acquired lock")
-        st.depth -= 1
-        if st.depth == 0:
-            st.thread = None
-            self._r.lock_release(_token(), False)
+        if rc:
+            raise ValueError(f"{self._label()} is detached from this process")
 
     def _owned(self) -> int:
-        st = self._st
-        return st.depth if st.thread == threading.get_ident() else 0
+        return self._r.depth()
 
     def _release_all(self) -> int:
-        st = self._st
-        depth, st.depth = st.depth, 1
-        self.release()
-        return depth
+        return self._r.release_all()
 
     def _reacquire(self, depth: int) -> None:
         self.acquire()
-        self._st.depth = depth
+        self._r.set_depth(depth)
 
 
 def _forget_owners_in_child() -> None:
     # A forked child holds none of its parent's RLocks (their owner is the
     # parent's token); it must not believe its copy of the parent's thread does.
     for st in list(_OWNERS.values()):
-        st.thread, st.depth = None, 0
+        st.forget()
 
 
 fork_hooks.at_fork(after_in_child=_forget_owners_in_child)

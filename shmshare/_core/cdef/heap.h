@@ -30,6 +30,7 @@ int  shms_ext_reap(int64_t main_shmid, uint64_t token, int force);
 int  shms_ext_candidates(int64_t main_shmid, int32_t *ids, unsigned cap);
 int  shms_ext_sweep(int64_t shmid, int dry_run, int64_t *main_out);
 void shms_test_fail_point(int point);
+void shms_test_idx_mask(uint64_t mask);
 int  shms_heap_lock(shms_heap_t *h, int64_t timeout_ns);
 int  shms_heap_unlock(shms_heap_t *h);
 int64_t shms_heap_lock_owner(shms_heap_t *h);

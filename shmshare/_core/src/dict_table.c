@@ -29,6 +29,13 @@ static void probe_next(probe_t *p)
     p->i = (p->i * 5 + p->perturb + 1) & p->mask;
 }
 
+/* Two distinct keys' hashes differ in exactly one bit with probability
+ * 64 / 2^64: such a pair is damage, checked by comparing the keys. */
+static int one_bit(uint64_t x)
+{
+    return x && !(x & (x - 1));
+}
+
 int64_t shms_dict_lookup(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const char *key,
                          uint64_t cmplen, uint64_t *slot)
 {
@@ -47,11 +54,16 @@ int64_t shms_dict_lookup(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const ch
                 reuse = p.i;
         } else if (v >= t->n_used) {
             return SHMS_LK_DAMAGED;             /* the index names no entry */
-        } else if (en[v].hash == hash && en[v].blob) {
+        } else if (en[v].blob && (en[v].hash == hash || one_bit(en[v].hash ^ hash))) {
             shms_dblob_t *b = shms_dblob_at(h, en[v].blob);
             if (!b)
                 return SHMS_LK_DAMAGED;
             if (b->cmplen == cmplen && memcmp(shms_dblob_key(b), key, cmplen) == 0) {
+                /* The key, under a hash one bit off: a flipped bit that would
+                 * hide the key (and let a set store it twice).  Damage: the
+                 * rebuild recomputes the hash from the key, then the op runs again. */
+                if (en[v].hash != hash)
+                    return SHMS_LK_DAMAGED;
                 *slot = p.i;
                 return v;
             }

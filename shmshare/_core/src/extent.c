@@ -6,14 +6,27 @@
  * nothing was ever written into the segment:
  *     key(M, slot, try) = (M & 0x7FFF) << 9 | slot << 3 | try
  * with M the shmid of the main segment (extent 0), slot 1..63 and try 0..7
- * (the next try after EEXIST).  M & 0x7FFF is M's index in the kernel's
- * table of segments, which no other live segment can hold; growth first
- * checks that this is so (SHM_STAT of that index returns M; only a kernel
- * booted with ipcmni_extend and more than 32768 segments can fail it, and
- * then growth fails with SHMS_ENOKEY instead of sharing keys).  So while M
- * exists, only this heap creates segments under these keys; once M is gone,
- * nobody does until its index is reused.  Keys are below 2^24, while ftok
- * keys carry proj_id (1..255) in their top byte: they never collide.
+ * (the next try after EEXIST).  Keys are below 2^24, while ftok keys carry
+ * proj_id (1..255) in their top byte: they never collide.
+ *
+ * KEYS MAY BE SHARED.  M & 0x7FFF is the low 15 bits of M's index in the
+ * kernel's table of segments.  With IPCMNI 2^15 no other live segment holds
+ * it, but a kernel booted with ipcmni_extend (IPCMNI 2^24, shmid = seq << 24
+ * | index) lets two live mains agree in those bits, and then their heaps
+ * derive the same keys.  So nothing assumes a key is this heap's:
+ *   - growth steps over a taken key (EEXIST: next try);
+ *   - a finished extent ("SHMSEXT") is attached, or removed as this heap's,
+ *     only if its header names M and the heap's token;
+ *   - a PENDING slot's segment (creator pid and size match) is removed only
+ *     if unfinished, or finished and naming M and the token: one process
+ *     may have grown both heaps, with the same sizes;
+ *   - an unfinished segment (magic zero or "SHMSNEW": nobody named yet) is
+ *     removed only when no live segment but the remover's own main holds an
+ *     index with these key bits (shms_key_bits_free).  Only the main of the
+ *     heap creating it can, and that main holds its index from before the
+ *     shmget until after the header is written (its creator has it
+ *     attached), so the test never removes an extent in the making.
+ * Tests narrow the bits (shms_test_idx_mask) to force sharing on any kernel.
  *
  * COMMIT POINTS of shms_ext_grow (ext[i] is the slot's table entry):
  *   A  ext[i] = {key, pid, size} then state := PENDING (before shmget);
@@ -45,17 +58,17 @@
  * early would lose data, and watching attach counts would cost a syscall
  * per operation).  It goes when the main segment goes:
  *   1  whoever removes the main segment while it is the only process
- *      attached removes them at once (shms_ext_reap, force);
+ *      attached removes them at once (shms_ext_reap, force; an unfinished
+ *      one only if no other heap shares the keys, else 2 or 3 does later);
  *   2  every process, right after it detached the main segment, checks
  *      whether it still exists (one IPC_STAT); if not, it was the last user
  *      (or one of the last, racing), and it removes every segment under the
  *      heap's keys that is ours: an "SHMSEXT" one naming M and the heap's
- *      token, or an unfinished one (magic zero or "SHMSNEW") provided M's
- *      index is still free (else a new heap may be creating it);
+ *      token, or an unfinished one provided no index with its key bits is
+ *      held (else a heap sharing the keys may be creating it);
  *   3  when every user was killed, `gc` (shms_ext_sweep) removes an extent
- *      whose recorded main segment is gone, or an unfinished one whose key's
- *      index holds no segment.  Both tests are sound: the main segment held
- *      that index from before the extent existed until it died.
+ *      whose recorded main segment is gone, or an unfinished one whose key
+ *      bits no held index has.  Both tests are sound (KEYS MAY BE SHARED).
  * So every segment a heap creates is, from the instant shmget returns, one
  * that 1, 2 or 3 finds: there is no window in which it can be orphaned
  * unseen, and no step depends on timing.  A heap whose header is damaged is
@@ -79,7 +92,8 @@ static int verify_ext(shms_heap_t *h, unsigned i, const char *p)
 {
     const shms_ext_hdr_t *x = (const shms_ext_hdr_t *)p;
     return memcmp(x->magic, SHMS_EXT_MAGIC, 8) == 0 && x->token == h->hdr->token &&
-           x->index == i && x->size == h->hdr->ext[i].size;
+           x->index == i && x->size == h->hdr->ext[i].size &&
+           (!x->main || x->main == (uint64_t)h->main_shmid + 1);
 }
 
 static int attach(shms_heap_t *h, unsigned i)
@@ -193,12 +207,42 @@ int64_t shms_index_holder(unsigned idx)
     return id >= 0 ? id : (errno == EACCES ? -2 : -1);
 }
 
+/* 1 if no segment but `except` holds an index with these key bits.  Only
+ * the indexes up to the highest in use (SHM_INFO) are asked: one SHM_STAT
+ * unless the system has more segments than the mask covers.  A main created
+ * during the scan is no creator of a segment that existed before it. */
+int shms_key_bits_free(uint64_t bits, int64_t except)
+{
+    struct shm_info info;
+    int top = shmctl(0, SHM_INFO, (struct shmid_ds *)(void *)&info);
+    uint64_t idx;
+    if (top < 0)
+        return 0;                       /* unknown: keep the segment */
+    for (idx = bits; idx <= (uint64_t)top && idx <= INT32_MAX; idx += shms_idx_mask + 1) {
+        int64_t holder = shms_index_holder((unsigned)idx);
+        if (holder != -1 && !(except >= 0 && holder == except))
+            return 0;
+    }
+    return 1;
+}
+
+uint64_t shms_idx_mask = SHMS_IDX_MASK;
 static int test_fail_point;
 
-/* Tests only: 1 makes the process _exit right after an extent's shmget. */
+/* Tests only: 1 makes the process _exit right after an extent's shmget, 2
+ * right after commit point A (before the shmget). */
 void shms_test_fail_point(int point)
 {
     test_fail_point = point;
+}
+
+/* Tests only: key bits mask & 0x7FFF (a 2^k - 1), so that two live main
+ * segments share them as on a kernel booted with ipcmni_extend; 0 restores. */
+void shms_test_idx_mask(uint64_t mask)
+{
+    mask = mask ? mask & SHMS_IDX_MASK : SHMS_IDX_MASK;
+    if (!(mask & (mask + 1)))
+        shms_idx_mask = mask;
 }
 
 /* Commit point A, then shmget; returns the shmid or -errno / -SHMS_ENOKEY. */
@@ -217,6 +261,8 @@ static int create_segment(shms_heap_t *h, unsigned i, uint64_t size)
         shms_store64(&E->state, SHMS_EXT_PENDING);          /* A */
         if (H->n_extents <= i)
             shms_store64(&H->n_extents, i + 1);
+        if (test_fail_point == 2)
+            _exit(70);
         id = shmget(key, size, IPC_CREAT | IPC_EXCL | (int)(H->mode & 0777));
         if (id >= 0) {
             if (test_fail_point == 1)
@@ -266,9 +312,7 @@ int shms_ext_grow(shms_heap_t *h, uint64_t need)
         return SHMS_ETOOMANY;
     if ((rc = next_size(h, need, &size, &min)))
         return rc;
-    /* The keys are ours only while M holds its index (see the top). */
-    if (h->main_shmid < 0 || shms_index_holder((unsigned)(h->main_shmid & SHMS_IDX_MASK)) !=
-                                 h->main_shmid)
+    if (h->main_shmid < 0)
         return SHMS_ENOKEY;
     E = &H->ext[i];
     while (1) {
@@ -302,17 +346,6 @@ int shms_ext_grow(shms_heap_t *h, uint64_t need)
     return 0;
 }
 
-/* Remove the segment a dead creator left PENDING in slot i, if it is ours. */
-static void remove_pending(shms_heap_hdr_t *H, unsigned i)
-{
-    shms_ext_ent_t *E = &H->ext[i];
-    struct shmid_ds ds;
-    int id = shmget((key_t)E->key, 0, 0);
-    if (id >= 0 && shmctl(id, IPC_STAT, &ds) == 0 && ds.shm_cpid == (pid_t)E->pid &&
-        ds.shm_segsz == E->size)
-        shmctl(id, IPC_RMID, NULL);
-}
-
 int shms_ext_resolve_pending(shms_heap_t *h)
 {
     shms_heap_hdr_t *H = h->hdr;
@@ -320,7 +353,7 @@ int shms_ext_resolve_pending(shms_heap_t *h)
     for (i = 1; i < H->n_extents && i < SHMS_MAX_EXT; i++) {
         if (H->ext[i].state != SHMS_EXT_PENDING)
             continue;
-        remove_pending(H, i);
+        shms_ext_remove_pending(h->main_shmid, H->token, &H->ext[i]);
         detach_local(h, i);
         shms_store64(&H->ext[i].state, SHMS_EXT_FREE);
         n++;

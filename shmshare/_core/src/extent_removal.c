@@ -45,10 +45,6 @@ static int main_gone(int64_t main)
            (errno == EINVAL || errno == EIDRM);
 }
 
-/* Remove the heap's extents: force when the caller holds main M and no other
- * process does (point 1 at the top of extent.c); else only if M is gone (2).
- * token 0: unknown (a damaged header), then a finished extent is recognised
- * by naming M alone.  Returns how many segments were removed. */
 /* The segments at the extent keys of M, found by key alone (nothing is
  * attached, so a reader such as 'shmshare ls' changes no nattch).  An entry
  * may be a stale extent of an earlier M' with the same index, or a stranger:
@@ -67,6 +63,10 @@ int shms_ext_candidates(int64_t main, int32_t *ids, unsigned cap)
     return (int)n;
 }
 
+/* Remove the heap's extents: force when the caller holds main M and no other
+ * process does (point 1 at the top of extent.c); else only if M is gone (2).
+ * token 0: unknown (a damaged header), then a finished extent is recognised
+ * by naming M alone.  Returns how many segments were removed. */
 int shms_ext_reap(int64_t main, uint64_t token, int force)
 {
     int32_t ids[SHMS_MAX_EXT * SHMS_KEY_TRIES];
@@ -88,9 +88,9 @@ int shms_ext_reap(int64_t main, uint64_t token, int force)
         if (kind == EXT_DONE)
             mine = named == main &&
                    (!token || ((const shms_ext_hdr_t *)p)->token == token);
-        else
+        else    /* force: main is ours alone, so nobody grows it */
             mine = kind == EXT_UNFINISHED &&
-                   (force || shms_index_holder((unsigned)(main & SHMS_IDX_MASK)) == -1);
+                   shms_key_bits_free((uint64_t)main & shms_idx_mask, force ? main : -1);
         if (mine && shmctl(id, IPC_RMID, NULL) == 0)
             n++;
         shmdt(p);
@@ -120,12 +120,35 @@ int shms_ext_sweep(int64_t shmid, int dry_run, int64_t *main_out)
     if (kind == EXT_DONE)
         orphan = main_gone(named);
     else
-        orphan = kind == EXT_UNFINISHED && shms_index_holder((unsigned)key >> 9) == -1;
+        orphan = kind == EXT_UNFINISHED && shms_key_bits_free((uint64_t)key >> 9, -1);
     if (orphan && !dry_run)
         orphan = shmctl((int)shmid, IPC_RMID, NULL) == 0;
     shmdt(p);
     *main_out = kind == EXT_DONE ? named : -1;
     return orphan;
+}
+
+/* The segment a dead creator left PENDING in table entry E: removed if it is
+ * still under E's key, made by E's pid with E's size, and not a finished
+ * extent of another heap (keys are shared by heaps whose main shmids agree
+ * in the key bits, and one process may have grown both). */
+void shms_ext_remove_pending(int64_t main, uint64_t token, const shms_ext_ent_t *E)
+{
+    struct shmid_ds ds;
+    int64_t named;
+    int id = shmget((key_t)E->key, 0, 0), kind;
+    void *p;
+    if (id < 0 || shmctl(id, IPC_STAT, &ds) != 0 || ds.shm_cpid != (pid_t)E->pid ||
+        ds.shm_segsz != E->size)
+        return;
+    p = shmat(id, NULL, SHM_RDONLY);                /* pins the shmid */
+    if (p == (void *)-1)
+        return;
+    kind = classify(p, ds.shm_segsz, &named);
+    if (kind == EXT_UNFINISHED ||
+        (kind == EXT_DONE && named == main && ((const shms_ext_hdr_t *)p)->token == token))
+        shmctl(id, IPC_RMID, NULL);
+    shmdt(p);
 }
 
 /* Called by whoever removes the main segment while no other process is

@@ -189,12 +189,21 @@ void shms_ext_setup_local(shms_heap_t *h, unsigned e, char *base, uint64_t size)
 /* Extent keys derive from the main segment's shmid (extent.c, the top). */
 #define SHMS_KEY_TRIES 8
 #define SHMS_IDX_MASK  0x7FFF
+/* SHMS_IDX_MASK, or a narrower one set by tests (shms_test_idx_mask) to make
+ * colliding key bits easy to produce. */
+extern uint64_t shms_idx_mask;
 static inline int shms_ext_key(int64_t main, unsigned slot, unsigned try)
 {
-    return (int)((((uint64_t)main & SHMS_IDX_MASK) << 9) | (slot << 3) | try);
+    return (int)((((uint64_t)main & shms_idx_mask) << 9) | (slot << 3) | try);
 }
 /* The shmid of the segment at kernel index idx; -1: none; -2: unreadable. */
 int64_t shms_index_holder(unsigned idx);
+/* 1 if no segment but `except` holds a kernel index whose key bits
+ * (index & shms_idx_mask) are `bits`: then no heap is creating a segment
+ * under keys with those bits (extent.c, the top). */
+int shms_key_bits_free(uint64_t bits, int64_t except);
+/* extent_removal.c: remove a PENDING slot's segment if it is this heap's. */
+void shms_ext_remove_pending(int64_t main, uint64_t token, const shms_ext_ent_t *E);
 int  shms_ext_grow(shms_heap_t *h, uint64_t need);
 int  shms_ext_sync(shms_heap_t *h);
 int  shms_ext_resolve_pending(shms_heap_t *h);

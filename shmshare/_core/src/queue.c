@@ -17,12 +17,22 @@
  * leaves it one short, which only makes join() return earlier by one item.
  *
  * qsize, empty and full read tail and head without any lock.
+ *
+ * DAMAGE.  head <= tail always, and tail - head <= maxsize when bounded: a
+ * record that breaks either is damaged, and put, get and qsize say so
+ * (SHMS_EDAMAGED; qsize UINT64_MAX) instead of "full" forever, "empty", or a
+ * count past the bound.
  */
 #include "sync_int.h"
 #include <errno.h>
 #include <string.h>
 
 #define QKEY 9
+
+static int q_damaged(uint64_t head, uint64_t tail, uint64_t maxsize)
+{
+    return head > tail || (maxsize && tail - head > maxsize);
+}
 
 static void qkey(char *k, uint64_t i)
 {
@@ -49,6 +59,8 @@ static int put_body(shms_heap_t *h, void *p)
     uint64_t tail = r->tail, res[2];
     char k[QKEY];
     int rc;
+    if (q_damaged(r->head, tail, r->value))
+        return SHMS_EDAMAGED;
     if (r->value && tail - r->head >= r->value)
         return EAGAIN;                                  /* full */
     qkey(k, tail);
@@ -66,6 +78,8 @@ static int get_body(shms_heap_t *h, void *p)
     uint64_t head = r->head, res[2];
     char k[QKEY];
     int rc;
+    if (q_damaged(head, r->tail, r->value))
+        return SHMS_EDAMAGED;
     if (head == r->tail)
         return EAGAIN;                                  /* empty */
     qkey(k, head);
@@ -86,11 +100,13 @@ static int get_body(shms_heap_t *h, void *p)
 static int try_op(sync_rec_t *r, void *p, shms_op_body_t body)
 {
     q_arg_t *a = p;
-    /* Full or empty is seen without the lock: no lock taken just to wait. */
-    if (body == put_body ? r->value && __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST) -
-                                           __atomic_load_n(&r->head, __ATOMIC_SEQ_CST) >= r->value
-                         : __atomic_load_n(&r->head, __ATOMIC_SEQ_CST) ==
-                               __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST))
+    /* Full or empty is seen without the lock: no lock taken just to wait.
+     * head before tail: a get between the loads only makes tail - head look
+     * larger, never head > tail; damage (or that) is judged under the lock. */
+    uint64_t head = __atomic_load_n(&r->head, __ATOMIC_SEQ_CST);
+    uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST);
+    if (!q_damaged(head, tail, r->value) &&
+        (body == put_body ? r->value && tail - head >= r->value : head == tail))
         return EAGAIN;
     return shms_run_op(a->h, a->held, a->lock_ns, body, a);
 }
@@ -174,7 +190,19 @@ void shms_queue_state(void *rec, uint64_t *out)
     }
     head = __atomic_load_n(&r->head, __ATOMIC_SEQ_CST);
     tail = __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST);
+    /* head first: a sound queue never reads head > tail so.  tail - head may
+     * read high (gets and puts between the loads): past the bound, read again
+     * tail first, which can only read it low. */
     out[0] = tail > head ? tail - head : 0;
+    if (head > tail) {
+        out[0] = UINT64_MAX;
+    } else if (r->value && tail - head > r->value) {
+        tail = __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST);
+        head = __atomic_load_n(&r->head, __ATOMIC_SEQ_CST);
+        out[0] = tail > head ? tail - head : 0;
+        if (tail >= head && tail - head > r->value)
+            out[0] = UINT64_MAX;
+    }
     out[1] = r->value;
     out[2] = __atomic_load_n(&r->unfinished, __ATOMIC_SEQ_CST);
 }

@@ -94,6 +94,7 @@ int  shms_ext_reap(int64_t main_shmid, uint64_t token, int force);
 int  shms_ext_candidates(int64_t main_shmid, int32_t *ids, unsigned cap);
 int  shms_ext_sweep(int64_t shmid, int dry_run, int64_t *main_out);
 void shms_test_fail_point(int point);
+void shms_test_idx_mask(uint64_t mask);
 int  shms_heap_lock(shms_heap_t *h, int64_t timeout_ns);
 int  shms_heap_unlock(shms_heap_t *h);
 int64_t shms_heap_lock_owner(shms_heap_t *h);
@@ -171,6 +172,20 @@ int shms_lock_acquire(void *p, uint32_t kind, uint64_t token, int64_t timeout_ns
                       uint64_t *other);
 int shms_lock_release(void *p, uint32_t kind, uint64_t token, int any);
 uint64_t shms_lock_owner(void *p);
+/* sync_guard.c: take / give back a Lock or a held Semaphore permit in one C call. */
+typedef struct shms_sync_guard {
+    void *rec;                  /* the record; NULL once closed */
+    uint32_t kind;              /* 1 Lock, 3 Semaphore */
+    uint64_t token;             /* of the process that last took it */
+    uint64_t *state;            /* RLock: {thread, depth}, shared in the process */
+} shms_sync_guard_t;
+int shms_sync_take(shms_sync_guard_t *g, uint64_t token, int64_t timeout_ns,
+                   uint64_t *freed, uint64_t *other, int64_t *ticket);
+int shms_sync_undo(shms_sync_guard_t *g, int64_t *ticket);
+int shms_sync_exit(void *g);
+uint64_t shms_sync_depth(shms_sync_guard_t *g);
+uint64_t shms_sync_release_all(shms_sync_guard_t *g);
+void shms_sync_set_depth(shms_sync_guard_t *g, uint64_t depth);
 int shms_sem_acquire(void *p, uint64_t token, int held, int64_t timeout_ns, uint64_t *freed,
                      uint64_t *other);
 int shms_sem_release(void *p, uint64_t token, uint64_t n);

@@ -1,0 +1,112 @@
+/* Sync guards: a Lock's lock or a Semaphore's held permit taken and given
+ * back where Python cannot interrupt in between, as guard.c does for the
+ * objects' own locks (its opening comment says why: a KeyboardInterrupt
+ * landing after the C call that took the primitive, or before a Python
+ * __exit__ gives it back, leaves it held by a live process, and every other
+ * process then waits forever; the robust mutex only helps when the holder
+ * dies).
+ *
+ *  - shms_sync_take takes it and sets *ticket = 1 in the same call; the
+ *    caller wraps everything after it in try and calls shms_sync_undo(g,
+ *    ticket) in the handler (one C call, no Python frame first).
+ *  - shms_sync_exit is ``with``'s __exit__ (through ext/exitcall.c): it gives
+ *    back what the last take of this process recorded in the guard, with no
+ *    Python frame in between.
+ * The guard holds the token of the process that took it: a Lock may be
+ * released by any process, a held permit is the taker's.  An RLock's holding
+ * thread and depth (in this process) are kept in C too, in the state every
+ * handle of the record in this process shares (g->state: thread, depth):
+ * a take by the holding thread only deepens it, a give-back by another
+ * thread is EPERM, the last one releases the record.  rec is NULL once the
+ * record is closed (the object detached): everything then fails EINVAL.
+ */
+#include "shms.h"
+#include <errno.h>
+#include <pthread.h>
+
+enum { KIND_RLOCK = 2, KIND_SEMAPHORE = 3 };   /* sync_int.h's K_RLOCK, K_SEM */
+
+static uint64_t self_id(void)
+{
+    return (uint64_t)pthread_self();
+}
+
+int shms_sync_take(shms_sync_guard_t *g, uint64_t token, int64_t timeout_ns,
+                   uint64_t *freed, uint64_t *other, int64_t *ticket)
+{
+    int rc;
+    if (!g->rec || (g->kind == KIND_RLOCK && !g->state))
+        return EINVAL;
+    if (g->kind == KIND_RLOCK && g->state[0] == self_id()) {
+        g->state[1]++;
+        *ticket = 1;
+        return 0;
+    }
+    if (g->kind == KIND_SEMAPHORE)
+        rc = shms_sem_acquire(g->rec, token, 1, timeout_ns, freed, other);
+    else
+        rc = shms_lock_acquire(g->rec, g->kind, token, timeout_ns, other);
+    if (rc == 0 || rc == SHMS_RECOVERED) {
+        g->token = token;
+        if (g->kind == KIND_RLOCK) {
+            g->state[0] = self_id();
+            g->state[1] = 1;
+        }
+        *ticket = 1;
+    }
+    return rc;
+}
+
+static int give_back(shms_sync_guard_t *g)
+{
+    if (!g->rec)
+        return EINVAL;
+    if (g->kind == KIND_RLOCK) {
+        if (!g->state || g->state[0] != self_id() || !g->state[1])
+            return EPERM;
+        if (--g->state[1])
+            return 0;
+        g->state[0] = 0;
+        return shms_lock_release(g->rec, g->kind, g->token, 0);
+    }
+    if (g->kind == KIND_SEMAPHORE)
+        return shms_sem_release(g->rec, g->token, 1);
+    return shms_lock_release(g->rec, g->kind, g->token, 1);
+}
+
+int shms_sync_undo(shms_sync_guard_t *g, int64_t *ticket)
+{
+    if (!*ticket)
+        return 0;
+    *ticket = 0;
+    return give_back(g);
+}
+
+int shms_sync_exit(void *g)
+{
+    return give_back(g);
+}
+
+/* RLock, for Condition.wait: the calling thread's depth (0: not the holder). */
+uint64_t shms_sync_depth(shms_sync_guard_t *g)
+{
+    return g->state && g->state[0] == self_id() ? g->state[1] : 0;
+}
+
+/* RLock, for Condition.wait: give back every level at once; the depth it had. */
+uint64_t shms_sync_release_all(shms_sync_guard_t *g)
+{
+    uint64_t depth = shms_sync_depth(g);
+    if (depth) {
+        g->state[1] = 1;
+        give_back(g);
+    }
+    return depth;
+}
+
+/* RLock, after Condition.wait took it again: the depth it had before. */
+void shms_sync_set_depth(shms_sync_guard_t *g, uint64_t depth)
+{
+    if (shms_sync_depth(g) && depth)
+        g->state[1] = depth;
+}
