@@ -30,9 +30,12 @@ class SharedNamespace(HeapObject, kind="namespace"):
     this call creates the namespace.  A str first argument is the name.
     """
 
+    _ON_STORES = True
+
     def __init__(self, attrs: Mapping[str, Any] | str | None = None, /, *,
                  name: str | None = None, create: bool | None = None, project_dir: Any = None,
                  persist: bool = False, mode: int = 0o600, trust: bool = False,
+                 url: str | None = None,
                  **more: Any) -> None:
         if isinstance(attrs, str):
             if name is not None:
@@ -44,7 +47,7 @@ class SharedNamespace(HeapObject, kind="namespace"):
                 raise TypeError(f"attribute names are non-empty str not starting with '_', "
                                 f"not {key!r}")
         self._open(name=name, create=create, project_dir=project_dir, persist=persist,
-                   mode=mode, trust=trust,
+                   mode=mode, trust=trust, url=url,
                    initial=[(k, dumps(v)) for k, v in initial.items()])
 
     def __getattribute__(self, key: str) -> Any:

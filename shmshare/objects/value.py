@@ -58,14 +58,17 @@ class SharedValue(HandleMethods, HeapObject, kind="value"):
     is the object's lock.  The name is keyword-only (the typecode is a str).
     """
 
+    _ON_STORES = True
+
     def __init__(self, typecode: Any = None, value: Any = _MISSING, /, *, lock: bool = True,
                  name: str | None = None, create: bool | None = None, project_dir: Any = None,
-                 persist: bool = False, mode: int = 0o600, trust: bool = False) -> None:
+                 persist: bool = False, mode: int = 0o600, trust: bool = False,
+                 url: str | None = None) -> None:
         if not isinstance(lock, bool):
             raise ShmTypeError(f"lock must be True or False, not {lock!r}")
         initial = _coerce(typecode, _default(typecode) if value is _MISSING else value)
         created = self._open(name=name, create=create, project_dir=project_dir,
-                             persist=persist, mode=mode, trust=trust,
+                             persist=persist, mode=mode, trust=trust, url=url,
                              initial=[("typecode", dumps(typecode)), ("value", dumps(initial))])
         if not created and typecode is not None and self.typecode != typecode:
             stored = self.typecode

@@ -269,6 +269,8 @@ class BoundedSemaphore(Semaphore):
 class Lock(BoundedSemaphore):
     """A mutual-exclusion lock: one leased, fenced permit."""
 
+    recoveries = 0  # as ObjectLock's count; a dead holder's lease simply ends here
+
     def __init__(self, name: str, *, store: RedisStore, lease: float = 10.0) -> None:
         super().__init__(name, 1, store=store, lease=lease)
 
@@ -283,6 +285,10 @@ class Lock(BoundedSemaphore):
         """Whether this object holds the lock (what a Condition asks before wait/notify)."""
         with self._mutex:
             return bool(self._holds)
+
+    def held(self) -> bool:
+        """Whether the calling thread holds the lock (as a shared object's lock says)."""
+        return self.held_by_me()
 
     def _release_save(self) -> object:
         """Let go of the lock entirely for a Condition's wait; what to restore after."""
