@@ -121,6 +121,7 @@ def open_remote(obj: HeapObject, url: str, *, name: str | None, create: bool | N
     created = create_or_open(store, store_name, kind, create, lifetime, initial, label)
     handle = RemoteHandle(store, store_name, kind, anonymous=anonymous, persist=persist)
     lock = _object_lock(store_name, store)
+    lock._holder = weakref.ref(obj)
 
     def token() -> str:
         holds = lock._holds

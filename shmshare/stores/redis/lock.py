@@ -34,6 +34,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 
 from shmshare.stores.errors import LockLostError
@@ -309,10 +310,21 @@ class Lock(BoundedSemaphore):
 class RLock(Lock):
     """A reentrant lock: the owning thread may acquire again; one server permit underneath."""
 
+    # The shared object whose lock this is (weakly), if any: the lock then pickles
+    # as "that object's lock", so that a receiver holding it is seen, by the
+    # object's writes, as the holder (a second RLock of the same name would not be).
+    _holder: weakref.ref[object] | None = None
+
     def __init__(self, name: str, *, store: RedisStore, lease: float = 10.0) -> None:
         super().__init__(name, store=store, lease=lease)
         self._owner: int | None = None
         self._count = 0
+
+    def __reduce__(self) -> tuple[object, ...]:
+        holder = self._holder() if self._holder is not None else None
+        if holder is not None:
+            return (getattr, (holder, "_lock"))
+        return super().__reduce__()
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         me = threading.get_ident()
