@@ -1,0 +1,220 @@
+"""The public objects and the Manager on a real redis-server: url=, $SHMSHARE_URL, pickling
+by reference, lifetimes, fenced writes, a SIGKILLed lock holder, Pools under fork and spawn."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import textwrap
+import time
+
+import pytest
+from helpers import fork_call, fork_child, run_python, wait_pid
+from redis_server import RedisServer, redis_server  # noqa: F401  (fixtures)
+
+pytest.importorskip("redis", reason="redis-py is not installed (pip install shmshare[redis])")
+
+import shmshare
+from shmshare import SharedDict, SharedNamespace, SharedValue
+from shmshare.objects import remote
+from shmshare.stores import LockLostError
+from shmshare.stores.redis import leases
+
+LEASE = 1.0  # seconds: short, so that recovery stays quick
+
+
+@pytest.fixture
+def url(redis_server: RedisServer) -> str:  # noqa: F811
+    return redis_server.unix_url
+
+
+def _exists(obj: object) -> bool:
+    h = shmshare.segment_of(obj)  # type: ignore[arg-type]
+    return bool(h.store.client.exists(h.store.key(h.store_name, "kind")))  # type: ignore[attr-defined]
+
+
+def _until(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until true or ``timeout`` passes (what the server's clock decides)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_namespace_and_value(url: str) -> None:
+    """A Namespace's attribute space is the user's and a Value checks its typecode, on Redis too."""
+    ns = SharedNamespace({"name": "Bob"}, url=url)
+    ns.lock = 1
+    assert (ns.name, ns.lock) == ("Bob", 1) and "Bob" in repr(ns)
+    del ns.lock
+    with pytest.raises(AttributeError):
+        ns.lock  # noqa: B018
+    v = SharedValue("i", 3, name=f"v-{os.getpid()}", url=url)
+    v.value += 1
+    assert fork_call(lambda: 0 if v.value == 4 else 1) == 0
+    with pytest.raises(ValueError, match="typecode 'i'"):
+        SharedValue("d", name=f"v-{os.getpid()}", url=url)
+    with pytest.raises(TypeError):
+        v.value = 1.5
+    for obj in (ns, v):
+        shmshare.unlink(obj)
+
+
+def test_create_flags_and_kinds(url: str) -> None:
+    """create=True/False as in shared memory; a name holds one kind; unlink is seen by all."""
+    name = f"flags-{os.getpid()}"
+    with pytest.raises(FileNotFoundError, match="create=False"):
+        SharedDict(name=name, create=False, url=url)
+    a = SharedDict({"k": 1}, name=name, create=True, url=url)
+    with pytest.raises(FileExistsError):
+        SharedDict(name=name, create=True, url=url)
+    b = SharedDict({"k": 99}, name=name, url=url)  # opening never re-applies the data
+    assert b["k"] == 1
+    with pytest.raises(shmshare.WrongTypeError, match="is a 'dict'"):
+        SharedNamespace(name=name, url=url)
+    with pytest.raises(TypeError, match="not both"):
+        SharedDict(name=name, url=url, project_dir="/tmp")
+    a.unlink()
+    with pytest.raises(shmshare.ObjectGoneError, match="is gone"):
+        b["k"] = 2
+
+
+def test_shmshare_url_is_the_default(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$SHMSHARE_URL puts objects on Redis; a kind not yet there refuses, naming the issue."""
+    monkeypatch.setenv("SHMSHARE_URL", url)
+    d = SharedDict({"a": 1})
+    assert type(shmshare.segment_of(d)).__name__ == "RemoteHandle"
+    assert pickle.loads(pickle.dumps(d))["a"] == 1
+    with pytest.raises(NotImplementedError, match="#16"):
+        shmshare.SharedList()
+    d.unlink()
+
+
+def test_pickles_by_reference_to_an_unrelated_process(url: str) -> None:
+    """A pickle is the url and the name: a fresh interpreter opens the same dict."""
+    d = SharedDict({"big": b"x" * 100_000}, name=f"ref-{os.getpid()}", url=url)
+    data = pickle.dumps(d)
+    assert len(data) < 400
+    run_python(textwrap.dedent("""
+        import pickle, sys
+        d = pickle.loads(bytes.fromhex(sys.argv[1]))
+        assert len(d["big"]) == 100_000
+        d["child"] = "was here"
+    """), data.hex())
+    assert d["child"] == "was here"
+    d.unlink()
+
+
+def test_anonymous_object_outlives_its_last_holder_by_one_lifetime(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held, an anonymous dict's TTL is renewed; detached everywhere, the server removes it."""
+    monkeypatch.setattr(remote, "LIFETIME", LEASE)
+    d = SharedDict({"a": 1}, url=url)
+    h = shmshare.segment_of(d)
+    key = h.store.key(h.store_name, "kind")  # type: ignore[attr-defined]
+    client = h.store.client  # type: ignore[attr-defined]
+    lowest = [client.pttl(key)]
+    assert 0 < lowest[0] <= LEASE * 1000
+
+    def renewed() -> bool:  # the TTL went up again: renewed, not merely counting down
+        ttl = client.pttl(key)
+        lowest[0] = min(lowest[0], ttl)
+        return bool(ttl > lowest[0] + 100)
+
+    assert _until(renewed)
+    d.detach()
+    assert _until(lambda: not client.exists(key), timeout=LEASE * 3 + 5)
+
+
+def test_write_under_an_ended_lease_is_refused(url: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A holder whose lease ended (paused past it) gets LockLostError and writes nothing."""
+    monkeypatch.setattr(remote, "LOCK_LEASE", LEASE)
+    d = SharedDict({"k": "before"}, url=url)
+    d.lock.acquire()
+    leases.release(d.lock._holds[-1].lease)  # this process stops renewing: as if paused
+    assert _until(lambda: not d.lock.locked(), timeout=LEASE + 5)
+    with pytest.raises(LockLostError, match="refused"):
+        d["k"] = "after"
+    assert fork_call(lambda: 0 if d["k"] == "before" else 1) == 0
+    with pytest.raises(LockLostError):
+        d.lock.release()
+    d.unlink()
+
+
+def test_dead_holder_of_a_dict_lock(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process SIGKILLed inside ``with d.lock:``: its writes stand, and the lock (and with
+    it every writer, which waits for it) comes back one lease later."""
+    monkeypatch.setattr(remote, "LOCK_LEASE", LEASE)
+    d = SharedDict({"a": 1}, url=url)
+    r, w = os.pipe()
+
+    def hold_and_die() -> None:
+        d.lock.acquire()
+        d["b"] = 2
+        os.write(w, b"1")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    pid = fork_child(hold_and_die)
+    assert os.read(r, 1) == b"1"
+    assert wait_pid(pid) == -signal.SIGKILL
+    d["c"] = 3  # waits for the dead holder's lease, then writes
+    assert d.copy() == {"a": 1, "b": 2, "c": 3}
+    assert d.lock.acquire(timeout=LEASE + 1)
+    d.lock.release()
+    os.close(r)
+    os.close(w)
+    d.unlink()
+
+
+def test_manager_lock_of_a_sigkilled_holder(url: str) -> None:
+    """A client SIGKILLed holding a Manager(url=) Lock: recovered within lease + 1 s, with a
+    larger fencing token."""
+    with shmshare.Manager(url=url, lease=LEASE) as m:
+        lock = m.Lock()
+        r, w = os.pipe()
+
+        def hold_and_die() -> None:
+            lock.acquire()
+            os.write(w, str(lock.token).encode() + b"\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        pid = fork_child(hold_and_die)
+        token = int(os.read(r, 64))
+        assert wait_pid(pid) == -signal.SIGKILL
+        assert lock.acquire(timeout=LEASE + 1)
+        assert lock.token > token
+        lock.release()
+        os.close(r)
+        os.close(w)
+
+
+def _work(args: tuple[object, object, object, int]) -> int:
+    d, lock, q, i = args
+    with lock:  # type: ignore[attr-defined]
+        d["n"] = d.get("n", 0) + 1  # type: ignore[attr-defined]
+    d.apply("total", lambda t: t + i, default=0)  # type: ignore[attr-defined]
+    q.put(i)  # type: ignore[attr-defined]
+    return i
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_manager_on_redis_with_a_pool(url: str, method: str) -> None:
+    """Manager(url=) objects pass to a Pool by reference; locked and applied updates are
+    exact; shutdown removes every key the manager made."""
+    m = shmshare.Manager(url=url, ctx=mp.get_context(method))
+    d, lock, q = m.dict(), m.Lock(), m.Queue()
+    with m.Pool(2) as pool:
+        assert sorted(pool.map(_work, [(d, lock, q, i) for i in range(12)])) == list(range(12))
+    assert d["n"] == 12 and d["total"] == sum(range(12))
+    assert sorted(q.get(timeout=5) for _ in range(12)) == list(range(12))
+    with pytest.raises(NotImplementedError, match="list.*#16"):
+        m.list()
+    client = shmshare.segment_of(d).store.client  # type: ignore[attr-defined]
+    prefix = m._prefix
+    m.shutdown()
+    assert client.keys(f"shmshare:{{{prefix}*") == []
