@@ -212,7 +212,7 @@ def test_manager_on_redis_with_a_pool(url: str, method: str) -> None:
         assert sorted(pool.map(_work, [(d, lock, q, i) for i in range(12)])) == list(range(12))
     assert d["n"] == 12 and d["total"] == sum(range(12))
     assert sorted(q.get(timeout=5) for _ in range(12)) == list(range(12))
-    with pytest.raises(NotImplementedError, match="list.*#16"):
+    with pytest.raises(NotImplementedError, match=r"list.*#16"):
         m.list()
     client = shmshare.segment_of(d).store.client  # type: ignore[attr-defined]
     prefix = m._prefix

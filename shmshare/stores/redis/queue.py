@@ -190,7 +190,7 @@ class Queue:
         with self.store.unavailable(f"destroy {self.name!r}"):
             c = self.store.client
             consumers = c.zrange(self._k["consumers"], 0, -1)
-            procs = [self._prefix + "proc:" + m.decode() for m in consumers]
+            procs = [self._prefix + "proc:" + bytes(m).decode() for m in consumers]
             c.delete(*self._k.values(), *procs)
 
 
