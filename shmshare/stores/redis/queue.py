@@ -189,8 +189,8 @@ class Queue:
         self.close()
         with self.store.unavailable(f"destroy {self.name!r}"):
             c = self.store.client
-            consumers = c.zrange(self._k["consumers"], 0, -1)
-            procs = [self._prefix + "proc:" + bytes(m).decode() for m in consumers]
+            consumers: list[bytes] = c.zrange(self._k["consumers"], 0, -1)  # type: ignore[assignment]
+            procs = [self._prefix + "proc:" + m.decode() for m in consumers]
             c.delete(*self._k.values(), *procs)
 
 
