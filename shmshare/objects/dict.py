@@ -67,7 +67,7 @@ class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
 
     ``url="redis://host:6379/0"`` (or ``$SHMSHARE_URL``) keeps the dict on a
     Redis server instead, for processes on several hosts; the same methods,
-    with the differences in docs/redis-semantics.md.
+    with the differences in docs/concepts/redis-semantics.md.
     """
 
     _ON_STORES = True
