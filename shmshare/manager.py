@@ -188,10 +188,11 @@ class Manager:
         self._state = _INITIAL
         self._names = itertools.count()
         self._objects: list[SharedObject] = []
-        self._url = store_url(url)
-        if self._url is not None and project_dir is not None:
+        if url is not None and project_dir is not None:
             raise TypeError("Manager: pass url= (objects on a store) or project_dir= "
                             "(shared memory), not both")
+        # An explicit project_dir asks for shared memory: it wins over $SHMSHARE_URL.
+        self._url = store_url(url) if project_dir is None else None
         self._lease = lease
         self._store: Any = None  # the RedisStore, when url is given
         self._store_objects: list[Any] = []  # its sync and queue objects

@@ -165,16 +165,18 @@ class SharedObject:
 
         ``initial`` (key, encoded value) pairs are stored only on creation,
         inside the creation itself: no process sees the object without them.
-        With a store ``url`` (``$SHMSHARE_URL`` by default) the object lives on
-        that store instead of in shared memory (:mod:`.remote`).
+        With a store ``url`` (``$SHMSHARE_URL`` by default, unless a
+        ``project_dir`` is given) the object lives on that store instead of in
+        shared memory (:mod:`.remote`).
         """
         _check_options(name, create, project_dir, persist, mode, trust)
-        url = store_url(url)
+        if url is not None and project_dir is not None:
+            raise ShmTypeError(f"{type(self).__name__}: project_dir names a directory of "
+                               "this machine, and an object on a store is named on the "
+                               "server; pass either url= or project_dir=, not both")
+        # An explicit project_dir asks for shared memory: it wins over $SHMSHARE_URL.
+        url = store_url(url) if project_dir is None else None
         if url is not None:
-            if project_dir is not None:
-                raise ShmTypeError(f"{type(self).__name__}: project_dir names a directory of "
-                                   "this machine, and an object on a store is named on the "
-                                   "server; pass either url= or project_dir=, not both")
             return self._open_remote(url, name=name, create=create, persist=persist,
                                      trust=trust, initial=initial)
         made: list[Any] = []
