@@ -218,3 +218,18 @@ def test_manager_on_redis_with_a_pool(url: str, method: str) -> None:
     prefix = m._prefix
     m.shutdown()
     assert client.keys(f"shmshare:{{{prefix}*") == []
+
+
+def _make_and_return(args: tuple[str, int]) -> SharedDict:
+    url, i = args
+    d = SharedDict({"i": i}, url=url)  # anonymous; this worker's handle goes at return
+    return d
+
+
+def test_anonymous_dict_returned_from_a_pool_worker(url: str) -> None:
+    """A dict a worker makes and returns arrives alive: its lifetime outlasts the handoff."""
+    with mp.get_context("fork").Pool(2) as pool:
+        dicts = pool.map(_make_and_return, [(url, i) for i in range(4)])
+    assert [d["i"] for d in dicts] == list(range(4))
+    for d in dicts:
+        d.unlink()
