@@ -233,3 +233,17 @@ def test_anonymous_dict_returned_from_a_pool_worker(url: str) -> None:
     assert [d["i"] for d in dicts] == list(range(4))
     for d in dicts:
         d.unlink()
+
+
+def test_a_child_forked_inside_the_lock_holds_nothing(url: str) -> None:
+    """A child forked inside ``with d.lock:`` does not share the parent's hold: its
+    acquire waits (times out here) and its writes are not the holder's."""
+    d = SharedDict({"k": 0}, url=url)
+    with d.lock:
+        def child() -> int:
+            if d.lock.held() or d.lock.acquire(timeout=0.2):
+                return 1
+            return 0
+
+        assert fork_call(child) == 0
+    d.unlink()

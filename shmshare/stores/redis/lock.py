@@ -132,6 +132,20 @@ class _Hold:
     lease: leases.Lease
 
 
+def _forget_holds_in_child() -> None:
+    # A forked child inherits "I hold it" from the parent's Python state, but the
+    # permits are the parent's (its renewer renews them): the child holds nothing.
+    for sem in list(_ALL):
+        sem._mutex = threading.Lock()
+        sem._holds = []
+        if isinstance(sem, RLock):
+            sem._owner, sem._count = None, 0
+
+
+_ALL: weakref.WeakSet[Semaphore] = weakref.WeakSet()
+os.register_at_fork(after_in_child=_forget_holds_in_child)
+
+
 class Semaphore:
     """A counting semaphore of ``value`` permits named ``name`` on a Redis store.
 
@@ -152,6 +166,7 @@ class Semaphore:
                                                                 "extra")}
         self._holds: list[_Hold] = []
         self._mutex = threading.Lock()
+        _ALL.add(self)
         self._acquire = store.script(_ACQUIRE)
         self._renew = store.script(_RENEW)
         self._release = store.script(_RELEASE)
