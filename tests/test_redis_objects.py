@@ -247,3 +247,19 @@ def test_a_child_forked_inside_the_lock_holds_nothing(url: str) -> None:
 
         assert fork_call(child) == 0
     d.unlink()
+
+
+def test_clear_errors_for_an_unreachable_or_untrusted_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No server: StoreUnavailableError naming the url (password hidden); an unauthenticated
+    remote host: refused before any connection; no url anywhere: shared memory, as always."""
+    from shmshare.stores import StoreUnavailableError, UntrustedStoreError
+
+    with pytest.raises(StoreUnavailableError, match=r"unix://:\*\*\*@.*unavailable") as info:
+        SharedDict(name="x", url=f"unix://:hunter2@{tmp_path}/no.sock")
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(StoreUnavailableError):
+        shmshare.Manager(url=f"unix://:pw@{tmp_path}/no.sock")
+    with pytest.raises(UntrustedStoreError, match="trust=True"):
+        SharedNamespace(url="redis://192.0.2.1:6379/0")
+    with pytest.raises(TypeError, match="store url"):
+        SharedValue("i", url=b"redis://x")  # type: ignore[arg-type]
