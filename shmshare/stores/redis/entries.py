@@ -1,11 +1,17 @@
 """The store interface (:mod:`shmshare.objects.store`) on Redis: one object's entries.
 
-The layout is the dict store's (:mod:`.dict_store`): under the hash tag
-``{name}``, ``entries`` (canonical key -> pickled value), ``keys``
-(canonical -> the key as first inserted), the sorted set ``order``
-(canonical -> insertion number from ``seq``) and ``version``; plus ``kind``,
-the object's kind, written when it is created, and the keys of the object's
-lock (:class:`.lock.RLock` under the same name: ``holders``, ``fence``...).
+Keys are encoded with :func:`shmshare.objects.codec.encode_key`, so key
+equality is the shared-memory store's (``1``, ``1.0`` and ``True`` are one
+key).  The canonical part of the key names the entry in three structures
+under the hash tag ``{name}``: ``entries`` (canonical -> pickled value),
+``keys`` (canonical -> the key as first inserted) and the sorted set
+``order`` (canonical -> insertion number from ``seq``), which gives dict
+iteration order: overwriting keeps the place, pop-and-reinsert goes last.
+``version`` grows on every change; ``kind`` is the object's kind, written
+when it is created; beside them are the keys of the object's lock
+(:class:`.lock.RLock` under the same name: ``holders``, ``fence``...).
+(This replaces the earlier stand-alone ``DictStore``: one Lua dict, under
+the objects.)
 
 **Every step is one script.**  Each checks first that ``kind`` exists (an
 object that was unlinked, or whose lifetime lease ended, raises
