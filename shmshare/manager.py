@@ -195,7 +195,7 @@ class Manager:
         self._url = store_url(url) if project_dir is None else None
         self._lease = lease
         self._store: Any = None  # the RedisStore, when url is given
-        self._store_objects: list[Any] = []  # its sync and queue objects
+        self._keeper: Any = None  # its sync and queue objects there (typeids.Keeper)
         if start:
             self.start()
 
@@ -211,10 +211,12 @@ class Manager:
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if self._url is not None:
-            from .objects.remote import _store
+            from .objects.remote import LIFETIME, _store
+            from .stores.redis.typeids import Keeper
 
             self._store = _store(self._url, False)
             self._store.ping()  # a server that is down fails here, naming the url
+            self._keeper = Keeper(self._store, LIFETIME)
             self._prefix = f"mgr-{uuid.uuid4().hex[:12]}"
             self._state = _STARTED
             return
@@ -239,9 +241,8 @@ class Manager:
                 detach(obj)  # a function: a Namespace's attributes are the user's
             except BufferError:
                 pass  # views still alive here: the memory goes when they do
-        store_objects, self._store_objects = self._store_objects, []
-        for sync in store_objects:
-            sync.destroy()
+        if self._keeper is not None:
+            self._keeper.destroy_all()
         if self._dir is not None:
             remove_all(self._dir)
 
@@ -312,7 +313,7 @@ class Manager:
 
             obj = make(typeid, name, self._store, self._lease, *args)
             if os.getpid() == self._owner_pid:
-                self._store_objects.append(obj)
+                self._keeper.add(obj)
             return obj  # type: ignore[no-any-return]
         if not getattr(cls, "_ON_STORES", False):
             raise NotImplementedError(

@@ -263,3 +263,35 @@ def test_clear_errors_for_an_unreachable_or_untrusted_store(tmp_path) -> None:  
         SharedNamespace(url="redis://192.0.2.1:6379/0")
     with pytest.raises(TypeError, match="store url"):
         SharedValue("i", url=b"redis://x")  # type: ignore[arg-type]
+
+
+def test_objects_of_a_killed_manager_expire(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Manager(url=) SIGKILLed before shutdown(): every key it made expires one lifetime
+    after its last renewal (dicts by their own lifetime, locks and queues by the manager's)."""
+    monkeypatch.setattr(remote, "LIFETIME", LEASE)
+    r, w = os.pipe()
+
+    def manage_and_die() -> None:
+        m = shmshare.Manager(url=url, lease=LEASE)
+        d, lock, q = m.dict(a=1), m.Lock(), m.Queue()
+        with lock:
+            q.put(1)
+        # Keys first written since the last renewal have no TTL yet (documented): die
+        # once a renewal has given every key one.
+        client = m._store.client
+        keys = [k for obj in m._keeper.objects for k in client.keys(obj._prefix + "*")]
+        assert _until(lambda: all(client.pttl(k) > 0 for k in keys))
+        os.write(w, m._prefix.encode() + b"\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    pid = fork_child(manage_and_die)
+    prefix = os.read(r, 64).decode().strip()
+    assert wait_pid(pid) == -signal.SIGKILL
+    os.close(r)
+    os.close(w)
+    from shmshare.stores.redis import RedisStore
+
+    client = RedisStore(url).client
+    pattern = f"shmshare:{{{prefix}*"
+    assert client.keys(pattern)  # the objects are there...
+    assert _until(lambda: not client.keys(pattern), timeout=LEASE * 3 + 5), client.keys(pattern)

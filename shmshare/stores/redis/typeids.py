@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from shmshare.stores.redis import leases
 from shmshare.stores.redis.connection import RedisStore
 from shmshare.stores.redis.events import Barrier, Condition, Event
 from shmshare.stores.redis.lock import BoundedSemaphore, Lock, RLock, Semaphore
 from shmshare.stores.redis.queue import JoinableQueue
 
-__all__ = ["TYPEIDS", "make"]
+__all__ = ["TYPEIDS", "Keeper", "keys_of", "make"]
 
 TYPEIDS = ("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition", "Barrier",
            "Queue")
@@ -46,3 +47,55 @@ def make(typeid: str, name: str, store: RedisStore, lease: float, *args: Any) ->
     if typeid == "Queue":
         return JoinableQueue(name, *args, store=store, lease=lease)
     raise KeyError(typeid)
+
+
+def keys_of(obj: Any) -> list[str]:
+    """The server keys of a store object (a Condition's own lock included)."""
+    found: list[str] = []
+    for attr in ("_keys", "_k"):
+        keys = getattr(obj, attr, None)
+        if isinstance(keys, dict):
+            found.extend(keys.values())
+        elif isinstance(keys, (list, tuple)):
+            found.extend(keys)
+    lock = getattr(obj, "lock", None)
+    if isinstance(lock, Lock) and lock is not obj:
+        found.extend(keys_of(lock))
+    return found
+
+
+class Keeper:
+    """The objects a Manager made on a store, whose TTL it renews while it lives: the
+    objects of a Manager killed before ``shutdown()`` expire one ``lifetime`` later.
+    (Keys an object first creates after the last renewal have no TTL yet.)"""
+
+    def __init__(self, store: RedisStore, lifetime: float) -> None:
+        self.store, self.lifetime = store, lifetime
+        self.objects: list[Any] = []
+        self._lease: leases.Lease | None = None
+
+    def add(self, obj: Any) -> None:
+        self.objects.append(obj)
+        self._expire(keys_of(obj))
+        if self._lease is None:
+            self._lease = leases.hold(self._renew, self.lifetime)
+
+    def _renew(self) -> bool:
+        self._expire([k for obj in list(self.objects) for k in keys_of(obj)])
+        return True
+
+    def _expire(self, keys: list[str]) -> None:
+        if keys:
+            with self.store.unavailable("keep manager objects alive"):
+                pipe = self.store.client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.pexpire(key, int(self.lifetime * 1000))
+                pipe.execute()
+
+    def destroy_all(self) -> None:
+        """Stop renewing and delete every object's keys."""
+        if self._lease is not None:
+            leases.release(self._lease)
+        objects, self.objects = self.objects, []
+        for obj in objects:
+            obj.destroy()
