@@ -273,7 +273,8 @@ def test_objects_of_a_killed_manager_expire(url: str, monkeypatch: pytest.Monkey
 
     def manage_and_die() -> None:
         m = shmshare.Manager(url=url, lease=LEASE)
-        d, lock, q = m.dict(a=1), m.Lock(), m.Queue()
+        m.dict(a=1)
+        lock, q = m.Lock(), m.Queue()
         with lock:
             q.put(1)
         # Keys first written since the last renewal have no TTL yet (documented): die
