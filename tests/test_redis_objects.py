@@ -81,6 +81,10 @@ def test_create_flags_and_kinds(url: str) -> None:
     a.unlink()
     with pytest.raises(shmshare.ObjectGoneError, match="is gone"):
         b["k"] = 2
+    b.detach()
+    with pytest.raises(ValueError, match="detached"):
+        b.get("k")
+    assert "detached" in repr(b)
 
 
 def test_shmshare_url_is_the_default(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,8 +98,12 @@ def test_shmshare_url_is_the_default(url: str, monkeypatch: pytest.MonkeyPatch) 
     d.unlink()
 
 
-def test_pickles_by_reference_to_an_unrelated_process(url: str) -> None:
-    """A pickle is the url and the name: a fresh interpreter opens the same dict."""
+@pytest.mark.parametrize("over", ["unix", "tcp"])
+def test_pickles_by_reference_to_an_unrelated_process(redis_server: RedisServer,  # noqa: F811
+                                                      over: str) -> None:
+    """A pickle is the url and the name: a fresh interpreter opens the same dict (over a
+    unix socket, and over TCP with a password)."""
+    url = redis_server.unix_url if over == "unix" else redis_server.tcp_url
     d = SharedDict({"big": b"x" * 100_000}, name=f"ref-{os.getpid()}", url=url)
     data = pickle.dumps(d)
     assert len(data) < 400

@@ -187,6 +187,8 @@ return 1
 """
 
 _SCAN_PAGE = 256
+_CLOSED = ("this shared object is detached from this process (detach() was called, or "
+           "its Manager was shut down); open it again to use it")
 
 
 def _keys(store: RedisStore, name: str, parts: Iterable[str] = PARTS) -> list[str]:
@@ -251,8 +253,11 @@ class RedisEntries:
         self._get, self._set, self._pop = (store.script(s) for s in (_GET, _SET, _POP))
         self._popitem, self._clear = store.script(_POPITEM), store.script(_CLEAR)
         self._len, self._scan = store.script(_LEN), store.script(_SCAN)
+        self._closed = False
 
     def _run(self, script: Any, args: list[Any], doing: str) -> Any:
+        if self._closed:
+            raise ValueError(_CLOSED)
         me = self._token()
         try:
             return script(self._keys, [me, self._ttl, *args], f"{doing} {self._label}")
@@ -328,4 +333,5 @@ class RedisEntries:
         return {"entries": self.dict_len()}
 
     def close(self) -> None:
-        """Nothing to unmap."""
+        """Detached: every later step raises ValueError, as a detached heap's does."""
+        self._closed = True
