@@ -315,8 +315,6 @@ def test_pool_without_processes_raises_as_multiprocessing(both) -> None:  # type
 def test_sync_objects_repr_as_proxies(both, typeid: str) -> None:  # type: ignore[no-untyped-def]
     """Manager-made synchronisation objects repr as multiprocessing's proxies of the same typeid."""
     ours, theirs = both
-    if on_redis(ours):
-        pytest.skip("the Redis store's sync objects have reprs of their own (a follow-up)")
     args = (2,) if typeid == "Barrier" else ()
     a, b = getattr(ours, typeid)(*args), getattr(theirs, typeid)(*args)
     prefix = repr(b).rsplit(" at ", 1)[0]

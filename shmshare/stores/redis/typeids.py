@@ -24,26 +24,68 @@ TYPEIDS = ("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition
            "Queue")
 
 
+class _ProxyRepr:
+    """The repr of a multiprocessing proxy (``<AcquirerProxy object, typeid 'Lock' at
+    0x...>``), as the shared-memory Manager's objects have; ``str()`` gives the store's."""
+
+    _PROXY = ("BaseProxy", "")
+
+    def __repr__(self) -> str:
+        proxy, typeid = self._PROXY
+        return f"<{proxy} object, typeid {typeid!r} at {id(self):#x}>"
+
+    def __str__(self) -> str:
+        return f"<{type(self).__mro__[2].__name__} {getattr(self, 'name', '')!r}>"
+
+
+class LockProxy(_ProxyRepr, Lock):
+    _PROXY = ("AcquirerProxy", "Lock")
+
+
+class RLockProxy(_ProxyRepr, RLock):
+    _PROXY = ("AcquirerProxy", "RLock")
+
+
+class SemaphoreProxy(_ProxyRepr, Semaphore):
+    _PROXY = ("AcquirerProxy", "Semaphore")
+
+
+class BoundedSemaphoreProxy(_ProxyRepr, BoundedSemaphore):
+    _PROXY = ("AcquirerProxy", "BoundedSemaphore")
+
+
+class EventProxy(_ProxyRepr, Event):
+    _PROXY = ("EventProxy", "Event")
+
+
+class ConditionProxy(_ProxyRepr, Condition):
+    _PROXY = ("ConditionProxy", "Condition")
+
+
+class BarrierProxy(_ProxyRepr, Barrier):
+    _PROXY = ("BarrierProxy", "Barrier")
+
+
 def make(typeid: str, name: str, store: RedisStore, lease: float, *args: Any) -> Any:
     """A new object of ``typeid`` named ``name`` on ``store``, made with ``args``."""
     if typeid == "Lock":
-        return Lock(name, store=store, lease=lease)
+        return LockProxy(name, store=store, lease=lease)
     if typeid == "RLock":
-        return RLock(name, store=store, lease=lease)
+        return RLockProxy(name, store=store, lease=lease)
     if typeid in ("Semaphore", "BoundedSemaphore"):
-        cls = Semaphore if typeid == "Semaphore" else BoundedSemaphore
+        cls = SemaphoreProxy if typeid == "Semaphore" else BoundedSemaphoreProxy
         return cls(name, *args, store=store, lease=lease)
     if typeid == "Event":
-        return Event(name, store=store)
+        return EventProxy(name, store=store)
     if typeid == "Condition":
         lock = args[0] if args else None
         if lock is not None and not isinstance(lock, Lock):
             raise TypeError(f"Manager(url=...).Condition(lock) needs a lock made by the same "
                             f"manager (m.Lock() or m.RLock()), not {type(lock).__qualname__}")
-        return Condition(name, lock, store=store, lease=lease)
+        return ConditionProxy(name, lock, store=store, lease=lease)
     if typeid == "Barrier":
         parties, action, timeout = args  # Manager.Barrier passes all three
-        return Barrier(name, parties, action, timeout, store=store, lease=lease)
+        return BarrierProxy(name, parties, action, timeout, store=store, lease=lease)
     if typeid == "Queue":
         return JoinableQueue(name, *args, store=store, lease=lease)
     raise KeyError(typeid)
