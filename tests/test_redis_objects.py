@@ -148,7 +148,16 @@ def test_write_under_an_ended_lease_is_refused(url: str,
     assert _until(lambda: not d.lock.locked(), timeout=LEASE + 5)
     with pytest.raises(LockLostError, match="refused"):
         d["k"] = "after"
-    assert fork_call(lambda: 0 if d["k"] == "before" else 1) == 0
+
+    def take_it_meanwhile() -> int:
+        assert d.lock.acquire(timeout=5)
+        d["k"] = "theirs"  # the new holder's write, which ours must not overwrite
+        return 0
+
+    assert fork_call(take_it_meanwhile) == 0  # (exits holding it: its lease runs on)
+    with pytest.raises(LockLostError, match="refused"):
+        d["k"] = "after"
+    assert fork_call(lambda: 0 if d["k"] == "theirs" else 1) == 0
     with pytest.raises(LockLostError):
         d.lock.release()
     d.unlink()

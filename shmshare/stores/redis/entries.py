@@ -61,12 +61,13 @@ _GUARD = PRELUDE + """
 local function guard(write)
   if redis.call('EXISTS', KEYS[1]) == 0 then return 'GONE' end
   if not write then return false end
-  local me, mine = ARGV[1], false
-  for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now_ms(), '+inf')) do
-    if h == me then mine = true else return 'LOCKED' end
+  local me = ARGV[1]
+  local live = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now_ms(), '+inf')
+  if me == '' then return #live > 0 and 'LOCKED' or false end
+  for _, h in ipairs(live) do
+    if h == me then return false end
   end
-  if me ~= '' and not mine then return 'LOST' end
-  return false
+  return 'LOST'  -- our hold ended, whoever holds the lock now
 end
 local function keep()
   if ARGV[2] == '' then return end
