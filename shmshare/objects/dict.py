@@ -47,7 +47,7 @@ class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
     """A dict in shared memory, with no server process.
 
     ``SharedDict(data=(), *, name=None, create=None, project_dir=None,
-    persist=False, mode=0o600, trust=False)``.  ``data`` is a mapping or an
+    persist=False, mode=0o600, trust=False, url=None)``.  ``data`` is a mapping or an
     iterable of pairs, as for ``dict``; it is stored only when this call
     creates the dict (reopening never resets changed values).  Keywords are
     never items: an unknown keyword is a TypeError.

@@ -24,10 +24,11 @@ class SharedNamespace(HeapObject, kind="namespace"):
     """Attributes in shared memory: ``ns.x = 1`` in one process, ``ns.x`` in another.
 
     ``SharedNamespace(attrs=None, *, name=None, create=None, project_dir=None,
-    persist=False, mode=0o600, trust=False, **attrs)``: the initial
+    persist=False, mode=0o600, trust=False, url=None, **attrs)``: the initial
     attributes (a mapping and/or keywords; a mapping can hold the names the
-    handle keywords take, such as ``{"name": "Bob"}``) are set only when
-    this call creates the namespace.  A str first argument is the name.
+    handle keywords take, such as ``{"name": "Bob"}`` or ``{"url": ...}``)
+    are set only when this call creates the namespace.  A str first argument
+    is the name.  ``url=`` (or ``$SHMSHARE_URL``) keeps it on a Redis store.
     """
 
     _ON_STORES = True

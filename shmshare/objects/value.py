@@ -49,13 +49,14 @@ def _default(typecode: Any) -> Any:
 
 class SharedValue(HandleMethods, HeapObject, kind="value"):
     """``SharedValue(typecode=None, value=<zero>, *, lock=True, name=None, create=None,
-    project_dir=None, persist=False, mode=0o600, trust=False)``.
+    project_dir=None, persist=False, mode=0o600, trust=False, url=None)``.
 
     The value is stored only when this call creates the object.  Opening an
     existing one with another typecode is a ShmValueError; ``typecode=None``
     opens whatever is there.  ``lock`` is accepted for multiprocessing's sake:
     every read and write is atomic anyway, and ``get_lock()`` (or ``.lock``)
     is the object's lock.  The name is keyword-only (the typecode is a str).
+    ``url=`` (or ``$SHMSHARE_URL``) keeps the value on a Redis store.
     """
 
     _ON_STORES = True
