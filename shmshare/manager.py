@@ -18,6 +18,12 @@ Arguments that only make sense with a server — ``address``, ``authkey``,
 ``serializer``, ``shutdown_timeout`` — are accepted and ignored; ``ctx`` is
 used for ``Pool()``.  ``connect()`` and ``register()`` raise errors that name
 the alternative.
+
+``Manager(url="redis://host:6379/0")`` (``$SHMSHARE_URL`` by default) makes
+every object on that Redis server instead, for processes on several hosts
+(docs/howto/redis.md); ``lease`` is then the lease of its locks, permits,
+queue consumers and barrier parties.  A typeid not yet supported there
+raises NotImplementedError; none silently falls back to shared memory.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from .objects.list import SharedList
 from .objects.namespace import SharedNamespace
 from .objects.queue import SharedQueue
 from .objects.set import SharedSet
-from .objects.shared_object import SharedObject, detach
+from .objects.shared_object import SharedObject, detach, store_url, unlink
 from .objects.sync import (
     SharedBoundedSemaphore,
     SharedEvent,
@@ -145,6 +151,15 @@ class _BarrierProxy(_ProxyRepr, SharedBarrier):
     _PROXY = ("BarrierProxy", "Barrier")
 
 
+# What a Manager on a store hands out for these classes (stores/redis/typeids.py).
+_STORE_TYPEIDS: dict[Any, str] = {
+    _LockProxy: "Lock", _RLockProxy: "RLock", _SemaphoreProxy: "Semaphore",
+    _BoundedSemaphoreProxy: "BoundedSemaphore", _EventProxy: "Event",
+    _ConditionProxy: "Condition", _BarrierProxy: "Barrier", SharedQueue: "Queue",
+}
+_TYPEID_NAMES: dict[Any, str] = {SharedList: "list", SharedSet: "set", SharedTypedArray: "Array"}
+
+
 def _managers_base(project_dir: Any) -> Path:
     base = Path(project_dir) if project_dir is not None else default_project_dir()
     return base / "managers"
@@ -161,7 +176,7 @@ class Manager:
     def __init__(self, address: Any = None, authkey: bytes | None = None,
                  serializer: str = "pickle", ctx: Any = None, *,
                  shutdown_timeout: float = 1.0, project_dir: Any = None,
-                 start: bool = True) -> None:
+                 start: bool = True, url: str | None = None, lease: float = 10.0) -> None:
         if serializer not in ("pickle", "xmlrpclib"):
             raise ValueError(f"unknown serializer {serializer!r}: use 'pickle' or 'xmlrpclib' "
                              "(shmshare always pickles; the argument is accepted and ignored)")
@@ -173,6 +188,14 @@ class Manager:
         self._state = _INITIAL
         self._names = itertools.count()
         self._objects: list[SharedObject] = []
+        if url is not None and project_dir is not None:
+            raise TypeError("Manager: pass url= (objects on a store) or project_dir= "
+                            "(shared memory), not both")
+        # An explicit project_dir asks for shared memory: it wins over $SHMSHARE_URL.
+        self._url = store_url(url) if project_dir is None else None
+        self._lease = lease
+        self._store: Any = None  # the RedisStore, when url is given
+        self._keeper: Any = None  # its sync and queue objects there (typeids.Keeper)
         if start:
             self.start()
 
@@ -187,6 +210,16 @@ class Manager:
             raise ProcessError("Manager has shut down")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        if self._url is not None:
+            from .objects.remote import LIFETIME, _store
+            from .stores.redis.typeids import Keeper
+
+            self._store = _store(self._url, False)
+            self._store.ping()  # a server that is down fails here, naming the url
+            self._keeper = Keeper(self._store, LIFETIME)
+            self._prefix = f"mgr-{uuid.uuid4().hex[:12]}"
+            self._state = _STARTED
+            return
         try:
             sweep_dead_owners(self._base)
         except OSError:
@@ -203,9 +236,13 @@ class Manager:
         objects, self._objects = self._objects, []
         for obj in objects:
             try:
+                if self._url is not None:
+                    unlink(obj)  # on a store: removed now, for every holder
                 detach(obj)  # a function: a Namespace's attributes are the user's
             except BufferError:
                 pass  # views still alive here: the memory goes when they do
+        if self._keeper is not None:
+            self._keeper.destroy_all()
         if self._dir is not None:
             remove_all(self._dir)
 
@@ -258,8 +295,33 @@ class Manager:
         if self._state != _STARTED:
             raise ProcessError("Manager has shut down" if self._state == _SHUTDOWN
                                else "server not yet started")
-        name = f"{getattr(cls, 'KIND')}-{os.getpid()}-{next(self._names)}"  # noqa: B009
+        kind = getattr(cls, "KIND")  # noqa: B009
+        if self._url is not None:
+            return self._make_on_store(cls, kind, *args, **kwargs)
+        name = f"{kind}-{os.getpid()}-{next(self._names)}"
         obj = cls(*args, name=name, create=True, project_dir=self._dir, persist=True, **kwargs)
+        if os.getpid() == self._owner_pid:
+            self._objects.append(obj)
+        return obj
+
+    def _make_on_store(self, cls: Callable[..., ObjT], kind: str, *args: Any,
+                       **kwargs: Any) -> ObjT:
+        name = f"{self._prefix}-{kind}-{os.getpid()}-{next(self._names)}"
+        typeid = _STORE_TYPEIDS.get(cls)
+        if typeid is not None:
+            from .stores.redis.typeids import make
+
+            obj = make(typeid, name, self._store, self._lease, *args)
+            if os.getpid() == self._owner_pid:
+                self._keeper.add(obj)
+            return obj  # type: ignore[no-any-return]
+        if not getattr(cls, "_ON_STORES", False):
+            raise NotImplementedError(
+                f"Manager(url=...).{_TYPEID_NAMES.get(cls, kind)}() is not yet supported on "
+                f"a store (issue #16: dict, Namespace, Value, Lock, RLock, Semaphore, "
+                "BoundedSemaphore, Event, Condition, Barrier, Queue and JoinableQueue are); "
+                "use a Manager() without url for it")
+        obj = cls(*args, name=name, create=True, url=self._url, **kwargs)
         if os.getpid() == self._owner_pid:
             self._objects.append(obj)
         return obj

@@ -12,6 +12,10 @@ has ``test_multiprocessing_<method>``: the generated module-level setup sets
 the start method for the whole process while that module runs, and child
 processes of spawn and forkserver import the classes from that module by
 name.  pytest runs them as ordinary unittest classes, so xdist spreads them.
+
+With ``SHMSHARE_CONFORMANCE_URL`` set to a Redis url, the classes run against
+``shmshare.Manager(url=...)`` instead (by hand, not in CI yet: the tests that
+need ``Manager().list()``, not yet on Redis, fail with its NotImplementedError).
 """
 
 from __future__ import annotations
@@ -68,7 +72,9 @@ class ShmshareManagerMixin(tm.ManagerMixin):  # type: ignore[misc,name-defined]
         tm.BaseMixin.setUpClass.__func__(cls)
         cls._segments_before = set(segments_created_by(os.getpid()))
         cls._project_dir = Path(tempfile.mkdtemp(prefix="shmshare-conformance-"))
-        cls.manager = shmshare.Manager(project_dir=cls._project_dir)
+        url = os.environ.get("SHMSHARE_CONFORMANCE_URL")
+        cls.manager = (shmshare.Manager(url=url, lease=2.0) if url else
+                       shmshare.Manager(project_dir=cls._project_dir))
 
     @classmethod
     def tearDownClass(cls) -> None:

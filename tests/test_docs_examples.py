@@ -6,7 +6,9 @@ finds what the block before it made).  A block must exit 0.  An HTML comment on
 the line just before the fence changes that, and the few that cannot run say why:
 
 * ``<!-- docs-test: skip REASON -->``: not run (REASON is required);
-* ``<!-- docs-test: killed -->``: the block kills itself with SIGKILL on purpose.
+* ``<!-- docs-test: killed -->``: the block kills itself with SIGKILL on purpose;
+* ``<!-- docs-test: redis -->``: the block runs with ``$SHMSHARE_URL`` naming a real
+  redis-server started for the page (skipped, saying why, where there is none).
 
 Whatever the blocks leave behind (segments, key files) is removed afterwards by
 ``test_examples.collect_leftovers``; leaving named objects is what several of them are
@@ -23,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from redis_server import redis_server  # noqa: F401  (a fixture, for "redis" blocks)
 from test_examples import ROOT, TIMEOUT, collect_leftovers, isolated_env
 
 _FENCE = re.compile(r"^```(?P<lang>\w*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
-_MARK = re.compile(r"<!--\s*docs-test:\s*(?P<what>skip|killed)\b(?P<why>[^>]*?)-->\s*$")
+_MARK = re.compile(r"<!--\s*docs-test:\s*(?P<what>skip|killed|redis)\b(?P<why>[^>]*?)-->\s*$")
 
 
 @dataclass
@@ -34,7 +37,7 @@ class Block:
     page: str
     line: int
     code: str
-    mark: str  # "", "skip" or "killed"
+    mark: str  # "", "skip", "killed" or "redis"
     reason: str
 
 
@@ -77,15 +80,19 @@ RUNNABLE = [p for p in pages() if any(b.mark != "skip" for b in blocks_of(p))]
 
 
 @pytest.mark.parametrize("page", RUNNABLE, ids=lambda p: str(p.relative_to(ROOT)))
-def test_page_blocks_run(page: Path, tmp_path: Path) -> None:
+def test_page_blocks_run(page: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """The page's python blocks run in order, each exiting 0 (or as its mark says)."""
     scripts = [(b, b.code) for b in blocks_of(page) if b.mark != "skip"]
     env, project_dir, tmpdir, pid_dir = isolated_env(tmp_path)
+    if any(b.mark == "redis" for b, _ in scripts):
+        server = request.getfixturevalue("redis_server")  # skips without redis-server
+        redis_env = {**env, "SHMSHARE_URL": server.unix_url}
     try:
         for n, (b, code) in enumerate(scripts):
             script = tmp_path / f"block{n}_line{b.line}.py"
             script.write_text(code)
-            proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+            proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path,
+                                  env=redis_env if b.mark == "redis" else env,
                                   capture_output=True, text=True, timeout=TIMEOUT,
                                   stdin=subprocess.DEVNULL)
             expected = -signal.SIGKILL if b.mark == "killed" else 0

@@ -9,15 +9,26 @@ from typing import Any
 
 import pytest
 from helpers import JOIN_TIMEOUT, START_METHODS
+from redis_server import redis_server  # noqa: F401  (a fixture, started only when needed)
 
 import shmshare
 
 
-@pytest.fixture
-def both(tmp_path):  # type: ignore[no-untyped-def]
-    """A shmshare Manager (in this test's own directory) and a multiprocessing one."""
-    with shmshare.Manager(project_dir=tmp_path) as ours, mp.Manager() as theirs:
+@pytest.fixture(params=["shm", "redis"])
+def both(request, tmp_path):  # type: ignore[no-untyped-def]
+    """A shmshare Manager (in this test's own directory, or on a real redis-server) and a
+    multiprocessing one."""
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_server").unix_url
+        ours = shmshare.Manager(url=url)
+    else:
+        ours = shmshare.Manager(project_dir=tmp_path)
+    with ours, mp.Manager() as theirs:
         yield ours, theirs
+
+
+def on_redis(m: Any) -> bool:
+    return getattr(m, "_url", None) is not None
 
 
 def same(f: Any, ours: Any, theirs: Any) -> Any:
@@ -92,6 +103,10 @@ def test_dict_matches(both) -> None:  # type: ignore[no-untyped-def]
 def test_list_matches(both) -> None:  # type: ignore[no-untyped-def]
     """Manager().list(): methods, return types and exceptions as ListProxy."""
     ours, theirs = both
+    if on_redis(ours):
+        with pytest.raises(NotImplementedError, match="#16"):
+            ours.list()
+        pytest.skip("Manager(url=).list() is not on Redis yet (issue #16): refused, as checked")
     a, b = ours.list([3, 1, 2]), theirs.list([3, 1, 2])
     for f in [lambda x: x[0], lambda x: x[-1], lambda x: x[5], lambda x: x[1:],
               lambda x: x + [9], lambda x: x * 2,  # noqa: RUF005 lambda x: len(x), lambda x: 2 in x,
@@ -129,7 +144,10 @@ def test_namespace_value_set_match(both) -> None:  # type: ignore[no-untyped-def
     wa, wb = ours.Value(object, 5), theirs.Value(object, 5)  # not an array typecode
     wa.value = wb.value = "anything"  # ...is not enforced by either
     same(lambda v: v.get(), wa, wb)
-    if hasattr(theirs, "set"):  # Python 3.14+
+    if on_redis(ours):
+        with pytest.raises(NotImplementedError, match="#16"):
+            ours.set()
+    elif hasattr(theirs, "set"):  # Python 3.14+
         sa, sb = ours.set({1, 2}), theirs.set({1, 2})
         for f in [lambda s: 1 in s, lambda s: len(s), lambda s: s.add(3),
                   lambda s: s.remove(9), lambda s: s.discard(1), lambda s: sorted(s)]:

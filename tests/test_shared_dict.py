@@ -6,11 +6,14 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import os
 import pickle
+import secrets
 import subprocess
 import sys
 import textwrap
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import (
@@ -21,16 +24,38 @@ from helpers import (
     run_python,
     segments_created_by,
 )
+from redis_server import redis_server  # noqa: F401  (a fixture, started only when needed)
 
 import shmshare
 from shmshare import SharedDict
 
 
+@dataclass
+class Where:
+    """Where a test's dicts live: the keywords for a named and for an anonymous one."""
+
+    store: str
+    named: dict[str, Any]
+    anon: dict[str, Any]
+
+
+@pytest.fixture(params=["shm", "redis"])
+def where(request: pytest.FixtureRequest, project_dir: Path) -> Where:
+    """Each test that takes this runs twice: in shared memory and on a Redis server."""
+    if request.param == "shm":
+        return Where("shm", {"project_dir": project_dir}, {})
+    url = request.getfixturevalue("redis_server").unix_url
+    return Where("redis", {"url": url}, {"url": url})
+
+
 @pytest.fixture
-def d(project_dir: Path):  # type: ignore[no-untyped-def]
-    """A fresh named SharedDict in this test's project directory."""
-    sd = SharedDict("d", project_dir=project_dir)
+def d(where: Where):  # type: ignore[no-untyped-def]
+    """A fresh named SharedDict, in shared memory or on Redis (a name of its own there)."""
+    sd = SharedDict(f"d-{secrets.token_hex(4)}" if where.store == "redis" else "d",
+                    **where.named)
     yield sd
+    if where.store == "redis":
+        sd.unlink()
     sd.detach()
 
 
@@ -256,10 +281,10 @@ def test_persist(project_dir: Path) -> None:
     again.detach()
 
 
-def test_pickles_by_reference(project_dir: Path) -> None:
+def test_pickles_by_reference(where: Where) -> None:
     """A SharedDict pickles to a few hundred bytes, whatever it holds."""
-    anon = SharedDict({"big": b"x" * 1_000_000})
-    named = SharedDict("ref", project_dir=project_dir)
+    anon = SharedDict({"big": b"x" * 1_000_000}, **where.anon)
+    named = SharedDict(f"ref-{secrets.token_hex(4)}", **where.named)
     for obj in (anon, named):
         data = pickle.dumps(obj)
         assert len(data) < 500
@@ -267,6 +292,8 @@ def test_pickles_by_reference(project_dir: Path) -> None:
         clone["seen"] = True
         assert obj["seen"] is True
         clone.detach()
+    anon.unlink()
+    named.unlink()
     anon.detach()
     named.detach()
 
@@ -278,9 +305,9 @@ def _child_increment(d: SharedDict, n: int, lock: shmshare.ObjectLock | None = N
 
 
 @pytest.mark.parametrize("method", START_METHODS)
-def test_process_children_all_start_methods(method: str) -> None:
+def test_process_children_all_start_methods(method: str, where: Where) -> None:
     """Process(args=(d,)) works under fork, spawn and forkserver; locked increments are exact."""
-    d = SharedDict({"c": 0})
+    d = SharedDict({"c": 0}, **where.anon)
     ctx = mp.get_context(method)
     procs = [ctx.Process(target=_child_increment, args=(d, 200)),
              ctx.Process(target=_child_increment, args=(d, 200, d.lock))]  # a pickled lock
@@ -290,6 +317,7 @@ def test_process_children_all_start_methods(method: str) -> None:
         p.join(JOIN_TIMEOUT)
         assert p.exitcode == 0
     assert d["c"] == 400
+    d.unlink()
     d.detach()
 
 
@@ -301,9 +329,9 @@ def _pool_task(args: tuple[SharedDict, int]) -> int:
 
 
 @pytest.mark.parametrize("method", START_METHODS)
-def test_pool_and_executor(method: str) -> None:
+def test_pool_and_executor(method: str, where: Where) -> None:
     """Pool.map and ProcessPoolExecutor.map receive the dict by reference."""
-    d = SharedDict()
+    d = SharedDict(**where.anon)
     ctx = mp.get_context(method)
     with ctx.Pool(2) as pool:
         pool.map(_pool_task, [(d, i) for i in range(20)])
@@ -311,6 +339,7 @@ def test_pool_and_executor(method: str) -> None:
         list(ex.map(_pool_task, [(d, i) for i in range(20, 40)]))
     assert d["total"] == sum(range(40))
     assert all(d[i] == i * i for i in range(40))
+    d.unlink()
     d.detach()
 
 
@@ -361,8 +390,11 @@ def test_lock_is_reentrant_and_times_out(d: SharedDict) -> None:
         d.lock.release()
 
 
-def test_killed_lock_holder_is_recovered(d: SharedDict) -> None:
+def test_killed_lock_holder_is_recovered(d: SharedDict, where: Where) -> None:
     """A process killed while holding the lock: the next acquirer is warned and goes on."""
+    if where.store == "redis":
+        pytest.skip("on Redis a dead holder's lock comes back one lease later, with no "
+                    "warning: test_redis_objects.py::test_dead_holder_of_a_dict_lock")
     d["a"] = 1
 
     def hold_and_die() -> int:

@@ -47,7 +47,7 @@ class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
     """A dict in shared memory, with no server process.
 
     ``SharedDict(data=(), *, name=None, create=None, project_dir=None,
-    persist=False, mode=0o600, trust=False)``.  ``data`` is a mapping or an
+    persist=False, mode=0o600, trust=False, url=None)``.  ``data`` is a mapping or an
     iterable of pairs, as for ``dict``; it is stored only when this call
     creates the dict (reopening never resets changed values).  Keywords are
     never items: an unknown keyword is a TypeError.
@@ -64,12 +64,19 @@ class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
     ``shmshare.objects.codec`` for other keys.  Values are anything picklable,
     with cloudpickle as a fallback.  ``d[k]`` returns a *copy*: mutate nested
     values with ``mutate()`` or ``apply()``, or reassign them.
+
+    ``url="redis://host:6379/0"`` (or ``$SHMSHARE_URL``) keeps the dict on a
+    Redis server instead, for processes on several hosts; the same methods,
+    with the differences in docs/concepts/redis-semantics.md.
     """
+
+    _ON_STORES = True
 
     def __init__(self, data: Mapping[K, V] | Iterable[tuple[K, V]] | str = (),
                  data_after_name: Mapping[K, V] | Iterable[tuple[K, V]] = (), /, *,
                  name: str | None = None, create: bool | None = None, project_dir: Any = None,
-                 persist: bool = False, mode: int = 0o600, trust: bool = False) -> None:
+                 persist: bool = False, mode: int = 0o600, trust: bool = False,
+                 url: str | None = None) -> None:
         if isinstance(data, str):  # SharedDict("jobs", {...}): the name, then the data
             if name is not None:
                 raise TypeError("SharedDict() got the name twice (positionally and name=)")
@@ -79,7 +86,8 @@ class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
                             "a second positional argument follows only a str name")
         pairs = _pairs(data)
         self._open(name=name, create=create, project_dir=project_dir, persist=persist,
-                   mode=mode, trust=trust, initial=[(k, dumps(v)) for k, v in pairs])
+                   mode=mode, trust=trust, url=url,
+                   initial=[(k, dumps(v)) for k, v in pairs])
 
     # -- the hot paths ------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar, cast
 
 from .._core.heap import Heap, reap_extents
 from ..errors import CorruptSegmentError
@@ -48,12 +48,14 @@ register_destroy_hook(_destroy_extents)
 class HeapObject(SharedObject):
     """A shared object stored on a heap: ``_heap``, ``_lock``, and the read cache.
 
-    Everything the objects above do to their storage goes through the heap
-    handle ``_heap`` (the dict engine's get/set/pop/scan) and the few methods
-    here; a second store would implement the same operations.
+    Everything the objects above do to their storage goes through ``_heap``,
+    an :class:`~shmshare.objects.store.EntryStore`: the shared-memory heap, or
+    (``url=``) a Redis store's entries.  A subclass that uses nothing else
+    sets ``_ON_STORES`` and works on both.
     """
 
     _HEAP_FLAG = True
+    _ON_STORES: ClassVar[bool] = False  # written only against .store: it runs on Redis too
     _heap: Heap
     _lock: ObjectLock
 
@@ -78,11 +80,41 @@ class HeapObject(SharedObject):
         self._attach(seg, heap)
 
     def _attach(self, seg: Segment, heap: Heap) -> None:
+        heap.same_namespace = seg._pid_namespace_check()
+        seg._on_release(heap.close)
+        self._bind_store(seg, heap, ObjectLock(heap, self))
+
+    def _open_remote(self, url: str, *, name: str | None, create: bool | None, persist: bool,
+                     trust: bool, initial: Iterable[tuple[Any, bytes]],
+                     anonymous: bool = False) -> bool:
+        if not self._ON_STORES:
+            return super()._open_remote(url, name=name, create=create, persist=persist,
+                                        trust=trust, initial=initial)
+        from .remote import open_remote
+
+        encoded = [(*encode_key(key), value) for key, value in initial]
+        handle, entries, lock, created = open_remote(
+            self, url, name=name, create=create, persist=persist, trust=trust,
+            initial=encoded, anonymous=anonymous)
+        # The store's handle stands where a segment would (name, persist, detach...).
+        self._bind_store(cast(Segment, handle), cast(Heap, entries), cast(ObjectLock, lock))
+        self._trust = trust
+        return created
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from .remote import RemoteHandle, reopen_remote
+
+        h = self._seg
+        if isinstance(h, RemoteHandle):
+            return (reopen_remote, (type(self), h.url, h.store_name, h.anonymous, h.persist,
+                                    self._trust))
+        return super().__reduce__()
+
+    def _bind_store(self, seg: Segment, heap: Heap, lock: ObjectLock) -> None:
+        """Bind the object to its storage: ``heap`` speaks :class:`.store.EntryStore`."""
         self._seg = seg
         self._heap = heap
-        heap.same_namespace = seg._pid_namespace_check()
-        self._lock = ObjectLock(heap, self)
-        seg._on_release(heap.close)
+        self._lock = lock
         self._rcache: dict[Any, bytes] = {}  # SharedList's own cache (list.py)
         self._rbytes = 0
         self._rmark = -1

@@ -24,15 +24,19 @@ class SharedNamespace(HeapObject, kind="namespace"):
     """Attributes in shared memory: ``ns.x = 1`` in one process, ``ns.x`` in another.
 
     ``SharedNamespace(attrs=None, *, name=None, create=None, project_dir=None,
-    persist=False, mode=0o600, trust=False, **attrs)``: the initial
+    persist=False, mode=0o600, trust=False, url=None, **attrs)``: the initial
     attributes (a mapping and/or keywords; a mapping can hold the names the
-    handle keywords take, such as ``{"name": "Bob"}``) are set only when
-    this call creates the namespace.  A str first argument is the name.
+    handle keywords take, such as ``{"name": "Bob"}`` or ``{"url": ...}``)
+    are set only when this call creates the namespace.  A str first argument
+    is the name.  ``url=`` (or ``$SHMSHARE_URL``) keeps it on a Redis store.
     """
+
+    _ON_STORES = True
 
     def __init__(self, attrs: Mapping[str, Any] | str | None = None, /, *,
                  name: str | None = None, create: bool | None = None, project_dir: Any = None,
                  persist: bool = False, mode: int = 0o600, trust: bool = False,
+                 url: str | None = None,
                  **more: Any) -> None:
         if isinstance(attrs, str):
             if name is not None:
@@ -44,7 +48,7 @@ class SharedNamespace(HeapObject, kind="namespace"):
                 raise TypeError(f"attribute names are non-empty str not starting with '_', "
                                 f"not {key!r}")
         self._open(name=name, create=create, project_dir=project_dir, persist=persist,
-                   mode=mode, trust=trust,
+                   mode=mode, trust=trust, url=url,
                    initial=[(k, dumps(v)) for k, v in initial.items()])
 
     def __getattribute__(self, key: str) -> Any:

@@ -26,6 +26,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
 
 from .. import _core
 from ..errors import ShmPermissionError, ShmTypeError, ShmValueError
@@ -46,10 +47,13 @@ __all__ = [
     "reopen",
     "segment_of",
     "stats",
+    "store_url",
     "unlink",
 ]
 
 T = TypeVar("T", bound="SharedObject")
+
+URL_ENV = "SHMSHARE_URL"  # the default store url (stores.redis.connection reads the same)
 
 _KINDS: dict[str, type[SharedObject]] = {}
 
@@ -156,13 +160,25 @@ class SharedObject:
 
     def _open(self, *, name: str | None, create: bool | None, project_dir: Any,
               persist: bool, mode: int, trust: bool,
-              initial: Iterable[tuple[Any, bytes]] = ()) -> bool:
+              initial: Iterable[tuple[Any, bytes]] = (), url: str | None = None) -> bool:
         """Open the object ``name`` or create it; True if this call created it.
 
         ``initial`` (key, encoded value) pairs are stored only on creation,
         inside the creation itself: no process sees the object without them.
+        With a store ``url`` (``$SHMSHARE_URL`` by default, unless a
+        ``project_dir`` is given) the object lives on that store instead of in
+        shared memory (:mod:`.remote`).
         """
         _check_options(name, create, project_dir, persist, mode, trust)
+        if url is not None and project_dir is not None:
+            raise ShmTypeError(f"{type(self).__name__}: project_dir names a directory of "
+                               "this machine, and an object on a store is named on the "
+                               "server; pass either url= or project_dir=, not both")
+        # An explicit project_dir asks for shared memory: it wins over $SHMSHARE_URL.
+        url = store_url(url) if project_dir is None else None
+        if url is not None:
+            return self._open_remote(url, name=name, create=create, persist=persist,
+                                     trust=trust, initial=initial)
         made: list[Any] = []
 
         def init(att: _core.Attachment, offset: int, size: int) -> None:
@@ -181,6 +197,15 @@ class SharedObject:
             raise
         self._trust = trust
         return bool(made)
+
+    def _open_remote(self, url: str, *, name: str | None, create: bool | None, persist: bool,
+                     trust: bool, initial: Iterable[tuple[Any, bytes]],
+                     anonymous: bool = False) -> bool:
+        """Open the object on the store at ``url`` (kinds that a store can hold)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} is not yet supported on a store such as "
+            f"{_hide_password(url)} (issue #16: SharedDict, SharedNamespace and SharedValue "
+            "are); leave url= and $SHMSHARE_URL unset for shared memory")
 
     @classmethod
     def _reopen(cls: type[T], address: Address, trust: bool = False, claim: bool = False) -> T:
@@ -215,6 +240,25 @@ class SharedObject:
 
     def _detached_repr(self) -> str | None:
         return None if self._seg.attached else f"<{self._label()} (detached)>"
+
+
+def store_url(url: str | None) -> str | None:
+    """The store url an object is opened with: ``url``, else ``$SHMSHARE_URL``, else None
+    (shared memory)."""
+    if url is not None:
+        if not isinstance(url, str) or not url:
+            raise ShmTypeError(f"url must be a store url such as 'redis://host:6379/0', not "
+                               f"{url!r}")
+        return url
+    return os.environ.get(URL_ENV) or None
+
+
+def _hide_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}").geturl()
 
 
 def reopen(cls: type[SharedObject], address: Address, trust: bool = False) -> SharedObject:

@@ -49,23 +49,27 @@ def _default(typecode: Any) -> Any:
 
 class SharedValue(HandleMethods, HeapObject, kind="value"):
     """``SharedValue(typecode=None, value=<zero>, *, lock=True, name=None, create=None,
-    project_dir=None, persist=False, mode=0o600, trust=False)``.
+    project_dir=None, persist=False, mode=0o600, trust=False, url=None)``.
 
     The value is stored only when this call creates the object.  Opening an
     existing one with another typecode is a ShmValueError; ``typecode=None``
     opens whatever is there.  ``lock`` is accepted for multiprocessing's sake:
     every read and write is atomic anyway, and ``get_lock()`` (or ``.lock``)
     is the object's lock.  The name is keyword-only (the typecode is a str).
+    ``url=`` (or ``$SHMSHARE_URL``) keeps the value on a Redis store.
     """
+
+    _ON_STORES = True
 
     def __init__(self, typecode: Any = None, value: Any = _MISSING, /, *, lock: bool = True,
                  name: str | None = None, create: bool | None = None, project_dir: Any = None,
-                 persist: bool = False, mode: int = 0o600, trust: bool = False) -> None:
+                 persist: bool = False, mode: int = 0o600, trust: bool = False,
+                 url: str | None = None) -> None:
         if not isinstance(lock, bool):
             raise ShmTypeError(f"lock must be True or False, not {lock!r}")
         initial = _coerce(typecode, _default(typecode) if value is _MISSING else value)
         created = self._open(name=name, create=create, project_dir=project_dir,
-                             persist=persist, mode=mode, trust=trust,
+                             persist=persist, mode=mode, trust=trust, url=url,
                              initial=[("typecode", dumps(typecode)), ("value", dumps(initial))])
         if not created and typecode is not None and self.typecode != typecode:
             stored = self.typecode

@@ -133,8 +133,10 @@ def _connection_kwargs(u: StoreURL, socket_timeout: float) -> dict[str, Any]:
     return kwargs
 
 
-# (url, socket_timeout) -> (plain pool, blocking pool) of this process.
-_pools: dict[tuple[str, float], tuple[redis.ConnectionPool, redis.ConnectionPool]] = {}
+# (url, socket_timeout) -> clients on (plain pool, blocking pool) of this process.  A
+# client is kept, not made per call: making a redis.Redis costs more than a round trip,
+# and one is safe to share between threads (each command takes a pooled connection).
+_pools: dict[tuple[str, float], tuple[redis.Redis, redis.Redis]] = {}
 _pools_lock = threading.Lock()
 _inherited: list[object] = []  # a forked child's copies of the parent's pools, never used
 
@@ -151,17 +153,20 @@ def _forget_pools_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
-def _pools_for(u: StoreURL, socket_timeout: float) -> tuple[redis.ConnectionPool,
-                                                             redis.ConnectionPool]:
+def _clients_for(u: StoreURL, socket_timeout: float) -> tuple[redis.Redis, redis.Redis]:
     key = (u.url, socket_timeout)
+    clients = _pools.get(key)
+    if clients is not None:
+        return clients
     with _pools_lock:
-        pools = _pools.get(key)
-        if pools is None:
+        clients = _pools.get(key)
+        if clients is None:
             plain = redis.ConnectionPool(**_connection_kwargs(u, socket_timeout))
             blocking = redis.ConnectionPool(
                 **_connection_kwargs(u, socket_timeout + MAX_BLOCK))
-            pools = _pools[key] = (plain, blocking)
-        return pools
+            clients = _pools[key] = (redis.Redis(connection_pool=plain),
+                                     redis.Redis(connection_pool=blocking))
+        return clients
 
 
 class RedisStore:
@@ -192,12 +197,12 @@ class RedisStore:
     @property
     def client(self) -> redis.Redis:
         """A client on this process's pool for short commands."""
-        return redis.Redis(connection_pool=_pools_for(self.address, self.socket_timeout)[0])
+        return _clients_for(self.address, self.socket_timeout)[0]
 
     @property
     def blocking_client(self) -> redis.Redis:
         """A client whose connections are only used by blocking waits (<= MAX_BLOCK each)."""
-        return redis.Redis(connection_pool=_pools_for(self.address, self.socket_timeout)[1])
+        return _clients_for(self.address, self.socket_timeout)[1]
 
     @staticmethod
     def key(name: str, part: str) -> str:

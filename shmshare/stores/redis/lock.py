@@ -34,6 +34,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 
 from shmshare.stores.errors import LockLostError
@@ -131,6 +132,20 @@ class _Hold:
     lease: leases.Lease
 
 
+def _forget_holds_in_child() -> None:
+    # A forked child inherits "I hold it" from the parent's Python state, but the
+    # permits are the parent's (its renewer renews them): the child holds nothing.
+    for sem in list(_ALL):
+        sem._mutex = threading.Lock()
+        sem._holds = []
+        if isinstance(sem, RLock):
+            sem._owner, sem._count = None, 0
+
+
+_ALL: weakref.WeakSet[Semaphore] = weakref.WeakSet()
+os.register_at_fork(after_in_child=_forget_holds_in_child)
+
+
 class Semaphore:
     """A counting semaphore of ``value`` permits named ``name`` on a Redis store.
 
@@ -151,6 +166,7 @@ class Semaphore:
                                                                 "extra")}
         self._holds: list[_Hold] = []
         self._mutex = threading.Lock()
+        _ALL.add(self)
         self._acquire = store.script(_ACQUIRE)
         self._renew = store.script(_RENEW)
         self._release = store.script(_RELEASE)
@@ -269,6 +285,8 @@ class BoundedSemaphore(Semaphore):
 class Lock(BoundedSemaphore):
     """A mutual-exclusion lock: one leased, fenced permit."""
 
+    recoveries = 0  # as ObjectLock's count; a dead holder's lease simply ends here
+
     def __init__(self, name: str, *, store: RedisStore, lease: float = 10.0) -> None:
         super().__init__(name, 1, store=store, lease=lease)
 
@@ -283,6 +301,10 @@ class Lock(BoundedSemaphore):
         """Whether this object holds the lock (what a Condition asks before wait/notify)."""
         with self._mutex:
             return bool(self._holds)
+
+    def held(self) -> bool:
+        """Whether the calling thread holds the lock (as a shared object's lock says)."""
+        return self.held_by_me()
 
     def _release_save(self) -> object:
         """Let go of the lock entirely for a Condition's wait; what to restore after."""
@@ -303,10 +325,21 @@ class Lock(BoundedSemaphore):
 class RLock(Lock):
     """A reentrant lock: the owning thread may acquire again; one server permit underneath."""
 
+    # The shared object whose lock this is (weakly), if any: the lock then pickles
+    # as "that object's lock", so that a receiver holding it is seen, by the
+    # object's writes, as the holder (a second RLock of the same name would not be).
+    _holder: weakref.ref[object] | None = None
+
     def __init__(self, name: str, *, store: RedisStore, lease: float = 10.0) -> None:
         super().__init__(name, store=store, lease=lease)
         self._owner: int | None = None
         self._count = 0
+
+    def __reduce__(self) -> tuple[object, ...]:
+        holder = self._holder() if self._holder is not None else None
+        if holder is not None:
+            return (getattr, (holder, "_lock"))
+        return super().__reduce__()
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         me = threading.get_ident()

@@ -185,9 +185,13 @@ class Queue:
             leases.release(lease)
 
     def destroy(self) -> None:
-        """Delete the queue's keys (not other consumers' processing lists)."""
+        """Delete the queue's keys, the processing lists of its known consumers included."""
+        self.close()
         with self.store.unavailable(f"destroy {self.name!r}"):
-            self.store.client.delete(*self._k.values())
+            c = self.store.client
+            consumers: list[bytes] = c.zrange(self._k["consumers"], 0, -1)  # type: ignore[assignment]
+            procs = [self._prefix + "proc:" + m.decode() for m in consumers]
+            c.delete(*self._k.values(), *procs)
 
 
 class JoinableQueue(Queue):

@@ -1,0 +1,143 @@
+"""The Manager's synchronisation and queue typeids on a Redis store.
+
+``shmshare.Manager(url=...)`` hands out SharedDict, SharedNamespace and
+SharedValue on the store through their own ``url=``; the typeids below are
+the store's own classes (leased, fenced locks; a reliable queue; events,
+conditions and barriers blocking on the server).  ``Queue`` and
+``JoinableQueue`` are both a :class:`.queue.JoinableQueue`, as both are a
+``queue.Queue`` in multiprocessing's managers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shmshare.stores.redis import leases
+from shmshare.stores.redis.connection import RedisStore
+from shmshare.stores.redis.events import Barrier, Condition, Event
+from shmshare.stores.redis.lock import BoundedSemaphore, Lock, RLock, Semaphore
+from shmshare.stores.redis.queue import JoinableQueue
+
+__all__ = ["TYPEIDS", "Keeper", "keys_of", "make"]
+
+TYPEIDS = ("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition", "Barrier",
+           "Queue")
+
+
+class _ProxyRepr:
+    """The repr of a multiprocessing proxy (``<AcquirerProxy object, typeid 'Lock' at
+    0x...>``), as the shared-memory Manager's objects have; ``str()`` gives the store's."""
+
+    _PROXY = ("BaseProxy", "")
+
+    def __repr__(self) -> str:
+        proxy, typeid = self._PROXY
+        return f"<{proxy} object, typeid {typeid!r} at {id(self):#x}>"
+
+    def __str__(self) -> str:
+        return f"<{type(self).__mro__[2].__name__} {getattr(self, 'name', '')!r}>"
+
+
+class LockProxy(_ProxyRepr, Lock):
+    _PROXY = ("AcquirerProxy", "Lock")
+
+
+class RLockProxy(_ProxyRepr, RLock):
+    _PROXY = ("AcquirerProxy", "RLock")
+
+
+class SemaphoreProxy(_ProxyRepr, Semaphore):
+    _PROXY = ("AcquirerProxy", "Semaphore")
+
+
+class BoundedSemaphoreProxy(_ProxyRepr, BoundedSemaphore):
+    _PROXY = ("AcquirerProxy", "BoundedSemaphore")
+
+
+class EventProxy(_ProxyRepr, Event):
+    _PROXY = ("EventProxy", "Event")
+
+
+class ConditionProxy(_ProxyRepr, Condition):
+    _PROXY = ("ConditionProxy", "Condition")
+
+
+class BarrierProxy(_ProxyRepr, Barrier):
+    _PROXY = ("BarrierProxy", "Barrier")
+
+
+def make(typeid: str, name: str, store: RedisStore, lease: float, *args: Any) -> Any:
+    """A new object of ``typeid`` named ``name`` on ``store``, made with ``args``."""
+    if typeid == "Lock":
+        return LockProxy(name, store=store, lease=lease)
+    if typeid == "RLock":
+        return RLockProxy(name, store=store, lease=lease)
+    if typeid in ("Semaphore", "BoundedSemaphore"):
+        cls = SemaphoreProxy if typeid == "Semaphore" else BoundedSemaphoreProxy
+        return cls(name, *args, store=store, lease=lease)
+    if typeid == "Event":
+        return EventProxy(name, store=store)
+    if typeid == "Condition":
+        lock = args[0] if args else None
+        if lock is not None and not isinstance(lock, Lock):
+            raise TypeError(f"Manager(url=...).Condition(lock) needs a lock made by the same "
+                            f"manager (m.Lock() or m.RLock()), not {type(lock).__qualname__}")
+        return ConditionProxy(name, lock, store=store, lease=lease)
+    if typeid == "Barrier":
+        parties, action, timeout = args  # Manager.Barrier passes all three
+        return BarrierProxy(name, parties, action, timeout, store=store, lease=lease)
+    if typeid == "Queue":
+        return JoinableQueue(name, *args, store=store, lease=lease)
+    raise KeyError(typeid)
+
+
+def keys_of(obj: Any) -> list[str]:
+    """The server keys of a store object (a Condition's own lock included)."""
+    found: list[str] = []
+    for attr in ("_keys", "_k"):
+        keys = getattr(obj, attr, None)
+        if isinstance(keys, dict):
+            found.extend(keys.values())
+        elif isinstance(keys, (list, tuple)):
+            found.extend(keys)
+    lock = getattr(obj, "lock", None)
+    if isinstance(lock, Lock) and lock is not obj:
+        found.extend(keys_of(lock))
+    return found
+
+
+class Keeper:
+    """The objects a Manager made on a store, whose TTL it renews while it lives: the
+    objects of a Manager killed before ``shutdown()`` expire one ``lifetime`` later.
+    (Keys an object first creates after the last renewal have no TTL yet.)"""
+
+    def __init__(self, store: RedisStore, lifetime: float) -> None:
+        self.store, self.lifetime = store, lifetime
+        self.objects: list[Any] = []
+        self._lease: leases.Lease | None = None
+
+    def add(self, obj: Any) -> None:
+        self.objects.append(obj)
+        self._expire(keys_of(obj))
+        if self._lease is None:
+            self._lease = leases.hold(self._renew, self.lifetime)
+
+    def _renew(self) -> bool:
+        self._expire([k for obj in list(self.objects) for k in keys_of(obj)])
+        return True
+
+    def _expire(self, keys: list[str]) -> None:
+        if keys:
+            with self.store.unavailable("keep manager objects alive"):
+                pipe = self.store.client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.pexpire(key, int(self.lifetime * 1000))
+                pipe.execute()
+
+    def destroy_all(self) -> None:
+        """Stop renewing and delete every object's keys."""
+        if self._lease is not None:
+            leases.release(self._lease)
+        objects, self.objects = self.objects, []
+        for obj in objects:
+            obj.destroy()
