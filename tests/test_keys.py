@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from helpers import children, fork_child, wait_pid
+from helpers import JOIN_TIMEOUT, children, fork_child, wait_pid
 
 import shmshare
 from shmshare.naming.keys import (
@@ -112,13 +114,28 @@ def test_key_file_lock_retries_after_unlink(project_dir: Path) -> None:
     """A locker whose file was unlinked meanwhile ends up locking the current file."""
     resolve_project_dir(project_dir)
     path = project_dir / "k.key"
+    got: list[tuple[int, bool]] = []
+
+    def second_locker() -> None:
+        with KeyFile.locked(path, create=True) as kf:
+            assert kf is not None
+            # The file it holds is linked, and it is the one the path names.
+            got.append((os.fstat(kf.fd).st_nlink, os.stat(path).st_ino == kf.ino))
+            kf.unlink()
+
     with KeyFile.locked(path, create=True) as kf:
         assert kf is not None
-        first = kf.ino
+        t = threading.Thread(target=second_locker)
+        t.start()
+        # The second locker has opened this very file and waits in flock on it.
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        while len(_fds_on(os.getpid(), path)) < 2:
+            assert time.monotonic() < deadline, "the second locker never opened the file"
+            time.sleep(0.001)
         kf.unlink()
-    with KeyFile.locked(path, create=True) as kf:
-        assert (kf is not None and kf.ino != first) or kf is not None
-        kf.unlink()
+    t.join(JOIN_TIMEOUT)
+    # Not by inode number: the freed inode is often reused at once for the new file.
+    assert got == [(1, True)]
 
 
 def _hold_until_closed(read_fd: int, write_fd: int) -> int:
@@ -128,8 +145,14 @@ def _hold_until_closed(read_fd: int, write_fd: int) -> int:
 
 
 def _fds_on(pid: int, path: Path) -> list[str]:
-    fds = Path(f"/proc/{pid}/fd")
-    return [fd.name for fd in fds.iterdir() if os.readlink(fd) == str(path)]
+    out = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) == str(path):
+                out.append(fd.name)
+        except FileNotFoundError:
+            continue  # closed while we looked
+    return out
 
 
 def test_forked_child_does_not_keep_key_file_flock(project_dir: Path) -> None:
