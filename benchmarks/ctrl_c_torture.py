@@ -58,6 +58,9 @@ import faulthandler, multiprocessing as mp, os, signal, sys, time
 import shmshare
 
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the torturer's hang report
+# Started as a background job, a process inherits SIGINT ignored and Python then
+# installs no KeyboardInterrupt handler: Ctrl-C must reach us whoever started us.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def ops(d, lst, q, lock, i):
     pid = os.getpid()
@@ -138,6 +141,9 @@ import faulthandler, multiprocessing as mp, os, signal, sys
 import shmshare
 
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the torturer's hang report
+# Started as a background job, a process inherits SIGINT ignored and Python then
+# installs no KeyboardInterrupt handler: Ctrl-C must reach us whoever started us.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 OBJS = None
 IN_TASK = False
 
