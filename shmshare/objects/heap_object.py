@@ -8,7 +8,6 @@ robust lock, the read cache, and the wait that sleeps without the lock.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any, ClassVar, cast
 
@@ -128,23 +127,6 @@ class HeapObject(SharedObject):
 
     def _payload_stats(self) -> dict[str, int]:
         return self._heap.stats()
-
-    def _wait_locked(self, deadline: float | None, slice_: float = 0.1) -> bool:
-        """With ``self.lock`` held: release it, sleep until the heap changes (or a
-        slice passes), and take it again.  False if ``deadline`` had passed.
-
-        Sleeping never holds the lock, so a process killed here blocks nobody.
-        """
-        seen = self._heap.modcount_view[0]
-        self._lock.release()
-        try:
-            remaining = slice_ if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._heap.wait_change(seen, min(slice_, remaining))
-        finally:
-            self._lock.acquire()
-        return True
 
     # Read cache.  ``_read_cache`` maps keys to ``(bytes, stripe, version)``:
     # the pickled bytes this process last read, valid while the key's

@@ -8,7 +8,7 @@
   another host, no password) raises :class:`UntrustedStoreError` unless
   ``trust=True``.
 * **Pools**: one pool per url per process, made lazily and forgotten in a
-  forked child (``os.register_at_fork``), because a socket shared with the
+  forked child (``_core.fork_hooks``), because a socket shared with the
   parent interleaves both processes' replies.  Blocking waits (BLPOP, BLMOVE)
   take their connection from a second pool, so a waiter never holds one that
   plain commands need; each wait blocks at most :data:`MAX_BLOCK` seconds on
@@ -35,6 +35,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from shmshare._core import fork_hooks
 from shmshare.errors import ShmValueError
 from shmshare.stores.errors import StoreUnavailableError, UntrustedStoreError
 
@@ -150,7 +151,7 @@ def _forget_pools_after_fork() -> None:
     _pools_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_pools_after_fork)
+fork_hooks.at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def _clients_for(u: StoreURL, socket_timeout: float) -> tuple[redis.Redis, redis.Redis]:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable
 
+from shmshare._core import fork_hooks
 from shmshare.stores.errors import StoreUnavailableError
 
 __all__ = ["Lease", "hold", "release"]
@@ -98,7 +98,7 @@ def _reset_after_fork() -> None:
     _renewer = _Renewer()
 
 
-os.register_at_fork(after_in_child=_reset_after_fork)
+fork_hooks.at_fork(after_in_child=_reset_after_fork)
 atexit.register(lambda: _renewer.stop())
 
 

@@ -37,6 +37,7 @@ import uuid
 import weakref
 from dataclasses import dataclass
 
+from shmshare._core import fork_hooks
 from shmshare.stores.errors import LockLostError
 from shmshare.stores.redis import leases
 from shmshare.stores.redis.connection import MAX_BLOCK, RedisStore
@@ -143,7 +144,7 @@ def _forget_holds_in_child() -> None:
 
 
 _ALL: weakref.WeakSet[Semaphore] = weakref.WeakSet()
-os.register_at_fork(after_in_child=_forget_holds_in_child)
+fork_hooks.at_fork(after_in_child=_forget_holds_in_child)
 
 
 class Semaphore:
