@@ -256,3 +256,48 @@ def test_segments_squatting_on_a_heaps_keys_are_left_alone(make_heap: HeapFactor
     finally:
         for sid in planted:
             _core.rmid(sid)
+
+
+_REMOVER_KILLED = """
+import os, sys
+import shmshare
+from shmshare.naming import lifecycle
+d = shmshare.SharedDict("grown", project_dir=sys.argv[1])
+for i in range(4):
+    d[i] = os.urandom(300_000)          # the heap grows into extents
+hooks = list(lifecycle._DESTROY_HOOKS)
+
+def killed_after_hooks(*args):
+    for hook in hooks:
+        hook(*args)                      # the extents go...
+    os._exit(0)                          # ...and the remover dies there
+
+lifecycle._DESTROY_HOOKS[:] = [killed_after_hooks]
+print(d._seg.id, os.getpid(), flush=True)
+shmshare.unlink(d)
+"""
+
+
+def test_a_remover_killed_between_the_extents_and_the_segment(project_dir: Path) -> None:
+    """unlink() killed right after the destroy hooks removed the heap's extents: the
+    name opens (a new object) or the old one is whole, never a heap missing its
+    extents (SegmentRemovedError), and gc leaves nothing."""
+    from helpers import run_python
+
+    import shmshare
+
+    out = run_python(_REMOVER_KILLED, str(project_dir))
+    old, remover = map(int, out.stdout.split())
+    d = shmshare.SharedDict("grown", project_dir=project_dir)
+    if d._seg.id == old:  # the old object survived: then all of it
+        assert sorted(d) == [0, 1, 2, 3] and all(len(d[i]) == 300_000 for i in range(4))
+    else:
+        with pytest.raises(shmshare.SegmentRemovedError):
+            _core.stat(old)
+    d["x"] = 1
+    shmshare.unlink(d)
+    swept = subprocess.run([sys.executable, "-m", "shmshare", "gc", "--project-dir",
+                            str(project_dir)], capture_output=True, text=True, timeout=60,
+                           cwd="/")
+    assert swept.returncode == 0, swept.stderr
+    assert segments_created_by(remover) == [], swept.stdout  # its extents too

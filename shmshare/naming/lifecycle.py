@@ -44,8 +44,9 @@ _DESTROY_HOOKS: list[Callable[[_core.Attachment, Header, int], None]] = []
 
 
 def register_destroy_hook(hook: Callable[[_core.Attachment, Header, int], None]) -> None:
-    """``hook(attachment, header, nattch)`` runs before a heap segment is removed;
-    ``nattch`` counts the attachments then, the remover's own included."""
+    """``hook(attachment, header, nattch)`` runs when a heap segment is removed (right
+    after its IPC_RMID); ``nattch`` counts the attachments then, the remover's own
+    included."""
     if hook not in _DESTROY_HOOKS:
         _DESTROY_HOOKS.append(hook)
 
@@ -141,7 +142,13 @@ def foreign_owner(st: _core.ShmStat) -> str | None:
 
 
 def destroy(found: Found, *, trust: bool = False) -> str | None:
-    """Remove a verified segment: destroy hooks, then IPC_RMID.  Key file lock held.
+    """Remove a verified segment: IPC_RMID, then the destroy hooks.  Key file lock held.
+
+    IPC_RMID first: a remover killed after the hooks had removed a heap's
+    extents but before its IPC_RMID left a segment anyone could still open,
+    whose heap then failed for want of its extents (SegmentRemovedError).
+    Killed in the same place now, it leaves extents whose segment is gone,
+    which ``gc`` removes (and nobody can open).
 
     A segment that another user owns or created is not ours: its bytes are
     theirs to choose, so running heap logic on them (the hooks remove the
@@ -159,6 +166,7 @@ def destroy(found: Found, *, trust: bool = False) -> str | None:
         raise ShmPermissionError(
             errno.EPERM, f"segment shmid={found.shmid} is {other}, not by you "
             f"(uid {os.geteuid()}): left alone; its owner can remove it")
+    _core.rmid(found.shmid)
     problem = None
     if found.header.has_heap:
         for hook in _DESTROY_HOOKS:
@@ -166,7 +174,6 @@ def destroy(found: Found, *, trust: bool = False) -> str | None:
                 hook(found.attachment, found.header, st.nattch)
             except ShmshareError as exc:
                 problem = problem or f"its payload could not be cleaned up: {exc}"
-    _core.rmid(found.shmid)
     return problem
 
 
