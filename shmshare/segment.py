@@ -23,12 +23,11 @@ from typing import Any
 from . import _core
 from ._core import fork_hooks
 from .errors import SegmentRemovedError, ShmValueError
+from .naming.address import address_of, attach_address
 from .naming.attach import (
     Address,
     Binding,
     Initializer,
-    address_of,
-    attach_address,
     create_anonymous,
     names_us,
     open_named,

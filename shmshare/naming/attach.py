@@ -3,10 +3,9 @@
 A :class:`Binding` is everything that must be known to release an attachment
 (the finalizer holds it, never the ``Segment``).  The functions here make one:
 ``open_named`` (find by name under the key-file lock, or create),
-``create_anonymous`` (IPC_PRIVATE, marked for removal at once), and
-``attach_address`` (the inverse of ``address_of``: how a segment travels in a
-pickle).  ``release`` detaches and, for the last user of a named segment,
-removes it.
+and ``create_anonymous`` (IPC_PRIVATE, marked for removal at once); how a
+segment travels in a pickle is :mod:`.address`.  ``release`` detaches and,
+for the last user of a named segment, removes it.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from typing import Any
 from .. import _core
 from .._core import proc
 from ..errors import (
-    ObjectGoneError,
     SegmentExistsError,
     SegmentNotFoundError,
     SegmentRemovedError,
@@ -29,7 +27,7 @@ from ..errors import (
     ShmValueError,
     WrongTypeError,
 )
-from .handoff import add_claim, drop_claimed, expect_handoff
+from .handoff import expect_handoff
 from .header import FLAG_ANONYMOUS, FLAG_PERSIST, HEADER_SIZE, Header
 from .keys import KeyFile, KeyRecord, key_file_path, resolve_project_dir, validate_name
 from .lifecycle import Found, destroy, find_existing, sweep
@@ -38,8 +36,6 @@ __all__ = [
     "Address",
     "Binding",
     "Initializer",
-    "address_of",
-    "attach_address",
     "create_anonymous",
     "names_us",
     "open_named",
@@ -213,85 +209,6 @@ def create_anonymous(kind: str, size: int, *, mode: int, shm_flags: int = 0,
         raise
     return Binding(kind=kind, shmid=shmid, key=0, attachment=att, offset=HEADER_SIZE,
                     size=size, header=header)
-
-
-def address_of(b: Binding) -> Address:
-    """The address that :func:`attach_address` turns back into an attachment."""
-    if b.key_path is not None:
-        return ("named", b.kind, b.name, str(b.project_dir))
-    if b.header is not None:
-        return ("anonymous", b.kind, b.shmid, b.header.token)
-    return ("raw", b.shmid)
-
-
-def attach_address(address: Address, *, claim: bool = False) -> Binding:
-    """Attach the segment at ``address``: by name, or by id and token.
-
-    ``claim``: this attach receives a pickle (unpickling): count it in the
-    segment's claims word, so that the sender's pin goes (naming.handoff),
-    and say ObjectGoneError -- never an OSError -- if the object is gone.
-    """
-    how = address[0]
-    if how == "named":
-        _, kind, name, project_dir = address
-        try:
-            b = open_named(kind, name, 0, create=False, project_dir=project_dir,
-                           persist=False, mode=0o600)
-        except SegmentNotFoundError:
-            if not claim:
-                raise
-            raise _gone(f"{kind} {name!r} in {project_dir!r}") from None
-        if claim:
-            _claim(b.attachment)
-        return b
-    if how == "anonymous":
-        _, kind, shmid, token = address
-        return _reattach_anonymous(kind, shmid, token, claim)
-    if how == "raw":
-        st = _core.stat(address[1])
-        att = _core.shmat(address[1], st.size)
-        return Binding(kind="raw", shmid=address[1], key=st.key, attachment=att, offset=0,
-                       size=st.size)
-    raise ShmValueError(f"not a segment address: {address!r}")
-
-
-def _claim(att: _core.Attachment) -> None:
-    add_claim(att)
-    drop_claimed()
-
-
-def _gone(what: str) -> ObjectGoneError:
-    return ObjectGoneError(
-        f"{what} was gone before this process received it: every process that used it, "
-        "its sender too, had detached or exited (a multiprocessing child waits only "
-        "briefly at exit for its receivers). Keep it alive in the sender until the "
-        "receiver has it, give it a name with persist=True, or make it with a "
-        "shmshare.Manager(), whose objects live until shutdown()")
-
-
-def _reattach_anonymous(kind: str, shmid: int, token: int, claim: bool) -> Binding:
-    """Attach an anonymous segment by id and verify its token (and claim it)."""
-    try:
-        st = _core.stat(shmid)
-        att = _core.shmat(shmid, st.size)
-    except (SegmentRemovedError, ShmValueError, ShmPermissionError):
-        # EIDRM; EINVAL: no such id; EACCES: the id now names another user's segment
-        raise _gone(f"anonymous {kind} (shmid={shmid})") from None
-    view = att.memoryview()
-    try:
-        header = Header.read(view)
-        ours = header is not None and header.token == token and header.anonymous
-    finally:
-        view.release()
-    if ours and claim:
-        add_claim(att)
-    if header is None or not ours:
-        att.detach()
-        raise _gone(f"anonymous {kind} (shmid={shmid}, an id that now names another segment)")
-    if claim:
-        drop_claimed()
-    return Binding(kind=header.kind, shmid=shmid, key=0, attachment=att, offset=HEADER_SIZE,
-                   size=header.payload_size, header=header)
 
 
 def open_named(kind: str, name: str, size: int, *, create: bool | None,
