@@ -35,14 +35,20 @@ def claim(path: Path, owner_pid: int, owner_token: int) -> Path:
     checked private."""
     for directory in (path.parent.parent, path.parent, path):
         make_private_dir(directory)
-    fd = os.open(path / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-                 | os.O_NOFOLLOW, 0o600)
+    # Written aside and renamed into place: a claimer killed halfway must not
+    # leave an empty owner file, which reads as "owner unknown" for good (and
+    # so a directory no sweep ever removes).  Workers of one run claim at once:
+    # each writes its own temporary file.
+    tmp = path / f".{OWNER_FILE}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                 0o600)
     try:
         # The token means something only in this IPC namespace (the process
         # table is a segment): the namespace goes with it, see owner_of.
         os.write(fd, f"{owner_pid} {owner_token} {IPC_NAMESPACE}".encode())
     finally:
         os.close(fd)
+    os.replace(tmp, path / OWNER_FILE)
     return path
 
 
