@@ -177,7 +177,7 @@ class Report:
         lines += [f"| {k} | {v} |" for k, v in self.machine.items()]
         lines += ["", "| library | version |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in self.versions.items()]
-        return lines + [""]
+        return [*lines, ""]
 
     def benchmarks_page(self) -> str:
         return "\n".join([

@@ -30,6 +30,7 @@ from .naming.inventory import (
 )
 from .naming.keys import KeyFile, default_project_dir, key_file_path, resolve_project_dir
 from .naming.lifecycle import SweepResult, find_existing, sweep, sweep_extents
+from .naming.unreachable import sweep_unreachable
 
 __all__ = ["main"]
 
@@ -64,8 +65,13 @@ _VERBS = {
     "gc": ("remove what crashed processes left (orphans, stale key files)",
            "Remove non-persistent objects nobody is attached to, key files that name no "
            "segment, the directories of Managers and pytest runs whose owner is gone, and "
-           "heap extents whose object is gone. Ends with a summary line. With --dry-run, "
-           "only say what would be removed: a dry run attaches nothing."),
+           "heap extents whose object is gone, and, machine-wide, this user's objects whose "
+           "key file is gone (their project directory was deleted): non-persistent ones, and "
+           "persistent ones whose directory still exists; with --unreachable also persistent "
+           "ones whose directory is gone (deleted or moved: moved objects still open through "
+           "the new path, so this is yours to say). Ends with a summary line. With --dry-run, "
+           "only say what would be removed: a dry run attaches nothing, so it does not look "
+           "for objects whose key file is gone (finding them means reading their headers)."),
 }
 
 
@@ -96,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
                                 help="open it even if another user owns it or may write to it")
     verbs["gc"].add_argument("--dry-run", action="store_true",
                              help="only say what would be removed (attaches nothing)")
+    verbs["gc"].add_argument("--unreachable", action="store_true",
+                             help="also remove persistent objects whose project directory is "
+                                  "gone (deleted, or moved: then they are lost to it)")
     return p
 
 
@@ -176,9 +185,11 @@ def _ls(pdir: Path) -> tuple[Any, str]:
     return data, text
 
 
-def _gc(pdir: Path, dry_run: bool) -> tuple[Any, str]:
+def _gc(pdir: Path, dry_run: bool, unreachable: bool = False) -> tuple[Any, str]:
     results = sweep(pdir, dry_run=dry_run)
     results += sweep_extents(dry_run=dry_run)
+    if not dry_run:  # it must attach to read headers (see its module)
+        results += sweep_unreachable(unreachable=unreachable)
     # Directories owned by a Manager or a pytest run whose process is gone.
     for sub in OWNED_SUBDIRS:
         for owned in dead_owner_dirs(pdir / sub):
@@ -225,7 +236,7 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
     if args.verb == "check":
         return _check(pdir, args.name, args.trust)
     assert args.verb == "gc"
-    return _gc(pdir, args.dry_run)
+    return _gc(pdir, args.dry_run, args.unreachable)
 
 
 def _info_cell(key: str, value: Any) -> str:

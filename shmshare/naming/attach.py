@@ -294,7 +294,7 @@ def _create_named(kf: KeyFile, kind: str, name: str, size: int, pdir: Path,
         raise ShmLimitError(f"all 255 ftok keys of {str(kf.path)!r} are taken by other segments")
     flags = (FLAG_PERSIST if persist else 0) | extra_flags
     header = Header(kind=kind, name=name, payload_size=size, flags=flags, proj_id=proj_id,
-                    dev=kf.dev, ino=kf.ino)
+                    dev=kf.dev, ino=kf.ino, key_path=str(kf.path))
     try:
         att = _core.shmat(shmid, total)
     except BaseException:

@@ -53,6 +53,25 @@ _PIDNS_UNKNOWN = 0
 # inspection from a use and report the last real user instead.
 _INSPECT_AT = _PIDNS_AT + 16
 _INSPECT = struct.Struct("<qq")
+# Named segments: the creator's mount namespace (inode of /proc/self/ns/mnt, 0 if
+# unknown) and the absolute path of the key file (length 0: not recorded, e.g. by
+# an older version).  With them gc can tell that a segment's key file is gone, so
+# that no name reaches the segment any more (see naming/unreachable.py).
+_KEYPATH_AT = 2560
+_KEYPATH = struct.Struct("<QH")
+_MAX_KEYPATH = HEADER_SIZE - _KEYPATH_AT - _KEYPATH.size
+
+
+
+
+def _own_mount_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/mnt").st_ino
+    except OSError:
+        return 0
+
+
+OWN_MNTNS = _own_mount_namespace()
 
 
 def _own_pid_namespace() -> int:
@@ -104,6 +123,8 @@ class _HeaderFields(NamedTuple):
     version: int
     inspector_pid: int  # see note_inspection
     lpid_before_inspection: int
+    key_path: str  # named segments: the key file's absolute path ("" if not recorded)
+    mntns: int  # the mount namespace key_path is meant in (0 if unknown)
 
 
 class Header(_HeaderFields):
@@ -116,13 +137,15 @@ class Header(_HeaderFields):
                 proj_id: int = 0, dev: int = 0, ino: int = 0, token: int | None = None,
                 creator_pid: int | None = None, created: float | None = None,
                 version: int = LAYOUT_VERSION, inspector_pid: int = 0,
-                lpid_before_inspection: int = 0) -> Header:
+                lpid_before_inspection: int = 0, key_path: str = "",
+                mntns: int | None = None) -> Header:
         return super().__new__(
             cls, kind, name, payload_size, flags, proj_id, dev, ino,
             int.from_bytes(os.urandom(8), "little") >> 1 if token is None else token,
             os.getpid() if creator_pid is None else creator_pid,
             time.time() if created is None else created, version, inspector_pid,
-            lpid_before_inspection)
+            lpid_before_inspection, key_path,
+            (OWN_MNTNS if key_path else 0) if mntns is None else mntns)
 
     @property
     def persist(self) -> bool:
@@ -149,6 +172,11 @@ class Header(_HeaderFields):
         buf[8:_FIXED.size] = fixed[8:]
         buf[_FIXED.size:end] = name
         buf[_PIDNS_AT:_PIDNS_AT + 16] = struct.pack("<QQ", _OWN_PIDNS, 0)
+        path = self.key_path.encode("utf-8", "surrogateescape")
+        if len(path) > _MAX_KEYPATH:
+            path = b""  # not recorded: gc then never judges the segment unreachable
+        buf[_KEYPATH_AT:_KEYPATH_AT + _KEYPATH.size] = _KEYPATH.pack(self.mntns, len(path))
+        buf[_KEYPATH_AT + _KEYPATH.size:_KEYPATH_AT + _KEYPATH.size + len(path)] = path
         buf[0:8] = MAGIC
 
     @classmethod
@@ -174,9 +202,14 @@ class Header(_HeaderFields):
         except UnicodeDecodeError:
             raise CorruptSegmentError("segment header is damaged (bad name)") from None
         inspector, lpid_before = _INSPECT.unpack_from(buf, _INSPECT_AT)
+        mntns, plen = _KEYPATH.unpack_from(buf, _KEYPATH_AT)
+        start = _KEYPATH_AT + _KEYPATH.size
+        key_path = (bytes(buf[start:start + plen]).decode("utf-8", "surrogateescape")
+                    if plen <= _MAX_KEYPATH else "")
         return cls(kind=kind_s, name=name, payload_size=payload, flags=flags, proj_id=proj_id,
                    dev=dev, ino=ino, token=token, creator_pid=pid, created=created,
-                   version=version, inspector_pid=inspector, lpid_before_inspection=lpid_before)
+                   version=version, inspector_pid=inspector, lpid_before_inspection=lpid_before,
+                   key_path=key_path, mntns=mntns)
 
     def last_user(self, lpid: int) -> int:
         """The last pid that *used* the segment, given the kernel's ``shm_lpid``:

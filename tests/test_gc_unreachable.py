@@ -1,0 +1,174 @@
+"""gc finds this user's named segments whose key file is gone (naming/unreachable.py).
+
+Deleting a project directory while an object lives in it (a persistent one,
+or one whose users were killed) used to leave a segment no name reaches and
+no gc could find: it starts from key files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+from helpers import run_python
+
+from shmshare import SegmentRemovedError, _core
+from shmshare.cli import main
+from shmshare.naming.header import HEADER_SIZE, Header
+
+_MAKE = textwrap.dedent("""
+    import os, signal, sys
+    import shmshare
+    d = shmshare.SharedDict(sys.argv[2], project_dir=sys.argv[1], persist=sys.argv[3] == "1")
+    d["x"] = list(range(1000))
+    print(os.getpid(), flush=True)
+    if sys.argv[4] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def _make(pdir: Path, name: str, *, persist: bool, kill: bool) -> int:
+    """Make a named SharedDict in a child; return its main shmid."""
+    proc = run_python(_MAKE, str(pdir), name, "1" if persist else "0",
+                      "kill" if kill else "exit", check=False)
+    assert proc.returncode == (-signal.SIGKILL if kill else 0), proc.stderr
+    header_ids = [sid for sid in _core.list_ids() if _header_name(sid) == name
+                  and _core.stat(sid).cpid == int(proc.stdout)]
+    assert len(header_ids) == 1, header_ids
+    return header_ids[0]
+
+
+def _header_name(shmid: int) -> str | None:
+    try:
+        st = _core.stat(shmid)
+        if st.uid != os.geteuid() or st.size < HEADER_SIZE or st.key == 0:
+            return None
+        att = _core.shmat(shmid, HEADER_SIZE, readonly=True)
+    except Exception:
+        return None
+    try:
+        view = att.memoryview()
+        try:
+            h = Header.read(view)
+        except Exception:
+            return None
+        finally:
+            view.release()
+        return h.name if h is not None else None
+    finally:
+        att.detach()
+
+
+def _gc(capsys: pytest.CaptureFixture[str], pdir: Path, *extra: str) -> dict:
+    pdir.mkdir(mode=0o700, exist_ok=True)
+    assert main(["gc", "--json", "--project-dir", str(pdir), *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _exists(shmid: int) -> bool:
+    try:
+        _core.stat(shmid)
+        return True
+    except SegmentRemovedError:
+        return False
+
+
+def _actions(data: dict, shmid: int) -> list[str]:
+    return [r["action"] for r in data["results"] if f"(shmid {shmid})" in r["name"]]
+
+
+def test_header_records_the_key_file_path(project_dir: Path) -> None:
+    from shmshare import Segment
+    seg = Segment("p", 100, project_dir=project_dir)
+    try:
+        att = _core.shmat(seg.id, HEADER_SIZE, readonly=True)
+        view = att.memoryview()
+        header = Header.read(view)
+        view.release()
+        att.detach()
+        assert header is not None
+        assert header.key_path == str(project_dir.absolute() / "p.key")
+        assert header.mntns == os.stat("/proc/self/ns/mnt").st_ino
+    finally:
+        seg.unlink()
+        seg.detach()
+
+
+@pytest.mark.parametrize("persist,kill", [(False, True), (True, False)])
+def test_deleted_directory_leaves_nothing_gc_cannot_find(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], persist: bool, kill: bool) -> None:
+    """A killed object's, or a persistent object's, directory deleted: gc removes it,
+    from any project directory (persistent: only when asked, the directory may have
+    moved)."""
+    pdir = tmp_path / "doomed"
+    shmid = _make(pdir, "lost", persist=persist, kill=kill)
+    shutil.rmtree(pdir)
+    elsewhere = tmp_path / "other"
+    data = _gc(capsys, elsewhere, "--dry-run")
+    assert _actions(data, shmid) == [] and _exists(shmid)   # a dry run attaches nothing
+    data = _gc(capsys, elsewhere)
+    if persist:
+        assert _actions(data, shmid) == ["kept"] and _exists(shmid)
+        reason = next(r["reason"] for r in data["results"] if f"(shmid {shmid})" in r["name"])
+        assert "--unreachable" in reason and str(pdir) in reason
+        data = _gc(capsys, elsewhere, "--unreachable")
+    assert _actions(data, shmid) == ["removed"]
+    assert not _exists(shmid)
+
+
+def test_persistent_object_whose_key_file_alone_was_deleted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pdir = tmp_path / "proj"
+    shmid = _make(pdir, "keyless", persist=True, kill=False)
+    (pdir / "keyless.key").unlink()
+    data = _gc(capsys, tmp_path / "other")
+    assert _actions(data, shmid) == ["removed"] and not _exists(shmid)
+
+
+def test_reachable_objects_are_left_alone(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A persistent object whose key file exists, in a directory gc was not given,
+    and one in a moved directory (ftok follows the inode) stay, and still open."""
+    import shmshare
+    here, there = tmp_path / "here", tmp_path / "there"
+    a = _make(here, "a", persist=True, kill=False)
+    b = _make(there, "b", persist=True, kill=False)
+    moved = tmp_path / "moved"
+    there.rename(moved)
+    data = _gc(capsys, tmp_path / "other")
+    assert _actions(data, a) == [] and _exists(a)
+    assert _actions(data, b) == ["kept"] and _exists(b)
+    for pdir, name in ((here, "a"), (moved, "b")):
+        d = shmshare.SharedDict(name, project_dir=pdir, create=False)
+        assert d["x"] == list(range(1000))
+        d.unlink()
+        d.detach()
+    assert not _exists(a) and not _exists(b)
+
+
+def test_segments_that_are_not_shmshare_objects_are_untouched(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A plain segment of this user at a key, nattch 0 (another program's): gc
+    neither removes it nor writes into it."""
+    key = 0x5F000000 | (os.getpid() & 0xFFFF)
+    shmid = _core.shmget(key, 2 * HEADER_SIZE, _core.IPC_CREAT | _core.IPC_EXCL | 0o600)
+    try:
+        att = _core.shmat(shmid, 2 * HEADER_SIZE)
+        view = att.memoryview()
+        view[:] = b"\x5a" * len(view)
+        view.release()
+        att.detach()
+        _gc(capsys, tmp_path / "other")
+        assert _exists(shmid)
+        att = _core.shmat(shmid, 2 * HEADER_SIZE)
+        view = att.memoryview()
+        assert bytes(view) == b"\x5a" * len(view)
+        view.release()
+        att.detach()
+    finally:
+        _core.rmid(shmid)
