@@ -172,3 +172,33 @@ def test_segments_that_are_not_shmshare_objects_are_untouched(
         att.detach()
     finally:
         _core.rmid(shmid)
+
+
+def test_anonymous_creator_killed_before_marking_its_segment(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A creator SIGKILLed between an anonymous object's shmget and its IPC_RMID left
+    a segment with no name, no header and nobody attached, that nothing could
+    tell from another program's: now its key says it is an anonymous creation of
+    shmshare's, and gc removes it once its creator is gone."""
+    code = textwrap.dedent("""
+        import os, signal
+        import shmshare
+        from shmshare import _core
+        def die(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)   # right after the shmget
+        _core.shmat = die
+        print(os.getpid(), flush=True)
+        shmshare.SharedDict()
+    """)
+    before = set(_core.list_ids())
+    proc = run_python(code, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    left = [sid for sid in set(_core.list_ids()) - before
+            if _core.stat(sid).cpid == int(proc.stdout)]
+    assert len(left) == 1
+    st = _core.stat(left[0])
+    assert st.nattch == 0 and not st.dest and st.key != 0
+    data = _gc(capsys, tmp_path / "other")
+    assert [r["action"] for r in data["results"] if f"shmid {left[0]}" in r["name"]] == \
+        ["removed"]
+    assert not _exists(left[0])

@@ -3,7 +3,8 @@
 A :class:`Binding` is everything that must be known to release an attachment
 (the finalizer holds it, never the ``Segment``).  The functions here make one:
 ``open_named`` (find by name under the key-file lock, or create),
-and ``create_anonymous`` (IPC_PRIVATE, marked for removal at once); how a
+and ``create_anonymous`` (a random key of ``ANON_KEY_BASE``'s range, marked for
+removal at once, which makes it IPC_PRIVATE); how a
 segment travels in a pickle is :mod:`.address`.  ``release`` detaches and,
 for the last user of a named segment, removes it.
 """
@@ -28,7 +29,7 @@ from ..errors import (
     WrongTypeError,
 )
 from .handoff import expect_handoff
-from .header import FLAG_ANONYMOUS, FLAG_PERSIST, HEADER_SIZE, Header
+from .header import ANON_KEY_BASE, FLAG_ANONYMOUS, FLAG_PERSIST, HEADER_SIZE, Header
 from .keys import KeyFile, KeyRecord, key_file_path, resolve_project_dir, validate_name
 from .lifecycle import Found, destroy, find_existing, sweep
 
@@ -188,11 +189,23 @@ def _check_size(size: int) -> None:
         raise ShmValueError(f"size must be > 0 to create a segment, not {size}")
 
 
+def _anonymous_shmget(total: int, flags: int) -> int:
+    """shmget at a free key of ANON_KEY_BASE's range (see there)."""
+    for _ in range(64):
+        key = ANON_KEY_BASE | int.from_bytes(os.urandom(3), "little")
+        try:
+            return _core.shmget(key, total, flags | _core.IPC_CREAT | _core.IPC_EXCL)
+        except SegmentExistsError:
+            continue
+    raise ShmLimitError("64 random keys for an anonymous segment were all taken: "
+                        f"too many segments in {ANON_KEY_BASE:#x}..{ANON_KEY_BASE | 0xFFFFFF:#x}")
+
+
 def create_anonymous(kind: str, size: int, *, mode: int, shm_flags: int = 0,
                       init: Initializer | None = None, extra_flags: int = 0) -> Binding:
     _check_size(size)
     total = HEADER_SIZE + size
-    shmid = _core.shmget(_core.IPC_PRIVATE, total, _core.IPC_CREAT | (mode & 0o777) | shm_flags)
+    shmid = _anonymous_shmget(total, (mode & 0o777) | shm_flags)
     try:
         att = _core.shmat(shmid, total)
     finally:

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from ..errors import CorruptSegmentError
 
 __all__ = [
+    "ANON_KEY_BASE",
     "FLAG_ANONYMOUS",
     "FLAG_HEAP",
     "FLAG_PERSIST",
@@ -33,6 +34,13 @@ __all__ = [
 MAGIC = b"SHMSHARE"
 LAYOUT_VERSION = 1
 HEADER_SIZE = 4096  # one page: the payload after it stays page-aligned
+
+# Anonymous segments are created at a random key of this range, not at
+# IPC_PRIVATE, and marked for removal at once (IPC_RMID turns the key into
+# IPC_PRIVATE).  A creator SIGKILLed between its shmget and that IPC_RMID
+# leaves a segment without header that nobody is attached to: only the key
+# tells gc that it is an unfinished creation of ours (naming/unreachable.py).
+ANON_KEY_BASE = 0x7D000000
 
 FLAG_PERSIST = 1  # survives its last detach; removed only explicitly
 FLAG_ANONYMOUS = 2  # IPC_PRIVATE, marked for removal at creation

@@ -23,6 +23,10 @@ another file than the one whose inode made the key) and:
   a moved directory's objects still open through its new path, since
   ``ftok`` follows the inode -- and only the user knows which.
 
+An anonymous segment is created at a key of ``ANON_KEY_BASE``'s range and
+marked for removal at once; one left unmarked, with no header and nobody
+attached, by a creator that is gone (killed between the two) is removed too.
+
 Never touched: segments of another user (owner or creator), segments a
 process is attached to, segments without a shmshare header, anonymous ones
 (the kernel frees those), headers that recorded no path (older versions) or
@@ -38,8 +42,8 @@ from pathlib import Path
 from .. import _core
 from .._log import logger
 from ..errors import CorruptSegmentError, ShmshareError
-from .header import HEADER_SIZE, OWN_MNTNS, Header, note_inspection
-from .lifecycle import Found, SweepResult, destroy
+from .header import ANON_KEY_BASE, HEADER_SIZE, OWN_MNTNS, Header, note_inspection
+from .lifecycle import Found, SweepResult, _crashed_creation, destroy
 
 __all__ = ["sweep_unreachable"]
 
@@ -77,12 +81,39 @@ def sweep_unreachable(*, dry_run: bool = False, unreachable: bool = False,
         if (st.key == 0 or st.uid != me or st.cuid != me or st.dest or st.nattch
                 or st.size < HEADER_SIZE):
             continue
-        result = _judge(shmid, st, dry_run, unreachable)
+        result = (_judge_anonymous(shmid, st, dry_run) if st.key >> 24 == ANON_KEY_BASE >> 24
+                  else None) or _judge(shmid, st, dry_run, unreachable)
         if result is not None:
             results.append(result)
             if result.action == "removed":
                 logger.info("removed %s: %s", result.name, result.reason)
     return results
+
+
+def _judge_anonymous(shmid: int, st: _core.ShmStat, dry_run: bool) -> SweepResult | None:
+    """An anonymous creation whose creator died before marking it for removal."""
+    if not _crashed_creation(st):
+        return None
+    try:
+        att = _core.shmat(shmid, HEADER_SIZE, readonly=True)
+    except ShmshareError:
+        return None
+    try:
+        view = att.memoryview()
+        try:
+            if not Header.magic_is_zero(view):
+                return None  # a header came after all (a named segment's, say): not this
+        finally:
+            view.release()
+    finally:
+        att.detach()
+    label = f"anonymous segment (shmid {shmid})"
+    why = (f"its creator (pid {st.cpid}) died between creating it and marking it for "
+           f"removal; nobody is attached")
+    if dry_run:
+        return SweepResult(label, "would-remove", why)
+    _core.rmid(shmid)
+    return SweepResult(label, "removed", why)
 
 
 def _judge(shmid: int, st: _core.ShmStat, dry_run: bool,
