@@ -22,7 +22,8 @@ It counts:
   and the Python stacks faulthandler dumps on SIGUSR1);
 * failed runs: the program exited non-zero (its stderr is the report);
 * leaked segments: System V segments created by any member of the group that
-  still exist once every member has exited;
+  still exist once every member has exited -- after a hang, once ``shmshare
+  gc`` has collected what the SIGKILLed group left (counted apart);
 * leftover key files in the run's project directory.
 
 Usage::
@@ -138,7 +139,8 @@ if __name__ == "__main__":
 # here, that would hide ours).
 POOL_APP = r'''
 import faulthandler, multiprocessing as mp, os, signal, sys
-import shmshare
+if sys.argv[4] != "control":
+    import shmshare
 
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the torturer's hang report
 # Started as a background job, a process inherits SIGINT ignored and Python then
@@ -151,9 +153,23 @@ def on_sigint(signum, frame):
     if IN_TASK:
         raise KeyboardInterrupt
 
+class LocalQueue(list):
+    # --control: no lock inside (queue.Queue's own Condition is not Ctrl-C safe).
+    def put(self, x):
+        self.append(x)
+
+    def get(self, timeout=None):
+        return self.pop(0)
+
+def local_objs():
+    # --control: each process's own plain objects, no lock anywhere: all that is
+    # shared is the Pool's own machinery.
+    import contextlib
+    return ({}, [], LocalQueue(), contextlib.nullcontext()) * 2
+
 def init(objs):
     global OBJS
-    OBJS = objs
+    OBJS = local_objs() if objs is None else objs
     signal.signal(signal.SIGINT, on_sigint)
 
 def ops(objs, i):
@@ -170,9 +186,9 @@ def ops(objs, i):
             q.get(timeout=0.01)
         except Exception:
             pass
-    with sd.lock:
+    with getattr(sd, "lock", slock):   # a multiprocessing dict has no .lock
         sd[i % 7] = list(range(i % 30))
-    with sl.lock:
+    with getattr(sl, "lock", slock):
         sl.append(-i)
         sl.pop()
 
@@ -191,12 +207,15 @@ def task(i):
 
 if __name__ == "__main__":
     method, pdir = sys.argv[1], sys.argv[2]
+    control = sys.argv[4] == "control"   # the Pool alone: no shared object at all
     ctx = mp.get_context(method)
-    with shmshare.Manager(project_dir=pdir) as m:
-        objs = (shmshare.SharedDict(), shmshare.SharedList(), shmshare.SharedQueue(),
-                shmshare.SharedLock(), m.dict(), m.list(), m.Queue(), m.Lock())
+    import contextlib
+    with (contextlib.nullcontext() if control else shmshare.Manager(project_dir=pdir)) as m:
+        objs = local_objs() if control else (
+            shmshare.SharedDict(), shmshare.SharedList(), shmshare.SharedQueue(),
+            shmshare.SharedLock(), m.dict(), m.list(), m.Queue(), m.Lock())
         try:
-            with ctx.Pool(3, initializer=init, initargs=(objs,)) as pool:
+            with ctx.Pool(3, initializer=init, initargs=(None if control else objs,)) as pool:
                 pool.map(task, range(6))
                 print("working", flush=True)
                 try:
@@ -211,7 +230,7 @@ if __name__ == "__main__":
         except KeyboardInterrupt:
             pass                     # the interrupt landed in the pool's own code
         ops(objs, -2)                # the workers are gone
-        for o in objs[:4]:
+        for o in objs[:0 if control else 4]:
             o.detach()
 '''
 
@@ -224,6 +243,7 @@ class Outcome:
     returncode: int | None
     leaked_segments: list[int] = field(default_factory=list)
     leftover_files: list[str] = field(default_factory=list)
+    collected_by_gc: int = 0   # left by a SIGKILLed (hung) run, removed by `shmshare gc`
     hang_report: str = ""
 
 
@@ -276,16 +296,18 @@ def _segments_of(pids: set[int]) -> list[int]:
 
 
 def one_run(method: str, rng: random.Random, *, timeout: float = 30.0,
-            max_delay: float = 0.5, sync_lock: bool = True, pool: bool = False) -> Outcome:
+            max_delay: float = 0.5, sync_lock: bool = True, pool: bool = False,
+            control: bool = False) -> Outcome:
     """One start-interrupt-wait cycle; every process it starts is gone when it returns.
-    ``pool``: the Pool program (POOL_APP) instead of plain Processes."""
+    ``pool``: the Pool program (POOL_APP) instead of plain Processes; ``control``:
+    that program on local objects, so that only the Pool's own machinery is shared."""
     base = Path(tempfile.mkdtemp(prefix="shms-ctrlc-"))
     pdir = base / "proj"
     errlog = open(base / "stderr", "w+b")  # noqa: SIM115 - closed in the finally below
     script = base / "app.py"  # a file, not -c: spawn children import it as __mp_main__
     script.write_text(POOL_APP if pool else APP)
     proc = subprocess.Popen([sys.executable, str(script), method, str(pdir),
-                             "1" if sync_lock else "0"],
+                             "1" if sync_lock else "0", "control" if control else "shmshare"],
                             stdout=subprocess.PIPE, stderr=errlog, start_new_session=True)
     pgid = proc.pid
     seen: set[int] = {proc.pid}
@@ -340,6 +362,13 @@ def one_run(method: str, rng: random.Random, *, timeout: float = 30.0,
         if proc.stdout is not None:
             proc.stdout.close()
         errlog.close()
+    if outcome.hung and pdir.exists():
+        # The hung group was SIGKILLed: what it left is gc's to collect, as a user
+        # would after a kill -9.  Only what gc cannot find counts as leaked.
+        before = set(_segments_of(seen))
+        subprocess.run([sys.executable, "-m", "shmshare", "gc", "--project-dir", str(pdir)],
+                       capture_output=True, timeout=60, check=False)
+        outcome.collected_by_gc = len(before - set(_segments_of(seen)))
     outcome.leaked_segments = _segments_of(seen)
     if pdir.exists():
         outcome.leftover_files = sorted(str(p.relative_to(pdir)) for p in pdir.rglob("*.key"))
@@ -372,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print every outcome as JSON")
     ap.add_argument("--pool", action="store_true",
                     help="multiprocessing.Pool work on shmshare and Manager objects")
+    ap.add_argument("--control", action="store_true",
+                    help="with --pool: the same Pool program on each process's own local "
+                         "objects (nothing shared but the Pool): tells a hang of CPython's "
+                         "Pool from ours")
     ap.add_argument("--budget", type=float, default=None,
                     help="stop a method's runs after this many seconds (the count is printed)")
     args = ap.parse_args(argv)
@@ -382,23 +415,25 @@ def main(argv: list[str] | None = None) -> int:
     proc.token()  # the process table: made here, not by a run (see _segments_of)
     before = _namespace_segments()
     for method in args.method or METHODS:
-        runs = hangs = leaks = leftovers = failed = 0
+        runs = hangs = leaks = leftovers = failed = collected = 0
         started = time.monotonic()
         while runs < args.runs and (args.budget is None
                                     or time.monotonic() - started < args.budget):
             out = one_run(method, rng, timeout=args.timeout, sync_lock=not args.no_sync_lock,
-                          pool=args.pool)
+                          pool=args.pool, control=args.control)
             runs += 1
             hangs += out.hung
             failed += not out.hung and out.returncode != 0
             leaks += len(out.leaked_segments)
             leftovers += len(out.leftover_files)
+            collected += out.collected_by_gc
             if (args.json or out.hung or out.returncode or out.leaked_segments
                     or out.leftover_files):
                 print(json.dumps(asdict(out)), flush=True)
         bad += hangs + failed + leaks + leftovers
         print(f"{method}: {runs} runs, {hangs} hangs, {failed} failed, {leaks} leaked segments, "
-              f"{leftovers} leftover key files ({time.monotonic() - started:.0f} s)",
+              f"{leftovers} leftover key files, {collected} segments of SIGKILLed hung runs "
+              f"collected by gc ({time.monotonic() - started:.0f} s)",
               flush=True)
     # Inside `unshare --ipc` every segment of the namespace is one of ours.
     stray = sorted(_namespace_segments() - before)
