@@ -315,12 +315,14 @@ class Manager:
             if os.getpid() == self._owner_pid:
                 self._keeper.add(obj)
             return obj  # type: ignore[no-any-return]
-        if not getattr(cls, "_ON_STORES", False):
+        from .objects.remote import StoreDispatch
+
+        if not (getattr(cls, "_ON_STORES", False)
+                or (isinstance(cls, type) and issubclass(cls, StoreDispatch))):
             raise NotImplementedError(
                 f"Manager(url=...).{_TYPEID_NAMES.get(cls, kind)}() is not yet supported on "
-                f"a store (issue #16: dict, Namespace, Value, Lock, RLock, Semaphore, "
-                "BoundedSemaphore, Event, Condition, Barrier, Queue and JoinableQueue are); "
-                "use a Manager() without url for it")
+                f"a store (issue #16: every other typeid is); use a Manager() without url "
+                "for it")
         obj = cls(*args, name=name, create=True, url=self._url, **kwargs)
         if os.getpid() == self._owner_pid:
             self._objects.append(obj)

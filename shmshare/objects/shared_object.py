@@ -212,7 +212,7 @@ class SharedObject:
         """The object at ``address`` (unpickling with ``claim``, the CLI): attached,
         trust-checked, bound."""
         seg = Segment._attach_address(address, claim)
-        self = cls.__new__(cls)
+        self = object.__new__(cls)  # not cls.__new__: that may dispatch on $SHMSHARE_URL
         try:
             _check_trust(seg, trust)
             self._bind_payload(seg, None)

@@ -180,6 +180,12 @@ keep()
 return {'CREATED', ARGV[3]}
 """
 
+# The same for a sequence (a list's items, in the Redis LIST ``entries``): ARGV[5...]
+# are the pickled items, in order.
+_CREATE_ITEMS = _CREATE.replace(
+    "for i = 5, #ARGV, 3 do insert(ARGV[i], ARGV[i + 1], ARGV[i + 2], false) end",
+    "for i = 5, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end")
+
 # KEYS: every part.  ARGV[1]: '', ARGV[2]: TTL.  -> 0 when the object is gone
 _KEEP = _GUARD + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -202,14 +208,18 @@ def _ttl(lifetime: float | None) -> str:
 
 def create_or_open(store: RedisStore, name: str, kind: str, create: bool | None,
                    lifetime: float | None, initial: Iterable[tuple[bytes, int, bytes]],
-                   label: str) -> bool:
+                   label: str, items: Iterable[bytes] | None = None) -> bool:
     """Create object ``name`` of ``kind`` with ``initial`` (key, cmp_len, value) entries,
-    or open it; True if this call created it.  ``lifetime``: the TTL (None = persist)."""
+    or open it; True if this call created it.  ``lifetime``: the TTL (None = persist).
+    ``items`` (pickled, in order) makes a sequence instead, whose ``entries`` is a LIST."""
     args: list[Any] = ["", _ttl(lifetime), kind,
                        {None: "", True: "1", False: "0"}[create]]
+    if items is not None:
+        args += list(items)
     for kb, n, vb in initial:
         args += [kb[:n], kb, vb]
-    outcome, stored = store.script(_CREATE)(_keys(store, name), args, f"open {label}")
+    source = _CREATE if items is None else _CREATE_ITEMS
+    outcome, stored = store.script(source)(_keys(store, name), args, f"open {label}")
     outcome = outcome.decode()
     stored = stored.decode() if isinstance(stored, bytes) else stored
     where = f"{label} on {store.address}"
