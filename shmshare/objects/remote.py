@@ -156,6 +156,9 @@ def reopen_remote(cls: type[HeapObject], url: str, store_name: str, anonymous: b
 # kind -> "module:callable" that makes the store's object for ``cls(*args, url=...)``.
 _ON_STORE = {
     "list": "shmshare.objects.remote_list:RemoteList",
+    **{kind: f"shmshare.objects.remote_sync:{kind}" for kind in (
+        "mlock", "rlock", "semaphore", "bsemaphore", "event", "condition", "barrier",
+        "queue")},
 }
 
 
