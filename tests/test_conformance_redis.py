@@ -2,7 +2,6 @@
 fork (see conformance.py; the tests specific to shared memory skip with their reason)."""
 
 import pytest
-
 from conformance import install
 
 pytest.importorskip("redis", reason="redis-py is not installed (pip install shmshare[redis])")

@@ -106,12 +106,12 @@ def _object_lock(name: str, store: RedisStore) -> RLock:
 def open_remote(obj: HeapObject, url: str, *, name: str | None, create: bool | None,
                 persist: bool, trust: bool, initial: Iterable[tuple[bytes, int, bytes]],
                 anonymous: bool = False, items: Iterable[bytes] | None = None,
-                entries_class: type[RedisEntries] | None = None,
+                string: bytes | None = None, entries_class: type[RedisEntries] | None = None,
                 ) -> tuple[RemoteHandle, RedisEntries, RLock, bool]:
     """Open or create ``obj``'s object on the store at ``url``; (handle, entries, lock, created).
 
-    ``items`` (pickled, in order) makes a sequence, whose entries are ``entries_class``'s
-    (:class:`~shmshare.stores.redis.items.RedisItems`)."""
+    ``items`` (pickled, in order) makes a sequence, ``string`` an array (its bytes), whose
+    entries are ``entries_class``'s (:mod:`shmshare.stores.redis.items`)."""
     from shmshare.stores.redis import leases
     from shmshare.stores.redis.entries import RedisEntries, create_or_open, keep_alive
 
@@ -123,7 +123,9 @@ def open_remote(obj: HeapObject, url: str, *, name: str | None, create: bool | N
     label = (f"{type(obj).__name__} {store_name!r}" if not anonymous
              else f"anonymous {type(obj).__name__}")
     lifetime = None if persist else LIFETIME
-    created = create_or_open(store, store_name, kind, create, lifetime, initial, label, items)
+    created, persist = create_or_open(store, store_name, kind, create, lifetime, initial,
+                                      label, items, string)
+    lifetime = None if persist else LIFETIME  # an opener takes the creator's choice
     handle = RemoteHandle(store, store_name, kind, anonymous=anonymous, persist=persist)
     lock = _object_lock(store_name, store)
     lock._holder = weakref.ref(obj)
@@ -156,6 +158,7 @@ def reopen_remote(cls: type[HeapObject], url: str, store_name: str, anonymous: b
 # kind -> "module:callable" that makes the store's object for ``cls(*args, url=...)``.
 _ON_STORE = {
     "list": "shmshare.objects.remote_list:RemoteList",
+    "typed-array": "shmshare.objects.remote_array:RemoteTypedArray",
     **{kind: f"shmshare.objects.remote_sync:{kind}" for kind in (
         "mlock", "rlock", "semaphore", "bsemaphore", "event", "condition", "barrier",
         "queue")},

@@ -39,21 +39,25 @@ from ..stores.redis.events import Condition, Event
 from ..stores.redis.lock import BoundedSemaphore, Lock, RLock, Semaphore
 from ..stores.redis.queue import JoinableQueue
 from ..stores.redis.typeids import keys_of
-from .remote import LIFETIME, LOCK_LEASE, _store
+from . import remote
+from .remote import _store
 
 __all__ = ["RemoteSync", "open_sync"]
 
 # KEYS: kind, conf.  ARGV: kind, conf, create ('1' must, '0' must not, '' either), TTL ms
-# ('' = persist).  -> {'CREATED'|'OPENED'|'EXISTS'|'MISSING', stored kind, stored conf}
+# ('' = persist).  -> {'CREATED'|'OPENED'|'EXISTS'|'MISSING'|'WRONGKIND', stored kind, conf,
+# 'PERSIST' when the object has no TTL (its creator's choice, which an opener takes)}
 _CLAIM = """
 local kind = redis.call('GET', KEYS[1])
 if kind then
   if ARGV[3] == '1' then return {'EXISTS', kind, ''} end
-  if ARGV[4] ~= '' then
+  if kind ~= ARGV[1] then return {'WRONGKIND', kind, ''} end
+  local persist = redis.call('PTTL', KEYS[1]) == -1 and 'PERSIST' or ''
+  if ARGV[4] ~= '' and persist == '' then
     redis.call('PEXPIRE', KEYS[1], ARGV[4])
     redis.call('PEXPIRE', KEYS[2], ARGV[4])
   end
-  return {'OPENED', kind, redis.call('GET', KEYS[2]) or ''}
+  return {'OPENED', kind, redis.call('GET', KEYS[2]) or '', persist}
 end
 if ARGV[3] == '0' then return {'MISSING', '', ''} end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -62,7 +66,7 @@ if ARGV[4] ~= '' then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
-return {'CREATED', ARGV[1], ARGV[2]}
+return {'CREATED', ARGV[1], ARGV[2], ARGV[4] == '' and 'PERSIST' or ''}
 """
 
 
@@ -80,7 +84,7 @@ class RemoteSync:
 
     def _hold(self) -> None:
         keys = [*keys_of(self), *_own_keys(self.store, self.name)]
-        store, ms = self.store, int(LIFETIME * 1000)
+        store, ms = self.store, int(remote.LIFETIME * 1000)
         self._lifetime = None
         if self._persist:
             return
@@ -94,7 +98,7 @@ class RemoteSync:
             return True
 
         renew()
-        self._lifetime = lease = leases.hold(renew, LIFETIME)
+        self._lifetime = lease = leases.hold(renew, remote.LIFETIME)
         weakref.finalize(self, leases.release, lease)
 
     @property
@@ -180,7 +184,7 @@ def _int_arg(what: str, value: Any, least: int) -> int:
 
 def _make(kind: str, name: str, store: RedisStore, conf: str, args: tuple[Any, ...]) -> Any:
     """The object of ``kind`` named ``name``; ``conf`` is what the server keeps for it."""
-    lease = LOCK_LEASE
+    lease = remote.LOCK_LEASE
     if kind == "mlock":
         return RemoteLock(name, store=store, lease=lease)
     if kind == "rlock":
@@ -244,11 +248,12 @@ def _open(kind: str, url: str, name: str | None, create: bool | None, persist: b
     anonymous = name is None
     if name is None:
         name, create = f"anon-{uuid.uuid4().hex}", True
-    ttl = "" if persist else str(int(LIFETIME * 1000))
+    ttl = "" if persist else str(int(remote.LIFETIME * 1000))
     flag = {None: "", True: "1", False: "0"}[create]
-    outcome, stored, stored_conf = store.script(_CLAIM)(
+    outcome, stored, stored_conf, *rest = store.script(_CLAIM)(
         _own_keys(store, name), [kind, conf, flag, ttl], f"open {kind} {name!r}")
     outcome, stored = outcome.decode(), stored.decode()
+    persist = bool(rest and rest[0])
     where = f"{kind} {name!r} on {store.address}"
     if outcome == "EXISTS":
         raise SegmentExistsError(17, f"{where} already exists (create=True); open it with "
@@ -256,7 +261,7 @@ def _open(kind: str, url: str, name: str | None, create: bool | None, persist: b
     if outcome == "MISSING":
         raise SegmentNotFoundError(2, f"{where} does not exist (create=False); create it "
                                       "first, or pass create=None")
-    if stored != kind:
+    if outcome == "WRONGKIND":
         raise WrongTypeError(f"{name!r} on {store.address} is a {stored!r}, not a {kind!r}; "
                              "open it with its own class, or use another name")
     obj = _make(kind, name, store, stored_conf.decode(), args)

@@ -203,9 +203,10 @@ class SharedObject:
                      anonymous: bool = False) -> bool:
         """Open the object on the store at ``url`` (kinds that a store can hold)."""
         raise NotImplementedError(
-            f"{type(self).__name__} is not yet supported on a store such as "
-            f"{_hide_password(url)} (issue #16: SharedDict, SharedNamespace and SharedValue "
-            "are); leave url= and $SHMSHARE_URL unset for shared memory")
+            f"{type(self).__name__} has no store version (it hands out numpy views of "
+            f"shared memory, which a server such as {_hide_password(url)} cannot give); "
+            "leave url= and $SHMSHARE_URL unset for it, or pass project_dir=, or use "
+            "SharedTypedArray (Manager().Array), which a store holds as copies")
 
     @classmethod
     def _reopen(cls: type[T], address: Address, trust: bool = False, claim: bool = False) -> T:

@@ -1,4 +1,5 @@
-"""A sequence on Redis: the items of a SharedList opened with ``url=``, each step one script.
+"""Sequences on Redis, each step one script: the items of a SharedList opened with ``url=``
+(:class:`RedisItems`) and the bytes of a SharedTypedArray (:class:`RedisBytes`).
 
 The items are the Redis LIST ``entries`` of the object (pickled, in order),
 under the same hash tag, lock, lifetime and guard as a dict's entries
@@ -23,7 +24,7 @@ from typing import Any
 
 from shmshare.stores.redis.entries import RedisEntries, _step
 
-__all__ = ["RedisItems"]
+__all__ = ["RedisBytes", "RedisItems"]
 
 _PUSH_CHUNK = """
 local function push_all(list, from, to)
@@ -166,3 +167,43 @@ class RedisItems(RedisEntries):
 
     def stats(self) -> dict[str, int]:
         return {"entries": self.list_len()}
+
+
+# An array's bytes: the Redis STRING ``entries``, whose length never changes.
+_B_LEN = _step("return redis.call('STRLEN', KEYS[3])", write=False)
+
+# ARGV[3], ARGV[4]: start, end (inclusive, as GETRANGE).  -> the bytes
+_B_GET = _step("return redis.call('GETRANGE', KEYS[3], ARGV[3], ARGV[4])", write=False)
+
+# ARGV[3]: offset, ARGV[4]: the bytes, which must end within the string.  -> 1, or 0
+_B_SET = _step("""
+if tonumber(ARGV[3]) + #ARGV[4] > redis.call('STRLEN', KEYS[3]) then return 0 end
+redis.call('SETRANGE', KEYS[3], ARGV[3], ARGV[4])
+redis.call('INCR', KEYS[7])
+keep()
+return 1
+""", write=True)
+
+
+class RedisBytes(RedisEntries):
+    """The fixed-length bytes of one array on Redis (GETRANGE/SETRANGE, one script each)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        store = self._store
+        self._b_len, self._b_get = store.script(_B_LEN), store.script(_B_GET)
+        self._b_set = store.script(_B_SET)
+
+    def bytes_len(self) -> int:
+        return int(self._run(self._b_len, [], "len"))
+
+    def bytes_get(self, start: int, stop: int) -> bytes:
+        """Bytes ``start..stop-1`` (``stop > start``)."""
+        return bytes(self._run(self._b_get, [start, stop - 1], "read"))
+
+    def bytes_set(self, offset: int, data: bytes) -> None:
+        if not self._run(self._b_set, [offset, data], "write"):
+            raise IndexError(f"{len(data)} bytes at {offset} do not fit the array")
+
+    def stats(self) -> dict[str, int]:
+        return {"bytes": self.bytes_len()}
