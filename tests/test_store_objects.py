@@ -482,7 +482,14 @@ def test_persistent_list_survives_its_holders(url: str,
     time.sleep(LEASE * 2)
     b = SharedList(name=name, create=False, url=url)
     c = SharedList(name=name, url=url)
-    assert b == [1, 2] and b.persist
+    assert b == [1, 2] and b.persist and c.persist  # the creator chose: no TTL for anyone
+    c.append(3)  # a write by an opener that did not say persist=True
+    h = shmshare.segment_of(c)
+    assert h.store.client.pttl(h.store.key(h.store_name, "kind")) == -1  # type: ignore[attr-defined]
+    lock = SharedLock(name=name + "-lock", persist=True, url=url)
+    again = SharedLock(name=name + "-lock", url=url)
+    assert again.persist and again.store.client.pttl(again.store.key(again.name, "kind")) == -1
+    lock.unlink()
     b.unlink()
     with pytest.raises(shmshare.ObjectGoneError):
         c.append(3)  # another handle: the list is gone for every holder
