@@ -245,6 +245,9 @@ def test_typed_array_as_multiprocessing_array(kw: dict[str, Any], typecode: str,
         model[0:2] = model[2:4]
         assert ours[:] == joined(model) and ours[::2] == joined(model[::2])
         assert ours[-1] == item and list(ours) == model
+        ours[::2] = joined(model[::2][::-1])  # a slice with a step, as mp.Array allows
+        model[::2] = model[::2][::-1]
+        assert ours[:] == joined(model) and ours[::-2] == joined(model[::-2])
         with pytest.raises(IndexError):
             ours[5]
         with pytest.raises(ValueError, match="same size"):

@@ -183,7 +183,10 @@ class SharedTypedArray(StoreDispatch, SharedArray, kind="typed-array"):
             target = items[index]
             if len(data) != target.nbytes:
                 raise ValueError("Can only assign sequence of same size")
-            target.cast("B")[:] = data
+            if target.contiguous:
+                target.cast("B")[:] = data
+            else:  # a step: item by item, as memoryview assigns strided slices
+                items[index] = memoryview(data).cast(items.format)  # type: ignore[call-overload]
             return
         i = operator.index(index)
         if tc == "c":
