@@ -428,6 +428,11 @@ def test_sync_objects_by_name_on_a_store(url: str) -> None:
         SharedLock(name=name, url=url, project_dir="/tmp")
     with pytest.raises(shmshare.ShmTypeError):
         SharedCondition(threading.Lock(), url=url)
+    assert shmshare.name_of(a) == name and shmshare.segment_of(a).persist is False
+    anon = SharedEvent(url=url)
+    assert shmshare.name_of(anon) is None and pickle.loads(pickle.dumps(anon)).name == anon.name
+    shmshare.unlink(anon)  # the module functions take these objects too
+    shmshare.detach(anon)
     assert mp_run("spawn", _release_three, b) == 0
     assert [a.acquire(False) for _ in range(4)] == [True, True, True, False]
     a.unlink()

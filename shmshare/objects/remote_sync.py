@@ -70,9 +70,30 @@ return {'CREATED', ARGV[1], ARGV[2], ARGV[4] == '' and 'PERSIST' or ''}
 """
 
 
+class _SyncHandle(remote.RemoteHandle):
+    """The identity of a sync object on a store (what ``shmshare.segment_of`` gives)."""
+
+    def __init__(self, obj: RemoteSync) -> None:
+        super().__init__(obj.store, obj.name, obj._kind, anonymous=obj._anonymous,
+                         persist=obj._persist)
+        self._obj = weakref.ref(obj)
+
+    def remove(self) -> None:
+        obj = self._obj()
+        if obj is not None:
+            obj.destroy()  # type: ignore[attr-defined]
+        with self.store.unavailable(f"unlink {self.store_name!r}"):
+            self.store.client.delete(*_own_keys(self.store, self.store_name))
+        self.detach()
+
+
 class RemoteSync:
     """What a store's sync object opened with ``url=`` adds: the handle operations
-    (``persist``, ``detach()``, ``unlink()``, ``url``) and its lifetime lease."""
+    (``persist``, ``detach()``, ``unlink()``, ``url``; ``shmshare.unlink(obj)`` and the
+    other module functions too) and its lifetime lease."""
+
+    _ON_STORE_HANDLE = True  # shared_object's module functions take it
+    _seg: _SyncHandle
 
     _kind: str
     _conf: str
@@ -86,6 +107,8 @@ class RemoteSync:
         keys = [*keys_of(self), *_own_keys(self.store, self.name)]
         store, ms = self.store, int(remote.LIFETIME * 1000)
         self._lifetime = None
+        self._seg = _SyncHandle(self)
+        self._seg._on_release(self._end_lifetime)
         if self._persist:
             return
 
@@ -109,22 +132,22 @@ class RemoteSync:
     def persist(self) -> bool:
         return self._persist
 
-    def detach(self) -> None:
-        """Stop holding the object (a non-persistent one ends one lifetime later)."""
+    def _end_lifetime(self) -> None:
         if self._lifetime is not None:
             leases.release(self._lifetime)
             self._lifetime = None
 
+    def detach(self) -> None:
+        """Stop holding the object (a non-persistent one ends one lifetime later)."""
+        self._seg.detach()
+
     def unlink(self) -> None:
         """Delete the object from the server now, for every holder."""
-        self.detach()
-        self.destroy()  # type: ignore[attr-defined]
-        with self.store.unavailable(f"unlink {self.name!r}"):
-            self.store.client.delete(*_own_keys(self.store, self.name))
+        self._seg.remove()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen, (self._kind, self.url, self.name, self._persist, self.store.trust,
-                          self._args()))
+                          self._args(), self._anonymous))
 
     def _args(self) -> tuple[Any, ...]:
         return ()
@@ -271,12 +294,12 @@ def _open(kind: str, url: str, name: str | None, create: bool | None, persist: b
 
 
 def _reopen(kind: str, url: str, name: str, persist: bool, trust: bool,
-            args: tuple[Any, ...]) -> Any:
+            args: tuple[Any, ...], anonymous: bool = False) -> Any:
     """Unpickle: open the same object (never a copy)."""
     store = _store(url, trust)
     conf = str(args[0]) if kind in ("semaphore", "bsemaphore", "barrier", "queue") else ""
     obj = _make(kind, name, store, conf, args)
-    obj._kind, obj._persist, obj._anonymous = kind, persist, False
+    obj._kind, obj._persist, obj._anonymous = kind, persist, anonymous
     obj._hold()
     return obj
 

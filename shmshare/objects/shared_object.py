@@ -356,6 +356,8 @@ def _check_trust(seg: Segment, trust: bool) -> None:
 
 
 def _shared(obj: object) -> SharedObject:
+    if getattr(type(obj), "_ON_STORE_HANDLE", False):  # a store's sync object (url=)
+        return obj  # type: ignore[return-value]
     if not isinstance(obj, SharedObject):
         raise ShmTypeError(f"expected a shmshare shared object, not {type(obj).__name__}")
     return obj
