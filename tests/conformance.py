@@ -13,7 +13,7 @@ the start method for the whole process while that module runs, and child
 processes of spawn and forkserver import the classes from that module by
 name.  pytest runs them as ordinary unittest classes, so xdist spreads them.
 
-``test_conformance_redis.py`` runs the same classes (under fork) against
+``test_conformance_redis_fork.py`` and ``_spawn.py`` run the same classes against
 ``shmshare.Manager(url=...)`` on a redis-server it starts for the module
 (:mod:`redis_server`); the tests that are specific to shared memory (or to a
 server process) skip there, each with its reason (``REDIS_SKIP``).  With
@@ -69,7 +69,7 @@ XFAIL: dict[str, str] = {}  # "Class.test": reason, for a known difference (none
 # Tests that cannot pass on a Redis store, by design: "Class.test" -> reason (skipped).
 REDIS_SKIP: dict[str, str] = {}  # none today: all 60 pass on Redis
 
-# The redis-server of test_conformance_redis (started by its setUpModule).
+# The redis-server of a test_conformance_redis_* module (started by its setUpModule).
 _redis: Any = None
 
 
