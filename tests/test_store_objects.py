@@ -408,6 +408,26 @@ def test_sync_objects_pass_to_processes(kw: dict[str, Any], method: str) -> None
     _done(lock, sem, q, out, bar, ev)
 
 
+def _executor_task(args: tuple[Any, Any, Any, int]) -> int:
+    lock, q, v, i = args
+    with lock:
+        v.value += 1
+    q.put(i)
+    return i
+
+
+def test_sync_objects_pass_to_a_process_pool_executor(kw: dict[str, Any]) -> None:
+    """Lock, Queue and Value pass to ProcessPoolExecutor tasks (spawn); locked updates exact."""
+    import concurrent.futures as cf
+
+    lock, q, v = SharedLock(**kw), SharedQueue(**kw), SharedValue("i", 0, **kw)
+    with cf.ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as ex:
+        assert sorted(ex.map(_executor_task, [(lock, q, v, i) for i in range(8)])) == \
+            list(range(8))
+    assert v.value == 8 and sorted(q.get(timeout=5) for _ in range(8)) == list(range(8))
+    _done(lock, q, v)
+
+
 # -- what the store adds ----------------------------------------------------------------
 
 def test_sync_objects_by_name_on_a_store(url: str) -> None:
