@@ -522,3 +522,35 @@ def test_persistent_list_survives_its_holders(url: str,
     with pytest.raises(shmshare.ObjectGoneError):
         c.append(3)  # another handle: the list is gone for every holder
     c.detach()
+
+
+def test_list_write_under_an_ended_lease_is_refused(url: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list's lock holder whose lease ended (as if paused past it) gets LockLostError from
+    its next write, index step or whole rewrite alike, and the list keeps the other's writes."""
+    from shmshare.stores import LockLostError
+    from shmshare.stores.redis import leases
+
+    monkeypatch.setattr(remote, "LOCK_LEASE", LEASE)
+    lst = SharedList([1, 2, 3], url=url)
+    lst.lock.acquire()
+    leases.release(lst.lock._holds[-1].lease)  # this process stops renewing: as if paused
+    deadline = time.monotonic() + LEASE + 5
+    while lst.lock.locked():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+    def take_it_meanwhile() -> int:
+        assert lst.lock.acquire(timeout=5)
+        lst.append("theirs")
+        return 0
+
+    assert fork_call(take_it_meanwhile) == 0  # (exits holding it: its lease runs on)
+    for write in (lambda: lst.append(4), lambda: lst.insert(0, 0), lambda: lst.reverse(),
+                  lambda: lst.__setitem__(slice(None), [9])):
+        with pytest.raises(LockLostError):
+            write()
+    assert lst.copy() == [1, 2, 3, "theirs"]
+    with pytest.raises(LockLostError):
+        lst.lock.release()
+    lst.unlink()
