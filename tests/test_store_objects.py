@@ -449,6 +449,11 @@ def test_sync_objects_by_name_on_a_store(url: str) -> None:
     with pytest.raises(shmshare.ShmTypeError):
         SharedCondition(threading.Lock(), url=url)
     assert shmshare.name_of(a) == name and shmshare.segment_of(a).persist is False
+    q = SharedQueue(2, name=name + "-q", url=url)
+    with pytest.raises(shmshare.ShmValueError, match="maxsize 2, not 3"):
+        SharedQueue(3, name=name + "-q", url=url)  # as on shared memory
+    assert SharedQueue(name=name + "-q", url=url).maxsize == 2
+    q.unlink()
     anon = SharedEvent(url=url)
     assert shmshare.name_of(anon) is None and pickle.loads(pickle.dumps(anon)).name == anon.name
     shmshare.unlink(anon)  # the module functions take these objects too

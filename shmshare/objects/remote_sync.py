@@ -31,7 +31,13 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import SegmentExistsError, SegmentNotFoundError, ShmTypeError, WrongTypeError
+from ..errors import (
+    SegmentExistsError,
+    SegmentNotFoundError,
+    ShmTypeError,
+    ShmValueError,
+    WrongTypeError,
+)
 from ..stores.redis import leases
 from ..stores.redis.barrier import Barrier
 from ..stores.redis.connection import RedisStore
@@ -287,7 +293,12 @@ def _open(kind: str, url: str, name: str | None, create: bool | None, persist: b
     if outcome == "WRONGKIND":
         raise WrongTypeError(f"{name!r} on {store.address} is a {stored!r}, not a {kind!r}; "
                              "open it with its own class, or use another name")
-    obj = _make(kind, name, store, stored_conf.decode(), args)
+    stored_conf = stored_conf.decode()
+    if kind == "queue" and args and args[0] is not None and stored_conf != conf:
+        # As a SharedQueue in shared memory: maxsize=None opens whatever is there.
+        raise ShmValueError(f"{name!r} is a SharedQueue of maxsize {stored_conf}, not {conf}; "
+                            f"open it with maxsize={stored_conf} or None")
+    obj = _make(kind, name, store, stored_conf, args)
     obj._kind, obj._persist, obj._anonymous = kind, persist, anonymous
     obj._hold()
     return obj
