@@ -22,8 +22,8 @@ the alternative.
 ``Manager(url="redis://host:6379/0")`` (``$SHMSHARE_URL`` by default) makes
 every object on that Redis server instead, for processes on several hosts
 (docs/howto/redis.md); ``lease`` is then the lease of its locks, permits,
-queue consumers and barrier parties.  A typeid not yet supported there
-raises NotImplementedError; none silently falls back to shared memory.
+queue consumers and barrier parties.  Every typeid works there (an Array's
+items are copies: no numpy view); none silently falls back to shared memory.
 """
 
 from __future__ import annotations
@@ -157,7 +157,6 @@ _STORE_TYPEIDS: dict[Any, str] = {
     _BoundedSemaphoreProxy: "BoundedSemaphore", _EventProxy: "Event",
     _ConditionProxy: "Condition", _BarrierProxy: "Barrier", SharedQueue: "Queue",
 }
-_TYPEID_NAMES: dict[Any, str] = {SharedList: "list", SharedSet: "set", SharedTypedArray: "Array"}
 
 
 def _managers_base(project_dir: Any) -> Path:
@@ -315,12 +314,8 @@ class Manager:
             if os.getpid() == self._owner_pid:
                 self._keeper.add(obj)
             return obj  # type: ignore[no-any-return]
-        if not getattr(cls, "_ON_STORES", False):
-            raise NotImplementedError(
-                f"Manager(url=...).{_TYPEID_NAMES.get(cls, kind)}() is not yet supported on "
-                f"a store (issue #16: dict, Namespace, Value, Lock, RLock, Semaphore, "
-                "BoundedSemaphore, Event, Condition, Barrier, Queue and JoinableQueue are); "
-                "use a Manager() without url for it")
+        # Every other typeid takes url=: written against the store interface
+        # (_ON_STORES), or its constructor returns the store's class (StoreDispatch).
         obj = cls(*args, name=name, create=True, url=self._url, **kwargs)
         if os.getpid() == self._owner_pid:
             self._objects.append(obj)
@@ -369,7 +364,8 @@ class Manager:
         """``Array(typecode, size_or_sequence)`` as ``multiprocessing.Array``, for every
         :mod:`array` typecode: items and slices are Python objects (``bytes`` for
         ``'c'``, with ``.value`` and ``.raw``; ``str`` for ``'u'``); plus
-        ``get_lock()``, ``get_obj()`` and a zero-copy ``numpy()`` view."""
+        ``get_lock()``, ``get_obj()`` and a zero-copy ``numpy()`` view (in shared
+        memory; on a store the items are copies and there is no view)."""
         return self._make(SharedTypedArray, typecode, sequence, lock=lock)
 
     def Queue(self, maxsize: int = 0) -> SharedQueue:

@@ -13,9 +13,12 @@ the start method for the whole process while that module runs, and child
 processes of spawn and forkserver import the classes from that module by
 name.  pytest runs them as ordinary unittest classes, so xdist spreads them.
 
-With ``SHMSHARE_CONFORMANCE_URL`` set to a Redis url, the classes run against
-``shmshare.Manager(url=...)`` instead (by hand, not in CI yet: the tests that
-need ``Manager().list()``, not yet on Redis, fail with its NotImplementedError).
+``test_conformance_redis_fork.py`` and ``_spawn.py`` run the same classes against
+``shmshare.Manager(url=...)`` on a redis-server it starts for the module
+(:mod:`redis_server`); the tests that are specific to shared memory (or to a
+server process) skip there, each with its reason (``REDIS_SKIP``).  With
+``SHMSHARE_CONFORMANCE_URL`` set to a Redis url, the other modules run against
+that server instead.
 """
 
 from __future__ import annotations
@@ -63,6 +66,12 @@ EXCLUDED = {
 # Tests that fail for a reason fixed elsewhere: name -> reason (strict xfail).
 XFAIL: dict[str, str] = {}  # "Class.test": reason, for a known difference (none today)
 
+# Tests that cannot pass on a Redis store, by design: "Class.test" -> reason (skipped).
+REDIS_SKIP: dict[str, str] = {}  # none today: all 60 pass on Redis
+
+# The redis-server of a test_conformance_redis_* module (started by its setUpModule).
+_redis: Any = None
+
 
 class ShmshareManagerMixin(tm.ManagerMixin):  # type: ignore[misc,name-defined]
     """CPython's ManagerMixin with ``shmshare.Manager`` in place of ``multiprocessing.Manager``."""
@@ -73,8 +82,12 @@ class ShmshareManagerMixin(tm.ManagerMixin):  # type: ignore[misc,name-defined]
         cls._segments_before = set(segments_created_by(os.getpid()))
         cls._project_dir = Path(tempfile.mkdtemp(prefix="shmshare-conformance-"))
         url = os.environ.get("SHMSHARE_CONFORMANCE_URL")
+        if getattr(cls, "_on_redis", False):
+            url = _redis.unix_url
         cls.manager = (shmshare.Manager(url=url, lease=2.0) if url else
                        shmshare.Manager(project_dir=cls._project_dir))
+        if getattr(cls, "_on_redis", False):  # never a silent run on shared memory
+            assert cls.manager._url == url and cls.manager._store is not None
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -110,9 +123,18 @@ def _xfail(method: Any, reason: str) -> Any:
     return pytest.mark.xfail(strict=True, reason=reason)(test)
 
 
-def _set_up_module(generated_setup: Any, start_method: str, module: str) -> Any:
+def _set_up_module(generated_setup: Any, start_method: str, module: str,
+                   redis: bool = False) -> Any:
     def setUpModule() -> None:
         generated_setup()
+        if redis:
+            global _redis
+            import redis_server
+
+            if redis_server.REDIS_SERVER is None:
+                raise unittest.SkipTest("redis-server is not installed (apt-get install "
+                                        "redis-server); the Redis conformance run needs one")
+            _redis = redis_server.start_server(Path(tempfile.mkdtemp(prefix="shmshare-rc-")))
         if start_method == "forkserver":
             # Fork the children from a server that has imported what they need,
             # as CPython preloads its own test module; restart it to apply that.
@@ -122,8 +144,32 @@ def _set_up_module(generated_setup: Any, start_method: str, module: str) -> Any:
     return setUpModule
 
 
-def install(globs: dict[str, Any], start_method: str) -> None:
-    """Put CPython's manager test classes for ``start_method`` into the module ``globs``."""
+def _tear_down_module(generated_teardown: Any, redis: bool) -> Any:
+    def tearDownModule() -> None:
+        global _redis
+        try:
+            generated_teardown()
+        finally:
+            if redis and _redis is not None:
+                import redis_server
+
+                redis_server.stop_server(_redis.proc)
+                shutil.rmtree(_redis.socket_path.parent, ignore_errors=True)
+                _redis = None
+    return tearDownModule
+
+
+def _skip(method: Any, reason: str) -> Any:
+    def test(self: Any) -> None:
+        self.skipTest(reason)
+    test.__name__ = method.__name__
+    test.__doc__ = method.__doc__
+    return test
+
+
+def install(globs: dict[str, Any], start_method: str, *, redis: bool = False) -> None:
+    """Put CPython's manager test classes for ``start_method`` into the module ``globs``
+    (``redis``: against ``Manager(url=...)`` on a redis-server of the module's own)."""
     generated: dict[str, Any] = {"__name__": globs["__name__"]}
     tm.install_tests_in_module_dict(generated, start_method, only_type="manager")
     for name, cls in generated.items():
@@ -137,10 +183,16 @@ def install(globs: dict[str, Any], start_method: str) -> None:
             cname, _, tname = key.partition(".")
             if cname == name and UNDER_PYTEST:
                 body[tname] = _xfail(getattr(base, tname), reason)
+        if redis:
+            body["_on_redis"] = True
+            for key, reason in REDIS_SKIP.items():
+                cname, _, tname = key.partition(".")
+                if cname == name:
+                    body[tname] = _skip(getattr(base, tname), reason)
         globs[name] = type(name, (base, ShmshareManagerMixin, unittest.TestCase), body)
     if UNDER_PYTEST:
         globs["_no_segment_leak"] = _no_segment_leak
         globs["pytestmark"] = pytest.mark.timeout(120)  # a hang fails its test, not the run
     globs["setUpModule"] = _set_up_module(generated["setUpModule"], start_method,
-                                          globs["__name__"])
-    globs["tearDownModule"] = generated["tearDownModule"]
+                                          globs["__name__"], redis)
+    globs["tearDownModule"] = _tear_down_module(generated["tearDownModule"], redis)

@@ -27,6 +27,22 @@ def both(request, tmp_path):  # type: ignore[no-untyped-def]
         yield ours, theirs
 
 
+@pytest.fixture(params=["shm", "redis"])
+def ours(request, tmp_path):  # type: ignore[no-untyped-def]
+    """A started shmshare Manager: in this test's own directory, or on a redis-server; every
+    object it made is gone after its shutdown."""
+    if request.param == "redis":
+        m = shmshare.Manager(url=request.getfixturevalue("redis_server").unix_url)
+        client, prefix = m._store.client, m._prefix
+        with m:
+            yield m
+        assert client.keys(f"shmshare:{{{prefix}*") == []  # shutdown removed everything
+        return
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        yield m
+    assert not list((tmp_path / "managers").iterdir())  # shutdown removed everything
+
+
 def on_redis(m: Any) -> bool:
     return getattr(m, "_url", None) is not None
 
@@ -103,10 +119,6 @@ def test_dict_matches(both) -> None:  # type: ignore[no-untyped-def]
 def test_list_matches(both) -> None:  # type: ignore[no-untyped-def]
     """Manager().list(): methods, return types and exceptions as ListProxy."""
     ours, theirs = both
-    if on_redis(ours):
-        with pytest.raises(NotImplementedError, match="#16"):
-            ours.list()
-        pytest.skip("Manager(url=).list() is not on Redis yet (issue #16): refused, as checked")
     a, b = ours.list([3, 1, 2]), theirs.list([3, 1, 2])
     for f in [lambda x: x[0], lambda x: x[-1], lambda x: x[5], lambda x: x[1:],
               lambda x: x + [9], lambda x: x * 2,  # noqa: RUF005 lambda x: len(x), lambda x: 2 in x,
@@ -144,10 +156,7 @@ def test_namespace_value_set_match(both) -> None:  # type: ignore[no-untyped-def
     wa, wb = ours.Value(object, 5), theirs.Value(object, 5)  # not an array typecode
     wa.value = wb.value = "anything"  # ...is not enforced by either
     same(lambda v: v.get(), wa, wb)
-    if on_redis(ours):
-        with pytest.raises(NotImplementedError, match="#16"):
-            ours.set()
-    elif hasattr(theirs, "set"):  # Python 3.14+
+    if hasattr(theirs, "set"):  # Python 3.14+
         sa, sb = ours.set({1, 2}), theirs.set({1, 2})
         for f in [lambda s: 1 in s, lambda s: len(s), lambda s: s.add(3),
                   lambda s: s.remove(9), lambda s: s.discard(1), lambda s: sorted(s)]:
@@ -169,22 +178,21 @@ def _use_all(d: Any, lst: Any, ns: Any, v: Any, s: Any, i: int) -> None:
 
 
 @pytest.mark.parametrize("method", START_METHODS)
-def test_objects_across_processes(method: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_objects_across_processes(method: str, ours) -> None:  # type: ignore[no-untyped-def]
     """Every object works from children of each start method, nested references included."""
-    with shmshare.Manager(project_dir=tmp_path) as m:
-        d, lst, ns, v, s = m.dict(), m.list(), m.Namespace(), m.Value("i", -1), m.set()
-        d["nested"] = m.list()
-        ctx = mp.get_context(method)
-        procs = [ctx.Process(target=_use_all, args=(d, lst, ns, v, s, i)) for i in range(3)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(JOIN_TIMEOUT)
-            assert p.exitcode == 0
-        assert sorted(lst) == [0, 1, 2] and s == {0, 1, 2}
-        assert ns.last in (0, 1, 2) and v.value in (0, 1, 2)
-        assert sorted(d["nested"]) == [0, 1, 2] and d[2] == 4
-    assert not list((tmp_path / "managers").iterdir())  # shutdown removed everything
+    m = ours
+    d, lst, ns, v, s = m.dict(), m.list(), m.Namespace(), m.Value("i", -1), m.set()
+    d["nested"] = m.list()
+    ctx = mp.get_context(method)
+    procs = [ctx.Process(target=_use_all, args=(d, lst, ns, v, s, i)) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(JOIN_TIMEOUT)
+        assert p.exitcode == 0
+    assert sorted(lst) == [0, 1, 2] and s == {0, 1, 2}
+    assert ns.last in (0, 1, 2) and v.value in (0, 1, 2)
+    assert sorted(d["nested"]) == [0, 1, 2] and d[2] == 4
 
 
 def _pool_square(args: tuple[Any, int]) -> int:
@@ -258,17 +266,17 @@ def _touch_all(objs: tuple[Any, ...]) -> int:
 
 
 @pytest.mark.parametrize("method", START_METHODS)
-def test_objects_to_process_pool_executor(method: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_objects_to_process_pool_executor(method: str, ours) -> None:  # type: ignore[no-untyped-def]
     """Manager objects pass to ProcessPoolExecutor tasks under each start method."""
     import concurrent.futures as cf
 
-    with shmshare.Manager(project_dir=tmp_path) as m:
-        objs = (m.dict(), m.list(), m.Queue(), m.Lock(), m.Array("i", 1), m.Event())
-        with cf.ProcessPoolExecutor(2, mp_context=mp.get_context(method)) as ex:
-            assert list(ex.map(_touch_all, [objs] * 4)) == [0] * 4
-        d, lst, q, _, arr, ev = objs
-        assert d["n"] == 4 and len(lst) == 4 and q.qsize() == 4 and arr[0] == 4
-        assert ev.is_set()
+    m = ours
+    objs = (m.dict(), m.list(), m.Queue(), m.Lock(), m.Array("i", 1), m.Event())
+    with cf.ProcessPoolExecutor(2, mp_context=mp.get_context(method)) as ex:
+        assert list(ex.map(_touch_all, [objs] * 4)) == [0] * 4
+    d, lst, q, _, arr, ev = objs
+    assert d["n"] == 4 and len(lst) == 4 and q.qsize() == 4 and arr[0] == 4
+    assert ev.is_set()
 
 
 def test_dict_iterator_raises_on_size_change(both) -> None:  # type: ignore[no-untyped-def]

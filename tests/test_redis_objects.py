@@ -93,8 +93,8 @@ def test_shmshare_url_is_the_default(url: str, monkeypatch: pytest.MonkeyPatch) 
     d = SharedDict({"a": 1})
     assert type(shmshare.segment_of(d)).__name__ == "RemoteHandle"
     assert pickle.loads(pickle.dumps(d))["a"] == 1
-    with pytest.raises(NotImplementedError, match="#16"):
-        shmshare.SharedList()
+    with pytest.raises(NotImplementedError, match="numpy views"):
+        shmshare.SharedArray((2,), "f8")  # views of shared memory have no store version
     d.unlink()
 
 
@@ -229,12 +229,22 @@ def test_manager_on_redis_with_a_pool(url: str, method: str) -> None:
         assert sorted(pool.map(_work, [(d, lock, q, i) for i in range(12)])) == list(range(12))
     assert d["n"] == 12 and d["total"] == sum(range(12))
     assert sorted(q.get(timeout=5) for _ in range(12)) == list(range(12))
-    with pytest.raises(NotImplementedError, match=r"list.*#16"):
-        m.list()
+    lst, arr = m.list([1]), m.Array("i", 2)  # every typeid is on the store
+    with m.Pool(2) as pool:
+        pool.map(_append, [(lst, arr, i) for i in range(6)])
+    assert sorted(lst) == [0, 1, 1, 2, 3, 4, 5] and arr[:] == [6, 15]
     client = shmshare.segment_of(d).store.client  # type: ignore[attr-defined]
     prefix = m._prefix
     m.shutdown()
     assert client.keys(f"shmshare:{{{prefix}*") == []
+
+
+def _append(args: tuple[object, object, int]) -> None:
+    lst, arr, i = args
+    lst.append(i)  # type: ignore[attr-defined]
+    with arr.get_lock():  # type: ignore[attr-defined]
+        arr[0] += 1  # type: ignore[index]
+        arr[1] += i  # type: ignore[index]
 
 
 def _make_and_return(args: tuple[str, int]) -> SharedDict:

@@ -38,6 +38,7 @@ from ..segment import Segment
 from .codec import dumps, encode_key, loads
 from .heap_object import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE
 from .list_journal import JournaledList, _diff
+from .remote import StoreDispatch
 from .shared_object import HandleMethods, refuse_str_data
 
 __all__ = ["SharedList"]
@@ -48,26 +49,28 @@ _SHORT_TAIL = 16  # a tail this short is read key by key; a longer one by a scan
 _TRIES = 3  # unlocked reads retried while other processes write, then locked
 
 
-class SharedList(HandleMethods, JournaledList, MutableSequence[T], kind="list"):
+class SharedList(StoreDispatch, HandleMethods, JournaledList, MutableSequence[T], kind="list"):
     """A list in shared memory, with no server process.
 
     ``SharedList(iterable=(), *, name=None, create=None, project_dir=None,
-    persist=False, mode=0o600, trust=False)``: anonymous unless named (it
+    persist=False, mode=0o600, trust=False, url=None)``: anonymous unless named (it
     pickles by reference); the items are stored only when this call creates
     the list.  A str first argument is refused (``list("abc")`` would be its
     characters, older shmshare took it as a name): pass ``name=``.
     ``lst[i]`` returns a copy of the item: reassign it to change it.
+    ``url=`` (or ``$SHMSHARE_URL``) returns the list on a Redis store instead
+    (:class:`~shmshare.objects.remote_list.RemoteList`, an instance of SharedList).
     """
 
     _len_memo: tuple[int, int]  # (modification counter, length) last read clean
 
     def __init__(self, iterable: Iterable[T] = (), /, *, name: str | None = None,
                  create: bool | None = None, project_dir: Any = None, persist: bool = False,
-                 mode: int = 0o600, trust: bool = False) -> None:
+                 mode: int = 0o600, trust: bool = False, url: str | None = None) -> None:
         refuse_str_data("SharedList", iterable, "list")
         items = [(i, dumps(x)) for i, x in enumerate(iterable)]  # item i under key i
         self._open(name=name, create=create, project_dir=project_dir, persist=persist,
-                   mode=mode, trust=trust, initial=items)
+                   mode=mode, trust=trust, url=url, initial=items)
 
     def _attach(self, seg: Segment, heap: Heap) -> None:
         super()._attach(seg, heap)
@@ -396,3 +399,12 @@ class SharedList(HandleMethods, JournaledList, MutableSequence[T], kind="list"):
         body = repr(items) if len(items) <= 50 else repr(items[:50])[:-1] + ", ...]"
         where = f", name={self.name!r}" if self.name is not None else ""
         return f"SharedList({body}{where})"
+
+
+def _register_store_list() -> None:
+    from .remote_list import RemoteList
+
+    SharedList.register(RemoteList)  # SharedList(url=...) is a SharedList
+
+
+_register_store_list()

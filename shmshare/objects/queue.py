@@ -28,6 +28,7 @@ from ..errors import ShmTypeError, ShmValueError
 from ..segment import Segment
 from .codec import dumps, encode_key, loads
 from .heap_object import HeapObject
+from .remote import StoreDispatch
 from .shared_object import HandleMethods
 
 __all__ = ["SharedQueue"]
@@ -35,7 +36,7 @@ __all__ = ["SharedQueue"]
 _REC = encode_key("rec")
 
 
-class SharedQueue(HandleMethods, HeapObject, kind="queue"):
+class SharedQueue(StoreDispatch, HandleMethods, HeapObject, kind="queue"):
     """A multi-producer, multi-consumer FIFO queue shared by processes (``queue.Queue`` API).
 
     ``SharedQueue(maxsize=0, *, name=None, create=None, project_dir=None,
@@ -46,12 +47,12 @@ class SharedQueue(HandleMethods, HeapObject, kind="queue"):
 
     def __init__(self, maxsize: int | None = None, *, name: str | None = None,
                  create: bool | None = None, project_dir: Any = None, persist: bool = False,
-                 mode: int = 0o600, trust: bool = False) -> None:
+                 mode: int = 0o600, trust: bool = False, url: str | None = None) -> None:
         if maxsize is not None and (not isinstance(maxsize, int) or isinstance(maxsize, bool)):
             hint = f"; to name the queue pass name={maxsize!r}" if isinstance(maxsize, str) else ""
             raise ShmTypeError(f"maxsize must be an int, not {type(maxsize).__name__}{hint}")
         created = self._open(name=name, create=create, project_dir=project_dir,
-                             persist=persist, mode=mode, trust=trust)
+                             persist=persist, mode=mode, trust=trust, url=url)
         self._open_record(True, max(0, maxsize or 0))
         if not created and maxsize is not None and self.maxsize != max(0, maxsize):
             stored = self.maxsize

@@ -105,8 +105,13 @@ def _object_lock(name: str, store: RedisStore) -> RLock:
 
 def open_remote(obj: HeapObject, url: str, *, name: str | None, create: bool | None,
                 persist: bool, trust: bool, initial: Iterable[tuple[bytes, int, bytes]],
-                anonymous: bool = False) -> tuple[RemoteHandle, RedisEntries, RLock, bool]:
-    """Open or create ``obj``'s object on the store at ``url``; (handle, entries, lock, created)."""
+                anonymous: bool = False, items: Iterable[bytes] | None = None,
+                string: bytes | None = None, entries_class: type[RedisEntries] | None = None,
+                ) -> tuple[RemoteHandle, RedisEntries, RLock, bool]:
+    """Open or create ``obj``'s object on the store at ``url``; (handle, entries, lock, created).
+
+    ``items`` (pickled, in order) makes a sequence, ``string`` an array (its bytes), whose
+    entries are ``entries_class``'s (:mod:`shmshare.stores.redis.items`)."""
     from shmshare.stores.redis import leases
     from shmshare.stores.redis.entries import RedisEntries, create_or_open, keep_alive
 
@@ -118,7 +123,9 @@ def open_remote(obj: HeapObject, url: str, *, name: str | None, create: bool | N
     label = (f"{type(obj).__name__} {store_name!r}" if not anonymous
              else f"anonymous {type(obj).__name__}")
     lifetime = None if persist else LIFETIME
-    created = create_or_open(store, store_name, kind, create, lifetime, initial, label)
+    created, persist = create_or_open(store, store_name, kind, create, lifetime, initial,
+                                      label, items, string)
+    lifetime = None if persist else LIFETIME  # an opener takes the creator's choice
     handle = RemoteHandle(store, store_name, kind, anonymous=anonymous, persist=persist)
     lock = _object_lock(store_name, store)
     lock._holder = weakref.ref(obj)
@@ -127,7 +134,8 @@ def open_remote(obj: HeapObject, url: str, *, name: str | None, create: bool | N
         holds = lock._holds
         return holds[-1].token if holds and lock.held_by_me() else ""
 
-    entries = RedisEntries(store, store_name, label, lifetime=lifetime, token=token, lock=lock)
+    entries = (entries_class or RedisEntries)(store, store_name, label, lifetime=lifetime,
+                                              token=token, lock=lock)
     handle._on_release(entries.close)
     if lifetime is not None:
         lease = leases.hold(lambda: keep_alive(store, store_name, lifetime), lifetime)
@@ -141,7 +149,37 @@ def open_remote(obj: HeapObject, url: str, *, name: str | None, create: bool | N
 def reopen_remote(cls: type[HeapObject], url: str, store_name: str, anonymous: bool,
                   persist: bool, trust: bool) -> HeapObject:
     """Unpickle an object of a store: open the same object (never a copy)."""
-    self = cls.__new__(cls)
+    self = object.__new__(cls)  # not cls.__new__: that may dispatch on $SHMSHARE_URL
     self._open_remote(url, name=store_name, create=False, persist=persist, trust=trust,
                       initial=(), anonymous=anonymous)
     return self
+
+
+# kind -> "module:callable" that makes the store's object for ``cls(*args, url=...)``.
+_ON_STORE = {
+    "list": "shmshare.objects.remote_list:RemoteList",
+    "typed-array": "shmshare.objects.remote_array:RemoteTypedArray",
+    **{kind: f"shmshare.objects.remote_sync:{kind}" for kind in (
+        "mlock", "rlock", "semaphore", "bsemaphore", "event", "condition", "barrier",
+        "queue")},
+}
+
+
+class StoreDispatch:
+    """``__new__`` of a class whose store version is another class: with ``url=`` (or
+    ``$SHMSHARE_URL``, unless ``project_dir=`` asks for shared memory) the constructor
+    returns the store's object, made from the same arguments (``_ON_STORE``)."""
+
+    KIND: str
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        from .shared_object import store_url
+
+        url = kwargs.get("url")
+        if kwargs.get("project_dir") is None and (url := store_url(url)) is not None:
+            from importlib import import_module
+
+            module, _, attr = _ON_STORE[cls.KIND].partition(":")
+            kwargs["url"] = url
+            return getattr(import_module(module), attr)(*args, **kwargs)
+        return super().__new__(cls)

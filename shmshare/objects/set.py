@@ -22,18 +22,24 @@ class SharedSet(HandleMethods, HeapObject, MutableSet[T], kind="set"):
     """A set in shared memory, with the whole ``set`` API (results of operators are plain sets).
 
     ``SharedSet(iterable=(), *, name=None, create=None, project_dir=None,
-    persist=False, mode=0o600, trust=False)``: the items are added only when
-    this call creates the set.  A str first argument is refused (it would be
+    persist=False, mode=0o600, trust=False, url=None)``: the items are added only
+    when this call creates the set.  A str first argument is refused (it would be
     a set of characters, as ``set("abc")``, or a name): pass ``name=``.
+
+    ``url="redis://host:6379/0"`` (or ``$SHMSHARE_URL``) keeps the set on a Redis
+    server: the same entries as a dict's there (items are keys, with the same
+    equality: ``1``, ``1.0`` and ``True`` are one item), the same methods.
     """
+
+    _ON_STORES = True  # written against the store interface: items are its keys
 
     def __init__(self, iterable: Iterable[T] = (), /, *, name: str | None = None,
                  create: bool | None = None, project_dir: Any = None, persist: bool = False,
-                 mode: int = 0o600, trust: bool = False) -> None:
+                 mode: int = 0o600, trust: bool = False, url: str | None = None) -> None:
         refuse_str_data("SharedSet", iterable, "set")
         items = [(x, b"") for x in iterable]
         self._open(name=name, create=create, project_dir=project_dir, persist=persist,
-                   mode=mode, trust=trust, initial=items)
+                   mode=mode, trust=trust, url=url, initial=items)
 
     def __contains__(self, item: object) -> bool:
         return self._read(item) is not None

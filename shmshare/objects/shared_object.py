@@ -203,16 +203,17 @@ class SharedObject:
                      anonymous: bool = False) -> bool:
         """Open the object on the store at ``url`` (kinds that a store can hold)."""
         raise NotImplementedError(
-            f"{type(self).__name__} is not yet supported on a store such as "
-            f"{_hide_password(url)} (issue #16: SharedDict, SharedNamespace and SharedValue "
-            "are); leave url= and $SHMSHARE_URL unset for shared memory")
+            f"{type(self).__name__} has no store version (it hands out numpy views of "
+            f"shared memory, which a server such as {_hide_password(url)} cannot give); "
+            "leave url= and $SHMSHARE_URL unset for it, or pass project_dir=, or use "
+            "SharedTypedArray (Manager().Array), which a store holds as copies")
 
     @classmethod
     def _reopen(cls: type[T], address: Address, trust: bool = False, claim: bool = False) -> T:
         """The object at ``address`` (unpickling with ``claim``, the CLI): attached,
         trust-checked, bound."""
         seg = Segment._attach_address(address, claim)
-        self = cls.__new__(cls)
+        self = object.__new__(cls)  # not cls.__new__: that may dispatch on $SHMSHARE_URL
         try:
             _check_trust(seg, trust)
             self._bind_payload(seg, None)
@@ -355,6 +356,8 @@ def _check_trust(seg: Segment, trust: bool) -> None:
 
 
 def _shared(obj: object) -> SharedObject:
+    if getattr(type(obj), "_ON_STORE_HANDLE", False):  # a store's sync object (url=)
+        return obj  # type: ignore[return-value]
     if not isinstance(obj, SharedObject):
         raise ShmTypeError(f"expected a shmshare shared object, not {type(obj).__name__}")
     return obj

@@ -41,6 +41,7 @@ from ..segment import Segment
 from .codec import encode_key
 from .heap_object import HeapObject
 from .lock import OwnerDiedWarning
+from .remote import StoreDispatch
 from .shared_object import HandleMethods
 
 __all__ = ["SharedBoundedSemaphore", "SharedEvent", "SharedLock", "SharedRLock",
@@ -53,8 +54,11 @@ def _token() -> int:
     return proc._me or proc.token()
 
 
-class _Waitable(HandleMethods, HeapObject):
-    """An object whose state is one sync record (``_rec``) on its heap."""
+class _Waitable(StoreDispatch, HandleMethods, HeapObject):
+    """An object whose state is one sync record (``_rec``) on its heap.
+
+    With ``url=`` (or ``$SHMSHARE_URL``) the constructor returns the store's
+    object instead (:mod:`.remote_sync`)."""
 
     _CODE = 0        # the record kind (_core.sync)
     recoveries = 0   # dead holders taken over or given back, by this handle
@@ -110,13 +114,13 @@ class SharedSemaphore(_Waitable, kind="semaphore"):
 
     def __init__(self, value: int = 1, *, name: str | None = None, create: bool | None = None,
                  project_dir: Any = None, persist: bool = False, mode: int = 0o600,
-                 trust: bool = False) -> None:
+                 trust: bool = False, url: str | None = None) -> None:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ShmTypeError(f"semaphore value must be an int, not {type(value).__name__}")
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
         self._open(name=name, create=create, project_dir=project_dir, persist=persist,
-                   mode=mode, trust=trust)
+                   mode=mode, trust=trust, url=url)
         self._setup(value, value if self._BOUNDED else 0)
 
     def _take(self, held: bool, block: bool, timeout: float | None) -> bool:
@@ -177,9 +181,9 @@ class SharedLock(_Waitable, kind="mlock"):
 
     def __init__(self, *, name: str | None = None, create: bool | None = None,
                  project_dir: Any = None, persist: bool = False, mode: int = 0o600,
-                 trust: bool = False) -> None:
+                 trust: bool = False, url: str | None = None) -> None:
         self._open(name=name, create=create, project_dir=project_dir, persist=persist,
-                   mode=mode, trust=trust)
+                   mode=mode, trust=trust, url=url)
         self._setup()
 
     def acquire(self, block: bool = True, timeout: float | None = None, *,
@@ -298,9 +302,9 @@ class SharedEvent(_Waitable, kind="event"):
 
     def __init__(self, *, name: str | None = None, create: bool | None = None,
                  project_dir: Any = None, persist: bool = False, mode: int = 0o600,
-                 trust: bool = False) -> None:
+                 trust: bool = False, url: str | None = None) -> None:
         self._open(name=name, create=create, project_dir=project_dir, persist=persist,
-                   mode=mode, trust=trust)
+                   mode=mode, trust=trust, url=url)
         self._setup()
 
     def is_set(self) -> bool:

@@ -21,6 +21,7 @@ from .. import _core
 from ..errors import ShmTypeError, ShmValueError
 from ..segment import Segment
 from .array import _META, SharedArray
+from .remote import StoreDispatch
 
 __all__ = ["SharedTypedArray"]
 
@@ -60,7 +61,7 @@ def _one_char(v: object) -> str:
     return v
 
 
-class SharedTypedArray(SharedArray, kind="typed-array"):
+class SharedTypedArray(StoreDispatch, SharedArray, kind="typed-array"):
     """``SharedTypedArray(typecode, size_or_initializer, *, lock=True, name=None, ...)``.
 
     ``size_or_initializer``: a length (zero-filled) or the initial items; they
@@ -68,6 +69,10 @@ class SharedTypedArray(SharedArray, kind="typed-array"):
     one with another typecode or length is a ShmValueError; ``typecode=None``
     and no size open whatever is there.  ``lock`` is accepted for
     multiprocessing's sake; ``get_lock()`` is the array's lock either way.
+
+    ``url=`` (or ``$SHMSHARE_URL``) returns the array on a Redis store instead
+    (:class:`~shmshare.objects.remote_array.RemoteTypedArray`): the same items and
+    slices, as copies, but no numpy view.
     """
 
     _typecode: str
@@ -76,7 +81,10 @@ class SharedTypedArray(SharedArray, kind="typed-array"):
     def __init__(self, typecode: str | None = None, size_or_initializer: Any = None, /, *,
                  lock: bool = True, name: str | None = None, create: bool | None = None,
                  project_dir: Any = None, persist: bool = False, mode: int = 0o600,
-                 trust: bool = False) -> None:
+                 trust: bool = False, url: str | None = None) -> None:
+        if url is not None:  # StoreDispatch took every other url=: project_dir was given
+            raise ShmTypeError("SharedTypedArray: pass url= (on a store) or project_dir= "
+                               "(shared memory), not both")
         if not isinstance(lock, bool):
             raise ShmTypeError(f"lock must be True or False, not {lock!r}")
         if typecode is None:
@@ -175,7 +183,10 @@ class SharedTypedArray(SharedArray, kind="typed-array"):
             target = items[index]
             if len(data) != target.nbytes:
                 raise ValueError("Can only assign sequence of same size")
-            target.cast("B")[:] = data
+            if target.contiguous:
+                target.cast("B")[:] = data
+            else:  # a step: item by item, as memoryview assigns strided slices
+                items[index] = memoryview(data).cast(items.format)  # type: ignore[call-overload]
             return
         i = operator.index(index)
         if tc == "c":

@@ -59,6 +59,8 @@ class SharedValue(HandleMethods, HeapObject, kind="value"):
     ``url=`` (or ``$SHMSHARE_URL``) keeps the value on a Redis store.
     """
 
+    _typecode_seen: Any  # the typecode, once read (it never changes)
+
     _ON_STORES = True
 
     def __init__(self, typecode: Any = None, value: Any = _MISSING, /, *, lock: bool = True,
@@ -89,8 +91,16 @@ class SharedValue(HandleMethods, HeapObject, kind="value"):
 
     @property
     def typecode(self) -> Any:
+        # Fixed at creation, so read once per handle (on a store, a read is a round trip).
+        try:
+            return self._typecode_seen
+        except AttributeError:
+            pass
         data = self._read("typecode")
-        return loads(data) if data is not None else None
+        typecode = loads(data) if data is not None else None
+        if data is not None:
+            self._typecode_seen = typecode
+        return typecode
 
     def get_lock(self) -> Any:
         """The object's lock, as multiprocessing.Value's ``get_lock()``."""

@@ -33,14 +33,15 @@ class SharedCondition(_Waitable, kind="condition"):
 
     def __init__(self, lock: SharedLock | SharedRLock | None = None, *,
                  name: str | None = None, create: bool | None = None, project_dir: Any = None,
-                 persist: bool = False, mode: int = 0o600, trust: bool = False) -> None:
+                 persist: bool = False, mode: int = 0o600, trust: bool = False,
+                 url: str | None = None) -> None:
         if lock is not None and not isinstance(lock, (SharedLock, SharedRLock)):
             raise ShmTypeError(
                 f"Condition(lock) needs a shared lock (a SharedLock or SharedRLock, e.g. "
                 f"Manager().Lock()), not {type(lock).__module__}.{type(lock).__qualname__}: "
                 "other processes cannot see a threading lock")
         self._open(name=name, create=create, project_dir=project_dir, persist=persist,
-                   mode=mode, trust=trust)
+                   mode=mode, trust=trust, url=url)
         if lock is None:
             lock = SharedRLock(project_dir=project_dir) if name is None else SharedRLock(
                 name=f"{name}.lock", create=create, project_dir=project_dir, persist=persist,
@@ -115,7 +116,7 @@ class SharedBarrier(_Waitable, kind="barrier"):
     def __init__(self, parties: int, action: Callable[[], Any] | None = None,
                  timeout: float | None = None, *, name: str | None = None,
                  create: bool | None = None, project_dir: Any = None, persist: bool = False,
-                 mode: int = 0o600, trust: bool = False) -> None:
+                 mode: int = 0o600, trust: bool = False, url: str | None = None) -> None:
         if not isinstance(parties, int) or isinstance(parties, bool):
             raise ShmTypeError(f"parties must be an int, not {type(parties).__name__}")
         if parties < 1:
@@ -123,7 +124,7 @@ class SharedBarrier(_Waitable, kind="barrier"):
         if parties > csync.SLOTS + 1:
             raise ValueError(f"at most {csync.SLOTS + 1} parties")
         self._open(name=name, create=create, project_dir=project_dir, persist=persist,
-                   mode=mode, trust=trust)
+                   mode=mode, trust=trust, url=url)
         self._heap.dict_set(_CONF[0], _CONF[1], dumps((action, timeout)), only_if_absent=True)
         self._setup(parties)
 

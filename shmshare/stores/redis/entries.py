@@ -163,12 +163,14 @@ return out
 
 # KEYS: every part.  ARGV[1]: '', ARGV[2]: TTL, ARGV[3]: kind, ARGV[4]: create
 # ('1' must, '0' must not, '' either), then canonical, key, value triples.
-# -> {'CREATED'|'OPENED'|'EXISTS'|'MISSING'|'WRONGKIND', stored kind}
+# -> {'CREATED'|'OPENED'|'EXISTS'|'MISSING'|'WRONGKIND', stored kind[, 'PERSIST']}
 _CREATE = _GUARD + """
 local kind = redis.call('GET', KEYS[1])
 if kind then
   if ARGV[4] == '1' then return {'EXISTS', kind} end
   if kind ~= ARGV[3] then return {'WRONGKIND', kind} end
+  -- The creator decided the lifetime: a persistent object has no TTL to renew.
+  if redis.call('PTTL', KEYS[1]) == -1 then return {'OPENED', kind, 'PERSIST'} end
   keep()
   return {'OPENED', kind}
 end
@@ -179,6 +181,17 @@ for i = 5, #ARGV, 3 do insert(ARGV[i], ARGV[i + 1], ARGV[i + 2], false) end
 keep()
 return {'CREATED', ARGV[3]}
 """
+
+# The same for a sequence (a list's items, in the Redis LIST ``entries``): ARGV[5...]
+# are the pickled items, in order.
+_CREATE_ITEMS = _CREATE.replace(
+    "for i = 5, #ARGV, 3 do insert(ARGV[i], ARGV[i + 1], ARGV[i + 2], false) end",
+    "for i = 5, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end")
+
+# ... and for bytes (an array's, in the Redis STRING ``entries``): ARGV[5] is all of them.
+_CREATE_STRING = _CREATE.replace(
+    "for i = 5, #ARGV, 3 do insert(ARGV[i], ARGV[i + 1], ARGV[i + 2], false) end",
+    "redis.call('SET', KEYS[3], ARGV[5])")
 
 # KEYS: every part.  ARGV[1]: '', ARGV[2]: TTL.  -> 0 when the object is gone
 _KEEP = _GUARD + """
@@ -202,14 +215,25 @@ def _ttl(lifetime: float | None) -> str:
 
 def create_or_open(store: RedisStore, name: str, kind: str, create: bool | None,
                    lifetime: float | None, initial: Iterable[tuple[bytes, int, bytes]],
-                   label: str) -> bool:
+                   label: str, items: Iterable[bytes] | None = None,
+                   string: bytes | None = None) -> tuple[bool, bool]:
     """Create object ``name`` of ``kind`` with ``initial`` (key, cmp_len, value) entries,
-    or open it; True if this call created it.  ``lifetime``: the TTL (None = persist)."""
+    or open it; (created, persistent).  ``lifetime``: the TTL (None = persist), for a new
+    object: an existing one keeps what its creator chose (persistent when it has no TTL).
+    ``items`` (pickled, in order) makes a sequence instead, whose ``entries`` is a LIST;
+    ``string`` an array, whose ``entries`` is a STRING of those bytes."""
     args: list[Any] = ["", _ttl(lifetime), kind,
                        {None: "", True: "1", False: "0"}[create]]
+    if items is not None:
+        args += list(items)
+    if string is not None:
+        args.append(string)
     for kb, n, vb in initial:
         args += [kb[:n], kb, vb]
-    outcome, stored = store.script(_CREATE)(_keys(store, name), args, f"open {label}")
+    source = (_CREATE_ITEMS if items is not None else
+              _CREATE_STRING if string is not None else _CREATE)
+    reply = store.script(source)(_keys(store, name), args, f"open {label}")
+    outcome, stored = reply[0], reply[1]
     outcome = outcome.decode()
     stored = stored.decode() if isinstance(stored, bytes) else stored
     where = f"{label} on {store.address}"
@@ -222,7 +246,9 @@ def create_or_open(store: RedisStore, name: str, kind: str, create: bool | None,
     if outcome == "WRONGKIND":
         raise WrongTypeError(f"{where} is a {stored!r}, not a {kind!r}; open it with its "
                              "own class, or use another name")
-    return bool(outcome == "CREATED")
+    if outcome == "CREATED":
+        return True, lifetime is None
+    return False, len(reply) > 2  # 'PERSIST'
 
 
 def keep_alive(store: RedisStore, name: str, lifetime: float) -> bool:

@@ -178,6 +178,10 @@ class Queue:
     def empty(self) -> bool:
         return self.qsize() == 0
 
+    def full(self) -> bool:
+        """Whether a put would wait now (``maxsize`` items queued; never when 0)."""
+        return 0 < self.maxsize <= self.qsize()
+
     def close(self) -> None:
         """Stop this thread's consumer lease (its unacknowledged item is requeued later)."""
         lease = getattr(self._local, "lease", None)
