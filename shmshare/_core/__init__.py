@@ -19,7 +19,7 @@ import errno
 import gc
 import sys
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..errors import ShmshareError, ShmValueError, from_errno
 from ._lib import ffi, lib
@@ -32,6 +32,7 @@ __all__ = [
     "SHM_NORESERVE",
     "Attachment",
     "Limits",
+    "NamedOpen",
     "OwnerWatch",
     "RobustMutex",
     "ShmStat",
@@ -40,6 +41,7 @@ __all__ = [
     "limits",
     "list_ids",
     "memlock",
+    "named_open",
     "rmid",
     "set_attrs",
     "shmat",
@@ -173,6 +175,10 @@ def stat(shmid: int) -> ShmStat:
     """``shmctl(IPC_STAT)``: the segment's ``shmid_ds``."""
     out = ffi.new("shms_stat_t *")
     _check_id(lib.shms_stat(shmid, out), f"shmctl(shmid={shmid}, IPC_STAT)")
+    return _shm_stat(out)
+
+
+def _shm_stat(out: Any) -> ShmStat:
     return ShmStat(
         key=int(out.key), shmid=int(out.shmid), size=int(out.size), uid=int(out.uid),
         gid=int(out.gid), cuid=int(out.cuid), cgid=int(out.cgid), mode=int(out.mode),
@@ -224,11 +230,14 @@ class Attachment:
     __slots__ = ("__weakref__", "_addr", "_after", "_buf", "_ptr", "readonly", "shmid", "size")
 
     def __init__(self, shmid: int, size: int, readonly: bool,
-                 on_detached: Callable[[], None] | None) -> None:
-        out = ffi.new("void **")
-        _check(lib.shms_shmat(shmid, int(readonly), out),
-               f"shmat(shmid={shmid}{', SHM_RDONLY' if readonly else ''})")
-        addr = out[0]
+                 on_detached: Callable[[], None] | None, _addr: object = None) -> None:
+        # _addr: a mapping shmat'ed already by a C call of this package (named_open)
+        if _addr is None:
+            out = ffi.new("void **")
+            _check(lib.shms_shmat(shmid, int(readonly), out),
+                   f"shmat(shmid={shmid}{', SHM_RDONLY' if readonly else ''})")
+            _addr = out[0]
+        addr = _addr
         after: dict[object, Callable[[], None]] = {}
 
         def _shmdt(_cdata: object) -> None:
@@ -322,6 +331,35 @@ class Attachment:
         if self._ptr is None:
             raise ValueError("segment is detached")
         return self._ptr + offset
+
+
+class NamedOpen(NamedTuple):
+    """What :func:`named_open` found: the key file ``fd`` (locked; the caller
+    unlocks and closes it), its inode and record, the segment and its stat."""
+
+    fd: int
+    dev: int
+    ino: int
+    fsize: int
+    record: bytes
+    proj_id: int
+    key: int
+    stat: ShmStat
+    attachment: Attachment
+
+
+def named_open(path: str, readonly: bool = False) -> NamedOpen | None:
+    """Open and lock the key file ``path``, read its record, attach the segment at
+    its key, in one call (src/named.c); None when anything is not the common
+    case (then nothing is left open, locked or attached)."""
+    out = ffi.new("shms_named_t *")
+    if lib.shms_named_open(path.encode(), int(readonly), out):
+        return None
+    st = _shm_stat(out.st)
+    att = Attachment(st.shmid, st.size, readonly, None, out.addr)
+    return NamedOpen(int(out.fd), int(out.dev), int(out.ino), int(out.fsize),
+                     bytes(ffi.buffer(out.record, out.nread)), int(out.proj_id),
+                     int(out.key), st, att)
 
 
 def shmat(shmid: int, size: int, readonly: bool = False,

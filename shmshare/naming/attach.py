@@ -30,7 +30,7 @@ from ..errors import (
 from .handoff import expect_handoff
 from .header import FLAG_ANONYMOUS, FLAG_PERSIST, HEADER_SIZE, Header
 from .keys import KeyFile, KeyRecord, key_file_path, resolve_project_dir, validate_name
-from .lifecycle import Found, destroy, find_existing, sweep
+from .lifecycle import Found, destroy, find_existing, sweep, verified
 
 __all__ = [
     "Address",
@@ -225,6 +225,11 @@ def open_named(kind: str, name: str, size: int, *, create: bool | None,
         _check_size(size)
     pdir = resolve_project_dir(project_dir)
     path = key_file_path(pdir, name)
+    if create is not True:
+        b = _open_existing_fast(kind, name, size if check_size else 0, create, pdir, path,
+                                readonly)
+        if b is not None:
+            return b
     existed = path.exists()
     with KeyFile.locked(path, create=create is not False, mode=mode) as kf:
         if kf is None:
@@ -251,6 +256,33 @@ def open_named(kind: str, name: str, size: int, *, create: bool | None,
             if not existed or record is None:
                 kf.unlink()  # bad input must not leave a key file behind
             raise
+
+
+def _open_existing_fast(kind: str, name: str, size: int, create: bool | None, pdir: Path,
+                        path: Path, readonly: bool) -> Binding | None:
+    """The common case of opening an existing name, in one C call (_core.named_open):
+    the same lock, record, namespace and identity checks as the general path, with
+    fewer syscalls and no Python in between.  None: not the common case, nothing
+    held; the general path takes over (and finds out what it is)."""
+    got = _core.named_open(str(path), readonly)
+    if got is None:
+        return None
+    kf = KeyFile.adopt(path, got.fd, got.dev, got.ino, got.fsize)
+    found = None
+    try:
+        record = KeyRecord.loads(got.record)
+        if record is not None and record.proj_id == got.proj_id and not record.other_namespace():
+            found = verified(got.attachment, got.stat, got.key, name, kf)
+        if found is None:
+            got.attachment.detach()
+            return None
+        return _bind_found(found, kind, name, size, create, pdir, path)
+    except BaseException:
+        if found is None and got.attachment.attached:
+            got.attachment.detach()
+        raise
+    finally:
+        kf.close()
 
 
 def _bind_found(found: Found, kind: str, name: str, size: int, create: bool | None,

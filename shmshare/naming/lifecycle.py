@@ -105,25 +105,33 @@ def find_existing(kf: KeyFile, record: KeyRecord, name: str, *,
     if st.size < HEADER_SIZE:
         return None  # not one of ours: too small to hold our header
     att = _core.shmat(shmid, st.size, readonly=readonly)
-    keep = False
+    found = None
     try:
-        view = att.memoryview()
-        try:
-            header = Header.read(view)
-            if header is None:
-                if Header.magic_is_zero(view) and _crashed_creation(st):
-                    _core.rmid(shmid)
-                return None
-            if (header.name != name or (header.dev, header.ino) != (kf.dev, kf.ino)
-                    or header.anonymous or HEADER_SIZE + header.payload_size > st.size):
-                return None
-        finally:
-            view.release()
-        keep = True
-        return Found(shmid, key, header, att, st)
+        found = verified(att, st, key, name, kf, reclaim=True)
+        return found
     finally:
-        if not keep:
+        if found is None:
             att.detach()
+
+
+def verified(att: _core.Attachment, st: _core.ShmStat, key: int, name: str, kf: KeyFile,
+             *, reclaim: bool = False) -> Found | None:
+    """``att`` as a Found if its identity header says it is ``name``'s segment of the
+    locked key file ``kf``, else None (the caller detaches).  ``reclaim``: remove it
+    if its creator died before writing the header."""
+    view = att.memoryview()
+    try:
+        header = Header.read(view)
+        if header is None:
+            if reclaim and Header.magic_is_zero(view) and _crashed_creation(st):
+                _core.rmid(st.shmid)
+            return None
+        if (header.name != name or (header.dev, header.ino) != (kf.dev, kf.ino)
+                or header.anonymous or HEADER_SIZE + header.payload_size > st.size):
+            return None
+    finally:
+        view.release()
+    return Found(st.shmid, key, header, att, st)
 
 
 def _crashed_creation(st: _core.ShmStat) -> bool:

@@ -50,6 +50,21 @@ int shms_memlock(int64_t shmid, int lock);
 int shms_limits(shms_limits_t *out);
 int shms_list_ids(int64_t *ids, int cap, int *n_out);
 
+/* ---- named.c ---- */
+#define SHMS_RECORD_MAX 256     /* naming/keys.py RECORD_SIZE */
+typedef struct {
+    int32_t  fd;            /* the key file, open and flock-ed LOCK_EX */
+    uint64_t dev, ino, fsize;
+    int32_t  proj_id;
+    int32_t  nread;
+    int64_t  key, shmid;
+    void    *addr;          /* the segment, attached */
+    shms_stat_t st;         /* IPC_STAT before our shmat */
+    char     record[SHMS_RECORD_MAX];
+} shms_named_t;
+#define SHMS_NAMED_SLOW (-1)
+int shms_named_open(const char *path, int readonly, shms_named_t *out);
+
 /* ---- lock.c ---- */
 size_t shms_mutex_size(void);
 int shms_mutex_init(void *m);
