@@ -272,7 +272,9 @@ class Segment:
             return
         for hook in b.detach_hooks:
             hook()
-        n = b.attachment.views_alive()
+        # A mapping shared with another object of this process is not unmapped now:
+        # views of it (maybe the other object's) stay valid, so they are no obstacle.
+        n = b.attachment.views_alive() if b.attachment.shares == 1 else 0
         if n:
             raise BufferError(
                 f"cannot detach segment {self._label()}: {n} memoryview(s) or array(s) "

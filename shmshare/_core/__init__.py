@@ -227,7 +227,8 @@ class Attachment:
     since touching a view after ``shmdt`` would crash the interpreter.
     """
 
-    __slots__ = ("__weakref__", "_addr", "_after", "_buf", "_ptr", "readonly", "shmid", "size")
+    __slots__ = ("__weakref__", "_addr", "_after", "_buf", "_ptr", "readonly", "shares",
+                 "shmid", "size")
 
     def __init__(self, shmid: int, size: int, readonly: bool,
                  on_detached: Callable[[], None] | None, _addr: object = None) -> None:
@@ -252,6 +253,9 @@ class Attachment:
         self.shmid = shmid
         self.size = size
         self.readonly = readonly
+        # How many bindings of this process use this mapping (naming.attach.release
+        # detaches it with the last; naming.address shares it with unpickled objects).
+        self.shares = 1
         self._addr = int(ffi.cast("uintptr_t", addr))
         self._after = after
         self._ptr = ffi.gc(ffi.cast("char *", addr), _shmdt)

@@ -12,7 +12,7 @@ from ..errors import (
     ShmPermissionError,
     ShmValueError,
 )
-from .attach import Address, Binding, open_named
+from .attach import Address, Binding, live_attachment, open_named
 from .handoff import add_claim, drop_claimed
 from .header import HEADER_SIZE, Header
 
@@ -73,8 +73,35 @@ def _gone(what: str) -> ObjectGoneError:
         "shmshare.Manager(), whose objects live until shutdown()")
 
 
+def _reuse(shmid: int, token: int, claim: bool) -> Binding | None:
+    """A binding sharing this process's live attachment of ``shmid``, if that is the
+    anonymous segment ``token`` names (the token is its creation stamp); else None.
+
+    A fork Pool's workers hold the arrays their parent held when forking: a task
+    receiving one then maps nothing anew (no shmat, no page faults again)."""
+    att = live_attachment(shmid)
+    if att is None:
+        return None
+    view = att.memoryview()
+    try:
+        header = Header.read(view)
+    finally:
+        view.release()
+    if header is None or not header.anonymous or header.token != token:
+        return None
+    if claim:
+        add_claim(att)
+        drop_claimed()
+    att.shares += 1
+    return Binding(kind=header.kind, shmid=shmid, key=0, attachment=att, offset=HEADER_SIZE,
+                   size=header.payload_size, header=header)
+
+
 def _reattach_anonymous(kind: str, shmid: int, token: int, claim: bool) -> Binding:
     """Attach an anonymous segment by id and verify its token (and claim it)."""
+    reused = _reuse(shmid, token, claim)
+    if reused is not None:
+        return reused
     try:
         st = _core.stat(shmid)
         att = _core.shmat(shmid, st.size)

@@ -11,6 +11,7 @@ for the last user of a named segment, removes it.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,9 +97,23 @@ class Binding:
         self.trust = False
         self.release_hooks: list[Callable[[], None]] = []
         expect_handoff()  # in a multiprocessing child: its exit waits for receivers
+        if header is not None and not attachment.readonly:
+            _MAPPED[shmid] = attachment  # see live_attachment
         # Run by an explicit detach before it counts live views: an object's
         # own cached view (SharedArray's) must not make its detach a BufferError.
         self.detach_hooks: list[Callable[[], None]] = []
+
+
+# The read-write attachments of shmshare segments in this process, by shmid (forked
+# children inherit them along with the mappings).  While an attachment lives, its
+# shmid names that very segment: the kernel never gives a live segment's id to another.
+_MAPPED: weakref.WeakValueDictionary[int, _core.Attachment] = weakref.WeakValueDictionary()
+
+
+def live_attachment(shmid: int) -> _core.Attachment | None:
+    """This process's read-write attachment of segment ``shmid``, if it has a live one."""
+    att = _MAPPED.get(shmid)
+    return att if att is not None and att.attached else None
 
 
 def release(b: Binding) -> None:
@@ -121,6 +136,11 @@ def release(b: Binding) -> None:
         for hook in b.release_hooks:
             hook()  # e.g. the heap handle lets go of its extents
     finally:
+        if b.attachment.shares > 1:
+            # Another binding of this process uses the mapping (an object unpickled
+            # here, see naming.address): it is not ours to detach, nor the last use.
+            b.attachment.shares -= 1
+            return
         try:
             if b.key_path is not None and not b.persist and not b.removed:
                 _detach_removing_if_last(b)
