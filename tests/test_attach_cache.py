@@ -26,7 +26,7 @@ def test_unpickling_an_array_held_here_shares_its_attachment() -> None:
     even while a view of it is alive."""
     a = SharedArray(1 << 16, "float64")
     a[:] = 2.0
-    view = a.numpy()
+    views = [a.numpy()]
     data = pickle.dumps(a)
 
     def child() -> int:
@@ -36,16 +36,16 @@ def test_unpickling_an_array_held_here_shares_its_attachment() -> None:
         b[0] = 5.0
         b.detach()                       # no BufferError for a's view: nothing unmapped
         assert not b._seg.attached and a._seg.attached
-        assert view[0] == 5.0 and float(a[1:3].sum()) == 4.0
+        assert views[0][0] == 5.0 and float(a[1:3].sum()) == 4.0
         c = pickle.loads(data)           # again: shared again
         assert _attachment(c) is _attachment(a)
         del c
         return 0
     try:
         assert fork_call(child) == 0
-        assert view[0] == 5.0
+        assert views[0][0] == 5.0
     finally:
-        del view
+        views.clear()
         a.detach()
 
 

@@ -261,3 +261,16 @@ def test_open_waits_while_another_process_holds_the_key_file(project_dir: Path) 
         assert wait_pid(pid) == 0
         for fd in (r, r2, w2):
             os.close(fd)
+
+
+@pytest.mark.parametrize("proj_id", [1, 2, 127, 128, 200, 255])
+def test_key_from_the_locked_inode_is_ftok(project_dir: Path, proj_id: int) -> None:
+    """The key computed from the locked key file's inode is what ftok(3) says."""
+    from shmshare import _core
+
+    resolve_project_dir(project_dir)
+    path = project_dir / "k.key"
+    with KeyFile.locked(path, create=True) as kf:
+        assert kf is not None
+        assert kf.key(proj_id) == _core.ftok(str(path), proj_id)
+        kf.unlink()

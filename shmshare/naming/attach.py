@@ -10,6 +10,7 @@ for the last user of a named segment, removes it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import weakref
 from collections.abc import Callable
@@ -140,15 +141,19 @@ def release(b: Binding) -> None:
             # Another binding of this process uses the mapping (an object unpickled
             # here, see naming.address): it is not ours to detach, nor the last use.
             b.attachment.shares -= 1
-            return
-        try:
-            if b.key_path is not None and not b.persist and not b.removed:
-                _detach_removing_if_last(b)
-        finally:
-            if b.attachment.attached and not b.attachment.views_alive(collect=False):
-                b.attachment.detach()
-            # else: views still use the memory; the attachment's own destructor
-            # calls shmdt when the last of them goes away.
+        else:
+            _release_last(b)
+
+
+def _release_last(b: Binding) -> None:
+    try:
+        if b.key_path is not None and not b.persist and not b.removed:
+            _detach_removing_if_last(b)
+    finally:
+        if b.attachment.attached and not b.attachment.views_alive(collect=False):
+            b.attachment.detach()
+        # else: views still use the memory; the attachment's own destructor
+        # calls shmdt when the last of them goes away.
 
 
 def names_us(kf: KeyFile, b: Binding) -> bool:
@@ -165,7 +170,7 @@ def names_us(kf: KeyFile, b: Binding) -> bool:
     if record is None:
         return False
     try:
-        key = _core.ftok(str(kf.path), record.proj_id)
+        key = kf.key(record.proj_id)
         return key == b.key and _core.shmget(key, 0, 0) == b.shmid
     except ShmshareError:
         return False
@@ -250,7 +255,6 @@ def open_named(kind: str, name: str, size: int, *, create: bool | None,
                                 readonly)
         if b is not None:
             return b
-    existed = path.exists()
     with KeyFile.locked(path, create=create is not False, mode=mode) as kf:
         if kf is None:
             raise SegmentNotFoundError(2, f"no object named {name!r} in {str(pdir)!r}", str(path))
@@ -273,7 +277,7 @@ def open_named(kind: str, name: str, size: int, *, create: bool | None,
             return _create_named(kf, kind, name, size, pdir, record, persist=persist, mode=mode,
                                  shm_flags=shm_flags, init=init, extra_flags=extra_flags)
         except BaseException:
-            if not existed or record is None:
+            if record is None:  # made here (or empty, or garbage): not someone's name
                 kf.unlink()  # bad input must not leave a key file behind
             raise
 
@@ -331,11 +335,11 @@ def _create_named(kf: KeyFile, kind: str, name: str, size: int, pdir: Path,
                   init: Initializer | None, extra_flags: int) -> Binding:
     total = HEADER_SIZE + size
     first = old.proj_id if old is not None else 1
-    for proj_id in [first, *[p for p in range(1, 256) if p != first]]:
+    for proj_id in itertools.chain((first,), (p for p in range(1, 256) if p != first)):
         # The record is written before shmget, so a creator killed right
         # after shmget leaves a key file that points at its segment.
         kf.write(KeyRecord(proj_id, kind, persist, creator=proc.token()))
-        key = _core.ftok(str(kf.path), proj_id)
+        key = kf.key(proj_id)
         try:
             shmid = _core.shmget(key, total, _core.IPC_CREAT | _core.IPC_EXCL | (mode & 0o777)
                                  | shm_flags)

@@ -319,6 +319,15 @@ class KeyFile:
                     os.close(fd)
             return
 
+    def key(self, proj_id: int) -> int:
+        """``ftok(path, proj_id)``, from the inode locked (the one the path names)
+        rather than another stat: glibc and musl alike take proj_id's byte, the
+        device's low byte and the inode's low 16 bits (signed, as _core.ftok)."""
+        if not 1 <= proj_id <= 255:
+            raise ShmValueError(f"ftok proj_id must be 1..255, not {proj_id}")
+        k = (proj_id & 0xFF) << 24 | (self.dev & 0xFF) << 16 | (self.ino & 0xFFFF)
+        return k - (1 << 32) if k & 0x8000_0000 else k
+
     def read(self) -> KeyRecord | None:
         data = os.pread(self.fd, 4096, 0)
         return KeyRecord.loads(data) if data else None

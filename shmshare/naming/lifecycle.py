@@ -96,7 +96,7 @@ def find_existing(kf: KeyFile, record: KeyRecord, name: str, *,
             "this project directory; use it from that namespace, or give each IPC "
             "namespace its own project directory (see docs/concepts/security.md)",
             str(kf.path))
-    key = _core.ftok(str(kf.path), record.proj_id)
+    key = kf.key(record.proj_id)
     try:
         shmid = _core.shmget(key, 0, 0)
     except SegmentNotFoundError:
@@ -282,7 +282,7 @@ def _predict_one(kf: KeyFile, record: KeyRecord | None, name: str) -> SweepResul
     if record is None:
         return SweepResult(name, "would-remove-stale-key", "the key file names no segment")
     try:
-        st = _core.stat(_core.shmget(_core.ftok(str(kf.path), record.proj_id), 0, 0))
+        st = _core.stat(_core.shmget(kf.key(record.proj_id), 0, 0))
     except SegmentNotFoundError:
         return SweepResult(name, "would-remove-stale-key", "the key file names no segment")
     if record.persist or st.dest or st.nattch > 0:
