@@ -356,14 +356,15 @@ def named_open(path: str, readonly: bool = False) -> NamedOpen | None:
     """Open and lock the key file ``path``, read its record, attach the segment at
     its key, in one call (src/named.c); None when anything is not the common
     case (then nothing is left open, locked or attached)."""
-    out = ffi.new("shms_named_t *")
-    if lib.shms_named_open(path.encode(), int(readonly), out):
+    out = ffi.new("int64_t[]", lib.SHMS_NAMED_FIELDS)
+    record = ffi.new("char[]", lib.SHMS_RECORD_MAX)
+    if lib.shms_named_open(path.encode(), int(readonly), out, record):
         return None
-    st = _shm_stat(out.st)
-    att = Attachment(st.shmid, st.size, readonly, None, out.addr)
-    return NamedOpen(int(out.fd), int(out.dev), int(out.ino), int(out.fsize),
-                     bytes(ffi.buffer(out.record, out.nread)), int(out.proj_id),
-                     int(out.key), st, att)
+    w = list(out)
+    st = ShmStat(*w[8:16], bool(w[16]), bool(w[17]), *w[18:24])
+    att = Attachment(st.shmid, st.size, readonly, None, ffi.cast("void *", w[7]))
+    return NamedOpen(w[0], w[1], w[2], w[3], ffi.buffer(record, w[5])[:], w[4], w[6], st,
+                     att)
 
 
 def shmat(shmid: int, size: int, readonly: bool = False,

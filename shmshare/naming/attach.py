@@ -74,6 +74,7 @@ class Binding:
         "removed",
         "shmid",
         "size",
+        "stat",
         "trust",
     )
 
@@ -96,6 +97,9 @@ class Binding:
         # Set by objects opened with trust=True: removing a segment another
         # user owns then runs its destroy logic (naming.lifecycle.destroy).
         self.trust = False
+        # The segment's IPC_STAT taken while opening it (before our shmat), for the
+        # trust check that follows at once (Segment._stat_at_open); None: not kept.
+        self.stat: _core.ShmStat | None = None
         self.release_hooks: list[Callable[[], None]] = []
         expect_handoff()  # in a multiprocessing child: its exit waits for receivers
         if header is not None and not attachment.readonly:
@@ -325,9 +329,11 @@ def _bind_found(found: Found, kind: str, name: str, size: int, create: bool | No
     except BaseException:
         found.attachment.detach()
         raise
-    return Binding(kind=kind, shmid=found.shmid, key=found.key, attachment=found.attachment,
-                    offset=HEADER_SIZE, size=found.header.payload_size, header=found.header,
-                    name=name, project_dir=pdir, key_path=path)
+    b = Binding(kind=kind, shmid=found.shmid, key=found.key, attachment=found.attachment,
+                offset=HEADER_SIZE, size=found.header.payload_size, header=found.header,
+                name=name, project_dir=pdir, key_path=path)
+    b.stat = found.stat_before
+    return b
 
 
 def _create_named(kf: KeyFile, kind: str, name: str, size: int, pdir: Path,

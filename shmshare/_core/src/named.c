@@ -40,14 +40,19 @@ static int record_proj_id(const char *rec, int n)
            id >= 1 && id <= 255 ? (int)id : 0;
 }
 
-int shms_named_open(const char *path, int readonly, shms_named_t *out)
+/* out (SHMS_NAMED_FIELDS words): fd, dev, ino, file size, proj_id, record
+ * length, key, address, then the segment's IPC_STAT (before our shmat) in the
+ * order of shms_stat_t.  Plain words, not a struct: cffi builds a struct type
+ * on its first use, a cost the first open of every process would pay. */
+int shms_named_open(const char *path, int readonly, int64_t *out, char *record)
 {
     struct stat st, now;
+    shms_stat_t ds;
     char buf[SHMS_RECORD_MAX + 1];
     ssize_t n;
-    int fd, id;
+    int fd, id, proj_id;
+    int64_t key;
     void *p;
-    memset(out, 0, sizeof *out);
     fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return SHMS_NAMED_SLOW;
@@ -62,28 +67,45 @@ int shms_named_open(const char *path, int readonly, shms_named_t *out)
     n = pread(fd, buf, sizeof buf, 0);
     if (n <= 0 || n > SHMS_RECORD_MAX)
         goto slow;
-    out->proj_id = record_proj_id(buf, (int)n);
-    if (!out->proj_id)
+    proj_id = record_proj_id(buf, (int)n);
+    if (!proj_id)
         goto slow;
     /* ftok(path, proj_id), from the inode just checked (glibc and musl alike:
      * proj_id in the top byte, the device's low byte, the inode's low 16 bits). */
-    out->key = (int64_t)(int32_t)(((uint32_t)out->proj_id & 0xff) << 24 |
-                                  ((uint32_t)st.st_dev & 0xff) << 16 |
-                                  ((uint32_t)st.st_ino & 0xffff));
-    id = shmget((key_t)out->key, 0, 0);
-    if (id < 0 || shms_stat(id, &out->st) != 0 || out->st.size < HEADER_BYTES)
+    key = (int64_t)(int32_t)(((uint32_t)proj_id & 0xff) << 24 |
+                             ((uint32_t)st.st_dev & 0xff) << 16 |
+                             ((uint32_t)st.st_ino & 0xffff));
+    id = shmget((key_t)key, 0, 0);
+    if (id < 0 || shms_stat(id, &ds) != 0 || ds.size < HEADER_BYTES)
         goto slow;
     p = shmat(id, NULL, readonly ? SHM_RDONLY : 0);
     if (p == (void *)-1)
         goto slow;
-    memcpy(out->record, buf, (size_t)n);
-    out->nread = (int32_t)n;
-    out->fd = fd;
-    out->dev = st.st_dev;
-    out->ino = st.st_ino;
-    out->fsize = (uint64_t)st.st_size;
-    out->shmid = id;
-    out->addr = p;
+    memcpy(record, buf, (size_t)n);
+    out[0] = fd;
+    out[1] = (int64_t)st.st_dev;
+    out[2] = (int64_t)st.st_ino;
+    out[3] = (int64_t)st.st_size;
+    out[4] = proj_id;
+    out[5] = n;
+    out[6] = key;
+    out[7] = (int64_t)(uintptr_t)p;
+    out[8] = ds.key;
+    out[9] = ds.shmid;
+    out[10] = (int64_t)ds.size;
+    out[11] = ds.uid;
+    out[12] = ds.gid;
+    out[13] = ds.cuid;
+    out[14] = ds.cgid;
+    out[15] = ds.mode;
+    out[16] = ds.dest;
+    out[17] = ds.locked;
+    out[18] = ds.cpid;
+    out[19] = ds.lpid;
+    out[20] = (int64_t)ds.nattch;
+    out[21] = ds.atime;
+    out[22] = ds.dtime;
+    out[23] = ds.ctime;
     return 0;
 slow:
     flock(fd, LOCK_UN);

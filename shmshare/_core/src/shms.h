@@ -52,18 +52,9 @@ int shms_list_ids(int64_t *ids, int cap, int *n_out);
 
 /* ---- named.c ---- */
 #define SHMS_RECORD_MAX 256     /* naming/keys.py RECORD_SIZE */
-typedef struct {
-    int32_t  fd;            /* the key file, open and flock-ed LOCK_EX */
-    uint64_t dev, ino, fsize;
-    int32_t  proj_id;
-    int32_t  nread;
-    int64_t  key, shmid;
-    void    *addr;          /* the segment, attached */
-    shms_stat_t st;         /* IPC_STAT before our shmat */
-    char     record[SHMS_RECORD_MAX];
-} shms_named_t;
+#define SHMS_NAMED_FIELDS 24    /* the int64_t words shms_named_open fills (named.c) */
 #define SHMS_NAMED_SLOW (-1)
-int shms_named_open(const char *path, int readonly, shms_named_t *out);
+int shms_named_open(const char *path, int readonly, int64_t *out, char *record);
 
 /* ---- lock.c ---- */
 size_t shms_mutex_size(void);
