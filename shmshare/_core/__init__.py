@@ -361,7 +361,9 @@ def named_open(path: str, readonly: bool = False) -> NamedOpen | None:
     if lib.shms_named_open(path.encode(), int(readonly), out, record):
         return None
     w = list(out)
-    st = ShmStat(*w[8:16], bool(w[16]), bool(w[17]), *w[18:24])
+    st = ShmStat(key=w[8], shmid=w[9], size=w[10], uid=w[11], gid=w[12], cuid=w[13],
+                 cgid=w[14], mode=w[15], dest=bool(w[16]), locked=bool(w[17]), cpid=w[18],
+                 lpid=w[19], nattch=w[20], atime=w[21], dtime=w[22], ctime=w[23])
     att = Attachment(st.shmid, st.size, readonly, None, ffi.cast("void *", w[7]))
     return NamedOpen(w[0], w[1], w[2], w[3], ffi.buffer(record, w[5])[:], w[4], w[6], st,
                      att)
