@@ -150,3 +150,25 @@ def test_no_segment_is_left_by_shared_attachments() -> None:
         a.detach()
         return 0
     assert fork_call(child) == 0
+
+
+def test_a_named_array_held_here_is_shared_too(project_dir: Path) -> None:
+    """By name as by id: a forked child receiving the named array it inherited shares
+    the mapping, found again under the key-file lock; the name's last user still
+    removes it."""
+    a = SharedArray(4096, "int32", name="arr", project_dir=project_dir)
+    a[:] = 3
+    data = pickle.dumps(a)
+
+    def child() -> int:
+        b = pickle.loads(data)
+        assert _attachment(b) is _attachment(a)
+        assert int(b[4095]) == 3
+        b.detach()
+        assert int(a[0]) == 3
+        return 0
+    try:
+        assert fork_call(child) == 0
+    finally:
+        a.detach()
+    assert not (project_dir / "arr.key").exists()  # the last user removed it
