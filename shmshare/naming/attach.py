@@ -150,6 +150,8 @@ def release(b: Binding) -> None:
 
 
 def _release_last(b: Binding) -> None:
+    if _MAPPED.get(b.shmid) is b.attachment:
+        del _MAPPED[b.shmid]  # released: never shared again, even while views keep it mapped
     try:
         if b.key_path is not None and not b.persist and not b.removed:
             _detach_removing_if_last(b)
