@@ -16,7 +16,9 @@ calls they wrap (``shmget``, ``shmat``...), and raise the exceptions of
 from __future__ import annotations
 
 import errno
+import fcntl
 import gc
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -358,15 +360,30 @@ def named_open(path: str, readonly: bool = False) -> NamedOpen | None:
     case (then nothing is left open, locked or attached)."""
     out = ffi.new("int64_t[]", lib.SHMS_NAMED_FIELDS)
     record = ffi.new("char[]", lib.SHMS_RECORD_MAX)
-    if lib.shms_named_open(path.encode(), int(readonly), out, record):
-        return None
-    w = list(out)
-    st = ShmStat(key=w[8], shmid=w[9], size=w[10], uid=w[11], gid=w[12], cuid=w[13],
-                 cgid=w[14], mode=w[15], dest=bool(w[16]), locked=bool(w[17]), cpid=w[18],
-                 lpid=w[19], nattch=w[20], atime=w[21], dtime=w[22], ctime=w[23])
-    att = Attachment(st.shmid, st.size, readonly, None, ffi.cast("void *", w[7]))
-    return NamedOpen(w[0], w[1], w[2], w[3], ffi.buffer(record, w[5])[:], w[4], w[6], st,
-                     att)
+    att = None
+    try:
+        if lib.shms_named_open(path.encode(), int(readonly), out, record):
+            return None
+        w = list(out)
+        st = ShmStat(key=w[8], shmid=w[9], size=w[10], uid=w[11], gid=w[12], cuid=w[13],
+                     cgid=w[14], mode=w[15], dest=bool(w[16]), locked=bool(w[17]),
+                     cpid=w[18], lpid=w[19], nattch=w[20], atime=w[21], dtime=w[22],
+                     ctime=w[23])
+        att = Attachment(st.shmid, st.size, readonly, None, ffi.cast("void *", w[7]))
+        return NamedOpen(w[0], w[1], w[2], w[3], ffi.buffer(record, w[5])[:], w[4], w[6],
+                         st, att)
+    except BaseException:
+        # Interrupted (KeyboardInterrupt) after the C call: nothing may stay held.
+        if out[7]:
+            if att is not None:
+                att.detach()
+            else:
+                lib.shms_shmdt(ffi.cast("void *", out[7]))
+            try:
+                fcntl.flock(int(out[0]), fcntl.LOCK_UN)
+            finally:
+                os.close(int(out[0]))
+        raise
 
 
 def shmat(shmid: int, size: int, readonly: bool = False,

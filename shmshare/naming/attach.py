@@ -10,6 +10,7 @@ for the last user of a named segment, removes it.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import weakref
@@ -31,7 +32,13 @@ from ..errors import (
 )
 from .handoff import expect_handoff
 from .header import FLAG_ANONYMOUS, FLAG_PERSIST, HEADER_SIZE, Header
-from .keys import KeyFile, KeyRecord, key_file_path, resolve_project_dir, validate_name
+from .keys import (
+    KeyFile,
+    KeyRecord,
+    key_file_path,
+    resolve_project_dir,
+    validate_name,
+)
 from .lifecycle import Found, destroy, find_existing, sweep, verified
 
 __all__ = [
@@ -297,9 +304,9 @@ def _open_existing_fast(kind: str, name: str, size: int, create: bool | None, pd
     got = _core.named_open(str(path), readonly)
     if got is None:
         return None
-    kf = KeyFile.adopt(path, got.fd, got.dev, got.ino, got.fsize)
     found = None
-    try:
+    try:  # (from the very next instruction: an interrupt must not leave the lock held)
+        kf = KeyFile.adopt(path, got.fd, got.dev, got.ino, got.fsize)
         record = KeyRecord.loads(got.record)
         if record is not None and record.proj_id == got.proj_id and not record.other_namespace():
             found = verified(got.attachment, got.stat, got.key, name, kf)
@@ -312,7 +319,12 @@ def _open_existing_fast(kind: str, name: str, size: int, create: bool | None, pd
             got.attachment.detach()
         raise
     finally:
-        kf.close()
+        # Inline, as in KeyFile.locked: no Python frame (where an interrupt could
+        # land first) between us and LOCK_UN.
+        try:
+            fcntl.flock(got.fd, fcntl.LOCK_UN)
+        finally:
+            os.close(got.fd)
 
 
 def _bind_found(found: Found, kind: str, name: str, size: int, create: bool | None,

@@ -258,14 +258,11 @@ class KeyFile:
 
     @classmethod
     def adopt(cls, path: Path, fd: int, dev: int, ino: int, size: int) -> KeyFile:
-        """A key file opened and locked by ``_core.named_open``; :meth:`close` it."""
+        """A key file opened and locked by ``_core.named_open`` (the caller unlocks
+        and closes it)."""
         self = cls.__new__(cls)
         self.path, self.fd, self.dev, self.ino, self.size = path, fd, dev, ino, size
         return self
-
-    def close(self) -> None:
-        """Unlock and close an adopted key file (``locked`` does this for its own)."""
-        _unlock_close(self.fd)
 
     @classmethod
     @contextmanager
