@@ -244,6 +244,12 @@ class Segment:
         """Run ``hook`` when this attachment is released (before shmdt)."""
         self._b.release_hooks.append(hook)
 
+    def _stat_at_open(self) -> _core.ShmStat:
+        """The IPC_STAT taken while opening (once), else a fresh one: for the trust
+        check right after the open, which then costs no syscall."""
+        st, self._b.stat = self._b.stat, None
+        return st if st is not None else self.stat()
+
     def stat(self) -> _core.ShmStat:
         """``shmctl(IPC_STAT)``: owner, mode, nattch, pids and times."""
         return _core.stat(self._b.shmid)
@@ -272,7 +278,9 @@ class Segment:
             return
         for hook in b.detach_hooks:
             hook()
-        n = b.attachment.views_alive()
+        # A mapping shared with another object of this process is not unmapped now:
+        # views of it (maybe the other object's) stay valid, so they are no obstacle.
+        n = b.attachment.views_alive() if b.attachment.shares == 1 else 0
         if n:
             raise BufferError(
                 f"cannot detach segment {self._label()}: {n} memoryview(s) or array(s) "

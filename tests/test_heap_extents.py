@@ -301,3 +301,36 @@ def test_a_remover_killed_between_the_extents_and_the_segment(project_dir: Path)
                            cwd="/")
     assert swept.returncode == 0, swept.stderr
     assert segments_created_by(remover) == [], swept.stdout  # its extents too
+
+
+@pytest.mark.parametrize("crowd", [0, 520])
+def test_removal_finds_every_extent_however_many_segments_exist(project_dir: Path,
+                                                                crowd: int) -> None:
+    """Removing a grown heap finds its extents by walking the kernel's table of
+    segments when that holds fewer than the heap's 504 keys, else by probing the
+    keys (src/extent_removal.c): either way every extent goes."""
+    import shmshare
+    from shmshare._core.heap import extent_candidates
+
+    filler = []
+    try:
+        for _ in range(crowd):  # more segments than keys: the probing path
+            filler.append(_core.shmget(_core.IPC_PRIVATE, 4096, _core.IPC_CREAT | 0o600))
+        d = shmshare.SharedDict("grown", create=True, project_dir=project_dir)
+        for i in range(3):
+            d[f"big{i}"] = bytes(400_000 << i)
+        extents = extent_candidates(d._heap._att.shmid)
+        assert len(extents) >= 2, extents
+        d.unlink()
+        d.detach()
+        left = []
+        for sid in extents:
+            try:
+                _core.stat(sid)
+                left.append(sid)
+            except OSError:
+                pass
+        assert left == []
+    finally:
+        for sid in filler:
+            _core.rmid(sid)

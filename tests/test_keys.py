@@ -202,3 +202,75 @@ def test_execd_child_inherits_no_key_file(project_dir: Path) -> None:
         os.close(r)
         if pid is not None:
             wait_pid(pid)
+
+
+def test_project_dir_is_checked_again_once_it_changed(tmp_path: Path) -> None:
+    """A project directory that passed once is refused as soon as it no longer would
+    (made writable by others, replaced by a symlink): the check is not remembered
+    past a change."""
+    proj = tmp_path / "proj"
+    with shmshare.Segment("x", 10, project_dir=proj) as s:
+        proj.chmod(0o777)
+        try:
+            with pytest.raises(PermissionError, match="mode 777"):
+                shmshare.Segment("x", 0, create=False, project_dir=proj)
+        finally:
+            proj.chmod(0o700)
+        with shmshare.Segment("x", 0, create=False, project_dir=proj) as again:
+            assert again.id == s.id
+        real = tmp_path / "real"
+        proj.rename(real)
+        proj.symlink_to(real)
+        try:
+            with pytest.raises(PermissionError, match="symlink"):
+                shmshare.Segment("x", 0, create=False, project_dir=proj)
+        finally:
+            proj.unlink()
+            real.rename(proj)
+
+
+def test_open_waits_while_another_process_holds_the_key_file(project_dir: Path) -> None:
+    """Opening an existing name while another process holds its key-file lock (it is
+    creating, removing or detaching it) waits for the lock, then opens."""
+    with shmshare.Segment("held", 10, project_dir=project_dir) as s:
+        r, w = os.pipe()
+        r2, w2 = os.pipe()
+
+        def holder() -> int:
+            os.close(r)
+            with KeyFile.locked(key_file_path(project_dir, "held"), create=False) as kf:
+                assert kf is not None
+                os.write(w, b"l")
+                os.read(r2, 1)  # hold until told
+            return 0
+        pid = fork_child(holder)
+        os.close(w)
+        assert os.read(r, 1) == b"l"
+        got: list[int] = []
+
+        def opener() -> None:
+            with shmshare.Segment("held", 0, create=False, project_dir=project_dir) as o:
+                got.append(o.id)
+        t = threading.Thread(target=opener)
+        t.start()
+        t.join(0.3)
+        assert t.is_alive() and got == []   # still waiting for the lock
+        os.write(w2, b"g")
+        t.join(JOIN_TIMEOUT)
+        assert got == [s.id]
+        assert wait_pid(pid) == 0
+        for fd in (r, r2, w2):
+            os.close(fd)
+
+
+@pytest.mark.parametrize("proj_id", [1, 2, 127, 128, 200, 255])
+def test_key_from_the_locked_inode_is_ftok(project_dir: Path, proj_id: int) -> None:
+    """The key computed from the locked key file's inode is what ftok(3) says."""
+    from shmshare import _core
+
+    resolve_project_dir(project_dir)
+    path = project_dir / "k.key"
+    with KeyFile.locked(path, create=True) as kf:
+        assert kf is not None
+        assert kf.key(proj_id) == _core.ftok(str(path), proj_id)
+        kf.unlink()

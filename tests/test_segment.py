@@ -243,13 +243,13 @@ def test_persist_survives_and_remove(project_dir: Path) -> None:
 
 def test_forced_ftok_collision(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two key files whose ftok keys collide get distinct segments via another proj_id."""
-    real_ftok = _core.ftok
+    real_key = keys.KeyFile.key
 
-    def colliding_ftok(path: str, proj_id: int) -> int:
-        real_ftok(path, proj_id)  # still validates the path
+    def colliding_key(self: keys.KeyFile, proj_id: int) -> int:
+        real_key(self, proj_id)  # still validates proj_id
         return (proj_id << 24) | 0x00C011  # as if every key file had the same inode bits
 
-    monkeypatch.setattr(_core, "ftok", colliding_ftok)
+    monkeypatch.setattr(keys.KeyFile, "key", colliding_key)
     a = shmshare.Segment("first", 100, project_dir=project_dir)
     b = shmshare.Segment("second", 100, project_dir=project_dir)
     assert a.key != b.key and a.header.proj_id == 1 and b.header.proj_id == 2

@@ -16,10 +16,12 @@ calls they wrap (``shmget``, ``shmat``...), and raise the exceptions of
 from __future__ import annotations
 
 import errno
+import fcntl
 import gc
+import os
 import sys
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..errors import ShmshareError, ShmValueError, from_errno
 from ._lib import ffi, lib
@@ -32,6 +34,7 @@ __all__ = [
     "SHM_NORESERVE",
     "Attachment",
     "Limits",
+    "NamedOpen",
     "OwnerWatch",
     "RobustMutex",
     "ShmStat",
@@ -40,6 +43,7 @@ __all__ = [
     "limits",
     "list_ids",
     "memlock",
+    "named_open",
     "rmid",
     "set_attrs",
     "shmat",
@@ -173,6 +177,10 @@ def stat(shmid: int) -> ShmStat:
     """``shmctl(IPC_STAT)``: the segment's ``shmid_ds``."""
     out = ffi.new("shms_stat_t *")
     _check_id(lib.shms_stat(shmid, out), f"shmctl(shmid={shmid}, IPC_STAT)")
+    return _shm_stat(out)
+
+
+def _shm_stat(out: Any) -> ShmStat:
     return ShmStat(
         key=int(out.key), shmid=int(out.shmid), size=int(out.size), uid=int(out.uid),
         gid=int(out.gid), cuid=int(out.cuid), cgid=int(out.cgid), mode=int(out.mode),
@@ -221,14 +229,18 @@ class Attachment:
     since touching a view after ``shmdt`` would crash the interpreter.
     """
 
-    __slots__ = ("__weakref__", "_addr", "_after", "_buf", "_ptr", "readonly", "shmid", "size")
+    __slots__ = ("__weakref__", "_addr", "_after", "_buf", "_ptr", "readonly", "shares",
+                 "shmid", "size")
 
     def __init__(self, shmid: int, size: int, readonly: bool,
-                 on_detached: Callable[[], None] | None) -> None:
-        out = ffi.new("void **")
-        _check(lib.shms_shmat(shmid, int(readonly), out),
-               f"shmat(shmid={shmid}{', SHM_RDONLY' if readonly else ''})")
-        addr = out[0]
+                 on_detached: Callable[[], None] | None, _addr: object = None) -> None:
+        # _addr: a mapping shmat'ed already by a C call of this package (named_open)
+        if _addr is None:
+            out = ffi.new("void **")
+            _check(lib.shms_shmat(shmid, int(readonly), out),
+                   f"shmat(shmid={shmid}{', SHM_RDONLY' if readonly else ''})")
+            _addr = out[0]
+        addr = _addr
         after: dict[object, Callable[[], None]] = {}
 
         def _shmdt(_cdata: object) -> None:
@@ -243,6 +255,9 @@ class Attachment:
         self.shmid = shmid
         self.size = size
         self.readonly = readonly
+        # How many bindings of this process use this mapping (naming.attach.release
+        # detaches it with the last; naming.address shares it with unpickled objects).
+        self.shares = 1
         self._addr = int(ffi.cast("uintptr_t", addr))
         self._after = after
         self._ptr = ffi.gc(ffi.cast("char *", addr), _shmdt)
@@ -322,6 +337,53 @@ class Attachment:
         if self._ptr is None:
             raise ValueError("segment is detached")
         return self._ptr + offset
+
+
+class NamedOpen(NamedTuple):
+    """What :func:`named_open` found: the key file ``fd`` (locked; the caller
+    unlocks and closes it), its inode and record, the segment and its stat."""
+
+    fd: int
+    dev: int
+    ino: int
+    fsize: int
+    record: bytes
+    proj_id: int
+    key: int
+    stat: ShmStat
+    attachment: Attachment
+
+
+def named_open(path: str, readonly: bool = False) -> NamedOpen | None:
+    """Open and lock the key file ``path``, read its record, attach the segment at
+    its key, in one call (src/named.c); None when anything is not the common
+    case (then nothing is left open, locked or attached)."""
+    out = ffi.new("int64_t[]", lib.SHMS_NAMED_FIELDS)
+    record = ffi.new("char[]", lib.SHMS_RECORD_MAX)
+    att = None
+    try:
+        if lib.shms_named_open(path.encode(), int(readonly), out, record):
+            return None
+        w = list(out)
+        st = ShmStat(key=w[8], shmid=w[9], size=w[10], uid=w[11], gid=w[12], cuid=w[13],
+                     cgid=w[14], mode=w[15], dest=bool(w[16]), locked=bool(w[17]),
+                     cpid=w[18], lpid=w[19], nattch=w[20], atime=w[21], dtime=w[22],
+                     ctime=w[23])
+        att = Attachment(st.shmid, st.size, readonly, None, ffi.cast("void *", w[7]))
+        return NamedOpen(w[0], w[1], w[2], w[3], ffi.buffer(record, w[5])[:], w[4], w[6],
+                         st, att)
+    except BaseException:
+        # Interrupted (KeyboardInterrupt) after the C call: nothing may stay held.
+        if out[7]:
+            if att is not None:
+                att.detach()
+            else:
+                lib.shms_shmdt(ffi.cast("void *", out[7]))
+            try:
+                fcntl.flock(int(out[0]), fcntl.LOCK_UN)
+            finally:
+                os.close(int(out[0]))
+        raise
 
 
 def shmat(shmid: int, size: int, readonly: bool = False,

@@ -10,11 +10,14 @@ from ..errors import (
     SegmentNotFoundError,
     SegmentRemovedError,
     ShmPermissionError,
+    ShmshareError,
     ShmValueError,
 )
-from .attach import Address, Binding, open_named
+from .attach import _MAPPED, Address, Binding, live_attachment, open_named
 from .handoff import add_claim, drop_claimed
 from .header import HEADER_SIZE, Header
+from .keys import KeyFile, key_file_path, resolve_project_dir
+from .lifecycle import verified
 
 __all__ = ["address_of", "attach_address"]
 
@@ -38,6 +41,9 @@ def attach_address(address: Address, *, claim: bool = False) -> Binding:
     how = address[0]
     if how == "named":
         _, kind, name, project_dir = address
+        reused = _reuse_named(kind, name, project_dir, claim)
+        if reused is not None:
+            return reused
         try:
             b = open_named(kind, name, 0, create=False, project_dir=project_dir,
                            persist=False, mode=0o600)
@@ -73,8 +79,70 @@ def _gone(what: str) -> ObjectGoneError:
         "shmshare.Manager(), whose objects live until shutdown()")
 
 
+def _reuse_named(kind: str, name: str, project_dir: str, claim: bool) -> Binding | None:
+    """A binding sharing this process's live attachment of the segment ``name`` names
+    now (checked under its key-file lock, as an open by name would); else None."""
+    if not _MAPPED:
+        return None
+    try:
+        pdir = resolve_project_dir(project_dir)
+        path = key_file_path(pdir, name)
+        with KeyFile.locked(path, create=False) as kf:
+            record = kf.read() if kf is not None else None
+            if kf is None or record is None or record.other_namespace():
+                return None
+            try:
+                att = live_attachment(_core.shmget(kf.key(record.proj_id), 0, 0))
+            except SegmentNotFoundError:
+                return None
+            if att is None:
+                return None
+            found = verified(att, _core.stat(att.shmid), kf.key(record.proj_id), name, kf)
+            if found is None or found.header.kind != kind:
+                return None
+            if claim:
+                add_claim(att)
+            att.shares += 1
+            b = Binding(kind=kind, shmid=found.shmid, key=found.key, attachment=att,
+                        offset=HEADER_SIZE, size=found.header.payload_size,
+                        header=found.header, name=name, project_dir=pdir, key_path=path)
+            b.stat = found.stat_before
+    except ShmshareError:
+        return None  # the general path says what is wrong
+    if claim:
+        drop_claimed()
+    return b
+
+
+def _reuse(shmid: int, token: int, claim: bool) -> Binding | None:
+    """A binding sharing this process's live attachment of ``shmid``, if that is the
+    anonymous segment ``token`` names (the token is its creation stamp); else None.
+
+    A fork Pool's workers hold the arrays their parent held when forking: a task
+    receiving one then maps nothing anew (no shmat, no page faults again)."""
+    att = live_attachment(shmid)
+    if att is None:
+        return None
+    view = att.memoryview()
+    try:
+        header = Header.read(view)
+    finally:
+        view.release()
+    if header is None or not header.anonymous or header.token != token:
+        return None
+    if claim:
+        add_claim(att)
+        drop_claimed()
+    att.shares += 1
+    return Binding(kind=header.kind, shmid=shmid, key=0, attachment=att, offset=HEADER_SIZE,
+                   size=header.payload_size, header=header)
+
+
 def _reattach_anonymous(kind: str, shmid: int, token: int, claim: bool) -> Binding:
     """Attach an anonymous segment by id and verify its token (and claim it)."""
+    reused = _reuse(shmid, token, claim)
+    if reused is not None:
+        return reused
     try:
         st = _core.stat(shmid)
         att = _core.shmat(shmid, st.size)

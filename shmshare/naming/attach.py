@@ -11,7 +11,10 @@ for the last user of a named segment, removes it.
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import os
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,8 +33,14 @@ from ..errors import (
 )
 from .handoff import expect_handoff
 from .header import ANON_KEY_BASE, FLAG_ANONYMOUS, FLAG_PERSIST, HEADER_SIZE, Header
-from .keys import KeyFile, KeyRecord, key_file_path, resolve_project_dir, validate_name
-from .lifecycle import Found, destroy, find_existing, sweep
+from .keys import (
+    KeyFile,
+    KeyRecord,
+    key_file_path,
+    resolve_project_dir,
+    validate_name,
+)
+from .lifecycle import Found, destroy, find_existing, sweep, verified
 
 __all__ = [
     "Address",
@@ -73,6 +82,7 @@ class Binding:
         "removed",
         "shmid",
         "size",
+        "stat",
         "trust",
     )
 
@@ -95,11 +105,28 @@ class Binding:
         # Set by objects opened with trust=True: removing a segment another
         # user owns then runs its destroy logic (naming.lifecycle.destroy).
         self.trust = False
+        # The segment's IPC_STAT taken while opening it (before our shmat), for the
+        # trust check that follows at once (Segment._stat_at_open); None: not kept.
+        self.stat: _core.ShmStat | None = None
         self.release_hooks: list[Callable[[], None]] = []
         expect_handoff()  # in a multiprocessing child: its exit waits for receivers
+        if header is not None and not attachment.readonly:
+            _MAPPED[shmid] = attachment  # see live_attachment
         # Run by an explicit detach before it counts live views: an object's
         # own cached view (SharedArray's) must not make its detach a BufferError.
         self.detach_hooks: list[Callable[[], None]] = []
+
+
+# The read-write attachments of shmshare segments in this process, by shmid (forked
+# children inherit them along with the mappings).  While an attachment lives, its
+# shmid names that very segment: the kernel never gives a live segment's id to another.
+_MAPPED: weakref.WeakValueDictionary[int, _core.Attachment] = weakref.WeakValueDictionary()
+
+
+def live_attachment(shmid: int) -> _core.Attachment | None:
+    """This process's read-write attachment of segment ``shmid``, if it has a live one."""
+    att = _MAPPED.get(shmid)
+    return att if att is not None and att.attached else None
 
 
 def release(b: Binding) -> None:
@@ -122,14 +149,25 @@ def release(b: Binding) -> None:
         for hook in b.release_hooks:
             hook()  # e.g. the heap handle lets go of its extents
     finally:
-        try:
-            if b.key_path is not None and not b.persist and not b.removed:
-                _detach_removing_if_last(b)
-        finally:
-            if b.attachment.attached and not b.attachment.views_alive(collect=False):
-                b.attachment.detach()
-            # else: views still use the memory; the attachment's own destructor
-            # calls shmdt when the last of them goes away.
+        if b.attachment.shares > 1:
+            # Another binding of this process uses the mapping (an object unpickled
+            # here, see naming.address): it is not ours to detach, nor the last use.
+            b.attachment.shares -= 1
+        else:
+            _release_last(b)
+
+
+def _release_last(b: Binding) -> None:
+    if _MAPPED.get(b.shmid) is b.attachment:
+        del _MAPPED[b.shmid]  # released: never shared again, even while views keep it mapped
+    try:
+        if b.key_path is not None and not b.persist and not b.removed:
+            _detach_removing_if_last(b)
+    finally:
+        if b.attachment.attached and not b.attachment.views_alive(collect=False):
+            b.attachment.detach()
+        # else: views still use the memory; the attachment's own destructor
+        # calls shmdt when the last of them goes away.
 
 
 def names_us(kf: KeyFile, b: Binding) -> bool:
@@ -146,7 +184,7 @@ def names_us(kf: KeyFile, b: Binding) -> bool:
     if record is None:
         return False
     try:
-        key = _core.ftok(str(kf.path), record.proj_id)
+        key = kf.key(record.proj_id)
         return key == b.key and _core.shmget(key, 0, 0) == b.shmid
     except ShmshareError:
         return False
@@ -238,7 +276,11 @@ def open_named(kind: str, name: str, size: int, *, create: bool | None,
         _check_size(size)
     pdir = resolve_project_dir(project_dir)
     path = key_file_path(pdir, name)
-    existed = path.exists()
+    if create is not True:
+        b = _open_existing_fast(kind, name, size if check_size else 0, create, pdir, path,
+                                readonly)
+        if b is not None:
+            return b
     with KeyFile.locked(path, create=create is not False, mode=mode) as kf:
         if kf is None:
             raise SegmentNotFoundError(2, f"no object named {name!r} in {str(pdir)!r}", str(path))
@@ -261,9 +303,41 @@ def open_named(kind: str, name: str, size: int, *, create: bool | None,
             return _create_named(kf, kind, name, size, pdir, record, persist=persist, mode=mode,
                                  shm_flags=shm_flags, init=init, extra_flags=extra_flags)
         except BaseException:
-            if not existed or record is None:
+            if record is None:  # made here (or empty, or garbage): not someone's name
                 kf.unlink()  # bad input must not leave a key file behind
             raise
+
+
+def _open_existing_fast(kind: str, name: str, size: int, create: bool | None, pdir: Path,
+                        path: Path, readonly: bool) -> Binding | None:
+    """The common case of opening an existing name, in one C call (_core.named_open):
+    the same lock, record, namespace and identity checks as the general path, with
+    fewer syscalls and no Python in between.  None: not the common case, nothing
+    held; the general path takes over (and finds out what it is)."""
+    got = _core.named_open(str(path), readonly)
+    if got is None:
+        return None
+    found = None
+    try:  # (from the very next instruction: an interrupt must not leave the lock held)
+        kf = KeyFile.adopt(path, got.fd, got.dev, got.ino, got.fsize)
+        record = KeyRecord.loads(got.record)
+        if record is not None and record.proj_id == got.proj_id and not record.other_namespace():
+            found = verified(got.attachment, got.stat, got.key, name, kf)
+        if found is None:
+            got.attachment.detach()
+            return None
+        return _bind_found(found, kind, name, size, create, pdir, path)
+    except BaseException:
+        if found is None and got.attachment.attached:
+            got.attachment.detach()
+        raise
+    finally:
+        # Inline, as in KeyFile.locked: no Python frame (where an interrupt could
+        # land first) between us and LOCK_UN.
+        try:
+            fcntl.flock(got.fd, fcntl.LOCK_UN)
+        finally:
+            os.close(got.fd)
 
 
 def _bind_found(found: Found, kind: str, name: str, size: int, create: bool | None,
@@ -282,9 +356,11 @@ def _bind_found(found: Found, kind: str, name: str, size: int, create: bool | No
     except BaseException:
         found.attachment.detach()
         raise
-    return Binding(kind=kind, shmid=found.shmid, key=found.key, attachment=found.attachment,
-                    offset=HEADER_SIZE, size=found.header.payload_size, header=found.header,
-                    name=name, project_dir=pdir, key_path=path)
+    b = Binding(kind=kind, shmid=found.shmid, key=found.key, attachment=found.attachment,
+                offset=HEADER_SIZE, size=found.header.payload_size, header=found.header,
+                name=name, project_dir=pdir, key_path=path)
+    b.stat = found.stat_before
+    return b
 
 
 def _create_named(kf: KeyFile, kind: str, name: str, size: int, pdir: Path,
@@ -292,11 +368,11 @@ def _create_named(kf: KeyFile, kind: str, name: str, size: int, pdir: Path,
                   init: Initializer | None, extra_flags: int) -> Binding:
     total = HEADER_SIZE + size
     first = old.proj_id if old is not None else 1
-    for proj_id in [first, *[p for p in range(1, 256) if p != first]]:
+    for proj_id in itertools.chain((first,), (p for p in range(1, 256) if p != first)):
         # The record is written before shmget, so a creator killed right
         # after shmget leaves a key file that points at its segment.
         kf.write(KeyRecord(proj_id, kind, persist, creator=proc.token()))
-        key = _core.ftok(str(kf.path), proj_id)
+        key = kf.key(proj_id)
         try:
             shmid = _core.shmget(key, total, _core.IPC_CREAT | _core.IPC_EXCL | (mode & 0o777)
                                  | shm_flags)

@@ -143,8 +143,26 @@ def resolve_project_dir(project_dir: str | os.PathLike[str] | None = None) -> Pa
     writable by group/others: whoever controls the directory controls which
     segment a name maps to (see :func:`make_private_dir`).
     """
-    return make_private_dir(Path(project_dir) if project_dir is not None
-                            else default_project_dir())
+    raw = os.fspath(project_dir if project_dir is not None else default_project_dir())
+    hit = _CHECKED.get(raw)
+    if hit is not None:
+        # Checked before: it passes again if it is still that very directory,
+        # unchanged (one lstat instead of the walk and the checks).
+        try:
+            st = os.lstat(hit[0])
+            if (st.st_dev, st.st_ino, st.st_mode, st.st_uid, os.geteuid()) == hit[1]:
+                return hit[0]
+        except OSError:
+            pass
+    path = make_private_dir(Path(raw))
+    if os.path.isabs(raw):  # a relative one depends on the working directory
+        st = os.lstat(path)
+        _CHECKED[raw] = (path, (st.st_dev, st.st_ino, st.st_mode, st.st_uid, os.geteuid()))
+    return path
+
+
+# Project directories that passed make_private_dir, with what identified them then.
+_CHECKED: dict[str, tuple[Path, tuple[int, int, int, int, int]]] = {}
 
 
 def key_file_path(project_dir: Path, name: str) -> Path:
@@ -199,6 +217,17 @@ class KeyRecord(NamedTuple):
     @classmethod
     def loads(cls, data: bytes) -> KeyRecord | None:
         """The record, or None if the file is empty or not a record we wrote."""
+        rec = _PARSED.get(data)
+        if rec is None:
+            rec = cls._parse(data)
+            if rec is not None:
+                if len(_PARSED) >= 256:
+                    _PARSED.clear()
+                _PARSED[data] = rec
+        return rec
+
+    @classmethod
+    def _parse(cls, data: bytes) -> KeyRecord | None:
         try:
             obj: Any = json.loads(data)
             rec = cls(int(obj["proj_id"]), str(obj["kind"]), bool(obj["persist"]),
@@ -212,6 +241,11 @@ class KeyRecord(NamedTuple):
         return bool(self.ipcns and IPC_NAMESPACE and self.ipcns != IPC_NAMESPACE)
 
 
+# Records parsed lately (immutable: the same bytes always say the same): an open
+# and the detach that follows read the same record.
+_PARSED: dict[bytes, KeyRecord] = {}
+
+
 class KeyFile:
     """An open, ``flock``-ed key file; use through :meth:`locked`."""
 
@@ -221,6 +255,14 @@ class KeyFile:
         self.dev = st.st_dev
         self.ino = st.st_ino
         self.size = st.st_size
+
+    @classmethod
+    def adopt(cls, path: Path, fd: int, dev: int, ino: int, size: int) -> KeyFile:
+        """A key file opened and locked by ``_core.named_open`` (the caller unlocks
+        and closes it)."""
+        self = cls.__new__(cls)
+        self.path, self.fd, self.dev, self.ino, self.size = path, fd, dev, ino, size
+        return self
 
     @classmethod
     @contextmanager
@@ -273,6 +315,15 @@ class KeyFile:
                 finally:
                     os.close(fd)
             return
+
+    def key(self, proj_id: int) -> int:
+        """``ftok(path, proj_id)``, from the inode locked (the one the path names)
+        rather than another stat: glibc and musl alike take proj_id's byte, the
+        device's low byte and the inode's low 16 bits (signed, as _core.ftok)."""
+        if not 1 <= proj_id <= 255:
+            raise ShmValueError(f"ftok proj_id must be 1..255, not {proj_id}")
+        k = (proj_id & 0xFF) << 24 | (self.dev & 0xFF) << 16 | (self.ino & 0xFFFF)
+        return k - (1 << 32) if k & 0x8000_0000 else k
 
     def read(self) -> KeyRecord | None:
         data = os.pread(self.fd, 4096, 0)

@@ -96,7 +96,7 @@ def find_existing(kf: KeyFile, record: KeyRecord, name: str, *,
             "this project directory; use it from that namespace, or give each IPC "
             "namespace its own project directory (see docs/concepts/security.md)",
             str(kf.path))
-    key = _core.ftok(str(kf.path), record.proj_id)
+    key = kf.key(record.proj_id)
     try:
         shmid = _core.shmget(key, 0, 0)
     except SegmentNotFoundError:
@@ -105,25 +105,33 @@ def find_existing(kf: KeyFile, record: KeyRecord, name: str, *,
     if st.size < HEADER_SIZE:
         return None  # not one of ours: too small to hold our header
     att = _core.shmat(shmid, st.size, readonly=readonly)
-    keep = False
+    found = None
     try:
-        view = att.memoryview()
-        try:
-            header = Header.read(view)
-            if header is None:
-                if Header.magic_is_zero(view) and _crashed_creation(st):
-                    _core.rmid(shmid)
-                return None
-            if (header.name != name or (header.dev, header.ino) != (kf.dev, kf.ino)
-                    or header.anonymous or HEADER_SIZE + header.payload_size > st.size):
-                return None
-        finally:
-            view.release()
-        keep = True
-        return Found(shmid, key, header, att, st)
+        found = verified(att, st, key, name, kf, reclaim=True)
+        return found
     finally:
-        if not keep:
+        if found is None:
             att.detach()
+
+
+def verified(att: _core.Attachment, st: _core.ShmStat, key: int, name: str, kf: KeyFile,
+             *, reclaim: bool = False) -> Found | None:
+    """``att`` as a Found if its identity header says it is ``name``'s segment of the
+    locked key file ``kf``, else None (the caller detaches).  ``reclaim``: remove it
+    if its creator died before writing the header."""
+    view = att.memoryview()
+    try:
+        header = Header.read(view)
+        if header is None:
+            if reclaim and Header.magic_is_zero(view) and _crashed_creation(st):
+                _core.rmid(st.shmid)
+            return None
+        if (header.name != name or (header.dev, header.ino) != (kf.dev, kf.ino)
+                or header.anonymous or HEADER_SIZE + header.payload_size > st.size):
+            return None
+    finally:
+        view.release()
+    return Found(st.shmid, key, header, att, st)
 
 
 def _crashed_creation(st: _core.ShmStat) -> bool:
@@ -274,7 +282,7 @@ def _predict_one(kf: KeyFile, record: KeyRecord | None, name: str) -> SweepResul
     if record is None:
         return SweepResult(name, "would-remove-stale-key", "the key file names no segment")
     try:
-        st = _core.stat(_core.shmget(_core.ftok(str(kf.path), record.proj_id), 0, 0))
+        st = _core.stat(_core.shmget(kf.key(record.proj_id), 0, 0))
     except SegmentNotFoundError:
         return SweepResult(name, "would-remove-stale-key", "the key file names no segment")
     if record.persist or st.dest or st.nattch > 0:

@@ -338,7 +338,7 @@ def _check_trust(seg: Segment, trust: bool) -> None:
     if trust:
         seg._b.trust = True
         return
-    st = seg.stat()
+    st = seg._stat_at_open()
     me = os.geteuid()
     problem = None
     if st.uid != me or st.cuid != me:

@@ -45,6 +45,45 @@ static int main_gone(int64_t main)
            (errno == EINVAL || errno == EIDRM);
 }
 
+/* The segments at the extent keys of M, found by walking the kernel's table
+ * when it holds fewer indexes than M has keys (SHM_INFO: the highest index in
+ * use; SHM_STAT_ANY: an index's shmid and key, whatever its permissions, as
+ * shmget(key, 0, 0) finds it whatever they are).  A typical table holds a
+ * few dozen segments, against 504 keys to probe: removing a heap costs a few
+ * syscalls, not 504.  A segment created during the walk may be missed, as it
+ * may by the probes (created under a key already probed); the callers'
+ * arguments never rely on seeing one (extent.c, the top).  -1: walk not
+ * possible or not cheaper (no SHM_STAT_ANY: kernel < 4.17), probe the keys. */
+static int scan_indexes(int64_t main, int32_t *ids, unsigned cap)
+{
+#ifdef SHM_STAT_ANY
+    struct shm_info info;
+    struct shmid_ds ds;
+    int top = shmctl(0, SHM_INFO, (struct shmid_ds *)(void *)&info), idx, seen = 0;
+    unsigned n = 0;
+    const int64_t base = (int64_t)(((uint64_t)main & shms_idx_mask) << 9);
+    if (top < 0 || top + 1 >= (SHMS_MAX_EXT - 1) * SHMS_KEY_TRIES)
+        return -1;
+    for (idx = 0; idx <= top; idx++) {
+        int id = shmctl(idx, SHM_STAT_ANY, &ds);
+        int64_t key;
+        if (id < 0)
+            continue;                   /* EINVAL: a free index */
+        seen++;
+        key = (int64_t)ds.shm_perm.__key;
+        if ((key & ~(int64_t)0x1FF) == base && ((key >> 3) & 63) && n < cap)
+            ids[n++] = id;
+    }
+    /* Segments in use, none readable: SHM_STAT_ANY is unknown to this kernel. */
+    if (!seen && info.used_ids > 0)
+        return -1;
+    return (int)n;
+#else
+    (void)main; (void)ids; (void)cap;
+    return -1;
+#endif
+}
+
 /* The segments at the extent keys of M, found by key alone (nothing is
  * attached, so a reader such as 'shmshare ls' changes no nattch).  An entry
  * may be a stale extent of an earlier M' with the same index, or a stranger:
@@ -52,8 +91,12 @@ static int main_gone(int64_t main)
 int shms_ext_candidates(int64_t main, int32_t *ids, unsigned cap)
 {
     unsigned slot, try, n = 0;
+    int found;
     if (main < 0 || main > INT32_MAX)
         return 0;
+    found = scan_indexes(main, ids, cap);
+    if (found >= 0)
+        return found;
     for (slot = 1; slot < SHMS_MAX_EXT; slot++)
         for (try = 0; try < SHMS_KEY_TRIES; try++) {
             int id = shmget(shms_ext_key(main, slot, try), 0, 0);

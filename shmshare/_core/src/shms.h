@@ -50,6 +50,12 @@ int shms_memlock(int64_t shmid, int lock);
 int shms_limits(shms_limits_t *out);
 int shms_list_ids(int64_t *ids, int cap, int *n_out);
 
+/* ---- named.c ---- */
+#define SHMS_RECORD_MAX 256     /* naming/keys.py RECORD_SIZE */
+#define SHMS_NAMED_FIELDS 24    /* the int64_t words shms_named_open fills (named.c) */
+#define SHMS_NAMED_SLOW (-1)
+int shms_named_open(const char *path, int readonly, int64_t *out, char *record);
+
 /* ---- lock.c ---- */
 size_t shms_mutex_size(void);
 int shms_mutex_init(void *m);

@@ -1,0 +1,114 @@
+/* Opening a named segment, the common case in one call (naming/attach.py,
+ * open_named): the key file opened and locked, its record read, the segment
+ * at its key found and attached.
+ *
+ * Only the case where everything is as expected is handled here: the key
+ * file exists and is not locked by anyone, it is the file its path names
+ * after the lock is taken, its record names a proj_id, a segment of at least
+ * a header's size is at that key.  Anything else returns SHMS_NAMED_SLOW
+ * with nothing left open, locked or attached, and the caller takes the
+ * general path, which knows every other case (waiting for the lock, stale
+ * key files, creation, the errors to raise).  The caller verifies all the
+ * rest exactly as on the general path (the whole record, the identity
+ * header, the trust rules), then unlocks and closes fd.
+ */
+#include "shms.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/file.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
+
+#define HEADER_BYTES 4096       /* naming/header.py HEADER_SIZE */
+
+/* The proj_id of a record written by naming/keys.py (KeyRecord.dumps), or 0. */
+static int record_proj_id(const char *rec, int n)
+{
+    static const char tag[] = "\"proj_id\": ";
+    const char *p = memmem(rec, (size_t)n, tag, sizeof tag - 1);
+    char *end;
+    long id;
+    if (!p)
+        return 0;
+    p += sizeof tag - 1;
+    id = strtol(p, &end, 10);
+    return end != p && end < rec + n && (*end == ',' || *end == '}') &&
+           id >= 1 && id <= 255 ? (int)id : 0;
+}
+
+/* out (SHMS_NAMED_FIELDS words): fd, dev, ino, file size, proj_id, record
+ * length, key, address, then the segment's IPC_STAT (before our shmat) in the
+ * order of shms_stat_t.  Plain words, not a struct: cffi builds a struct type
+ * on its first use, a cost the first open of every process would pay. */
+int shms_named_open(const char *path, int readonly, int64_t *out, char *record)
+{
+    struct stat st, now;
+    shms_stat_t ds;
+    char buf[SHMS_RECORD_MAX + 1];
+    ssize_t n;
+    int fd, id, proj_id;
+    int64_t key;
+    void *p;
+    fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return SHMS_NAMED_SLOW;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return SHMS_NAMED_SLOW;
+    }
+    /* Unlinked or replaced between open and lock: the general path retries. */
+    if (fstat(fd, &st) != 0 || lstat(path, &now) != 0 ||
+        st.st_dev != now.st_dev || st.st_ino != now.st_ino)
+        goto slow;
+    n = pread(fd, buf, sizeof buf, 0);
+    if (n <= 0 || n > SHMS_RECORD_MAX)
+        goto slow;
+    proj_id = record_proj_id(buf, (int)n);
+    if (!proj_id)
+        goto slow;
+    /* ftok(path, proj_id), from the inode just checked (glibc and musl alike:
+     * proj_id in the top byte, the device's low byte, the inode's low 16 bits). */
+    key = (int64_t)(int32_t)(((uint32_t)proj_id & 0xff) << 24 |
+                             ((uint32_t)st.st_dev & 0xff) << 16 |
+                             ((uint32_t)st.st_ino & 0xffff));
+    id = shmget((key_t)key, 0, 0);
+    if (id < 0 || shms_stat(id, &ds) != 0 || ds.size < HEADER_BYTES)
+        goto slow;
+    p = shmat(id, NULL, readonly ? SHM_RDONLY : 0);
+    if (p == (void *)-1)
+        goto slow;
+    memcpy(record, buf, (size_t)n);
+    out[0] = fd;
+    out[1] = (int64_t)st.st_dev;
+    out[2] = (int64_t)st.st_ino;
+    out[3] = (int64_t)st.st_size;
+    out[4] = proj_id;
+    out[5] = n;
+    out[6] = key;
+    out[7] = (int64_t)(uintptr_t)p;
+    out[8] = ds.key;
+    out[9] = ds.shmid;
+    out[10] = (int64_t)ds.size;
+    out[11] = ds.uid;
+    out[12] = ds.gid;
+    out[13] = ds.cuid;
+    out[14] = ds.cgid;
+    out[15] = ds.mode;
+    out[16] = ds.dest;
+    out[17] = ds.locked;
+    out[18] = ds.cpid;
+    out[19] = ds.lpid;
+    out[20] = (int64_t)ds.nattch;
+    out[21] = ds.atime;
+    out[22] = ds.dtime;
+    out[23] = ds.ctime;
+    return 0;
+slow:
+    flock(fd, LOCK_UN);
+    close(fd);
+    return SHMS_NAMED_SLOW;
+}
