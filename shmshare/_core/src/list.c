@@ -92,7 +92,8 @@ static shms_litem_t *item_at(shms_heap_t *h, uint64_t ref)
 {
     uint64_t payload;
     shms_litem_t *b = shms_used_ptr(h, ref, sizeof *b, &payload);
-    return b && b->vlen <= payload - sizeof *b ? b : NULL;
+    return b && b->vlen <= payload - sizeof *b && b->tag == shms_litem_tag(ref, b->vlen)
+               ? b : NULL;
 }
 
 static int make_item(shms_heap_t *h, const char *val, uint64_t vlen, uint64_t *ref)
@@ -105,6 +106,7 @@ static int make_item(shms_heap_t *h, const char *val, uint64_t vlen, uint64_t *r
         return rc;
     b = shms_ptr(h, *ref);
     b->vlen = vlen;
+    b->tag = shms_litem_tag(*ref, vlen);
     if (vlen)
         memcpy(b + 1, val, vlen);
     return 0;

@@ -16,6 +16,7 @@ int shms_list_mark(shms_markctx_t *c, uint64_t root)
 {
     shms_lrec_t *r;
     shms_larr_t *a;
+    shms_litem_t *b;
     uint64_t i, n, ref;
     if (shms_mark(c, root, sizeof *r))
         return -1;
@@ -45,11 +46,12 @@ int shms_list_mark(shms_markctx_t *c, uint64_t root)
                      (unsigned long long)ref);
             return -1;
         }
-        if (((shms_litem_t *)shms_mark_ptr(c, ref))->vlen >
-            shms_mark_payload(c, ref) - sizeof(shms_litem_t)) {
-            shms_mark_fail(c, "list item %llu of %llu: length %llu past its block",
-                           (unsigned long long)i, (unsigned long long)n,
-                           (unsigned long long)((shms_litem_t *)shms_mark_ptr(c, ref))->vlen);
+        b = shms_mark_ptr(c, ref);
+        if (b->vlen > shms_mark_payload(c, ref) - sizeof *b ||
+            b->tag != shms_litem_tag(ref, b->vlen)) {
+            shms_mark_fail(c, "list item %llu of %llu: length %llu past its block, or a "
+                           "bad tag", (unsigned long long)i, (unsigned long long)n,
+                           (unsigned long long)b->vlen);
             return -1;
         }
     }

@@ -10,7 +10,7 @@
  * The ref array is one block: {cap, hn} then uint64 refs[cap], a ring: item
  * i is the ITEM BLOCK refs[(head + i) % cap], head and n packed in hn
  * (head << 32 | n; the commit point of every in-place change).  An item block
- * is {uint64 vlen, then vlen bytes}.  Slots outside the live range hold
+ * is {uint64 vlen, uint64 tag, then vlen bytes}.  Slots outside the live range hold
  * whatever was there: nothing reads them.
  */
 #ifndef SHMS_LIST_INT_H
@@ -36,7 +36,15 @@ typedef struct {
 
 typedef struct {
     uint64_t vlen;
+    uint64_t tag;        /* shms_litem_tag(its own ref, vlen) */
 } shms_litem_t;
+
+/* An item block names its own ref: a damaged ref that lands on some other
+ * used block (or inside one) is seen as damage, not read as an item. */
+static inline uint64_t shms_litem_tag(uint64_t ref, uint64_t vlen)
+{
+    return ((ref ^ 0x4d4554494c534853ULL) * 0x9E3779B97F4A7C15ULL) ^ vlen;
+}
 
 static inline uint64_t shms_list_lenw(uint64_t n)
 {
