@@ -146,3 +146,96 @@ def test_len_sees_another_process_change_after_a_cached_read() -> None:
         assert len(lst) == 2
     finally:
         lst.detach()
+
+
+def test_ring_ops_against_a_list() -> None:
+    """Thousands of appends, pops and inserts at both ends and in the middle (the ring's
+    head wraps, the array grows and shrinks) give exactly what a list gives."""
+    import random
+
+    rng = random.Random(7)
+    ref: list[int] = []
+    lst: SharedList[int] = SharedList()
+    try:
+        for step in range(4000):
+            k = rng.random()
+            phase = (step // 500) % 2  # grow for a while, then shrink
+            if k < (0.3 if phase else 0.45):
+                ref.append(step)
+                lst.append(step)
+            elif k < 0.6 if phase else k < 0.75:
+                ref.insert(0, step)
+                lst.insert(0, step)
+            elif ref and k < 0.8:
+                assert lst.pop(0) == ref.pop(0)
+            elif ref and k < 0.95:
+                assert lst.pop() == ref.pop()
+            elif ref:
+                i = rng.randrange(len(ref))
+                ref.insert(i, step)
+                lst.insert(i, step)
+            assert len(lst) == len(ref)
+            if step % 97 == 0:
+                assert lst.copy() == ref
+                assert lst[len(ref) // 2] == ref[len(ref) // 2] if ref else True
+        assert lst.copy() == ref
+        lst.check()
+        lst.clear()
+        assert lst.stats()["used_blocks"] == 2  # the record and an empty ref array
+    finally:
+        lst.detach()
+
+
+def _hold_lock(lst: SharedList, w: int) -> None:
+    import os
+    import time
+
+    with lst.lock:
+        os.write(w, b"h")
+        time.sleep(30)
+
+
+def test_len_needs_no_lock() -> None:
+    """len() and bool() answer while another process holds the list's lock."""
+    import os
+    import signal
+
+    from helpers import wait_pid
+
+    lst = SharedList([1, 2, 3])
+    r, w = os.pipe()
+    pid = fork_child(_hold_lock, lst, w)
+    try:
+        assert os.read(r, 1) == b"h"
+        lst._heap.lock_timeout = 2.0  # a lock wait would fail the test, not hang it
+        assert len(lst) == 3 and bool(lst)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        wait_pid(pid, 15)
+        os.close(r)
+        os.close(w)
+    with pytest.warns(Warning):  # the holder died holding it: recovered
+        lst.lock.acquire()
+    lst.lock.release()
+    assert lst.copy() == [1, 2, 3]
+    lst.detach()
+
+
+def _deque_worker(lst: SharedList, n: int) -> None:
+    for i in range(n):
+        lst.insert(0, ("front", i))
+        lst.append(("back", i))
+    for _ in range(n // 2):
+        lst.pop(0)
+        lst.pop()
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_both_ends_from_processes(method: str) -> None:
+    """insert(0)/append/pop(0)/pop() from another process of each start method."""
+    lst = SharedList()
+    assert mp_run(method, _deque_worker, lst, 100) == 0
+    assert lst.copy() == [("front", i) for i in range(49, -1, -1)] + [
+        ("back", i) for i in range(50)]
+    lst.check()
+    lst.detach()

@@ -127,6 +127,15 @@ class HeapList:
         """The list made anew: ``plan[k] >= 0`` is the old item ``plan[k]``, ``-1``,
         ``-2``... ``datas[0]``, ``datas[1]``...; the list must have ``expect`` items."""
         h = self._heap._handle()
+        if datas:  # C takes the new values in the order the plan uses them
+            used: list[bytes] = []
+            renumbered: list[int] = []
+            for q in plan:
+                if q < 0:
+                    used.append(datas[-1 - q])
+                    q = -len(used)
+                renumbered.append(q)
+            plan, datas = renumbered, used
         p = ffi.new("int64_t[]", plan)
         m = len(plan)
         vals, lens = _values(datas)
