@@ -89,7 +89,7 @@ def set_test_key_mask(mask: int) -> None:
 class Heap(DictMethods):
     """A process-local handle on a heap in shared memory."""
 
-    __slots__ = ("__weakref__", "guard", "list_len_view", "modcount_view")  # and those of its bases
+    __slots__ = ("__weakref__", "guard", "list_append", "list_len_view", "modcount_view")  # and those of its bases
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
@@ -112,6 +112,8 @@ class Heap(DictMethods):
         self.store: Callable[[bytes, int, bytes, int], int] = partial(
             lib.shms_dict_store, handle)
         self._fetch: Callable[..., int] = partial(lib.shms_dict_fetch, handle)
+        # ``list_append(value, vlen)``: a list heap's append, the same way (list.c).
+        self.list_append: Callable[[bytes, int], int] = partial(lib.shms_list_append, handle)
         self.lock_timeout: float | None = None
         # Set by the object owning the segment (Segment.pid_namespace_shared):
         # lets a long lock wait recognise a damaged lock word (OwnerWatch).
@@ -186,7 +188,7 @@ class Heap(DictMethods):
         # Never read the counters again: their memory may be unmapped next.
         self.modcount_view = self._extents_view = self.list_len_view = _NO_COUNTER
         self.versions_view = NO_VERSIONS
-        self.store = self._fetch = _closed
+        self.store = self._fetch = self.list_append = _closed
         if h is not None:
             self.guard.close()
             lib.shms_heap_close(h)

@@ -30,12 +30,13 @@ with ``copy()`` (or ``lst[:]``) when that matters.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, MutableSequence
+from pickle import dumps as _pickle_dumps
 from typing import Any, SupportsIndex, TypeVar, overload
 
 from .._core.heap import Heap
 from .._core.heap_list import ANY_LENGTH, HeapList, decode_len
 from ..segment import Segment
-from .codec import dumps, loads
+from .codec import _PICKLE_REFUSED, dumps, loads
 from .heap_object import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE, HeapObject
 from .shared_object import HandleMethods, refuse_str_data
 
@@ -187,7 +188,13 @@ class SharedList(HandleMethods, HeapObject, MutableSequence[T], kind="list"):
         self._core.insert(_clamp(i), dumps(value))
 
     def append(self, value: Any) -> None:
-        self._core.append(dumps(value))
+        # codec.dumps and HeapList.append inlined: the hot path.
+        try:
+            data = _pickle_dumps(value, 5)
+        except _PICKLE_REFUSED:
+            data = dumps(value)  # cloudpickle, or the same error
+        if self._heap.list_append(data, len(data)):
+            self._core.append(data)  # the general path: growth, waits, errors
 
     def extend(self, values: Iterable[Any]) -> None:
         if values is self:

@@ -70,6 +70,31 @@ static inline int shms_larr_ok(const shms_larr_t *a, uint64_t payload)
            shms_hn_n(hn) <= a->cap;
 }
 
+/* The arguments of one list operation (the body run by shms_run_op). */
+typedef struct {
+    int64_t i, j;                       /* index; start, stop */
+    const char *vals;                   /* values, concatenated */
+    const uint64_t *vlens;
+    uint64_t nvals;
+    const int64_t *plan;                /* rebuild: the new list */
+    uint64_t m, expect;                 /* plan length; the length it was made for */
+    char *out;
+    uint64_t cap;
+    uint64_t *res;
+    const volatile uint64_t **lenp;
+} lop_t;
+
+/* list.c: the record and ref array, validated (made if the heap has none);
+ * an item block, validated (NULL: damaged); a new item block; items
+ * [start, stop) replaced by the values (in place at an end, else by a
+ * rebuild); the list made anew from a plan (list_ops.c: shms_list_rebuild). */
+int shms_list_of(shms_heap_t *h, shms_lrec_t **rp, shms_larr_t **ap);
+shms_litem_t *shms_litem_at(shms_heap_t *h, uint64_t ref);
+int shms_litem_make(shms_heap_t *h, const char *val, uint64_t vlen, uint64_t *ref);
+int shms_list_splice_in(shms_heap_t *h, shms_lrec_t *r, shms_larr_t *a, uint64_t start,
+                        uint64_t stop, const char *vals, const uint64_t *vlens, uint64_t nvals);
+int shms_list_rebuild_body(shms_heap_t *h, void *arg);
+
 /* list_fix.c */
 int shms_list_mark(shms_markctx_t *c, uint64_t root);
 int shms_list_repair(shms_heap_t *h, uint64_t root);
