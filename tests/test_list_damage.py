@@ -150,7 +150,7 @@ def test_damaged_length_word_is_rewritten(made: Any, recwarn: pytest.WarningsRec
 def test_cli_check_reports_the_damage(project_dir: Path, made: Any,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     """``shmshare check`` on a named list says it is damaged and what is wrong."""
-    lst, raw = made(name="hurt", project_dir=project_dir)
+    _, raw = made(name="hurt", project_dir=project_dir)
     assert main(["check", "hurt", "--project-dir", str(project_dir)]) == 0
     capsys.readouterr()
     _ref_off_by_16(raw, 2)

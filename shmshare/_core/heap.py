@@ -89,7 +89,8 @@ def set_test_key_mask(mask: int) -> None:
 class Heap(DictMethods):
     """A process-local handle on a heap in shared memory."""
 
-    __slots__ = ("__weakref__", "guard", "list_append", "list_len_view", "modcount_view")  # and those of its bases
+    __slots__ = ("__weakref__", "guard", "list_append", "list_len_view",
+                 "modcount_view")  # and those of its bases
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
