@@ -89,7 +89,7 @@ def set_test_key_mask(mask: int) -> None:
 class Heap(DictMethods):
     """A process-local handle on a heap in shared memory."""
 
-    __slots__ = ("__weakref__", "guard", "list_append", "list_len_view",
+    __slots__ = ("__weakref__", "guard", "list_len_view", "list_push",
                  "modcount_view")  # and those of its bases
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
@@ -113,8 +113,9 @@ class Heap(DictMethods):
         self.store: Callable[[bytes, int, bytes, int], int] = partial(
             lib.shms_dict_store, handle)
         self._fetch: Callable[..., int] = partial(lib.shms_dict_fetch, handle)
-        # ``list_append(value, vlen)``: a list heap's append, the same way (list.c).
-        self.list_append: Callable[[bytes, int], int] = partial(lib.shms_list_append, handle)
+        # ``list_push(i, value, vlen)``: a list heap's insert (append: i = 2**63-1),
+        # the same way (list_ops.c).
+        self.list_push: Callable[[int, bytes, int], int] = partial(lib.shms_list_push, handle)
         self.lock_timeout: float | None = None
         # Set by the object owning the segment (Segment.pid_namespace_shared):
         # lets a long lock wait recognise a damaged lock word (OwnerWatch).
@@ -189,7 +190,7 @@ class Heap(DictMethods):
         # Never read the counters again: their memory may be unmapped next.
         self.modcount_view = self._extents_view = self.list_len_view = _NO_COUNTER
         self.versions_view = NO_VERSIONS
-        self.store = self._fetch = self.list_append = _closed
+        self.store = self._fetch = self.list_push = _closed
         if h is not None:
             self.guard.close()
             lib.shms_heap_close(h)

@@ -34,7 +34,7 @@ from pickle import dumps as _pickle_dumps
 from typing import Any, SupportsIndex, TypeVar, overload
 
 from .._core.heap import Heap
-from .._core.heap_list import ANY_LENGTH, HeapList, decode_len
+from .._core.heap_list import ANY_LENGTH, HeapList
 from ..segment import Segment
 from .codec import _PICKLE_REFUSED, dumps, loads
 from .heap_object import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE, HeapObject
@@ -46,6 +46,7 @@ T = TypeVar("T")
 
 _BATCH = 256  # items per read while iterating
 _I64 = 1 << 63
+_END = _I64 - 1  # an index past any end: insert clamps it to the length
 
 
 def _clamp(i: int) -> int:
@@ -110,8 +111,12 @@ class SharedList(HandleMethods, HeapObject, MutableSequence[T], kind="list"):
     # -- sequence protocol ---------------------------------------------------------
 
     def __len__(self) -> int:
-        n = decode_len(self._heap.list_len_view[0])  # no lock, no C call
-        return self._core.len() if n is None else n
+        # No lock, no C call: the length word (heap_list.decode_len, inlined).
+        word = self._heap.list_len_view[0]
+        n = word & 0xFFFFFFFF
+        if word >> 32 == n ^ 0xFFFFFFFF:
+            return n
+        return self._core.len()  # damaged (it is rebuilt), or detached (it raises)
 
     @overload
     def __getitem__(self, i: SupportsIndex) -> T: ...
@@ -184,8 +189,14 @@ class SharedList(HandleMethods, HeapObject, MutableSequence[T], kind="list"):
             raise IndexError("list assignment index out of range")
 
     def insert(self, index: SupportsIndex, value: Any) -> None:
-        i = self._index_of(index)
-        self._core.insert(_clamp(i), dumps(value))
+        i = index if type(index) is int and -_I64 <= index < _I64 else _clamp(
+            self._index_of(index))
+        try:
+            data = _pickle_dumps(value, 5)
+        except _PICKLE_REFUSED:
+            data = dumps(value)  # cloudpickle, or the same error
+        if self._heap.list_push(i, data, len(data)):
+            self._core.insert(i, data)  # the general path: growth, waits, errors
 
     def append(self, value: Any) -> None:
         # codec.dumps and HeapList.append inlined: the hot path.
@@ -193,7 +204,7 @@ class SharedList(HandleMethods, HeapObject, MutableSequence[T], kind="list"):
             data = _pickle_dumps(value, 5)
         except _PICKLE_REFUSED:
             data = dumps(value)  # cloudpickle, or the same error
-        if self._heap.list_append(data, len(data)):
+        if self._heap.list_push(_END, data, len(data)):
             self._core.append(data)  # the general path: growth, waits, errors
 
     def extend(self, values: Iterable[Any]) -> None:
@@ -204,7 +215,9 @@ class SharedList(HandleMethods, HeapObject, MutableSequence[T], kind="list"):
             self._core.splice(-1, -1, encoded, ANY_LENGTH)
 
     def pop(self, index: SupportsIndex = -1) -> Any:
-        data, n = self._core.pop(_clamp(self._index_of(index)))
+        i = index if type(index) is int and -_I64 <= index < _I64 else _clamp(
+            self._index_of(index))
+        data, n = self._core.pop(i)
         if data is None:
             raise IndexError("pop from empty list" if n == 0 else "pop index out of range")
         return loads(data)

@@ -238,9 +238,9 @@ int shms_list_insert(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen, 
     return shms_run_op(h, held, timeout_ns, insert_body, &o);
 }
 
-/* The hot append: the lock waited for one slice at most, and never an extent
- * created (SHMS_EGROW: growth takes shms_list_insert, where Python sees and
- * reports it), as shms_dict_store. */
+/* The hot insert (append: i = INT64_MAX): the lock waited for one slice at
+ * most, and never an extent created (SHMS_EGROW: growth takes
+ * shms_list_insert, where Python sees and reports it), as shms_dict_store. */
 static int append_body(shms_heap_t *h, void *arg)
 {
     int rc;
@@ -250,9 +250,9 @@ static int append_body(shms_heap_t *h, void *arg)
     return rc;
 }
 
-int shms_list_append(shms_heap_t *h, const char *val, uint64_t vlen)
+int shms_list_push(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen)
 {
-    lop_t o = {.i = INT64_MAX, .vals = val, .vlens = &vlen, .nvals = 1};
+    lop_t o = {.i = i, .vals = val, .vlens = &vlen, .nvals = 1};
     return shms_run_op(h, 0, 100000000LL, append_body, &o);
 }
 
