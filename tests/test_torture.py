@@ -298,6 +298,9 @@ MULTI_WRITE = {
 }
 
 
+O1_METHODS = {"append", "pop()", "pop(0)", "insert(0)"}
+
+
 @pytest.mark.parametrize("op", list(MULTI_WRITE))
 def test_list_method_killed_inside_its_call(op: str) -> None:
     """Each method SIGKILLed at a random moment of its call, which starts the instant the
@@ -360,7 +363,7 @@ def test_list_method_killed_inside_its_call(op: str) -> None:
                 window /= 2  # the method was over: aim earlier
         if inside >= 2 and outcomes == 3:
             break
-    if took > 0.002:  # O(1) methods are a few microseconds: test_shared_list_sigkill's job
+    if op not in O1_METHODS:  # those take microseconds: test_shared_list_sigkill's job
         assert inside, f"{op}: no kill landed while the child held the lock"
 
 

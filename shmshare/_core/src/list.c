@@ -234,8 +234,8 @@ int shms_list_rebuild_body(shms_heap_t *h, void *arg)
         return o->m > SHMS_LIST_MAX ? ENOMEM : EINVAL;
     for (k = t = 0; k < o->m; k++) {
         p = o->plan[k];
-        if (p >= 0 ? (uint64_t)p >= n : -1 - p != (int64_t)t++)
-            return EINVAL;
+        if (p >= 0 ? (uint64_t)p >= n : (uint64_t)-(p + 1) != t++)
+            return EINVAL;              /* (p + 1 cannot overflow: p < 0) */
     }
     if (t != o->nvals)
         return EINVAL;
