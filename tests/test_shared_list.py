@@ -10,7 +10,7 @@ from helpers import START_METHODS, fork_child, mp_run, wait_child
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shmshare import SharedList
+from shmshare import OwnerDiedWarning, SharedList
 
 index = st.integers(-8, 8)
 slices = st.builds(slice, st.none() | index, st.none() | index,
@@ -214,7 +214,7 @@ def test_len_needs_no_lock() -> None:
         wait_pid(pid, 15)
         os.close(r)
         os.close(w)
-    with pytest.warns(Warning):  # the holder died holding it: recovered
+    with pytest.warns(OwnerDiedWarning):  # the holder died holding it: recovered
         lst.lock.acquire()
     lst.lock.release()
     assert lst.copy() == [1, 2, 3]
