@@ -157,3 +157,24 @@ def test_cli_check_reports_the_damage(project_dir: Path, made: Any,
     code = main(["check", "hurt", "--project-dir", str(project_dir)])
     out, err = capsys.readouterr()
     assert code != 0 and "list item 2 of 10" in out + err
+
+
+def test_a_list_too_damaged_to_open_still_says_why(project_dir: Path, made: Any,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Another handle opens a list whose array header is damaged; its operations raise
+    CorruptSegmentError and check() (and ``shmshare check``) give the reason."""
+    lst, raw = made(name="broken", project_dir=project_dir)
+    raw.put(raw.arr + ARR_HN, (99 << 32) | 10)
+    with pytest.raises(CorruptSegmentError):
+        lst[0]
+    other: SharedList[Any] = SharedList(name="broken", project_dir=project_dir, create=False)
+    try:
+        with pytest.raises(CorruptSegmentError):
+            len(other)
+        with pytest.raises(CorruptSegmentError, match="list ref array header"):
+            other.check()
+    finally:
+        other.detach()
+    assert main(["check", "broken", "--project-dir", str(project_dir)]) != 0
+    out, err = capsys.readouterr()
+    assert "list ref array header" in out + err

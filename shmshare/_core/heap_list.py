@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..errors import CorruptSegmentError
 from ._lib import ffi, lib
 from .heap import Heap
 from .results import ENOTFOUND, OK
@@ -46,11 +47,18 @@ class HeapList:
 
     __slots__ = ("_heap",)
 
-    def __init__(self, heap: Heap) -> None:
+    def __init__(self, heap: Heap, *, damaged_ok: bool = False) -> None:
+        """``damaged_ok``: a heap marked corrupt is bound anyway (its length word
+        unmapped), so that ``check()`` can say why; every operation then raises."""
         self._heap = heap
         h = heap._handle()
         p = ffi.new("const volatile uint64_t **")
-        self._run("opening the list", lambda held: lib.shms_list_open(h, p, held, SLICE_NS))
+        try:
+            self._run("opening the list", lambda held: lib.shms_list_open(h, p, held, SLICE_NS))
+        except CorruptSegmentError:
+            if not damaged_ok:
+                raise
+            return
         heap.list_len_view = memoryview(ffi.buffer(p[0], 8)).cast("Q")
 
     def _run(self, what: str, call: Callable[[bool], int], rc: int | None = None, *,

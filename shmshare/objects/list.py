@@ -91,7 +91,8 @@ class SharedList(HandleMethods, HeapObject, MutableSequence[T], kind="list"):
 
     def _attach(self, seg: Segment, heap: Heap) -> None:
         super()._attach(seg, heap)
-        self._core = HeapList(heap)
+        # A damaged list still opens: check() says what is wrong, operations raise.
+        self._core = HeapList(heap, damaged_ok=True)
 
     # -- reads ----------------------------------------------------------------------
 
