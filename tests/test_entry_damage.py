@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shmshare import SharedDict, SharedList, SharedSet, check
+from shmshare import SharedDict, SharedSet, check
 from shmshare.naming.header import HEADER_SIZE
 from shmshare.segment import Segment
 
@@ -53,14 +53,3 @@ def test_set_item_under_a_flipped_hash_bit_is_found_and_not_added_twice() -> Non
         assert len(s) == 10 and sorted(s) == list(range(10))
     finally:
         s.detach()
-
-
-def test_list_item_under_a_flipped_hash_bit_is_read(recwarn: pytest.WarningsRecorder) -> None:
-    """lst[3] after one bit of item 3's entry hash flipped (the heap's repair is
-    announced as a recovery)."""
-    lst: SharedList[int] = SharedList(range(10))
-    try:
-        _flip_hash_bit(lst, 3, 1)
-        assert lst[3] == 3 and lst.copy() == list(range(10))
-    finally:
-        lst.detach()

@@ -10,7 +10,7 @@ from helpers import START_METHODS, fork_child, mp_run, wait_child
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shmshare import SharedList
+from shmshare import OwnerDiedWarning, SharedList
 
 index = st.integers(-8, 8)
 slices = st.builds(slice, st.none() | index, st.none() | index,
@@ -136,171 +136,6 @@ def test_unlink_is_not_remove(project_dir) -> None:  # type: ignore[no-untyped-d
     lst.detach()
 
 
-# -- the redo record: replay by readers and writers, checks ------------------------------------
-
-
-def _half_done_pop_front(lst: SharedList, moved: int) -> None:
-    """Leave ``lst`` as a process killed in the middle of ``pop(0)`` would: the redo
-    record stored, ``moved`` items shifted down, the rest not."""
-    from shmshare.objects.codec import dumps, encode_key
-    from shmshare.objects.list_journal import _JOURNAL, _pack_journal
-
-    n = len(lst)
-    puts = [(i, dumps(lst[i + 1])) for i in range(n - 1)]
-    heap = lst._heap
-    with lst.lock:
-        heap.dict_set(*_JOURNAL, _pack_journal(n, n - 1, puts), held=True)
-        for i, data in puts[:moved]:
-            heap.dict_set(*encode_key(i), data, held=True)
-
-
-READERS = [
-    ("getitem", lambda lst: lst[0], 1),
-    ("getitem-last", lambda lst: lst[8], 9),
-    ("getitem-negative", lambda lst: lst[-1], 9),
-    ("len", len, 9),
-    ("iter", list, list(range(1, 10))),
-    ("copy", lambda lst: lst.copy(), list(range(1, 10))),
-    ("pop", lambda lst: lst.pop(), 9),
-    ("append", lambda lst: lst.append(10) or lst.copy(), [*range(1, 10), 10]),
-    ("contains", lambda lst: 0 in lst, False),
-]
-
-
-@pytest.mark.parametrize("moved", [0, 3, 9])
-@pytest.mark.parametrize(("name", "read", "expected"), READERS, ids=[r[0] for r in READERS])
-def test_pending_record_replayed_first(name: str, read: Any, expected: Any, moved: int) -> None:
-    """A change left half-done (record stored, some items moved) is finished by whoever
-    comes next, another handle or this one, locking or not, before it answers; with
-    OwnerDiedWarning.  The reader never sees the half-done list."""
-    from shmshare import OwnerDiedWarning
-
-    lst = SharedList(range(10))
-    other = pickle.loads(pickle.dumps(lst))  # another handle, as another process has
-    try:
-        _half_done_pop_front(lst, moved)
-        with pytest.warns(OwnerDiedWarning):
-            assert read(other) == expected
-        final = list(range(1, 10)) + ([10] if name == "append" else [])
-        if name == "pop":
-            final.pop()
-        assert lst.copy() == final  # the writer's handle: finished, and no second warning
-        lst.check()
-        assert lst.stats()["entries"] == len(lst) == len(final)
-    finally:
-        other.detach()
-        lst.detach()
-
-
-def test_pending_record_seen_by_the_writer_itself() -> None:
-    """The handle that left the record (an exception between the writes) replays it too."""
-    from shmshare import OwnerDiedWarning
-
-    lst = SharedList(range(10))
-    lst.copy()  # this handle has seen the list clean
-    _half_done_pop_front(lst, 4)
-    with pytest.warns(OwnerDiedWarning):
-        assert lst[0] == 1
-    assert lst.copy() == list(range(1, 10))
-    lst.check()
-    lst.detach()
-
-
-@pytest.mark.parametrize("fail_at", [0, 1, 5])
-def test_exception_between_writes(monkeypatch: pytest.MonkeyPatch, fail_at: int) -> None:
-    """An exception raised inside a multi-write change: at the record's write, nothing
-    changed; after it, the change is finished by the next access (with a warning)."""
-    from shmshare import OwnerDiedWarning
-    from shmshare._core.heap import Heap
-
-    lst = SharedList(range(50))
-    real = Heap.dict_set
-    calls = [0]
-
-    def failing(self: Heap, *args: Any, **kw: Any) -> bool:
-        calls[0] += 1
-        if calls[0] == fail_at + 1:
-            raise KeyboardInterrupt
-        return real(self, *args, **kw)
-
-    monkeypatch.setattr(Heap, "dict_set", failing)
-    with pytest.raises(KeyboardInterrupt):
-        lst.insert(0, "x")
-    monkeypatch.setattr(Heap, "dict_set", real)
-    if fail_at == 0:
-        assert lst.copy() == list(range(50))
-    else:
-        with pytest.warns(OwnerDiedWarning):
-            assert lst.copy() == ["x", *range(50)]
-    lst.check()
-    lst.detach()
-
-
-def test_check_rejects_bad_record_and_bad_keys() -> None:
-    """check() fails on an unreadable redo record, a stray key, or a missing index."""
-    from shmshare.errors import CorruptSegmentError
-    from shmshare.objects.codec import encode_key
-    from shmshare.objects.list_journal import _JOURNAL
-
-    lst = SharedList(range(5))
-    heap = lst._heap
-    heap.dict_set(*_JOURNAL, b"SLJ1 not a record")
-    with pytest.raises(CorruptSegmentError, match="redo record"):
-        lst.check()
-    with pytest.raises(CorruptSegmentError, match="redo record"):
-        lst.copy()
-    heap.dict_pop(*_JOURNAL)
-    lst.check()
-    heap.dict_set(*encode_key("stray"), b"x")
-    with pytest.raises(CorruptSegmentError, match="entry 5"):
-        lst.check()
-    heap.dict_pop(*encode_key("stray"))
-    heap.dict_pop(*encode_key(2))
-    with pytest.raises(CorruptSegmentError, match="entry 2"):
-        lst.check()
-    lst.detach()
-
-
-def test_record_format_is_validated() -> None:
-    """The record round-trips; truncated or inconsistent records are refused."""
-    from shmshare.objects.list_journal import _pack_journal, _unpack_journal
-
-    puts = [(1, b"a"), (3, b""), (4, b"ccc")]
-    data = _pack_journal(4, 5, puts)
-    assert _unpack_journal(data) == (4, 5, puts)
-    for bad in (data[:-1], data + b"x", data[:10], b"XXXX" + data[4:],
-                _pack_journal(4, 5, puts[::-1]),  # out of order
-                _pack_journal(4, 6, puts),  # item 5 of the grown list not listed
-                _pack_journal(4, 4, puts)):  # index past the new length
-        with pytest.raises(ValueError):
-            _unpack_journal(bad)
-
-
-def test_single_write_methods_leave_no_record() -> None:
-    """append, setitem, pop at the end, insert at the end: no record written."""
-    lst = SharedList([1, 2])
-    seen: list[bytes] = []
-    real = lst._heap.dict_set
-    heap_cls = type(lst._heap)
-
-    def spy(self: Any, key: bytes, *args: Any, **kw: Any) -> bool:
-        seen.append(key)
-        return real.__func__(self, key, *args, **kw)  # type: ignore[attr-defined, no-any-return]
-
-    import unittest.mock
-
-    with unittest.mock.patch.object(heap_cls, "dict_set", spy):
-        lst.append(3)
-        lst[0] = 0
-        lst.insert(3, 4)
-        lst.pop()
-        lst.extend([5])
-        lst.pop(1)  # two writes: the record
-    assert seen.count(b"journal") == 1
-    assert lst == [0, 3, 5]
-    lst.detach()
-
-
 def test_len_sees_another_process_change_after_a_cached_read() -> None:
     """len() answers from memory while nothing changed, and sees at once another
     process's append."""
@@ -311,3 +146,96 @@ def test_len_sees_another_process_change_after_a_cached_read() -> None:
         assert len(lst) == 2
     finally:
         lst.detach()
+
+
+def test_ring_ops_against_a_list() -> None:
+    """Thousands of appends, pops and inserts at both ends and in the middle (the ring's
+    head wraps, the array grows and shrinks) give exactly what a list gives."""
+    import random
+
+    rng = random.Random(7)
+    ref: list[int] = []
+    lst: SharedList[int] = SharedList()
+    try:
+        for step in range(4000):
+            k = rng.random()
+            phase = (step // 500) % 2  # grow for a while, then shrink
+            if k < (0.3 if phase else 0.45):
+                ref.append(step)
+                lst.append(step)
+            elif k < 0.6 if phase else k < 0.75:
+                ref.insert(0, step)
+                lst.insert(0, step)
+            elif ref and k < 0.8:
+                assert lst.pop(0) == ref.pop(0)
+            elif ref and k < 0.95:
+                assert lst.pop() == ref.pop()
+            elif ref:
+                i = rng.randrange(len(ref))
+                ref.insert(i, step)
+                lst.insert(i, step)
+            assert len(lst) == len(ref)
+            if step % 97 == 0:
+                assert lst.copy() == ref
+                assert lst[len(ref) // 2] == ref[len(ref) // 2] if ref else True
+        assert lst.copy() == ref
+        lst.check()
+        lst.clear()
+        assert lst.stats()["used_blocks"] == 2  # the record and an empty ref array
+    finally:
+        lst.detach()
+
+
+def _hold_lock(lst: SharedList, w: int) -> None:
+    import os
+    import time
+
+    with lst.lock:
+        os.write(w, b"h")
+        time.sleep(30)
+
+
+def test_len_needs_no_lock() -> None:
+    """len() and bool() answer while another process holds the list's lock."""
+    import os
+    import signal
+
+    from helpers import wait_pid
+
+    lst = SharedList([1, 2, 3])
+    r, w = os.pipe()
+    pid = fork_child(_hold_lock, lst, w)
+    try:
+        assert os.read(r, 1) == b"h"
+        lst._heap.lock_timeout = 2.0  # a lock wait would fail the test, not hang it
+        assert len(lst) == 3 and bool(lst)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        wait_pid(pid, 15)
+        os.close(r)
+        os.close(w)
+    with pytest.warns(OwnerDiedWarning):  # the holder died holding it: recovered
+        lst.lock.acquire()
+    lst.lock.release()
+    assert lst.copy() == [1, 2, 3]
+    lst.detach()
+
+
+def _deque_worker(lst: SharedList, n: int) -> None:
+    for i in range(n):
+        lst.insert(0, ("front", i))
+        lst.append(("back", i))
+    for _ in range(n // 2):
+        lst.pop(0)
+        lst.pop()
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_both_ends_from_processes(method: str) -> None:
+    """insert(0)/append/pop(0)/pop() from another process of each start method."""
+    lst = SharedList()
+    assert mp_run(method, _deque_worker, lst, 100) == 0
+    assert lst.copy() == [("front", i) for i in range(49, -1, -1)] + [
+        ("back", i) for i in range(50)]
+    lst.check()
+    lst.detach()

@@ -89,7 +89,8 @@ def set_test_key_mask(mask: int) -> None:
 class Heap(DictMethods):
     """A process-local handle on a heap in shared memory."""
 
-    __slots__ = ("__weakref__", "guard", "modcount_view")  # and those of its bases
+    __slots__ = ("__weakref__", "guard", "list_len_view", "list_push",
+                 "modcount_view")  # and those of its bases
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
@@ -112,6 +113,9 @@ class Heap(DictMethods):
         self.store: Callable[[bytes, int, bytes, int], int] = partial(
             lib.shms_dict_store, handle)
         self._fetch: Callable[..., int] = partial(lib.shms_dict_fetch, handle)
+        # ``list_push(i, value, vlen)``: a list heap's insert (append: i = 2**63-1),
+        # the same way (list_ops.c).
+        self.list_push: Callable[[int, bytes, int], int] = partial(lib.shms_list_push, handle)
         self.lock_timeout: float | None = None
         # Set by the object owning the segment (Segment.pid_namespace_shared):
         # lets a long lock wait recognise a damaged lock word (OwnerWatch).
@@ -126,6 +130,9 @@ class Heap(DictMethods):
         # mapped by the first dict_read_versioned that needs them; the same
         # rules as modcount_view.
         self.versions_view = NO_VERSIONS
+        # A list's length word ("Q" memoryview), mapped by HeapList (list.py);
+        # the same rules as modcount_view.
+        self.list_len_view = _NO_COUNTER
         # The heap's extent count, read after each operation that may allocate
         # to report growth (set_growth_hook); same rules as modcount_view.
         self._extents_view = memoryview(
@@ -181,9 +188,9 @@ class Heap(DictMethods):
         """Detach the extents this handle attached (not extent 0); idempotent."""
         h, self._h = self._h, None
         # Never read the counters again: their memory may be unmapped next.
-        self.modcount_view = self._extents_view = _NO_COUNTER
+        self.modcount_view = self._extents_view = self.list_len_view = _NO_COUNTER
         self.versions_view = NO_VERSIONS
-        self.store = self._fetch = _closed
+        self.store = self._fetch = self.list_push = _closed
         if h is not None:
             self.guard.close()
             lib.shms_heap_close(h)

@@ -1,43 +1,43 @@
 """``SharedList``: a list in shared memory, used by many processes at once.
 
-It is stored on the same heap engine as :class:`~shmshare.SharedDict`, item
-``i`` under the integer key ``i``.  Appends add key ``len``; inserts and
-deletes shift values by overwriting existing keys and only ever remove the
-last keys, so the engine's insertion order is always the list order and a
-scan returns the items in order.
+Its heap's root is a C record of value references (``_core/src/list.c``):
+each item is pickled into a heap block of its own, and the list is a ring
+array of references to them with a head offset.  Every method is one C call
+under the heap lock (``remove``, ``sort``, slices and ``*=`` also read the
+items first, inside the same hold of the lock), so:
+
+- ``append``, ``pop()``, ``pop(0)``, ``insert(0, x)``, ``extend``, ``del
+  lst[:k]``/``del lst[k:]`` are O(1) per item (amortised: the array grows by
+  half when full and shrinks below a quarter full);
+- an insert or delete in the middle, slices with a step, ``sort``,
+  ``reverse`` and ``*=`` build a new reference array in C (O(n) reference
+  copies, no value is copied or unpickled but by ``sort``/``remove``);
+- ``len()`` and ``bool()`` read the record's length word without any lock
+  or C call; ``lst[i]`` is O(1), and repeated reads of an unchanged list are
+  answered from this process's copy of the bytes.
 
 **Atomicity.**  Every method is atomic, also against a process SIGKILLed in
-the middle of it: afterwards the list is exactly as before the method or as
-after it (the redo record: :mod:`shmshare.objects.list_journal`).
+the middle of it: each change commits with one 8-byte store, and the heap's
+recovery frees whatever a killed writer had made but not committed, so the
+list is exactly as before the method or as after it (list.c, COMMIT POINTS).
 
-Methods that change the list run under its lock, which is also the heap's
-lock: a live writer's half-done state is never visible, since every read is
-a heap operation that waits for the lock.  Reads that do not take the object
-lock (``lst[i]``, ``len``, iteration) also check, in a second heap read
-consistent with the first (the heap's modification counter did not move in
-between), that no record is pending; they skip that check while the counter
-has not moved since this process last saw the list without one, and replay
-a pending record under the lock before answering.
-
-Indexing is O(1); ``insert``/``del``/``pop`` at position ``i`` move the
-``len - i`` items after it, as ``list`` does, but each move is a heap write,
-so prefer appends and pops at the end for large lists.  Iterating walks
-indices 0, 1, 2... until the end, like ``multiprocessing``'s ListProxy: items
-another process inserts or deletes meanwhile may shift under the iteration;
-take a snapshot with ``copy()`` (or ``lst[:]``) when that matters.
+Iterating reads the list in batches of items, each batch in one read,
+like ``multiprocessing``'s ListProxy walking indices: items another process
+inserts or deletes meanwhile may shift under the iteration; take a snapshot
+with ``copy()`` (or ``lst[:]``) when that matters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, MutableSequence
+from pickle import dumps as _pickle_dumps
 from typing import Any, SupportsIndex, TypeVar, overload
 
 from .._core.heap import Heap
-from ..errors import CorruptSegmentError
+from .._core.heap_list import ANY_LENGTH, HeapList
 from ..segment import Segment
-from .codec import dumps, encode_key, loads
-from .heap_object import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE
-from .list_journal import JournaledList, _diff
+from .codec import _PICKLE_REFUSED, dumps, loads
+from .heap_object import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE, HeapObject
 from .remote import StoreDispatch
 from .shared_object import HandleMethods, refuse_str_data
 
@@ -45,14 +45,20 @@ __all__ = ["SharedList"]
 
 T = TypeVar("T")
 
-_SHORT_TAIL = 16  # a tail this short is read key by key; a longer one by a scan
-_TRIES = 3  # unlocked reads retried while other processes write, then locked
+_BATCH = 256  # items per read while iterating
+_I64 = 1 << 63
+_END = _I64 - 1  # an index past any end: insert clamps it to the length
 
 
-class SharedList(StoreDispatch, HandleMethods, JournaledList, MutableSequence[T], kind="list"):
+def _clamp(i: int) -> int:
+    """An index C can take (int64) that means the same to list's rules."""
+    return max(-_I64, min(i, _I64 - 1))
+
+
+class SharedList(StoreDispatch, HandleMethods, HeapObject, MutableSequence[T], kind="list"):
     """A list in shared memory, with no server process.
 
-    ``SharedList(iterable=(), *, name=None, create=None, project_dir=None,
+    ``SharedList(iterable=(), /, *, name=None, create=None, project_dir=None,
     persist=False, mode=0o600, trust=False, url=None)``: anonymous unless named (it
     pickles by reference); the items are stored only when this call creates
     the list.  A str first argument is refused (``list("abc")`` would be its
@@ -62,7 +68,7 @@ class SharedList(StoreDispatch, HandleMethods, JournaledList, MutableSequence[T]
     (:class:`~shmshare.objects.remote_list.RemoteList`, an instance of SharedList).
     """
 
-    _len_memo: tuple[int, int]  # (modification counter, length) last read clean
+    _core: HeapList
 
     def __init__(self, iterable: Iterable[T] = (), /, *, name: str | None = None,
                  create: bool | None = None, project_dir: Any = None, persist: bool = False,
@@ -72,227 +78,165 @@ class SharedList(StoreDispatch, HandleMethods, JournaledList, MutableSequence[T]
         self._open(name=name, create=create, project_dir=project_dir, persist=persist,
                    mode=mode, trust=trust, url=url, initial=items)
 
+    def _init_payload(self, att: Any, offset: int, size: int, *, mode: int, anonymous: bool,
+                      initial: Iterable[tuple[Any, bytes]]) -> Heap:
+        heap = Heap.create(att, offset, size, mode=mode, anonymous=anonymous)
+        try:
+            items = [data for _, data in initial]
+            core = HeapList(heap)  # the heap's root becomes the list
+            if items:
+                core.splice(-1, -1, items, ANY_LENGTH)
+        except BaseException:
+            heap.destroy_extents()  # the segment is removed by the caller; its extents here
+            heap.close()
+            raise
+        return heap
+
     def _attach(self, seg: Segment, heap: Heap) -> None:
         super()._attach(seg, heap)
-        # (heap modification counter, length) last read with no record pending:
-        # valid while the counter has not moved (every change moves it).
-        self._len_memo = (-1, 0)
+        # A damaged list still opens: check() says what is wrong, operations raise.
+        self._core = HeapList(heap, damaged_ok=True)
 
     # -- reads ----------------------------------------------------------------------
 
-    def _remember(self, i: int, data: bytes | None, mark: int) -> None:
-        # As HeapObject._read, for marks at which no record was pending.
-        if data is not None and len(data) <= _CACHE_MAX_VALUE:
+    def _remember(self, i: int, data: bytes, mark: int) -> None:
+        # Item bytes read at modcount ``mark``: valid while the counter reads it
+        # (every change and every recovery moves it).
+        if len(data) <= _CACHE_MAX_VALUE:
             if mark != self._rmark or self._rbytes > _CACHE_MAX_BYTES:
                 # A new dict, not clear(): other threads may be reading the old one.
                 self._rcache, self._rbytes, self._rmark = {}, 0, mark
             self._rcache[i] = data
             self._rbytes += len(data)
 
-    def _load(self, i: int) -> bytes | None:
-        """Item ``i``'s pickled bytes (``i >= 0``), or None past the end."""
-        heap = self._heap
-        mark = heap.modcount_view[0]
-        if mark == self._rmark == self._clean:
-            data = self._rcache.get(i)
-            if data is not None:
-                return data
-        kb, k = encode_key(i)
-        if not self.lock.held():
-            data, mark = heap.dict_read(kb, k)
-            if mark == self._clean:  # read at a counter value known to have no record
-                self._remember(i, data, mark)
-                return data
-            for _ in range(_TRIES):
-                clean = self._clean_at(mark)
-                if clean:
-                    self._remember(i, data, mark)
-                    return data
-                if clean is None:
-                    break
-                data, mark = heap.dict_read(kb, k)
-        with self.lock:
-            self._settle()
-            data, mark = heap.dict_read(kb, k, held=True)
-            self._remember(i, data, mark)
-            return data
-
-    def _len(self) -> int:
-        """The length, with the lock held."""
-        self._settle()
-        return self._heap.dict_len(held=True)
-
-    def _all_raw(self) -> list[bytes]:
-        """Every item's pickled bytes, in order (lock held, settled)."""
-        out: list[bytes] = []
-        seq = -1
-        while batch := self._heap.dict_scan(seq, values=True, held=True):
-            out.extend(v for _, _, v in batch if v is not None)
-            seq = batch[-1][0]
-        return out
-
-    def _tail(self, i: int, n: int) -> list[bytes]:
-        """The pickled items ``i..n-1`` (lock held, settled)."""
-        if n - i > _SHORT_TAIL and (n - i) * 8 > n:  # a scan reads items ~8x faster
-            return self._all_raw()[i:]
-        out: list[bytes] = []
-        for j in range(i, n):
-            kb, k = encode_key(j)
-            data = self._heap.dict_get(kb, k, held=True)
-            if data is None:
-                raise CorruptSegmentError(f"{self._label()}: item {j} of {n} is missing")
-            out.append(data)
-        return out
-
-    def _splice(self, i: int, j: int, new: list[bytes], n: int) -> list[bytes]:
-        """Replace items ``i..j-1`` by ``new`` (lock held, settled, ``n`` the
-        length); the pickled items removed."""
-        old = self._tail(i, n)
-        self._commit(n, n - (j - i) + len(new), _diff(old, new + old[j - i:], i))
-        return old[:j - i]
-
-    def _rewrite(self, old: list[bytes], new: list[bytes]) -> None:
-        """Make the list ``new`` (lock held, settled, ``old`` its items)."""
-        self._commit(len(old), len(new), _diff(old, new))
-
-    def _index(self, i: SupportsIndex, n: int) -> int:
-        if not hasattr(i, "__index__"):
-            raise TypeError(f"list indices must be integers or slices, not {type(i).__name__}")
-        i = i.__index__()
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError("list index out of range")
-        return i
+    def _raw(self, start: int = 0, stop: int = -1) -> list[bytes]:
+        return self._core.read(start, stop)[0]
 
     # -- sequence protocol ---------------------------------------------------------
 
     def __len__(self) -> int:
-        heap = self._heap
-        if not self.lock.held():
-            view = heap.modcount_view
-            memo = self._len_memo
-            if memo[0] == view[0]:
-                return memo[1]  # nothing changed since: no C call at all
-            mark = view[0]
-            n = heap.dict_len()
-            if mark == self._clean == view[0]:
-                self._len_memo = (mark, n)
-                return n  # read at a counter value known to have no record pending
-            for _ in range(_TRIES):
-                clean = self._clean_at(mark)
-                if clean:
-                    return n
-                if clean is None:
-                    break
-                mark = view[0]
-                n = heap.dict_len()
-        with self.lock:
-            return self._len()
+        # No lock, no C call: the length word (heap_list.decode_len, inlined).
+        word = self._heap.list_len_view[0]
+        n = word & 0xFFFFFFFF
+        if word >> 32 == n ^ 0xFFFFFFFF:
+            return n
+        return self._core.len()  # damaged (it is rebuilt), or detached (it raises)
 
     @overload
     def __getitem__(self, i: SupportsIndex) -> T: ...
     @overload
     def __getitem__(self, i: slice) -> list[T]: ...
     def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return self.copy()[i]
-        if type(i) is int and i >= 0:
-            data = self._load(i)  # no length needed: a missing key is out of range
-            if data is None:
-                data = self._missing(i)  # ... unless damage hides it
-        else:
-            with self.lock:
-                i = self._index(i, self._len())
-                data = self._load(i)
-                if data is None:
-                    raise self._hidden(i)
+        if type(i) is not int:
+            if isinstance(i, slice):
+                return self._slice(i)
+            i = self._index_of(i)
+        if i >= 0 and self._heap.modcount_view[0] == self._rmark:
+            data = self._rcache.get(i)
+            if data is not None:
+                return loads(data)
+        data, mark = self._core.get(_clamp(i))
         if data is None:
             raise IndexError("list index out of range")
+        if i >= 0:
+            self._remember(i, data, mark)
         return loads(data)
+
+    def _slice(self, s: slice) -> list[Any]:
+        with self.lock:
+            start, stop, step = s.indices(len(self))
+            if step == 1:
+                return [loads(d) for d in self._raw(start, max(start, stop))]
+            lo, hi = (start, stop) if step > 0 else (stop + 1, start + 1)
+            if hi <= lo:
+                return []
+            raw = self._raw(lo, hi)
+            return [loads(d) for d in raw[start - lo:stop - lo if stop >= lo else None:step]]
+
+    @staticmethod
+    def _index_of(i: Any) -> int:
+        if not hasattr(i, "__index__"):
+            raise TypeError(f"list indices must be integers or slices, not {type(i).__name__}")
+        return int(i.__index__())
 
     def __setitem__(self, i: Any, value: Any) -> None:
         if isinstance(i, slice):
             encoded = [dumps(v) for v in value]
             with self.lock:
-                self._settle()
-                old = self._all_raw()
-                new = list(old)
-                new[i] = encoded  # raises as list does, before any change
-                self._rewrite(old, new)
+                n = len(self)
+                start, stop, step = i.indices(n)
+                if step == 1:
+                    self._core.splice(start, max(start, stop), encoded, n)
+                    return
+                plan: list[int] = list(range(n))
+                plan[i] = range(-1, -1 - len(encoded), -1)  # raises as list does
+                self._core.rebuild(plan, encoded, n)
             return
         data = dumps(value)
-        heap = self._heap
-        with self.lock:
-            self._settle()
-            self._overwrite(self._index(i, heap.dict_len(held=True)), data)  # one write
-            self._clean = heap.modcount_view[0]
+        if not self._core.set(_clamp(self._index_of(i)), data):
+            raise IndexError("list assignment index out of range")
 
     def __delitem__(self, i: Any) -> None:
-        with self.lock:
-            if isinstance(i, slice):
-                self._settle()
-                old = self._all_raw()
-                new = list(old)
-                del new[i]
-                self._rewrite(old, new)
-                return
-            n = self._len()
-            start = self._index(i, n)
-            self._splice(start, start + 1, [], n)
+        if isinstance(i, slice):
+            with self.lock:
+                n = len(self)
+                start, stop, step = i.indices(n)
+                if step == 1:
+                    self._core.splice(start, max(start, stop), [], n)
+                    return
+                plan = list(range(n))
+                del plan[i]
+                if len(plan) != n:
+                    self._core.rebuild(plan, [], n)
+            return
+        if self._core.pop(_clamp(self._index_of(i)))[0] is None:
+            raise IndexError("list assignment index out of range")
 
     def insert(self, index: SupportsIndex, value: Any) -> None:
-        data = dumps(value)
-        with self.lock:
-            n = self._len()
-            i = index.__index__()
-            i = max(0, i + n) if i < 0 else min(i, n)
-            self._splice(i, i, [data], n)
+        i = index if type(index) is int and -_I64 <= index < _I64 else _clamp(
+            self._index_of(index))
+        try:
+            data = _pickle_dumps(value, 5)
+        except _PICKLE_REFUSED:
+            data = dumps(value)  # cloudpickle, or the same error
+        if self._heap.list_push(i, data, len(data)):
+            self._core.insert(i, data)  # the general path: growth, waits, errors
 
     def append(self, value: Any) -> None:
-        data = dumps(value)
-        heap = self._heap
-        with self.lock:
-            self._settle()
-            kb, k = encode_key(heap.dict_len(held=True))
-            heap.dict_set(kb, k, data, held=True)  # one write: atomic by itself
-            self._clean = heap.modcount_view[0]
+        # codec.dumps and HeapList.append inlined: the hot path.
+        try:
+            data = _pickle_dumps(value, 5)
+        except _PICKLE_REFUSED:
+            data = dumps(value)  # cloudpickle, or the same error
+        if self._heap.list_push(_END, data, len(data)):
+            self._core.append(data)  # the general path: growth, waits, errors
 
     def extend(self, values: Iterable[Any]) -> None:
         if values is self:
             values = self.copy()
         encoded = [dumps(v) for v in values]  # pickled first: a bad value changes nothing
-        if not encoded:
-            return
-        with self.lock:
-            n = self._len()
-            self._commit(n, n + len(encoded), list(enumerate(encoded, n)))
+        if encoded:
+            self._core.splice(-1, -1, encoded, ANY_LENGTH)
 
     def pop(self, index: SupportsIndex = -1) -> Any:
-        with self.lock:
-            n = self._len()
-            if n == 0:
-                raise IndexError("pop from empty list")
-            i = self._index(index, n)
-            if i == n - 1:  # one heap operation reads and removes it
-                kb, k = encode_key(i)
-                data = self._heap.dict_pop(kb, k, held=True)
-                self._clean = self._heap.modcount_view[0]
-                if data is None:
-                    raise CorruptSegmentError(f"{self._label()}: item {i} of {n} is missing")
-            else:
-                data = self._splice(i, i + 1, [], n)[0]
+        i = index if type(index) is int and -_I64 <= index < _I64 else _clamp(
+            self._index_of(index))
+        data, n = self._core.pop(i)
+        if data is None:
+            raise IndexError("pop from empty list" if n == 0 else "pop index out of range")
         return loads(data)
 
     def remove(self, value: Any) -> None:
         with self.lock:
-            self._settle()
-            old = self._all_raw()
-            i = [loads(d) for d in old].index(value)  # ValueError as list
-            self._rewrite(old, old[:i] + old[i + 1:])
+            raw = self._raw()
+            for j, d in enumerate(raw):
+                if loads(d) == value:
+                    self._core.splice(j, j + 1, [], len(raw))
+                    return
+        raise ValueError("list.remove(x): x not in list")
 
     def clear(self) -> None:
-        self._heap.dict_clear(held=self.lock.held())  # one operation: the record goes too
+        self._core.clear()
 
     def index(self, value: Any, start: SupportsIndex = 0, stop: SupportsIndex | None = None,
               /) -> int:
@@ -304,31 +248,30 @@ class SharedList(StoreDispatch, HandleMethods, JournaledList, MutableSequence[T]
 
     def reverse(self) -> None:
         with self.lock:
-            self._settle()
-            old = self._all_raw()
-            self._rewrite(old, old[::-1])
+            n = len(self)
+            if n > 1:
+                self._core.rebuild(list(range(n - 1, -1, -1)), [], n)
 
     def sort(self, *, key: Callable[[Any], Any] | None = None, reverse: bool = False) -> None:
         with self.lock:
-            self._settle()
-            old = self._all_raw()
-            items = [loads(d) for d in old]
+            raw = self._raw()
+            items = [loads(d) for d in raw]
             keys = items if key is None else [key(v) for v in items]
-            # Sort positions, stably as list.sort, and reuse the stored bytes.
-            order = sorted(range(len(old)), key=keys.__getitem__, reverse=reverse)
-            self._rewrite(old, [old[j] for j in order])
+            # Sort positions, stably as list.sort, and keep the stored items.
+            order = sorted(range(len(raw)), key=keys.__getitem__, reverse=reverse)
+            if order != list(range(len(raw))):
+                self._core.rebuild(order, [], len(raw))
 
     def copy(self) -> list[Any]:
         """A plain list with a consistent snapshot of the items."""
-        with self.lock:
-            self._settle()
-            return [loads(d) for d in self._all_raw()]
+        return [loads(d) for d in self._raw()]
 
     def __iter__(self) -> Iterator[Any]:
         i = 0
-        while (data := self._load(i)) is not None or (data := self._missing(i)) is not None:
-            yield loads(data)
-            i += 1
+        while batch := self._raw(i, i + _BATCH):
+            for d in batch:
+                yield loads(d)
+            i += len(batch)
 
     def __reversed__(self) -> Iterator[Any]:
         return iter(self.copy()[::-1])
@@ -354,10 +297,13 @@ class SharedList(StoreDispatch, HandleMethods, JournaledList, MutableSequence[T]
     __rmul__ = __mul__
 
     def __imul__(self, n: SupportsIndex) -> SharedList[T]:
+        k = n.__index__()
         with self.lock:
-            self._settle()
-            old = self._all_raw()
-            self._rewrite(old, old * n.__index__())
+            m = len(self)
+            if k <= 0:
+                self.clear()
+            elif k > 1 and m:
+                self._core.rebuild(list(range(m)) * k, [], m)
         return self
 
     def __eq__(self, other: object) -> bool:
@@ -372,25 +318,6 @@ class SharedList(StoreDispatch, HandleMethods, JournaledList, MutableSequence[T]
         return bool(mine < (other.copy() if isinstance(other, SharedList) else other))
 
     __hash__ = None  # type: ignore[assignment]
-
-    # -- checking -----------------------------------------------------------------
-
-    def _check_payload(self) -> None:
-        """Verify the heap, then the list: a pending redo record is replayed
-        (it must be well formed), and the keys must be exactly 0..len-1, in
-        insertion order, with nothing else stored.  CorruptSegmentError if not."""
-        super()._check_payload()
-        with self.lock:
-            self._settle()
-            seq, i = -1, 0
-            while batch := self._heap.dict_scan(seq, values=False, held=True):
-                for _, key, _ in batch:
-                    if key != encode_key(i)[0]:
-                        raise CorruptSegmentError(
-                            f"{self._label()}: entry {i} has key {key[:40]!r}, not the "
-                            f"index {i}")
-                    i += 1
-                seq = batch[-1][0]
 
     def __repr__(self) -> str:
         if not self._seg.attached:

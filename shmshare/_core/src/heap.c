@@ -16,7 +16,8 @@
  *   W1  the walk: from first[e], adding sizes reaches exactly end[e], every
  *       size a multiple of 16 and >= 32;
  *   W2  the extent table (state is the commit point of growth, extent.c);
- *   W3  root_kind/root and what the structure reaches from root (dict.c).
+ *   W3  root_kind/root and what the structure reaches from root (dict.c,
+ *       list.c).
  * Everything else -- USED flags, prev sizes, bins, bitmap, byte counts,
  * and the structure's own index/counters -- is DERIVED: recovery
  * (recover.c) recomputes it from W1..W3.  A block is in use iff it is
@@ -28,7 +29,7 @@
  * no two free blocks adjacent; every free block in the bin of its size;
  * prev sizes and byte counts exact.
  */
-#include "heap_int.h"
+#include "mark_int.h"
 #include <limits.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -237,8 +238,8 @@ int shms_heap_stats(shms_heap_t *h, uint64_t *out, int n, int held, int64_t time
         return rc;
     for (i = 0; i < H->n_extents && i < SHMS_MAX_EXT; i++)
         ext += H->ext[i].state == SHMS_EXT_READY;
-    if (H->root_kind == SHMS_KIND_DICT && H->root)
-        ent = shms_dict_count(h, H->root);
+    if (H->root_kind < SHMS_NKINDS && H->root && shms_kinds[H->root_kind].count)
+        ent = shms_kinds[H->root_kind].count(h, H->root);
     v[0] = H->bytes_total; v[1] = H->bytes_used; v[2] = H->bytes_free;
     v[3] = ext; v[4] = H->generation; v[5] = ent; v[6] = H->recoveries;
     v[7] = H->modcount; v[8] = H->n_used_blocks;

@@ -13,7 +13,7 @@
 #define SHMS_HEAP_MAGIC   "SHMSHEAP"
 #define SHMS_EXT_MAGIC    "SHMSEXT"      /* 8 bytes with the NUL */
 #define SHMS_EXT_BEGUN    "SHMSNEW"      /* first store into a new extent (extent.c) */
-#define SHMS_HEAP_VERSION 2u
+#define SHMS_HEAP_VERSION 3u       /* 3: the list root kind (list.c) */
 #define SHMS_NBINS        368
 #define SHMS_BITMAP_WORDS ((SHMS_NBINS + 63) / 64)
 #define SHMS_OFF_BITS     48
@@ -31,7 +31,7 @@
 #define SHMS_EDAMAGED 1100
 
 enum { SHMS_EXT_FREE = 0, SHMS_EXT_PENDING = 1, SHMS_EXT_READY = 2 };
-enum { SHMS_KIND_NONE = 0, SHMS_KIND_DICT = 1, SHMS_NKINDS = 2 };
+enum { SHMS_KIND_NONE = 0, SHMS_KIND_DICT = 1, SHMS_KIND_LIST = 2, SHMS_NKINDS = 3 };
 
 typedef struct {
     uint64_t key;        /* SysV key used to create it (derived: extent.c) */

@@ -5,6 +5,7 @@
  * reason, never read outside the extents.
  */
 #include "mark_int.h"
+#include "list_int.h"
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +15,8 @@
 const shms_kind_ops_t shms_kinds[SHMS_NKINDS] = {
     [SHMS_KIND_DICT] = {shms_dict_mark, shms_dict_repair, shms_dict_check_root,
                         shms_dict_count},
+    [SHMS_KIND_LIST] = {shms_list_mark, shms_list_repair, shms_list_check_root,
+                        shms_list_count},
 };
 
 void shms_mark_fail(shms_markctx_t *c, const char *fmt, ...)

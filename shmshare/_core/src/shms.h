@@ -219,4 +219,27 @@ int shms_queue_task_done(void *rec);
 int shms_queue_join(void *rec, int64_t timeout_ns);
 void shms_queue_state(void *rec, uint64_t *out);
 
+/* ---- list.c: the list root kind (cdef/list.h) ---- */
+int shms_list_open(shms_heap_t *h, const volatile uint64_t **lenp, int held,
+                   int64_t timeout_ns);
+int shms_list_len(shms_heap_t *h, uint64_t *res, int held, int64_t timeout_ns);
+int shms_list_get(shms_heap_t *h, int64_t i, char *out, uint64_t cap, uint64_t *res, int held,
+                  int64_t timeout_ns);
+int shms_list_pop(shms_heap_t *h, int64_t i, char *out, uint64_t cap, uint64_t *res, int held,
+                  int64_t timeout_ns);
+int shms_list_set(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen, uint64_t *res,
+                  int held, int64_t timeout_ns);
+int shms_list_insert(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen, int held,
+                     int64_t timeout_ns);
+int shms_list_push(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen);
+int shms_list_splice(shms_heap_t *h, int64_t start, int64_t stop, const char *vals,
+                     const uint64_t *vlens, uint64_t nvals, uint64_t expect, int held,
+                     int64_t timeout_ns);
+int shms_list_rebuild(shms_heap_t *h, const int64_t *plan, uint64_t m, const char *vals,
+                      const uint64_t *vlens, uint64_t nvals, uint64_t expect, int held,
+                      int64_t timeout_ns);
+int shms_list_clear(shms_heap_t *h, int held, int64_t timeout_ns);
+int shms_list_read(shms_heap_t *h, int64_t start, int64_t stop, char *out, uint64_t cap,
+                   uint64_t *res, int held, int64_t timeout_ns);
+
 #endif

@@ -1,0 +1,188 @@
+"""Typed wrapper over ``src/list.c`` (named heap_list: a submodule ``list`` would
+shadow the builtin in the package): a heap whose root is a list of value
+references, every method one C call under the heap lock (plus the one retry
+loop of :meth:`HeapBase._until_done` when the lock is busy, held by this
+thread, or a buffer too small).
+
+The length is also readable without any call: :meth:`HeapList.open` maps the
+list record's length word as ``heap.list_len_view`` (swapped for a harmless
+stand-in when the heap is closed, like ``modcount_view``), and
+:func:`decode_len` turns a word into the length, or None when the word does
+not check (damage, or a closed handle: then call :meth:`HeapList.len`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import CorruptSegmentError
+from ._lib import ffi, lib
+from .heap import Heap
+from .results import ENOTFOUND, OK
+from .slices import SLICE_NS
+
+__all__ = ["ANY_LENGTH", "HeapList", "decode_len"]
+
+#: ``expect`` of :meth:`HeapList.splice` that accepts whatever length the list has.
+ANY_LENGTH = (1 << 64) - 1
+_END = (1 << 63) - 1  # an index past any end: insert clamps it to the length
+_LOW32 = 0xFFFFFFFF
+_READ_KEEP = 4 << 20  # reads grow the per-thread buffer up to this; larger get their own
+_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+def decode_len(word: int) -> int | None:
+    """The length in a list's length word (low 32 bits n, high 32 bits ~n), or None."""
+    n = word & _LOW32
+    return n if word >> 32 == n ^ _LOW32 else None
+
+
+def _values(datas: Sequence[bytes]) -> tuple[bytes, Any]:
+    return b"".join(datas), ffi.new("uint64_t[]", [len(d) for d in datas])
+
+
+class HeapList:
+    """The list operations of ``heap`` (whose root it makes a list if it has none)."""
+
+    __slots__ = ("_heap",)
+
+    def __init__(self, heap: Heap, *, damaged_ok: bool = False) -> None:
+        """``damaged_ok``: a heap marked corrupt is bound anyway (its length word
+        unmapped), so that ``check()`` can say why; every operation then raises."""
+        self._heap = heap
+        h = heap._handle()
+        p = ffi.new("const volatile uint64_t **")
+        try:
+            self._run("opening the list", lambda held: lib.shms_list_open(h, p, held, SLICE_NS))
+        except CorruptSegmentError:
+            if not damaged_ok:
+                raise
+            return
+        heap.list_len_view = memoryview(ffi.buffer(p[0], 8)).cast("Q")
+
+    def _run(self, what: str, call: Callable[[bool], int], rc: int | None = None, *,
+             done: tuple[int, ...] = (OK,), grow: Callable[[], None] | None = None) -> int:
+        return self._heap._until_done(what, call, call(False) if rc is None else rc,
+                                      done=done, grow=grow)
+
+    def len(self) -> int:
+        """The length, read under the lock (the length word checked, repaired if damaged)."""
+        h, s = self._heap._ready()
+        self._run("reading the list length",
+                  lambda held: lib.shms_list_len(h, s.res, held, SLICE_NS))
+        return int(s.res_view[0])
+
+    def get(self, i: int) -> tuple[bytes | None, int]:
+        """``(item i's bytes or None past the end, modcount)``; ``i < 0`` from the end."""
+        h, s = self._heap._ready()
+        rc = lib.shms_list_get(h, i, s.buf, s.cap, s.res, 0, SLICE_NS)
+        if rc != OK:
+            rc = self._run("reading a list item", lambda held: lib.shms_list_get(
+                h, i, s.buf, s.cap, s.res, held, SLICE_NS), rc, done=(OK, ENOTFOUND),
+                grow=lambda: s.grow(int(s.res[0])))
+            if rc == ENOTFOUND:
+                return None, 0
+        res = s.res_view
+        return ffi.unpack(s.buf, res[0]), res[1]
+
+    def pop(self, i: int) -> tuple[bytes | None, int]:
+        """``(item i's bytes, removed; or None if out of range, the length)``."""
+        h, s = self._heap._ready()
+        rc = lib.shms_list_pop(h, i, s.buf, s.cap, s.res, 0, SLICE_NS)
+        if rc != OK:
+            rc = self._run("popping a list item", lambda held: lib.shms_list_pop(
+                h, i, s.buf, s.cap, s.res, held, SLICE_NS), rc, done=(OK, ENOTFOUND),
+                grow=lambda: s.grow(int(s.res[0])))
+            if rc == ENOTFOUND:
+                return None, int(s.res_view[2])
+        res = s.res_view
+        return ffi.unpack(s.buf, res[0]), res[2]
+
+    def set(self, i: int, data: bytes) -> bool:
+        """Store item i; False if ``i`` is out of range."""
+        h, s = self._heap._ready()
+        n = len(data)
+        rc = self._run("storing a list item", lambda held: lib.shms_list_set(
+            h, i, data, n, s.res, held, SLICE_NS), done=(OK, ENOTFOUND))
+        return rc == OK
+
+    def insert(self, i: int, data: bytes) -> None:
+        """``list.insert(i, x)`` (``i`` clamped to the list as list does)."""
+        h = self._heap._handle()
+        n = len(data)
+        rc = lib.shms_list_insert(h, i, data, n, 0, SLICE_NS)
+        if rc != OK:
+            self._run("inserting a list item", lambda held: lib.shms_list_insert(
+                h, i, data, n, held, SLICE_NS), rc)
+        heap = self._heap
+        if heap._extents_view[0] != heap._extents_seen:
+            heap._note_growth()
+
+    def append(self, data: bytes) -> None:
+        self.insert(_END, data)
+
+    def splice(self, start: int, stop: int, datas: Sequence[bytes], expect: int) -> None:
+        """Items ``start..stop-1`` replaced by ``datas`` (``start < 0``: appended);
+        the list must have ``expect`` items (:data:`ANY_LENGTH`: any)."""
+        h = self._heap._handle()
+        vals, lens = _values(datas)
+        k = len(datas)
+        self._run("changing the list", lambda held: lib.shms_list_splice(
+            h, start, stop, vals, lens, k, expect, held, SLICE_NS))
+
+    def rebuild(self, plan: Sequence[int], datas: Sequence[bytes], expect: int) -> None:
+        """The list made anew: ``plan[k] >= 0`` is the old item ``plan[k]``, ``-1``,
+        ``-2``... ``datas[0]``, ``datas[1]``...; the list must have ``expect`` items."""
+        h = self._heap._handle()
+        if datas:  # C takes the new values in the order the plan uses them
+            used: list[bytes] = []
+            renumbered: list[int] = []
+            for q in plan:
+                if q < 0:
+                    used.append(datas[-1 - q])
+                    q = -len(used)
+                renumbered.append(q)
+            plan, datas = renumbered, used
+        p = ffi.new("int64_t[]", plan)
+        m = len(plan)
+        vals, lens = _values(datas)
+        k = len(datas)
+        self._run("rebuilding the list", lambda held: lib.shms_list_rebuild(
+            h, p, m, vals, lens, k, expect, held, SLICE_NS))
+
+    def clear(self) -> None:
+        h = self._heap._handle()
+        self._run("clearing the list", lambda held: lib.shms_list_clear(h, held, SLICE_NS))
+
+    def read(self, start: int = 0, stop: int = -1) -> tuple[list[bytes], int]:
+        """``(the items start..stop-1 (stop < 0: to the end), modcount)``, in one read."""
+        heap = self._heap
+        h, s = heap._ready()
+        box: list[Any] = [s.buf, s.cap]
+
+        def call(held: bool) -> int:
+            return int(lib.shms_list_read(h, start, stop, box[0], box[1], s.res, held,
+                                          SLICE_NS))
+
+        def grow() -> None:
+            need = int(s.res[0])
+            if need <= _READ_KEEP:
+                s.grow(need)
+                box[:] = [s.buf, s.cap]
+            else:  # a large copy: a buffer of its own, not kept per thread
+                box[:] = [_new_uncleared("char[]", need), need]
+
+        self._run("reading the list", call, done=(OK,), grow=grow)
+        total, k, mark = int(s.res[0]), int(s.res[1]), int(s.res[2])
+        if not k:
+            return [], mark
+        lens = ffi.unpack(ffi.cast("uint64_t *", box[0]), k)
+        raw = ffi.buffer(box[0], total)[8 * k:]
+        out: list[bytes] = []
+        pos = 0
+        for n in lens:
+            out.append(raw[pos:pos + n])
+            pos += n
+        return out, mark
+
