@@ -74,7 +74,7 @@ class Objects:
     def __init__(self, pdir: str, create: bool) -> None:
         kw: dict[str, Any] = {"project_dir": pdir, "create": create}
         self.d = SharedDict("soak-dict", **kw)
-        self.lst = SharedList("soak-list", **kw)
+        self.lst = SharedList(name="soak-list", **kw)
         self.q = SharedQueue(name="soak-queue", **kw)
         self.lk = SharedLock(name="soak-lock", **kw)
         self.cd = SharedDict("soak-counter", **kw)

@@ -280,7 +280,7 @@ class Segment:
             hook()
         # A mapping shared with another object of this process is not unmapped now:
         # views of it (maybe the other object's) stay valid, so they are no obstacle.
-        n = b.attachment.views_alive() if b.attachment.shares == 1 else 0
+        n = b.attachment.views_alive() if len(b.attachment.users) <= 1 else 0
         if n:
             raise BufferError(
                 f"cannot detach segment {self._label()}: {n} memoryview(s) or array(s) "

@@ -60,6 +60,16 @@ def interrupter() -> Iterator[Callable[[Callable[[], Any], float], bool]]:
     old = signal.signal(signal.SIGALRM, _raise)
 
     def hit(op: Callable[[], Any], delay: float) -> bool:
+        # The interrupt may also land inside a finalizer that runs meanwhile (ours or
+        # pytest's), which CPython reports as unraisable and abandons: that report is
+        # of the test's own exception, so it is dropped; any other is passed on.
+        pytests_hook = sys.unraisablehook
+
+        def hook(info: Any) -> None:
+            if not isinstance(info.exc_value, Interrupted):
+                pytests_hook(info)
+
+        sys.unraisablehook = hook
         try:
             try:
                 signal.setitimer(signal.ITIMER_REAL, delay)
@@ -68,6 +78,8 @@ def interrupter() -> Iterator[Callable[[Callable[[], Any], float], bool]]:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except Interrupted:
             return True
+        finally:
+            sys.unraisablehook = pytests_hook
         return False
 
     try:
@@ -252,3 +264,58 @@ def test_lock_of_detached_object_refuses(kind: str) -> None:
     with pytest.raises(ValueError, match="detached"):
         lock.acquire(timeout=0)
     assert not lock.held()
+def _key_file_free(path: Path) -> int:
+    import fcntl
+    import os
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if still held
+    finally:
+        os.close(fd)
+    return 0
+
+
+def _interrupted_opens(pdir: Path) -> int:
+    """In a forked child: open and detach the name ``held`` ROUNDS times, each under
+    an interrupt at a random moment; 0 if no key-file descriptor stayed open."""
+    import gc
+    import os
+
+    path = pdir / "held.key"
+    rng = random.Random(99)
+    hits = 0
+    signal.signal(signal.SIGALRM, _raise)
+    for _ in range(ROUNDS):
+        try:
+            try:
+                signal.setitimer(signal.ITIMER_REAL, rng.uniform(1e-6, 1.5e-4))
+                SharedDict("held", project_dir=pdir, create=False).detach()
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except Interrupted:
+            hits += 1
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    gc.collect()  # objects whose open was interrupted midway are released now
+    if hits < ROUNDS // 20:
+        return 2  # too few opens were interrupted to prove anything
+    open_fds = [fd for fd in os.listdir("/proc/self/fd")
+                if os.path.realpath(f"/proc/self/fd/{fd}") == str(path)]
+    return 3 if open_fds else 0
+
+
+def test_interrupted_opens_by_name_leave_the_key_file_free(tmp_path: Path) -> None:
+    """Interrupts at random moments of opening an existing name (the C fast path and
+    the Python around it) never leave its key file locked, or open, in the process.
+
+    (Run in a forked child: an interrupt landing in the one or two bytecodes
+    between a ``shmat`` and the object that owns the mapping can still leave that
+    mapping to the process's exit, about 1 open in 100 here -- see
+    docs/concepts/locks-and-recovery.md.)"""
+    pdir = tmp_path / "proj"
+    d = SharedDict("held", project_dir=pdir)
+    try:
+        assert fork_call(_interrupted_opens, pdir) == 0, "a key-file descriptor stayed open"
+        assert fork_call(_key_file_free, pdir / "held.key") == 0, "the key file stayed locked"
+    finally:
+        d.unlink()
+        d.detach()

@@ -16,11 +16,9 @@ calls they wrap (``shmget``, ``shmat``...), and raise the exceptions of
 from __future__ import annotations
 
 import errno
-import fcntl
 import gc
-import os
 import sys
-from collections.abc import Callable
+import weakref
 from typing import Any, NamedTuple
 
 from ..errors import ShmshareError, ShmValueError, from_errno
@@ -44,6 +42,9 @@ __all__ = [
     "list_ids",
     "memlock",
     "named_open",
+    "named_release",
+    "open_fd",
+    "release_fd",
     "rmid",
     "set_attrs",
     "shmat",
@@ -224,48 +225,44 @@ class Attachment:
 
     The mapping stays valid while the Attachment *or any buffer taken from it*
     is alive: views hold the underlying cdata, and the cdata's destructor is
-    what finally calls ``shmdt`` (then ``on_detached``).  :meth:`detach`
+    what finally calls ``shmdt``.  :meth:`detach`
     detaches at once, and refuses with BufferError while views are alive,
     since touching a view after ``shmdt`` would crash the interpreter.
     """
 
-    __slots__ = ("__weakref__", "_addr", "_after", "_buf", "_ptr", "readonly", "shares",
-                 "shmid", "size")
+    __slots__ = ("__weakref__", "_addr", "_buf", "_ptr", "readonly", "shmid", "size",
+                 "users")
 
-    def __init__(self, shmid: int, size: int, readonly: bool,
-                 on_detached: Callable[[], None] | None, _addr: object = None) -> None:
+    def __init__(self, shmid: int, size: int, readonly: bool, _addr: object = None) -> None:
         # _addr: a mapping shmat'ed already by a C call of this package (named_open)
         if _addr is None:
             out = ffi.new("void **")
-            _check(lib.shms_shmat(shmid, int(readonly), out),
-                   f"shmat(shmid={shmid}{', SHM_RDONLY' if readonly else ''})")
+            rc = lib.shms_shmat(shmid, int(readonly), out)
+            if rc == 0:  # (the owner at once: each call ends at a point where a
+                # signal handler may raise, which would leave the mapping ownerless)
+                self._ptr = ffi.gc(ffi.cast("char *", out[0]), lib.shms_unmap)
+            _check(rc, f"shmat(shmid={shmid}{', SHM_RDONLY' if readonly else ''})")
             _addr = out[0]
-        addr = _addr
-        after: dict[object, Callable[[], None]] = {}
-
-        def _shmdt(_cdata: object) -> None:
-            # Runs exactly once: from detach() via ffi.release, or when the
-            # last reference (this object or a view) goes away.
-            lib.shms_shmdt(addr)
-            if on_detached is not None:
-                on_detached()
-            for fn in list(after.values()):
-                fn()
-
+        else:
+            self._ptr = ffi.gc(ffi.cast("char *", _addr), lib.shms_unmap)
+        # The destructor is C (shms_unmap: shmdt, then the reap registered by
+        # reap_extents_on_unmap): it runs exactly once, from detach() via
+        # ffi.release or when the last reference (this object or a view) goes
+        # away, and no Python-level interrupt can land inside it and skip it.
         self.shmid = shmid
         self.size = size
         self.readonly = readonly
-        # How many bindings of this process use this mapping (naming.attach.release
+        # The bindings of this process that use this mapping (naming.attach.release
         # detaches it with the last; naming.address shares it with unpickled objects).
-        self.shares = 1
-        self._addr = int(ffi.cast("uintptr_t", addr))
-        self._after = after
-        self._ptr = ffi.gc(ffi.cast("char *", addr), _shmdt)
+        self.users: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._addr = int(ffi.cast("uintptr_t", _addr))
         self._buf = ffi.buffer(self._ptr, size)
 
-    def after_detach(self, tag: object, fn: Callable[[], None]) -> None:
-        """Run ``fn()`` right after the segment is detached (once per ``tag``)."""
-        self._after.setdefault(tag, fn)
+    def reap_extents_on_unmap(self, main_shmid: int, token: int) -> None:
+        """Once unmapped, reap the extents of the heap ``(main_shmid, token)`` if its
+        main segment is gone by then (shms_ext_reap); once per mapping."""
+        _check(lib.shms_unmap_reap_on(ffi.cast("void *", self._addr), main_shmid, token),
+               "registering a heap's extents for reaping")
 
     @property
     def attached(self) -> bool:
@@ -352,15 +349,20 @@ class NamedOpen(NamedTuple):
     key: int
     stat: ShmStat
     attachment: Attachment
+    cell: Any  # the words fd came in: named_release (or dropping it) closes fd
 
 
 def named_open(path: str, readonly: bool = False) -> NamedOpen | None:
     """Open and lock the key file ``path``, read its record, attach the segment at
     its key, in one call (src/named.c); None when anything is not the common
     case (then nothing is left open, locked or attached)."""
+    # Owned by a destructor from before the call: dropped at any moment (an
+    # interrupt), it unlocks and closes the key file the call left open.
     out = ffi.new("int64_t[]", lib.SHMS_NAMED_FIELDS)
+    out[0] = -1  # no descriptor yet (0 would be stdin's)
+    owner = ffi.gc(out, lib.shms_named_release)  # (it keeps out alive)
     record = ffi.new("char[]", lib.SHMS_RECORD_MAX)
-    att = None
+    handed = False  # the mapping is being handed to an Attachment (its owner from then)
     try:
         if lib.shms_named_open(path.encode(), int(readonly), out, record):
             return None
@@ -369,27 +371,46 @@ def named_open(path: str, readonly: bool = False) -> NamedOpen | None:
                      cgid=w[14], mode=w[15], dest=bool(w[16]), locked=bool(w[17]),
                      cpid=w[18], lpid=w[19], nattch=w[20], atime=w[21], dtime=w[22],
                      ctime=w[23])
-        att = Attachment(st.shmid, st.size, readonly, None, ffi.cast("void *", w[7]))
+        handed = True
+        att = Attachment(st.shmid, st.size, readonly, ffi.cast("void *", w[7]))
         return NamedOpen(w[0], w[1], w[2], w[3], ffi.buffer(record, w[5])[:], w[4], w[6],
-                         st, att)
+                         st, att, owner)
     except BaseException:
         # Interrupted (KeyboardInterrupt) after the C call: nothing may stay held.
-        if out[7]:
-            if att is not None:
-                att.detach()
-            else:
-                lib.shms_shmdt(ffi.cast("void *", out[7]))
-            try:
-                fcntl.flock(int(out[0]), fcntl.LOCK_UN)
-            finally:
-                os.close(int(out[0]))
+        # Once handed, the Attachment detaches (now or when dropped): detaching
+        # here too could unmap whatever is mapped at that address by then.
+        if out[7] and not handed:
+            lib.shms_shmdt(ffi.cast("void *", out[7]))
+        lib.shms_named_release(out)
         raise
 
 
-def shmat(shmid: int, size: int, readonly: bool = False,
-          on_detached: Callable[[], None] | None = None) -> Attachment:
+def named_release(got: NamedOpen) -> None:
+    """Unlock and close the key file of ``got``, in one C call (idempotent)."""
+    lib.shms_named_release(got.cell)
+
+
+def open_fd(path: str, flags: int, mode: int) -> tuple[int, Any]:
+    """``os.open``, the descriptor owned from the instant it exists: ``(fd, owner)``,
+    where dropping ``owner`` or :func:`release_fd` unlocks (flock) and closes it,
+    once.  An interrupt at any point leaks nothing.  OSError as ``os.open``."""
+    cell = ffi.new("int64_t[1]")
+    cell[0] = -1
+    owner = ffi.gc(cell, lib.shms_named_release)
+    rc = lib.shms_open_fd(path.encode(), flags, mode, owner)
+    if rc:
+        raise OSError(rc, f"{errno.errorcode.get(rc, rc)}: cannot open {path!r}", path)
+    return int(cell[0]), owner
+
+
+def release_fd(owner: Any) -> None:
+    """Unlock and close the descriptor of :func:`open_fd`'s ``owner`` (idempotent)."""
+    lib.shms_named_release(owner)
+
+
+def shmat(shmid: int, size: int, readonly: bool = False) -> Attachment:
     """``shmat(2)``: attach ``shmid`` (``size`` bytes) in this process."""
-    return Attachment(shmid, size, readonly, on_detached)
+    return Attachment(shmid, size, readonly)
 
 
 # Defined in their own modules, which import the names above.

@@ -18,7 +18,6 @@ pointer into it.
 from __future__ import annotations
 
 import errno
-import functools
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -100,8 +99,7 @@ class Heap(DictMethods):
         self._h: Any = handle
         lib.shms_heap_set_main(handle, att.shmid)
         # Whoever detaches the main segment last removes the extents (extent.c).
-        att.after_detach(Heap, functools.partial(
-            lib.shms_ext_reap, att.shmid, int(lib.shms_heap_token(handle)), 0))
+        att.reap_extents_on_unmap(att.shmid, int(lib.shms_heap_token(handle)))
         #: The heap lock as objects hold it (``ObjectLock``): see guard.py.
         self.guard = LockGuard(handle, heap=True, shmid=att.shmid, keep=None)
         self._tls = threading.local()
@@ -192,7 +190,9 @@ class Heap(DictMethods):
         self.versions_view = NO_VERSIONS
         self.store = self._fetch = self.list_push = _closed
         if h is not None:
-            self.guard.close()
+            guard = getattr(self, "guard", None)  # None: __init__ was interrupted
+            if guard is not None:
+                guard.close()
             lib.shms_heap_close(h)
 
     def __del__(self) -> None:

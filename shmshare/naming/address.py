@@ -102,7 +102,6 @@ def _reuse_named(kind: str, name: str, project_dir: str, claim: bool) -> Binding
                 return None
             if claim:
                 add_claim(att)
-            att.shares += 1
             b = Binding(kind=kind, shmid=found.shmid, key=found.key, attachment=att,
                         offset=HEADER_SIZE, size=found.header.payload_size,
                         header=found.header, name=name, project_dir=pdir, key_path=path)
@@ -133,7 +132,6 @@ def _reuse(shmid: int, token: int, claim: bool) -> Binding | None:
     if claim:
         add_claim(att)
         drop_claimed()
-    att.shares += 1
     return Binding(kind=header.kind, shmid=shmid, key=0, attachment=att, offset=HEADER_SIZE,
                    size=header.payload_size, header=header)
 

@@ -11,7 +11,6 @@ for the last user of a named segment, removes it.
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import os
 import weakref
@@ -67,6 +66,7 @@ class Binding:
     """What the finalizer needs to release a segment — never the Segment itself."""
 
     __slots__ = (
+        "__weakref__",
         "attachment",
         "detach_hooks",
         "header",
@@ -115,6 +115,9 @@ class Binding:
         # Run by an explicit detach before it counts live views: an object's
         # own cached view (SharedArray's) must not make its detach a BufferError.
         self.detach_hooks: list[Callable[[], None]] = []
+        # Last: the bindings that use the mapping are a weak set, not a count, so
+        # a binding dropped half-made (an interrupt) leaves no use counted for good.
+        attachment.users.add(self)
 
 
 # The read-write attachments of shmshare segments in this process, by shmid (forked
@@ -149,12 +152,11 @@ def release(b: Binding) -> None:
         for hook in b.release_hooks:
             hook()  # e.g. the heap handle lets go of its extents
     finally:
-        if b.attachment.shares > 1:
-            # Another binding of this process uses the mapping (an object unpickled
-            # here, see naming.address): it is not ours to detach, nor the last use.
-            b.attachment.shares -= 1
-        else:
+        b.attachment.users.discard(b)
+        if not b.attachment.users:
             _release_last(b)
+        # else another binding of this process uses the mapping (an object unpickled
+        # here, see naming.address): it is not ours to detach, nor the last use.
 
 
 def _release_last(b: Binding) -> None:
@@ -332,12 +334,9 @@ def _open_existing_fast(kind: str, name: str, size: int, create: bool | None, pd
             got.attachment.detach()
         raise
     finally:
-        # Inline, as in KeyFile.locked: no Python frame (where an interrupt could
-        # land first) between us and LOCK_UN.
-        try:
-            fcntl.flock(got.fd, fcntl.LOCK_UN)
-        finally:
-            os.close(got.fd)
+        # One C call: no interrupt can land between the unlock and the close (and
+        # an interrupt before this line leaves ``got`` to be dropped: the same call).
+        _core.named_release(got)
 
 
 def _bind_found(found: Found, kind: str, name: str, size: int, create: bool | None,

@@ -275,11 +275,13 @@ class KeyFile:
         when the file was unlinked or replaced between open and lock, so the
         lock held is always on the file the path names now.
         """
+        from .. import _core  # not at import: the pytest plugin reads paths from here
+
         deadline = time.monotonic() + timeout
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         while True:
             try:
-                fd = os.open(path, flags, mode & 0o666)
+                fd, owner = _core.open_fd(str(path), flags, mode & 0o666)
             except FileNotFoundError:
                 yield None
                 return
@@ -291,7 +293,7 @@ class KeyFile:
                 raise
             try:
                 if not _flock(fd, blocking, deadline, path):
-                    os.close(fd)
+                    _core.release_fd(owner)
                     yield None
                     return
                 st = os.fstat(fd)
@@ -300,20 +302,19 @@ class KeyFile:
                 except FileNotFoundError:
                     now = None
                 if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-                    _unlock_close(fd)  # unlinked or replaced while we waited: start over
+                    _core.release_fd(owner)  # unlinked or replaced meanwhile: start over
                     continue
             except BaseException:
-                _unlock_close(fd)
+                _core.release_fd(owner)
                 raise
             try:
                 yield cls(path, fd, st)
             finally:
-                # Inline, not through _unlock_close: no Python frame (where a
-                # KeyboardInterrupt could land first) between us and LOCK_UN.
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                finally:
-                    os.close(fd)
+                # One C call: LOCK_UN, then close (see release_fd).  LOCK_UN, not
+                # only close: the lock belongs to the open file description, which
+                # a child forked meanwhile (a Pool re-forking workers from another
+                # thread) shares, and would hold for as long as it lives.
+                _core.release_fd(owner)
             return
 
     def key(self, proj_id: int) -> int:
@@ -353,19 +354,6 @@ class KeyFile:
             pass
 
 
-def _unlock_close(fd: int) -> None:
-    """Release the flock, then close.
-
-    Closing alone is not enough: the lock belongs to the open file
-    description, which a child forked meanwhile (a Pool re-forking workers
-    from another thread) shares through its copy of the descriptor, and it
-    would hold the lock for as long as it lives.  ``LOCK_UN`` releases it for
-    every copy.  (``O_CLOEXEC`` keeps exec'd children from inheriting it.)
-    """
-    try:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 def _flock(fd: int, blocking: bool, deadline: float, path: Path) -> bool:

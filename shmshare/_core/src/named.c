@@ -53,6 +53,8 @@ int shms_named_open(const char *path, int readonly, int64_t *out, char *record)
     int fd, id, proj_id;
     int64_t key;
     void *p;
+    out[0] = -1;  /* no descriptor held (see shms_named_release) */
+    out[7] = 0;   /* nothing attached */
     fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return SHMS_NAMED_SLOW;
@@ -111,4 +113,30 @@ slow:
     flock(fd, LOCK_UN);
     close(fd);
     return SHMS_NAMED_SLOW;
+}
+
+/* Unlock and close the key file a successful shms_named_open left in out[0],
+ * once: one C call, so no Python-level interrupt can land between the unlock,
+ * the close and forgetting the descriptor.  Also the destructor of the out
+ * array (ffi.gc), so an out array dropped by an interrupt releases it too. */
+void shms_named_release(int64_t *out)
+{
+    int fd = (int)out[0];
+    if (out[0] < 0)
+        return;
+    out[0] = -1;
+    flock(fd, LOCK_UN);
+    close(fd);
+}
+
+/* open(2) into cell[0] (-1 before and on failure); 0 or errno.  With the cell
+ * owned by shms_named_release (ffi.gc) before this call, the descriptor has an
+ * owner from the instant it exists: no interrupt can leak it. */
+int shms_open_fd(const char *path, int flags, int mode, int64_t *cell)
+{
+    int fd = open(path, flags, (mode_t)mode);
+    if (fd < 0)
+        return errno;
+    cell[0] = fd;
+    return 0;
 }

@@ -6,6 +6,8 @@
  */
 #include "shms.h"
 #include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/ipc.h>
@@ -72,6 +74,67 @@ uint64_t shms_atomic_add(void *addr, uint64_t v)
 int shms_shmdt(void *addr)
 {
     return shmdt(addr) == 0 ? 0 : errno;
+}
+
+/* What unmapping a mapping owes: a heap's extents are reaped after its main
+ * segment's last detach (shms_ext_reap).  Registered per address by
+ * shms_unmap_reap_on, done by shms_unmap -- the C destructor of a mapping
+ * (ffi.gc), so that no Python-level interrupt (a signal handler that raises,
+ * which can land inside any Python finalizer) can skip the shmdt. */
+typedef struct reap_s {
+    void *addr;
+    int64_t shmid;
+    uint64_t token;
+    struct reap_s *next;
+} reap_t;
+static reap_t *reaps;
+static pthread_mutex_t reaps_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void reaps_child(void) { pthread_mutex_init(&reaps_mu, NULL); }
+__attribute__((constructor)) static void reaps_init(void)
+{
+    pthread_atfork(NULL, NULL, reaps_child);  /* a thread may hold it at fork */
+}
+
+int shms_unmap_reap_on(void *addr, int64_t shmid, uint64_t token)
+{
+    reap_t *r;
+    int rc = 0;
+    pthread_mutex_lock(&reaps_mu);
+    for (r = reaps; r; r = r->next)
+        if (r->addr == addr)
+            break;
+    if (!r) {
+        r = malloc(sizeof *r);
+        if (r) {
+            r->addr = addr;
+            r->shmid = shmid;
+            r->token = token;
+            r->next = reaps;
+            reaps = r;
+        } else
+            rc = ENOMEM;
+    }
+    pthread_mutex_unlock(&reaps_mu);
+    return rc;
+}
+
+void shms_unmap(void *addr)
+{
+    reap_t *r = NULL, **pp;
+    pthread_mutex_lock(&reaps_mu);
+    for (pp = &reaps; *pp; pp = &(*pp)->next)
+        if ((*pp)->addr == addr) {
+            r = *pp;
+            *pp = r->next;
+            break;
+        }
+    pthread_mutex_unlock(&reaps_mu);
+    shmdt(addr);
+    if (r) {
+        shms_ext_reap(r->shmid, r->token, 0);
+        free(r);
+    }
 }
 
 int shms_stat(int64_t shmid, shms_stat_t *out)

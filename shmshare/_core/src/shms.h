@@ -41,6 +41,8 @@ int shms_ftok(const char *path, int proj_id, int64_t *key_out);
 int shms_shmget(int64_t key, uint64_t size, int flags, int64_t *shmid_out);
 int shms_shmat(int64_t shmid, int readonly, void **addr_out);
 int shms_shmdt(void *addr);
+int shms_unmap_reap_on(void *addr, int64_t shmid, uint64_t token);
+void shms_unmap(void *addr);
 int shms_populate(void *addr, uint64_t len);
 uint64_t shms_atomic_add(void *addr, uint64_t v);
 int shms_stat(int64_t shmid, shms_stat_t *out);
@@ -55,6 +57,8 @@ int shms_list_ids(int64_t *ids, int cap, int *n_out);
 #define SHMS_NAMED_FIELDS 24    /* the int64_t words shms_named_open fills (named.c) */
 #define SHMS_NAMED_SLOW (-1)
 int shms_named_open(const char *path, int readonly, int64_t *out, char *record);
+void shms_named_release(int64_t *out);
+int shms_open_fd(const char *path, int flags, int mode, int64_t *cell);
 
 /* ---- lock.c ---- */
 size_t shms_mutex_size(void);
