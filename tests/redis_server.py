@@ -44,16 +44,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(directory: Path) -> RedisServer:
-    """Start redis-server and return once its log says it accepts connections."""
+def start_server(directory: Path, *, port: int | None = None, password: str | None = None,
+                 appendonly: bool = False, extra: tuple[str, ...] = ()) -> RedisServer:
+    """Start redis-server and return once its log says it accepts connections.
+
+    ``port`` and ``password`` given again restart a server where it was (its data
+    survives in ``directory`` with ``appendonly``, which syncs every write).
+    """
     assert REDIS_SERVER is not None
-    password = secrets.token_hex(16)
-    sock, port = directory / "redis.sock", _free_port()
+    password = secrets.token_hex(16) if password is None else password
+    sock, port = directory / "redis.sock", _free_port() if port is None else port
+    aof = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else [
+        "--appendonly", "no"]
     proc = subprocess.Popen(
         [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--unixsocket", str(sock),
          "--unixsocketperm", "700", "--requirepass", password, "--save", "",
-         "--appendonly", "no", "--dir", str(directory), "--daemonize", "no",
-         "--loglevel", "notice"],
+         *aof, "--dir", str(directory), "--daemonize", "no",
+         "--loglevel", "notice", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
     assert proc.stdout is not None
     # Raw reads of the pipe: a buffered readline() would keep lines that select()

@@ -6,7 +6,11 @@ its length before it would end; a process that is killed stops renewing, so
 its claims end by themselves one lease later.  A process that is *paused*
 past its lease (SIGSTOP, a long GC pause, a network partition) finds on
 renewal that the server no longer knows it: the lease is marked lost, and
-the object that holds it raises LockLostError at its next use.
+the object that holds it raises LockLostError at its next use.  That next use
+does not wait for the renewer thread to have run: a lease whose last renewal
+(or taking) is older than 90 % of its length is confirmed with the server
+first (:meth:`Lease.confirm`), so a holder continued after a pause learns at
+once that it lost the lease.
 
 The thread is not inherited: a forked child holds none of its parent's
 leases (they are the parent's), so the registry is emptied in the child.
@@ -30,11 +34,35 @@ __all__ = ["Lease", "hold", "release"]
 class Lease:
     """One held lease: ``renew()`` returns False once the server has dropped it."""
 
-    def __init__(self, renew: Callable[[], bool], length: float) -> None:
+    def __init__(self, renew: Callable[[], bool], length: float,
+                 taken: float | None = None) -> None:
         self.renew = renew
         self.length = length
         self.lost = False
-        self.next_renewal = time.monotonic() + length / 3
+        now = time.monotonic()
+        self.next_renewal = now + length / 3
+        self.valid_until = (now if taken is None else taken) + length * 0.9
+
+    def renewed(self, started: float) -> None:
+        """A renewal sent at ``started`` (monotonic) succeeded."""
+        self.valid_until = max(self.valid_until, started + self.length * 0.9)
+
+    def confirm(self) -> bool:
+        """False once the lease is known lost; asks the server if it may have ended.
+
+        Within 90 % of a lease after the last renewal was sent the server cannot have
+        dropped it; past that (this process was paused, or cut off), one renewal says.
+        """
+        if self.lost:
+            return False
+        started = time.monotonic()
+        if started < self.valid_until:
+            return True
+        if self.renew():
+            self.renewed(started)
+            return True
+        self.lost = True
+        return False
 
 
 class _Renewer:
@@ -64,6 +92,7 @@ class _Renewer:
             with self.lock:
                 due = [lease for lease in self.leases if lease.next_renewal <= now]
             for lease in due:
+                started = time.monotonic()
                 try:
                     alive = lease.renew()
                 except StoreUnavailableError:
@@ -72,6 +101,7 @@ class _Renewer:
                     lease.next_renewal = time.monotonic() + min(0.2, lease.length / 10)
                     continue
                 if alive:
+                    lease.renewed(started)
                     lease.next_renewal = time.monotonic() + lease.length / 3
                 else:
                     lease.lost = True
@@ -102,9 +132,10 @@ fork_hooks.at_fork(after_in_child=_reset_after_fork)
 atexit.register(lambda: _renewer.stop())
 
 
-def hold(renew: Callable[[], bool], length: float) -> Lease:
-    """Start renewing a lease of ``length`` seconds that the caller has just taken."""
-    lease = Lease(renew, length)
+def hold(renew: Callable[[], bool], length: float, taken: float | None = None) -> Lease:
+    """Start renewing a lease of ``length`` seconds that the caller has just taken
+    (by a request sent at monotonic time ``taken``; now if not given)."""
+    lease = Lease(renew, length, taken)
     _renewer.add(lease)
     return lease
 

@@ -193,11 +193,12 @@ class Semaphore:
         keys = [k["holders"], k["fence"], k["waiters"], k["extra"]]
         lease_ms = int(self.lease * 1000)
         while True:
+            sent = time.monotonic()
             got, value = self._acquire(
                 keys, [self._prefix, self.capacity, token, lease_ms, waiter, _ALIVE_MS],
                 f"acquire {self.name!r}")
             if got:
-                self._add_hold(token, int(value))
+                self._add_hold(token, int(value), sent)
                 return True
             if not blocking:
                 return False
@@ -210,14 +211,14 @@ class Semaphore:
             with self.store.unavailable(f"acquire {self.name!r}"):
                 self.store.blocking_client.blpop([self._prefix + "wake:" + waiter], wait)
 
-    def _add_hold(self, token: str, fence: int) -> None:
+    def _add_hold(self, token: str, fence: int, sent: float) -> None:
         holders, lease_ms = self._keys["holders"], int(self.lease * 1000)
 
         def renew() -> bool:
             return bool(self._renew([holders], [token, lease_ms], f"renew {self.name!r}"))
 
         with self._mutex:
-            self._holds.append(_Hold(token, fence, leases.hold(renew, self.lease)))
+            self._holds.append(_Hold(token, fence, leases.hold(renew, self.lease, sent)))
 
     def release(self, n: int = 1) -> None:
         """Give back ``n`` permits; LockLostError if a lease of ours had already ended."""
@@ -247,10 +248,14 @@ class Semaphore:
                       f"release {self.name!r}")
 
     def check(self) -> None:
-        """Raise LockLostError if a lease this object holds has ended."""
+        """Raise LockLostError if a lease this object holds has ended.
+
+        Asks the server when the last renewal is older than most of a lease (this
+        process may have been paused): a holder continued after a pause is told at once.
+        """
         with self._mutex:
-            lost = any(h.lease.lost for h in self._holds)
-        if lost:
+            held = [h.lease for h in self._holds]
+        if not all(lease.confirm() for lease in held):
             raise LockLostError(f"the lease on {self.name!r} at {self.store.address} ended "
                                 "while this process held it; another holder may have it now")
 
