@@ -105,6 +105,8 @@ return 1
 _BAR_TIMEOUT = _BREAK + """
 local woken = redis.call('LPOP', ARGV[1] .. 'wake:' .. ARGV[2])
 if woken then return woken end
+woken = was_woken(ARGV[1], ARGV[2])
+if woken then return woken end
 if redis.call('ZSCORE', KEYS[2], ARGV[2]) then break_all(KEYS[1], KEYS[2], ARGV[1], 'break') end
 redis.call('DEL', ARGV[1] .. 'wake:' .. ARGV[2])
 return 'broken'

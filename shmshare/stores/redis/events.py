@@ -49,10 +49,10 @@ return 0
 """
 
 # KEYS: flag, waiters.  ARGV: prefix, waiter id.  -> 1 if woken meanwhile or set
-_EV_CANCEL = """
+_EV_CANCEL = PUSH + """
 redis.call('LREM', KEYS[2], 0, ARGV[2])
 local woken = redis.call('LPOP', ARGV[1] .. 'wake:' .. ARGV[2])
-if woken then return 1 end
+if woken or was_woken(ARGV[1], ARGV[2]) then return 1 end
 if redis.call('GET', KEYS[1]) == '1' then return 1 end
 return 0
 """
@@ -133,10 +133,11 @@ return woken
 """
 
 # KEYS: waiters.  ARGV: prefix, waiter id.  -> 1 if it was notified meanwhile
-_CV_CANCEL = """
+_CV_CANCEL = PUSH + """
 redis.call('LREM', KEYS[1], 0, ARGV[2])
 redis.call('DEL', ARGV[1] .. 'alive:' .. ARGV[2])
 if redis.call('LPOP', ARGV[1] .. 'wake:' .. ARGV[2]) then return 1 end
+if was_woken(ARGV[1], ARGV[2]) then return 1 end
 return 0
 """
 

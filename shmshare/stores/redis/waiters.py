@@ -2,9 +2,11 @@
 
 Every waiter has an id and blocks in BLPOP on its own list ``wake:<id>``
 (per-waiter lists keep a wake-up that arrives while the waiter reconnects;
-pub/sub would lose it).  Each wake-up is pushed by the Lua script that
-changes the state, in the same step, so none falls between a waiter's check
-of the state and its sleep.
+pub/sub would lose it).  A wake-up also leaves the marker ``woke:<id>``, which
+a waiter reads when a BLPOP comes back empty: a BLPOP that took the wake-up
+but whose reply was lost (a reset, a timeout, redis-py's retry) does not lose
+it.  Each wake-up is pushed by the Lua script that changes the state, in the
+same step, so none falls between a waiter's check of the state and its sleep.
 """
 
 from __future__ import annotations
@@ -15,11 +17,17 @@ from shmshare.stores.redis.connection import MAX_BLOCK, RedisStore
 
 __all__ = ["PUSH", "Waits", "check_lease", "deadline_of", "slice_of"]
 
-# Pushes a wake-up to one waiter; one its waiter never took (it died) expires.
+# Pushes a wake-up to one waiter; one its waiter never took (it died) expires.  The
+# marker ``woke:<id>`` keeps the wake-up's payload for a minute: a waiter whose BLPOP
+# took the wake-up but lost the reply (a connection reset or timed out) finds it there.
 PUSH = """
 local function push_wake(prefix, id, msg)
   redis.call('RPUSH', prefix .. 'wake:' .. id, msg)
   redis.call('PEXPIRE', prefix .. 'wake:' .. id, 60000)
+  redis.call('SET', prefix .. 'woke:' .. id, msg, 'PX', 60000)
+end
+local function was_woken(prefix, id)
+  return redis.call('GET', prefix .. 'woke:' .. id)
 end
 """
 
@@ -53,8 +61,11 @@ class Waits:
         """Wait up to ``seconds`` for a wake-up pushed to ``waiter``; its payload or None."""
         with self.store.unavailable(f"wait on {self.name!r}"):
             got = self.store.blocking_client.blpop([self._prefix + "wake:" + waiter], seconds)
-        if got is None:
-            return None
+            if got is None:  # a wake-up whose reply was lost left its marker
+                marker = self.store.client.get(self._prefix + "woke:" + waiter)
+                if marker is None:
+                    return None
+                got = (b"", marker)
         payload = got[1]
         return payload if isinstance(payload, bytes) else str(payload).encode()
 
