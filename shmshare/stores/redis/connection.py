@@ -2,6 +2,9 @@
 
 * **Urls**: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) and
   ``unix://[user:password@]/path/to/socket[?db=N]``; ``SHMSHARE_URL`` is the default.
+  ``redis+cluster://[user:password@]host[:port]`` (``rediss+cluster://`` with TLS)
+  names one node of a Redis Cluster, through redis-py's ``RedisCluster``: every key
+  of an object has the hash tag ``{name}``, so each script runs on one node.
 * **Trust**: values are pickles and unpickling is code execution, so by default
   only a connection that others cannot write through is used: a unix socket,
   a loopback host, a password or ACL user, or TLS.  Anything else (plain TCP to
@@ -43,7 +46,7 @@ __all__ = ["MAX_BLOCK", "URL_ENV", "RedisStore", "StoreURL", "parse_url"]
 
 URL_ENV = "SHMSHARE_URL"
 MAX_BLOCK = 1.0  # seconds a blocking command may wait on the server in one call
-_SCHEMES = ("redis", "rediss", "unix")
+_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,12 @@ class StoreURL:
     @property
     def is_authenticated(self) -> bool:
         """True when the server must check who we are (password/ACL) or TLS protects the link."""
-        return self.password is not None or self.scheme == "rediss"
+        return self.password is not None or self.scheme.startswith("rediss")
+
+    @property
+    def is_cluster(self) -> bool:
+        """True for ``redis+cluster://`` and ``rediss+cluster://``: a Redis Cluster."""
+        return self.scheme.endswith("+cluster")
 
 
 def parse_url(url: str | None = None) -> StoreURL:
@@ -111,6 +119,8 @@ def parse_url(url: str | None = None) -> StoreURL:
         path = parts.path.strip("/")
         db = int(path) if path else int(query.get("db", ["0"])[0])
         port = parts.port or 6379
+        if db != 0 and parts.scheme.endswith("+cluster"):
+            raise ShmValueError(f"store url {url!r}: a Redis Cluster has only db 0")
     except ValueError as e:
         if isinstance(e, ShmValueError):
             raise
@@ -125,7 +135,10 @@ def _connection_kwargs(u: StoreURL, socket_timeout: float) -> dict[str, Any]:
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
     }
-    if u.scheme == "unix":
+    if u.is_cluster:
+        del kwargs["db"], kwargs["retry_on_error"]
+        kwargs.update(host=u.host, port=u.port, ssl=u.scheme == "rediss+cluster")
+    elif u.scheme == "unix":
         kwargs.update(path=u.path, connection_class=redis.UnixDomainSocketConnection)
     else:
         kwargs.update(host=u.host, port=u.port)
@@ -137,7 +150,7 @@ def _connection_kwargs(u: StoreURL, socket_timeout: float) -> dict[str, Any]:
 # (url, socket_timeout) -> clients on (plain pool, blocking pool) of this process.  A
 # client is kept, not made per call: making a redis.Redis costs more than a round trip,
 # and one is safe to share between threads (each command takes a pooled connection).
-_pools: dict[tuple[str, float], tuple[redis.Redis, redis.Redis]] = {}
+_pools: dict[tuple[str, float], tuple[Any, Any]] = {}
 _pools_lock = threading.Lock()
 _inherited: list[object] = []  # a forked child's copies of the parent's pools, never used
 
@@ -154,7 +167,15 @@ def _forget_pools_after_fork() -> None:
 fork_hooks.at_fork(after_in_child=_forget_pools_after_fork)
 
 
-def _clients_for(u: StoreURL, socket_timeout: float) -> tuple[redis.Redis, redis.Redis]:
+def _make_client(u: StoreURL, socket_timeout: float) -> Any:
+    kwargs = _connection_kwargs(u, socket_timeout)
+    if u.is_cluster:
+        # RedisCluster keeps a pool per node and follows MOVED/ASK redirections.
+        return redis.RedisCluster(**kwargs)
+    return redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))
+
+
+def _clients_for(u: StoreURL, socket_timeout: float) -> tuple[Any, Any]:
     key = (u.url, socket_timeout)
     clients = _pools.get(key)
     if clients is not None:
@@ -162,12 +183,20 @@ def _clients_for(u: StoreURL, socket_timeout: float) -> tuple[redis.Redis, redis
     with _pools_lock:
         clients = _pools.get(key)
         if clients is None:
-            plain = redis.ConnectionPool(**_connection_kwargs(u, socket_timeout))
-            blocking = redis.ConnectionPool(
-                **_connection_kwargs(u, socket_timeout + MAX_BLOCK))
-            clients = _pools[key] = (redis.Redis(connection_pool=plain),
-                                     redis.Redis(connection_pool=blocking))
+            with _connecting(u):
+                clients = _pools[key] = (_make_client(u, socket_timeout),
+                                         _make_client(u, socket_timeout + MAX_BLOCK))
         return clients
+
+
+@contextlib.contextmanager
+def _connecting(u: StoreURL) -> Iterator[None]:
+    """A cluster client asks its seed node for the slots when made: name the url then."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, redis.RedisClusterException) as e:
+        raise StoreUnavailableError(f"connect: store {u} is unavailable ({e}); is the "
+                                    "cluster running and reachable?") from e
 
 
 class RedisStore:

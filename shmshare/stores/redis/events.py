@@ -188,7 +188,9 @@ class Condition(Waits):
         waiter, lease_ms = uuid.uuid4().hex, int(self.lease * 1000)
         doing = f"wait on {self.name!r}"
         self._register(self._keys, [self._prefix, waiter, lease_ms], doing)
-        hold = leases.hold(lambda: bool(self._renew([], [self._prefix, waiter, lease_ms],
+        # (KEYS names the waiters list, though the script only uses ARGV: a cluster
+        # client sends a script to the node of its first key.)
+        hold = leases.hold(lambda: bool(self._renew(self._keys, [self._prefix, waiter, lease_ms],
                                                      doing)), self.lease)
         saved = self.lock._release_save()
         notified = False

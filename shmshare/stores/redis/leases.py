@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 
 from shmshare._core import fork_hooks
-from shmshare.stores.errors import StoreUnavailableError
 
 __all__ = ["Lease", "hold", "release"]
 
@@ -95,9 +94,11 @@ class _Renewer:
                 started = time.monotonic()
                 try:
                     alive = lease.renew()
-                except StoreUnavailableError:
-                    # Try again soon; if the outage outlasts the lease, the
-                    # server drops it and the next renewal reports it lost.
+                except Exception:
+                    # The server is unavailable (or answered with an error): try again
+                    # soon; if that outlasts the lease, the server drops it and the next
+                    # renewal reports it lost.  Never let one lease end the thread that
+                    # renews every lease of this process.
                     lease.next_renewal = time.monotonic() + min(0.2, lease.length / 10)
                     continue
                 if alive:
