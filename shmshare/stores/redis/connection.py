@@ -31,7 +31,7 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
@@ -150,7 +150,7 @@ def _connection_kwargs(u: StoreURL, socket_timeout: float) -> dict[str, Any]:
 # (url, socket_timeout) -> clients on (plain pool, blocking pool) of this process.  A
 # client is kept, not made per call: making a redis.Redis costs more than a round trip,
 # and one is safe to share between threads (each command takes a pooled connection).
-_pools: dict[tuple[str, float], tuple[Any, Any]] = {}
+_pools: dict[tuple[str, float], tuple[redis.Redis, redis.Redis]] = {}
 _pools_lock = threading.Lock()
 _inherited: list[object] = []  # a forked child's copies of the parent's pools, never used
 
@@ -167,15 +167,16 @@ def _forget_pools_after_fork() -> None:
 fork_hooks.at_fork(after_in_child=_forget_pools_after_fork)
 
 
-def _make_client(u: StoreURL, socket_timeout: float) -> Any:
+def _make_client(u: StoreURL, socket_timeout: float) -> redis.Redis:
     kwargs = _connection_kwargs(u, socket_timeout)
     if u.is_cluster:
-        # RedisCluster keeps a pool per node and follows MOVED/ASK redirections.
-        return redis.RedisCluster(**kwargs)
+        # RedisCluster keeps a pool per node and follows MOVED/ASK redirections; it
+        # has Redis's command methods (not its class), which is all the store uses.
+        return cast("redis.Redis", redis.RedisCluster(**kwargs))
     return redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))
 
 
-def _clients_for(u: StoreURL, socket_timeout: float) -> tuple[Any, Any]:
+def _clients_for(u: StoreURL, socket_timeout: float) -> tuple[redis.Redis, redis.Redis]:
     key = (u.url, socket_timeout)
     clients = _pools.get(key)
     if clients is not None:
