@@ -6,10 +6,11 @@
   names one node of a Redis Cluster, through redis-py's ``RedisCluster``: every key
   of an object has the hash tag ``{name}``, so each script runs on one node.
 * **Trust**: values are pickles and unpickling is code execution, so by default
-  only a connection that others cannot write through is used: a unix socket,
-  a loopback host, a password or ACL user, or TLS.  Anything else (plain TCP to
-  another host, no password) raises :class:`UntrustedStoreError` unless
-  ``trust=True``.
+  only a connection that others cannot write through is used: a password or
+  ACL user, TLS, or a unix socket that not every user may open.  Anything
+  else -- plain TCP without a password, to another host or to this one
+  (every local user can reach a loopback port), or a world-writable socket --
+  raises :class:`UntrustedStoreError` unless ``trust=True``.
 * **Pools**: one pool per url per process, made lazily and forgotten in a
   forked child (``_core.fork_hooks``), because a socket shared with the
   parent interleaves both processes' replies.  Blocking waits (BLPOP, BLMOVE)
@@ -200,6 +201,25 @@ def _connecting(u: StoreURL) -> Iterator[None]:
                                     "cluster running and reachable?") from e
 
 
+def _untrusted(u: StoreURL) -> str | None:
+    """Why others could write to the store at ``u`` (None when only its users can)."""
+    if u.is_authenticated:
+        return None
+    if u.scheme == "unix":
+        try:
+            mode = os.stat(u.path or "").st_mode
+        except OSError:
+            return None  # not there (yet): connecting will say so
+        if mode & 0o002:
+            return f"the socket {u.path} can be opened by every user of this machine"
+        return None
+    if u.is_local:
+        return (f"an unauthenticated TCP connection to {u.host} is open to every user of "
+                "this machine")
+    return f"an unauthenticated TCP connection to {u.host}, which is not this machine, is " \
+           "open to anyone who reaches the server"
+
+
 class RedisStore:
     """One Redis server as a store: clients from this process's pools, scripts, key names.
 
@@ -211,13 +231,13 @@ class RedisStore:
         self.address = parse_url(url)
         self.trust = trust
         self.socket_timeout = socket_timeout
-        u = self.address
-        if not (trust or u.is_local or u.is_authenticated):
+        reason = None if trust else _untrusted(self.address)
+        if reason is not None:
             raise UntrustedStoreError(
-                f"refusing store {u}: an unauthenticated TCP connection to {u.host}, which "
-                "is not this machine, lets anyone who reaches the server run code in this "
-                "process (values are pickles); give a password (redis://:pw@host), an ACL "
-                "user, rediss:// (TLS) or a unix socket, or pass trust=True")
+                f"refusing store {self.address}: {reason}, and whoever can write to it can "
+                "run code in this process (values are pickles); give a password "
+                "(redis://:pw@host), an ACL user, rediss:// (TLS) or a unix socket that "
+                "only you (or your group) can open, or pass trust=True")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self.address.url, self.trust, self.socket_timeout))
