@@ -5,6 +5,9 @@
   silent: nothing is refused, nothing answers; new connections too).
 * ``drop_replies``: requests reach the server, its replies are thrown away (the
   server acts on a command whose caller never learns it did).
+* ``reset_next_reply``: the next reply from the server is not forwarded; every
+  connection is reset instead (once; then ``pass`` again): the server acted,
+  the client sees a reset and retries.
 * ``delay``: every chunk waits ``delay`` seconds before it is forwarded.
 * ``reset()``: every open connection is closed with a TCP RST (SO_LINGER 0).
 
@@ -85,6 +88,10 @@ class Proxy:
                 break
             if self.mode == "drop" or (replies and self.mode == "drop_replies"):
                 continue
+            if replies and self.mode == "reset_next_reply":
+                self.mode = "pass"
+                self.reset()
+                break
             if self.delay:
                 time.sleep(self.delay)
             try:

@@ -127,7 +127,7 @@ def test_event_condition_barrier_on_cluster(redis_cluster: RedisClusterServers) 
     assert ev.wait(timeout=0) and not t.is_alive()
     ev.destroy()
 
-    cond = Condition(n + "c", store=store, lease=0.5)
+    cond = Condition(n + "c", store=store, lease=1.0)
     woke: list[bool] = []
 
     def waiter() -> None:
@@ -140,7 +140,7 @@ def test_event_condition_barrier_on_cluster(redis_cluster: RedisClusterServers) 
         if store.client.llen(store.key(n + "c", "waiters")):
             break
         threading.Event().wait(0.01)
-    threading.Event().wait(1.5)  # three leases: its registration must have been renewed
+    threading.Event().wait(3.0)  # three leases: its registration must have been renewed
     with cond:
         cond.notify()
     t.join(timeout=30)

@@ -265,13 +265,14 @@ def test_dropped_link_bounds_every_call(proxy: Proxy, redis_server: RedisServer,
                                         name: str, timeout: float) -> None:  # noqa: F811
     """A link that goes silent: acquire, Queue.get and Event.wait give up (False, Empty,
     False or StoreUnavailableError naming the url) within their timeout plus one socket
-    timeout per bounded retry, never later; once the link is back they work again."""
+    timeout (a reply that does not come is not waited for again by a retry); once the
+    link is back they work again."""
     s = _proxied(proxy, redis_server)
     lock, q, ev = (Lock(name, store=s, lease=LEASE), Queue(name, store=s, lease=LEASE),
                    Event(name, store=s))
     s.ping()
     proxy.mode = "drop"
-    bound = timeout + 4 * SOCKET_TIMEOUT + 1.0
+    bound = timeout + SOCKET_TIMEOUT + 1.0  # (+1 s for a loaded machine)
     for call in (lambda: lock.acquire(timeout=timeout), lambda: q.get(timeout=timeout),
                  lambda: ev.wait(timeout=timeout)):
         result, took = _timed(call)
@@ -357,6 +358,39 @@ def test_condition_notified_while_the_reply_is_lost(proxy: Proxy,
     assert result == [True]
     cond.lock.destroy()
     cond.destroy()
+
+
+def test_reset_after_the_server_acted(proxy: Proxy, redis_server: RedisServer,  # noqa: F811
+                                      store: RedisStore, name: str) -> None:  # noqa: F811
+    """The server runs a step, then the connection is reset before its reply: the retry
+    runs it again.  acquire gets the permit it had already taken (not a wait for its own
+    lease), get returns the item it had already moved (not a loss), and release frees."""
+    s = _proxied(proxy, redis_server)
+    lock, q = Lock(name, store=s, lease=30), Queue(name, store=s, lease=30)
+    assert lock.acquire(timeout=5)  # the scripts are loaded: the next reply is the step's
+    lock.release()
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    proxy.mode = "reset_next_reply"
+    result, took = _timed(lambda: lock.acquire(timeout=5))
+    assert result is True and took < 5, (result, took)
+    assert proxy.mode == "pass"  # the reset happened
+    assert store.client.zcard(store.key(name, "holders")) == 1
+    first = lock.token
+    lock.release()
+    assert not Lock(name, store=store).locked()
+    assert lock.acquire(timeout=5) and lock.token > first
+    lock.release()
+
+    Queue(name, store=store).put("only")
+    proxy.mode = "reset_next_reply"
+    assert q.get(timeout=5) == "only"
+    assert proxy.mode == "pass"
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.2)
+    q.close()
+    lock.destroy()
+    q.destroy()
 
 
 def test_reset_during_blocking_waits(proxy: Proxy, redis_server: RedisServer,  # noqa: F811

@@ -214,7 +214,7 @@ class Barrier(Waits):
         # barrier if another party's lease has ended (_BAR_RENEW).
         try:
             while (seconds := slice_of(deadline)) > 0:
-                got = self._block(waiter, seconds)
+                got = self._block(waiter, seconds, deadline)
                 if got is None:
                     continue
                 if got == b"pass":

@@ -19,7 +19,9 @@
   the server, so the socket timeout bounds every call.
 * **Failures**: a refused or dropped connection is retried a bounded number
   of times, then raises :class:`StoreUnavailableError` naming the url (with
-  the password hidden).  A script whose reply was lost may run twice on a
+  the password hidden); a server that does not answer within the socket
+  timeout raises it at once (no retry: a silent link costs one socket
+  timeout, not one per try).  A script whose reply was lost may run twice on a
   retry; the scripts here are written so that this is harmless, except a
   queue ``put``, which may then enqueue its item twice (at-least-once).
 """
@@ -133,8 +135,12 @@ def _connection_kwargs(u: StoreURL, socket_timeout: float) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "db": u.db, "username": u.username, "password": u.password,
         "socket_timeout": socket_timeout, "socket_connect_timeout": min(socket_timeout, 2.0),
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        # A refused or reset connection is tried again at once; a reply that does not
+        # come within the socket timeout is not (each try would wait that long again,
+        # so a silent link would hold the caller for several socket timeouts).
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3,
+                       supported_errors=(redis.ConnectionError,)),
+        "retry_on_error": [redis.ConnectionError],
     }
     if u.is_cluster:
         del kwargs["db"], kwargs["retry_on_error"]

@@ -89,7 +89,7 @@ class Event(Waits):
             return True
         try:
             while (seconds := slice_of(deadline)) > 0:
-                if self._block(waiter, seconds) is not None:
+                if self._block(waiter, seconds, deadline) is not None:
                     return True
         except BaseException:
             self._cancel(self._keys, [self._prefix, waiter], f"wait on {self.name!r}")
@@ -196,7 +196,7 @@ class Condition(Waits):
         notified = False
         try:
             while not notified and (seconds := slice_of(deadline)) > 0:
-                notified = self._block(waiter, seconds) is not None
+                notified = self._block(waiter, seconds, deadline) is not None
         finally:
             leases.release(hold)
             if not notified:

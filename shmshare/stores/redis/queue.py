@@ -31,10 +31,10 @@ from shmshare.stores.errors import StoreUnavailableError
 from shmshare.stores.redis import leases
 from shmshare.stores.redis.connection import MAX_BLOCK, RedisStore
 from shmshare.stores.redis.lock import _ALIVE_MS, PRELUDE
+from shmshare.stores.redis.waiters import TRIES, backoff
 
 __all__ = ["JoinableQueue", "Queue"]
 
-_TRIES = 4  # failed connections in a row that a waiting get rides out
 
 # KEYS: items, unfinished, putters.  ARGV: prefix, maxsize, item, waiter, alive_ms
 _PUT = PRELUDE + """
@@ -169,7 +169,7 @@ class Queue:
         """Take the oldest item (acknowledging this consumer's previous one).
 
         A connection that fails while waiting is tried again (at most
-        :data:`_TRIES` times in a row, and never past ``timeout``); an item the
+        :data:`.waiters.TRIES` times in a row, and never past ``timeout``); an item the
         server moved to us while the reply was lost is not dropped: the next
         step puts it back at the front and takes it again.
         """
@@ -200,10 +200,10 @@ class Queue:
                     self._claim([k["putters"]], [self._prefix, me, req], f"get {self.name!r}")
             except StoreUnavailableError:
                 failures += 1
-                if failures >= _TRIES or (deadline is not None
+                if failures >= TRIES or (deadline is not None
                                           and time.monotonic() >= deadline):
                     raise
-                time.sleep(min(0.05 * 2 ** failures, 0.5))
+                time.sleep(backoff(failures))
                 continue
             self._local.ack = req
             return codec.loads(data)

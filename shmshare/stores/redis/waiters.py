@@ -13,9 +13,17 @@ from __future__ import annotations
 
 import time
 
+from shmshare.stores.errors import StoreUnavailableError
 from shmshare.stores.redis.connection import MAX_BLOCK, RedisStore
 
-__all__ = ["PUSH", "Waits", "check_lease", "deadline_of", "slice_of"]
+__all__ = ["PUSH", "TRIES", "Waits", "backoff", "check_lease", "deadline_of", "slice_of"]
+
+TRIES = 4  # failed connections in a row that a blocking wait rides out
+
+
+def backoff(failures: int) -> float:
+    """Seconds to sleep after the ``failures``-th failure in a row."""
+    return float(min(0.05 * 2 ** failures, 0.5))
 
 # Pushes a wake-up to one waiter; one its waiter never took (it died) expires.  The
 # marker ``woke:<id>`` keeps the wake-up's payload for a minute: a waiter whose BLPOP
@@ -57,8 +65,25 @@ class Waits:
         self._prefix = store.key(name, "")
         self._keys = [store.key(name, part) for part in parts]
 
-    def _block(self, waiter: str, seconds: float) -> bytes | None:
-        """Wait up to ``seconds`` for a wake-up pushed to ``waiter``; its payload or None."""
+    def _block(self, waiter: str, seconds: float,
+               deadline: float | None = None) -> bytes | None:
+        """Wait up to ``seconds`` for a wake-up pushed to ``waiter``; its payload or None.
+
+        A connection that fails (reset, or silent past the socket timeout) is tried
+        again, at most :data:`TRIES` times in a row and not past ``deadline``.
+        """
+        failures = 0
+        while True:
+            try:
+                return self._block_once(waiter, seconds)
+            except StoreUnavailableError:
+                failures += 1
+                if failures >= TRIES or (deadline is not None
+                                         and time.monotonic() >= deadline):
+                    raise
+                time.sleep(backoff(failures))
+
+    def _block_once(self, waiter: str, seconds: float) -> bytes | None:
         with self.store.unavailable(f"wait on {self.name!r}"):
             got = self.store.blocking_client.blpop([self._prefix + "wake:" + waiter], seconds)
             if got is None:  # a wake-up whose reply was lost left its marker
