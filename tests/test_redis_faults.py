@@ -30,7 +30,7 @@ pytest.importorskip("redis", reason="redis-py is not installed (pip install shms
 
 from shmshare.stores import LockLostError, StoreUnavailableError
 from shmshare.stores.redis import Lock, RedisStore, RLock, Semaphore
-from shmshare.stores.redis.events import Condition, Event
+from shmshare.stores.redis.events import Barrier, Condition, Event
 from shmshare.stores.redis.queue import Queue
 
 LEASE = 1.0
@@ -95,6 +95,48 @@ def test_permits_of_a_sigkilled_holder_come_back(redis_server: RedisServer,  # n
         assert theirs[0] < theirs[1] < tokens[0] < tokens[1]
         mine.release(2)
         mine.destroy()
+    finally:
+        _reap(proc)
+
+
+BARRIER_PARTY = """
+import sys
+from shmshare.stores.redis import RedisStore
+from shmshare.stores.redis.events import Barrier
+bar = Barrier(sys.argv[2], 3, store=RedisStore(sys.argv[1]), lease=float(sys.argv[3]))
+print("waiting", flush=True)
+bar.wait(timeout=60)  # SIGKILLed in here
+"""
+
+
+def test_barrier_party_sigkilled(redis_server: RedisServer,  # noqa: F811
+                                 store: RedisStore, name: str) -> None:  # noqa: F811
+    """A party SIGKILLed inside Barrier.wait (of three): the live one gets
+    BrokenBarrierError within lease + 1 s of the kill, not at its timeout."""
+    proc = _child(BARRIER_PARTY, redis_server.unix_url, name, str(LEASE))
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "waiting"
+        _until(lambda: store.client.zcard(store.key(name, "arrived")) == 1, "the party")
+        bar = Barrier(name, 3, store=store, lease=LEASE)
+        out: list[Any] = []
+
+        def wait() -> None:
+            try:
+                out.append(bar.wait(timeout=60))
+            except threading.BrokenBarrierError:
+                out.append(("broken", time.monotonic()))
+
+        t = threading.Thread(target=wait)
+        t.start()
+        _until(lambda: store.client.zcard(store.key(name, "arrived")) == 2, "our party")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        killed = time.monotonic()
+        t.join(timeout=60)
+        assert out and out[0][0] == "broken", out
+        assert out[0][1] - killed < LEASE + 1.0
+        assert bar.broken
+        bar.destroy()
     finally:
         _reap(proc)
 
