@@ -345,15 +345,18 @@ def test_queue_item_taken_while_the_reply_is_lost(proxy: Proxy,
     got: list[Any] = []
 
     def consume() -> None:
-        for _ in range(3):
-            try:
-                got.append(q.get(timeout=8))
-                return
-            except StoreUnavailableError:
-                continue
-            except queue.Empty:
-                got.append("empty")
-                return
+        try:
+            for _ in range(3):
+                try:
+                    got.append(q.get(timeout=8))
+                    return
+                except StoreUnavailableError:
+                    continue
+                except queue.Empty:
+                    got.append("empty")
+                    return
+        finally:
+            q.close()  # this thread's consumer lease
 
     t = threading.Thread(target=consume)
     t.start()
@@ -452,8 +455,14 @@ def test_reset_during_blocking_waits(proxy: Proxy, redis_server: RedisServer,  #
         t.start()
         return t
 
+    def get_and_close() -> Any:
+        try:
+            return q.get(timeout=10)
+        finally:
+            q.close()  # this thread's consumer lease
+
     threads = [run("acquire", lambda: lock.acquire(timeout=10)),
-               run("get", lambda: q.get(timeout=10)),
+               run("get", get_and_close),
                run("wait", lambda: ev.wait(timeout=10))]
     _until(lambda: store.client.zcard(store.key(name, "consumers")) == 1, "the consumer")
     time.sleep(0.3)
@@ -508,3 +517,26 @@ def test_holder_cut_off_past_its_lease_loses_it(proxy: Proxy,
     with pytest.raises(LockLostError):
         lock.release()
     lock.destroy()
+
+
+def test_renewer_gives_up_a_lease_on_a_store_that_stays_away(
+        redis_server: RedisServer, name: str) -> None:  # noqa: F811
+    """The link to the store is gone for good: one lease after its last renewal the lease
+    is given up (its holder gets LockLostError, not an error per renewal attempt for ever),
+    and the process's renewer thread stops spending time on it."""
+    from shmshare.stores.redis import leases
+
+    proxy = Proxy(redis_server.port)
+    try:
+        s = _proxied(proxy, redis_server)
+        lock = Lock(name, store=s, lease=LEASE)
+        assert lock.acquire(timeout=5)
+        lease = lock._holds[-1].lease
+    finally:
+        proxy.close()  # connections reset, the port closed: every renewal fails
+    _until(lambda: lease.lost, "the lease given up", timeout=LEASE + 5)
+    assert lease not in leases._renewer.leases
+    with pytest.raises(LockLostError):
+        lock.check()
+    assert _until(lambda: not Lock(name, store=RedisStore(redis_server.unix_url)).locked(),
+                  "the server's lease ended") is None

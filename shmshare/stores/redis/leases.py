@@ -40,10 +40,12 @@ class Lease:
         self.lost = False
         now = time.monotonic()
         self.next_renewal = now + length / 3
-        self.valid_until = (now if taken is None else taken) + length * 0.9
+        self.last_ok = now if taken is None else taken  # when the last renewal was sent
+        self.valid_until = self.last_ok + length * 0.9
 
     def renewed(self, started: float) -> None:
         """A renewal sent at ``started`` (monotonic) succeeded."""
+        self.last_ok = max(self.last_ok, started)
         self.valid_until = max(self.valid_until, started + self.length * 0.9)
 
     def confirm(self) -> bool:
@@ -96,10 +98,16 @@ class _Renewer:
                     alive = lease.renew()
                 except Exception:
                     # The server is unavailable (or answered with an error): try again
-                    # soon; if that outlasts the lease, the server drops it and the next
-                    # renewal reports it lost.  Never let one lease end the thread that
-                    # renews every lease of this process.
-                    lease.next_renewal = time.monotonic() + min(0.2, lease.length / 10)
+                    # soon.  Never let one lease end the thread that renews every lease
+                    # of this process; and once a whole lease has passed since the last
+                    # renewal that worked, give up on it (lost: its holder is told at its
+                    # next use), so that a store that stays unreachable does not take
+                    # this thread's time from the others for good.
+                    if time.monotonic() >= lease.last_ok + lease.length:
+                        lease.lost = True
+                        self.remove(lease)
+                    else:
+                        lease.next_renewal = time.monotonic() + min(0.2, lease.length / 10)
                     continue
                 if alive:
                     lease.renewed(started)
