@@ -24,6 +24,7 @@ import queue as _queue
 import threading
 import time
 import uuid
+import weakref
 from typing import Any
 
 from shmshare.objects import codec
@@ -117,6 +118,10 @@ return n
 """
 
 
+class _ThreadConsumer:
+    """Kept in a thread's local storage while it is a consumer; its end ends the lease."""
+
+
 class Queue:
     """A FIFO queue named ``name`` on a Redis store, with at-least-once delivery."""
 
@@ -144,7 +149,11 @@ class Queue:
             def renew() -> bool:
                 return bool(self._renew([consumers], [me, lease_ms], f"renew {self.name!r}"))
 
-            self._local.lease = leases.hold(renew, self.lease)
+            lease = self._local.lease = leases.hold(renew, self.lease)
+            # When the thread ends (or this object goes), its thread-local values go:
+            # stop renewing then, so that its unacknowledged item is requeued.
+            self._local.alive = _ThreadConsumer()
+            weakref.finalize(self._local.alive, leases.release, lease)
         return me
 
     def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
@@ -226,6 +235,8 @@ class Queue:
         lease = getattr(self._local, "lease", None)
         if lease is not None:
             leases.release(lease)
+            self._local.me = self._local.lease = self._local.alive = None  # a new one next
+            self._local.ack = ""
 
     def destroy(self) -> None:
         """Delete the queue's keys, the processing lists of its known consumers included."""
