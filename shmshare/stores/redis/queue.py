@@ -36,7 +36,6 @@ from shmshare.stores.redis.waiters import TRIES, backoff
 
 __all__ = ["JoinableQueue", "Queue"]
 
-
 # KEYS: items, unfinished, putters.  ARGV: prefix, maxsize, item, waiter, alive_ms
 _PUT = PRELUDE + """
 local max = tonumber(ARGV[2])
