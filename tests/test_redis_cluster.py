@@ -137,7 +137,7 @@ def test_event_condition_barrier_on_cluster(redis_cluster: RedisClusterServers) 
     t = threading.Thread(target=waiter)
     t.start()
     for _ in range(3000):  # until the waiter registered (bounded: 30 s)
-        if store.client.llen(store.key(n + "c", "waiters")):
+        if store.client.llen(store.key(n + "c", "cv-waiters")):
             break
         threading.Event().wait(0.01)
     threading.Event().wait(3.0)  # three leases: its registration must have been renewed

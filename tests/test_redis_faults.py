@@ -390,7 +390,7 @@ def test_condition_notified_while_the_reply_is_lost(proxy: Proxy,
 
     t = threading.Thread(target=waiter)
     t.start()
-    _until(lambda: store.client.llen(store.key(name, "waiters")) == 1, "the waiter")
+    _until(lambda: store.client.llen(store.key(name, "cv-waiters")) == 1, "the waiter")
     time.sleep(0.2)  # it is in BLPOP now
     proxy.mode = "drop_replies"
     other = Condition(name, lock=RLock(f"{name}.lock", store=store), store=store)

@@ -62,7 +62,8 @@ class Event(Waits):
     """``threading.Event`` named ``name`` on a Redis store."""
 
     def __init__(self, name: str, *, store: RedisStore) -> None:
-        super().__init__(name, store, ("flag", "waiters"))
+        # (its own waiters list: a Lock of the same name has "waiters")
+        super().__init__(name, store, ("flag", "ev-waiters"))
         self._set = store.script(_EV_SET)
         self._begin = store.script(_EV_BEGIN)
         self._cancel = store.script(_EV_CANCEL)
@@ -155,7 +156,7 @@ class Condition(Waits):
         elif not isinstance(lock, Lock):
             raise TypeError(f"Condition(lock) needs a Redis Lock or RLock, not "
                             f"{type(lock).__module__}.{type(lock).__qualname__}")
-        super().__init__(name, store, ("waiters",))
+        super().__init__(name, store, ("cv-waiters",))
         self.lock, self.lease = lock, lease
         self._register = store.script(_CV_REGISTER)
         self._renew = store.script(_CV_RENEW)
