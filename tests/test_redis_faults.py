@@ -538,8 +538,33 @@ def test_renewer_gives_up_a_lease_on_a_store_that_stays_away(
     finally:
         proxy.close()  # connections reset, the port closed: every renewal fails
     _until(lambda: lease.lost, "the lease given up", timeout=LEASE + 5)
-    assert lease not in leases._renewer.leases
+    assert lease not in leases.held()
     with pytest.raises(LockLostError):
         lock.check()
     assert _until(lambda: not Lock(name, store=RedisStore(redis_server.unix_url)).locked(),
                   "the server's lease ended") is None
+
+
+def test_a_silent_store_does_not_starve_another_stores_leases(
+        proxy: Proxy, redis_server: RedisServer, store: RedisStore,  # noqa: F811
+        name: str) -> None:  # noqa: F811
+    """Three locks held through a link that goes silent (each renewal then waits a socket
+    timeout) and one held directly: the direct one's short lease is still renewed on time
+    (each store's leases have their own renewer thread)."""
+    s = _proxied(proxy, redis_server)
+    silent = [Lock(f"{name}-s{i}", store=s, lease=0.6) for i in range(3)]
+    for lock in silent:
+        assert lock.acquire(timeout=5)
+    mine = Lock(name, store=store, lease=LEASE)
+    assert mine.acquire(timeout=5)
+    proxy.mode = "drop"
+    time.sleep(4 * LEASE)
+    mine.check()  # still ours: renewed meanwhile
+    assert mine.locked()
+    mine.release()
+    proxy.mode = "pass"
+    for lock in silent:
+        with pytest.raises(LockLostError):
+            lock.release()
+        lock.destroy()
+    mine.destroy()

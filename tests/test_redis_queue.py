@@ -122,12 +122,12 @@ def test_consumer_thread_that_ends_gives_its_item_back(store: RedisStore,  # noq
 
     q = Queue(name, store=store, lease=LEASE)
     q.put("taken by a thread that ends")
-    before = len(leases._renewer.leases)
+    before = len(leases.held())
     t = threading.Thread(target=q.get, kwargs={"timeout": 30})
     t.start()
     t.join(timeout=30)
     gc.collect()
-    assert len(leases._renewer.leases) == before  # the thread's lease is not renewed
+    assert len(leases.held()) == before  # the thread's lease is not renewed
     start = time.monotonic()
     assert q.get(timeout=LEASE + 1.0) == "taken by a thread that ends"
     assert time.monotonic() - start < LEASE + 1.0

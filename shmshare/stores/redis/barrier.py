@@ -191,7 +191,7 @@ class Barrier(Waits):
         def renew() -> bool:
             return bool(self._renew(self._keys, [self._prefix, me, lease_ms, gen], doing))
 
-        hold = leases.hold(renew, self.lease)
+        hold = leases.hold(renew, self.lease, group=self.store.address.url)
         try:
             if state == 1:
                 return self._release_all(index)

@@ -192,7 +192,8 @@ class Condition(Waits):
         # (KEYS names the waiters list, though the script only uses ARGV: a cluster
         # client sends a script to the node of its first key.)
         hold = leases.hold(lambda: bool(self._renew(self._keys, [self._prefix, waiter, lease_ms],
-                                                     doing)), self.lease)
+                                                     doing)), self.lease,
+                           group=self.store.address.url)
         saved = self.lock._release_save()
         notified = False
         try:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from shmshare._core import fork_hooks
 
-__all__ = ["Lease", "hold", "release"]
+__all__ = ["Lease", "held", "hold", "release"]
 
 
 class Lease:
@@ -42,6 +42,7 @@ class Lease:
         self.next_renewal = now + length / 3
         self.last_ok = now if taken is None else taken  # when the last renewal was sent
         self.valid_until = self.last_ok + length * 0.9
+        self.renewer: _Renewer | None = None  # set by hold()
 
     def renewed(self, started: float) -> None:
         """A renewal sent at ``started`` (monotonic) succeeded."""
@@ -129,27 +130,63 @@ class _Renewer:
             thread.join(timeout=5)
 
 
-_renewer = _Renewer()
+# One renewer (one thread) per group -- per store url for the store's own objects -- so
+# that a store that stops answering (each renewal then waits a socket timeout) does not
+# hold up the renewal of leases on other stores.
+_renewers: dict[object, _Renewer] = {}
+_renewers_lock = threading.Lock()
+
+
+def _renewer_for(group: object) -> _Renewer:
+    with _renewers_lock:
+        renewer = _renewers.get(group)
+        if renewer is None:
+            renewer = _renewers[group] = _Renewer()
+        return renewer
 
 
 def _reset_after_fork() -> None:
-    global _renewer
-    _renewer = _Renewer()
+    global _renewers_lock
+    _renewers.clear()
+    _renewers_lock = threading.Lock()
+
+
+def _stop_all() -> None:
+    renewers = list(_renewers.values())
+    for r in renewers:  # all told first, so that the joins below overlap
+        r.stopping = True
+        r.wake.set()
+    for r in renewers:
+        r.stop()
 
 
 fork_hooks.at_fork(after_in_child=_reset_after_fork)
-atexit.register(lambda: _renewer.stop())
+atexit.register(_stop_all)
 
 
-def hold(renew: Callable[[], bool], length: float, taken: float | None = None) -> Lease:
+def hold(renew: Callable[[], bool], length: float, taken: float | None = None,
+         group: object = None) -> Lease:
     """Start renewing a lease of ``length`` seconds that the caller has just taken
-    (by a request sent at monotonic time ``taken``; now if not given)."""
+    (by a request sent at monotonic time ``taken``; now if not given).  Leases of one
+    ``group`` (pass the store's url) are renewed by one thread, apart from the others."""
     lease = Lease(renew, length, taken)
-    _renewer.add(lease)
+    renewer = lease.renewer = _renewer_for(group)
+    renewer.add(lease)
     return lease
 
 
 def release(lease: Lease) -> None:
     """Stop renewing ``lease`` (the caller gives it back to the server itself)."""
-    with contextlib.suppress(Exception):
-        _renewer.remove(lease)
+    renewer = lease.renewer
+    if renewer is not None:
+        with contextlib.suppress(Exception):
+            renewer.remove(lease)
+
+
+def held() -> set[Lease]:
+    """Every lease this process is renewing now (for checks and tests)."""
+    out: set[Lease] = set()
+    for r in list(_renewers.values()):
+        with r.lock:
+            out |= r.leases
+    return out

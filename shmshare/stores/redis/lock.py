@@ -237,7 +237,8 @@ class Semaphore:
             return bool(self._renew([holders], [token, lease_ms], f"renew {self.name!r}"))
 
         with self._mutex:
-            self._holds.append(_Hold(token, fence, leases.hold(renew, self.lease, sent)))
+            self._holds.append(_Hold(token, fence, leases.hold(renew, self.lease, sent,
+                                                              self.store.address.url)))
 
     def release(self, n: int = 1) -> None:
         """Give back ``n`` permits; LockLostError if a lease of ours had already ended."""

@@ -148,7 +148,8 @@ class Queue:
             def renew() -> bool:
                 return bool(self._renew([consumers], [me, lease_ms], f"renew {self.name!r}"))
 
-            lease = self._local.lease = leases.hold(renew, self.lease)
+            lease = self._local.lease = leases.hold(renew, self.lease,
+                                                   group=self.store.address.url)
             # When the thread ends (or this object goes), its thread-local values go:
             # stop renewing then, so that its unacknowledged item is requeued.
             self._local.alive = _ThreadConsumer()
