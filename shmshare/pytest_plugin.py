@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from ._pytest_remote import RemoteRun
     from .objects.dict import SharedDict
 
 # Nothing of shmshare is imported until a fixture or a hook needs it: pytest
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["OnceError", "run_shared_dict"]
 
 _RUN_KEY = "shmshare_run"
+_REMOTE_KEY = "shmshare_remote"  # (url, run id) in workerinput when the run has a url
 _POLL_MAX = 0.05
 
 
@@ -72,6 +74,8 @@ class _XdistHooks:
             self.run.controller_token = proc.token()
         node.workerinput[_RUN_KEY] = (str(self.run.path), self.run.controller_pid,
                                       self.run.controller_token)
+        if self.run.remote is not None:
+            node.workerinput[_REMOTE_KEY] = (self.run.remote.url, self.run.remote.run_id)
 
 
 class _Run:
@@ -85,6 +89,7 @@ class _Run:
         self.controller_pid = controller_pid
         self.controller_token = controller_token
         self._ready = False
+        self.remote: RemoteRun | None = None  # the run's objects on a store url, if any
 
     @property
     def path(self) -> Path:
@@ -104,6 +109,24 @@ class _Run:
         return self.path
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("shmshare").addoption(
+        "--shmshare-url", default=None, metavar="URL",
+        help="keep shmshare_once, shared_dict and shared_lock on this Redis store "
+             "(redis://, rediss://, unix://, redis+cluster://), so that xdist workers on "
+             "other hosts share them (default: $SHMSHARE_URL, else this machine's "
+             "shared memory)")
+
+
+def _remote(url: str, run_id: str) -> RemoteRun:
+    try:
+        from ._pytest_remote import RemoteRun
+    except ImportError as e:  # redis-py is an extra
+        raise pytest.UsageError(f"--shmshare-url / $SHMSHARE_URL needs redis-py ({e}); "
+                                "pip install 'shmshare[redis]'") from e
+    return RemoteRun(url, run_id)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if _is_worker(config):
         winput: dict[str, Any] = config.workerinput  # type: ignore[attr-defined]
@@ -113,9 +136,22 @@ def pytest_configure(config: pytest.Config) -> None:
         else:  # a controller without this plugin's hook: derive it from xdist's run uid
             # (no owner token: the directory is then never swept as abandoned)
             run = _Run(str(winput["testrunuid"]), os.getppid(), 0)
+        if _REMOTE_KEY in winput:
+            run.remote = _remote(*winput[_REMOTE_KEY])
         config.stash[_run_key] = run
         return
-    run = _Run(os.urandom(16).hex(), os.getpid(), None)
+    run_id = os.urandom(16).hex()
+    run = _Run(run_id, os.getpid(), None)
+    url = config.getoption("shmshare_url", None) or os.environ.get("SHMSHARE_URL")
+    if url:
+        run.remote = _remote(url, run_id)
+        from .errors import ShmshareError
+
+        try:
+            run.remote.hold_objects()  # fails here, clearly, if the store is unreachable
+        except ShmshareError as e:
+            raise pytest.UsageError(f"shmshare: the run's store {url.split('@')[-1]!r}: "
+                                    f"{e}") from e
     config.stash[_run_key] = run
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(run), "shmshare-xdist-hooks")
@@ -125,6 +161,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(_run_key, None)
     if run is None or _is_worker(config):
         return
+    if run.remote is not None:
+        _report_teardowns(config, run.remote.end())
     try:
         if run.path.is_dir():
             # The controller: every worker is down by now.  Run the teardowns,
@@ -165,6 +203,8 @@ def run_shared_dict(config: pytest.Config) -> SharedDict[str, Any] | None:
     conftest, to report what the workers put there.  Detach it when done.
     """
     run = config.stash.get(_run_key, None)
+    if run is not None and run.remote is not None:
+        return run.remote.open("shared_dict")
     if run is None or not (run.path / "shared_dict.key").exists():
         return None
     from .objects.dict import SharedDict
@@ -252,6 +292,10 @@ def _run_teardowns(run_dir: Path, config: pytest.Config) -> None:
                     rec["teardown"](rec["value"])
                 except Exception as exc:  # report every failure, not just the first
                     failures.append(f"{key}: {exc!r}")
+    _report_teardowns(config, failures)
+
+
+def _report_teardowns(config: pytest.Config, failures: list[str]) -> None:
     if failures:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         message = "shmshare_once teardown failed: " + "; ".join(failures)
@@ -266,34 +310,60 @@ def shmshare_run_dir(pytestconfig: pytest.Config) -> Path:
     return pytestconfig.stash[_run_key].directory()
 
 
+def _remote_of(config: pytest.Config) -> RemoteRun | None:
+    return config.stash[_run_key].remote
+
+
 @pytest.fixture(scope="session")
-def shmshare_once(shmshare_run_dir: Path) -> Callable[..., Any]:
+def shmshare_once(pytestconfig: pytest.Config) -> Callable[..., Any]:
     """``shmshare_once(key, factory, teardown=None)``: run ``factory`` once per test run."""
+    remote = _remote_of(pytestconfig)
+    if remote is not None:
+        def failed(key: str, rec: dict[str, Any]) -> BaseException:
+            err = OnceError(f"shmshare_once({key!r}) failed in another worker: "
+                            f"{rec['error']!r}")
+            err.__cause__ = rec["error"]
+            return err
+
+        def remote_once(key: str, factory: Callable[[], Any],
+                        teardown: Callable[[Any], Any] | None = None) -> Any:
+            if not isinstance(key, str):
+                raise TypeError(f"shmshare_once key must be a str, not {type(key).__name__}")
+            return remote.once(key, factory, teardown, failed)
+
+        return remote_once
+    run_dir = pytestconfig.stash[_run_key].directory()
 
     def once(key: str, factory: Callable[[], Any],
              teardown: Callable[[Any], Any] | None = None) -> Any:
-        return _once(shmshare_run_dir, key, factory, teardown)
+        return _once(run_dir, key, factory, teardown)
 
     return once
 
 
 @pytest.fixture(scope="session")
-def shared_dict(shmshare_run_dir: Path) -> Iterator[SharedDict[Any, Any]]:
+def shared_dict(pytestconfig: pytest.Config) -> Iterator[SharedDict[Any, Any]]:
     """A SharedDict shared by every worker of this test run."""
     from .objects.dict import SharedDict
 
-    d: SharedDict[Any, Any] = SharedDict("shared_dict", project_dir=shmshare_run_dir,
-                                         persist=True)
+    remote = _remote_of(pytestconfig)
+    d: SharedDict[Any, Any] = (
+        remote.open("shared_dict") if remote is not None else
+        SharedDict("shared_dict", project_dir=pytestconfig.stash[_run_key].directory(),
+                   persist=True))
     yield d
     d.detach()
 
 
 @pytest.fixture(scope="session")
-def shared_lock(shmshare_run_dir: Path) -> Iterator[Any]:
+def shared_lock(pytestconfig: pytest.Config) -> Iterator[Any]:
     """A robust lock shared by every worker of this test run (``with shared_lock: ...``)."""
     from .objects.dict import SharedDict
 
-    holder: SharedDict[Any, Any] = SharedDict("shared_lock", project_dir=shmshare_run_dir,
-                                              persist=True)
+    remote = _remote_of(pytestconfig)
+    holder: SharedDict[Any, Any] = (
+        remote.open("shared_lock") if remote is not None else
+        SharedDict("shared_lock", project_dir=pytestconfig.stash[_run_key].directory(),
+                   persist=True))
     yield holder.lock
     holder.detach()

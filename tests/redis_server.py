@@ -44,16 +44,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(directory: Path) -> RedisServer:
-    """Start redis-server and return once its log says it accepts connections."""
+def start_server(directory: Path, *, port: int | None = None, password: str | None = None,
+                 appendonly: bool = False, extra: tuple[str, ...] = ()) -> RedisServer:
+    """Start redis-server and return once its log says it accepts connections.
+
+    ``port`` and ``password`` given again restart a server where it was (its data
+    survives in ``directory`` with ``appendonly``, which syncs every write).
+    """
     assert REDIS_SERVER is not None
-    password = secrets.token_hex(16)
-    sock, port = directory / "redis.sock", _free_port()
+    password = secrets.token_hex(16) if password is None else password
+    sock, port = directory / "redis.sock", _free_port() if port is None else port
+    aof = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else [
+        "--appendonly", "no"]
     proc = subprocess.Popen(
         [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--unixsocket", str(sock),
          "--unixsocketperm", "700", "--requirepass", password, "--save", "",
-         "--appendonly", "no", "--dir", str(directory), "--daemonize", "no",
-         "--loglevel", "notice"],
+         *aof, "--dir", str(directory), "--daemonize", "no",
+         "--loglevel", "notice", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
     assert proc.stdout is not None
     # Raw reads of the pipe: a buffered readline() would keep lines that select()
@@ -110,3 +117,70 @@ def store(redis_server: RedisServer):  # type: ignore[no-untyped-def]
 def name(request: pytest.FixtureRequest) -> str:
     """An object name of this test's own (the server is shared by the module)."""
     return f"t-{request.node.name}-{secrets.token_hex(4)}".replace("{", "(").replace("}", ")")
+
+
+# ------------------------------------------------------------------ Redis Cluster
+REDIS_CLI = shutil.which("redis-cli")
+
+
+@dataclass
+class RedisClusterServers:
+    servers: list[RedisServer]
+    password: str
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://:{self.password}@127.0.0.1:{self.servers[0].port}"
+
+
+def start_cluster(directory: Path, masters: int = 3) -> RedisClusterServers:
+    """``masters`` cluster-enabled redis-servers on loopback, joined by ``redis-cli
+    --cluster create`` (no replicas); returns once every node says cluster_state:ok."""
+    assert REDIS_CLI is not None
+    password = secrets.token_hex(16)
+    servers: list[RedisServer] = []
+    try:
+        for i in range(masters):
+            node_dir = directory / f"node{i}"
+            node_dir.mkdir()
+            servers.append(start_server(node_dir, password=password, extra=(
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-port", str(_free_port()),  # (the default, port + 10000, may not fit)
+                "--cluster-node-timeout", "5000", "--masterauth", password)))
+        subprocess.run([REDIS_CLI, "-a", password, "--no-auth-warning", "--cluster", "create",
+                        *[f"127.0.0.1:{s.port}" for s in servers], "--cluster-replicas", "0",
+                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + START_TIMEOUT
+        for s in servers:
+            while True:
+                info = subprocess.run([REDIS_CLI, "-a", password, "--no-auth-warning", "-p",
+                                       str(s.port), "cluster", "info"], capture_output=True,
+                                      text=True, timeout=30).stdout
+                if "cluster_state:ok" in info:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the cluster did not come up:\n{info}")
+                time.sleep(0.1)
+    except BaseException:
+        for s in servers:
+            stop_server(s.proc)
+        raise
+    return RedisClusterServers(servers, password)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A 3-master Redis Cluster on loopback for one test module (stopped at its end)."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server); "
+                    "the Redis Cluster tests need real servers")
+    if REDIS_CLI is None:
+        pytest.skip("redis-cli is not installed (Debian's redis-tools, which redis-server "
+                    "depends on); it joins the servers into a cluster")
+    pytest.importorskip("redis", reason="redis-py is not installed (pip install shmshare[redis])")
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster
+    finally:
+        for s in cluster.servers:
+            stop_server(s.proc)

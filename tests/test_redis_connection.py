@@ -51,9 +51,35 @@ def test_remote_unauthenticated_is_refused() -> None:
     assert isinstance(info.value, PermissionError) and isinstance(info.value, ShmshareError)
     RedisStore("redis://192.0.2.7:6379/0", trust=True)
     RedisStore("redis://:pw@192.0.2.7:6379/0")
+    RedisStore("redis://alice:pw@192.0.2.7:6379/0")
     RedisStore("rediss://192.0.2.7:6379/0")
-    RedisStore("redis://127.0.0.1:6379/0")
     RedisStore("unix:///tmp/x.sock")
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "redis://localhost:6379/0",
+                                 "redis://[::1]:6379/0", "redis+cluster://127.0.0.1:7000"])
+def test_loopback_without_password_is_refused(url: str) -> None:
+    """Every user of this machine can reach a loopback port: no password needs trust=True."""
+    with pytest.raises(UntrustedStoreError, match="every user of this machine"):
+        RedisStore(url)
+    RedisStore(url, trust=True)
+    RedisStore(url.replace("://", "://:pw@"))
+
+
+def test_world_writable_socket_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A unix socket every user may open is refused like loopback; a private one is used."""
+    import socket
+
+    path = tmp_path / "r.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+        path.chmod(0o777)
+        with pytest.raises(UntrustedStoreError, match="every user"):
+            RedisStore(f"unix://{path}")
+        RedisStore(f"unix://{path}", trust=True)
+        RedisStore(f"unix://:pw@{path}")
+        path.chmod(0o770)
+        RedisStore(f"unix://{path}")
 
 
 def test_braces_in_names_are_refused() -> None:

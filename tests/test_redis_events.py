@@ -60,7 +60,7 @@ def test_event_pulse_wakes_every_waiter(store: RedisStore, name: str) -> None:
     """set() then clear() at once: each process waiting at set() returns True."""
     ev = Event(name, store=store)
     pids = [fork_child(lambda: 0 if ev.wait(JOIN_TIMEOUT) else 3) for _ in range(3)]
-    _until(lambda: _llen(store, name, "waiters") == 3, "3 registered waiters")
+    _until(lambda: _llen(store, name, "ev-waiters") == 3, "3 registered waiters")
     ev.set()
     ev.clear()
     assert [wait_child(p) for p in pids] == [0, 0, 0]
@@ -91,10 +91,10 @@ def _cond_waiter(cond: Condition) -> int:
 def test_condition_notify_n_then_all(store: RedisStore, name: str) -> None:
     cond = Condition(name, store=store, lease=LEASE)
     pids = [fork_child(_cond_waiter, cond) for _ in range(3)]
-    _until(lambda: _llen(store, name, "waiters") == 3, "3 waiters")
+    _until(lambda: _llen(store, name, "cv-waiters") == 3, "3 waiters")
     with cond:
         cond.notify(2)
-    _until(lambda: _llen(store, name, "waiters") == 1, "2 woken")
+    _until(lambda: _llen(store, name, "cv-waiters") == 1, "2 woken")
     with cond:
         cond.notify_all()
     assert sorted(wait_child(p) for p in pids) == [0, 0, 0]
@@ -113,7 +113,7 @@ def test_condition_wait_releases_every_rlock_level(store: RedisStore, name: str)
 
     t = threading.Thread(target=waiter)
     t.start()
-    _until(lambda: _llen(store, name, "waiters") == 1, "the waiter")
+    _until(lambda: _llen(store, name, "cv-waiters") == 1, "the waiter")
     other = Lock(f"{name}.lock", store=store, lease=LEASE)  # the same server lock
     assert other.acquire(timeout=JOIN_TIMEOUT)  # free while the waiter sleeps
     other.release()
@@ -128,12 +128,12 @@ def test_condition_skips_a_dead_waiter(store: RedisStore, name: str) -> None:
     """A waiter SIGKILLed in wait() is not notified once its lease ended: the live one is."""
     cond = Condition(name, store=store, lease=LEASE)
     dead = fork_child(_cond_waiter, cond)
-    _until(lambda: _llen(store, name, "waiters") == 1, "the first waiter")
+    _until(lambda: _llen(store, name, "cv-waiters") == 1, "the first waiter")
     live = fork_child(_cond_waiter, cond)
-    _until(lambda: _llen(store, name, "waiters") == 2, "the second waiter")
+    _until(lambda: _llen(store, name, "cv-waiters") == 2, "the second waiter")
     os.kill(dead, signal.SIGKILL)
     assert wait_child(dead) == -signal.SIGKILL
-    first = store.client.lindex(store.key(name, "waiters"), 0).decode()
+    first = store.client.lindex(store.key(name, "cv-waiters"), 0).decode()
     _until(lambda: not store.client.exists(store.key(name, f"alive:{first}")),
            "the dead waiter's lease to end", timeout=LEASE * 3 + 5)
     with cond:
@@ -251,3 +251,40 @@ def test_barrier_action_failure_breaks_it(store: RedisStore, name: str) -> None:
         bar.wait(JOIN_TIMEOUT)
     assert wait_child(pid) == 0 and bar.broken
     bar.destroy()
+
+
+def test_objects_of_one_name_do_not_share_waiters(store: RedisStore, name: str) -> None:
+    """A Lock, an Event and a Condition given the same name: each one's waiters are its
+    own (a set() does not swallow the lock's waiter, a release does not drop the event's)."""
+    lock, ev = Lock(name, store=store), Event(name, store=store)
+    cond = Condition(name, lock=Lock(name + ".cv", store=store), store=store)
+    holder = Lock(name, store=store)
+    assert holder.acquire(timeout=5)
+    out: dict[str, Any] = {}
+
+    def run(key: str, fn: Callable[[], Any]) -> threading.Thread:
+        t = threading.Thread(target=lambda: out.__setitem__(key, fn()))
+        t.start()
+        return t
+
+    def cv_wait() -> bool:
+        with cond:
+            return cond.wait(timeout=JOIN_TIMEOUT)
+
+    threads = [run("lock", lambda: lock.acquire(timeout=JOIN_TIMEOUT)),
+               run("event", lambda: ev.wait(timeout=JOIN_TIMEOUT)), run("cond", cv_wait)]
+    _until(lambda: _llen(store, name, "waiters") == 1, "the lock's waiter")
+    _until(lambda: _llen(store, name, "ev-waiters") == 1, "the event's waiter")
+    _until(lambda: _llen(store, name, "cv-waiters") == 1, "the condition's waiter")
+    start = time.monotonic()
+    holder.release()
+    ev.set()
+    with cond:
+        cond.notify()
+    for t in threads:
+        t.join(timeout=JOIN_TIMEOUT)
+    assert out == {"lock": True, "event": True, "cond": True}
+    assert time.monotonic() - start < JOIN_TIMEOUT / 2
+    lock.release()
+    for obj in (lock, ev, cond, cond.lock):
+        obj.destroy()

@@ -109,3 +109,27 @@ def test_joinable_queue(store: RedisStore, name: str) -> None:  # noqa: F811
         q.task_done()
     q.close()
     q.destroy()
+
+
+def test_consumer_thread_that_ends_gives_its_item_back(store: RedisStore,  # noqa: F811
+                                                       name: str) -> None:  # noqa: F811
+    """A thread that took an item and ended without acknowledging it (nor close()): its
+    consumer lease is no longer renewed, so the item comes back one lease later."""
+    import gc
+    import time
+
+    from shmshare.stores.redis import leases
+
+    q = Queue(name, store=store, lease=LEASE)
+    q.put("taken by a thread that ends")
+    before = len(leases.held())
+    t = threading.Thread(target=q.get, kwargs={"timeout": 30})
+    t.start()
+    t.join(timeout=30)
+    gc.collect()
+    assert len(leases.held()) == before  # the thread's lease is not renewed
+    start = time.monotonic()
+    assert q.get(timeout=LEASE + 1.0) == "taken by a thread that ends"
+    assert time.monotonic() - start < LEASE + 1.0
+    q.close()
+    q.destroy()

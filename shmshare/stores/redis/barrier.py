@@ -105,6 +105,8 @@ return 1
 _BAR_TIMEOUT = _BREAK + """
 local woken = redis.call('LPOP', ARGV[1] .. 'wake:' .. ARGV[2])
 if woken then return woken end
+woken = was_woken(ARGV[1], ARGV[2])
+if woken then return woken end
 if redis.call('ZSCORE', KEYS[2], ARGV[2]) then break_all(KEYS[1], KEYS[2], ARGV[1], 'break') end
 redis.call('DEL', ARGV[1] .. 'wake:' .. ARGV[2])
 return 'broken'
@@ -189,7 +191,7 @@ class Barrier(Waits):
         def renew() -> bool:
             return bool(self._renew(self._keys, [self._prefix, me, lease_ms, gen], doing))
 
-        hold = leases.hold(renew, self.lease)
+        hold = leases.hold(renew, self.lease, group=self.store.address.url)
         try:
             if state == 1:
                 return self._release_all(index)
@@ -212,7 +214,7 @@ class Barrier(Waits):
         # barrier if another party's lease has ended (_BAR_RENEW).
         try:
             while (seconds := slice_of(deadline)) > 0:
-                got = self._block(waiter, seconds)
+                got = self._block(waiter, seconds, deadline)
                 if got is None:
                     continue
                 if got == b"pass":

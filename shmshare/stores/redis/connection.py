@@ -2,11 +2,15 @@
 
 * **Urls**: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) and
   ``unix://[user:password@]/path/to/socket[?db=N]``; ``SHMSHARE_URL`` is the default.
+  ``redis+cluster://[user:password@]host[:port]`` (``rediss+cluster://`` with TLS)
+  names one node of a Redis Cluster, through redis-py's ``RedisCluster``: every key
+  of an object has the hash tag ``{name}``, so each script runs on one node.
 * **Trust**: values are pickles and unpickling is code execution, so by default
-  only a connection that others cannot write through is used: a unix socket,
-  a loopback host, a password or ACL user, or TLS.  Anything else (plain TCP to
-  another host, no password) raises :class:`UntrustedStoreError` unless
-  ``trust=True``.
+  only a connection that others cannot write through is used: a password or
+  ACL user, TLS, or a unix socket that not every user may open.  Anything
+  else -- plain TCP without a password, to another host or to this one
+  (every local user can reach a loopback port), or a world-writable socket --
+  raises :class:`UntrustedStoreError` unless ``trust=True``.
 * **Pools**: one pool per url per process, made lazily and forgotten in a
   forked child (``_core.fork_hooks``), because a socket shared with the
   parent interleaves both processes' replies.  Blocking waits (BLPOP, BLMOVE)
@@ -15,7 +19,9 @@
   the server, so the socket timeout bounds every call.
 * **Failures**: a refused or dropped connection is retried a bounded number
   of times, then raises :class:`StoreUnavailableError` naming the url (with
-  the password hidden).  A script whose reply was lost may run twice on a
+  the password hidden); a server that does not answer within the socket
+  timeout raises it at once (no retry: a silent link costs one socket
+  timeout, not one per try).  A script whose reply was lost may run twice on a
   retry; the scripts here are written so that this is harmless, except a
   queue ``put``, which may then enqueue its item twice (at-least-once).
 """
@@ -28,7 +34,7 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
@@ -43,7 +49,7 @@ __all__ = ["MAX_BLOCK", "URL_ENV", "RedisStore", "StoreURL", "parse_url"]
 
 URL_ENV = "SHMSHARE_URL"
 MAX_BLOCK = 1.0  # seconds a blocking command may wait on the server in one call
-_SCHEMES = ("redis", "rediss", "unix")
+_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,12 @@ class StoreURL:
     @property
     def is_authenticated(self) -> bool:
         """True when the server must check who we are (password/ACL) or TLS protects the link."""
-        return self.password is not None or self.scheme == "rediss"
+        return self.password is not None or self.scheme.startswith("rediss")
+
+    @property
+    def is_cluster(self) -> bool:
+        """True for ``redis+cluster://`` and ``rediss+cluster://``: a Redis Cluster."""
+        return self.scheme.endswith("+cluster")
 
 
 def parse_url(url: str | None = None) -> StoreURL:
@@ -111,6 +122,8 @@ def parse_url(url: str | None = None) -> StoreURL:
         path = parts.path.strip("/")
         db = int(path) if path else int(query.get("db", ["0"])[0])
         port = parts.port or 6379
+        if db != 0 and parts.scheme.endswith("+cluster"):
+            raise ShmValueError(f"store url {url!r}: a Redis Cluster has only db 0")
     except ValueError as e:
         if isinstance(e, ShmValueError):
             raise
@@ -122,10 +135,17 @@ def _connection_kwargs(u: StoreURL, socket_timeout: float) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "db": u.db, "username": u.username, "password": u.password,
         "socket_timeout": socket_timeout, "socket_connect_timeout": min(socket_timeout, 2.0),
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        # A refused or reset connection is tried again at once; a reply that does not
+        # come within the socket timeout is not (each try would wait that long again,
+        # so a silent link would hold the caller for several socket timeouts).
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3,
+                       supported_errors=(redis.ConnectionError,)),
+        "retry_on_error": [redis.ConnectionError],
     }
-    if u.scheme == "unix":
+    if u.is_cluster:
+        del kwargs["db"], kwargs["retry_on_error"]
+        kwargs.update(host=u.host, port=u.port, ssl=u.scheme == "rediss+cluster")
+    elif u.scheme == "unix":
         kwargs.update(path=u.path, connection_class=redis.UnixDomainSocketConnection)
     else:
         kwargs.update(host=u.host, port=u.port)
@@ -154,6 +174,15 @@ def _forget_pools_after_fork() -> None:
 fork_hooks.at_fork(after_in_child=_forget_pools_after_fork)
 
 
+def _make_client(u: StoreURL, socket_timeout: float) -> redis.Redis:
+    kwargs = _connection_kwargs(u, socket_timeout)
+    if u.is_cluster:
+        # RedisCluster keeps a pool per node and follows MOVED/ASK redirections; it
+        # has Redis's command methods (not its class), which is all the store uses.
+        return cast("redis.Redis", redis.RedisCluster(**kwargs))
+    return redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))
+
+
 def _clients_for(u: StoreURL, socket_timeout: float) -> tuple[redis.Redis, redis.Redis]:
     key = (u.url, socket_timeout)
     clients = _pools.get(key)
@@ -162,12 +191,39 @@ def _clients_for(u: StoreURL, socket_timeout: float) -> tuple[redis.Redis, redis
     with _pools_lock:
         clients = _pools.get(key)
         if clients is None:
-            plain = redis.ConnectionPool(**_connection_kwargs(u, socket_timeout))
-            blocking = redis.ConnectionPool(
-                **_connection_kwargs(u, socket_timeout + MAX_BLOCK))
-            clients = _pools[key] = (redis.Redis(connection_pool=plain),
-                                     redis.Redis(connection_pool=blocking))
+            with _connecting(u):
+                clients = _pools[key] = (_make_client(u, socket_timeout),
+                                         _make_client(u, socket_timeout + MAX_BLOCK))
         return clients
+
+
+@contextlib.contextmanager
+def _connecting(u: StoreURL) -> Iterator[None]:
+    """A cluster client asks its seed node for the slots when made: name the url then."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, redis.RedisClusterException) as e:
+        raise StoreUnavailableError(f"connect: store {u} is unavailable ({e}); is the "
+                                    "cluster running and reachable?") from e
+
+
+def _untrusted(u: StoreURL) -> str | None:
+    """Why others could write to the store at ``u`` (None when only its users can)."""
+    if u.is_authenticated:
+        return None
+    if u.scheme == "unix":
+        try:
+            mode = os.stat(u.path or "").st_mode
+        except OSError:
+            return None  # not there (yet): connecting will say so
+        if mode & 0o002:
+            return f"the socket {u.path} can be opened by every user of this machine"
+        return None
+    if u.is_local:
+        return (f"an unauthenticated TCP connection to {u.host} is open to every user of "
+                "this machine")
+    return f"an unauthenticated TCP connection to {u.host}, which is not this machine, is " \
+           "open to anyone who reaches the server"
 
 
 class RedisStore:
@@ -181,13 +237,13 @@ class RedisStore:
         self.address = parse_url(url)
         self.trust = trust
         self.socket_timeout = socket_timeout
-        u = self.address
-        if not (trust or u.is_local or u.is_authenticated):
+        reason = None if trust else _untrusted(self.address)
+        if reason is not None:
             raise UntrustedStoreError(
-                f"refusing store {u}: an unauthenticated TCP connection to {u.host}, which "
-                "is not this machine, lets anyone who reaches the server run code in this "
-                "process (values are pickles); give a password (redis://:pw@host), an ACL "
-                "user, rediss:// (TLS) or a unix socket, or pass trust=True")
+                f"refusing store {self.address}: {reason}, and whoever can write to it can "
+                "run code in this process (values are pickles); give a password "
+                "(redis://:pw@host), an ACL user, rediss:// (TLS) or a unix socket that "
+                "only you (or your group) can open, or pass trust=True")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self.address.url, self.trust, self.socket_timeout))

@@ -49,10 +49,10 @@ return 0
 """
 
 # KEYS: flag, waiters.  ARGV: prefix, waiter id.  -> 1 if woken meanwhile or set
-_EV_CANCEL = """
+_EV_CANCEL = PUSH + """
 redis.call('LREM', KEYS[2], 0, ARGV[2])
 local woken = redis.call('LPOP', ARGV[1] .. 'wake:' .. ARGV[2])
-if woken then return 1 end
+if woken or was_woken(ARGV[1], ARGV[2]) then return 1 end
 if redis.call('GET', KEYS[1]) == '1' then return 1 end
 return 0
 """
@@ -62,7 +62,8 @@ class Event(Waits):
     """``threading.Event`` named ``name`` on a Redis store."""
 
     def __init__(self, name: str, *, store: RedisStore) -> None:
-        super().__init__(name, store, ("flag", "waiters"))
+        # (its own waiters list: a Lock of the same name has "waiters")
+        super().__init__(name, store, ("flag", "ev-waiters"))
         self._set = store.script(_EV_SET)
         self._begin = store.script(_EV_BEGIN)
         self._cancel = store.script(_EV_CANCEL)
@@ -89,7 +90,7 @@ class Event(Waits):
             return True
         try:
             while (seconds := slice_of(deadline)) > 0:
-                if self._block(waiter, seconds) is not None:
+                if self._block(waiter, seconds, deadline) is not None:
                     return True
         except BaseException:
             self._cancel(self._keys, [self._prefix, waiter], f"wait on {self.name!r}")
@@ -133,10 +134,11 @@ return woken
 """
 
 # KEYS: waiters.  ARGV: prefix, waiter id.  -> 1 if it was notified meanwhile
-_CV_CANCEL = """
+_CV_CANCEL = PUSH + """
 redis.call('LREM', KEYS[1], 0, ARGV[2])
 redis.call('DEL', ARGV[1] .. 'alive:' .. ARGV[2])
 if redis.call('LPOP', ARGV[1] .. 'wake:' .. ARGV[2]) then return 1 end
+if was_woken(ARGV[1], ARGV[2]) then return 1 end
 return 0
 """
 
@@ -154,7 +156,7 @@ class Condition(Waits):
         elif not isinstance(lock, Lock):
             raise TypeError(f"Condition(lock) needs a Redis Lock or RLock, not "
                             f"{type(lock).__module__}.{type(lock).__qualname__}")
-        super().__init__(name, store, ("waiters",))
+        super().__init__(name, store, ("cv-waiters",))
         self.lock, self.lease = lock, lease
         self._register = store.script(_CV_REGISTER)
         self._renew = store.script(_CV_RENEW)
@@ -187,13 +189,16 @@ class Condition(Waits):
         waiter, lease_ms = uuid.uuid4().hex, int(self.lease * 1000)
         doing = f"wait on {self.name!r}"
         self._register(self._keys, [self._prefix, waiter, lease_ms], doing)
-        hold = leases.hold(lambda: bool(self._renew([], [self._prefix, waiter, lease_ms],
-                                                     doing)), self.lease)
+        # (KEYS names the waiters list, though the script only uses ARGV: a cluster
+        # client sends a script to the node of its first key.)
+        hold = leases.hold(lambda: bool(self._renew(self._keys, [self._prefix, waiter, lease_ms],
+                                                     doing)), self.lease,
+                           group=self.store.address.url)
         saved = self.lock._release_save()
         notified = False
         try:
             while not notified and (seconds := slice_of(deadline)) > 0:
-                notified = self._block(waiter, seconds) is not None
+                notified = self._block(waiter, seconds, deadline) is not None
         finally:
             leases.release(hold)
             if not notified:

@@ -38,9 +38,10 @@ import weakref
 from dataclasses import dataclass
 
 from shmshare._core import fork_hooks
-from shmshare.stores.errors import LockLostError
+from shmshare.stores.errors import LockLostError, StoreUnavailableError
 from shmshare.stores.redis import leases
 from shmshare.stores.redis.connection import MAX_BLOCK, RedisStore
+from shmshare.stores.redis.waiters import TRIES, backoff
 
 __all__ = ["BoundedSemaphore", "Lock", "RLock", "Semaphore"]
 
@@ -67,11 +68,16 @@ end
 _ACQUIRE = PRELUDE + """
 local t = now_ms()
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t)
+-- Run again after a lost reply (a retry): the permit is already ours.
+local got = ARGV[1] .. 'got:' .. ARGV[3]
+local mine = redis.call('GET', got)
+if mine and redis.call('ZSCORE', KEYS[1], ARGV[3]) then return {1, tonumber(mine)} end
 local cap = tonumber(ARGV[2]) + tonumber(redis.call('GET', KEYS[4]) or '0')
 local waiter = ARGV[5]
 if redis.call('ZCARD', KEYS[1]) < cap then
   redis.call('ZADD', KEYS[1], t + tonumber(ARGV[4]), ARGV[3])
   local fence = redis.call('INCR', KEYS[2])
+  redis.call('SET', got, fence, 'PX', ARGV[4])
   if waiter ~= '' then
     redis.call('DEL', ARGV[1] .. 'alive:' .. waiter, ARGV[1] .. 'wake:' .. waiter)
     redis.call('LREM', KEYS[3], 0, waiter)
@@ -106,6 +112,7 @@ local result = 1
 if ARGV[2] ~= '' then
   local s = redis.call('ZSCORE', KEYS[1], ARGV[2])
   redis.call('ZREM', KEYS[1], ARGV[2])
+  redis.call('DEL', ARGV[1] .. 'got:' .. ARGV[2])
   if not s or tonumber(s) <= now_ms() then result = 0 end
 else
   redis.call('INCR', KEYS[3])
@@ -192,32 +199,46 @@ class Semaphore:
         k = self._keys
         keys = [k["holders"], k["fence"], k["waiters"], k["extra"]]
         lease_ms = int(self.lease * 1000)
+        failures = 0
         while True:
-            got, value = self._acquire(
-                keys, [self._prefix, self.capacity, token, lease_ms, waiter, _ALIVE_MS],
-                f"acquire {self.name!r}")
-            if got:
-                self._add_hold(token, int(value))
-                return True
-            if not blocking:
-                return False
-            remaining = MAX_BLOCK if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                self._cancel([k["waiters"]], [self._prefix, waiter], f"acquire {self.name!r}")
-                return False
-            # Wake at the earliest lease end too: a dead holder wakes nobody.
-            wait = max(0.01, min(MAX_BLOCK, remaining, int(value) / 1000 + 0.005))
-            with self.store.unavailable(f"acquire {self.name!r}"):
-                self.store.blocking_client.blpop([self._prefix + "wake:" + waiter], wait)
+            try:
+                sent = time.monotonic()
+                got, value = self._acquire(
+                    keys, [self._prefix, self.capacity, token, lease_ms, waiter, _ALIVE_MS],
+                    f"acquire {self.name!r}")
+                if got:
+                    self._add_hold(token, int(value), sent)
+                    return True
+                if not blocking:
+                    return False
+                remaining = MAX_BLOCK if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    self._cancel([k["waiters"]], [self._prefix, waiter],
+                                 f"acquire {self.name!r}")
+                    return False
+                # Wake at the earliest lease end too: a dead holder wakes nobody.
+                wait = max(0.01, min(MAX_BLOCK, remaining, int(value) / 1000 + 0.005))
+                with self.store.unavailable(f"acquire {self.name!r}"):
+                    self.store.blocking_client.blpop([self._prefix + "wake:" + waiter], wait)
+            except StoreUnavailableError:
+                # Ride out a few failures in a row (running the script again is safe:
+                # it knows the permit is ours if it took it).  A permit taken by a call
+                # whose reply never came is nobody's: it frees itself one lease later.
+                failures += 1
+                if failures >= TRIES or (deadline is not None
+                                         and time.monotonic() >= deadline):
+                    raise
+                time.sleep(backoff(failures))
 
-    def _add_hold(self, token: str, fence: int) -> None:
+    def _add_hold(self, token: str, fence: int, sent: float) -> None:
         holders, lease_ms = self._keys["holders"], int(self.lease * 1000)
 
         def renew() -> bool:
             return bool(self._renew([holders], [token, lease_ms], f"renew {self.name!r}"))
 
         with self._mutex:
-            self._holds.append(_Hold(token, fence, leases.hold(renew, self.lease)))
+            self._holds.append(_Hold(token, fence, leases.hold(renew, self.lease, sent,
+                                                              self.store.address.url)))
 
     def release(self, n: int = 1) -> None:
         """Give back ``n`` permits; LockLostError if a lease of ours had already ended."""
@@ -247,10 +268,14 @@ class Semaphore:
                       f"release {self.name!r}")
 
     def check(self) -> None:
-        """Raise LockLostError if a lease this object holds has ended."""
+        """Raise LockLostError if a lease this object holds has ended.
+
+        Asks the server when the last renewal is older than most of a lease (this
+        process may have been paused): a holder continued after a pause is told at once.
+        """
         with self._mutex:
-            lost = any(h.lease.lost for h in self._holds)
-        if lost:
+            held = [h.lease for h in self._holds]
+        if not all(lease.confirm() for lease in held):
             raise LockLostError(f"the lease on {self.name!r} at {self.store.address} ended "
                                 "while this process held it; another holder may have it now")
 

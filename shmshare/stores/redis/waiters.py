@@ -2,24 +2,40 @@
 
 Every waiter has an id and blocks in BLPOP on its own list ``wake:<id>``
 (per-waiter lists keep a wake-up that arrives while the waiter reconnects;
-pub/sub would lose it).  Each wake-up is pushed by the Lua script that
-changes the state, in the same step, so none falls between a waiter's check
-of the state and its sleep.
+pub/sub would lose it).  A wake-up also leaves the marker ``woke:<id>``, which
+a waiter reads when a BLPOP comes back empty: a BLPOP that took the wake-up
+but whose reply was lost (a reset, a timeout, redis-py's retry) does not lose
+it.  Each wake-up is pushed by the Lua script that changes the state, in the
+same step, so none falls between a waiter's check of the state and its sleep.
 """
 
 from __future__ import annotations
 
 import time
 
+from shmshare.stores.errors import StoreUnavailableError
 from shmshare.stores.redis.connection import MAX_BLOCK, RedisStore
 
-__all__ = ["PUSH", "Waits", "check_lease", "deadline_of", "slice_of"]
+__all__ = ["PUSH", "TRIES", "Waits", "backoff", "check_lease", "deadline_of", "slice_of"]
 
-# Pushes a wake-up to one waiter; one its waiter never took (it died) expires.
+TRIES = 4  # failed connections in a row that a blocking wait rides out
+
+
+def backoff(failures: int) -> float:
+    """Seconds to sleep after the ``failures``-th failure in a row."""
+    return float(min(0.05 * 2 ** failures, 0.5))
+
+# Pushes a wake-up to one waiter; one its waiter never took (it died) expires.  The
+# marker ``woke:<id>`` keeps the wake-up's payload for a minute: a waiter whose BLPOP
+# took the wake-up but lost the reply (a connection reset or timed out) finds it there.
 PUSH = """
 local function push_wake(prefix, id, msg)
   redis.call('RPUSH', prefix .. 'wake:' .. id, msg)
   redis.call('PEXPIRE', prefix .. 'wake:' .. id, 60000)
+  redis.call('SET', prefix .. 'woke:' .. id, msg, 'PX', 60000)
+end
+local function was_woken(prefix, id)
+  return redis.call('GET', prefix .. 'woke:' .. id)
 end
 """
 
@@ -49,12 +65,32 @@ class Waits:
         self._prefix = store.key(name, "")
         self._keys = [store.key(name, part) for part in parts]
 
-    def _block(self, waiter: str, seconds: float) -> bytes | None:
-        """Wait up to ``seconds`` for a wake-up pushed to ``waiter``; its payload or None."""
+    def _block(self, waiter: str, seconds: float,
+               deadline: float | None = None) -> bytes | None:
+        """Wait up to ``seconds`` for a wake-up pushed to ``waiter``; its payload or None.
+
+        A connection that fails (reset, or silent past the socket timeout) is tried
+        again, at most :data:`TRIES` times in a row and not past ``deadline``.
+        """
+        failures = 0
+        while True:
+            try:
+                return self._block_once(waiter, seconds)
+            except StoreUnavailableError:
+                failures += 1
+                if failures >= TRIES or (deadline is not None
+                                         and time.monotonic() >= deadline):
+                    raise
+                time.sleep(backoff(failures))
+
+    def _block_once(self, waiter: str, seconds: float) -> bytes | None:
         with self.store.unavailable(f"wait on {self.name!r}"):
             got = self.store.blocking_client.blpop([self._prefix + "wake:" + waiter], seconds)
-        if got is None:
-            return None
+            if got is None:  # a wake-up whose reply was lost left its marker
+                marker = self.store.client.get(self._prefix + "woke:" + waiter)
+                if marker is None:
+                    return None
+                got = (b"", marker)
         payload = got[1]
         return payload if isinstance(payload, bytes) else str(payload).encode()
 
