@@ -267,6 +267,18 @@ int shms_lock_acquire(void *p, uint32_t kind, uint64_t token, int64_t timeout_ns
     return shms_sync_wait_for(r, try_lock, &a, timeout_ns);
 }
 
+/* One compare-and-swap, nothing else (sync_guard.c's fast take): 0 taken,
+ * EBUSY held (by anyone, dead or alive: judging that is the full acquire's). */
+int shms_lock_try(void *p, uint32_t kind, uint64_t token)
+{
+    sync_rec_t *r = shms_sync_rec(p, kind);
+    uint64_t zero = 0;
+    if (!r || !token)
+        return EINVAL;
+    return __atomic_compare_exchange_n(&r->owner, &zero, token, 0, __ATOMIC_ACQUIRE,
+                                       __ATOMIC_RELAXED) ? 0 : EBUSY;
+}
+
 /* any: a Lock, which anyone may release; else only the owner (EPERM). */
 int shms_lock_release(void *p, uint32_t kind, uint64_t token, int any)
 {
