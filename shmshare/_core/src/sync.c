@@ -126,6 +126,8 @@ int shms_sync_wait_for(sync_rec_t *r, shms_try_fn try, void *arg, int64_t timeou
         left = deadline - now_ns();
         if (rc == EAGAIN && left > 0) {
             sleep_on(r, seen, left);
+            if (r->kind == K_QUEUE)     /* awake: the wake-up on its way has arrived */
+                __atomic_store_n(&r->gen, 0, __ATOMIC_SEQ_CST);
             rc = ETIMEDOUT;             /* one sleep per call: the caller loops */
         } else if (rc == EAGAIN) {
             rc = ETIMEDOUT;
