@@ -112,6 +112,46 @@ def test_holder_killed_is_recovered(kind: str, tmp_path) -> None:  # type: ignor
             os.close(fd)
 
 
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+@pytest.mark.parametrize("take", ["with", "acquire"])
+def test_holder_forked_after_parent_took_it_is_recovered(kind: str, take: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The uncontended acquire names the holder by a token cached in C: a child forked
+    after the parent took and gave back the lock holds it under its own token, so
+    the parent recovers it when the child is SIGKILLed (a stale token would name
+    the live parent, and the parent would wait for itself forever)."""
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        prim = getattr(m, kind)()
+        for _ in range(3):  # the parent's token is cached by now
+            with prim:
+                pass
+            assert prim.acquire()
+            prim.release()
+        r, w = os.pipe()
+        hang_r, hang_w = os.pipe()
+
+        def hold() -> int:
+            if take == "with":
+                prim.__enter__()
+            else:
+                assert prim.acquire()
+            os.write(w, b"1")
+            os.read(hang_r, 1)  # never answered: wait to be killed
+            return 0
+
+        pid = fork_child(hold)
+        assert os.read(r, 1) == b"1"
+        os.kill(pid, signal.SIGKILL)
+        assert wait_child(pid) == -signal.SIGKILL
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert prim.acquire(timeout=10)
+        assert any(issubclass(w_.category, shmshare.OwnerDiedWarning) for w_ in caught)
+        assert prim.recoveries == 1
+        prim.release()
+        for fd in (r, w, hang_r, hang_w):
+            os.close(fd)
+
+
 def test_event_wakes_other_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Event.set() in one process ends wait() in another."""
     with shmshare.Manager(project_dir=tmp_path) as m:
@@ -311,3 +351,31 @@ def test_semaphore_with_permit_of_killed_holder_comes_back(tmp_path) -> None:  #
             sem.release()  # the consumed one
         for fd in (r, w, hang_r, hang_w):
             os.close(fd)
+
+
+@pytest.mark.parametrize("kind", [shmshare.SharedLock, shmshare.SharedRLock])
+def test_fast_methods_make_no_cycle(kind: type) -> None:
+    """acquire, release and ``with`` are C callables on the handle that hold it weakly:
+    the handle goes with its last reference (no garbage collection needed), and a
+    method kept past it raises ReferenceError instead of touching a detached record."""
+    import gc
+    import weakref
+
+    lock = kind()
+    gone = weakref.ref(lock)
+    acquire = lock.acquire
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(3):
+            assert lock.acquire()
+            lock.release()
+            with lock:
+                pass
+        del lock
+        assert gone() is None
+    finally:
+        if enabled:
+            gc.enable()
+    with pytest.raises(ReferenceError, match="keep a reference to the lock"):
+        acquire()

@@ -110,6 +110,7 @@ def token() -> int:
     with _lock:
         if not _me:
             _me = _register()
+            lib.shms_sync_set_me(_me)  # the sync fast take's copy (cleared in a forked child)
         return _me
 
 

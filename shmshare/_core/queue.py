@@ -22,6 +22,30 @@ class QueueRecord(SyncRecord):
 
     __slots__ = ()
 
+    def try_put(self, data: bytes) -> bool:
+        """One try, no wait and no Python layer: True queued; False for anything
+        else (full, this thread holds the heap lock, an error: nothing changed),
+        when :meth:`put` does it all."""
+        h = self._heap._h
+        if h is None or lib.shms_queue_put(h, self._r, data, len(data), 0, 0):
+            return False
+        heap = self._heap
+        if heap._extents_view[0] != heap._extents_seen:
+            heap._note_growth()
+        return True
+
+    def try_get(self) -> bytes | None:
+        """One try, no wait: the oldest item's bytes; None for anything else
+        (empty, too big for the buffer, the heap lock held here, an error:
+        nothing taken), when :meth:`get` does it all."""
+        h = self._heap._h
+        if h is None:
+            return None
+        s = self._heap._scratch()
+        if lib.shms_queue_get(h, self._r, s.buf, s.cap, s.res, 0, 0):
+            return None
+        return ffi.unpack(s.buf, s.res[0])  # type: ignore[no-any-return]
+
     def put(self, data: bytes, held: bool, timeout: float | None) -> bool:
         """True once queued; False if still full after ``timeout`` (0: try once)."""
         h = self._heap._handle()

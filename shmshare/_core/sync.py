@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ShmLimitError
 from . import proc
-from ._exitcall import ExitCall
+from ._exitcall import ExitCall, FastCall
 from ._lib import ffi, lib
 from .heap import Heap
 from .results import BUSY, DETACHED, EUNKNOWN, failure
@@ -33,6 +33,7 @@ SLOTS = 128    # semaphore holders, condition waiters, barrier parties (sync.c)
 
 _UNUSED = ffi.new("uint64_t *")  # the freed count a Lock's take never writes
 _EXIT_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_sync_exit")))
+_FAST_TAKE_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_sync_fast_take")))
 
 class RLockState:
     """This process's holder thread and depth of one RLock record, shared by every
@@ -85,6 +86,22 @@ class SyncRecord:
         #: ``release_level() -> 0 | EPERM | EINVAL``: give one back (C, no frame).
         self.release_level = functools.partial(lib.shms_sync_exit, g)
         self._state: RLockState | None = None
+
+    def fast_take(self, full: Callable[[], Any], max_args: int) -> FastCall:
+        """A Lock's or RLock's acquire (or ``__enter__``) as a C callable: the
+        uncontended take (src/sync_guard.c, shms_sync_fast_take) answers True
+        with no Python frame; anything else -- held, recovery, no token yet,
+        more than ``max_args`` arguments -- runs ``full()(*args, **kwargs)``
+        (``full``: a weakref.WeakMethod of the full operation)."""
+        g = self._g
+        return FastCall(int(ffi.cast("uintptr_t", g)), _FAST_TAKE_ADDRESS, full, True,
+                        max_args, g)
+
+    def fast_release(self, full: Callable[[], Any]) -> FastCall:
+        """Release as a C callable: one level given back (shms_sync_exit), None;
+        when that fails (not held, closed), ``full()()`` runs and raises."""
+        g = self._g
+        return FastCall(int(ffi.cast("uintptr_t", g)), _EXIT_ADDRESS, full, None, 0, g)
 
     def share_state(self, state: RLockState) -> None:
         """An RLock: keep its holder and depth in ``state`` (one per record and process)."""

@@ -110,11 +110,17 @@ class SharedQueue(StoreDispatch, HandleMethods, HeapObject, kind="queue"):
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         data = dumps(item)  # before anything else: an unpicklable item changes nothing
+        q = self._q
+        if q is not None and timeout is None and q.try_put(data):
+            return  # the common case: one C call, no wait
         if not self._r.put(data, self.lock.held(), self._timeout(block, timeout)):
             raise queue.Full
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        data = self._r.get(self.lock.held(), self._timeout(block, timeout))
+        q = self._q
+        data = q.try_get() if q is not None and timeout is None else None
+        if data is None:  # empty (or anything else): the full get, which may wait
+            data = self._r.get(self.lock.held(), self._timeout(block, timeout))
         if data is None:
             raise queue.Empty
         return loads(data)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import warnings
 import weakref
+from operator import attrgetter
 from typing import Any
 
 from .._core import fork_hooks, proc
@@ -186,6 +187,26 @@ class SharedLock(_Waitable, kind="mlock"):
                    mode=mode, trust=trust, url=url)
         self._setup()
 
+    def _open_record(self, create: bool, value: int = 0, bound: int = 0) -> None:
+        opened = self._rec is not None
+        super()._open_record(create, value, bound)
+        rec = self._rec
+        if rec is None or opened:
+            return
+        self._share_state(rec)
+        # The uncontended acquire, ``with`` and release as C callables on the
+        # handle (shadowing the methods below, which they fall back to): no
+        # Python frame, so nothing between taking the lock and returning for an
+        # interrupt to land in.  The methods are held weakly (no cycle).
+        full = {name: weakref.WeakMethod(getattr(self, name))
+                for name in ("acquire", "_enter", "release")}
+        vars(self).update(acquire=rec.fast_take(full["acquire"], 1),
+                          _enter=rec.fast_take(full["_enter"], 0),
+                          release=rec.fast_release(full["release"]), _exit=rec.exit)
+
+    def _share_state(self, rec: csync.SyncRecord) -> None:
+        """An RLock's holder and depth, shared by its handles in this process."""
+
     def acquire(self, block: bool = True, timeout: float | None = None, *,
                 blocking: bool | None = None) -> bool:
         if blocking is not None:
@@ -205,7 +226,7 @@ class SharedLock(_Waitable, kind="mlock"):
             raise
         return True
 
-    def __enter__(self) -> bool:  # type: ignore[override]  # acquire, not detach
+    def _enter(self) -> bool:
         # acquire() inlined: a signal is handled after every call, so returning
         # from a call to acquire() here could be interrupted with the lock taken.
         r = self._r
@@ -218,10 +239,15 @@ class SharedLock(_Waitable, kind="mlock"):
             raise
         return True
 
-    # Looked up by ``with`` before __enter__ runs; what it returns is C (no frame),
-    # so the lock is given back before Python can run anything else.  (So
-    # ``with lock: lock.release()`` no longer raises at the block's end.)
-    __exit__ = property(lambda self: self._r.exit)
+    def _exit(self, *exc: object) -> None:
+        self._r.exit(*exc)
+
+    # Looked up by ``with`` (both, before __enter__ runs) through C getters: the
+    # handle's FastCall and ExitCall (see _open_record), so taking the lock and
+    # giving it back run no Python frame.  (So ``with lock: lock.release()`` no
+    # longer raises at the block's end.)
+    __enter__ = property(attrgetter("_enter"))
+    __exit__ = property(attrgetter("_exit"))
 
     def release(self) -> None:
         if not self._r.lock_release(_token(), True):
@@ -258,15 +284,12 @@ class SharedRLock(SharedLock, kind="rlock"):
     ticket protocol and C ``__exit__``: an interrupt cannot leave it held."""
     _CODE = csync.RLOCK
 
-    def _open_record(self, create: bool, value: int = 0, bound: int = 0) -> None:
-        super()._open_record(create, value, bound)
-        if self._rec is None:
-            return
-        key = self._rec.address()
+    def _share_state(self, rec: csync.SyncRecord) -> None:
+        key = rec.address()
         st = _OWNERS.get(key)
         if st is None:
             st = _OWNERS[key] = csync.RLockState()
-        self._rec.share_state(st)
+        rec.share_state(st)
 
     def release(self) -> None:
         rc = self._r.release_level()

@@ -18,6 +18,20 @@
  *
  * qsize, empty and full read tail and head without any lock.
  *
+ * WAKING (unbounded queues; see sync.c's WAITING).  Only getters sleep for
+ * items (putters never wait; join() is woken by task_done, for all).  A put
+ * wakes one sleeping getter, and only if no wake-up is already on its way:
+ * `gen` is 1 from the FUTEX_WAKE that woke a getter until that getter runs
+ * again (it clears it on waking, whatever woke it: a getter killed before
+ * then leaves it set for one slice at most).  A put that finds it set makes
+ * no system call: on 2 cores shared by 8 processes a woken getter may wait
+ * long to run, and every put meanwhile used to pay a FUTEX_WAKE that woke
+ * nobody.  The item that put left is not forgotten: a getter that gets an
+ * item and sees more queued wakes the next sleeper (the same way), so
+ * sleepers are woken one by one for as long as items remain.  A get makes
+ * no other wake-up: it frees nothing a getter waits for.  Bounded queues
+ * (putters and getters asleep on one futex) wake everyone at every change.
+ *
  * DAMAGE.  head <= tail always, and tail - head <= maxsize when bounded: a
  * record that breaks either is damaged, and put, get and qsize say so
  * (SHMS_EDAMAGED; qsize UINT64_MAX) instead of "full" forever, "empty", or a
@@ -25,7 +39,10 @@
  */
 #include "sync_int.h"
 #include <errno.h>
+#include <linux/futex.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define QKEY 9
 
@@ -97,6 +114,20 @@ static int get_body(shms_heap_t *h, void *p)
     return 0;
 }
 
+/* Wake one getter of an unbounded queue, unless a wake-up is on its way. */
+static void wake_getter(sync_rec_t *r)
+{
+    uint64_t idle = 0;
+    __atomic_add_fetch(&r->seq, 1, __ATOMIC_SEQ_CST);
+    if (!__atomic_load_n(&r->nwait, __ATOMIC_SEQ_CST) ||
+        !__atomic_compare_exchange_n(&r->gen, &idle, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        return;
+    /* Nobody asleep yet (a waiter between counting itself and sleeping sees
+     * seq moved): no wake-up is on its way after all. */
+    if (syscall(SYS_futex, &r->seq, FUTEX_WAKE, 1, NULL, NULL, 0) <= 0)
+        __atomic_store_n(&r->gen, 0, __ATOMIC_SEQ_CST);
+}
+
 static int try_op(sync_rec_t *r, void *p, shms_op_body_t body)
 {
     q_arg_t *a = p;
@@ -125,8 +156,10 @@ int shms_queue_put(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, in
     if (!r)
         return EINVAL;
     rc = shms_sync_wait_for(r, try_put, &a, timeout_ns);
-    if (rc == 0)                        /* bounded: putters may be asleep beside getters */
-        shms_sync_wake(r, r->value != 0);
+    if (rc == 0 && r->value)            /* bounded: putters may be asleep beside getters */
+        shms_sync_wake(r, 1);
+    else if (rc == 0)
+        wake_getter(r);
     return rc == EBUSY ? ETIMEDOUT : rc;
 }
 
@@ -142,8 +175,11 @@ int shms_queue_get(shms_heap_t *h, void *rec, char *out, uint64_t cap, uint64_t 
     if (!r)
         return EINVAL;
     rc = shms_sync_wait_for(r, try_get, &a, timeout_ns);
-    if (rc == 0)
-        shms_sync_wake(r, r->value != 0);
+    if (rc == 0 && r->value)
+        shms_sync_wake(r, 1);
+    else if (rc == 0 && __atomic_load_n(&r->head, __ATOMIC_SEQ_CST) !=
+                            __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST))
+        wake_getter(r);                 /* more queued: pass the wake-up on */
     return rc == EBUSY ? ETIMEDOUT : rc;
 }
 

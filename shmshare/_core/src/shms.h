@@ -182,6 +182,7 @@ int shms_lock_acquire(void *p, uint32_t kind, uint64_t token, int64_t timeout_ns
                       uint64_t *other);
 int shms_lock_release(void *p, uint32_t kind, uint64_t token, int any);
 uint64_t shms_lock_owner(void *p);
+int shms_lock_try(void *p, uint32_t kind, uint64_t token);
 /* sync_guard.c: take / give back a Lock or a held Semaphore permit in one C call. */
 typedef struct shms_sync_guard {
     void *rec;                  /* the record; NULL once closed */
@@ -196,6 +197,8 @@ int shms_sync_exit(void *g);
 uint64_t shms_sync_depth(shms_sync_guard_t *g);
 uint64_t shms_sync_release_all(shms_sync_guard_t *g);
 void shms_sync_set_depth(shms_sync_guard_t *g, uint64_t depth);
+void shms_sync_set_me(uint64_t token);
+int shms_sync_fast_take(void *g);
 int shms_sem_acquire(void *p, uint64_t token, int held, int64_t timeout_ns, uint64_t *freed,
                      uint64_t *other);
 int shms_sem_release(void *p, uint64_t token, uint64_t n);

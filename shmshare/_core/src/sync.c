@@ -126,6 +126,8 @@ int shms_sync_wait_for(sync_rec_t *r, shms_try_fn try, void *arg, int64_t timeou
         left = deadline - now_ns();
         if (rc == EAGAIN && left > 0) {
             sleep_on(r, seen, left);
+            if (r->kind == K_QUEUE)     /* awake: the wake-up on its way has arrived */
+                __atomic_store_n(&r->gen, 0, __ATOMIC_SEQ_CST);
             rc = ETIMEDOUT;             /* one sleep per call: the caller loops */
         } else if (rc == EAGAIN) {
             rc = ETIMEDOUT;
@@ -265,6 +267,18 @@ int shms_lock_acquire(void *p, uint32_t kind, uint64_t token, int64_t timeout_ns
                                     __ATOMIC_RELAXED))
         return 0;                       /* the uncontended path: one CAS, no syscall */
     return shms_sync_wait_for(r, try_lock, &a, timeout_ns);
+}
+
+/* One compare-and-swap, nothing else (sync_guard.c's fast take): 0 taken,
+ * EBUSY held (by anyone, dead or alive: judging that is the full acquire's). */
+int shms_lock_try(void *p, uint32_t kind, uint64_t token)
+{
+    sync_rec_t *r = shms_sync_rec(p, kind);
+    uint64_t zero = 0;
+    if (!r || !token)
+        return EINVAL;
+    return __atomic_compare_exchange_n(&r->owner, &zero, token, 0, __ATOMIC_ACQUIRE,
+                                       __ATOMIC_RELAXED) ? 0 : EBUSY;
 }
 
 /* any: a Lock, which anyone may release; else only the owner (EPERM). */

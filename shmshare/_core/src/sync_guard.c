@@ -19,6 +19,18 @@
  * a take by the holding thread only deepens it, a give-back by another
  * thread is EPERM, the last one releases the record.  rec is NULL once the
  * record is closed (the object detached): everything then fails EINVAL.
+ *
+ * FAST TAKE.  shms_sync_fast_take is a Lock's or RLock's uncontended acquire
+ * as one C function of the guard alone, for ext/exitcall.c's FastCall (the
+ * C-level acquire and __enter__: no Python frame, so no ticket either; a
+ * frame between taking and returning is what the ticket protects).  It takes
+ * a free lock (one compare-and-swap) or deepens this thread's RLock, and
+ * otherwise changes nothing and answers non-zero: the caller then runs the
+ * full, Python, acquire.  It names the holder by this process's token, cached
+ * here by shms_sync_set_me (proc.token()) and cleared in a forked child by
+ * pthread_atfork before any code of the child runs: a child never takes a
+ * lock under its parent's token, which would hide its death behind the
+ * parent's life.  0 (no token yet) takes the full path, which registers one.
  */
 #include "shms.h"
 #include <errno.h>
@@ -29,6 +41,47 @@ enum { KIND_RLOCK = 2, KIND_SEMAPHORE = 3 };   /* sync_int.h's K_RLOCK, K_SEM */
 static uint64_t self_id(void)
 {
     return (uint64_t)pthread_self();
+}
+
+static uint64_t me;                 /* this process's token; 0: not known here (yet) */
+
+static void forget_me(void) { me = 0; }
+
+static void watch_forks(void) { pthread_atfork(NULL, NULL, forget_me); }
+
+/* This process's token, for the fast take (proc.token() calls it once per process). */
+void shms_sync_set_me(uint64_t token)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, watch_forks);
+    me = token;
+}
+
+/* 0: taken (a free Lock/RLock, or this thread's RLock deepened); else nothing
+ * was changed, and the full take must run (held, contended, recovery, a
+ * Semaphore, a closed record, no token yet). */
+int shms_sync_fast_take(void *gp)
+{
+    shms_sync_guard_t *g = gp;
+    uint64_t tok = me;
+    if (!g->rec || !tok || g->kind == KIND_SEMAPHORE)
+        return EAGAIN;
+    if (g->kind == KIND_RLOCK) {
+        if (!g->state)
+            return EINVAL;
+        if (g->state[0] == self_id()) {
+            g->state[1]++;
+            return 0;
+        }
+    }
+    if (shms_lock_try(g->rec, g->kind, tok))
+        return EBUSY;
+    g->token = tok;
+    if (g->kind == KIND_RLOCK) {
+        g->state[0] = self_id();
+        g->state[1] = 1;
+    }
+    return 0;
 }
 
 int shms_sync_take(shms_sync_guard_t *g, uint64_t token, int64_t timeout_ns,

@@ -27,7 +27,8 @@ typedef struct {
     uint64_t value;      /* Semaphore permits; Event flag; Barrier parties */
     uint64_t bound;      /* BoundedSemaphore: most permits; 0 unbounded */
     uint64_t recoveries; /* dead holders given back (all processes) */
-    uint64_t gen;        /* Event sets; Barrier generation; Condition notifications */
+    uint64_t gen;        /* Event sets; Barrier generation; Condition notifications;
+                            Queue: 1 while a wake-up is on its way to a getter (queue.c) */
     uint64_t broken;     /* Barrier */
     uint64_t resets[8];  /* Barrier: generations that ended by reset() (ring) */
     uint64_t n_resets;
