@@ -55,10 +55,11 @@ def test_odd_keys_and_large_values_take_the_general_path() -> None:
         d[odd] = 1
         assert d._heap.reread({}, odd) == -1
         assert d[odd] == 1
-        d["big"] = b"b" * BIG
+        big = [b"b" * BIG]  # large, and not one bytes object (those: the test below)
+        d["big"] = big
         assert isinstance(d._heap.reread({}, "big"), int)
         for _ in range(2):
-            assert d["big"] == b"b" * BIG
+            assert d["big"] == big
         assert "big" not in d._read_cache
         d["big"] = 5  # a small value again: kept
         assert d["big"] == 5 and "big" in d._read_cache
@@ -126,5 +127,41 @@ def test_hot_store_grows_the_heap_through_the_general_path() -> None:
             d[f"k{i}"] = b"v" * 4000
         assert d._heap.stats()["extents"] > before
         assert all(d[f"k{i}"] == b"v" * 4000 for i in range(200))
+    finally:
+        d.detach()
+
+
+def test_large_bytes_values_read_unpickled_equal_what_pickle_gives() -> None:
+    """A large value that is the pickle of one bytes object is read straight into the
+    result; every other large pickle, well-formed or not, reads as pickle.loads has it."""
+    import pickle
+    import struct
+
+    d = shmshare.SharedDict()
+    try:
+        payload = bytes(range(256)) * (BIG // 256 + 1)
+        n = struct.pack("<I", len(payload))
+        shapes = {
+            "dumps": pickle.dumps(payload, 5),
+            "no memo": b"\x80\x05B" + n + payload + b".",
+            "binbytes8": b"\x80\x05\x8e" + struct.pack("<Q", len(payload)) + payload + b"\x94.",
+            "bytearray": pickle.dumps(bytearray(payload), 5),
+            "tuple": pickle.dumps((payload,), 5),
+            "trailing": b"\x80\x05B" + n + payload + b"\x94.x",
+            "short": b"\x80\x05B" + struct.pack("<I", len(payload) + 10) + payload + b".",
+            "huge length": b"\x80\x05\x8e" + b"\xff" * 8 + payload + b".",
+            "no stop": b"\x80\x05B" + n + payload + b"\x94\x94",
+        }
+        for name, data in shapes.items():
+            d._heap.dict_set(name.encode(), len(name.encode()), data)
+        for name, data in shapes.items():
+            try:
+                want: object = pickle.loads(data)
+            except Exception as e:  # noqa: BLE001 - whatever pickle raises, d[k] raises
+                with pytest.raises(type(e)):
+                    d[name]
+            else:
+                got = d[name]
+                assert type(got) is type(want) and got == want, name
     finally:
         d.detach()

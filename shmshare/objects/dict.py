@@ -115,8 +115,12 @@ class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
                 if heap.versions_view is NO_VERSIONS:
                     heap._map_versions()
                 return loads(data)  # type: ignore[no-any-return]
-            if type(data) is tuple:  # a value without a version: not kept
-                data = data[0]
+            if type(data) is tuple:
+                if len(data) == 2:  # a large bytes value, read unpickled: not kept
+                    if hit is not None:
+                        self._read_cache.pop(key, None)
+                    return data[0]  # type: ignore[no-any-return]
+                data = data[0]  # a value without a version: not kept
             elif data is not None:  # the lock was busy, a large value...: the general path
                 try:
                     kb = key.encode()  # type: ignore[attr-defined]

@@ -16,7 +16,9 @@
  *       fetch for a str key (encoded here), keeping cache[key] = (value,
  *       stripe, version) in the dict cache: the read cache's refill
  *       (objects/dict.py).  A value without a stripe comes as a 1-tuple
- *       and is not kept; a key UTF-8 cannot encode returns -1.
+ *       and is not kept; a key UTF-8 cannot encode returns -1.  A value
+ *       above max_value that is the pickle of one bytes object comes
+ *       unpickled, as (value, None), copied once from the heap.
  *   store(key, cmp_len, value, value_len) -> 0 | int code
  *       Heap.store's signature; a cmp_len or value_len other than the
  *       lengths of key and value returns -1 (the general path decides).
@@ -48,15 +50,65 @@ typedef struct {
 typedef struct {
     PyObject *out;
     uint64_t max_value, stripe, version;
+    int whole_bytes;      /* in: a large bytes pickle may be answered unpickled;
+                           * out: out is that value, not a pickle */
 } fetch_ctx;
+
+static uint64_t le(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    while (n--)
+        v = v << 8 | p[n];
+    return v;
+}
+
+/* The payload of a pickle that is exactly one bytes object -- PROTO 5, an
+ * optional FRAME, SHORT_BINBYTES / BINBYTES / BINBYTES8, an optional
+ * MEMOIZE, STOP: what pickle.dumps(b, 5) makes -- or NULL.  pickle.loads of
+ * it returns a bytes object equal to the payload, and runs no code. */
+static const char *bytes_payload(const char *val, uint64_t vlen, uint64_t *n)
+{
+    const unsigned char *p = (const unsigned char *)val, *end = p + vlen;
+    int w;
+    if (vlen < 4 || p[0] != 0x80 || p[1] != 5)
+        return NULL;
+    p += 2;
+    if (*p == 0x95) {                         /* FRAME <8 bytes> */
+        if (end - p < 10)
+            return NULL;
+        p += 9;
+    }
+    w = *p == 'C' ? 1 : *p == 'B' ? 4 : *p == 0x8e ? 8 : 0;
+    if (!w || (uint64_t)(end - p) < 1 + (uint64_t)w)
+        return NULL;
+    *n = le(p + 1, w);
+    p += 1 + w;
+    if (*n >= (uint64_t)(end - p))            /* STOP must follow the payload */
+        return NULL;
+    end -= *n;
+    if ((uint64_t)(end - p) == 2 ? !(p[*n] == 0x94 && p[*n + 1] == '.')
+                                 : !((uint64_t)(end - p) == 1 && p[*n] == '.'))
+        return NULL;
+    return (const char *)p;
+}
 
 /* Under the heap lock: only a bytes allocation, which runs no Python code. */
 static int take_value(void *arg, const char *val, uint64_t vlen, uint64_t stripe,
                       uint64_t version)
 {
     fetch_ctx *c = arg;
-    if (vlen > c->max_value)
-        return SHMS_ETOOSMALL;
+    const char *payload;
+    uint64_t n;
+    if (vlen > c->max_value) {
+        /* A large bytes value: copied once, straight into the bytes returned
+         * (a reusable buffer, then pickle.loads, would copy it twice). */
+        if (!c->whole_bytes || !(payload = bytes_payload(val, vlen, &n)))
+            return SHMS_ETOOSMALL;
+        if (!(c->out = PyBytes_FromStringAndSize(payload, (Py_ssize_t)n)))
+            return ENOMEM;
+        c->whole_bytes = 2;
+        return 0;
+    }
     c->out = PyBytes_FromStringAndSize(val, (Py_ssize_t)vlen);
     if (!c->out)
         return ENOMEM;
@@ -95,7 +147,7 @@ static PyObject *hot_fetch(PyObject *op, PyObject *key)
 static PyObject *hot_reread(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
     HotPath *self = (HotPath *)op;
-    fetch_ctx c = {.out = NULL, .max_value = self->max_value};
+    fetch_ctx c = {.out = NULL, .max_value = self->max_value, .whole_bytes = 1};
     PyObject *entry;
     const char *kp;
     Py_ssize_t klen;
@@ -119,6 +171,8 @@ static PyObject *hot_reread(PyObject *op, PyObject *const *args, Py_ssize_t narg
             Py_RETURN_NONE;
         return PyLong_FromLong(rc);
     }
+    if (c.whole_bytes == 2)
+        return Py_BuildValue("(NO)", c.out, Py_None);
     if (c.stripe == UINT64_MAX)
         return Py_BuildValue("(N)", c.out);
     if (!(entry = Py_BuildValue("(OKK)", c.out, (unsigned long long)c.stripe,
@@ -196,7 +250,8 @@ static PyMethodDef hot_methods[] = {
     {"fetch", (PyCFunction)hot_fetch, METH_O,
      "fetch(key) -> (value, stripe, version), None if absent, or an int code."},
     {"reread", (PyCFunction)(void (*)(void))hot_reread, METH_FASTCALL,
-     "reread(cache, key) -> value bytes, kept as cache[key] = (value, stripe, version)."},
+     "reread(cache, key) -> value bytes, kept as cache[key] = (value, stripe, version); "
+     "(value, None): a large bytes value, unpickled."},
     {"store", (PyCFunction)(void (*)(void))hot_store, METH_FASTCALL,
      "store(key, cmp_len, value, value_len) -> 0, or an int code."},
     {"close", hot_close, METH_NOARGS, "Forget the heap: later calls return -1."},
