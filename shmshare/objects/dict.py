@@ -98,14 +98,16 @@ class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
     def __getitem__(self, key: K) -> V:
         # HeapObject._read inlined for a str key: this is the hot path (each
         # function call costs about a tenth of a cache hit).
-        if type(key) is str and key:
+        if type(key) is str:
             hit = self._read_cache.get(key)
-            heap = self._heap
-            if hit is not None and heap.versions_view[hit[1]] == hit[2]:
+            if hit is not None and self._heap.versions_view[hit[1]] == hit[2]:
                 return loads(hit[0])  # type: ignore[no-any-return]
+            if not key:
+                return self._get_general(key)
             # A miss, or the key changed: one C call reads the value, keeps it
             # and its version in the cache, and returns it (Heap.reread).
             data = self._reread(self._read_cache, key)  # type: ignore[arg-type]
+            heap = self._heap
             if type(data) is bytes:
                 # Counted without the entry it replaced: the count may run ahead
                 # of the cache (which is then dropped early), never behind it.
@@ -122,15 +124,17 @@ class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
                     return data[0]  # type: ignore[no-any-return]
                 data = data[0]  # a value without a version: not kept
             elif data is not None:  # the lock was busy, a large value...: the general path
-                try:
-                    kb = key.encode()  # type: ignore[attr-defined]
-                except UnicodeEncodeError:
-                    kb = key.encode("utf-8", "surrogatepass")  # type: ignore[attr-defined]
-                data = heap.dict_read_versioned(kb, len(kb))[0]
+                return self._get_general(key)  # (which keeps or drops the entry)
             if hit is not None:
                 self._read_cache.pop(key, None)
         else:
-            data = self._read(key)
+            return self._get_general(key)
+        if data is None:
+            return self.__missing__(key)
+        return loads(data)  # type: ignore[no-any-return]
+
+    def _get_general(self, key: K) -> V:
+        data = self._read(key)
         if data is None:
             return self.__missing__(key)
         if type(data) is memoryview:  # a large value, in a buffer lent by the heap
