@@ -175,10 +175,18 @@ static PyObject *hot_reread(PyObject *op, PyObject *const *args, Py_ssize_t narg
         return Py_BuildValue("(NO)", c.out, Py_None);
     if (c.stripe == UINT64_MAX)
         return Py_BuildValue("(N)", c.out);
-    if (!(entry = Py_BuildValue("(OKK)", c.out, (unsigned long long)c.stripe,
-                                (unsigned long long)c.version)) ||
-        PyDict_SetItem(args[0], args[1], entry) < 0) {
-        Py_XDECREF(entry);
+    /* (value, stripe, version) built by hand: Py_BuildValue parses its format
+     * on every call. */
+    if (!(entry = PyTuple_New(3))) {
+        Py_DECREF(c.out);
+        return NULL;
+    }
+    Py_INCREF(c.out);
+    PyTuple_SetItem(entry, 0, c.out);
+    PyTuple_SetItem(entry, 1, PyLong_FromUnsignedLongLong(c.stripe));
+    PyTuple_SetItem(entry, 2, PyLong_FromUnsignedLongLong(c.version));
+    if (PyErr_Occurred() || PyDict_SetItem(args[0], args[1], entry) < 0) {
+        Py_DECREF(entry);
         Py_DECREF(c.out);
         return NULL;
     }
