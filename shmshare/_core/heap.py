@@ -25,10 +25,11 @@ from typing import Any
 
 from ..errors import CorruptSegmentError, LockTimeoutError, ShmValueError
 from . import Attachment
+from ._hotpath import HotPath
 from ._lib import ffi, lib
 from .guard import LockGuard
 from .heap_base import set_growth_hook
-from .heap_dict import NO_VERSIONS, SCAN_START, DictMethods
+from .heap_dict import BIG_VALUE, NO_VERSIONS, SCAN_START, DictMethods
 from .results import DETACHED, OK, RECOVERED, failure
 from .slices import SLICE_NS, wait_in_slices
 
@@ -37,6 +38,8 @@ __all__ = ["SCAN_START", "Heap", "reap_extents", "set_growth_hook", "set_test_fa
 
 # What a closed handle's counters read: 2**64-1, a value the real counters never take.
 _NO_COUNTER = memoryview(bytearray(b"\xff" * 8)).cast("Q")
+_PEEK = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_peek")))
+_STORE_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_try")))
 _STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
           "entries", "recoveries", "modcount", "used_blocks")
 
@@ -88,8 +91,9 @@ def set_test_key_mask(mask: int) -> None:
 class Heap(DictMethods):
     """A process-local handle on a heap in shared memory."""
 
-    __slots__ = ("__weakref__", "guard", "list_len_view", "list_push",
-                 "modcount_view")  # and those of its bases
+    # and those of its bases:
+    __slots__ = ("__weakref__", "_hot", "guard", "list_len_view", "list_push",
+                 "modcount_view", "reread")
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
@@ -108,8 +112,14 @@ class Heap(DictMethods):
         # counts (cmp_len == len), returning 0 or a code for dict_set to handle
         # (it never grows the heap: growth takes dict_set, which logs it).
         # close() swaps in stand-ins that raise, like the views below.
-        self.store: Callable[[bytes, int, bytes, int], int] = partial(
-            lib.shms_dict_store, handle)
+        # These three are HotPath's (ext/hotpath.c): one C call each, the GIL kept
+        # and the lock tried once.  ``_peek(key)`` is dict_read_versioned's read;
+        # ``reread(cache, key)`` the same for a str key, kept in the read cache
+        # (SharedDict.__getitem__).
+        self._hot = HotPath(int(ffi.cast("uintptr_t", handle)), _PEEK, _STORE_TRY, BIG_VALUE)
+        self.store: Callable[[bytes, int, bytes, int], int] = self._hot.store
+        self._peek: Callable[[bytes], Any] = self._hot.fetch
+        self.reread: Callable[[dict[Any, Any], str], Any] = self._hot.reread
         self._fetch: Callable[..., int] = partial(lib.shms_dict_fetch, handle)
         # ``list_push(i, value, vlen)``: a list heap's insert (append: i = 2**63-1),
         # the same way (list_ops.c).
@@ -188,9 +198,13 @@ class Heap(DictMethods):
         # Never read the counters again: their memory may be unmapped next.
         self.modcount_view = self._extents_view = self.list_len_view = _NO_COUNTER
         self.versions_view = NO_VERSIONS
-        self.store = self._fetch = self.list_push = _closed
+        self.store = self._fetch = self._peek = self.reread = self.list_push = _closed
         if h is not None:
-            guard = getattr(self, "guard", None)  # None: __init__ was interrupted
+            # getattr: None when __init__ was interrupted before setting them
+            hot = getattr(self, "_hot", None)
+            if hot is not None:
+                hot.close()  # before the handle is freed: it may be kept elsewhere
+            guard = getattr(self, "guard", None)
             if guard is not None:
                 guard.close()
             lib.shms_heap_close(h)

@@ -15,7 +15,7 @@ from .heap_base import HeapBase, Scratch
 from .results import DETACHED, ENOTFOUND, ETOOSMALL, OK
 from .slices import SLICE_NS
 
-__all__ = ["NO_VERSIONS", "SCAN_START", "DictMethods"]
+__all__ = ["BIG_VALUE", "NO_VERSIONS", "SCAN_START", "DictMethods"]
 
 #: ``dict_scan(SCAN_START)`` starts at the first (or, reverse, the last) entry.
 SCAN_START = -1
@@ -29,7 +29,8 @@ _NVER = int(lib.SHMS_DICT_NVER)
 NO_VERSIONS = memoryview(bytearray(b"\xff" * 8 * _NVER)).cast("Q")
 _NO_STRIPE = (1 << 64) - 1
 _unpack = ffi.unpack
-_BIG = 1 << 20  # values above this are unpickled from a lent buffer (_read_big)
+#: Values above this many bytes are unpickled from a lent buffer (_read_big).
+BIG_VALUE = _BIG = 1 << 20
 # No zero-filling: the buffer is written by the copy before it is read.
 _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
@@ -38,8 +39,9 @@ class DictMethods(HeapBase):
     """``dict_*``: the heap's hash dict, keys compared on their first ``cmp_len`` bytes."""
 
     # Set by Heap.__init__, like HeapBase's.
-    __slots__ = ("_fetch", "store", "versions_view")
+    __slots__ = ("_fetch", "_peek", "store", "versions_view")
     _fetch: Callable[..., int]
+    _peek: Callable[[bytes], tuple[bytes, int, int] | int | None]
     store: Callable[[bytes, int, bytes, int], int]
     versions_view: memoryview
 
@@ -83,6 +85,16 @@ class DictMethods(HeapBase):
         value whose stripe still reads the same version is current (dict.c,
         READ CACHE).
         """
+        if cmp_len == len(key):
+            # The hot path (a changed key's re-read): one C call, returning the
+            # tuple the read cache keeps; an int code takes the paths below.
+            got = self._peek(key)
+            if type(got) is tuple:
+                if got[1] >= 0 and self.versions_view is NO_VERSIONS:
+                    self._map_versions()
+                return got
+            if got is None:
+                return None, -1, 0
         try:
             s = self._tls.s
         except AttributeError:
@@ -90,6 +102,7 @@ class DictMethods(HeapBase):
         rc = self._fetch(key, cmp_len, s.buf, s.cap, s.res) if cmp_len == len(key) else -1
         if rc == OK:
             res = s.res_view
+            stripe = res[2]
             data: bytes | memoryview | None = _unpack(s.buf, res[0])
         elif rc == ENOTFOUND:
             return None, -1, 0
@@ -98,7 +111,7 @@ class DictMethods(HeapBase):
         else:  # the general path: a larger buffer, the lock held here, waits, errors
             data, _ = self.dict_read(key, cmp_len)
             res = self._tls.s.res_view
-        stripe = res[2]
+            stripe = res[2]
         if data is None or stripe == _NO_STRIPE:
             return data, -1, 0
         if self.versions_view is NO_VERSIONS:

@@ -284,9 +284,16 @@ class SharedArray(HandleMethods, SharedObject, kind="array"):
         return self.shape[0]
 
     def __getitem__(self, index: Any) -> Any:
-        view = self._cache
-        if view is None:
-            view = self._view()
+        # The hot path (a[i]): the cached view indexed, nothing else.  A view
+        # not built yet, or dropped by detach, is None: indexing it is a
+        # TypeError, and the path below builds the view, or raises as detached.
+        if type(index) is not slice:
+            try:
+                return self._cache[index]
+            except TypeError:
+                if self._cache is not None:
+                    raise  # the view's own TypeError (a bad index)
+        view = self._view()
         if type(index) is slice:
             self._populate(index)
         return view[index]

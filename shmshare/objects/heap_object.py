@@ -8,10 +8,11 @@ robust lock, the read cache, and the wait that sleeps without the lock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, cast
 
 from .._core.heap import Heap, reap_extents
+from .._core.heap_dict import BIG_VALUE
 from ..errors import CorruptSegmentError
 from ..naming.header import HEADER_SIZE, Header
 from ..naming.lifecycle import register_destroy_hook
@@ -24,11 +25,15 @@ __all__ = ["HeapObject"]
 
 INITIAL_SIZE = 64 * 1024  # objects start small and grow online
 
+def _no_reread(cache: dict[Any, Any], key: str) -> int:
+    return -1  # a store without Heap.reread (Redis): always the general path
+
+
 # Keys whose Python equality is exactly the canonical encoding's, so that the
 # read cache may be keyed by the key object itself.
 _CACHEABLE = (str, int, bytes)
 _CACHE_MAX_BYTES = 64 << 20  # the cache is dropped past this many bytes
-_CACHE_MAX_VALUE = 1 << 20  # larger values are never cached
+_CACHE_MAX_VALUE = BIG_VALUE  # larger values are never cached (Heap._peek copies no more)
 
 
 def _destroy_extents(att: Any, header: Header, nattch: int) -> None:
@@ -119,6 +124,10 @@ class HeapObject(SharedObject):
         self._rmark = -1
         self._read_cache: dict[Any, tuple[bytes, int, int]] = {}
         self._read_cache_bytes = 0
+        # The refill of the cache for a str key (Heap.reread, one C call; used by
+        # SharedDict.__getitem__): the value's bytes, now cached; else see reread.
+        self._reread: Callable[[dict[Any, Any], str], Any] = getattr(heap, "reread",
+                                                                     _no_reread)
 
     def _check_payload(self) -> None:
         problem = self._heap.check()
@@ -154,6 +163,7 @@ class HeapObject(SharedObject):
         if self._read_cache_bytes > _CACHE_MAX_BYTES:
             # A new dict, not clear(): other threads may be reading the old one.
             self._read_cache, self._read_cache_bytes = {}, 0
+            hit = None
         self._read_cache[key] = (data, stripe, version)
         self._read_cache_bytes += len(data) - (len(hit[0]) if hit is not None else 0)
         return data

@@ -163,6 +163,14 @@ class SharedTypedArray(StoreDispatch, SharedArray, kind="typed-array"):
             yield self[i]
 
     def __getitem__(self, index: Any) -> Any:
+        if type(index) is int:  # the hot path: the cached view (None: see _items)
+            try:
+                v = self._cache[index]
+            except TypeError:
+                if self._cache is not None:
+                    raise
+            else:
+                return chr(v) if self._typecode == "u" else v
         items = self._items()
         tc = self._typecode
         if isinstance(index, slice):

@@ -368,6 +368,17 @@ int shms_dict_store(shms_heap_t *h, const char *key, uint64_t klen, const char *
     return check_key(klen, klen) ?: shms_run_op(h, 0, HOT_SLICE_NS, store_body, &a);
 }
 
+/* As shms_dict_store, but trying the lock once (EBUSY when it is taken): for
+ * a caller that holds the GIL, and so must never wait (ext/hotpath.c). */
+int shms_dict_store_try(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
+                        uint64_t vlen)
+{
+    uint64_t res[1];
+    shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen, .val = val, .vlen = vlen,
+                    .res = res};
+    return check_key(klen, klen) ?: shms_run_op(h, 0, 0, store_body, &a);
+}
+
 int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, uint64_t cap,
                     uint64_t *res)
 {

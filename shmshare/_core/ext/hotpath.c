@@ -1,0 +1,308 @@
+/* shmshare._core._hotpath: HotPath(heap, peek, store_try, max_value).
+ *
+ * The two calls a user of SharedDict makes most, d[k] = v and the re-read
+ * of a d[k] whose cached value went out of date, without cffi's per-call
+ * costs (an argument tuple, a conversion per argument, the GIL released and
+ * taken back): each is one C call that keeps the GIL, and so never waits --
+ * it tries the heap lock once, and any other outcome returns a code for
+ * which the caller takes the general path (cffi, waits in slices, raises).
+ *
+ *   fetch(key) -> (value bytes, stripe, version) | None (absent) | int code
+ *       The value is copied once, straight from the heap into the bytes
+ *       returned (src/dict_peek.c); stripe is -1 when the dict has no
+ *       version stripes.  A value above max_value bytes is not copied here
+ *       (code SHMS_ETOOSMALL): the caller reads it into a reusable buffer.
+ *   reread(cache, key) -> value bytes | (value bytes,) | None | int code
+ *       fetch for a str key (encoded here), keeping cache[key] = (value,
+ *       stripe, version) in the dict cache: the read cache's refill
+ *       (objects/dict.py).  A value without a stripe comes as a 1-tuple
+ *       and is not kept; a key UTF-8 cannot encode returns -1.  A value
+ *       above max_value that is the pickle of one bytes object comes
+ *       unpickled, as (value, None), copied once from the heap.
+ *   store(key, cmp_len, value, value_len) -> 0 | int code
+ *       Heap.store's signature; a cmp_len or value_len other than the
+ *       lengths of key and value returns -1 (the general path decides).
+ *   close()
+ *       Forget the heap: every later call returns -1.  Heap.close() calls it
+ *       before freeing the handle, so a HotPath kept anywhere is harmless.
+ *
+ * The functions live in the cffi module (hidden symbols), so their
+ * addresses are passed in, as for ExitCall (exitcall.c).  Limited API.
+ */
+#define Py_LIMITED_API 0x030A0000
+#include <Python.h>
+#include <stdint.h>
+#include <errno.h>
+
+#include "shms.h"
+
+typedef int (*peek_fn)(shms_heap_t *, const char *, uint64_t, shms_peek_cb, void *);
+typedef int (*store_fn)(shms_heap_t *, const char *, uint64_t, const char *, uint64_t);
+
+typedef struct {
+    PyObject_HEAD
+    shms_heap_t *heap;
+    peek_fn peek;
+    store_fn store;
+    uint64_t max_value;
+} HotPath;
+
+typedef struct {
+    PyObject *out;
+    uint64_t max_value, stripe, version;
+    int whole_bytes;      /* in: a large bytes pickle may be answered unpickled;
+                           * out: out is that value, not a pickle */
+} fetch_ctx;
+
+static uint64_t le(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    while (n--)
+        v = v << 8 | p[n];
+    return v;
+}
+
+/* The payload of a pickle that is exactly one bytes object -- PROTO 5, an
+ * optional FRAME, SHORT_BINBYTES / BINBYTES / BINBYTES8, an optional
+ * MEMOIZE, STOP: what pickle.dumps(b, 5) makes -- or NULL.  pickle.loads of
+ * it returns a bytes object equal to the payload, and runs no code. */
+static const char *bytes_payload(const char *val, uint64_t vlen, uint64_t *n)
+{
+    const unsigned char *p = (const unsigned char *)val, *end = p + vlen;
+    int w;
+    if (vlen < 4 || p[0] != 0x80 || p[1] != 5)
+        return NULL;
+    p += 2;
+    if (*p == 0x95) {                         /* FRAME <8 bytes> */
+        if (end - p < 10)
+            return NULL;
+        p += 9;
+    }
+    w = *p == 'C' ? 1 : *p == 'B' ? 4 : *p == 0x8e ? 8 : 0;
+    if (!w || (uint64_t)(end - p) < 1 + (uint64_t)w)
+        return NULL;
+    *n = le(p + 1, w);
+    p += 1 + w;
+    if (*n >= (uint64_t)(end - p))            /* STOP must follow the payload */
+        return NULL;
+    end -= *n;
+    if ((uint64_t)(end - p) == 2 ? !(p[*n] == 0x94 && p[*n + 1] == '.')
+                                 : !((uint64_t)(end - p) == 1 && p[*n] == '.'))
+        return NULL;
+    return (const char *)p;
+}
+
+/* Under the heap lock: only a bytes allocation, which runs no Python code. */
+static int take_value(void *arg, const char *val, uint64_t vlen, uint64_t stripe,
+                      uint64_t version)
+{
+    fetch_ctx *c = arg;
+    const char *payload;
+    uint64_t n;
+    if (vlen > c->max_value) {
+        /* A large bytes value: copied once, straight into the bytes returned
+         * (a reusable buffer, then pickle.loads, would copy it twice). */
+        if (!c->whole_bytes || !(payload = bytes_payload(val, vlen, &n)))
+            return SHMS_ETOOSMALL;
+        if (!(c->out = PyBytes_FromStringAndSize(payload, (Py_ssize_t)n)))
+            return ENOMEM;
+        c->whole_bytes = 2;
+        return 0;
+    }
+    c->out = PyBytes_FromStringAndSize(val, (Py_ssize_t)vlen);
+    if (!c->out)
+        return ENOMEM;
+    c->stripe = stripe;
+    c->version = version;
+    return 0;
+}
+
+static PyObject *hot_fetch(PyObject *op, PyObject *key)
+{
+    HotPath *self = (HotPath *)op;
+    fetch_ctx c = {.out = NULL, .max_value = self->max_value};
+    char *kp;
+    Py_ssize_t klen;
+    int rc;
+    if (!self->heap)
+        return PyLong_FromLong(-1);
+    if (PyBytes_AsStringAndSize(key, &kp, &klen) < 0)
+        return NULL;
+    rc = self->peek(self->heap, kp, (uint64_t)klen, take_value, &c);
+    if (rc == 0)
+        return Py_BuildValue("(NLK)", c.out, c.stripe == UINT64_MAX ? -1LL
+                             : (long long)c.stripe, (unsigned long long)c.version);
+    Py_XDECREF(c.out);
+    if (rc == ENOMEM && PyErr_Occurred())
+        return NULL;
+    if (rc == SHMS_ENOTFOUND)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(rc);
+}
+
+/* reread(cache, key): the same read for a str key, kept in cache (a dict) as
+ * cache[key] = (value, stripe, version); returns the value bytes.  A value
+ * without a stripe is returned as a 1-tuple (not kept); the other results
+ * are fetch's.  A key UTF-8 cannot encode (lone surrogates) returns -1. */
+static PyObject *hot_reread(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    HotPath *self = (HotPath *)op;
+    fetch_ctx c = {.out = NULL, .max_value = self->max_value, .whole_bytes = 1};
+    PyObject *entry;
+    const char *kp;
+    Py_ssize_t klen;
+    int rc;
+    if (nargs != 2 || !PyDict_Check(args[0]) || !PyUnicode_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "reread(cache: dict, key: str)");
+        return NULL;
+    }
+    if (!self->heap)
+        return PyLong_FromLong(-1);
+    if (!(kp = PyUnicode_AsUTF8AndSize(args[1], &klen))) {
+        PyErr_Clear();
+        return PyLong_FromLong(-1);
+    }
+    rc = self->peek(self->heap, kp, (uint64_t)klen, take_value, &c);
+    if (rc) {
+        Py_XDECREF(c.out);
+        if (rc == ENOMEM && PyErr_Occurred())
+            return NULL;
+        if (rc == SHMS_ENOTFOUND)
+            Py_RETURN_NONE;
+        return PyLong_FromLong(rc);
+    }
+    if (c.whole_bytes == 2)
+        return Py_BuildValue("(NO)", c.out, Py_None);
+    if (c.stripe == UINT64_MAX)
+        return Py_BuildValue("(N)", c.out);
+    /* (value, stripe, version) built by hand: Py_BuildValue parses its format
+     * on every call. */
+    if (!(entry = PyTuple_New(3))) {
+        Py_DECREF(c.out);
+        return NULL;
+    }
+    Py_INCREF(c.out);
+    PyTuple_SetItem(entry, 0, c.out);
+    PyTuple_SetItem(entry, 1, PyLong_FromUnsignedLongLong(c.stripe));
+    PyTuple_SetItem(entry, 2, PyLong_FromUnsignedLongLong(c.version));
+    if (PyErr_Occurred() || PyDict_SetItem(args[0], args[1], entry) < 0) {
+        Py_DECREF(entry);
+        Py_DECREF(c.out);
+        return NULL;
+    }
+    Py_DECREF(entry);
+    return c.out;
+}
+
+static PyObject *hot_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    HotPath *self = (HotPath *)op;
+    char *kp, *vp;
+    Py_ssize_t klen, vlen;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "store(key, cmp_len, value, value_len)");
+        return NULL;
+    }
+    if (PyBytes_AsStringAndSize(args[0], &kp, &klen) < 0 ||
+        PyBytes_AsStringAndSize(args[2], &vp, &vlen) < 0)
+        return NULL;
+    if (!self->heap || PyLong_AsSsize_t(args[1]) != klen || PyLong_AsSsize_t(args[3]) != vlen) {
+        if (PyErr_Occurred())
+            return NULL;
+        return PyLong_FromLong(-1);
+    }
+    return PyLong_FromLong(self->store(self->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen));
+}
+
+static PyObject *hot_close(PyObject *op, PyObject *unused)
+{
+    (void)unused;
+    ((HotPath *)op)->heap = NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    unsigned long long heap, peek, store, max_value;
+    HotPath *self;
+    if (kwds && PyDict_Size(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "HotPath takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "KKKK", &heap, &peek, &store, &max_value))
+        return NULL;
+    if (!heap || !peek || !store) {
+        PyErr_SetString(PyExc_ValueError, "HotPath needs three non-zero addresses");
+        return NULL;
+    }
+    allocfunc alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
+    self = (HotPath *)alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->heap = (shms_heap_t *)(uintptr_t)heap;
+    self->peek = (peek_fn)(uintptr_t)peek;
+    self->store = (store_fn)(uintptr_t)store;
+    self->max_value = max_value;
+    return (PyObject *)self;
+}
+
+static void hot_dealloc(PyObject *op)
+{
+    PyTypeObject *type = Py_TYPE(op);
+    freefunc tp_free = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    tp_free(op);
+    Py_DECREF(type);
+}
+
+static PyMethodDef hot_methods[] = {
+    {"fetch", (PyCFunction)hot_fetch, METH_O,
+     "fetch(key) -> (value, stripe, version), None if absent, or an int code."},
+    {"reread", (PyCFunction)(void (*)(void))hot_reread, METH_FASTCALL,
+     "reread(cache, key) -> value bytes, kept as cache[key] = (value, stripe, version); "
+     "(value, None): a large bytes value, unpickled."},
+    {"store", (PyCFunction)(void (*)(void))hot_store, METH_FASTCALL,
+     "store(key, cmp_len, value, value_len) -> 0, or an int code."},
+    {"close", hot_close, METH_NOARGS, "Forget the heap: later calls return -1."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot hot_slots[] = {
+    {Py_tp_new, hot_new},
+    {Py_tp_dealloc, hot_dealloc},
+    {Py_tp_methods, hot_methods},
+    {Py_tp_doc, "HotPath(heap, peek, store_try, max_value): d[k] = v and a changed "
+                "d[k]'s re-read in one C call each (see shmshare._core.heap)."},
+    {0, NULL},
+};
+
+static PyType_Spec hot_spec = {
+    "shmshare._core._hotpath.HotPath", sizeof(HotPath), 0, Py_TPFLAGS_DEFAULT, hot_slots,
+};
+
+static int module_exec(PyObject *module)
+{
+    PyObject *type = PyType_FromSpec(&hot_spec);
+    if (!type)
+        return -1;
+    if (PyModule_AddObject(module, "HotPath", type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_hotpath",
+    "d[k] = v and a changed d[k]'s re-read in one C call (see shmshare._core.heap).", 0,
+    NULL, module_slots, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__hotpath(void)
+{
+    return PyModuleDef_Init(&module_def);
+}
