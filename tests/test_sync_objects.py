@@ -8,9 +8,11 @@ import os
 import signal
 import threading
 import warnings
+from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import JOIN_TIMEOUT, START_METHODS, fork_child, wait_child
+from helpers import JOIN_TIMEOUT, START_METHODS, fork_call, fork_child, wait_child
 
 import shmshare
 
@@ -379,3 +381,33 @@ def test_fast_methods_make_no_cycle(kind: type) -> None:
             gc.enable()
     with pytest.raises(ReferenceError, match="keep a reference to the lock"):
         acquire()
+
+
+@pytest.mark.parametrize("cls", [shmshare.SharedLock, shmshare.SharedRLock])
+def test_with_on_a_temporary_lock(cls: Any, project_dir: Path) -> None:
+    """``with SharedLock(name=...):`` and ``with d["lock"]:`` hold a handle nothing else
+    references: ``with`` keeps only its ``__exit__``, which must keep the handle (and
+    its mapping) alive to the block's end, in this process and in a forked child."""
+    import gc
+
+    keep = cls(name="t", project_dir=project_dir)
+    d = shmshare.SharedDict({"lock": keep})
+    try:
+        for _ in range(3):
+            with cls(name="t", project_dir=project_dir):
+                gc.collect()
+                assert keep.locked() if cls is shmshare.SharedLock else True
+        with d["lock"]:
+            gc.collect()
+
+        def child() -> int:
+            with d["lock"]:
+                gc.collect()
+            with cls(name="t", project_dir=project_dir):
+                pass
+            return 0
+        assert fork_call(child) == 0
+    finally:
+        d.detach()
+        keep.unlink()
+        keep.detach()

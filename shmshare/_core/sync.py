@@ -87,6 +87,12 @@ class SyncRecord:
         self.release_level = functools.partial(lib.shms_sync_exit, g)
         self._state: RLockState | None = None
 
+    def exit_keeping(self, obj: object) -> ExitCall:
+        """``exit``, holding ``obj`` (and this record, through it) while it lives: what
+        ``with`` keeps of a temporary object (``with SharedLock(name=...):``), whose
+        memory must stay mapped until the block's end gives the lock back."""
+        return ExitCall(int(ffi.cast("uintptr_t", self._g)), _EXIT_ADDRESS, obj)
+
     def fast_take(self, full: Callable[[], Any], max_args: int) -> FastCall:
         """A Lock's or RLock's acquire (or ``__enter__``) as a C callable: the
         uncontended take (src/sync_guard.c, shms_sync_fast_take) answers True

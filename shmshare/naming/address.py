@@ -92,11 +92,12 @@ def _reuse_named(kind: str, name: str, project_dir: str, claim: bool) -> Binding
             if kf is None or record is None or record.other_namespace():
                 return None
             try:
-                att = live_attachment(_core.shmget(kf.key(record.proj_id), 0, 0))
+                live = live_attachment(_core.shmget(kf.key(record.proj_id), 0, 0))
             except SegmentNotFoundError:
                 return None
-            if att is None:
+            if live is None:
                 return None
+            att, _pin = live  # (the pin lives to the end: until the binding is a user)
             found = verified(att, _core.stat(att.shmid), kf.key(record.proj_id), name, kf)
             if found is None or found.header.kind != kind:
                 return None
@@ -119,9 +120,10 @@ def _reuse(shmid: int, token: int, claim: bool) -> Binding | None:
 
     A fork Pool's workers hold the arrays their parent held when forking: a task
     receiving one then maps nothing anew (no shmat, no page faults again)."""
-    att = live_attachment(shmid)
-    if att is None:
+    live = live_attachment(shmid)
+    if live is None:
         return None
+    att, _pin = live  # (the pin lives to the end: until the binding is a user)
     view = att.memoryview()
     try:
         header = Header.read(view)

@@ -126,10 +126,21 @@ class Binding:
 _MAPPED: weakref.WeakValueDictionary[int, _core.Attachment] = weakref.WeakValueDictionary()
 
 
-def live_attachment(shmid: int) -> _core.Attachment | None:
-    """This process's read-write attachment of segment ``shmid``, if it has a live one."""
+class _Pin:
+    __slots__ = ("__weakref__",)
+
+
+def live_attachment(shmid: int) -> tuple[_core.Attachment, object] | None:
+    """This process's read-write attachment of segment ``shmid``, if it has a live one,
+    and a pin that keeps it mapped while it lives: the pin counts as one of the
+    mapping's users, so the release of its last other user (a finalizer the
+    garbage collector may run at any allocation) does not detach it meanwhile."""
     att = _MAPPED.get(shmid)
-    return att if att is not None and att.attached else None
+    if att is None:
+        return None
+    pin = _Pin()
+    att.users.add(pin)
+    return (att, pin) if att.attached else None
 
 
 def release(b: Binding) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import warnings
 import weakref
+from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
@@ -247,7 +248,14 @@ class SharedLock(_Waitable, kind="mlock"):
     # giving it back run no Python frame.  (So ``with lock: lock.release()`` no
     # longer raises at the block's end.)
     __enter__ = property(attrgetter("_enter"))
-    __exit__ = property(attrgetter("_exit"))
+
+    @property
+    def __exit__(self) -> Callable[..., Any]:
+        # ``with`` holds only the __exit__ it looked up (before __enter__ runs): a
+        # fresh one that holds this object keeps a temporary ``with Lock():`` alive,
+        # mapped, to the block's end (stored on the object it would be a cycle).
+        rec = self._rec
+        return rec.exit_keeping(self) if rec is not None else self._exit
 
     def release(self) -> None:
         if not self._r.lock_release(_token(), True):

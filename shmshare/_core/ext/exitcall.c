@@ -21,17 +21,19 @@ typedef struct {
     PyObject_HEAD
     void *guard;
     release_fn release;
+    PyObject *keep;   /* optional: held while the ExitCall lives (see its doc) */
 } ExitCall;
 
 static PyObject *exitcall_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     unsigned long long guard, fn;
+    PyObject *keep = NULL;
     ExitCall *self;
     if (kwds && PyDict_Size(kwds)) {
         PyErr_SetString(PyExc_TypeError, "ExitCall takes no keyword arguments");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "KK", &guard, &fn))
+    if (!PyArg_ParseTuple(args, "KK|O", &guard, &fn, &keep))
         return NULL;
     if (!guard || !fn) {
         PyErr_SetString(PyExc_ValueError, "ExitCall needs two non-zero addresses");
@@ -43,6 +45,8 @@ static PyObject *exitcall_new(PyTypeObject *type, PyObject *args, PyObject *kwds
         return NULL;
     self->guard = (void *)(uintptr_t)guard;
     self->release = (release_fn)(uintptr_t)fn;
+    Py_XINCREF(keep);
+    self->keep = keep;
     return (PyObject *)self;
 }
 
@@ -59,6 +63,7 @@ static void exitcall_dealloc(PyObject *op)
 {
     PyTypeObject *type = Py_TYPE(op);
     freefunc tp_free = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    Py_CLEAR(((ExitCall *)op)->keep);
     tp_free(op);
     Py_DECREF(type);
 }
@@ -67,8 +72,9 @@ static PyType_Slot exitcall_slots[] = {
     {Py_tp_new, exitcall_new},
     {Py_tp_call, exitcall_call},
     {Py_tp_dealloc, exitcall_dealloc},
-    {Py_tp_doc, "ExitCall(guard, release): calling it runs release(guard), ignoring "
-                "its arguments, and returns None."},
+    {Py_tp_doc, "ExitCall(guard, release[, keep]): calling it runs release(guard), "
+                "ignoring its arguments, and returns None; keep is held meanwhile (a "
+                "with block's object, alive until its __exit__ ran)."},
     {0, NULL},
 };
 
