@@ -50,6 +50,11 @@ __all__ = ["MAX_BLOCK", "URL_ENV", "RedisStore", "StoreURL", "parse_url"]
 URL_ENV = "SHMSHARE_URL"
 MAX_BLOCK = 1.0  # seconds a blocking command may wait on the server in one call
 _SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+# TLS settings a rediss:// url may carry in its query, passed to redis-py as they are:
+# the CA that signed the server's certificate (else the system's), a client
+# certificate and key (servers that ask for one), and whether to verify the server.
+_TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+_CERT_REQS = ("required", "optional", "none")
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class StoreURL:
     db: int
     username: str | None
     password: str | None
+    # rediss:// only: redis-py's TLS options from the url's query (see _TLS_OPTIONS)
+    tls: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
         if self.password is None:
@@ -87,8 +94,10 @@ class StoreURL:
 
     @property
     def is_authenticated(self) -> bool:
-        """True when the server must check who we are (password/ACL) or TLS protects the link."""
-        return self.password is not None or self.scheme.startswith("rediss")
+        """True when the server must check who we are (password/ACL) or TLS protects the
+        link (a verified server: not with ``ssl_cert_reqs=none``)."""
+        return self.password is not None or (
+            self.scheme.startswith("rediss") and dict(self.tls).get("ssl_cert_reqs") != "none")
 
     @property
     def is_cluster(self) -> bool:
@@ -128,7 +137,21 @@ def parse_url(url: str | None = None) -> StoreURL:
         if isinstance(e, ShmValueError):
             raise
         raise ShmValueError(f"store url {url!r}: {e} (the port and db must be numbers)") from None
-    return StoreURL(url, parts.scheme, parts.hostname, port, None, db, username, password)
+    return StoreURL(url, parts.scheme, parts.hostname, port, None, db, username, password,
+                    _tls_options(url, parts.scheme, query))
+
+
+def _tls_options(url: str, scheme: str, query: dict[str, list[str]]
+                 ) -> tuple[tuple[str, str], ...]:
+    given = {k: v[-1] for k, v in query.items() if k in _TLS_OPTIONS}
+    if given and not scheme.startswith("rediss"):
+        raise ShmValueError(f"store url {url!r} gives TLS options ({', '.join(given)}) "
+                            f"but its scheme is {scheme}://: use rediss://")
+    reqs = given.get("ssl_cert_reqs")
+    if reqs is not None and reqs not in _CERT_REQS:
+        raise ShmValueError(f"store url {url!r}: ssl_cert_reqs must be one of "
+                            f"{', '.join(_CERT_REQS)}, not {reqs!r}")
+    return tuple(sorted(given.items()))
 
 
 def _connection_kwargs(u: StoreURL, socket_timeout: float) -> dict[str, Any]:
@@ -144,13 +167,13 @@ def _connection_kwargs(u: StoreURL, socket_timeout: float) -> dict[str, Any]:
     }
     if u.is_cluster:
         del kwargs["db"], kwargs["retry_on_error"]
-        kwargs.update(host=u.host, port=u.port, ssl=u.scheme == "rediss+cluster")
+        kwargs.update(host=u.host, port=u.port, ssl=u.scheme == "rediss+cluster", **dict(u.tls))
     elif u.scheme == "unix":
         kwargs.update(path=u.path, connection_class=redis.UnixDomainSocketConnection)
     else:
         kwargs.update(host=u.host, port=u.port)
         if u.scheme == "rediss":
-            kwargs["connection_class"] = redis.SSLConnection
+            kwargs.update(connection_class=redis.SSLConnection, **dict(u.tls))
     return kwargs
 
 
