@@ -13,11 +13,12 @@ from ..errors import (
     ShmshareError,
     ShmValueError,
 )
-from .attach import _MAPPED, Address, Binding, live_attachment, open_named
+from .attach import Address, Binding, open_named
 from .handoff import add_claim, drop_claimed
 from .header import HEADER_SIZE, Header
 from .keys import KeyFile, key_file_path, resolve_project_dir
 from .lifecycle import verified
+from .mapped import MAPPED, live_attachment
 
 __all__ = ["address_of", "attach_address"]
 
@@ -82,7 +83,7 @@ def _gone(what: str) -> ObjectGoneError:
 def _reuse_named(kind: str, name: str, project_dir: str, claim: bool) -> Binding | None:
     """A binding sharing this process's live attachment of the segment ``name`` names
     now (checked under its key-file lock, as an open by name would); else None."""
-    if not _MAPPED:
+    if not MAPPED:
         return None
     try:
         pdir = resolve_project_dir(project_dir)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from .keys import (
     validate_name,
 )
 from .lifecycle import Found, destroy, find_existing, sweep, verified
+from .mapped import MAPPED
 
 __all__ = [
     "Address",
@@ -111,36 +111,13 @@ class Binding:
         self.release_hooks: list[Callable[[], None]] = []
         expect_handoff()  # in a multiprocessing child: its exit waits for receivers
         if header is not None and not attachment.readonly:
-            _MAPPED[shmid] = attachment  # see live_attachment
+            MAPPED[shmid] = attachment  # see live_attachment
         # Run by an explicit detach before it counts live views: an object's
         # own cached view (SharedArray's) must not make its detach a BufferError.
         self.detach_hooks: list[Callable[[], None]] = []
         # Last: the bindings that use the mapping are a weak set, not a count, so
         # a binding dropped half-made (an interrupt) leaves no use counted for good.
         attachment.users.add(self)
-
-
-# The read-write attachments of shmshare segments in this process, by shmid (forked
-# children inherit them along with the mappings).  While an attachment lives, its
-# shmid names that very segment: the kernel never gives a live segment's id to another.
-_MAPPED: weakref.WeakValueDictionary[int, _core.Attachment] = weakref.WeakValueDictionary()
-
-
-class _Pin:
-    __slots__ = ("__weakref__",)
-
-
-def live_attachment(shmid: int) -> tuple[_core.Attachment, object] | None:
-    """This process's read-write attachment of segment ``shmid``, if it has a live one,
-    and a pin that keeps it mapped while it lives: the pin counts as one of the
-    mapping's users, so the release of its last other user (a finalizer the
-    garbage collector may run at any allocation) does not detach it meanwhile."""
-    att = _MAPPED.get(shmid)
-    if att is None:
-        return None
-    pin = _Pin()
-    att.users.add(pin)
-    return (att, pin) if att.attached else None
 
 
 def release(b: Binding) -> None:
@@ -171,8 +148,8 @@ def release(b: Binding) -> None:
 
 
 def _release_last(b: Binding) -> None:
-    if _MAPPED.get(b.shmid) is b.attachment:
-        del _MAPPED[b.shmid]  # released: never shared again, even while views keep it mapped
+    if MAPPED.get(b.shmid) is b.attachment:
+        del MAPPED[b.shmid]  # released: never shared again, even while views keep it mapped
     try:
         if b.key_path is not None and not b.persist and not b.removed:
             _detach_removing_if_last(b)

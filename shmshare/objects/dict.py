@@ -19,19 +19,17 @@ from __future__ import annotations
 import pickle
 from collections.abc import (
     Callable,
-    ItemsView,
     Iterable,
     Iterator,
-    KeysView,
     Mapping,
     MutableMapping,
-    ValuesView,
 )
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from .._core.heap_dict import NO_VERSIONS
 from .codec import _PICKLE_REFUSED, decode_key, dumps, encode_key, loads
+from .dict_views import _ItemsView, _KeysView, _ValuesView
 from .heap_object import _CACHE_MAX_BYTES, HeapObject
 from .shared_object import HandleMethods
 
@@ -372,33 +370,3 @@ def _pairs(other: Any) -> list[tuple[Any, Any]]:
                 "or type; expected (key, value) pairs") from None
         pairs.append((k, v))
     return pairs
-
-
-class _KeysView(KeysView[K]):
-    _mapping: SharedDict[K, Any]
-
-    def __reversed__(self) -> Iterator[K]:
-        return reversed(self._mapping)
-
-
-class _ItemsView(ItemsView[K, V]):
-    _mapping: SharedDict[K, V]
-
-    def __iter__(self) -> Iterator[tuple[K, V]]:
-        return self._mapping._iter_items()
-
-    def __reversed__(self) -> Iterator[tuple[K, V]]:
-        m = self._mapping
-        for kb, vb in m._scan(values=True, reverse=True):
-            yield decode_key(kb), loads(vb)
-
-
-class _ValuesView(ValuesView[V]):
-    _mapping: SharedDict[Any, V]
-
-    def __iter__(self) -> Iterator[V]:
-        return self._mapping._iter_values()
-
-    def __reversed__(self) -> Iterator[V]:
-        for _, vb in self._mapping._scan(values=True, reverse=True):
-            yield loads(vb)

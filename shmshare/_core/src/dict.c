@@ -283,28 +283,7 @@ int shms_dict_popitem(shms_heap_t *h, char *out, uint64_t cap, uint64_t *res,
     return shms_run_op(h, held, timeout_ns, popitem_body, &a);
 }
 
-/* ------------------------------------------------------- len, clear */
-
-uint64_t shms_dict_count(shms_heap_t *h, uint64_t root)
-{
-    shms_dtab_t *t = shms_dtab_at(h, root);
-    return t ? t->n_live : 0;
-}
-
-static int len_body(shms_heap_t *h, void *arg)
-{
-    shms_dop_t *a = arg;
-    shms_dtab_t *t;
-    int rc = shms_dict_table(h, 0, &t);
-    a->res[0] = t ? t->n_live : 0;
-    return rc;
-}
-
-int shms_dict_len(shms_heap_t *h, uint64_t *res, int held, int64_t timeout_ns)
-{
-    shms_dop_t a = {.res = res};
-    return shms_run_op(h, held, timeout_ns, len_body, &a);
-}
+/* ------------------------------------------------------- clear */
 
 static int clear_body(shms_heap_t *h, void *arg)
 {
@@ -383,24 +362,4 @@ int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, u
                     uint64_t *res)
 {
     return shms_dict_get(h, key, klen, klen, out, cap, res, 0, HOT_SLICE_NS);
-}
-
-/* ------------------------------------------------------- read cache */
-
-static int versions_body(shms_heap_t *h, void *arg)
-{
-    shms_dtab_t *t;
-    int rc = shms_dict_table(h, 0, &t);
-    *(const volatile uint64_t **)arg = t ? shms_dict_stripes(h, t) : NULL;
-    return rc;
-}
-
-/* The version stripes (SHMS_DICT_NVER of them; NULL while the dict has no
- * table), for lock-free cache checks.  The block stays where it is for the
- * life of the dict, in an extent this handle keeps attached. */
-int shms_dict_versions(shms_heap_t *h, const volatile uint64_t **out, int held,
-                       int64_t timeout_ns)
-{
-    *out = NULL;
-    return shms_run_op(h, held, timeout_ns, versions_body, (void *)out);
 }

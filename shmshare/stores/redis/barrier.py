@@ -17,7 +17,7 @@ from typing import Any
 
 from shmshare.stores.redis import leases
 from shmshare.stores.redis.connection import RedisStore
-from shmshare.stores.redis.lock import PRELUDE
+from shmshare.stores.redis.lua import PRELUDE
 from shmshare.stores.redis.waiters import PUSH, Waits, check_lease, deadline_of, slice_of
 
 __all__ = ["Barrier"]

@@ -47,7 +47,7 @@ from shmshare.errors import (
 )
 from shmshare.stores.errors import LockLostError
 from shmshare.stores.redis.connection import RedisStore
-from shmshare.stores.redis.lock import PRELUDE
+from shmshare.stores.redis.lua import PRELUDE
 
 __all__ = ["PARTS", "RedisEntries", "create_or_open", "keep_alive", "remove"]
 

@@ -41,27 +41,10 @@ from shmshare._core import fork_hooks
 from shmshare.stores.errors import LockLostError, StoreUnavailableError
 from shmshare.stores.redis import leases
 from shmshare.stores.redis.connection import MAX_BLOCK, RedisStore
+from shmshare.stores.redis.lua import PRELUDE
 from shmshare.stores.redis.waiters import TRIES, backoff
 
 __all__ = ["BoundedSemaphore", "Lock", "RLock", "Semaphore"]
-
-PRELUDE = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function wake_next(waiters, prefix)
-  while true do
-    local id = redis.call('LPOP', waiters)
-    if not id then return end
-    if redis.call('EXISTS', prefix .. 'alive:' .. id) == 1 then
-      redis.call('RPUSH', prefix .. 'wake:' .. id, 1)
-      redis.call('PEXPIRE', prefix .. 'wake:' .. id, 60000)
-      return
-    end
-  end
-end
-"""
 
 # KEYS: holders, fence, waiters, extra.  ARGV: prefix, capacity, token, lease_ms,
 # waiter id ('' when not blocking), alive_ms.  -> {1, fence} or {0, ms to earliest end}

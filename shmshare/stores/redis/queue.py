@@ -31,7 +31,8 @@ from shmshare.objects import codec
 from shmshare.stores.errors import StoreUnavailableError
 from shmshare.stores.redis import leases
 from shmshare.stores.redis.connection import MAX_BLOCK, RedisStore
-from shmshare.stores.redis.lock import _ALIVE_MS, PRELUDE
+from shmshare.stores.redis.lock import _ALIVE_MS
+from shmshare.stores.redis.lua import PRELUDE
 from shmshare.stores.redis.waiters import TRIES, backoff
 
 __all__ = ["JoinableQueue", "Queue"]

@@ -1,0 +1,33 @@
+"""The mappings of shmshare segments this process holds, by shmid: what lets an
+object unpickled here share a mapping it already has (naming.address) instead
+of attaching the segment again."""
+
+from __future__ import annotations
+
+import weakref
+
+from .. import _core
+
+__all__ = ["MAPPED", "live_attachment"]
+
+# The read-write attachments of shmshare segments in this process, by shmid (forked
+# children inherit them along with the mappings).  While an attachment lives, its
+# shmid names that very segment: the kernel never gives a live segment's id to another.
+MAPPED: weakref.WeakValueDictionary[int, _core.Attachment] = weakref.WeakValueDictionary()
+
+
+class _Pin:
+    __slots__ = ("__weakref__",)
+
+
+def live_attachment(shmid: int) -> tuple[_core.Attachment, object] | None:
+    """This process's read-write attachment of segment ``shmid``, if it has a live one,
+    and a pin that keeps it mapped while it lives: the pin counts as one of the
+    mapping's users, so the release of its last other user (a finalizer the
+    garbage collector may run at any allocation) does not detach it meanwhile."""
+    att = MAPPED.get(shmid)
+    if att is None:
+        return None
+    pin = _Pin()
+    att.users.add(pin)
+    return (att, pin) if att.attached else None
