@@ -38,6 +38,7 @@ from .._core.heap_list import ANY_LENGTH, HeapList
 from ..segment import Segment
 from .codec import _PICKLE_REFUSED, dumps, loads
 from .heap_object import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE, HeapObject
+from .list_operators import ListOperators
 from .remote import StoreDispatch
 from .shared_object import HandleMethods, refuse_str_data
 
@@ -55,7 +56,8 @@ def _clamp(i: int) -> int:
     return max(-_I64, min(i, _I64 - 1))
 
 
-class SharedList(StoreDispatch, HandleMethods, HeapObject, MutableSequence[T], kind="list"):
+class SharedList(StoreDispatch, HandleMethods, HeapObject, ListOperators, MutableSequence[T],
+                 kind="list"):
     """A list in shared memory, with no server process.
 
     ``SharedList(iterable=(), /, *, name=None, create=None, project_dir=None,
@@ -281,22 +283,11 @@ class SharedList(StoreDispatch, HandleMethods, HeapObject, MutableSequence[T], k
 
     # -- operators, as ListProxy: + and * give plain lists; += and *= change in place ----
 
-    def __add__(self, other: Any) -> list[Any]:
-        return self.copy() + other  # type: ignore[no-any-return]
-
-    def __radd__(self, other: Any) -> list[Any]:
-        return other + self.copy()  # type: ignore[no-any-return]
-
-    def __iadd__(self, other: Iterable[T]) -> SharedList[T]:  # type: ignore[misc]
+    def __iadd__(self, other: Iterable[T]) -> SharedList[T]:  # type: ignore[misc, override]
         self.extend(other)
         return self
 
-    def __mul__(self, n: SupportsIndex) -> list[Any]:
-        return self.copy() * n
-
-    __rmul__ = __mul__
-
-    def __imul__(self, n: SupportsIndex) -> SharedList[T]:
+    def __imul__(self, n: SupportsIndex) -> SharedList[T]:  # type: ignore[override]
         k = n.__index__()
         with self.lock:
             m = len(self)
@@ -305,19 +296,6 @@ class SharedList(StoreDispatch, HandleMethods, HeapObject, MutableSequence[T], k
             elif k > 1 and m:
                 self._core.rebuild(list(range(m)) * k, [], m)
         return self
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, SharedList):
-            return self.copy() == other.copy()
-        if isinstance(other, list):
-            return self.copy() == other
-        return NotImplemented
-
-    def __lt__(self, other: Any) -> bool:
-        mine: list[Any] = self.copy()
-        return bool(mine < (other.copy() if isinstance(other, SharedList) else other))
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         if not self._seg.attached:

@@ -21,7 +21,7 @@ from typing import Any, cast
 from ..errors import ShmTypeError, ShmValueError
 from .heap_object import HeapObject
 from .shared_object import HandleMethods, store_url
-from .typed_array import _STORED, _check_typecode, _encode, _one_char
+from .typed_array import _STORED, TextValue, _check_typecode, _encode, _one_char
 
 __all__ = ["RemoteTypedArray"]
 
@@ -48,7 +48,7 @@ def _decode(tc: str, data: bytes) -> Any:
     return "".join(map(chr, values)) if tc == "u" else values
 
 
-class RemoteTypedArray(HandleMethods, HeapObject):
+class RemoteTypedArray(TextValue, HandleMethods, HeapObject):
     """A typed array on a Redis store (see the module docstring)."""
 
     KIND = "typed-array"  # the kind on the server; the registry keeps SharedTypedArray
@@ -180,25 +180,6 @@ class RemoteTypedArray(HandleMethods, HeapObject):
         else:
             data = array.array(tc, [value]).tobytes()
         self._b.bytes_set(_HEAD + i * self._size, _swap(tc, data))
-
-    @property
-    def value(self) -> Any:
-        """``'c'``: the bytes up to the first NUL; ``'u'``: the str up to the first NUL."""
-        if self._typecode == "c":
-            return self.raw.split(b"\0", 1)[0]
-        if self._typecode == "u":
-            return self[:].split("\0", 1)[0]
-        raise AttributeError(f"a typecode {self._typecode!r} array has no 'value'")
-
-    @value.setter
-    def value(self, new: Any) -> None:
-        if self._typecode not in "cu":
-            raise AttributeError(f"a typecode {self._typecode!r} array has no 'value'")
-        if len(new) > len(self):
-            raise ValueError("byte string too long" if self._typecode == "c" else
-                             "string too long")
-        pad = b"\0" if self._typecode == "c" else "\0"
-        self[:len(new) + (len(new) < len(self))] = new + pad * (len(new) < len(self))
 
     @property
     def raw(self) -> bytes:

@@ -25,6 +25,7 @@ from typing import Any, SupportsIndex, TypeVar, cast
 from ..errors import ShmValueError
 from .codec import dumps, loads
 from .heap_object import HeapObject
+from .list_operators import ListOperators
 from .shared_object import HandleMethods, refuse_str_data, store_url
 
 __all__ = ["RemoteList"]
@@ -39,7 +40,7 @@ def _index(i: Any) -> int:
     return int(i.__index__())
 
 
-class RemoteList(HandleMethods, HeapObject, MutableSequence[T]):
+class RemoteList(HandleMethods, HeapObject, ListOperators, MutableSequence[T]):
     """A list on a Redis store (see the module docstring); made by ``SharedList(url=...)``."""
 
     KIND = "list"  # the kind on the server; the registry keeps SharedList for "list"
@@ -185,42 +186,14 @@ class RemoteList(HandleMethods, HeapObject, MutableSequence[T]):
 
     # -- operators, as ListProxy: + and * give plain lists; += and *= change in place ----
 
-    def __add__(self, other: Any) -> list[Any]:
-        return self.copy() + other  # type: ignore[no-any-return]
-
-    def __radd__(self, other: Any) -> list[Any]:
-        return other + self.copy()  # type: ignore[no-any-return]
-
-    def __iadd__(self, other: Iterable[T]) -> RemoteList[T]:  # type: ignore[misc]
+    def __iadd__(self, other: Iterable[T]) -> RemoteList[T]:  # type: ignore[misc, override]
         self.extend(other)
         return self
 
-    def __mul__(self, n: SupportsIndex) -> list[Any]:
-        return self.copy() * n
-
-    __rmul__ = __mul__
-
-    def __imul__(self, n: SupportsIndex) -> RemoteList[T]:
+    def __imul__(self, n: SupportsIndex) -> RemoteList[T]:  # type: ignore[override]
         with self.lock:
             self._items.list_replace(self._raw() * n.__index__())
         return self
-
-    def __eq__(self, other: object) -> bool:
-        from .list import SharedList
-
-        if isinstance(other, SharedList):
-            return self.copy() == other.copy()
-        if isinstance(other, list):
-            return self.copy() == other
-        return NotImplemented
-
-    def __lt__(self, other: Any) -> bool:
-        from .list import SharedList
-
-        mine: list[Any] = self.copy()
-        return bool(mine < (other.copy() if isinstance(other, SharedList) else other))
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         if (gone := self._detached_repr()) is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import array
 import operator
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _core
 from ..errors import ShmTypeError, ShmValueError
@@ -61,7 +61,41 @@ def _one_char(v: object) -> str:
     return v
 
 
-class SharedTypedArray(StoreDispatch, SharedArray, kind="typed-array"):
+class TextValue:
+    """``value`` of a ``'c'`` or ``'u'`` array, as ``multiprocessing.Array``'s: the text
+    up to the first NUL; assigning pads with one NUL when shorter.  On any array
+    that has ``_typecode``, ``raw``, ``len()`` and slices (here and on a store)."""
+
+    _typecode: str
+
+    if TYPE_CHECKING:  # what the classes using it have (declared here, never defined)
+        raw: bytes
+
+        def __len__(self) -> int: ...
+        def __getitem__(self, i: Any) -> Any: ...
+        def __setitem__(self, i: Any, value: Any) -> None: ...
+
+    @property
+    def value(self) -> Any:
+        """``'c'``: the bytes up to the first NUL; ``'u'``: the str up to the first NUL."""
+        if self._typecode == "c":
+            return self.raw.split(b"\0", 1)[0]
+        if self._typecode == "u":
+            return self[:].split("\0", 1)[0]
+        raise AttributeError(f"a typecode {self._typecode!r} array has no 'value'")
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        if self._typecode not in "cu":
+            raise AttributeError(f"a typecode {self._typecode!r} array has no 'value'")
+        if len(new) > len(self):
+            raise ValueError("byte string too long" if self._typecode == "c" else
+                             "string too long")
+        pad = b"\0" if self._typecode == "c" else "\0"
+        self[:len(new) + (len(new) < len(self))] = new + pad * (len(new) < len(self))
+
+
+class SharedTypedArray(StoreDispatch, TextValue, SharedArray, kind="typed-array"):
     """``SharedTypedArray(typecode, size_or_initializer, *, lock=True, name=None, ...)``.
 
     ``size_or_initializer``: a length (zero-filled) or the initial items; they
@@ -203,25 +237,6 @@ class SharedTypedArray(StoreDispatch, SharedArray, kind="typed-array"):
             items[i] = ord(_one_char(value))
         else:
             items[i] = array.array(tc, [value])[0]
-
-    @property
-    def value(self) -> Any:
-        """``'c'``: the bytes up to the first NUL; ``'u'``: the str up to the first NUL."""
-        if self._typecode == "c":
-            return self.raw.split(b"\0", 1)[0]
-        if self._typecode == "u":
-            return self[:].split("\0", 1)[0]
-        raise AttributeError(f"a typecode {self._typecode!r} array has no 'value'")
-
-    @value.setter
-    def value(self, new: Any) -> None:
-        if self._typecode not in "cu":
-            raise AttributeError(f"a typecode {self._typecode!r} array has no 'value'")
-        if len(new) > len(self):
-            raise ValueError("byte string too long" if self._typecode == "c" else
-                             "string too long")
-        pad = b"\0" if self._typecode == "c" else "\0"
-        self[:len(new) + (len(new) < len(self))] = new + pad * (len(new) < len(self))
 
     @property
     def raw(self) -> bytes:
