@@ -20,6 +20,8 @@ It counts:
 * hangs: the group did not exit within ``--timeout`` seconds (it is then
   SIGKILLed, with a py-spy-free stack report: the /proc wchan of every member
   and the Python stacks faulthandler dumps on SIGUSR1);
+* hangs of CPython's Pool.terminate() (gh-96995; see ``pool_terminate_hang``),
+  counted apart, since they involve no lock of ours -- any other hang counts;
 * failed runs: the program exited non-zero (its stderr is the report);
 * leaked segments: System V segments created by any member of the group that
   still exist once every member has exited -- after a hang, once ``shmshare
@@ -41,6 +43,7 @@ import argparse
 import json
 import os
 import random
+import re
 import select
 import shutil
 import signal
@@ -245,6 +248,38 @@ class Outcome:
     leftover_files: list[str] = field(default_factory=list)
     collected_by_gc: int = 0   # left by a SIGKILLed (hung) run, removed by `shmshare gc`
     hang_report: str = ""
+    cpython_pool_hang: bool = False   # the hang is CPython's gh-96995 (see pool_terminate_hang)
+
+    @property
+    def hung_by_us(self) -> bool:
+        """A hang that is not CPython's own Pool.terminate() race."""
+        return self.hung and not self.cpython_pool_hang
+
+
+def pool_terminate_hang(stacks: str) -> bool:
+    """Whether faulthandler's dump of a hung run's main process is CPython gh-96995.
+
+    ``Pool.terminate()`` (what leaving ``with Pool(...)`` does) joins the worker
+    handler, SIGTERMs every worker, then joins the task handler thread.  When that
+    thread is late -- it has yet to send its sentinel with ``outqueue.put(None)`` --
+    and a worker was SIGTERMed inside its own ``outqueue.put(result)``, the result
+    queue's lock (a POSIX semaphore, not robust) stays taken by a dead process and
+    the task handler waits for it forever; so does the join.  Only the workers and
+    those two threads ever take that lock, and every worker is dead by then, so the
+    dump below involves no lock of ours: the task handler waiting in
+    ``_handle_tasks -> put -> __enter__`` while the main thread joins it in
+    ``_terminate_pool``.  Open upstream: https://github.com/python/cpython/issues/96995
+    """
+    threads = [t for t in re.split(r"\n\s*\n", stacks) if "(most recent call first)" in t]
+
+    def frames(t: str) -> list[str]:
+        return re.findall(r'File "[^"]*/multiprocessing/(\w+\.py)", line \d+ in (\w+)', t)
+
+    task_handler = any(frames(t)[:3] == [("synchronize.py", "__enter__"), ("queues.py", "put"),
+                                         ("pool.py", "_handle_tasks")] for t in threads)
+    joining = any(("pool.py", "_terminate_pool") in frames(t)
+                  and "in _wait_for_tstate_lock" in t for t in threads)
+    return task_handler and joining
 
 
 def _group_members(pgid: int) -> set[int]:
@@ -343,6 +378,7 @@ def one_run(method: str, rng: random.Random, *, timeout: float = 30.0,
             errlog.seek(0)
             stacks = errlog.read().decode(errors="replace")
             outcome.hang_report = _wchan(hung) + "\n" + stacks[-6000:]
+            outcome.cpython_pool_hang = pool and pool_terminate_hang(stacks)
         if not outcome.hung and proc.returncode != 0:  # its traceback is the report
             errlog.seek(0)
             outcome.hang_report = errlog.read().decode(errors="replace")[-3000:]
@@ -415,14 +451,15 @@ def main(argv: list[str] | None = None) -> int:
     proc.token()  # the process table: made here, not by a run (see _segments_of)
     before = _namespace_segments()
     for method in args.method or METHODS:
-        runs = hangs = leaks = leftovers = failed = collected = 0
+        runs = hangs = cpython_hangs = leaks = leftovers = failed = collected = 0
         started = time.monotonic()
         while runs < args.runs and (args.budget is None
                                     or time.monotonic() - started < args.budget):
             out = one_run(method, rng, timeout=args.timeout, sync_lock=not args.no_sync_lock,
                           pool=args.pool, control=args.control)
             runs += 1
-            hangs += out.hung
+            hangs += out.hung_by_us
+            cpython_hangs += out.cpython_pool_hang
             failed += not out.hung and out.returncode != 0
             leaks += len(out.leaked_segments)
             leftovers += len(out.leftover_files)
@@ -431,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
                     or out.leftover_files):
                 print(json.dumps(asdict(out)), flush=True)
         bad += hangs + failed + leaks + leftovers
-        print(f"{method}: {runs} runs, {hangs} hangs, {failed} failed, {leaks} leaked segments, "
+        print(f"{method}: {runs} runs, {hangs} hangs, {cpython_hangs} hangs of CPython's "
+              f"Pool.terminate() (gh-96995), {failed} failed, {leaks} leaked segments, "
               f"{leftovers} leftover key files, {collected} segments of SIGKILLed hung runs "
               f"collected by gc ({time.monotonic() - started:.0f} s)",
               flush=True)

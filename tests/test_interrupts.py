@@ -248,9 +248,48 @@ def test_ctrl_c_torture_pool(method: str) -> None:
     rng = random.Random(f"ctrl-c-pool-{method}")
     for _ in range(2):
         out = torture.one_run(method, rng, timeout=30.0, pool=True)
-        assert not out.hung, out.hang_report
-        assert out.returncode == 0, out.hang_report
+        # A hang of CPython's own Pool.terminate() (gh-96995, see pool_terminate_hang)
+        # is told apart by its stacks: it involves no lock of ours, only the leak checks.
+        assert not out.hung_by_us, out.hang_report
+        assert out.cpython_pool_hang or out.returncode == 0, out.hang_report
         assert out.leaked_segments == [] and out.leftover_files == [], out
+
+
+# The main process's faulthandler dump of a hung Pool run (forkserver, this suite,
+# 2026-12-02): every worker had been SIGTERMed, one of them inside its result put.
+_GH96995_DUMP = """\
+Thread 0x00007eff281656c0 (most recent call first):
+  File "/usr/lib/python3.11/multiprocessing/synchronize.py", line 95 in __enter__
+  File "/usr/lib/python3.11/multiprocessing/queues.py", line 376 in put
+  File "/usr/lib/python3.11/multiprocessing/pool.py", line 562 in _handle_tasks
+  File "/usr/lib/python3.11/threading.py", line 982 in run
+  File "/usr/lib/python3.11/threading.py", line 1045 in _bootstrap_inner
+  File "/usr/lib/python3.11/threading.py", line 1002 in _bootstrap
+
+Current thread 0x00007eff29a1cb80 (most recent call first):
+  File "/usr/lib/python3.11/threading.py", line 1139 in _wait_for_tstate_lock
+  File "/usr/lib/python3.11/threading.py", line 1119 in join
+  File "/usr/lib/python3.11/multiprocessing/pool.py", line 720 in _terminate_pool
+  File "/usr/lib/python3.11/multiprocessing/util.py", line 224 in __call__
+  File "/usr/lib/python3.11/multiprocessing/pool.py", line 657 in terminate
+  File "/usr/lib/python3.11/multiprocessing/pool.py", line 739 in __exit__
+  File "/tmp/shms-ctrlc-4yvzghje/app.py", line 79 in <module>
+"""
+
+
+def test_pool_terminate_hang_is_told_by_its_stacks() -> None:
+    """Only CPython's gh-96995 dump is excused: the task handler waiting for the result
+    queue's lock while terminate() joins it.  The same Pool stuck anywhere else, or a
+    thread waiting in one of our locks, still counts as a hang."""
+    torture = _torture_module()
+    assert torture.pool_terminate_hang(_GH96995_DUMP)
+    ours = _GH96995_DUMP.replace(
+        'File "/usr/lib/python3.11/multiprocessing/synchronize.py", line 95 in __enter__',
+        'File "/site-packages/shmshare/objects/shared_object.py", line 90 in __enter__')
+    assert not torture.pool_terminate_hang(ours)
+    elsewhere = _GH96995_DUMP.replace("in _terminate_pool", "in _help_stuff_finish")
+    assert not torture.pool_terminate_hang(elsewhere)
+    assert not torture.pool_terminate_hang("")
 
 
 @pytest.mark.parametrize("kind", ["array", "dict"])
