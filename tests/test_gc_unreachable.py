@@ -11,13 +11,15 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from helpers import run_python
 
-from shmshare import SegmentRemovedError, _core
+from shmshare import SegmentRemovedError, SharedDict, _core
 from shmshare.cli import main
 from shmshare.naming.header import HEADER_SIZE, Header
 
@@ -202,3 +204,46 @@ def test_anonymous_creator_killed_before_marking_its_segment(
     assert [r["action"] for r in data["results"] if f"shmid {left[0]}" in r["name"]] == \
         ["removed"]
     assert not _exists(left[0])
+
+
+def test_anonymous_creation_outlives_a_gc_that_cannot_see_its_creator(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gc in a child PID namespace (same IPC namespace) sees a creator outside it as
+    pid 0, so a pid check called it dead and removed its segment between its shmget and
+    its shmat: the creation failed.  No liveness is asked now: a headerless anonymous
+    segment nobody attached is gc's to take, and a creator that loses it makes another."""
+    exe = shutil.which("unshare")
+    if exe is None or subprocess.run([exe, "--pid", "--fork", "--kill-child", "true"],
+                                     capture_output=True, timeout=30).returncode != 0:
+        pytest.skip("unshare --pid --fork is not available here (needs root or user namespaces)")
+    real_shmat = _core.shmat
+    swept: list[str] = []
+
+    def gc_first(shmid: int, *args: object, **kwargs: object) -> object:
+        if not swept:  # once: between this creation's shmget and its shmat
+            out = subprocess.run([exe, "--pid", "--fork", "--kill-child", sys.executable,
+                                  "-m", "shmshare", "gc", "--json"], capture_output=True,
+                                 text=True, timeout=120, cwd="/")
+            assert out.returncode == 0, out.stderr
+            swept.append(out.stdout)
+        return real_shmat(shmid, *args, **kwargs)
+
+    monkeypatch.setattr(_core, "shmat", gc_first)
+    d = SharedDict()
+    monkeypatch.setattr(_core, "shmat", real_shmat)
+    d["k"] = "v"
+    assert d["k"] == "v" and swept
+    d.detach()
+
+
+def test_named_keys_never_fall_in_the_anonymous_range() -> None:
+    """gc takes a headerless, unattached segment of the anonymous range without asking
+    about its creator, so a named creation never uses the proj_id whose keys are there."""
+    from shmshare.naming.attach import _proj_ids
+    from shmshare.naming.header import ANON_KEY_BASE
+
+    anon = ANON_KEY_BASE >> 24
+    for first in (1, 7, anon, 255):
+        ids = list(_proj_ids(first))
+        assert anon not in ids and len(ids) == len(set(ids)) == 254
+        assert ids[0] == (first if first != anon else 1)

@@ -11,9 +11,9 @@ for the last user of a named segment, removes it.
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -229,17 +229,45 @@ def _anonymous_shmget(total: int, flags: int) -> int:
                         f"too many segments in {ANON_KEY_BASE:#x}..{ANON_KEY_BASE | 0xFFFFFF:#x}")
 
 
+def _anonymous_segment(total: int, flags: int) -> tuple[int, _core.Attachment]:
+    """A fresh anonymous segment, attached and already marked for removal.
+
+    Until our shmat it is headerless with nobody attached, which is what a
+    creator killed right after its shmget leaves: gc removes such a segment
+    without asking whether its creator lives (a pid is no answer across PID
+    namespaces), so a creation that loses its segment to gc makes another.
+    """
+    for _ in range(64):
+        shmid = _anonymous_shmget(total, flags)
+        try:
+            att = _core.shmat(shmid, total)
+        except ShmshareError:
+            if _removed(shmid):
+                continue  # a gc took it before we attached (shmat says EINVAL)
+            raise
+        finally:
+            # Marked for removal before anything else can fail: from here on the
+            # kernel frees it when the last process detaches or dies.
+            with contextlib.suppress(SegmentRemovedError):
+                _core.rmid(shmid)
+        return shmid, att
+    raise ShmLimitError("64 anonymous segments in a row were removed before this process could "
+                        "attach them: is something running `shmshare gc` in a loop?")
+
+
+def _removed(shmid: int) -> bool:
+    try:
+        _core.stat(shmid)
+    except SegmentRemovedError:
+        return True
+    return False
+
+
 def create_anonymous(kind: str, size: int, *, mode: int, shm_flags: int = 0,
                       init: Initializer | None = None, extra_flags: int = 0) -> Binding:
     _check_size(size)
     total = HEADER_SIZE + size
-    shmid = _anonymous_shmget(total, (mode & 0o777) | shm_flags)
-    try:
-        att = _core.shmat(shmid, total)
-    finally:
-        # Marked for removal before anything else can fail: from here on the
-        # kernel frees it when the last process detaches or dies.
-        _core.rmid(shmid)
+    shmid, att = _anonymous_segment(total, (mode & 0o777) | shm_flags)
     header = Header(kind=kind, name="", payload_size=size, flags=FLAG_ANONYMOUS | extra_flags)
     try:
         if init is not None:
@@ -350,12 +378,21 @@ def _bind_found(found: Found, kind: str, name: str, size: int, create: bool | No
     return b
 
 
+def _proj_ids(first: int) -> Iterator[int]:
+    """The ftok proj_ids a creation tries, ``first`` first.  Never the one whose keys
+    are the anonymous range's (``ANON_KEY_BASE``): gc removes a headerless segment
+    nobody attached there without asking whether its creator lives."""
+    anon = ANON_KEY_BASE >> 24
+    if first != anon:
+        yield first
+    yield from (p for p in range(1, 256) if p not in (first, anon))
+
+
 def _create_named(kf: KeyFile, kind: str, name: str, size: int, pdir: Path,
                   old: KeyRecord | None, *, persist: bool, mode: int, shm_flags: int,
                   init: Initializer | None, extra_flags: int) -> Binding:
     total = HEADER_SIZE + size
-    first = old.proj_id if old is not None else 1
-    for proj_id in itertools.chain((first,), (p for p in range(1, 256) if p != first)):
+    for proj_id in _proj_ids(old.proj_id if old is not None else 1):
         # The record is written before shmget, so a creator killed right
         # after shmget leaves a key file that points at its segment.
         kf.write(KeyRecord(proj_id, kind, persist, creator=proc.token()))
@@ -367,7 +404,7 @@ def _create_named(kf: KeyFile, kind: str, name: str, size: int, pdir: Path,
         except SegmentExistsError:
             continue  # ftok collision: that key belongs to another segment
     else:
-        raise ShmLimitError(f"all 255 ftok keys of {str(kf.path)!r} are taken by other segments")
+        raise ShmLimitError(f"all 254 ftok keys of {str(kf.path)!r} are taken by other segments")
     flags = (FLAG_PERSIST if persist else 0) | extra_flags
     header = Header(kind=kind, name=name, payload_size=size, flags=flags, proj_id=proj_id,
                     dev=kf.dev, ino=kf.ino, key_path=str(kf.path))

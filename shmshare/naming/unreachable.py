@@ -24,8 +24,13 @@ another file than the one whose inode made the key) and:
   ``ftok`` follows the inode -- and only the user knows which.
 
 An anonymous segment is created at a key of ``ANON_KEY_BASE``'s range and
-marked for removal at once; one left unmarked, with no header and nobody
-attached, by a creator that is gone (killed between the two) is removed too.
+marked for removal as soon as its creator has attached it; one left
+unmarked, with no header and nobody attached, is removed too.  No liveness
+is asked: a creator killed between its shmget and its shmat leaves exactly
+that, and a live creator that loses such a segment to gc before attaching
+it makes another (``attach._anonymous_segment``) -- whereas "is pid N
+alive?" has no answer across PID namespaces, where the creator's pid reads
+0, and a wrong one after pid reuse.  No named key falls in that range.
 
 Never touched: segments of another user (owner or creator), segments a
 process is attached to, segments without a shmshare header, anonymous ones
@@ -43,7 +48,7 @@ from .. import _core
 from .._log import logger
 from ..errors import CorruptSegmentError, ShmshareError
 from .header import ANON_KEY_BASE, HEADER_SIZE, OWN_MNTNS, Header, note_inspection
-from .lifecycle import Found, SweepResult, _crashed_creation, destroy
+from .lifecycle import Found, SweepResult, destroy
 
 __all__ = ["sweep_unreachable"]
 
@@ -91,9 +96,7 @@ def sweep_unreachable(*, dry_run: bool = False, unreachable: bool = False,
 
 
 def _judge_anonymous(shmid: int, st: _core.ShmStat, dry_run: bool) -> SweepResult | None:
-    """An anonymous creation whose creator died before marking it for removal."""
-    if not _crashed_creation(st):
-        return None
+    """An anonymous creation never attached (its creator died, or will make another)."""
     try:
         att = _core.shmat(shmid, HEADER_SIZE, readonly=True)
     except ShmshareError:
@@ -108,8 +111,8 @@ def _judge_anonymous(shmid: int, st: _core.ShmStat, dry_run: bool) -> SweepResul
     finally:
         att.detach()
     label = f"anonymous segment (shmid {shmid})"
-    why = (f"its creator (pid {st.cpid}) died between creating it and marking it for "
-           f"removal; nobody is attached")
+    why = (f"created (by pid {st.cpid}) but never attached nor marked for removal: its "
+           f"creator died between the two, or makes another")
     if dry_run:
         return SweepResult(label, "would-remove", why)
     _core.rmid(shmid)
