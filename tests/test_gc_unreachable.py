@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from helpers import run_python
 
+import shmshare
 from shmshare import SegmentRemovedError, SharedDict, _core
 from shmshare.cli import main
 from shmshare.naming.header import HEADER_SIZE, Header
@@ -247,3 +248,42 @@ def test_named_keys_never_fall_in_the_anonymous_range() -> None:
         ids = list(_proj_ids(first))
         assert anon not in ids and len(ids) == len(set(ids)) == 254
         assert ids[0] == (first if first != anon else 1)
+
+
+@pytest.mark.parametrize("when", ["before its shmat", "before its header"])
+def test_named_creation_that_loses_its_segment_makes_another(
+        project_dir: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """Under its key file's lock a headerless, unattached segment is a dead creator's,
+    and is removed without asking about pids; the one live creator it can be is that
+    of another key file whose ftok key collides.  Such a creator, whose segment is
+    removed before it attaches it or before its header is written, makes another:
+    the name opens afterwards, from another process too."""
+    from shmshare.naming import attach
+
+    real_shmat, real_write = _core.shmat, attach._write_header
+    taken: list[int] = []
+
+    def take_then_shmat(shmid: int, *args: object, **kwargs: object) -> object:
+        if not taken:
+            taken.append(shmid)
+            _core.rmid(shmid)  # what the colliding opener does
+        return real_shmat(shmid, *args, **kwargs)
+
+    def take_then_write(att: object, header: object) -> None:
+        if not taken:
+            taken.append(att.shmid)  # type: ignore[attr-defined]
+            _core.rmid(att.shmid)  # type: ignore[attr-defined]
+        real_write(att, header)  # type: ignore[arg-type]
+
+    if when == "before its shmat":
+        monkeypatch.setattr(_core, "shmat", take_then_shmat)
+    else:
+        monkeypatch.setattr(attach, "_write_header", take_then_write)
+    d = SharedDict("lost", create=True, project_dir=project_dir)
+    monkeypatch.undo()
+    assert taken and shmshare.segment_of(d).id != taken[0]
+    d["k"] = "v"
+    run_python("import shmshare, sys; d = shmshare.SharedDict('lost', create=False, "
+               "project_dir=sys.argv[1]); assert d['k'] == 'v'", str(project_dir))
+    d.unlink()
+    d.detach()

@@ -391,38 +391,62 @@ def _proj_ids(first: int) -> Iterator[int]:
 def _create_named(kf: KeyFile, kind: str, name: str, size: int, pdir: Path,
                   old: KeyRecord | None, *, persist: bool, mode: int, shm_flags: int,
                   init: Initializer | None, extra_flags: int) -> Binding:
+    """Create ``name``'s segment; key file locked.
+
+    Until its header is written the segment is what a creator killed after its
+    shmget leaves, and an opener holding the lock of a key file whose ftok key
+    collides with ours removes that (lifecycle.verified) without asking about
+    our pid; a creation that loses its segment so makes another.
+    """
     total = HEADER_SIZE + size
+    flags = (FLAG_PERSIST if persist else 0) | extra_flags
+    for _ in range(8):
+        shmid, key, proj_id = _named_shmget(kf, kind, persist, total,
+                                             (mode & 0o777) | shm_flags, old)
+        header = Header(kind=kind, name=name, payload_size=size, flags=flags, proj_id=proj_id,
+                        dev=kf.dev, ino=kf.ino, key_path=str(kf.path))
+        try:
+            att = _core.shmat(shmid, total)
+        except BaseException as exc:
+            if isinstance(exc, ShmshareError) and _removed(shmid):
+                continue  # taken before we attached (shmat says EINVAL)
+            with contextlib.suppress(SegmentRemovedError):
+                _core.rmid(shmid)
+            raise
+        try:
+            if init is not None:
+                init(att, HEADER_SIZE, size)
+            _write_header(att, header)
+            lost = _core.stat(shmid).dest  # removed before the header was there
+        except BaseException:
+            with contextlib.suppress(SegmentRemovedError):
+                _core.rmid(shmid)
+            att.detach()
+            raise
+        if lost:
+            att.detach()
+            continue
+        return Binding(kind=kind, shmid=shmid, key=key, attachment=att, offset=HEADER_SIZE,
+                       size=size, header=header, name=name, project_dir=pdir,
+                       key_path=kf.path)
+    raise ShmLimitError(f"the segment of {str(kf.path)!r} was removed 8 times while being "
+                        f"created: another key file's key collides with it and something "
+                        f"keeps removing it")
+
+
+def _named_shmget(kf: KeyFile, kind: str, persist: bool, total: int, flags: int,
+                  old: KeyRecord | None) -> tuple[int, int, int]:
+    """shmget a new segment at the first free key of ``kf``: (shmid, key, proj_id)."""
     for proj_id in _proj_ids(old.proj_id if old is not None else 1):
         # The record is written before shmget, so a creator killed right
         # after shmget leaves a key file that points at its segment.
         kf.write(KeyRecord(proj_id, kind, persist, creator=proc.token()))
         key = kf.key(proj_id)
         try:
-            shmid = _core.shmget(key, total, _core.IPC_CREAT | _core.IPC_EXCL | (mode & 0o777)
-                                 | shm_flags)
-            break
+            return _core.shmget(key, total, _core.IPC_CREAT | _core.IPC_EXCL | flags), key, proj_id
         except SegmentExistsError:
             continue  # ftok collision: that key belongs to another segment
-    else:
-        raise ShmLimitError(f"all 254 ftok keys of {str(kf.path)!r} are taken by other segments")
-    flags = (FLAG_PERSIST if persist else 0) | extra_flags
-    header = Header(kind=kind, name=name, payload_size=size, flags=flags, proj_id=proj_id,
-                    dev=kf.dev, ino=kf.ino, key_path=str(kf.path))
-    try:
-        att = _core.shmat(shmid, total)
-    except BaseException:
-        _core.rmid(shmid)
-        raise
-    try:
-        if init is not None:
-            init(att, HEADER_SIZE, size)
-        _write_header(att, header)
-    except BaseException:
-        _core.rmid(shmid)
-        att.detach()
-        raise
-    return Binding(kind=kind, shmid=shmid, key=key, attachment=att, offset=HEADER_SIZE,
-                    size=size, header=header, name=name, project_dir=pdir, key_path=kf.path)
+    raise ShmLimitError(f"all 254 ftok keys of {str(kf.path)!r} are taken by other segments")
 
 
 def _write_header(att: _core.Attachment, header: Header) -> None:

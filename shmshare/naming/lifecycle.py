@@ -135,9 +135,14 @@ def verified(att: _core.Attachment, st: _core.ShmStat, key: int, name: str, kf: 
 
 
 def _crashed_creation(st: _core.ShmStat) -> bool:
-    """A segment we created, nobody attached, whose creator is gone."""
-    return (st.cuid == os.geteuid() and st.nattch == 0 and not st.dest
-            and not pid_alive(st.cpid))
+    """A headerless segment we created that nobody is attached to, seen under its key
+    file's lock: its creator, who held that lock until the header was written, died.
+
+    No pid is asked (none answers across PID namespaces, or after reuse).  The one
+    live creator it can be is that of another key file whose ftok key collides with
+    ours, between its shmget and its header; that creator makes another segment
+    (``attach._create_named``)."""
+    return st.cuid == os.geteuid() and st.nattch == 0 and not st.dest
 
 
 def foreign_owner(st: _core.ShmStat) -> str | None:
