@@ -343,6 +343,8 @@ class KeyFile:
         return k - (1 << 32) if k & 0x8000_0000 else k
 
     def read(self) -> KeyRecord | None:
+        if not self.size:  # (fstat'ed under the lock: a file just created is empty)
+            return None
         data = os.pread(self.fd, 4096, 0)
         return KeyRecord.loads(data) if data else None
 

@@ -13,8 +13,8 @@
  * with nothing left open, locked or attached, and the caller takes the
  * general path, which knows every other case (waiting for the lock, stale
  * key files, creation, the errors to raise).  The caller verifies all the
- * rest exactly as on the general path (the whole record, the identity
- * header, the trust rules), then unlocks and closes fd.
+ * rest exactly as on the general path (the identity header, the trust
+ * rules), then unlocks and closes fd.
  */
 #include "shms.h"
 #include <errno.h>
@@ -69,7 +69,7 @@ static int private_dir(const char *dir)
  * order of shms_stat_t.  Plain words, not a struct: cffi builds a struct type
  * on its first use, a cost the first open of every process would pay. */
 int shms_named_open(const char *dir, const char *path, int readonly, int64_t ipcns,
-                    int64_t *out, char *record)
+                    int64_t *out)
 {
     struct stat st, now;
     shms_stat_t ds;
@@ -110,7 +110,6 @@ int shms_named_open(const char *dir, const char *path, int readonly, int64_t ipc
     p = shmat(id, NULL, readonly ? SHM_RDONLY : 0);
     if (p == (void *)-1)
         goto slow;
-    memcpy(record, buf, (size_t)n);
     out[0] = fd;
     out[1] = (int64_t)st.st_dev;
     out[2] = (int64_t)st.st_ino;
@@ -146,8 +145,9 @@ slow:
  * once: one C call, so no Python-level interrupt can land between the unlock,
  * the close and forgetting the descriptor.  Also the destructor of the out
  * array (ffi.gc), so an out array dropped by an interrupt releases it too. */
-void shms_named_release(int64_t *out)
+void shms_named_release(void *words)
 {
+    int64_t *out = words;
     int fd = (int)out[0];
     if (out[0] < 0)
         return;
@@ -159,8 +159,9 @@ void shms_named_release(int64_t *out)
 /* open(2) into cell[0] (-1 before and on failure); 0 or errno.  With the cell
  * owned by shms_named_release (ffi.gc) before this call, the descriptor has an
  * owner from the instant it exists: no interrupt can leak it. */
-int shms_open_fd(const char *path, int flags, int mode, int64_t *cell)
+int shms_open_fd(const char *path, int flags, int mode, void *words)
 {
+    int64_t *cell = words;
     int fd = open(path, flags, (mode_t)mode);
     if (fd < 0)
         return errno;

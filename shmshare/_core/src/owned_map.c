@@ -35,7 +35,6 @@ static __thread struct {
     int64_t shmid;
     int64_t ipcns;
     int64_t *status;            /* REQ_SHMAT: 0 or errno;  REQ_NAMED: out */
-    char *record;
     char dir[PATH_MAX];
     char path[PATH_MAX];
 } req;
@@ -62,12 +61,12 @@ int64_t shms_map_shmat(int64_t shmid, int readonly, int64_t *status)
 /* The request of shms_named_open (named.c); out[SHMS_NAMED_STATUS] gets its
  * result.  Paths too long for PATH_MAX are left to the general path (SLOW). */
 int64_t shms_map_named(const char *dir, const char *path, int readonly, int64_t ipcns,
-                       int64_t *out, char *record)
+                       void *words)
 {
+    int64_t *out = words;
     size_t dl = strlen(dir), pl = strlen(path);
     out[SHMS_NAMED_STATUS] = SHMS_MAP_NOT_RUN;
     req.status = out;
-    req.record = record;
     req.readonly = readonly;
     req.ipcns = ipcns;
     if (dl >= sizeof req.dir || pl >= sizeof req.path) {
@@ -94,8 +93,7 @@ void *shms_map_alloc(size_t ticket)
         req.status[0] = rc;
         break;
     case REQ_NAMED:
-        rc = shms_named_open(req.dir, req.path, req.readonly, req.ipcns, req.status,
-                             req.record);
+        rc = shms_named_open(req.dir, req.path, req.readonly, req.ipcns, req.status);
         req.status[SHMS_NAMED_STATUS] = rc;
         if (rc == 0)
             p = (void *)(uintptr_t)req.status[7];
