@@ -70,10 +70,10 @@ class Binding:
 
     __slots__ = (
         "__weakref__",
-        "attachment",
-        "detach_hooks",
         "_key_path",
         "_project_dir",
+        "attachment",
+        "detach_hooks",
         "header",
         "key",
         "kind",
