@@ -300,8 +300,9 @@ class Segment:
             assert b.header is not None
             with KeyFile.locked(b.key_path, create=False) as kf:
                 if kf is not None and names_us(kf, b):
-                    destroy(Found(b.shmid, b.key, b.header, b.attachment, self.stat()),
-                            trust=b.trust)
+                    st = self.stat()
+                    destroy(Found(b.shmid, b.key, b.header, b.attachment, st), trust=b.trust,
+                            st=st)
                     kf.unlink()
                     b.removed = True
                     return

@@ -43,6 +43,7 @@ pytestmark = [
 ]
 
 ROUNDS = 400  # interrupted calls per object type (all of them together: a few seconds)
+OPEN_ROUNDS = 1500  # interrupted opens by name (about 1 in 100 once left a mapping behind)
 
 
 class Interrupted(BaseException):
@@ -314,17 +315,27 @@ def _key_file_free(path: Path) -> int:
     return 0
 
 
-def _interrupted_opens(pdir: Path) -> int:
-    """In a forked child: open and detach the name ``held`` ROUNDS times, each under
-    an interrupt at a random moment; 0 if no key-file descriptor stayed open."""
+def _mappings_of(shmid: int) -> int:
+    """How many mappings of System V segment ``shmid`` this process has (its inode
+    in /proc/self/maps is the shmid)."""
+    with open("/proc/self/maps") as maps:
+        return sum(1 for line in maps
+                   if "/SYSV" in line and int(line.split()[4]) == shmid)
+
+
+def _interrupted_opens(pdir: Path, shmid: int) -> int:
+    """In a forked child: open and detach the name ``held`` OPEN_ROUNDS times, each under
+    an interrupt at a random moment; 0 if no key-file descriptor stayed open and no
+    mapping of the segment ``shmid`` stayed attached."""
     import gc
     import os
 
     path = pdir / "held.key"
     rng = random.Random(99)
     hits = 0
+    inherited = _mappings_of(shmid)  # the parent's, mapped in this child too
     signal.signal(signal.SIGALRM, _raise)
-    for _ in range(ROUNDS):
+    for _ in range(OPEN_ROUNDS):
         try:
             try:
                 signal.setitimer(signal.ITIMER_REAL, rng.uniform(1e-6, 1.5e-4))
@@ -335,25 +346,27 @@ def _interrupted_opens(pdir: Path) -> int:
             hits += 1
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     gc.collect()  # objects whose open was interrupted midway are released now
-    if hits < ROUNDS // 20:
+    if hits < OPEN_ROUNDS // 20:
         return 2  # too few opens were interrupted to prove anything
     open_fds = [fd for fd in os.listdir("/proc/self/fd")
                 if os.path.realpath(f"/proc/self/fd/{fd}") == str(path)]
-    return 3 if open_fds else 0
+    if open_fds:
+        return 3
+    return 4 if _mappings_of(shmid) != inherited else 0
 
 
 def test_interrupted_opens_by_name_leave_the_key_file_free(tmp_path: Path) -> None:
     """Interrupts at random moments of opening an existing name (the C fast path and
-    the Python around it) never leave its key file locked, or open, in the process.
-
-    (Run in a forked child: an interrupt landing in the one or two bytecodes
-    between a ``shmat`` and the object that owns the mapping can still leave that
-    mapping to the process's exit, about 1 open in 100 here -- see
-    docs/concepts/locks-and-recovery.md.)"""
+    the Python around it) never leave its key file locked, or open, in the process,
+    nor its segment mapped: the mapping is owned from the shmat on (the C call that
+    attaches is the allocator of the object whose destructor detaches)."""
     pdir = tmp_path / "proj"
     d = SharedDict("held", project_dir=pdir)
     try:
-        assert fork_call(_interrupted_opens, pdir) == 0, "a key-file descriptor stayed open"
+        got = fork_call(_interrupted_opens, pdir, d.segment.id)
+        assert got != 3, "a key-file descriptor stayed open"
+        assert got != 4, "a mapping of the segment stayed attached after its open was interrupted"
+        assert got == 0, "too few opens were interrupted to prove anything"
         assert fork_call(_key_file_free, pdir / "held.key") == 0, "the key file stayed locked"
     finally:
         d.unlink()

@@ -44,6 +44,7 @@ __all__ = [
     "named_open",
     "named_release",
     "open_fd",
+    "owned_map",
     "release_fd",
     "rmid",
     "set_attrs",
@@ -233,19 +234,10 @@ class Attachment:
     __slots__ = ("__weakref__", "_addr", "_buf", "_ptr", "readonly", "shmid", "size",
                  "users")
 
-    def __init__(self, shmid: int, size: int, readonly: bool, _addr: object = None) -> None:
-        # _addr: a mapping shmat'ed already by a C call of this package (named_open)
-        if _addr is None:
-            out = ffi.new("void **")
-            rc = lib.shms_shmat(shmid, int(readonly), out)
-            if rc == 0:  # (the owner at once: each call ends at a point where a
-                # signal handler may raise, which would leave the mapping ownerless)
-                self._ptr = ffi.gc(ffi.cast("char *", out[0]), lib.shms_unmap)
-            _check(rc, f"shmat(shmid={shmid}{', SHM_RDONLY' if readonly else ''})")
-            _addr = out[0]
-        else:
-            self._ptr = ffi.gc(ffi.cast("char *", _addr), lib.shms_unmap)
-        # The destructor is C (shms_unmap: shmdt, then the reap registered by
+    def __init__(self, shmid: int, size: int, readonly: bool, _ptr: Any = None) -> None:
+        # _ptr: a mapping already owned (owned_map), attached by a C call of this package
+        self._ptr = _ptr if _ptr is not None else _owned_shmat(shmid, readonly)
+        # Its destructor is C (shms_unmap: shmdt, then the reap registered by
         # reap_extents_on_unmap): it runs exactly once, from detach() via
         # ffi.release or when the last reference (this object or a view) goes
         # away, and no Python-level interrupt can land inside it and skip it.
@@ -255,7 +247,7 @@ class Attachment:
         # The bindings of this process that use this mapping (naming.attach.release
         # detaches it with the last; naming.address shares it with unpickled objects).
         self.users: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._addr = int(ffi.cast("uintptr_t", _addr))
+        self._addr = int(ffi.cast("uintptr_t", self._ptr))
         self._buf = ffi.buffer(self._ptr, size)
 
     def reap_extents_on_unmap(self, main_shmid: int, token: int) -> None:
@@ -334,6 +326,27 @@ class Attachment:
         if self._ptr is None:
             raise ValueError("segment is detached")
         return self._ptr + offset
+
+
+# Mappings owned from their shmat on (src/owned_map.c): this allocator's alloc is the
+# C call that attaches, its free the one that detaches, and cffi builds the object
+# that owns the memory right after the alloc returns, with no bytecode in between
+# (where a signal handler could raise and leave the mapping without an owner).
+# The memory is the segment's: never cleared.
+owned_map = ffi.new_allocator(lib.shms_map_alloc, lib.shms_unmap, False)
+
+
+def _owned_shmat(shmid: int, readonly: bool) -> Any:
+    status = ffi.new("int64_t[1]")
+    for _ in range(3):  # again only if a signal handler took the request (owned_map.c)
+        try:
+            return owned_map("char[]", lib.shms_map_shmat(shmid, int(readonly), status))
+        except MemoryError:
+            if status[0] != lib.SHMS_MAP_NOT_RUN:
+                _check(int(status[0]),
+                       f"shmat(shmid={shmid}{', SHM_RDONLY' if readonly else ''})")
+                raise
+    raise MemoryError(f"shmat(shmid={shmid}): the attach request was never carried out")
 
 
 def shmat(shmid: int, size: int, readonly: bool = False) -> Attachment:

@@ -224,8 +224,11 @@ class Heap(DictMethods):
 
         ``None`` waits forever (in Ctrl-C-friendly slices), ``0`` tries once.
         """
-        rc = wait_in_slices(partial(lib.shms_heap_lock, self._handle()), timeout,
-                            lambda: self._watch("locking the heap"))
+        if timeout == 0:  # one try (what wait_in_slices would do, without its set-up)
+            rc = lib.shms_heap_lock(self._handle(), 0)
+        else:
+            rc = wait_in_slices(partial(lib.shms_heap_lock, self._handle()), timeout,
+                                lambda: self._watch("locking the heap"))
         if rc == OK:
             return False
         if rc == RECOVERED:

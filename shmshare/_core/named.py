@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 from typing import Any, NamedTuple
 
-from . import Attachment, ShmStat
+from . import Attachment, ShmStat, owned_map
 from ._lib import ffi, lib
 
 __all__ = ["NamedOpen", "named_open", "named_release", "open_fd", "release_fd"]
@@ -16,50 +16,55 @@ __all__ = ["NamedOpen", "named_open", "named_release", "open_fd", "release_fd"]
 
 class NamedOpen(NamedTuple):
     """What :func:`named_open` found: the key file ``fd`` (locked; the caller
-    unlocks and closes it), its inode and record, the segment and its stat."""
+    unlocks and closes it), its inode and size, the segment's key, its stat and
+    its mapping."""
 
     fd: int
     dev: int
     ino: int
     fsize: int
-    record: bytes
-    proj_id: int
     key: int
     stat: ShmStat
     attachment: Attachment
     cell: Any  # the words fd came in: named_release (or dropping it) closes fd
 
 
-def named_open(path: str, readonly: bool = False) -> NamedOpen | None:
-    """Open and lock the key file ``path``, read its record, attach the segment at
-    its key, in one call (src/named.c); None when anything is not the common
-    case (then nothing is left open, locked or attached)."""
-    # Owned by a destructor from before the call: dropped at any moment (an
-    # interrupt), it unlocks and closes the key file the call left open.
-    out = ffi.new("int64_t[]", lib.SHMS_NAMED_FIELDS)
-    out[0] = -1  # no descriptor yet (0 would be stdin's)
-    owner = ffi.gc(out, lib.shms_named_release)  # (it keeps out alive)
-    record = ffi.new("char[]", lib.SHMS_RECORD_MAX)
-    handed = False  # the mapping is being handed to an Attachment (its owner from then)
+def named_open(dir: str, path: str, ipcns: int, readonly: bool = False) -> NamedOpen | None:
+    """Check the project directory ``dir``, open and lock its key file ``path``, read
+    its record (which must name no other IPC namespace than ``ipcns``), attach the
+    segment at its key, in one call (src/named.c); None when anything is not the
+    common case (then nothing is left open, locked or attached)."""
+    # The words the call fills, owned by a destructor from before the call: dropped
+    # at any moment (an interrupt), they unlock and close the key file the call left
+    # open.  A char[] read as words through a memoryview: a first open pays cffi
+    # for each new type it names, and owned_map's is this one.
+    cell = ffi.new("char[]", 8 * lib.SHMS_NAMED_FIELDS)
+    words = memoryview(ffi.buffer(cell)).cast("q")
+    words[0] = -1  # no descriptor yet (0 would be stdin's)
+    owner = ffi.gc(cell, lib.shms_named_release)  # (it keeps cell alive)
     try:
-        if lib.shms_named_open(path.encode(), int(readonly), out, record):
+        # The call is the alloc of the object that owns the mapping (owned_map): an
+        # interrupt at any point after it drops that object, which detaches.
+        for _ in range(3):  # again only if a signal handler took the request
+            try:
+                ptr = owned_map("char[]", lib.shms_map_named(
+                    dir.encode(), path.encode(), int(readonly), ipcns, owner))
+                break
+            except MemoryError:
+                if words[lib.SHMS_NAMED_STATUS] != lib.SHMS_MAP_NOT_RUN:
+                    return None  # the common case it was not: nothing is held
+        else:
             return None
-        w = list(out)
-        st = ShmStat(key=w[8], shmid=w[9], size=w[10], uid=w[11], gid=w[12], cuid=w[13],
-                     cgid=w[14], mode=w[15], dest=bool(w[16]), locked=bool(w[17]),
-                     cpid=w[18], lpid=w[19], nattch=w[20], atime=w[21], dtime=w[22],
-                     ctime=w[23])
-        handed = True
-        att = Attachment(st.shmid, st.size, readonly, ffi.cast("void *", w[7]))
-        return NamedOpen(w[0], w[1], w[2], w[3], ffi.buffer(record, w[5])[:], w[4], w[6],
-                         st, att, owner)
+        w = words.tolist()
+        w[16] = bool(w[16])
+        w[17] = bool(w[17])
+        st = ShmStat._make(w[8:24])
+        att = Attachment(st.shmid, st.size, readonly, ptr)
+        return NamedOpen(w[0], w[1], w[2], w[3], w[6], st, att, owner)
     except BaseException:
-        # Interrupted (KeyboardInterrupt) after the C call: nothing may stay held.
-        # Once handed, the Attachment detaches (now or when dropped): detaching
-        # here too could unmap whatever is mapped at that address by then.
-        if out[7] and not handed:
-            lib.shms_shmdt(ffi.cast("void *", out[7]))
-        lib.shms_named_release(out)
+        # Interrupted (KeyboardInterrupt) after the call: the key file is released
+        # here; the mapping by its owner, now or when dropped.
+        lib.shms_named_release(owner)
         raise
 
 

@@ -32,8 +32,11 @@ from ..errors import (
 from .handoff import expect_handoff
 from .header import ANON_KEY_BASE, FLAG_ANONYMOUS, FLAG_PERSIST, HEADER_SIZE, Header
 from .keys import (
+    IPC_NAMESPACE,
+    KEY_SUFFIX,
     KeyFile,
     KeyRecord,
+    checkable_project_dir,
     key_file_path,
     resolve_project_dir,
     validate_name,
@@ -67,16 +70,16 @@ class Binding:
 
     __slots__ = (
         "__weakref__",
+        "_key_path",
+        "_project_dir",
         "attachment",
         "detach_hooks",
         "header",
         "key",
-        "key_path",
         "kind",
         "name",
         "offset",
         "persist",
-        "project_dir",
         "release_hooks",
         "released",
         "removed",
@@ -88,7 +91,8 @@ class Binding:
 
     def __init__(self, *, kind: str, shmid: int, key: int, attachment: _core.Attachment,
                  offset: int, size: int, header: Header | None = None, name: str | None = None,
-                 project_dir: Path | None = None, key_path: Path | None = None) -> None:
+                 project_dir: Path | str | None = None, key_path: Path | str | None = None
+                 ) -> None:
         self.kind = kind
         self.shmid = shmid
         self.key = key
@@ -97,8 +101,9 @@ class Binding:
         self.size = size
         self.header = header
         self.name = name
-        self.project_dir = project_dir
-        self.key_path = key_path
+        # Paths made on first use: the first open of a process would pay for pathlib.
+        self._project_dir = project_dir
+        self._key_path = key_path
         self.persist = header.persist if header is not None else True
         self.released = False
         self.removed = False
@@ -118,6 +123,18 @@ class Binding:
         # Last: the bindings that use the mapping are a weak set, not a count, so
         # a binding dropped half-made (an interrupt) leaves no use counted for good.
         attachment.users.add(self)
+
+    @property
+    def project_dir(self) -> Path | None:
+        if isinstance(self._project_dir, str):
+            self._project_dir = Path(self._project_dir)
+        return self._project_dir
+
+    @property
+    def key_path(self) -> Path | None:
+        if isinstance(self._key_path, str):
+            self._key_path = Path(self._key_path)
+        return self._key_path
 
 
 def release(b: Binding) -> None:
@@ -292,13 +309,13 @@ def open_named(kind: str, name: str, size: int, *, create: bool | None,
     validate_name(name)
     if create is not False and size:
         _check_size(size)
-    pdir = resolve_project_dir(project_dir)
-    path = key_file_path(pdir, name)
     if create is not True:
-        b = _open_existing_fast(kind, name, size if check_size else 0, create, pdir, path,
+        b = _open_existing_fast(kind, name, size if check_size else 0, create, project_dir,
                                 readonly)
         if b is not None:
             return b
+    pdir = resolve_project_dir(project_dir)
+    path = key_file_path(pdir, name)
     with KeyFile.locked(path, create=create is not False, mode=mode) as kf:
         if kf is None:
             raise SegmentNotFoundError(2, f"no object named {name!r} in {str(pdir)!r}", str(path))
@@ -326,21 +343,25 @@ def open_named(kind: str, name: str, size: int, *, create: bool | None,
             raise
 
 
-def _open_existing_fast(kind: str, name: str, size: int, create: bool | None, pdir: Path,
-                        path: Path, readonly: bool) -> Binding | None:
+def _open_existing_fast(kind: str, name: str, size: int, create: bool | None,
+                        project_dir: str | os.PathLike[str] | None,
+                        readonly: bool) -> Binding | None:
     """The common case of opening an existing name, in one C call (_core.named_open):
-    the same lock, record, namespace and identity checks as the general path, with
-    fewer syscalls and no Python in between.  None: not the common case, nothing
-    held; the general path takes over (and finds out what it is)."""
-    got = _core.named_open(str(path), readonly)
+    the same project-directory, lock, record, namespace and identity checks as the
+    general path, with fewer syscalls and no Python in between.  None: not the
+    common case, nothing held; the general path takes over (and finds out what it
+    is)."""
+    pdir = checkable_project_dir(project_dir)
+    if pdir is None:
+        return None
+    path = f"{pdir}/{name}{KEY_SUFFIX}"
+    got = _core.named_open(pdir, path, IPC_NAMESPACE, readonly)
     if got is None:
         return None
     found = None
     try:  # (from the very next instruction: an interrupt must not leave the lock held)
         kf = KeyFile.adopt(path, got.fd, got.dev, got.ino, got.fsize)
-        record = KeyRecord.loads(got.record)
-        if record is not None and record.proj_id == got.proj_id and not record.other_namespace():
-            found = verified(got.attachment, got.stat, got.key, name, kf)
+        found = verified(got.attachment, got.stat, got.key, name, kf)
         if found is None:
             got.attachment.detach()
             return None
@@ -356,7 +377,7 @@ def _open_existing_fast(kind: str, name: str, size: int, create: bool | None, pd
 
 
 def _bind_found(found: Found, kind: str, name: str, size: int, create: bool | None,
-                pdir: Path, path: Path) -> Binding:
+                pdir: Path | str, path: Path | str) -> Binding:
     try:
         if create is True:
             raise SegmentExistsError(17, f"{name!r} already exists in {str(pdir)!r}", str(path))

@@ -33,6 +33,7 @@ __all__ = [
     "KEY_SUFFIX",
     "KeyFile",
     "KeyRecord",
+    "checkable_project_dir",
     "default_project_dir",
     "key_file_path",
     "list_names",
@@ -82,13 +83,28 @@ def validate_name(name: object) -> str:
 
 def default_project_dir() -> Path:
     """``$SHMSHARE_DIR``, else ``$XDG_RUNTIME_DIR/shmshare``, else ``/tmp/shmshare-<uid>``."""
+    return Path(_default_project_dir())
+
+
+def _default_project_dir() -> str:
     env = os.environ.get("SHMSHARE_DIR")
     if env:
-        return Path(env)
+        return env
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime):
-        return Path(runtime) / "shmshare"
-    return Path(f"/tmp/shmshare-{os.geteuid()}")
+        return os.path.join(runtime, "shmshare")
+    return f"/tmp/shmshare-{os.geteuid()}"
+
+
+def checkable_project_dir(project_dir: str | os.PathLike[str] | None) -> str | None:
+    """The project directory as a string the C fast path can check as it is
+    (_core.named_open checks what :func:`_check_private_dir` checks): absolute and
+    normalized, as :func:`make_private_dir` would make it.  None: another form,
+    which :func:`resolve_project_dir` resolves."""
+    raw = os.fspath(project_dir) if project_dir is not None else _default_project_dir()
+    if not isinstance(raw, str) or raw[:1] != "/" or os.path.normpath(raw) != raw:
+        return None
+    return raw
 
 
 def make_private_dir(path: Path) -> Path:
@@ -250,19 +266,25 @@ class KeyFile:
     """An open, ``flock``-ed key file; use through :meth:`locked`."""
 
     def __init__(self, path: Path, fd: int, st: os.stat_result) -> None:
-        self.path = path
+        self._path: Path | str = path
         self.fd = fd
         self.dev = st.st_dev
         self.ino = st.st_ino
         self.size = st.st_size
 
     @classmethod
-    def adopt(cls, path: Path, fd: int, dev: int, ino: int, size: int) -> KeyFile:
+    def adopt(cls, path: Path | str, fd: int, dev: int, ino: int, size: int) -> KeyFile:
         """A key file opened and locked by ``_core.named_open`` (the caller unlocks
         and closes it)."""
         self = cls.__new__(cls)
-        self.path, self.fd, self.dev, self.ino, self.size = path, fd, dev, ino, size
+        self._path, self.fd, self.dev, self.ino, self.size = path, fd, dev, ino, size
         return self
+
+    @property
+    def path(self) -> Path:
+        if isinstance(self._path, str):  # adopted: made on first use (see Binding's)
+            self._path = Path(self._path)
+        return self._path
 
     @classmethod
     @contextmanager
@@ -327,6 +349,8 @@ class KeyFile:
         return k - (1 << 32) if k & 0x8000_0000 else k
 
     def read(self) -> KeyRecord | None:
+        if not self.size:  # (fstat'ed under the lock: a file just created is empty)
+            return None
         data = os.pread(self.fd, 4096, 0)
         return KeyRecord.loads(data) if data else None
 

@@ -154,7 +154,8 @@ def foreign_owner(st: _core.ShmStat) -> str | None:
     return f"owned by uid {st.uid} (created by uid {st.cuid})"
 
 
-def destroy(found: Found, *, trust: bool = False) -> str | None:
+def destroy(found: Found, *, trust: bool = False, st: _core.ShmStat | None = None
+            ) -> str | None:
     """Remove a verified segment: IPC_RMID, then the destroy hooks.  Key file lock held.
 
     IPC_RMID first: a remover killed after the hooks had removed a heap's
@@ -172,8 +173,10 @@ def destroy(found: Found, *, trust: bool = False) -> str | None:
 
     The IPC_RMID never depends on the hooks: a hook that fails (a damaged
     payload) does not stop the removal; what it reported is returned.
+    ``st``: the segment's stat, if the caller took it just now, under the lock.
     """
-    st = _core.stat(found.shmid)
+    if st is None:
+        st = _core.stat(found.shmid)
     other = foreign_owner(st)
     if other is not None and not trust:
         raise ShmPermissionError(

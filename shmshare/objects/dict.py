@@ -356,6 +356,8 @@ class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
 
 def _pairs(other: Any) -> list[tuple[Any, Any]]:
     """The (key, value) pairs of a mapping, a keys()-having object, or an iterable of pairs."""
+    if type(other) is tuple and not other:
+        return []  # no data (the default): the ABC check below costs more on first use
     if isinstance(other, Mapping):
         return list(other.items())
     if hasattr(other, "keys"):

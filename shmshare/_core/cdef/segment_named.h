@@ -1,7 +1,11 @@
-/* cffi declarations for named.c (see src/shms.h and src/named.c). */
-#define SHMS_RECORD_MAX ...
+/* cffi declarations for named.c and owned_map.c (see src/shms.h and the C files). */
 #define SHMS_NAMED_FIELDS ...
+#define SHMS_NAMED_STATUS ...
 #define SHMS_NAMED_SLOW ...
-int shms_named_open(const char *path, int readonly, int64_t *out, char *record);
-void shms_named_release(int64_t *out);
-int shms_open_fd(const char *path, int flags, int mode, int64_t *cell);
+#define SHMS_MAP_NOT_RUN ...
+void shms_named_release(void *words);
+int shms_open_fd(const char *path, int flags, int mode, void *words);
+int64_t shms_map_shmat(int64_t shmid, int readonly, int64_t *status);
+int64_t shms_map_named(const char *dir, const char *path, int readonly, int64_t ipcns,
+                       void *out);
+void *shms_map_alloc(size_t ticket);

@@ -1,16 +1,20 @@
 /* Opening a named segment, the common case in one call (naming/attach.py,
- * open_named): the key file opened and locked, its record read, the segment
- * at its key found and attached.
+ * open_named): the project directory checked, the key file opened and
+ * locked, its record read, the segment at its key found and attached.  Run
+ * as the allocator of the object that owns the mapping (owned_map.c), so the
+ * mapping has its owner from the shmat on.
  *
- * Only the case where everything is as expected is handled here: the key
- * file exists and is not locked by anyone, it is the file its path names
- * after the lock is taken, its record names a proj_id, a segment of at least
+ * Only the case where everything is as expected is handled here: the project
+ * directory is a real directory of this user that nobody else may write to
+ * (naming/keys.py make_private_dir), the key file exists and is not locked by
+ * anyone, it is the file its path names after the lock is taken, its record
+ * names a proj_id and no other IPC namespace than ours, a segment of at least
  * a header's size is at that key.  Anything else returns SHMS_NAMED_SLOW
  * with nothing left open, locked or attached, and the caller takes the
  * general path, which knows every other case (waiting for the lock, stale
  * key files, creation, the errors to raise).  The caller verifies all the
- * rest exactly as on the general path (the whole record, the identity
- * header, the trust rules), then unlocks and closes fd.
+ * rest exactly as on the general path (the identity header, the trust
+ * rules), then unlocks and closes fd.
  */
 #include "shms.h"
 #include <errno.h>
@@ -25,26 +29,47 @@
 
 #define HEADER_BYTES 4096       /* naming/header.py HEADER_SIZE */
 
-/* The proj_id of a record written by naming/keys.py (KeyRecord.dumps), or 0. */
-static int record_proj_id(const char *rec, int n)
+/* The number after tag in a record written by naming/keys.py (KeyRecord.dumps);
+ * 0 when missing, -1 when not a number ending a field. */
+static long long record_field(const char *rec, int n, const char *tag)
 {
-    static const char tag[] = "\"proj_id\": ";
-    const char *p = memmem(rec, (size_t)n, tag, sizeof tag - 1);
+    size_t len = strlen(tag);
+    const char *p = memmem(rec, (size_t)n, tag, len);
     char *end;
-    long id;
+    long long v;
     if (!p)
         return 0;
-    p += sizeof tag - 1;
-    id = strtol(p, &end, 10);
-    return end != p && end < rec + n && (*end == ',' || *end == '}') &&
-           id >= 1 && id <= 255 ? (int)id : 0;
+    p += len;
+    v = strtoll(p, &end, 10);
+    return end != p && end < rec + n && (*end == ',' || *end == '}') ? v : -1;
+}
+
+/* The proj_id of the record, or 0 if it has none or names another IPC
+ * namespace than ipcns (KeyRecord.other_namespace: 0 on either side is unknown). */
+static int record_proj_id(const char *rec, int n, int64_t ipcns)
+{
+    long long id = record_field(rec, n, "\"proj_id\": ");
+    long long ns = record_field(rec, n, "\"ipcns\": ");
+    if (ns < 0 || (ns && ipcns && ns != ipcns))
+        return 0;
+    return id >= 1 && id <= 255 ? (int)id : 0;
+}
+
+/* dir is what naming/keys.py _check_private_dir accepts: a real directory
+ * (not a symlink) of this user, without group or other write bits. */
+static int private_dir(const char *dir)
+{
+    struct stat st;
+    return lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
+           !(st.st_mode & 022);
 }
 
 /* out (SHMS_NAMED_FIELDS words): fd, dev, ino, file size, proj_id, record
  * length, key, address, then the segment's IPC_STAT (before our shmat) in the
  * order of shms_stat_t.  Plain words, not a struct: cffi builds a struct type
  * on its first use, a cost the first open of every process would pay. */
-int shms_named_open(const char *path, int readonly, int64_t *out, char *record)
+int shms_named_open(const char *dir, const char *path, int readonly, int64_t ipcns,
+                    int64_t *out)
 {
     struct stat st, now;
     shms_stat_t ds;
@@ -55,6 +80,8 @@ int shms_named_open(const char *path, int readonly, int64_t *out, char *record)
     void *p;
     out[0] = -1;  /* no descriptor held (see shms_named_release) */
     out[7] = 0;   /* nothing attached */
+    if (!private_dir(dir))
+        return SHMS_NAMED_SLOW;
     fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return SHMS_NAMED_SLOW;
@@ -69,7 +96,7 @@ int shms_named_open(const char *path, int readonly, int64_t *out, char *record)
     n = pread(fd, buf, sizeof buf, 0);
     if (n <= 0 || n > SHMS_RECORD_MAX)
         goto slow;
-    proj_id = record_proj_id(buf, (int)n);
+    proj_id = record_proj_id(buf, (int)n, ipcns);
     if (!proj_id)
         goto slow;
     /* ftok(path, proj_id), from the inode just checked (glibc and musl alike:
@@ -83,7 +110,6 @@ int shms_named_open(const char *path, int readonly, int64_t *out, char *record)
     p = shmat(id, NULL, readonly ? SHM_RDONLY : 0);
     if (p == (void *)-1)
         goto slow;
-    memcpy(record, buf, (size_t)n);
     out[0] = fd;
     out[1] = (int64_t)st.st_dev;
     out[2] = (int64_t)st.st_ino;
@@ -119,8 +145,9 @@ slow:
  * once: one C call, so no Python-level interrupt can land between the unlock,
  * the close and forgetting the descriptor.  Also the destructor of the out
  * array (ffi.gc), so an out array dropped by an interrupt releases it too. */
-void shms_named_release(int64_t *out)
+void shms_named_release(void *words)
 {
+    int64_t *out = words;
     int fd = (int)out[0];
     if (out[0] < 0)
         return;
@@ -132,8 +159,9 @@ void shms_named_release(int64_t *out)
 /* open(2) into cell[0] (-1 before and on failure); 0 or errno.  With the cell
  * owned by shms_named_release (ffi.gc) before this call, the descriptor has an
  * owner from the instant it exists: no interrupt can leak it. */
-int shms_open_fd(const char *path, int flags, int mode, int64_t *cell)
+int shms_open_fd(const char *path, int flags, int mode, void *words)
 {
+    int64_t *cell = words;
     int fd = open(path, flags, (mode_t)mode);
     if (fd < 0)
         return errno;

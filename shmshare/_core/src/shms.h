@@ -54,11 +54,20 @@ int shms_list_ids(int64_t *ids, int cap, int *n_out);
 
 /* ---- named.c ---- */
 #define SHMS_RECORD_MAX 256     /* naming/keys.py RECORD_SIZE */
-#define SHMS_NAMED_FIELDS 24    /* the int64_t words shms_named_open fills (named.c) */
+#define SHMS_NAMED_FIELDS 25    /* the int64_t words shms_named_open fills (named.c) */
+#define SHMS_NAMED_STATUS 24    /* ... the last: its result, as the allocator left it */
 #define SHMS_NAMED_SLOW (-1)
-int shms_named_open(const char *path, int readonly, int64_t *out, char *record);
-void shms_named_release(int64_t *out);
-int shms_open_fd(const char *path, int flags, int mode, int64_t *cell);
+int shms_named_open(const char *dir, const char *path, int readonly, int64_t ipcns,
+                    int64_t *out);
+void shms_named_release(void *words);
+int shms_open_fd(const char *path, int flags, int mode, void *words);
+
+/* ---- owned_map.c ---- */
+#define SHMS_MAP_NOT_RUN (-2)   /* a request's status before its allocation ran it */
+int64_t shms_map_shmat(int64_t shmid, int readonly, int64_t *status);
+int64_t shms_map_named(const char *dir, const char *path, int readonly, int64_t ipcns,
+                       void *out);
+void *shms_map_alloc(size_t ticket);
 
 /* ---- lock.c ---- */
 size_t shms_mutex_size(void);
