@@ -177,6 +177,27 @@ def import_ms(statement: str) -> float:
     return total / 1000
 
 
+def fs_type(path: str) -> str:
+    """The file system type of the mount that holds ``path`` (/proc/self/mounts)."""
+    path = os.path.realpath(path)
+    best, kind = "", "?"
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, mnt, fstype = line.split()[:3]
+            inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
+            if inside and len(mnt) >= len(best):
+                best, kind = mnt, fstype
+    return kind
+
+
+def default_dir_text() -> str:
+    """The default project directory and its file system; /tmp's too."""
+    from shmshare.naming.keys import default_project_dir
+
+    pdir = str(default_project_dir())
+    return f"{pdir} ({fs_type(pdir)}); /tmp is {fs_type('/tmp')}"
+
+
 _ATTACH_CHILD = textwrap.dedent("""
     import sys, time
     from multiprocessing import resource_tracker, shared_memory
@@ -303,10 +324,11 @@ class Suite:
         counter = iter(range(1 << 30))
         tmpfs = Path("/dev/shm") if os.path.isdir("/dev/shm") else None
         dirs = {"default project dir": None}
-        if tmpfs is not None:
-            pdir = Path(tempfile.mkdtemp(prefix="shmshare-bench-", dir=tmpfs))
-            self._cleanup.append(lambda: shutil.rmtree(pdir, ignore_errors=True))
-            dirs["tmpfs project dir"] = pdir
+        for where, root in (("tmpfs project dir", tmpfs), ("project dir under /tmp", "/tmp")):
+            if root is not None:
+                pdir = Path(tempfile.mkdtemp(prefix="shmshare-bench-", dir=root))
+                self._cleanup.append(lambda p=pdir: shutil.rmtree(p, ignore_errors=True))
+                dirs[where] = pdir
         n = 20 if self.quick else 60
         for where, pdir in dirs.items():
             def create_destroy(pdir: Path | None = pdir) -> float:

@@ -48,6 +48,10 @@ TARGETS = [
     Target("create + destroy a named SharedDict, tmpfs project dir",
            "shmshare | create + destroy, tmpfs project dir (µs)",
            "UltraDict | create + destroy (µs)", 1.2, "µs"),
+    Target("create + destroy a named SharedDict, project dir under /tmp (its file system: "
+           "see the machine table)",
+           "shmshare | create + destroy, project dir under /tmp (µs)",
+           "UltraDict | create + destroy (µs)", 1.2, "µs"),
     Target("attach by name from another process, first time",
            "shmshare | attach by name, first time, another process (µs)",
            "shared_memory | attach by name, first time, another process (µs)", 2.0, "µs"),

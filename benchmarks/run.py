@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "Python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "load average at start (1/5/15 min)": load(),
+        "default project dir": cells.default_dir_text(),
     }
     print(f"# shmshare benchmarks — {mach['CPU']}, {mach['cores']}, Python "
           f"{mach['Python']}, load {mach['load average at start (1/5/15 min)']}", flush=True)

@@ -35,7 +35,7 @@ from .naming.unreachable import sweep_unreachable
 __all__ = ["main"]
 
 _DIR_HELP = ("project directory holding the key files (default: $SHMSHARE_DIR, "
-             "$XDG_RUNTIME_DIR/shmshare or /tmp/shmshare-<uid>); it must exist")
+             "$XDG_RUNTIME_DIR/shmshare or /dev/shm/shmshare-<uid>); it must exist")
 
 _VERBS = {
     "ls": ("list the objects of a project directory",

@@ -67,13 +67,20 @@ def test_foreign_project_dir_refused(tmp_path: Path) -> None:
 
 
 def test_default_project_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """$SHMSHARE_DIR wins, then $XDG_RUNTIME_DIR/shmshare, then /tmp/shmshare-<uid>."""
+    """$SHMSHARE_DIR wins, then $XDG_RUNTIME_DIR/shmshare, then /dev/shm/shmshare-<uid>
+    (a tmpfs, like $XDG_RUNTIME_DIR), then /tmp/shmshare-<uid> where /dev/shm is missing."""
+    from shmshare.naming import keys
+
     monkeypatch.setenv("SHMSHARE_DIR", str(tmp_path / "env"))
     assert default_project_dir() == tmp_path / "env"
     monkeypatch.delenv("SHMSHARE_DIR")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     assert default_project_dir() == tmp_path / "shmshare"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "missing"))
+    if os.path.isdir("/dev/shm"):
+        assert default_project_dir() == Path(f"/dev/shm/shmshare-{os.geteuid()}")
     monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.setattr(keys, "FALLBACK_ROOTS", (str(tmp_path / "no-dev-shm"), "/tmp"))
     assert default_project_dir() == Path(f"/tmp/shmshare-{os.geteuid()}")
 
 

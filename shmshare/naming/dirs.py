@@ -82,7 +82,7 @@ def owner_of(path: Path) -> tuple[int, bool | None]:
     A token is a slot of a process table, a segment of the owner's
     namespace; read from another one it names nothing and would look dead,
     and a run of pytest or a Manager there that shares this directory (the
-    default /tmp/shmshare-<uid> is per host, not per namespace) would sweep a
+    default /dev/shm/shmshare-<uid> is per mount namespace, not IPC namespace) would sweep a
     live owner's objects.
     """
     try:

@@ -81,8 +81,15 @@ def validate_name(name: object) -> str:
     return name
 
 
+# Where the fallback project directory goes, the first that is a directory: a
+# per-boot tmpfs, as key files name segments that do not outlive a boot (no disk
+# writes, no file-system journal per create, no age-based tmp cleaning), else /tmp.
+FALLBACK_ROOTS = ("/dev/shm", "/tmp")
+
+
 def default_project_dir() -> Path:
-    """``$SHMSHARE_DIR``, else ``$XDG_RUNTIME_DIR/shmshare``, else ``/tmp/shmshare-<uid>``."""
+    """``$SHMSHARE_DIR``, else ``$XDG_RUNTIME_DIR/shmshare``, else
+    ``/dev/shm/shmshare-<uid>`` (``/tmp/shmshare-<uid>`` without ``/dev/shm``)."""
     return Path(_default_project_dir())
 
 
@@ -93,7 +100,8 @@ def _default_project_dir() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime):
         return os.path.join(runtime, "shmshare")
-    return f"/tmp/shmshare-{os.geteuid()}"
+    root = next((r for r in FALLBACK_ROOTS if os.path.isdir(r)), FALLBACK_ROOTS[-1])
+    return os.path.join(root, f"shmshare-{os.geteuid()}")
 
 
 def checkable_project_dir(project_dir: str | os.PathLike[str] | None) -> str | None:
