@@ -26,9 +26,10 @@ setup(
                            # It calls nothing of libc itself; linked to it all the same
                            # so that auditwheel can tell which libc the wheel is for.
                            extra_link_args=["-Wl,--no-as-needed", "-lc"]),
-                 # d[k] = v and a changed d[k]'s re-read without cffi's per-call costs
-                 # (see shmshare/_core/ext/hotpath.c).
-                 Extension("shmshare._core._hotpath", ["shmshare/_core/ext/hotpath.c"],
+                 # d[k] = v, a changed d[k]'s re-read and a queue's put and get without
+                 # cffi's per-call costs (see shmshare/_core/ext/hotpath.c, hotqueue.c).
+                 Extension("shmshare._core._hotpath", ["shmshare/_core/ext/hotpath.c",
+                                                       "shmshare/_core/ext/hotqueue.c"],
                            py_limited_api=True, include_dirs=["shmshare/_core/src"],
                            extra_compile_args=["-Wall", "-Wextra"],
                            extra_link_args=["-Wl,--no-as-needed", "-lc"])],

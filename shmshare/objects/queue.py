@@ -123,7 +123,7 @@ class SharedQueue(StoreDispatch, HandleMethods, HeapObject, kind="queue"):
             data = self._r.get(self.lock.held(), self._timeout(block, timeout))
         if data is None:
             raise queue.Empty
-        return loads(data)
+        return data[0] if isinstance(data, tuple) else loads(data)  # (item,): a bytes item
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
