@@ -7,10 +7,13 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import subprocess
+import sys
 import warnings
 
 import pytest
-from helpers import fork_child, wait_child
+from helpers import JOIN_TIMEOUT, fork_child, wait_child
+from test_sync_syscalls import _strace_usable
 
 import shmshare
 from shmshare import SharedQueue
@@ -147,3 +150,39 @@ def test_consumer_killed_mid_get_of_big_items_loses_at_most_the_one_it_took(afte
     assert len(reported) <= n - len(left) <= len(reported) + 1
     q.check()
     q.detach()
+
+
+_WALK = """
+import os, shmshare
+q = shmshare.SharedQueue()
+q.put(b""); q.get()
+os.getppid()
+for _ in range(200):
+    q.put(b"x" * 10_240)
+for _ in range(200):
+    q.get()
+os.getppid()
+for i in range(2000):
+    q.put(i); q.get()
+os.getppid()
+q.detach()
+"""
+
+
+def test_walking_fresh_memory_maps_ahead_in_few_calls(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """200 items of 10 KB put, then got: the 2 MB walked is mapped ahead in 256 KB
+    steps after the lock is let go (src/ahead.c), a few madvise calls, not one per
+    item; 2000 small puts and gets, which reuse the same few blocks, make almost none."""
+    why = _strace_usable()
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "trace"
+    subprocess.run(["strace", "-f", "-e", "trace=madvise,getppid", "-o", str(out),
+                    sys.executable, "-c", _WALK], check=True, timeout=JOIN_TIMEOUT)
+    lines = out.read_text().splitlines()
+    marks = [i for i, line in enumerate(lines) if "getppid(" in line]
+    assert len(marks) == 3, lines[-20:]
+    walk, reuse = ([line for line in lines[a + 1:b] if "madvise(" in line]
+                   for a, b in zip(marks, marks[1:]))
+    assert 2 <= len(walk) <= 40, walk
+    assert len(reuse) <= 8, reuse

@@ -122,6 +122,7 @@ static int take_item(void *p, const char *val, uint64_t vlen)
     int rc = a->take(a->take_ctx, val, vlen);
     if (rc)
         return rc;                                      /* nothing taken */
+    shms_ahead_note(a->h, val + vlen);                  /* the next items lie past it */
     __atomic_store_n(&a->r->head, a->head + 1, __ATOMIC_SEQ_CST);  /* commit */
     return 0;
 }
