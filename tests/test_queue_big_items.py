@@ -4,6 +4,7 @@ path, and a consumer killed anywhere in a get loses at most the item it took."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import signal
@@ -183,6 +184,6 @@ def test_walking_fresh_memory_maps_ahead_in_few_calls(tmp_path) -> None:  # type
     marks = [i for i, line in enumerate(lines) if "getppid(" in line]
     assert len(marks) == 3, lines[-20:]
     walk, reuse = ([line for line in lines[a + 1:b] if "madvise(" in line]
-                   for a, b in zip(marks, marks[1:]))
+                   for a, b in itertools.pairwise(marks))
     assert 2 <= len(walk) <= 40, walk
     assert len(reuse) <= 8, reuse
