@@ -1,13 +1,14 @@
 """Typed wrappers over ``src/queue.c``: a queue's items and counters, one C call
 per ``put`` or ``get`` (plus one per wait slice while it waits).
 
-The tries that need no wait (:meth:`QueueRecord.try_put`, :meth:`try_get`)
-are QueuePath's (``ext/hotqueue.c``): one C call that keeps the GIL, and a
+The tries that need no wait (``QueueRecord.put_try``, ``take_try``) are
+QueuePath's (``ext/hotqueue.c``): one C call that keeps the GIL, and a
 get that copies the item once, from the heap into the bytes it returns."""
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import CorruptSegmentError
@@ -31,35 +32,22 @@ _TAKE = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_queue_take")))
 class QueueRecord(SyncRecord):
     """The record of a SharedQueue; its items live in the same heap's dict."""
 
-    __slots__ = ("_fast",)
+    __slots__ = ("_fast", "put_try", "take_try")
 
     def __init__(self, heap: Heap, key: bytes, cmp_len: int, kind: int, value: int = 0,
                  *, held: bool = False) -> None:
         super().__init__(heap, key, cmp_len, kind, value, held=held)
-        self._fast = QueuePath(heap._hot, self.address(), _PUT_TRY, _TAKE)
+        fast = self._fast = QueuePath(heap._hot, self.address(), _PUT_TRY, _TAKE)
+        #: ``put_try(data) -> 0`` queued; any other code: nothing changed (full,
+        #: the heap lock taken, the heap must grow, closed...), :meth:`put` does it all.
+        self.put_try: Callable[[bytes], int] = fast.put
+        #: ``take_try() -> bytes`` (the oldest item's pickle) ``| (item,)`` (a bytes
+        #: item, unpickled) ``| int`` (nothing taken: empty, the lock taken, closed...).
+        self.take_try: Callable[[], bytes | tuple[bytes] | int] = fast.take
 
     def close(self) -> None:
         self._fast.close()  # first: its calls must not reach the record any more
         super().close()
-
-    def try_put(self, data: bytes) -> bool:
-        """One try, no wait and no Python layer: True queued; False for anything
-        else (full, the heap lock taken, the heap must grow, an error: nothing
-        changed), when :meth:`put` does it all."""
-        if self._fast.put(data):
-            return False
-        heap = self._heap
-        if heap._extents_view[0] != heap._extents_seen:
-            heap._note_growth()
-        return True
-
-    def try_get(self) -> bytes | tuple[bytes] | None:
-        """One try, no wait: the oldest item's pickle, or ``(item,)`` when it is
-        a bytes object (then unpickled already); None for anything else (empty,
-        the heap lock taken, an error: nothing taken), when :meth:`get` does it
-        all."""
-        got = self._fast.take()
-        return None if isinstance(got, int) else got
 
     def put(self, data: bytes, held: bool, timeout: float | None) -> bool:
         """True once queued; False if still full after ``timeout`` (0: try once)."""

@@ -111,19 +111,23 @@ class SharedQueue(StoreDispatch, HandleMethods, HeapObject, kind="queue"):
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         data = dumps(item)  # before anything else: an unpicklable item changes nothing
         q = self._q
-        if q is not None and timeout is None and q.try_put(data):
+        if q is not None and timeout is None and not q.put_try(data):
             return  # the common case: one C call, no wait
         if not self._r.put(data, self.lock.held(), self._timeout(block, timeout)):
             raise queue.Full
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         q = self._q
-        data = q.try_get() if q is not None and timeout is None else None
-        if data is None:  # empty (or anything else): the full get, which may wait
-            data = self._r.get(self.lock.held(), self._timeout(block, timeout))
-        if data is None:
+        if q is not None and timeout is None:  # the common case: one C call, no wait
+            got = q.take_try()
+            if type(got) is bytes:
+                return loads(got)
+            if type(got) is tuple:
+                return got[0]  # a bytes item, unpickled in C
+        data = self._r.get(self.lock.held(), self._timeout(block, timeout))
+        if data is None:  # still empty after the timeout
             raise queue.Empty
-        return data[0] if isinstance(data, tuple) else loads(data)  # (item,): a bytes item
+        return loads(data)
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
