@@ -6,8 +6,9 @@ multiprocessing's managers, both are a ``queue.Queue`` with ``task_done`` and
 head, tail, ``unfinished`` and ``maxsize`` are a C record beside them
 (``_core/src/queue.c``), so each ``put`` and each ``get`` is one C call that
 commits with one store under the queue's robust lock: ``put`` writes the
-item, then moves the tail; ``get`` copies the item out, moves the head, then
-drops the item.
+item, then moves the tail; ``get`` copies the item out (once, straight into
+the bytes returned: ``_core/ext/hotqueue.c``), moves the head, then drops the
+item.  See docs/concepts/heap.md, "The queue".
 
 Blocking ``put``/``get``/``join`` never sleep holding the lock: they sleep on
 the record's futex, in slices of at most 0.1 s so that signals are handled.
