@@ -1,7 +1,8 @@
 # setuptools needs this file for cffi_modules: cffi compiles the C core
 # (out-of-line API mode) while the package is built; and for the one plain
 # extensions, _exitcall (a C-level __exit__, see shmshare/_core/guard.py) and
-# _hotpath (d[k] = v and a re-read in one C call, see shmshare/_core/heap.py).
+# _hotpath (d[k] = v, a re-read, and a queue's put and get in one C call each, see
+# shmshare/_core/heap.py and queue.py).
 # Everything else is in pyproject.toml.
 from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
