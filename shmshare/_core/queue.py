@@ -1,50 +1,53 @@
 """Typed wrappers over ``src/queue.c``: a queue's items and counters, one C call
-per ``put`` or ``get`` (plus one per wait slice while it waits)."""
+per ``put`` or ``get`` (plus one per wait slice while it waits).
+
+The tries that need no wait (``QueueRecord.put_try``, ``take_try``) are
+QueuePath's (``ext/hotqueue.c``): one C call that keeps the GIL, and a
+get that copies the item once, from the heap into the bytes it returns."""
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import CorruptSegmentError
+from ._hotpath import QueuePath
 from ._lib import ffi, lib
 from .results import ETOOSMALL
 from .slices import SLICE_NS
 from .sync import SyncRecord
 
+if TYPE_CHECKING:
+    from .heap import Heap
+
 __all__ = ["QUEUE", "QueueRecord"]
 
 QUEUE = 7
 _DAMAGED_SIZE = (1 << 64) - 1  # shms_queue_state's qsize for damaged counters
+_PUT_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_queue_put_try")))
+_TAKE = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_queue_take")))
 
 
 class QueueRecord(SyncRecord):
     """The record of a SharedQueue; its items live in the same heap's dict."""
 
-    __slots__ = ()
+    __slots__ = ("_fast", "put_try", "take_try")
 
-    def try_put(self, data: bytes) -> bool:
-        """One try, no wait and no Python layer: True queued; False for anything
-        else (full, this thread holds the heap lock, an error: nothing changed),
-        when :meth:`put` does it all."""
-        h = self._heap._h
-        if h is None or lib.shms_queue_put(h, self._r, data, len(data), 0, 0):
-            return False
-        heap = self._heap
-        if heap._extents_view[0] != heap._extents_seen:
-            heap._note_growth()
-        return True
+    def __init__(self, heap: Heap, key: bytes, cmp_len: int, kind: int, value: int = 0,
+                 *, held: bool = False) -> None:
+        super().__init__(heap, key, cmp_len, kind, value, held=held)
+        fast = self._fast = QueuePath(heap._hot, self.address(), _PUT_TRY, _TAKE)
+        #: ``put_try(data) -> 0`` queued; any other code: nothing changed (full,
+        #: the heap lock taken, the heap must grow, closed...), :meth:`put` does it all.
+        self.put_try: Callable[[bytes], int] = fast.put
+        #: ``take_try() -> bytes`` (the oldest item's pickle) ``| (item,)`` (a bytes
+        #: item, unpickled) ``| int`` (nothing taken: empty, the lock taken, closed...).
+        self.take_try: Callable[[], bytes | tuple[bytes] | int] = fast.take
 
-    def try_get(self) -> bytes | None:
-        """One try, no wait: the oldest item's bytes; None for anything else
-        (empty, too big for the buffer, the heap lock held here, an error:
-        nothing taken), when :meth:`get` does it all."""
-        h = self._heap._h
-        if h is None:
-            return None
-        s = self._heap._scratch()
-        if lib.shms_queue_get(h, self._r, s.buf, s.cap, s.res, 0, 0):
-            return None
-        return ffi.unpack(s.buf, s.res[0])  # type: ignore[no-any-return]
+    def close(self) -> None:
+        self._fast.close()  # first: its calls must not reach the record any more
+        super().close()
 
     def put(self, data: bytes, held: bool, timeout: float | None) -> bool:
         """True once queued; False if still full after ``timeout`` (0: try once)."""

@@ -6,8 +6,9 @@ multiprocessing's managers, both are a ``queue.Queue`` with ``task_done`` and
 head, tail, ``unfinished`` and ``maxsize`` are a C record beside them
 (``_core/src/queue.c``), so each ``put`` and each ``get`` is one C call that
 commits with one store under the queue's robust lock: ``put`` writes the
-item, then moves the tail; ``get`` copies the item out, moves the head, then
-drops the item.
+item, then moves the tail; ``get`` copies the item out (once, straight into
+the bytes returned: ``_core/ext/hotqueue.c``), moves the head, then drops the
+item.  See docs/concepts/heap.md, "The queue".
 
 Blocking ``put``/``get``/``join`` never sleep holding the lock: they sleep on
 the record's futex, in slices of at most 0.1 s so that signals are handled.
@@ -111,17 +112,21 @@ class SharedQueue(StoreDispatch, HandleMethods, HeapObject, kind="queue"):
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         data = dumps(item)  # before anything else: an unpicklable item changes nothing
         q = self._q
-        if q is not None and timeout is None and q.try_put(data):
+        if q is not None and timeout is None and not q.put_try(data):
             return  # the common case: one C call, no wait
         if not self._r.put(data, self.lock.held(), self._timeout(block, timeout)):
             raise queue.Full
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         q = self._q
-        data = q.try_get() if q is not None and timeout is None else None
-        if data is None:  # empty (or anything else): the full get, which may wait
-            data = self._r.get(self.lock.held(), self._timeout(block, timeout))
-        if data is None:
+        if q is not None and timeout is None:  # the common case: one C call, no wait
+            got = q.take_try()
+            if type(got) is bytes:
+                return loads(got)
+            if type(got) is tuple:
+                return got[0]  # a bytes item, unpickled in C
+        data = self._r.get(self.lock.held(), self._timeout(block, timeout))
+        if data is None:  # still empty after the timeout
             raise queue.Empty
         return loads(data)
 

@@ -3,6 +3,9 @@ int shms_queue_put(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, in
                    int64_t timeout_ns);
 int shms_queue_get(shms_heap_t *h, void *rec, char *out, uint64_t cap, uint64_t *res, int held,
                    int64_t timeout_ns);
+typedef int (*shms_take_cb)(void *, const char *, uint64_t);
+int shms_queue_put_try(shms_heap_t *h, void *rec, const char *val, uint64_t vlen);
+int shms_queue_take(shms_heap_t *h, void *rec, shms_take_cb cb, void *ctx);
 int shms_queue_task_done(void *rec);
 int shms_queue_join(void *rec, int64_t timeout_ns);
 void shms_queue_state(void *rec, uint64_t *out);

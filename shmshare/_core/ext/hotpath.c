@@ -28,24 +28,10 @@
  *
  * The functions live in the cffi module (hidden symbols), so their
  * addresses are passed in, as for ExitCall (exitcall.c).  Limited API.
+ * The module's other type, QueuePath (a queue's put and get), is in
+ * hotqueue.c.
  */
-#define Py_LIMITED_API 0x030A0000
-#include <Python.h>
-#include <stdint.h>
-#include <errno.h>
-
-#include "shms.h"
-
-typedef int (*peek_fn)(shms_heap_t *, const char *, uint64_t, shms_peek_cb, void *);
-typedef int (*store_fn)(shms_heap_t *, const char *, uint64_t, const char *, uint64_t);
-
-typedef struct {
-    PyObject_HEAD
-    shms_heap_t *heap;
-    peek_fn peek;
-    store_fn store;
-    uint64_t max_value;
-} HotPath;
+#include "hot.h"
 
 typedef struct {
     PyObject *out;
@@ -62,11 +48,8 @@ static uint64_t le(const unsigned char *p, int n)
     return v;
 }
 
-/* The payload of a pickle that is exactly one bytes object -- PROTO 5, an
- * optional FRAME, SHORT_BINBYTES / BINBYTES / BINBYTES8, an optional
- * MEMOIZE, STOP: what pickle.dumps(b, 5) makes -- or NULL.  pickle.loads of
- * it returns a bytes object equal to the payload, and runs no code. */
-static const char *bytes_payload(const char *val, uint64_t vlen, uint64_t *n)
+/* See hot.h. */
+const char *shms_hot_bytes_payload(const char *val, uint64_t vlen, uint64_t *n)
 {
     const unsigned char *p = (const unsigned char *)val, *end = p + vlen;
     int w;
@@ -102,7 +85,7 @@ static int take_value(void *arg, const char *val, uint64_t vlen, uint64_t stripe
     if (vlen > c->max_value) {
         /* A large bytes value: copied once, straight into the bytes returned
          * (a reusable buffer, then pickle.loads, would copy it twice). */
-        if (!c->whole_bytes || !(payload = bytes_payload(val, vlen, &n)))
+        if (!c->whole_bytes || !(payload = shms_hot_bytes_payload(val, vlen, &n)))
             return SHMS_ETOOSMALL;
         if (!(c->out = PyBytes_FromStringAndSize(payload, (Py_ssize_t)n)))
             return ENOMEM;
@@ -254,6 +237,8 @@ static void hot_dealloc(PyObject *op)
     Py_DECREF(type);
 }
 
+PyObject *shms_hot_type;
+
 static PyMethodDef hot_methods[] = {
     {"fetch", (PyCFunction)hot_fetch, METH_O,
      "fetch(key) -> (value, stripe, version), None if absent, or an int code."},
@@ -288,7 +273,8 @@ static int module_exec(PyObject *module)
         Py_DECREF(type);
         return -1;
     }
-    return 0;
+    shms_hot_type = type;
+    return shms_hot_add_queue_path(module);
 }
 
 static PyModuleDef_Slot module_slots[] = {

@@ -236,6 +236,7 @@ int shms_alloc(shms_heap_t *h, uint64_t n, uint64_t *ref_out)
     H->bytes_used += s;
     H->n_used_blocks++;
     *ref_out = r;
+    shms_ahead_note(h, (char *)b + s);
     return 0;
 }
 

@@ -244,6 +244,28 @@ int shms_dict_pop(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmple
     return check_key(klen, cmplen) ?: shms_run_op(h, held, timeout_ns, pop_body, &a);
 }
 
+/* Under the heap lock (inside an op body): key's value handed to cb where it
+ * lies, then the entry deleted -- one lookup for both.  cb's nonzero result
+ * is returned and nothing is deleted; a missing key is SHMS_ENOTFOUND. */
+int shms_dict_take(shms_heap_t *h, const char *key, uint64_t klen, shms_take_cb cb, void *ctx)
+{
+    shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen};
+    shms_dtab_t *t;
+    shms_dblob_t *b;
+    uint64_t slot;
+    int64_t i;
+    int rc = shms_dict_table(h, 0, &t);
+    if (rc || !t)
+        return rc ? rc : SHMS_ENOTFOUND;
+    if ((i = find(h, t, &a, &slot)) < 0)
+        return (int)-i;
+    b = shms_ptr(h, shms_dents(t)[i].blob);
+    if ((rc = cb(ctx, shms_dblob_val(b), b->vlen)))
+        return rc;
+    delete_entry(h, t, (uint64_t)i, slot);
+    return 0;
+}
+
 static int popitem_body(shms_heap_t *h, void *arg)
 {
     shms_dop_t *a = arg;

@@ -93,6 +93,9 @@ struct shms_heap {                   /* process-local, malloc'd */
     uint64_t last_ask;               /* bytes of the last extent shmget tried */
     int      damaged;                /* set by the allocator: derived data is bad */
     int      no_grow;                /* the op under way may not create extents */
+    char    *ahead_hint;             /* end of the block the op touched (ahead.c) */
+    char    *ahead_lo, *ahead_hi;    /* the window mapped ahead (ahead.c) */
+    char    *ahead_end, *ahead_cand;  /* its extent's end; where a walk may start */
 };
 
 /* ---- refs ---- */
@@ -184,6 +187,13 @@ void shms_bins_reset(shms_heap_t *h);
 void shms_bin_insert(shms_heap_t *h, unsigned e, uint64_t off);
 unsigned shms_bin_of(uint64_t size);
 void shms_ext_setup_local(shms_heap_t *h, unsigned e, char *base, uint64_t size);
+
+/* ---- ahead.c ---- */
+void shms_ahead(shms_heap_t *h);
+static inline void shms_ahead_note(shms_heap_t *h, const char *end)
+{
+    __atomic_store_n(&h->ahead_hint, (char *)end, __ATOMIC_RELAXED);
+}
 
 /* ---- extent.c ---- */
 /* Extent keys derive from the main segment's shmid (extent.c, the top). */

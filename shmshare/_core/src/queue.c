@@ -10,8 +10,11 @@
  *   put   item written under key tail; tail := tail+1 (commit); unfinished++.
  *         Killed before the commit: the item is not queued, and the next put
  *         overwrites the key.
- *   get   item copied out; head := head+1 (commit); key head-1 deleted, and
- *         key head-2 too (left behind by a get killed after its commit).
+ *   get   item copied out (into the caller's buffer, or by the GIL-holding
+ *         taker of ext/hotqueue.c straight into the object it returns);
+ *         head := head+1 (commit); key head-1 deleted -- the same lookup
+ *         (shms_dict_take) -- and key head-2 too (left behind by a get
+ *         killed after its commit).
  * So an item is got at most once, and is lost only with the consumer that
  * got it.  unfinished is bumped after the commit: a put killed in between
  * leaves it one short, which only makes join() return earlier by one item.
@@ -67,6 +70,9 @@ typedef struct {
     uint64_t *res;
     int held;
     int64_t lock_ns;
+    shms_take_cb take;      /* get: hands the item's bytes on (copy_out, or the caller's) */
+    void *take_ctx;
+    uint64_t head;          /* get: the item being taken */
 } q_arg_t;
 
 static int put_body(shms_heap_t *h, void *p)
@@ -88,6 +94,39 @@ static int put_body(shms_heap_t *h, void *p)
     return 0;
 }
 
+static int put_body_no_grow(shms_heap_t *h, void *p)
+{
+    int rc;
+    h->no_grow = 1;     /* under the heap lock: no other thread is in an op */
+    rc = put_body(h, p);
+    h->no_grow = 0;
+    return rc;
+}
+
+/* shms_queue_get's taker: the item into the caller's buffer, if it fits. */
+static int copy_out(void *p, const char *val, uint64_t vlen)
+{
+    q_arg_t *a = p;
+    a->res[0] = vlen;
+    if (vlen > a->cap)
+        return SHMS_ETOOSMALL;                          /* res[0] = length */
+    memcpy(a->out, val, vlen);
+    return 0;
+}
+
+/* Called by shms_dict_take where the item lies: handed on, then committed
+ * (the entry is deleted after this returns). */
+static int take_item(void *p, const char *val, uint64_t vlen)
+{
+    q_arg_t *a = p;
+    int rc = a->take(a->take_ctx, val, vlen);
+    if (rc)
+        return rc;                                      /* nothing taken */
+    shms_ahead_note(a->h, val + vlen);                  /* the next items lie past it */
+    __atomic_store_n(&a->r->head, a->head + 1, __ATOMIC_SEQ_CST);  /* commit */
+    return 0;
+}
+
 static int get_body(shms_heap_t *h, void *p)
 {
     q_arg_t *a = p;
@@ -100,13 +139,12 @@ static int get_body(shms_heap_t *h, void *p)
     if (head == r->tail)
         return EAGAIN;                                  /* empty */
     qkey(k, head);
-    rc = shms_dict_get(h, k, QKEY, QKEY, a->out, a->cap, a->res, 1, 0);
+    a->head = head;
+    rc = shms_dict_take(h, k, QKEY, take_item, a);     /* one lookup: copy, commit, delete */
     if (rc == SHMS_ENOTFOUND)
         return SHMS_EDAMAGED;                           /* a queued item must exist */
     if (rc)
-        return rc;                                      /* ETOOSMALL: res[0] = length */
-    __atomic_store_n(&r->head, head + 1, __ATOMIC_SEQ_CST);       /* commit */
-    shms_dict_pop(h, k, QKEY, QKEY, NULL, 0, res, 1, 0);
+        return rc;
     if (head) {                                         /* a killed get's leftover */
         qkey(k, head - 1);
         shms_dict_pop(h, k, QKEY, QKEY, NULL, 0, res, 1, 0);
@@ -128,7 +166,7 @@ static void wake_getter(sync_rec_t *r)
         __atomic_store_n(&r->gen, 0, __ATOMIC_SEQ_CST);
 }
 
-static int try_op(sync_rec_t *r, void *p, shms_op_body_t body)
+static int try_op(sync_rec_t *r, void *p, shms_op_body_t body, int put)
 {
     q_arg_t *a = p;
     /* Full or empty is seen without the lock: no lock taken just to wait.
@@ -137,13 +175,31 @@ static int try_op(sync_rec_t *r, void *p, shms_op_body_t body)
     uint64_t head = __atomic_load_n(&r->head, __ATOMIC_SEQ_CST);
     uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST);
     if (!q_damaged(head, tail, r->value) &&
-        (body == put_body ? r->value && tail - head >= r->value : head == tail))
+        (put ? r->value && tail - head >= r->value : head == tail))
         return EAGAIN;
     return shms_run_op(a->h, a->held, a->lock_ns, body, a);
 }
 
-static int try_put(sync_rec_t *r, void *p) { return try_op(r, p, put_body); }
-static int try_get(sync_rec_t *r, void *p) { return try_op(r, p, get_body); }
+static int try_put(sync_rec_t *r, void *p) { return try_op(r, p, put_body, 1); }
+static int try_get(sync_rec_t *r, void *p) { return try_op(r, p, get_body, 0); }
+
+/* The wake-ups a successful put or get owes (WAKING, above). */
+static void after_put(sync_rec_t *r)
+{
+    if (r->value)                       /* bounded: putters may be asleep beside getters */
+        shms_sync_wake(r, 1);
+    else
+        wake_getter(r);
+}
+
+static void after_get(sync_rec_t *r)
+{
+    if (r->value)
+        shms_sync_wake(r, 1);
+    else if (__atomic_load_n(&r->head, __ATOMIC_SEQ_CST) !=
+             __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST))
+        wake_getter(r);                 /* more queued: pass the wake-up on */
+}
 
 /* 0 queued; ETIMEDOUT full (or the heap lock busy) until timeout_ns. */
 int shms_queue_put(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, int held,
@@ -156,11 +212,25 @@ int shms_queue_put(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, in
     if (!r)
         return EINVAL;
     rc = shms_sync_wait_for(r, try_put, &a, timeout_ns);
-    if (rc == 0 && r->value)            /* bounded: putters may be asleep beside getters */
-        shms_sync_wake(r, 1);
-    else if (rc == 0)
-        wake_getter(r);
+    if (rc == 0)
+        after_put(r);
     return rc == EBUSY ? ETIMEDOUT : rc;
+}
+
+/* For a caller that holds the GIL (ext/hotqueue.c): one try, the heap lock
+ * tried once and the heap never grown.  0 queued; else nothing changed and
+ * the code (EAGAIN full, EBUSY the lock taken, SHMS_EGROW, ...) sends the
+ * caller to shms_queue_put. */
+int shms_queue_put_try(shms_heap_t *h, void *rec, const char *val, uint64_t vlen)
+{
+    sync_rec_t *r = shms_sync_rec(rec, K_QUEUE);
+    q_arg_t a = {.r = r, .h = h, .val = val, .vlen = vlen};
+    int rc;
+    if (!r)
+        return EINVAL;
+    if (!(rc = try_op(r, &a, put_body_no_grow, 1)))
+        after_put(r);
+    return rc;
 }
 
 /* 0 got (res[0] = its length, in out); SHMS_ETOOSMALL: res[0] is the length
@@ -170,17 +240,31 @@ int shms_queue_get(shms_heap_t *h, void *rec, char *out, uint64_t cap, uint64_t 
 {
     sync_rec_t *r = shms_sync_rec(rec, K_QUEUE);
     q_arg_t a = {.r = r, .h = h, .out = out, .cap = cap, .res = res, .held = held,
-                 .lock_ns = timeout_ns > 0 ? timeout_ns : 100000000};
+                 .lock_ns = timeout_ns > 0 ? timeout_ns : 100000000, .take = copy_out};
     int rc;
     if (!r)
         return EINVAL;
+    a.take_ctx = &a;
     rc = shms_sync_wait_for(r, try_get, &a, timeout_ns);
-    if (rc == 0 && r->value)
-        shms_sync_wake(r, 1);
-    else if (rc == 0 && __atomic_load_n(&r->head, __ATOMIC_SEQ_CST) !=
-                            __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST))
-        wake_getter(r);                 /* more queued: pass the wake-up on */
+    if (rc == 0)
+        after_get(r);
     return rc == EBUSY ? ETIMEDOUT : rc;
+}
+
+/* For a caller that holds the GIL (ext/hotqueue.c): one try, the heap lock
+ * tried once.  0: the oldest item was handed to cb, under the lock, where it
+ * lies, and taken; else nothing taken, and the code (EAGAIN empty, EBUSY the
+ * lock taken, cb's own) sends the caller to shms_queue_get. */
+int shms_queue_take(shms_heap_t *h, void *rec, shms_take_cb cb, void *ctx)
+{
+    sync_rec_t *r = shms_sync_rec(rec, K_QUEUE);
+    q_arg_t a = {.r = r, .h = h, .take = cb, .take_ctx = ctx};
+    int rc;
+    if (!r)
+        return EINVAL;
+    if (!(rc = try_get(r, &a)))
+        after_get(r);
+    return rc;
 }
 
 /* EINVAL when called more times than items were put. */

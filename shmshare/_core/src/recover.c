@@ -200,6 +200,8 @@ int shms_run_op(shms_heap_t *h, int held, int64_t timeout_ns, shms_op_body_t bod
         rc = body(h, arg);
     while (shms_op_damage(h, &rc, attempt++));
     shms_op_end(h, held);
+    if (!held)
+        shms_ahead(h);              /* the pages it walks into next, lock let go */
     return rc;
 }
 

@@ -144,6 +144,9 @@ int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, u
                     uint64_t *res);
 int shms_dict_store_try(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
                         uint64_t vlen);
+/* Under the heap lock: key's value handed to cb, then deleted (dict.c). */
+typedef int (*shms_take_cb)(void *ctx, const char *val, uint64_t vlen);
+int shms_dict_take(shms_heap_t *h, const char *key, uint64_t klen, shms_take_cb cb, void *ctx);
 /* dict_peek.c: the value of key handed to cb under the lock, tried once. */
 typedef int (*shms_peek_cb)(void *ctx, const char *val, uint64_t vlen, uint64_t stripe,
                             uint64_t version);
@@ -238,6 +241,8 @@ int shms_queue_put(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, in
                    int64_t timeout_ns);
 int shms_queue_get(shms_heap_t *h, void *rec, char *out, uint64_t cap, uint64_t *res, int held,
                    int64_t timeout_ns);
+int shms_queue_put_try(shms_heap_t *h, void *rec, const char *val, uint64_t vlen);
+int shms_queue_take(shms_heap_t *h, void *rec, shms_take_cb cb, void *ctx);
 int shms_queue_task_done(void *rec);
 int shms_queue_join(void *rec, int64_t timeout_ns);
 void shms_queue_state(void *rec, uint64_t *out);
