@@ -1,7 +1,7 @@
 # setuptools needs this file for cffi_modules: cffi compiles the C core
 # (out-of-line API mode) while the package is built; and for the one plain
 # extensions, _exitcall (a C-level __exit__, see shmshare/_core/guard.py) and
-# _hotpath (d[k] = v and a re-read in one C call, see shmshare/_core/heap.py).
+# _hotpath (d[k] = v and d[k] in one C call each, see shmshare/_core/heap.py).
 # Everything else is in pyproject.toml.
 from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
@@ -26,9 +26,11 @@ setup(
                            # It calls nothing of libc itself; linked to it all the same
                            # so that auditwheel can tell which libc the wheel is for.
                            extra_link_args=["-Wl,--no-as-needed", "-lc"]),
-                 # d[k] = v and a changed d[k]'s re-read without cffi's per-call costs
+                 # d[k] = v and d[k] without cffi's per-call costs
                  # (see shmshare/_core/ext/hotpath.c).
-                 Extension("shmshare._core._hotpath", ["shmshare/_core/ext/hotpath.c"],
+                 Extension("shmshare._core._hotpath", ["shmshare/_core/ext/hotpath.c",
+                                                       "shmshare/_core/ext/read_cache.c"],
+                           depends=["shmshare/_core/ext/hotpath.h"],
                            py_limited_api=True, include_dirs=["shmshare/_core/src"],
                            extra_compile_args=["-Wall", "-Wextra"],
                            extra_link_args=["-Wl,--no-as-needed", "-lc"])],
