@@ -281,3 +281,15 @@ def test_the_cache_is_emptied_past_its_byte_cap() -> None:
         hot.close()
     finally:
         d.detach()
+
+
+def test_a_large_bytes_value_is_read_in_one_copy_before_any_stripe_is_mapped() -> None:
+    """A dict holding only a large bytes value never maps its version stripes (nothing
+    is cached): its reads must still take the one-copy path, not the general one."""
+    d = shmshare.SharedDict({"big": b"b" * BIG})
+    try:
+        for _ in range(2):
+            assert d._heap.get_str({}, "big") == b"b" * BIG
+            assert d["big"] == b"b" * BIG
+    finally:
+        d.detach()

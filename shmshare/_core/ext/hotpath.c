@@ -21,8 +21,8 @@
  *       is released.  A value above max_value that is the pickle of one
  *       bytes object comes unpickled, copied once from the heap, and is not
  *       kept.  Any other outcome returns not_read: the general path
- *       (objects/dict.py) decides.  It returns not_read until
- *       versions_mapped(address) says where the version stripes are.
+ *       (objects/dict.py) decides; so does everything but a large bytes
+ *       value until versions_mapped(address) says where the stripes are.
  *   store(key, cmp_len, value, value_len) -> 0 | int code
  *       Heap.store's signature; a cmp_len or value_len other than the
  *       lengths of key and value returns -1 (the general path decides).
@@ -143,7 +143,8 @@ static PyObject *hot_fetch(PyObject *op, PyObject *key)
  * Anything else returns not_read, for the general path (which waits, grows,
  * repairs, raises KeyError): the key absent or empty, the lock busy, a large
  * value, a key UTF-8 cannot encode, the version stripes not yet mapped by
- * this process (versions_mapped), the heap closed. */
+ * this process (versions_mapped; a large bytes value is read without
+ * them), the heap closed. */
 static PyObject *hot_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
     HotPath *self = (HotPath *)op;
@@ -156,10 +157,10 @@ static PyObject *hot_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "get(cache: dict, key)");
         return NULL;
     }
-    if (!PyUnicode_CheckExact(args[1]) || !self->heap || !self->versions)
+    if (!PyUnicode_CheckExact(args[1]) || !self->heap)
         return Py_NewRef(self->not_read);
     entry = PyDict_GetItemWithError(args[0], args[1]);
-    if (entry) {
+    if (entry && self->versions) {
         if ((data = hot_cache_valid_bytes(self, entry)))
             return hot_cache_unpickle(self, data);
     } else if (PyErr_Occurred()) {
@@ -176,6 +177,11 @@ static PyObject *hot_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(c.out);
         if (rc == ENOMEM && PyErr_Occurred())
             return NULL;
+        return Py_NewRef(self->not_read);
+    }
+    if (!self->versions && c.whole_bytes != 2) {
+        /* The general path maps the stripes (or finds there are none). */
+        Py_DECREF(c.out);
         return Py_NewRef(self->not_read);
     }
     if (c.whole_bytes == 2 || c.stripe == UINT64_MAX) {
