@@ -1,7 +1,7 @@
 # setuptools needs this file for cffi_modules: cffi compiles the C core
 # (out-of-line API mode) while the package is built; and for the one plain
 # extensions, _exitcall (a C-level __exit__, see shmshare/_core/guard.py) and
-# _hotpath (d[k] = v, a re-read, and a queue's put and get in one C call each, see
+# _hotpath (d[k] = v, d[k], and a queue's put and get in one C call each, see
 # shmshare/_core/heap.py and queue.py).
 # Everything else is in pyproject.toml.
 from setuptools import Extension, setup
@@ -27,10 +27,12 @@ setup(
                            # It calls nothing of libc itself; linked to it all the same
                            # so that auditwheel can tell which libc the wheel is for.
                            extra_link_args=["-Wl,--no-as-needed", "-lc"]),
-                 # d[k] = v, a changed d[k]'s re-read and a queue's put and get without
-                 # cffi's per-call costs (see shmshare/_core/ext/hotpath.c, hotqueue.c).
+                 # d[k] = v, d[k] and a queue's put and get without cffi's per-call
+                 # costs (see shmshare/_core/ext/hotpath.c, read_cache.c, hotqueue.c).
                  Extension("shmshare._core._hotpath", ["shmshare/_core/ext/hotpath.c",
+                                                       "shmshare/_core/ext/read_cache.c",
                                                        "shmshare/_core/ext/hotqueue.c"],
+                           depends=["shmshare/_core/ext/hot.h"],
                            py_limited_api=True, include_dirs=["shmshare/_core/src"],
                            extra_compile_args=["-Wall", "-Wextra"],
                            extra_link_args=["-Wl,--no-as-needed", "-lc"])],

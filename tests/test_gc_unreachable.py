@@ -208,7 +208,7 @@ def test_anonymous_creator_killed_before_marking_its_segment(
 
 
 def test_anonymous_creation_outlives_a_gc_that_cannot_see_its_creator(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A gc in a child PID namespace (same IPC namespace) sees a creator outside it as
     pid 0, so a pid check called it dead and removed its segment between its shmget and
     its shmat: the creation failed.  No liveness is asked now: a headerless anonymous
@@ -223,7 +223,8 @@ def test_anonymous_creation_outlives_a_gc_that_cannot_see_its_creator(
     def gc_first(shmid: int, *args: object, **kwargs: object) -> object:
         if not swept:  # once: between this creation's shmget and its shmat
             out = subprocess.run([exe, "--pid", "--fork", "--kill-child", sys.executable,
-                                  "-m", "shmshare", "gc", "--json"], capture_output=True,
+                                  "-m", "shmshare", "gc", "--json", "--project-dir",
+                                  str(tmp_path)], capture_output=True,
                                  text=True, timeout=120, cwd="/")
             assert out.returncode == 0, out.stderr
             swept.append(out.stdout)
@@ -232,8 +233,11 @@ def test_anonymous_creation_outlives_a_gc_that_cannot_see_its_creator(
     monkeypatch.setattr(_core, "shmat", gc_first)
     d = SharedDict()
     monkeypatch.setattr(_core, "shmat", real_shmat)
+    taken = [r for r in json.loads(swept[0])["results"]
+             if r["name"].startswith("anonymous segment") and r["action"] == "removed"]
+    assert taken, swept[0]  # gc did take the creation's first segment
     d["k"] = "v"
-    assert d["k"] == "v" and swept
+    assert d["k"] == "v"
     d.detach()
 
 

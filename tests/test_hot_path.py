@@ -1,28 +1,36 @@
-"""The one-call paths of SharedDict (ext/hotpath.c): d[k] = v and the re-read of a
-changed d[k] keep the GIL and try the heap lock once; every other outcome must
-take the general path, which waits, grows, repairs or raises."""
+"""The one-call paths of SharedDict (ext/hotpath.c): d[k] = v and d[k] for a str key
+(a cache hit, or the re-read of a missing or changed key) keep the GIL and try the
+heap lock once; every other outcome must take the general path, which waits,
+grows, repairs or raises."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import threading
+from typing import Any
 
 import pytest
 from helpers import fork_child, wait_pid
+from shmshare._core._lib import ffi
 
 import shmshare
+from shmshare._core._hotpath import HotPath
+from shmshare._core.heap import _PEEK, _STORE_TRY
+from shmshare._core.heap_dict import NOT_READ
 
 BIG = (1 << 20) + 1  # above what the hot path copies (heap_dict.BIG_VALUE)
 
 
 def test_hot_calls_kept_after_detach_return_codes_not_crashes() -> None:
-    """A HotPath method kept past close() answers -1; the dict raises as detached."""
+    """A HotPath method kept past close() answers -1 (get: NOT_READ); the dict raises
+    as detached."""
     d = shmshare.SharedDict({"a": 1})
     heap = d._heap
-    reread, store, peek = heap.reread, heap.store, heap._peek
+    get_str, store, peek = heap.get_str, heap.store, heap._peek
     assert d["a"] == 1
     d.detach()
-    assert reread({}, "a") == -1
+    assert get_str({}, "a") is NOT_READ
     assert peek(b"a") == -1
     assert store(b"a", 1, b"x", 1) == -1
     with pytest.raises(ValueError, match="detached"):
@@ -31,18 +39,29 @@ def test_hot_calls_kept_after_detach_return_codes_not_crashes() -> None:
         d["a"] = 2
 
 
-def test_reread_keeps_the_value_and_its_version() -> None:
-    d = shmshare.SharedDict({"a": [1, 2]})
+def test_get_str_returns_the_value_and_keeps_its_bytes_and_version() -> None:
+    """get_str unpickles the value and keeps [bytes, stripe, version]; a hit serves it
+    from there; a get_str of the changed key updates that same entry in place."""
+    d: shmshare.SharedDict[str, Any] = shmshare.SharedDict({"a": [1, 2]})
     try:
         assert d["a"] == [1, 2]  # maps the version stripes
-        cache: dict[str, tuple[bytes, int, int]] = {}
-        data = d._heap.reread(cache, "a")
-        assert type(data) is bytes and shmshare.objects.codec.loads(data) == [1, 2]
-        got, stripe, version = cache["a"]
-        assert got is data and d._heap.versions_view[stripe] == version
-        assert d._heap.reread(cache, "missing") is None
+        cache: dict[str, list[Any]] = {}
+        assert d._heap.get_str(cache, "a") == [1, 2]
+        entry = cache["a"]
+        entry[0] = pickle.dumps("from the cache", 5)  # a hit reads only the cache
+        assert d._heap.get_str(cache, "a") == "from the cache"
+        entry[0] = pickle.dumps([1, 2], 5)
+        data, stripe, version = entry
+        assert shmshare.objects.codec.loads(data) == [1, 2]
+        assert d._heap.versions_view[stripe] == version
+        d["a"] = "changed"
+        assert d._heap.get_str(cache, "a") == "changed"
+        assert cache["a"] is entry and entry[1] == stripe and entry[2] != version
+        assert d._heap.versions_view[stripe] == entry[2]
+        assert d._heap.get_str(cache, "missing") is NOT_READ
+        assert d._heap.get_str(cache, "") is NOT_READ  # the empty key: the general path
         with pytest.raises(TypeError):
-            d._heap.reread([], "a")  # type: ignore[arg-type]
+            d._heap.get_str([], "a")  # type: ignore[arg-type]
     finally:
         d.detach()
 
@@ -53,11 +72,11 @@ def test_odd_keys_and_large_values_take_the_general_path() -> None:
     try:
         odd = "x\udcff"
         d[odd] = 1
-        assert d._heap.reread({}, odd) == -1
+        assert d._heap.get_str({}, odd) is NOT_READ
         assert d[odd] == 1
         big = [b"b" * BIG]  # large, and not one bytes object (those: the test below)
         d["big"] = big
-        assert isinstance(d._heap.reread({}, "big"), int)
+        assert d._heap.get_str({}, "big") is NOT_READ
         for _ in range(2):
             assert d["big"] == big
         assert "big" not in d._read_cache
@@ -72,8 +91,7 @@ def test_reads_and_writes_under_this_threads_lock() -> None:
     d = shmshare.SharedDict({"a": 1})
     try:
         with d.lock:
-            assert d._heap.reread({}, "a") != 0 and not isinstance(
-                d._heap.reread({}, "a"), bytes)
+            assert d._heap.get_str({}, "a") is NOT_READ
             d["a"] = 2
             assert d["a"] == 2
             d["b"] = 3
@@ -97,7 +115,7 @@ def test_reads_and_writes_wait_for_another_process_holding_the_lock() -> None:
         d["a"] = 1
         pid = fork_child(_hold_lock, d, go_r, held_w)
         assert os.read(held_r, 4) == b"held"
-        assert not isinstance(d._heap.reread({}, "a"), bytes)  # busy: a code
+        assert d._heap.get_str({}, "a") is NOT_READ  # busy: the general path
         results: list[object] = []
 
         def use() -> None:
@@ -163,5 +181,115 @@ def test_large_bytes_values_read_unpickled_equal_what_pickle_gives() -> None:
             else:
                 got = d[name]
                 assert type(got) is type(want) and got == want, name
+    finally:
+        d.detach()
+
+
+_DICTS: dict[str, shmshare.SharedDict[str, Any]] = {}
+
+
+def _rewrite_while_unpickled(n: int) -> tuple[str, int, object]:
+    d = _DICTS["d"]
+    d["k"] = ("new", n)  # a write that lands while this value is being unpickled
+    return ("old", n, d["other"])  # and a read of the same dict: the lock is free
+
+
+class _Rewrites:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return _rewrite_while_unpickled, (self.n,)
+
+
+def test_a_write_during_the_unpickling_is_seen_by_the_next_read() -> None:
+    """A changed key's value is unpickled with the lock released, from the bytes copied
+    under it: a write meanwhile never tears it, and the version kept is the one read
+    with those bytes, so the next read returns the new value, not the cached one."""
+    d: shmshare.SharedDict[str, Any] = shmshare.SharedDict({"other": 1, "k": 0})
+    _DICTS["d"] = d
+    try:
+        assert d["k"] == 0  # cached
+        d["k"] = _Rewrites(7)  # the key changed: the next read re-reads it
+        assert d["k"] == ("old", 7, 1)
+        assert d["k"] == ("new", 7)
+        assert d["k"] == ("new", 7)
+    finally:
+        del _DICTS["d"]
+        d.detach()
+
+
+class _Shares:
+    """A protocol-5 value whose bytes travel as a PickleBuffer (PEP 574)."""
+
+    def __init__(self, data: bytearray) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: object) -> tuple[object, tuple[object]]:
+        return _Shares, (pickle.PickleBuffer(self.data),)
+
+
+def test_values_unpickled_from_buffers_are_private_copies() -> None:
+    """A value rebuilt from a buffer (bytearray, PickleBuffer) owns its bytes: changing
+    the result changes neither the cached bytes nor the next read."""
+    d: shmshare.SharedDict[str, Any] = shmshare.SharedDict({"ba": bytearray(b"abc"), "pb": 0})
+    try:
+        for _ in range(2):  # the first read after a change, then a cache hit
+            got = d["ba"]
+            got[0] = ord("z")
+            assert d["ba"] == bytearray(b"abc")
+        d["pb"] = _Shares(bytearray(b"xyz"))
+        for _ in range(2):
+            shared = d["pb"]
+            assert bytes(shared.data) == b"xyz"
+            shared.data[0] = ord("q")
+    finally:
+        d.detach()
+
+
+def test_a_value_that_fails_to_unpickle_raises_and_a_good_one_reads_after() -> None:
+    d = shmshare.SharedDict({"a": 1})
+    try:
+        assert d["a"] == 1
+        d._heap.dict_set(b"a", 1, b"\x80\x05cno_such_module\nthing\n\x94.")
+        with pytest.raises(ModuleNotFoundError):
+            d["a"]
+        d["a"] = 2
+        assert d["a"] == 2
+    finally:
+        d.detach()
+
+
+def test_the_cache_is_emptied_past_its_byte_cap() -> None:
+    """The bytes get keeps are counted; past the cap the cache starts over."""
+    d = shmshare.SharedDict({"a": b"x" * 100, "b": b"y" * 100})
+    try:
+        hot = HotPath(int(ffi.cast("uintptr_t", d._heap._h)), _PEEK, _STORE_TRY, 1 << 20,
+                      pickle.loads, NOT_READ, 250)
+        cache: dict[str, list[object]] = {}
+        assert hot.get(cache, "a") is NOT_READ  # the stripes not mapped yet
+        assert d["a"] == b"x" * 100  # maps them for d's own HotPath
+        hot.versions_mapped(int(ffi.cast("uintptr_t", ffi.from_buffer(d._heap.versions_view))))
+        assert hot.get(cache, "a") == b"x" * 100 and list(cache) == ["a"]
+        assert hot.get(cache, "b") == b"y" * 100 and list(cache) == ["a", "b"]
+        assert hot.get(cache, "a") == b"x" * 100 and list(cache) == ["a", "b"]  # a hit
+        d["a"] = b"x" * 100  # changed: the next get re-reads it
+        assert hot.get(cache, "a") == b"x" * 100 and cache == {}  # past 250 bytes
+        assert hot.get(cache, "b") == b"y" * 100 and list(cache) == ["b"]
+        with pytest.raises(ValueError, match="aligned address"):
+            hot.versions_mapped(0)
+        hot.close()
+    finally:
+        d.detach()
+
+
+def test_a_large_bytes_value_is_read_in_one_copy_before_any_stripe_is_mapped() -> None:
+    """A dict holding only a large bytes value never maps its version stripes (nothing
+    is cached): its reads must still take the one-copy path, not the general one."""
+    d = shmshare.SharedDict({"big": b"b" * BIG})
+    try:
+        for _ in range(2):
+            assert d._heap.get_str({}, "big") == b"b" * BIG
+            assert d["big"] == b"b" * BIG
     finally:
         d.detach()

@@ -18,6 +18,7 @@ pointer into it.
 from __future__ import annotations
 
 import errno
+import pickle
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -29,7 +30,14 @@ from ._hotpath import HotPath
 from ._lib import ffi, lib
 from .guard import LockGuard
 from .heap_base import set_growth_hook
-from .heap_dict import BIG_VALUE, NO_VERSIONS, SCAN_START, DictMethods
+from .heap_dict import (
+    BIG_VALUE,
+    NO_VERSIONS,
+    NOT_READ,
+    READ_CACHE_MAX_BYTES,
+    SCAN_START,
+    DictMethods,
+)
 from .results import DETACHED, OK, RECOVERED, failure
 from .slices import SLICE_NS, wait_in_slices
 
@@ -92,8 +100,15 @@ class Heap(DictMethods):
     """A process-local handle on a heap in shared memory."""
 
     # and those of its bases:
-    __slots__ = ("__weakref__", "_hot", "guard", "list_len_view", "list_push",
-                 "modcount_view", "reread")
+    __slots__ = (
+        "__weakref__",
+        "_hot",
+        "get_str",
+        "guard",
+        "list_len_view",
+        "list_push",
+        "modcount_view",
+    )
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
@@ -114,12 +129,14 @@ class Heap(DictMethods):
         # close() swaps in stand-ins that raise, like the views below.
         # These three are HotPath's (ext/hotpath.c): one C call each, the GIL kept
         # and the lock tried once.  ``_peek(key)`` is dict_read_versioned's read;
-        # ``reread(cache, key)`` the same for a str key, kept in the read cache
+        # ``get_str(cache, key)`` is d[key] for a str key through the read cache
+        # (a hit, or the same read kept there), unpickled; or NOT_READ
         # (SharedDict.__getitem__).
-        self._hot = HotPath(int(ffi.cast("uintptr_t", handle)), _PEEK, _STORE_TRY, BIG_VALUE)
+        self._hot = HotPath(int(ffi.cast("uintptr_t", handle)), _PEEK, _STORE_TRY, BIG_VALUE,
+                            pickle.loads, NOT_READ, READ_CACHE_MAX_BYTES)
         self.store: Callable[[bytes, int, bytes, int], int] = self._hot.store
         self._peek: Callable[[bytes], Any] = self._hot.fetch
-        self.reread: Callable[[dict[Any, Any], str], Any] = self._hot.reread
+        self.get_str: Callable[[dict[Any, Any], Any], Any] = self._hot.get
         self._fetch: Callable[..., int] = partial(lib.shms_dict_fetch, handle)
         # ``list_push(i, value, vlen)``: a list heap's insert (append: i = 2**63-1),
         # the same way (list_ops.c).
@@ -198,7 +215,7 @@ class Heap(DictMethods):
         # Never read the counters again: their memory may be unmapped next.
         self.modcount_view = self._extents_view = self.list_len_view = _NO_COUNTER
         self.versions_view = NO_VERSIONS
-        self.store = self._fetch = self._peek = self.reread = self.list_push = _closed
+        self.store = self._fetch = self._peek = self.get_str = self.list_push = _closed
         if h is not None:
             # getattr: None when __init__ was interrupted before setting them
             hot = getattr(self, "_hot", None)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import Any
 
 from ._lib import ffi, lib
 from .heap_base import HeapBase, Scratch
 from .results import DETACHED, ENOTFOUND, ETOOSMALL, OK
 from .slices import SLICE_NS
 
-__all__ = ["BIG_VALUE", "NO_VERSIONS", "SCAN_START", "DictMethods"]
+__all__ = ["BIG_VALUE", "NOT_READ", "NO_VERSIONS", "READ_CACHE_MAX_BYTES", "SCAN_START",
+           "DictMethods"]
 
 #: ``dict_scan(SCAN_START)`` starts at the first (or, reverse, the last) entry.
 SCAN_START = -1
@@ -31,6 +33,20 @@ _NO_STRIPE = (1 << 64) - 1
 _unpack = ffi.unpack
 #: Values above this many bytes are unpickled from a lent buffer (_read_big).
 BIG_VALUE = _BIG = 1 << 20
+#: A read cache (objects/heap_object.py) is dropped past this many bytes.
+READ_CACHE_MAX_BYTES = 64 << 20
+
+
+class _NotRead:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_READ"
+
+
+#: What ``Heap.get_str`` returns when it did not read the value: the general
+#: path decides (the key absent, the lock busy, a large value...).
+NOT_READ: Any = _NotRead()
 # No zero-filling: the buffer is written by the copy before it is read.
 _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
@@ -41,6 +57,7 @@ class DictMethods(HeapBase):
     # Set by Heap.__init__, like HeapBase's.
     __slots__ = ("_fetch", "_peek", "store", "versions_view")
     _fetch: Callable[..., int]
+    _hot: Any  # Heap's HotPath (ext/hotpath.c)
     _peek: Callable[[bytes], tuple[bytes, int, int] | int | None]
     store: Callable[[bytes, int, bytes, int], int]
     versions_view: memoryview
@@ -165,6 +182,8 @@ class DictMethods(HeapBase):
         self._until_done("mapping the dict's versions", call, call(False))
         if out[0] != ffi.NULL and self._h is not None:
             self.versions_view = memoryview(ffi.buffer(out[0], 8 * _NVER)).cast("Q")
+            # get_str may now serve and fill the read cache
+            self._hot.versions_mapped(int(ffi.cast("uintptr_t", out[0])))
 
     def dict_set(self, key: bytes, cmp_len: int, value: bytes, *,
                  only_if_absent: bool = False, held: bool = False) -> bool:

@@ -27,10 +27,10 @@ from collections.abc import (
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from .._core.heap_dict import NO_VERSIONS
+from .._core.heap_dict import NOT_READ
 from .codec import _PICKLE_REFUSED, decode_key, dumps, encode_key, loads
 from .dict_views import _ItemsView, _KeysView, _ValuesView
-from .heap_object import _CACHE_MAX_BYTES, HeapObject
+from .heap_object import HeapObject
 from .shared_object import HandleMethods
 
 __all__ = ["SharedDict"]
@@ -94,42 +94,16 @@ class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
         return self._lock.held()
 
     def __getitem__(self, key: K) -> V:
-        # HeapObject._read inlined for a str key: this is the hot path (each
-        # function call costs about a tenth of a cache hit).
-        if type(key) is str:
-            hit = self._read_cache.get(key)
-            if hit is not None and self._heap.versions_view[hit[1]] == hit[2]:
-                return loads(hit[0])  # type: ignore[no-any-return]
-            if not key:
-                return self._get_general(key)
-            # A miss, or the key changed: one C call reads the value, keeps it
-            # and its version in the cache, and returns it (Heap.reread).
-            data = self._reread(self._read_cache, key)  # type: ignore[arg-type]
-            heap = self._heap
-            if type(data) is bytes:
-                # Counted without the entry it replaced: the count may run ahead
-                # of the cache (which is then dropped early), never behind it.
-                self._read_cache_bytes += len(data)
-                if self._read_cache_bytes > _CACHE_MAX_BYTES:
-                    self._read_cache, self._read_cache_bytes = {}, 0
-                if heap.versions_view is NO_VERSIONS:
-                    heap._map_versions()
-                return loads(data)  # type: ignore[no-any-return]
-            if type(data) is tuple:
-                if len(data) == 2:  # a large bytes value, read unpickled: not kept
-                    if hit is not None:
-                        self._read_cache.pop(key, None)
-                    return data[0]  # type: ignore[no-any-return]
-                data = data[0]  # a value without a version: not kept
-            elif data is not None:  # the lock was busy, a large value...: the general path
-                return self._get_general(key)  # (which keeps or drops the entry)
-            if hit is not None:
-                self._read_cache.pop(key, None)
-        else:
-            return self._get_general(key)
-        if data is None:
-            return self.__missing__(key)
-        return loads(data)  # type: ignore[no-any-return]
+        # One C call serves a str key (Heap.get_str): a cache hit, or the
+        # re-read of a missing or changed key into the cache, unpickled;
+        # NOT_READ (any other key too): the general path decides.  This is the
+        # hot path: each bytecode counts (a method call on an instance
+        # attribute is not specialised, a local is).
+        get_str = self._get_str
+        value = get_str(self._read_cache, key)
+        if value is not NOT_READ:
+            return value  # type: ignore[no-any-return]
+        return self._get_general(key)
 
     def _get_general(self, key: K) -> V:
         data = self._read(key)

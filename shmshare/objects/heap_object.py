@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, cast
 
 from .._core.heap import Heap, reap_extents
-from .._core.heap_dict import BIG_VALUE
+from .._core.heap_dict import BIG_VALUE, NOT_READ, READ_CACHE_MAX_BYTES
 from ..errors import CorruptSegmentError
 from ..naming.header import HEADER_SIZE, Header
 from ..naming.lifecycle import register_destroy_hook
@@ -25,14 +25,14 @@ __all__ = ["HeapObject"]
 
 INITIAL_SIZE = 64 * 1024  # objects start small and grow online
 
-def _no_reread(cache: dict[Any, Any], key: str) -> int:
-    return -1  # a store without Heap.reread (Redis): always the general path
+def _no_get_str(cache: dict[Any, Any], key: Any) -> Any:
+    return NOT_READ  # a store without Heap.get_str (Redis): always the general path
 
 
 # Keys whose Python equality is exactly the canonical encoding's, so that the
 # read cache may be keyed by the key object itself.
 _CACHEABLE = (str, int, bytes)
-_CACHE_MAX_BYTES = 64 << 20  # the cache is dropped past this many bytes
+_CACHE_MAX_BYTES = READ_CACHE_MAX_BYTES  # the cache is dropped past this many bytes
 _CACHE_MAX_VALUE = BIG_VALUE  # larger values are never cached (Heap._peek copies no more)
 
 
@@ -122,12 +122,13 @@ class HeapObject(SharedObject):
         self._rcache: dict[Any, bytes] = {}  # SharedList's own cache (list.py)
         self._rbytes = 0
         self._rmark = -1
-        self._read_cache: dict[Any, tuple[bytes, int, int]] = {}
+        self._read_cache: dict[Any, list[Any]] = {}  # [bytes, stripe, version]
         self._read_cache_bytes = 0
-        # The refill of the cache for a str key (Heap.reread, one C call; used by
-        # SharedDict.__getitem__): the value's bytes, now cached; else see reread.
-        self._reread: Callable[[dict[Any, Any], str], Any] = getattr(heap, "reread",
-                                                                     _no_reread)
+        # d[key] for a str key through the read cache (Heap.get_str, one C call
+        # for a hit and for a re-read; used by SharedDict.__getitem__): the
+        # value, or NOT_READ for the general path.
+        self._get_str: Callable[[dict[Any, Any], Any], Any] = getattr(heap, "get_str",
+                                                                      _no_get_str)
 
     def _check_payload(self) -> None:
         problem = self._heap.check()
@@ -137,7 +138,7 @@ class HeapObject(SharedObject):
     def _payload_stats(self) -> dict[str, int]:
         return self._heap.stats()
 
-    # Read cache.  ``_read_cache`` maps keys to ``(bytes, stripe, version)``:
+    # Read cache.  ``_read_cache`` maps keys to ``[bytes, stripe, version]``:
     # the pickled bytes this process last read, valid while the key's
     # version stripe in shared memory still reads ``version``.  Every change
     # of a key bumps its stripe before it commits (dict.c, READ CACHE), so a
@@ -150,7 +151,7 @@ class HeapObject(SharedObject):
         cacheable = type(key) in _CACHEABLE
         hit = self._read_cache.get(key) if cacheable else None
         if hit is not None and self._heap.versions_view[hit[1]] == hit[2]:
-            return hit[0]
+            return cast(bytes, hit[0])
         kb, n = encode_key(key)
         data, stripe, version = self._heap.dict_read_versioned(kb, n)
         if not cacheable:
@@ -164,6 +165,6 @@ class HeapObject(SharedObject):
             # A new dict, not clear(): other threads may be reading the old one.
             self._read_cache, self._read_cache_bytes = {}, 0
             hit = None
-        self._read_cache[key] = (data, stripe, version)
+        self._read_cache[key] = [data, stripe, version]
         self._read_cache_bytes += len(data) - (len(hit[0]) if hit is not None else 0)
         return data

@@ -1,6 +1,12 @@
-/* What the two files of shmshare._core._hotpath share: HotPath (hotpath.c),
- * whose heap pointer QueuePath (hotqueue.c) reads, and the recognizer of a
- * pickled bytes object. */
+/* What the files of shmshare._core._hotpath share: the HotPath object
+ * (hotpath.c), its read cache's entries (read_cache.c), and what QueuePath
+ * (hotqueue.c) uses of it -- its heap pointer and the recognizer of a
+ * pickled bytes object.
+ *
+ * A read cache is a dict of key -> [bytes, stripe, version]: the pickled
+ * bytes this process last read, valid while the dict's version stripe
+ * (READ CACHE in src/dict.c) still reads that version.
+ */
 #ifndef SHMS_HOT_H
 #define SHMS_HOT_H
 
@@ -20,7 +26,14 @@ typedef struct {
     peek_fn peek;
     store_fn store;
     uint64_t max_value;
+    PyObject *loads, *not_read;   /* pickle.loads; what get returns for "not read" */
+    uint64_t cached_bytes, cache_cap;
+    /* The dict's version stripes (READ CACHE in dict.c), once this process
+     * maps them (versions_mapped); they live as long as the heap. */
+    const uint64_t *versions;
 } HotPath;
+
+#define HOT_HIDDEN __attribute__((visibility("hidden")))
 
 extern PyObject *shms_hot_type;     /* HotPath, once the module is initialised */
 
@@ -32,5 +45,14 @@ const char *shms_hot_bytes_payload(const char *val, uint64_t vlen, uint64_t *n);
 
 /* Adds QueuePath to the module; 0, or -1 with an exception set. */
 int shms_hot_add_queue_path(PyObject *module);
+
+/* The bytes of entry (borrowed) if its stripe still reads its version. */
+HOT_HIDDEN PyObject *hot_cache_valid_bytes(HotPath *self, PyObject *entry);
+/* cache[key] = [value, stripe, version], entry (borrowed, or NULL) being
+ * cache[key] now; 0, or -1 with an exception set. */
+HOT_HIDDEN int hot_cache_keep(HotPath *self, PyObject *cache, PyObject *key, PyObject *entry,
+                              PyObject *value, uint64_t stripe, uint64_t version);
+/* loads(data), holding a reference to data meanwhile. */
+HOT_HIDDEN PyObject *hot_cache_unpickle(HotPath *self, PyObject *data);
 
 #endif

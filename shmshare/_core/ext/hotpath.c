@@ -1,4 +1,5 @@
-/* shmshare._core._hotpath: HotPath(heap, peek, store_try, max_value).
+/* shmshare._core._hotpath: HotPath(heap, peek, store_try, max_value, loads, not_read,
+ *                                  cache_cap).
  *
  * The two calls a user of SharedDict makes most, d[k] = v and the re-read
  * of a d[k] whose cached value went out of date, without cffi's per-call
@@ -12,13 +13,16 @@
  *       returned (src/dict_peek.c); stripe is -1 when the dict has no
  *       version stripes.  A value above max_value bytes is not copied here
  *       (code SHMS_ETOOSMALL): the caller reads it into a reusable buffer.
- *   reread(cache, key) -> value bytes | (value bytes,) | None | int code
- *       fetch for a str key (encoded here), keeping cache[key] = (value,
- *       stripe, version) in the dict cache: the read cache's refill
- *       (objects/dict.py).  A value without a stripe comes as a 1-tuple
- *       and is not kept; a key UTF-8 cannot encode returns -1.  A value
- *       above max_value that is the pickle of one bytes object comes
- *       unpickled, as (value, None), copied once from the heap.
+ *   get(cache, key) -> the value | not_read
+ *       d[key] for a str key (encoded here): a cache hit (cache[key] =
+ *       [bytes, stripe, version], the stripe still at that version) is
+ *       unpickled with loads; a miss or a changed key takes fetch's copy,
+ *       kept in cache (the list updated in place), unpickled once the lock
+ *       is released.  A value above max_value that is the pickle of one
+ *       bytes object comes unpickled, copied once from the heap, and is not
+ *       kept.  Any other outcome returns not_read: the general path
+ *       (objects/dict.py) decides; so does everything but a large bytes
+ *       value until versions_mapped(address) says where the stripes are.
  *   store(key, cmp_len, value, value_len) -> 0 | int code
  *       Heap.store's signature; a cmp_len or value_len other than the
  *       lengths of key and value returns -1 (the general path decides).
@@ -123,58 +127,80 @@ static PyObject *hot_fetch(PyObject *op, PyObject *key)
     return PyLong_FromLong(rc);
 }
 
-/* reread(cache, key): the same read for a str key, kept in cache (a dict) as
- * cache[key] = (value, stripe, version); returns the value bytes.  A value
- * without a stripe is returned as a 1-tuple (not kept); the other results
- * are fetch's.  A key UTF-8 cannot encode (lone surrogates) returns -1. */
-static PyObject *hot_reread(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+/* get(cache, key): d[key] for a non-empty str key, in one call (any other key:
+ * not_read).  A cache hit
+ * -- cache[key] = [bytes, stripe, version] with the stripe in shared memory
+ * still at that version -- is unpickled without the lock.  Otherwise (a
+ * miss, or the key changed) the bytes are copied from the heap under the
+ * lock (fetch's read) with the stripe's version read under the same lock,
+ * kept in cache (hot_cache_keep), and unpickled once the lock is released --
+ * loads may run any Python code, even a read of this dict; a write to the
+ * key meanwhile moved the stripe past the version kept, so the next get
+ * re-reads.  A large bytes pickle comes unpickled from the copy; it and a
+ * value without a version stripe are not kept (an entry there is dropped).
+ * Anything else returns not_read, for the general path (which waits, grows,
+ * repairs, raises KeyError): the key absent or empty, the lock busy, a large
+ * value, a key UTF-8 cannot encode, the version stripes not yet mapped by
+ * this process (versions_mapped; a large bytes value is read without
+ * them), the heap closed. */
+static PyObject *hot_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
     HotPath *self = (HotPath *)op;
     fetch_ctx c = {.out = NULL, .max_value = self->max_value, .whole_bytes = 1};
-    PyObject *entry;
+    PyObject *entry, *data;
     const char *kp;
     Py_ssize_t klen;
     int rc;
-    if (nargs != 2 || !PyDict_Check(args[0]) || !PyUnicode_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "reread(cache: dict, key: str)");
+    if (nargs != 2 || !PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "get(cache: dict, key)");
         return NULL;
     }
-    if (!self->heap)
-        return PyLong_FromLong(-1);
+    if (!PyUnicode_CheckExact(args[1]) || !self->heap)
+        return Py_NewRef(self->not_read);
+    entry = PyDict_GetItemWithError(args[0], args[1]);
+    if (entry && self->versions) {
+        if ((data = hot_cache_valid_bytes(self, entry)))
+            return hot_cache_unpickle(self, data);
+    } else if (PyErr_Occurred()) {
+        return NULL;
+    }
     if (!(kp = PyUnicode_AsUTF8AndSize(args[1], &klen))) {
         PyErr_Clear();
-        return PyLong_FromLong(-1);
+        return Py_NewRef(self->not_read);
     }
+    if (!klen)
+        return Py_NewRef(self->not_read);
     rc = self->peek(self->heap, kp, (uint64_t)klen, take_value, &c);
     if (rc) {
         Py_XDECREF(c.out);
         if (rc == ENOMEM && PyErr_Occurred())
             return NULL;
-        if (rc == SHMS_ENOTFOUND)
-            Py_RETURN_NONE;
-        return PyLong_FromLong(rc);
+        return Py_NewRef(self->not_read);
     }
-    if (c.whole_bytes == 2)
-        return Py_BuildValue("(NO)", c.out, Py_None);
-    if (c.stripe == UINT64_MAX)
-        return Py_BuildValue("(N)", c.out);
-    /* (value, stripe, version) built by hand: Py_BuildValue parses its format
-     * on every call. */
-    if (!(entry = PyTuple_New(3))) {
+    if (!self->versions && c.whole_bytes != 2) {
+        /* The general path maps the stripes (or finds there are none). */
+        Py_DECREF(c.out);
+        return Py_NewRef(self->not_read);
+    }
+    if (c.whole_bytes == 2 || c.stripe == UINT64_MAX) {
+        if (entry && PyDict_DelItem(args[0], args[1]) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+                Py_DECREF(c.out);
+                return NULL;
+            }
+            PyErr_Clear();
+        }
+        if (c.whole_bytes == 2)
+            return c.out;
+    } else if (hot_cache_keep(self, args[0], args[1], entry, c.out, c.stripe, c.version) < 0) {
+        /* entry is still cache[key]: only bytes were allocated since (no
+         * Python code ran, no garbage collection) */
         Py_DECREF(c.out);
         return NULL;
     }
-    Py_INCREF(c.out);
-    PyTuple_SetItem(entry, 0, c.out);
-    PyTuple_SetItem(entry, 1, PyLong_FromUnsignedLongLong(c.stripe));
-    PyTuple_SetItem(entry, 2, PyLong_FromUnsignedLongLong(c.version));
-    if (PyErr_Occurred() || PyDict_SetItem(args[0], args[1], entry) < 0) {
-        Py_DECREF(entry);
-        Py_DECREF(c.out);
-        return NULL;
-    }
-    Py_DECREF(entry);
-    return c.out;
+    data = PyObject_CallFunctionObjArgs(self->loads, c.out, NULL);
+    Py_DECREF(c.out);
+    return data;
 }
 
 static PyObject *hot_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
@@ -201,18 +227,35 @@ static PyObject *hot_close(PyObject *op, PyObject *unused)
 {
     (void)unused;
     ((HotPath *)op)->heap = NULL;
+    ((HotPath *)op)->versions = NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *hot_versions_mapped(PyObject *op, PyObject *address)
+{
+    uintptr_t a = (uintptr_t)PyLong_AsUnsignedLongLong(address);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!a || a % sizeof(uint64_t)) {
+        PyErr_SetString(PyExc_ValueError, "versions_mapped needs the non-zero, 8-byte "
+                        "aligned address of the dict's version stripes");
+        return NULL;
+    }
+    ((HotPath *)op)->versions = (const uint64_t *)a;
     Py_RETURN_NONE;
 }
 
 static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    unsigned long long heap, peek, store, max_value;
+    unsigned long long heap, peek, store, max_value, cache_cap;
+    PyObject *loads, *not_read;
     HotPath *self;
     if (kwds && PyDict_Size(kwds)) {
         PyErr_SetString(PyExc_TypeError, "HotPath takes no keyword arguments");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "KKKK", &heap, &peek, &store, &max_value))
+    if (!PyArg_ParseTuple(args, "KKKKOOK", &heap, &peek, &store, &max_value, &loads,
+                          &not_read, &cache_cap))
         return NULL;
     if (!heap || !peek || !store) {
         PyErr_SetString(PyExc_ValueError, "HotPath needs three non-zero addresses");
@@ -226,6 +269,9 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->peek = (peek_fn)(uintptr_t)peek;
     self->store = (store_fn)(uintptr_t)store;
     self->max_value = max_value;
+    self->loads = Py_NewRef(loads);
+    self->not_read = Py_NewRef(not_read);
+    self->cache_cap = cache_cap;
     return (PyObject *)self;
 }
 
@@ -233,6 +279,8 @@ static void hot_dealloc(PyObject *op)
 {
     PyTypeObject *type = Py_TYPE(op);
     freefunc tp_free = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    Py_XDECREF(((HotPath *)op)->loads);
+    Py_XDECREF(((HotPath *)op)->not_read);
     tp_free(op);
     Py_DECREF(type);
 }
@@ -242,9 +290,11 @@ PyObject *shms_hot_type;
 static PyMethodDef hot_methods[] = {
     {"fetch", (PyCFunction)hot_fetch, METH_O,
      "fetch(key) -> (value, stripe, version), None if absent, or an int code."},
-    {"reread", (PyCFunction)(void (*)(void))hot_reread, METH_FASTCALL,
-     "reread(cache, key) -> value bytes, kept as cache[key] = (value, stripe, version); "
-     "(value, None): a large bytes value, unpickled."},
+    {"get", (PyCFunction)(void (*)(void))hot_get, METH_FASTCALL,
+     "get(cache, key) -> d[key] for a str key, through cache[key] = [bytes, stripe, "
+     "version]; or not_read (the general path decides)."},
+    {"versions_mapped", hot_versions_mapped, METH_O,
+     "versions_mapped(address): where this process maps the dict's version stripes."},
     {"store", (PyCFunction)(void (*)(void))hot_store, METH_FASTCALL,
      "store(key, cmp_len, value, value_len) -> 0, or an int code."},
     {"close", hot_close, METH_NOARGS, "Forget the heap: later calls return -1."},
@@ -255,7 +305,8 @@ static PyType_Slot hot_slots[] = {
     {Py_tp_new, hot_new},
     {Py_tp_dealloc, hot_dealloc},
     {Py_tp_methods, hot_methods},
-    {Py_tp_doc, "HotPath(heap, peek, store_try, max_value): d[k] = v and a changed "
+    {Py_tp_doc, "HotPath(heap, peek, store_try, max_value, loads, not_read, cache_cap): "
+                "d[k] = v and a changed "
                 "d[k]'s re-read in one C call each (see shmshare._core.heap)."},
     {0, NULL},
 };

@@ -1,0 +1,87 @@
+/* The read cache's entries for HotPath.get (hotpath.c): the hit check, the
+ * refill in place, the unpickling.  See hot.h. */
+#include "hot.h"
+
+/* cache[key] = [value, stripe, version]: entry, the one there (borrowed, or
+ * NULL), is updated in place if it is such a list (no new entry, no dict
+ * store), else a new list is stored.
+ * The bytes kept are counted (the entry replaced is not subtracted, so the
+ * count may run ahead of the cache, never behind it); past cache_cap bytes
+ * the cache is emptied.  Only bytes and ints are freed here: no Python code
+ * runs, so no other thread sees the entry half updated. */
+int hot_cache_keep(HotPath *self, PyObject *cache, PyObject *key, PyObject *entry,
+                   PyObject *value, uint64_t stripe, uint64_t version)
+{
+    PyObject *ver, *old;
+    if (!(ver = PyLong_FromUnsignedLongLong(version)))
+        return -1;
+    if (entry && PyList_Check(entry) && PyList_Size(entry) == 3) {
+        old = PyList_GetItem(entry, 1);
+        if (!PyLong_Check(old) || PyLong_AsUnsignedLongLong(old) != stripe) {
+            PyObject *s = PyLong_FromUnsignedLongLong(stripe);
+            if (!s) {
+                Py_DECREF(ver);
+                return -1;
+            }
+            PyList_SetItem(entry, 1, s);
+        }
+        Py_INCREF(value);
+        PyList_SetItem(entry, 0, value);
+        PyList_SetItem(entry, 2, ver);
+    } else {
+        PyObject *s = PyLong_FromUnsignedLongLong(stripe);
+        if (!s || !(entry = PyList_New(3))) {
+            Py_XDECREF(s);
+            Py_DECREF(ver);
+            return -1;
+        }
+        Py_INCREF(value);
+        PyList_SetItem(entry, 0, value);
+        PyList_SetItem(entry, 1, s);
+        PyList_SetItem(entry, 2, ver);
+        if (PyDict_SetItem(cache, key, entry) < 0) {
+            Py_DECREF(entry);
+            return -1;
+        }
+        Py_DECREF(entry);
+    }
+    self->cached_bytes += (uint64_t)PyBytes_Size(value);
+    if (self->cached_bytes > self->cache_cap) {
+        PyDict_Clear(cache);
+        self->cached_bytes = 0;
+    }
+    return 0;
+}
+
+/* loads(data), holding a reference to data: loads may run any Python code,
+ * which may replace the cache entry data came from. */
+PyObject *hot_cache_unpickle(HotPath *self, PyObject *data)
+{
+    PyObject *value;
+    Py_INCREF(data);
+    value = PyObject_CallFunctionObjArgs(self->loads, data, NULL);
+    Py_DECREF(data);
+    return value;
+}
+
+/* The cached bytes of entry (cache[key]: [bytes, stripe, version]) if its
+ * stripe still reads its version, else NULL (the key changed, or an entry
+ * of another shape: a miss).  No error is left set. */
+PyObject *hot_cache_valid_bytes(HotPath *self, PyObject *entry)
+{
+    PyObject *data;
+    uint64_t stripe, version;
+    if (!PyList_Check(entry) || PyList_Size(entry) != 3)
+        return NULL;
+    stripe = PyLong_AsUnsignedLongLong(PyList_GetItem(entry, 1));
+    version = PyLong_AsUnsignedLongLong(PyList_GetItem(entry, 2));
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return NULL;
+    }
+    data = PyList_GetItem(entry, 0);
+    if (stripe >= SHMS_DICT_NVER || !PyBytes_Check(data) ||
+        __atomic_load_n(&self->versions[stripe], __ATOMIC_ACQUIRE) != version)
+        return NULL;
+    return data;
+}
