@@ -215,7 +215,7 @@ def fs_type(path: str) -> str:
 
 def default_dir_text() -> str:
     """The default project directory and its file system; /tmp's too."""
-    from shmshare.naming.keys import default_project_dir
+    from shmshare.naming.project_dir import default_project_dir
 
     pdir = str(default_project_dir())
     return f"{pdir} ({fs_type(pdir)}); /tmp is {fs_type('/tmp')}"

@@ -28,8 +28,9 @@ from .naming.inventory import (
     list_entries,
     remove,
 )
-from .naming.keys import KeyFile, default_project_dir, key_file_path, resolve_project_dir
+from .naming.keys import KeyFile, key_file_path
 from .naming.lifecycle import SweepResult, find_existing, sweep, sweep_extents
+from .naming.project_dir import default_project_dir, resolve_project_dir
 from .naming.unreachable import sweep_unreachable
 
 __all__ = ["main"]

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from ._core import proc
 from .errors import ShmValueError
 from .naming.dirs import claim, remove_all, sweep_dead_owners
-from .naming.keys import default_project_dir
+from .naming.project_dir import default_project_dir
 from .objects.dict import SharedDict
 from .objects.list import SharedList
 from .objects.namespace import SharedNamespace

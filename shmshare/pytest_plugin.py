@@ -52,7 +52,7 @@ class OnceError(RuntimeError):
 
 
 def _runs_base() -> Path:
-    from .naming.keys import default_project_dir
+    from .naming.project_dir import default_project_dir
 
     return default_project_dir() / "pytest-runs"
 

@@ -12,13 +12,8 @@ import pytest
 from helpers import JOIN_TIMEOUT, children, fork_child, wait_pid
 
 import shmshare
-from shmshare.naming.keys import (
-    KeyFile,
-    KeyRecord,
-    default_project_dir,
-    key_file_path,
-    resolve_project_dir,
-)
+from shmshare.naming.keys import KeyFile, KeyRecord, key_file_path
+from shmshare.naming.project_dir import default_project_dir, resolve_project_dir
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "..", ".", ".hidden", "a\0b", "x" * 201,
@@ -69,7 +64,7 @@ def test_foreign_project_dir_refused(tmp_path: Path) -> None:
 def test_default_project_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """$SHMSHARE_DIR wins, then $XDG_RUNTIME_DIR/shmshare, then /dev/shm/shmshare-<uid>
     (a tmpfs, like $XDG_RUNTIME_DIR), then /tmp/shmshare-<uid> where /dev/shm is missing."""
-    from shmshare.naming import keys
+    from shmshare.naming import project_dir as keys
 
     monkeypatch.setenv("SHMSHARE_DIR", str(tmp_path / "env"))
     assert default_project_dir() == tmp_path / "env"

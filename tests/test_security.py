@@ -22,8 +22,9 @@ from shmshare import SharedDict, SharedList, _core
 from shmshare._core.heap import Heap
 from shmshare.naming.dirs import claim, remove_all
 from shmshare.naming.header import FLAG_HEAP, FLAG_PERSIST, HEADER_SIZE, Header
-from shmshare.naming.keys import KeyFile, KeyRecord, key_file_path, resolve_project_dir
+from shmshare.naming.keys import KeyFile, KeyRecord, key_file_path
 from shmshare.naming.lifecycle import sweep
+from shmshare.naming.project_dir import resolve_project_dir
 
 
 def test_group_writable_needs_trust(project_dir: Path) -> None:

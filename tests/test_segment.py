@@ -17,6 +17,7 @@ import shmshare
 from shmshare import _core
 from shmshare.naming import keys
 from shmshare.naming.lifecycle import sweep
+from shmshare.naming.project_dir import resolve_project_dir
 
 
 def test_create_open_exists_notfound(project_dir: Path) -> None:
@@ -258,7 +259,7 @@ def test_forced_ftok_collision(project_dir: Path, monkeypatch: pytest.MonkeyPatc
     b2 = shmshare.Segment("second", project_dir=project_dir, create=False)
     assert (a2.id, a2.buf[0], b2.id, b2.buf[0]) == (a.id, 1, b.id, 2)
     # A key file that claims another object's proj_id is not fooled: identity is checked.
-    keys.resolve_project_dir(project_dir)
+    resolve_project_dir(project_dir)
     (project_dir / "third.key").write_bytes(keys.KeyRecord(1, "segment", False).dumps())
     with pytest.raises(shmshare.SegmentNotFoundError):
         shmshare.Segment("third", project_dir=project_dir, create=False)

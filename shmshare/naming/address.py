@@ -16,9 +16,10 @@ from ..errors import (
 from .attach import Address, Binding, open_named
 from .handoff import add_claim, drop_claimed
 from .header import HEADER_SIZE, Header
-from .keys import KeyFile, key_file_path, resolve_project_dir
+from .keys import KeyFile, key_file_path
 from .lifecycle import verified
 from .mapped import MAPPED, live_attachment
+from .project_dir import resolve_project_dir
 
 __all__ = ["address_of", "attach_address"]
 

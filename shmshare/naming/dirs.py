@@ -19,7 +19,8 @@ from .._core import proc
 from .._log import logger
 from ..errors import SegmentNotFoundError
 from .inventory import remove
-from .keys import IPC_NAMESPACE, list_names, make_private_dir
+from .keys import IPC_NAMESPACE, list_names
+from .project_dir import make_private_dir
 
 __all__ = ["OWNED_SUBDIRS", "OWNER_FILE", "claim", "dead_owner_dirs", "owner_of", "remove_all",
            "sweep_dead_owners"]

@@ -1,4 +1,4 @@
-"""Project directories and key files: stable ``ftok`` keys for named objects.
+"""Key files: stable ``ftok`` keys for named objects (their directories: project_dir.py).
 
 A named object ``NAME`` in project directory ``DIR`` owns the key file
 ``DIR/NAME.key``.  Its System V key is ``ftok(DIR/NAME.key, proj_id)``, where
@@ -19,26 +19,23 @@ import errno
 import fcntl
 import json  # every open reads a key file: not worth a lazy import
 import os
-import stat
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import LockTimeoutError, ShmPermissionError, ShmValueError
+
+if TYPE_CHECKING:
+    from .._core.slices import Deadline
 
 __all__ = [
     "IPC_NAMESPACE",
     "KEY_SUFFIX",
     "KeyFile",
     "KeyRecord",
-    "checkable_project_dir",
-    "default_project_dir",
     "key_file_path",
     "list_names",
-    "make_private_dir",
-    "resolve_project_dir",
     "validate_name",
 ]
 
@@ -79,114 +76,6 @@ def validate_name(name: object) -> str:
         raise ShmValueError(
             f"invalid object name {name!r}: {problem}; use letters, digits, '-', '_' or '.'")
     return name
-
-
-# Where the fallback project directory goes, the first that is a directory: a
-# per-boot tmpfs, as key files name segments that do not outlive a boot (no disk
-# writes, no file-system journal per create, no age-based tmp cleaning), else /tmp.
-FALLBACK_ROOTS = ("/dev/shm", "/tmp")
-
-
-def default_project_dir() -> Path:
-    """``$SHMSHARE_DIR``, else ``$XDG_RUNTIME_DIR/shmshare``, else
-    ``/dev/shm/shmshare-<uid>`` (``/tmp/shmshare-<uid>`` without ``/dev/shm``)."""
-    return Path(_default_project_dir())
-
-
-def _default_project_dir() -> str:
-    env = os.environ.get("SHMSHARE_DIR")
-    if env:
-        return env
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
-        return os.path.join(runtime, "shmshare")
-    root = next((r for r in FALLBACK_ROOTS if os.path.isdir(r)), FALLBACK_ROOTS[-1])
-    return os.path.join(root, f"shmshare-{os.geteuid()}")
-
-
-def checkable_project_dir(project_dir: str | os.PathLike[str] | None) -> str | None:
-    """The project directory as a string the C fast path can check as it is
-    (_core.named_open checks what :func:`_check_private_dir` checks): absolute and
-    normalized, as :func:`make_private_dir` would make it.  None: another form,
-    which :func:`resolve_project_dir` resolves."""
-    raw = os.fspath(project_dir) if project_dir is not None else _default_project_dir()
-    if not isinstance(raw, str) or raw[:1] != "/" or os.path.normpath(raw) != raw:
-        return None
-    return raw
-
-
-def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (and any missing parents) 0700 whatever the umask; check it.
-
-    Every directory shmshare creates goes through here.  A directory that
-    already exists is accepted only if it is a real directory (not a
-    symlink), owned by this user, and not writable by group or others:
-    whoever can write to it can plant key files, and so choose which
-    segment a name maps to.  Raises ShmPermissionError otherwise.
-    """
-    path = Path(os.path.abspath(path))
-    missing: list[Path] = []
-    probe = path
-    while not os.path.lexists(probe) and probe != probe.parent:
-        missing.append(probe)
-        probe = probe.parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            continue  # a racing creator: checked below like any existing directory
-        # mkdir applies the umask (which may even remove our own bits): set 0700 exactly.
-        os.chmod(directory, 0o700, follow_symlinks=False)
-    _check_private_dir(path)
-    return path
-
-
-def _check_private_dir(path: Path) -> None:
-    st = os.lstat(path)
-    problem = None
-    err = errno.EPERM
-    if stat.S_ISLNK(st.st_mode):
-        err, problem = errno.ELOOP, "is a symlink (pass the real directory as project_dir)"
-    elif not stat.S_ISDIR(st.st_mode):
-        err, problem = errno.ENOTDIR, "is not a directory"
-    elif st.st_uid != os.geteuid():
-        problem = (f"is owned by uid {st.st_uid}, not by you (uid {os.geteuid()}); choose "
-                   "another project_dir or set $SHMSHARE_DIR")
-    elif st.st_mode & 0o022:
-        problem = (f"has mode {stat.S_IMODE(st.st_mode):o}: other users can create key files "
-                   f"in it; run 'chmod go-w {path}' or choose another project_dir")
-    if problem:
-        raise ShmPermissionError(
-            err, f"project directory {str(path)!r} {problem}; refusing to use it", str(path))
-
-
-def resolve_project_dir(project_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The absolute project directory, created 0700 if missing and checked.
-
-    Refused (ShmPermissionError) if it is a symlink, owned by another user or
-    writable by group/others: whoever controls the directory controls which
-    segment a name maps to (see :func:`make_private_dir`).
-    """
-    raw = os.fspath(project_dir if project_dir is not None else default_project_dir())
-    hit = _CHECKED.get(raw)
-    if hit is not None:
-        # Checked before: it passes again if it is still that very directory,
-        # unchanged (one lstat instead of the walk and the checks).
-        try:
-            st = os.lstat(hit[0])
-            if (st.st_dev, st.st_ino, st.st_mode, st.st_uid, os.geteuid()) == hit[1]:
-                return hit[0]
-        except OSError:
-            pass
-    path = make_private_dir(Path(raw))
-    if os.path.isabs(raw):  # a relative one depends on the working directory
-        st = os.lstat(path)
-        _CHECKED[raw] = (path, (st.st_dev, st.st_ino, st.st_mode, st.st_uid, os.geteuid()))
-    return path
-
-
-# Project directories that passed make_private_dir, with what identified them then.
-_CHECKED: dict[str, tuple[Path, tuple[int, int, int, int, int]]] = {}
 
 
 def key_file_path(project_dir: Path, name: str) -> Path:
@@ -306,8 +195,9 @@ class KeyFile:
         lock held is always on the file the path names now.
         """
         from .. import _core  # not at import: the pytest plugin reads paths from here
+        from .._core.slices import Deadline
 
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         while True:
             try:
@@ -388,19 +278,17 @@ class KeyFile:
 
 
 
-def _flock(fd: int, blocking: bool, deadline: float, path: Path) -> bool:
+def _flock(fd: int, blocking: bool, deadline: Deadline, path: Path) -> bool:
     """Take LOCK_EX on ``fd``, polling so a stopped holder cannot hang us forever."""
-    delay = 0.0005
-    while True:
+    from .._core.slices import pauses
+
+    for _ in pauses(deadline):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
             if not blocking:
                 return False
-        if time.monotonic() >= deadline:
-            raise LockTimeoutError(
-                f"key file {str(path)!r} stayed locked by another process; if that process "
-                "is stopped or hung, resume or kill it", errno.ETIMEDOUT)
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+    raise LockTimeoutError(
+        f"key file {str(path)!r} stayed locked by another process; if that process "
+        "is stopped or hung, resume or kill it", errno.ETIMEDOUT)

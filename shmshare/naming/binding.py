@@ -1,0 +1,179 @@
+"""A segment's binding and its release: what must be known to let an attachment go.
+
+A :class:`Binding` is made by :mod:`.attach` (which opens and creates) and held
+by the finalizer, never the ``Segment``.  ``release`` detaches and, for the
+last user of a named segment, removes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import _core
+from ..errors import SegmentRemovedError, ShmPermissionError, ShmshareError
+from .handoff import expect_handoff
+from .header import Header
+from .keys import KeyFile
+from .lifecycle import Found, destroy
+from .mapped import MAPPED
+
+__all__ = ["Binding", "names_us", "release"]
+
+
+class Binding:
+    """What the finalizer needs to release a segment — never the Segment itself."""
+
+    __slots__ = (
+        "__weakref__",
+        "_key_path",
+        "_project_dir",
+        "attachment",
+        "detach_hooks",
+        "header",
+        "key",
+        "kind",
+        "name",
+        "offset",
+        "persist",
+        "release_hooks",
+        "released",
+        "removed",
+        "shmid",
+        "size",
+        "stat",
+        "trust",
+    )
+
+    def __init__(self, *, kind: str, shmid: int, key: int, attachment: _core.Attachment,
+                 offset: int, size: int, header: Header | None = None, name: str | None = None,
+                 project_dir: Path | str | None = None, key_path: Path | str | None = None
+                 ) -> None:
+        self.kind = kind
+        self.shmid = shmid
+        self.key = key
+        self.attachment = attachment
+        self.offset = offset
+        self.size = size
+        self.header = header
+        self.name = name
+        # Paths made on first use: the first open of a process would pay for pathlib.
+        self._project_dir = project_dir
+        self._key_path = key_path
+        self.persist = header.persist if header is not None else True
+        self.released = False
+        self.removed = False
+        # Set by objects opened with trust=True: removing a segment another
+        # user owns then runs its destroy logic (naming.lifecycle.destroy).
+        self.trust = False
+        # The segment's IPC_STAT taken while opening it (before our shmat), for the
+        # trust check that follows at once (Segment._stat_at_open); None: not kept.
+        self.stat: _core.ShmStat | None = None
+        self.release_hooks: list[Callable[[], None]] = []
+        expect_handoff()  # in a multiprocessing child: its exit waits for receivers
+        if header is not None and not attachment.readonly:
+            MAPPED[shmid] = attachment  # see live_attachment
+        # Run by an explicit detach before it counts live views: an object's
+        # own cached view (SharedArray's) must not make its detach a BufferError.
+        self.detach_hooks: list[Callable[[], None]] = []
+        # Last: the bindings that use the mapping are a weak set, not a count, so
+        # a binding dropped half-made (an interrupt) leaves no use counted for good.
+        attachment.users.add(self)
+
+    @property
+    def project_dir(self) -> Path | None:
+        if isinstance(self._project_dir, str):
+            self._project_dir = Path(self._project_dir)
+        return self._project_dir
+
+    @property
+    def key_path(self) -> Path | None:
+        if isinstance(self._key_path, str):
+            self._key_path = Path(self._key_path)
+        return self._key_path
+
+
+def release(b: Binding) -> None:
+    """Detach; if this was the last attachment of a named segment, remove it.
+
+    Runs once per Segment: from ``detach()``, when the Segment is garbage
+    collected, at interpreter exit, or at the exit of a multiprocessing child.
+
+    "Last" is decided after our own shmdt, with the key file locked: the
+    nattch the kernel reports then counts the others only.  Deciding before
+    the shmdt (nattch > 1: someone else will remove it) let two processes
+    detaching at once each count the other and both leave, the segment with
+    nattch 0 and nobody to remove it.  Attaching by name takes the same lock,
+    so nobody attaches between our shmdt and the check.
+    """
+    if b.released:
+        return
+    b.released = True
+    try:
+        for hook in b.release_hooks:
+            hook()  # e.g. the heap handle lets go of its extents
+    finally:
+        b.attachment.users.discard(b)
+        if not b.attachment.users:
+            _release_last(b)
+        # else another binding of this process uses the mapping (an object unpickled
+        # here, see naming.address): it is not ours to detach, nor the last use.
+
+
+def _release_last(b: Binding) -> None:
+    if MAPPED.get(b.shmid) is b.attachment:
+        del MAPPED[b.shmid]  # released: never shared again, even while views keep it mapped
+    try:
+        if b.key_path is not None and not b.persist and not b.removed:
+            _detach_removing_if_last(b)
+    finally:
+        if b.attachment.attached and not b.attachment.views_alive(collect=False):
+            b.attachment.detach()
+        # else: views still use the memory; the attachment's own destructor
+        # calls shmdt when the last of them goes away.
+
+
+def names_us(kf: KeyFile, b: Binding) -> bool:
+    """The locked key file ``kf`` still names the segment bound by ``b``.
+
+    Device and inode alone are not enough: a key file deleted by hand (or by
+    a tmp cleaner) and created again for a new object may reuse the inode.
+    The record's key must also lead to this very segment.
+    """
+    assert b.header is not None
+    if (kf.dev, kf.ino) != (b.header.dev, b.header.ino):
+        return False
+    record = kf.read()
+    if record is None:
+        return False
+    try:
+        key = kf.key(record.proj_id)
+        return key == b.key and _core.shmget(key, 0, 0) == b.shmid
+    except ShmshareError:
+        return False
+
+
+def _detach_removing_if_last(b: Binding) -> None:
+    assert b.key_path is not None and b.header is not None
+    with KeyFile.locked(b.key_path, create=False) as kf:
+        # A key file that is gone or names another incarnation stays as it is;
+        # the segment is still ours, and nobody can find it by name any more.
+        named = kf is not None and names_us(kf, b)
+        ours = 1  # our attachment, still counted in nattch while views keep it
+        if not b.attachment.views_alive(collect=False):
+            b.attachment.detach()
+            ours = 0
+        try:
+            st = _core.stat(b.shmid)
+        except SegmentRemovedError:
+            return
+        if st.nattch > ours or st.dest:
+            return  # another attachment (maybe a forked child) still uses it
+        try:
+            destroy(Found(b.shmid, b.key, b.header, b.attachment, st), trust=b.trust)
+        except ShmPermissionError:
+            return  # another user's segment (a refused open, say): theirs to remove
+        if named:
+            assert kf is not None
+            kf.unlink()
+        b.removed = True
