@@ -217,16 +217,24 @@ int shms_dict_set(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmple
 
 /* ------------------------------------------------------- pop, popitem */
 
+/* The entry of a's key in the table, for a deletion: its index, or -rc
+ * (SHMS_ENOTFOUND when there is no table or no such key). */
+static int64_t find_entry(shms_heap_t *h, shms_dop_t *a, shms_dtab_t **t, uint64_t *slot)
+{
+    int rc = shms_dict_table(h, 0, t);
+    if (rc || !*t)
+        return -(int64_t)(rc ? rc : SHMS_ENOTFOUND);
+    return find(h, *t, a, slot);
+}
+
 static int pop_body(shms_heap_t *h, void *arg)
 {
     shms_dop_t *a = arg;
     shms_dtab_t *t;
     uint64_t slot;
-    int64_t i;
-    int rc = shms_dict_table(h, 0, &t);
-    if (rc || !t)
-        return rc ? rc : SHMS_ENOTFOUND;
-    if ((i = find(h, t, a, &slot)) < 0)
+    int rc;
+    int64_t i = find_entry(h, a, &t, &slot);
+    if (i < 0)
         return (int)-i;
     a->res[0] = 0;
     if (a->out && (rc = copy_value(shms_ptr(h, shms_dents(t)[i].blob), a->out, a->cap, a->res)))
@@ -253,11 +261,9 @@ int shms_dict_take(shms_heap_t *h, const char *key, uint64_t klen, shms_take_cb 
     shms_dtab_t *t;
     shms_dblob_t *b;
     uint64_t slot;
-    int64_t i;
-    int rc = shms_dict_table(h, 0, &t);
-    if (rc || !t)
-        return rc ? rc : SHMS_ENOTFOUND;
-    if ((i = find(h, t, &a, &slot)) < 0)
+    int rc;
+    int64_t i = find_entry(h, &a, &t, &slot);
+    if (i < 0)
         return (int)-i;
     b = shms_ptr(h, shms_dents(t)[i].blob);
     if ((rc = cb(ctx, shms_dblob_val(b), b->vlen)))
