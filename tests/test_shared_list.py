@@ -136,6 +136,40 @@ def test_unlink_is_not_remove(project_dir) -> None:  # type: ignore[no-untyped-d
     lst.detach()
 
 
+def test_len_after_detach_raises_and_reads_nothing() -> None:
+    """len() reads the length word in C (LengthWord) only while the heap is open:
+    after detach it takes the slow path, which says the list is detached, as every
+    other method does -- the word's memory may be unmapped by then."""
+    lst = SharedList([1, 2, 3])
+    other = pickle.loads(pickle.dumps(lst))  # a second handle on the same list
+    try:
+        assert len(lst) == len(other) == 3
+        lst.detach()
+        with pytest.raises(ValueError, match="detached"):
+            len(lst)
+        with pytest.raises(ValueError, match="detached"):
+            bool(lst)
+        assert len(other) == 3  # its own attachment still reads the word
+    finally:
+        other.detach()
+
+
+def test_len_is_the_c_slot_and_overriding_it_still_works() -> None:
+    """SharedList's len() is the C slot of LengthWord; a subclass defining
+    __len__ gets its own, and unpickling a list (no __init__) keeps the slot."""
+    class Counted(SharedList[int]):
+        def __len__(self) -> int:
+            return 42
+
+    lst, sub = SharedList([1]), Counted([1, 2])
+    try:
+        assert type(lst).__len__ is not SharedList._length_slow
+        assert len(sub) == 42 and len(pickle.loads(pickle.dumps(lst))) == 1
+    finally:
+        lst.detach()
+        sub.detach()
+
+
 def test_len_sees_another_process_change_after_a_cached_read() -> None:
     """len() answers from memory while nothing changed, and sees at once another
     process's append."""

@@ -105,7 +105,6 @@ class Heap(DictMethods):
         "_hot",
         "get_str",
         "guard",
-        "list_len_view",
         "list_push",
         "modcount_view",
     )
@@ -155,9 +154,6 @@ class Heap(DictMethods):
         # mapped by the first dict_read_versioned that needs them; the same
         # rules as modcount_view.
         self.versions_view = NO_VERSIONS
-        # A list's length word ("Q" memoryview), mapped by HeapList (list.py);
-        # the same rules as modcount_view.
-        self.list_len_view = _NO_COUNTER
         # The heap's extent count, read after each operation that may allocate
         # to report growth (set_growth_hook); same rules as modcount_view.
         self._extents_view = memoryview(
@@ -213,7 +209,7 @@ class Heap(DictMethods):
         """Detach the extents this handle attached (not extent 0); idempotent."""
         h, self._h = self._h, None
         # Never read the counters again: their memory may be unmapped next.
-        self.modcount_view = self._extents_view = self.list_len_view = _NO_COUNTER
+        self.modcount_view = self._extents_view = _NO_COUNTER
         self.versions_view = NO_VERSIONS
         self.store = self._fetch = self._peek = self.get_str = self.list_push = _closed
         if h is not None:

@@ -4,11 +4,12 @@ references, every method one C call under the heap lock (plus the one retry
 loop of :meth:`HeapBase._until_done` when the lock is busy, held by this
 thread, or a buffer too small).
 
-The length is also readable without any call: :meth:`HeapList.open` maps the
-list record's length word as ``heap.list_len_view`` (swapped for a harmless
-stand-in when the heap is closed, like ``modcount_view``), and
-:func:`decode_len` turns a word into the length, or None when the word does
-not check (damage, or a closed handle: then call :meth:`HeapList.len`).
+The length is also readable without any lock or Python frame: opening a
+HeapList tells the heap's HotPath where the list record's length word is
+(``list_mapped``, forgotten when the heap is closed), and an object whose
+class derives from :class:`LengthWord` (``ext/hotlen.c``) and is bound to
+that HotPath answers ``len()`` from the word in C, calling its
+``_length_slow()`` (:meth:`HeapList.len`) when the word does not check.
 """
 
 from __future__ import annotations
@@ -17,25 +18,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import CorruptSegmentError
+from ._hotpath import LengthWord
 from ._lib import ffi, lib
 from .heap import Heap
 from .results import ENOTFOUND, OK
 from .slices import SLICE_NS
 
-__all__ = ["ANY_LENGTH", "HeapList", "decode_len"]
+__all__ = ["ANY_LENGTH", "HeapList", "LengthWord"]
 
 #: ``expect`` of :meth:`HeapList.splice` that accepts whatever length the list has.
 ANY_LENGTH = (1 << 64) - 1
 _END = (1 << 63) - 1  # an index past any end: insert clamps it to the length
-_LOW32 = 0xFFFFFFFF
 _READ_KEEP = 4 << 20  # reads grow the per-thread buffer up to this; larger get their own
 _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
-
-
-def decode_len(word: int) -> int | None:
-    """The length in a list's length word (low 32 bits n, high 32 bits ~n), or None."""
-    n = word & _LOW32
-    return n if word >> 32 == n ^ _LOW32 else None
 
 
 def _values(datas: Sequence[bytes]) -> tuple[bytes, Any]:
@@ -59,7 +54,7 @@ class HeapList:
             if not damaged_ok:
                 raise
             return
-        heap.list_len_view = memoryview(ffi.buffer(p[0], 8)).cast("Q")
+        heap._hot.list_mapped(int(ffi.cast("uintptr_t", p[0])))
 
     def _run(self, what: str, call: Callable[[bool], int], rc: int | None = None, *,
              done: tuple[int, ...] = (OK,), grow: Callable[[], None] | None = None) -> int:

@@ -13,8 +13,9 @@ items first, inside the same hold of the lock), so:
   ``reverse`` and ``*=`` build a new reference array in C (O(n) reference
   copies, no value is copied or unpickled but by ``sort``/``remove``);
 - ``len()`` and ``bool()`` read the record's length word without any lock
-  or C call; ``lst[i]`` is O(1), and repeated reads of an unchanged list are
-  answered from this process's copy of the bytes.
+  or Python frame (a C base class, ``LengthWord``); ``lst[i]`` is O(1), and
+  repeated reads of an unchanged list are answered from this process's copy
+  of the bytes.
 
 **Atomicity.**  Every method is atomic, also against a process SIGKILLed in
 the middle of it: each change commits with one 8-byte store, and the heap's
@@ -34,7 +35,7 @@ from pickle import dumps as _pickle_dumps
 from typing import Any, SupportsIndex, TypeVar, overload
 
 from .._core.heap import Heap
-from .._core.heap_list import ANY_LENGTH, HeapList
+from .._core.heap_list import ANY_LENGTH, HeapList, LengthWord
 from ..segment import Segment
 from .codec import _PICKLE_REFUSED, dumps, loads
 from .heap_object import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE, HeapObject
@@ -56,8 +57,8 @@ def _clamp(i: int) -> int:
     return max(-_I64, min(i, _I64 - 1))
 
 
-class SharedList(StoreDispatch, HandleMethods, HeapObject, ListOperators, MutableSequence[T],
-                 kind="list"):
+class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOperators,
+                 MutableSequence[T], kind="list"):
     """A list in shared memory, with no server process.
 
     ``SharedList(iterable=(), /, *, name=None, create=None, project_dir=None,
@@ -98,6 +99,7 @@ class SharedList(StoreDispatch, HandleMethods, HeapObject, ListOperators, Mutabl
         super()._attach(seg, heap)
         # A damaged list still opens: check() says what is wrong, operations raise.
         self._core = HeapList(heap, damaged_ok=True)
+        self._bind_length(heap._hot)  # len() reads the length word in C (ext/hotlen.c)
 
     # -- reads ----------------------------------------------------------------------
 
@@ -116,12 +118,9 @@ class SharedList(StoreDispatch, HandleMethods, HeapObject, ListOperators, Mutabl
 
     # -- sequence protocol ---------------------------------------------------------
 
-    def __len__(self) -> int:
-        # No lock, no C call: the length word (heap_list.decode_len, inlined).
-        word = self._heap.list_len_view[0]
-        n = word & 0xFFFFFFFF
-        if word >> 32 == n ^ 0xFFFFFFFF:
-            return n
+    # len() is LengthWord's: the length word read in C, no lock.  This is its
+    # way out when the word does not check or the heap is gone.
+    def _length_slow(self) -> int:
         return self._core.len()  # damaged (it is rebuilt), or detached (it raises)
 
     @overload

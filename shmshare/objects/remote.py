@@ -149,7 +149,9 @@ def open_remote(obj: HeapObject, url: str, *, name: str | None, create: bool | N
 def reopen_remote(cls: type[HeapObject], url: str, store_name: str, anonymous: bool,
                   persist: bool, trust: bool) -> HeapObject:
     """Unpickle an object of a store: open the same object (never a copy)."""
-    self = object.__new__(cls)  # not cls.__new__: that may dispatch on $SHMSHARE_URL
+    from .shared_object import unconstructed
+
+    self = unconstructed(cls)
     self._open_remote(url, name=store_name, create=False, persist=persist, trust=trust,
                       initial=(), anonymous=anonymous)
     return self
@@ -165,7 +167,7 @@ _ON_STORE = {
 }
 
 
-class StoreDispatch:
+class StoreDispatch:  # first among a class's bases: its __new__ must run
     """``__new__`` of a class whose store version is another class: with ``url=`` (or
     ``$SHMSHARE_URL``, unless ``project_dir=`` asks for shared memory) the constructor
     returns the store's object, made from the same arguments (``_ON_STORE``)."""

@@ -25,6 +25,7 @@ import errno
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from types import BuiltinFunctionType
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -100,6 +101,19 @@ def _check_options(name: object, create: object, project_dir: object, persist: o
             raise ShmTypeError(f"{what} must be True or False, not {value!r}")
     if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
         raise ShmTypeError(f"mode must be permission bits such as 0o600, not {mode!r}")
+
+
+def unconstructed(cls: type[T]) -> T:
+    """An object of ``cls`` that no ``__new__`` or ``__init__`` of Python code has
+    seen (unpickling: its state is bound next).  Not ``cls.__new__``, which may
+    dispatch on $SHMSHARE_URL (StoreDispatch); not ``object.__new__`` either, which
+    refuses a class with a C base of its own layout (SharedList's LengthWord): the
+    ``__new__`` of the first C class in the MRO."""
+    for base in cls.__mro__:
+        new = vars(base).get("__new__")
+        if type(new) is BuiltinFunctionType:
+            return new(cls)  # type: ignore[no-any-return]
+    raise AssertionError("object, in every MRO, has a C __new__")
 
 
 def refuse_str_data(cls_name: str, data: object, builtin: str) -> None:
@@ -213,7 +227,7 @@ class SharedObject:
         """The object at ``address`` (unpickling with ``claim``, the CLI): attached,
         trust-checked, bound."""
         seg = Segment._attach_address(address, claim)
-        self = object.__new__(cls)  # not cls.__new__: that may dispatch on $SHMSHARE_URL
+        self = unconstructed(cls)
         try:
             _check_trust(seg, trust)
             self._bind_payload(seg, None)

@@ -1,7 +1,7 @@
 /* What the files of shmshare._core._hotpath share: the HotPath object
  * (hotpath.c), its read cache's entries (read_cache.c), and what QueuePath
- * (hotqueue.c) uses of it -- its heap pointer and the recognizer of a
- * pickled bytes object.
+ * (hotqueue.c) and LengthWord (hotlen.c) use of it -- its heap pointer, the
+ * recognizer of a pickled bytes object, a list's length word.
  *
  * A read cache is a dict of key -> [bytes, stripe, version]: the pickled
  * bytes this process last read, valid while the dict's version stripe
@@ -31,6 +31,9 @@ typedef struct {
     /* The dict's version stripes (READ CACHE in dict.c), once this process
      * maps them (versions_mapped); they live as long as the heap. */
     const uint64_t *versions;
+    /* A list's length word (LENGTH WORD in list.c), once this process maps
+     * it (list_mapped); cleared with heap. */
+    const volatile uint64_t *list_len;
 } HotPath;
 
 #define HOT_HIDDEN __attribute__((visibility("hidden")))
@@ -43,8 +46,10 @@ extern PyObject *shms_hot_type;     /* HotPath, once the module is initialised *
  * it returns a bytes object equal to the payload, and runs no code. */
 const char *shms_hot_bytes_payload(const char *val, uint64_t vlen, uint64_t *n);
 
-/* Adds QueuePath to the module; 0, or -1 with an exception set. */
+/* Add QueuePath (hotqueue.c) and LengthWord (hotlen.c) to the module; 0, or
+ * -1 with an exception set. */
 int shms_hot_add_queue_path(PyObject *module);
+int shms_hot_add_length_word(PyObject *module);
 
 /* The bytes of entry (borrowed) if its stripe still reads its version. */
 HOT_HIDDEN PyObject *hot_cache_valid_bytes(HotPath *self, PyObject *entry);

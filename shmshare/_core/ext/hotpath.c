@@ -32,8 +32,12 @@
  *
  * The functions live in the cffi module (hidden symbols), so their
  * addresses are passed in, as for ExitCall (exitcall.c).  Limited API.
- * The module's other type, QueuePath (a queue's put and get), is in
- * hotqueue.c.
+ * The module's other types are QueuePath (a queue's put and get, hotqueue.c)
+ * and LengthWord (len() of a list, hotlen.c).
+ *
+ *   list_mapped(address)
+ *       Where this process maps a list's length word, for LengthWord;
+ *       close() forgets it too.
  */
 #include "hot.h"
 
@@ -228,20 +232,38 @@ static PyObject *hot_close(PyObject *op, PyObject *unused)
     (void)unused;
     ((HotPath *)op)->heap = NULL;
     ((HotPath *)op)->versions = NULL;
+    ((HotPath *)op)->list_len = NULL;
     Py_RETURN_NONE;
+}
+
+/* The address in `address`: non-zero and 8-byte aligned, or 0 with an exception set. */
+static uintptr_t mapped_address(PyObject *address, const char *what)
+{
+    uintptr_t a = (uintptr_t)PyLong_AsUnsignedLongLong(address);
+    if (PyErr_Occurred())
+        return 0;
+    if (!a || a % sizeof(uint64_t)) {
+        PyErr_Format(PyExc_ValueError, "%s needs a non-zero, 8-byte aligned address", what);
+        return 0;
+    }
+    return a;
 }
 
 static PyObject *hot_versions_mapped(PyObject *op, PyObject *address)
 {
-    uintptr_t a = (uintptr_t)PyLong_AsUnsignedLongLong(address);
-    if (PyErr_Occurred())
+    uintptr_t a = mapped_address(address, "versions_mapped");
+    if (!a)
         return NULL;
-    if (!a || a % sizeof(uint64_t)) {
-        PyErr_SetString(PyExc_ValueError, "versions_mapped needs the non-zero, 8-byte "
-                        "aligned address of the dict's version stripes");
-        return NULL;
-    }
     ((HotPath *)op)->versions = (const uint64_t *)a;
+    Py_RETURN_NONE;
+}
+
+static PyObject *hot_list_mapped(PyObject *op, PyObject *address)
+{
+    uintptr_t a = mapped_address(address, "list_mapped");
+    if (!a)
+        return NULL;
+    ((HotPath *)op)->list_len = (const volatile uint64_t *)a;
     Py_RETURN_NONE;
 }
 
@@ -295,6 +317,8 @@ static PyMethodDef hot_methods[] = {
      "version]; or not_read (the general path decides)."},
     {"versions_mapped", hot_versions_mapped, METH_O,
      "versions_mapped(address): where this process maps the dict's version stripes."},
+    {"list_mapped", hot_list_mapped, METH_O,
+     "list_mapped(address): where this process maps the list's length word."},
     {"store", (PyCFunction)(void (*)(void))hot_store, METH_FASTCALL,
      "store(key, cmp_len, value, value_len) -> 0, or an int code."},
     {"close", hot_close, METH_NOARGS, "Forget the heap: later calls return -1."},
@@ -325,7 +349,9 @@ static int module_exec(PyObject *module)
         return -1;
     }
     shms_hot_type = type;
-    return shms_hot_add_queue_path(module);
+    if (shms_hot_add_queue_path(module) < 0)
+        return -1;
+    return shms_hot_add_length_word(module);
 }
 
 static PyModuleDef_Slot module_slots[] = {
