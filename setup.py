@@ -27,13 +27,13 @@ setup(
                            # It calls nothing of libc itself; linked to it all the same
                            # so that auditwheel can tell which libc the wheel is for.
                            extra_link_args=["-Wl,--no-as-needed", "-lc"]),
-                 # d[k] = v, d[k], a queue's put and get and a list's len() without
+                 # d[k] = v, d[k], a queue's put and get, a list's len() and a[i] without
                  # cffi's per-call costs (see shmshare/_core/ext/hotpath.c, read_cache.c,
-                 # hotqueue.c, hotlen.c).
+                 # hotqueue.c, hotslots.c).
                  Extension("shmshare._core._hotpath", ["shmshare/_core/ext/hotpath.c",
                                                        "shmshare/_core/ext/read_cache.c",
                                                        "shmshare/_core/ext/hotqueue.c",
-                                                       "shmshare/_core/ext/hotlen.c"],
+                                                       "shmshare/_core/ext/hotslots.c"],
                            depends=["shmshare/_core/ext/hot.h"],
                            py_limited_api=True, include_dirs=["shmshare/_core/src"],
                            extra_compile_args=["-Wall", "-Wextra"],

@@ -135,6 +135,38 @@ def test_own_view_is_kept_and_never_used_after_detach(tmp_path: Path) -> None:
             t[0]
 
 
+def test_items_in_c_keep_every_rule_of_the_python_path(tmp_path: Path) -> None:
+    """a[i] and a[i] = v go to the cached view in C (ViewItems): the view's own
+    errors come back, slices and the first access take the Python path, item
+    deletion is refused, and a Manager().Array still converts as multiprocessing's
+    does ('u' items are str, values go through the typecode)."""
+    a = SharedArray((2, 3), "int64")
+    try:
+        assert a[1, 2] == 0  # a tuple index before any view exists
+        a[np.int64(1), 2] = 9
+        assert a[1][2] == 9 and a[-1, -1] == 9 and a[:, 2].tolist() == [0, 9]
+        with pytest.raises(IndexError):
+            a[2]
+        with pytest.raises(IndexError):
+            a[0, 3] = 1
+        with pytest.raises((TypeError, IndexError)):
+            a["x"]
+        with pytest.raises(TypeError, match="doesn't support item deletion"):
+            del a[0]
+    finally:
+        a.detach()
+    with shmshare.Manager(project_dir=tmp_path) as m:
+        t, u = m.Array("i", [1, 2, 3]), m.Array("u", "ab")
+        t[0] = True
+        assert t[0] == 1 and type(t[0]) is int and u[1] == "b" and type(u[1]) is str
+        with pytest.raises(TypeError):
+            t[1] = 1.5  # converted by the typecode, as multiprocessing.Array refuses it
+        u[0] = "z"
+        assert u[:] == "zb" and t[:] == [1, 2, 3]
+        with pytest.raises(IndexError):
+            t[3]
+
+
 def test_lock_and_dead_owner() -> None:
     """sa.lock serialises whole-array updates; a holder killed is reported."""
     a = SharedArray(3, "int64")

@@ -31,11 +31,13 @@ __all__ = [
     "SHM_HUGETLB",
     "SHM_NORESERVE",
     "Attachment",
+    "LengthWord",
     "Limits",
     "NamedOpen",
     "OwnerWatch",
     "RobustMutex",
     "ShmStat",
+    "ViewItems",
     "explain_shmget_error",
     "ftok",
     "limits",
@@ -355,6 +357,8 @@ def shmat(shmid: int, size: int, readonly: bool = False) -> Attachment:
 
 
 # Defined in their own modules, which import the names above.
+# Base classes whose len() / obj[i] answer in C (ext/hotslots.c).
+from ._hotpath import LengthWord, ViewItems  # noqa: E402
 from .mutex import RobustMutex  # noqa: E402
 from .named import NamedOpen, named_open, named_release, open_fd, release_fd  # noqa: E402
 from .owner_watch import OwnerWatch  # noqa: E402

@@ -7,7 +7,7 @@ thread, or a buffer too small).
 The length is also readable without any lock or Python frame: opening a
 HeapList tells the heap's HotPath where the list record's length word is
 (``list_mapped``, forgotten when the heap is closed), and an object whose
-class derives from :class:`LengthWord` (``ext/hotlen.c``) and is bound to
+class derives from ``LengthWord`` (``ext/hotslots.c``) and is bound to
 that HotPath answers ``len()`` from the word in C, calling its
 ``_length_slow()`` (:meth:`HeapList.len`) when the word does not check.
 """
@@ -18,13 +18,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import CorruptSegmentError
-from ._hotpath import LengthWord
 from ._lib import ffi, lib
 from .heap import Heap
 from .results import ENOTFOUND, OK
 from .slices import SLICE_NS
 
-__all__ = ["ANY_LENGTH", "HeapList", "LengthWord"]
+__all__ = ["ANY_LENGTH", "HeapList"]
 
 #: ``expect`` of :meth:`HeapList.splice` that accepts whatever length the list has.
 ANY_LENGTH = (1 << 64) - 1

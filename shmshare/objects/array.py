@@ -35,7 +35,7 @@ from ..errors import CorruptSegmentError, SegmentNotFoundError, ShmTypeError, Sh
 from ..naming.header import HEADER_SIZE
 from ..segment import Segment
 from .lock import ObjectLock
-from .shared_object import HandleMethods, SharedObject
+from .shared_object import HandleMethods, SharedObject, unconstructed
 
 __all__ = ["SharedArray"]
 
@@ -96,7 +96,7 @@ def _same_dtype(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-class SharedArray(HandleMethods, SharedObject, kind="array"):
+class SharedArray(_core.ViewItems, HandleMethods, SharedObject, kind="array"):
     """``SharedArray(shape, dtype="float64", *, name=None, create=None, project_dir=None,
     persist=False, mode=0o600, trust=False)``.
 
@@ -215,7 +215,7 @@ class SharedArray(HandleMethods, SharedObject, kind="array"):
         seg._before_detach(lambda: _drop_cache(me))
 
     def _check_payload(self) -> None:
-        probe = type(self).__new__(type(self))
+        probe = unconstructed(type(self))
         probe._bind_payload(self._seg, None)  # re-reads and re-verifies the header
 
     def _payload_stats(self) -> dict[str, int]:
@@ -249,7 +249,13 @@ class SharedArray(HandleMethods, SharedObject, kind="array"):
         view = self._cache
         if view is None:
             view = self._cache = self._make_view()
+            self._fast_views(view)
         return view
+
+    def _fast_views(self, view: Any) -> None:
+        # a[i] and a[i] = v go to the view in C (ViewItems) from now on, until
+        # _drop_cache.
+        self._fast_get = self._fast_set = view
 
     def _make_view(self) -> Any:
         np = _np()
@@ -283,25 +289,17 @@ class SharedArray(HandleMethods, SharedObject, kind="array"):
             raise TypeError("len() of unsized object")
         return self.shape[0]
 
-    def __getitem__(self, index: Any) -> Any:
-        # The hot path (a[i]): the cached view indexed, nothing else.  A view
-        # not built yet, or dropped by detach, is None: indexing it is a
-        # TypeError, and the path below builds the view, or raises as detached.
-        if type(index) is not slice:
-            try:
-                return self._cache[index]
-            except TypeError:
-                if self._cache is not None:
-                    raise  # the view's own TypeError (a bad index)
+    # a[i] and a[i] = v are ViewItems': the cached view indexed in C, no Python
+    # frame.  These are their way for a slice, or before the view is built or
+    # after detach dropped it (building it then raises as detached).
+    def _getitem(self, index: Any) -> Any:
         view = self._view()
         if type(index) is slice:
             self._populate(index)
         return view[index]
 
-    def __setitem__(self, index: Any, value: Any) -> None:
-        view = self._cache
-        if view is None:
-            view = self._view()
+    def _setitem(self, index: Any, value: Any) -> None:
+        view = self._view()
         if type(index) is slice:
             self._populate(index)
         view[index] = value
@@ -353,7 +351,7 @@ class SharedArray(HandleMethods, SharedObject, kind="array"):
 def _drop_cache(ref: weakref.ref[SharedArray]) -> None:
     obj = ref()
     if obj is not None:
-        obj._cache = None
+        obj._fast_get = obj._fast_set = obj._cache = None
         obj._mapped = set()
 
 

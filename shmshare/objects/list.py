@@ -34,8 +34,9 @@ from collections.abc import Callable, Iterable, Iterator, MutableSequence
 from pickle import dumps as _pickle_dumps
 from typing import Any, SupportsIndex, TypeVar, overload
 
+from .._core import LengthWord
 from .._core.heap import Heap
-from .._core.heap_list import ANY_LENGTH, HeapList, LengthWord
+from .._core.heap_list import ANY_LENGTH, HeapList
 from ..segment import Segment
 from .codec import _PICKLE_REFUSED, dumps, loads
 from .heap_object import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE, HeapObject
@@ -99,7 +100,7 @@ class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOpera
         super()._attach(seg, heap)
         # A damaged list still opens: check() says what is wrong, operations raise.
         self._core = HeapList(heap, damaged_ok=True)
-        self._bind_length(heap._hot)  # len() reads the length word in C (ext/hotlen.c)
+        self._bind_length(heap._hot)  # len() reads the length word in C (ext/hotslots.c)
 
     # -- reads ----------------------------------------------------------------------
 

@@ -196,15 +196,14 @@ class SharedTypedArray(StoreDispatch, TextValue, SharedArray, kind="typed-array"
         for i in range(len(self)):
             yield self[i]
 
-    def __getitem__(self, index: Any) -> Any:
-        if type(index) is int:  # the hot path: the cached view (None: see _items)
-            try:
-                v = self._cache[index]
-            except TypeError:
-                if self._cache is not None:
-                    raise
-            else:
-                return chr(v) if self._typecode == "u" else v
+    def _fast_views(self, view: Any) -> None:
+        # a[i] reads the view in C (ViewItems) but for 'u' (an int to turn into a
+        # str); a[i] = v always comes here: the value is converted as
+        # multiprocessing.Array converts it.
+        if self._typecode != "u":
+            self._fast_get = view
+
+    def _getitem(self, index: Any) -> Any:
         items = self._items()
         tc = self._typecode
         if isinstance(index, slice):
@@ -217,7 +216,7 @@ class SharedTypedArray(StoreDispatch, TextValue, SharedArray, kind="typed-array"
         v = items[operator.index(index)]
         return chr(v) if tc == "u" else v
 
-    def __setitem__(self, index: Any, value: Any) -> None:
+    def _setitem(self, index: Any, value: Any) -> None:
         items = self._items()
         tc = self._typecode
         if isinstance(index, slice):

@@ -1,6 +1,6 @@
 /* What the files of shmshare._core._hotpath share: the HotPath object
  * (hotpath.c), its read cache's entries (read_cache.c), and what QueuePath
- * (hotqueue.c) and LengthWord (hotlen.c) use of it -- its heap pointer, the
+ * (hotqueue.c) and LengthWord (hotslots.c) use of it -- its heap pointer, the
  * recognizer of a pickled bytes object, a list's length word.
  *
  * A read cache is a dict of key -> [bytes, stripe, version]: the pickled
@@ -46,10 +46,10 @@ extern PyObject *shms_hot_type;     /* HotPath, once the module is initialised *
  * it returns a bytes object equal to the payload, and runs no code. */
 const char *shms_hot_bytes_payload(const char *val, uint64_t vlen, uint64_t *n);
 
-/* Add QueuePath (hotqueue.c) and LengthWord (hotlen.c) to the module; 0, or
- * -1 with an exception set. */
+/* Add QueuePath (hotqueue.c), and LengthWord and ViewItems (hotslots.c) to
+ * the module; 0, or -1 with an exception set. */
 int shms_hot_add_queue_path(PyObject *module);
-int shms_hot_add_length_word(PyObject *module);
+int shms_hot_add_slot_types(PyObject *module);
 
 /* The bytes of entry (borrowed) if its stripe still reads its version. */
 HOT_HIDDEN PyObject *hot_cache_valid_bytes(HotPath *self, PyObject *entry);

@@ -33,7 +33,8 @@
  * The functions live in the cffi module (hidden symbols), so their
  * addresses are passed in, as for ExitCall (exitcall.c).  Limited API.
  * The module's other types are QueuePath (a queue's put and get, hotqueue.c)
- * and LengthWord (len() of a list, hotlen.c).
+ * and the base classes LengthWord and ViewItems (len() of a list, a[i] of an
+ * array: hotslots.c).
  *
  *   list_mapped(address)
  *       Where this process maps a list's length word, for LengthWord;
@@ -351,7 +352,7 @@ static int module_exec(PyObject *module)
     shms_hot_type = type;
     if (shms_hot_add_queue_path(module) < 0)
         return -1;
-    return shms_hot_add_length_word(module);
+    return shms_hot_add_slot_types(module);
 }
 
 static PyModuleDef_Slot module_slots[] = {
