@@ -498,3 +498,49 @@ def test_mp_run_helper_sanity() -> None:
 
 def _fail() -> None:
     raise SystemExit(3)
+
+
+class _DetachesWhilePickled:
+    """A value whose pickling detaches the dict it is being stored in."""
+
+    def __init__(self, d: SharedDict[str, Any]) -> None:
+        self.d = d
+
+    def __reduce__(self) -> Any:
+        self.d.detach()
+        return (int, (1,))
+
+
+class _RefusesWithValueError:
+    def __reduce__(self) -> Any:
+        raise ValueError("not today")
+
+
+def test_setitem_in_c_hands_over_every_case_it_does_not_take() -> None:
+    """d[k] = v for a str key is one C call (DictItems); every other case reaches
+    the general path with the same result as before: keys with lone surrogates,
+    the empty key and non-str keys; values pickle refuses (cloudpickle); errors
+    of the value's own pickling raised as they are; the lock held by this thread
+    (the store cannot take it at once); a dict detached while the value pickles."""
+    d: SharedDict[Any, Any] = SharedDict()
+    try:
+        d["\udc80x"] = 1
+        d[""] = 2
+        d[3] = 3
+        d["f"] = lambda: 7
+        d["plain"] = "v"
+        assert d["\udc80x"] == 1 and d[""] == 2 and d[3] == 3 and d["f"]() == 7
+        assert sorted(map(str, d)) == ["", "3", "f", "plain", "\udc80x"]
+        with pytest.raises(ValueError, match="not today"):
+            d["bad"] = _RefusesWithValueError()
+        assert "bad" not in d
+        with d.lock:  # held by this thread: the general path stores under it
+            d["plain"] = "held"
+            del d["f"]
+        assert d["plain"] == "held" and "f" not in d
+        with pytest.raises(KeyError):
+            del d["f"]
+        with pytest.raises(ValueError, match="detached"):
+            d["x"] = _DetachesWhilePickled(d)
+    finally:
+        d.detach()

@@ -31,6 +31,7 @@ __all__ = [
     "SHM_HUGETLB",
     "SHM_NORESERVE",
     "Attachment",
+    "DictItems",
     "LengthWord",
     "Limits",
     "NamedOpen",
@@ -357,8 +358,8 @@ def shmat(shmid: int, size: int, readonly: bool = False) -> Attachment:
 
 
 # Defined in their own modules, which import the names above.
-# Base classes whose len() / obj[i] answer in C (ext/hotslots.c).
-from ._hotpath import LengthWord, ViewItems  # noqa: E402
+# Base classes whose len() / obj[i] / d[k] = v answer in C (ext/hotslots.c).
+from ._hotpath import DictItems, LengthWord, ViewItems  # noqa: E402
 from .mutex import RobustMutex  # noqa: E402
 from .named import NamedOpen, named_open, named_release, open_fd, release_fd  # noqa: E402
 from .owner_watch import OwnerWatch  # noqa: E402

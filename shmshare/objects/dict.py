@@ -27,6 +27,7 @@ from collections.abc import (
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from .._core import DictItems
 from .._core.heap_dict import NOT_READ
 from .codec import _PICKLE_REFUSED, decode_key, dumps, encode_key, loads
 from .dict_views import _ItemsView, _KeysView, _ValuesView
@@ -42,7 +43,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
+class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
     """A dict in shared memory, with no server process.
 
     ``SharedDict(data=(), *, name=None, create=None, project_dir=None,
@@ -119,25 +120,25 @@ class SharedDict(HandleMethods, HeapObject, MutableMapping[K, V], kind="dict"):
     def __missing__(self, key: K) -> V:
         raise KeyError(key)
 
-    def __setitem__(self, key: K, value: V) -> None:
-        # codec.encode_key, codec.dumps and Heap.dict_store, inlined for a str
-        # key: this is the hot path (each function call costs about a tenth).
-        if type(key) is str and key:
-            try:
-                kb = key.encode()  # type: ignore[attr-defined]
-            except UnicodeEncodeError:
-                kb = key.encode("utf-8", "surrogatepass")  # type: ignore[attr-defined]
-            try:
-                vb = _pickle_dumps(value, 5)
-            except _PICKLE_REFUSED:
-                vb = dumps(value)  # cloudpickle, or the same error
-            if self._heap.store(kb, len(kb), vb, len(vb)):
-                self._heap.dict_set(kb, len(kb), vb)  # the general path: waits, errors
-        else:
-            kb, n = encode_key(key)
-            self._heap.dict_store(kb, n, dumps(value))
+    def _bind_store(self, seg: Any, heap: Any, lock: Any) -> None:
+        super()._bind_store(seg, heap, lock)
+        hot = getattr(heap, "_hot", None)  # a heap's; a store's entries have none
+        if hot is not None:
+            self._bind_items(hot, _pickle_dumps, _PICKLE_REFUSED)
 
-    def __delitem__(self, key: K) -> None:
+    # d[k] = v and del d[k] are DictItems' (ext/hotslots.c): for a non-empty str
+    # key, the key encoded, the value pickled and the store tried in one C call.
+    # These are where it hands over.
+    def _setitem(self, key: K, value: V) -> None:
+        kb, n = encode_key(key)
+        self._heap.dict_store(kb, n, dumps(value))
+
+    def _store_slow(self, kb: bytes, data: bytes) -> None:
+        # the store did not take it at once (the lock busy or held here, the heap
+        # full, damage): the general path waits, grows or raises
+        self._heap.dict_set(kb, len(kb), data)
+
+    def _delitem(self, key: K) -> None:
         kb, n = encode_key(key)
         if self._heap.dict_pop(kb, n, held=self._held()) is None:
             raise KeyError(key)

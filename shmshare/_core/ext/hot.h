@@ -46,7 +46,7 @@ extern PyObject *shms_hot_type;     /* HotPath, once the module is initialised *
  * it returns a bytes object equal to the payload, and runs no code. */
 const char *shms_hot_bytes_payload(const char *val, uint64_t vlen, uint64_t *n);
 
-/* Add QueuePath (hotqueue.c), and LengthWord and ViewItems (hotslots.c) to
+/* Add QueuePath (hotqueue.c), and LengthWord, ViewItems and DictItems (hotslots.c) to
  * the module; 0, or -1 with an exception set. */
 int shms_hot_add_queue_path(PyObject *module);
 int shms_hot_add_slot_types(PyObject *module);

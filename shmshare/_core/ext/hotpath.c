@@ -33,8 +33,8 @@
  * The functions live in the cffi module (hidden symbols), so their
  * addresses are passed in, as for ExitCall (exitcall.c).  Limited API.
  * The module's other types are QueuePath (a queue's put and get, hotqueue.c)
- * and the base classes LengthWord and ViewItems (len() of a list, a[i] of an
- * array: hotslots.c).
+ * and the base classes LengthWord, ViewItems and DictItems (len() of a list,
+ * a[i] of an array, d[k] = v: hotslots.c).
  *
  *   list_mapped(address)
  *       Where this process maps a list's length word, for LengthWord;

@@ -1,6 +1,6 @@
 /* shmshare._core._hotpath's base classes whose slots answer in C, with no
  * Python frame, what a shared object's class would otherwise answer in a
- * Python method: the calls a loop makes most on a list and on an array.
+ * Python method: the calls a loop makes most on a list, an array, a dict.
  *
  * LengthWord: len() reads a list record's length word (src/list.c, LENGTH
  * WORD): no lock, no syscall.
@@ -29,6 +29,21 @@
  *       _fast_get[i], _fast_set[i] = v -- their errors too (a bad index is
  *       the view's IndexError or TypeError); a slice, or no view, calls
  *       obj._getitem(i) / obj._setitem(i, v).  del obj[i] is a TypeError.
+ *
+ * DictItems: d[k] = v for a non-empty str key in one C call: the key's UTF-8
+ * (kept by the str), dumps(v, 5), and the heap's store tried once (HotPath's
+ * store: the GIL kept, the lock tried once, the heap never grown).
+ *   _bind_items(hot, dumps, refused)
+ *       The heap's HotPath (cleared by Heap.close(), read at every call),
+ *       pickle.dumps, and the exception classes for which dumps hands over
+ *       to the general path (cloudpickle's fallback).
+ *   d[k] = v
+ *       0 from the store: done.  Another code: d._store_slow(key bytes,
+ *       pickle), which waits, grows or raises.  Any other key, a key with
+ *       lone surrogates, a value dumps refuses, no HotPath or a closed heap:
+ *       d._setitem(k, v).
+ *   del d[k]
+ *       d._delitem(k).
  */
 #include "hot.h"
 #include <stddef.h>
@@ -185,6 +200,123 @@ static PyType_Spec vi_spec = {
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, vi_slots,
 };
 
+/* ------------------------------------------------------------ DictItems */
+
+typedef struct {
+    PyObject_HEAD
+    HotPath *hot;                 /* strong references, or NULL */
+    PyObject *dumps, *refused;
+} DictItems;
+
+static PyObject *protocol_5;      /* the int 5, made at module init */
+
+/* d[k] = v tried in C: 0 done, -1 an exception set, 1 the general path decides. */
+static int di_store(DictItems *self, PyObject *key, PyObject *value)
+{
+    HotPath *hot = self->hot;
+    Py_ssize_t klen, vlen;
+    char *vp;
+    if (!hot || !hot->heap || !PyUnicode_CheckExact(key))
+        return 1;
+    const char *kp = PyUnicode_AsUTF8AndSize(key, &klen);
+    if (!kp) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            return -1;
+        PyErr_Clear();  /* lone surrogates: the general path encodes them */
+        return 1;
+    }
+    if (!klen)
+        return 1;
+    PyObject *data = PyObject_CallFunctionObjArgs(self->dumps, value, protocol_5, NULL);
+    if (!data) {
+        if (!PyErr_ExceptionMatches(self->refused))
+            return -1;
+        PyErr_Clear();  /* cloudpickle may take it */
+        return 1;
+    }
+    if (PyBytes_AsStringAndSize(data, &vp, &vlen) < 0) {
+        Py_DECREF(data);
+        return -1;
+    }
+    /* The store reads the heap pointer now: dumps ran Python code, which may
+     * have closed it. */
+    int rc = hot->heap ? hot->store(hot->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen) : -1;
+    if (rc) {
+        PyObject *kb = PyBytes_FromStringAndSize(kp, klen);
+        PyObject *r = kb ? PyObject_CallMethod((PyObject *)self, "_store_slow", "(OO)", kb, data)
+                         : NULL;
+        Py_XDECREF(kb);
+        rc = r ? 0 : -1;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(data);
+    return rc;
+}
+
+static int di_setitem(PyObject *op, PyObject *key, PyObject *value)
+{
+    PyObject *r;
+    if (!value) {
+        r = PyObject_CallMethod(op, "_delitem", "(O)", key);
+    } else {
+        int rc = di_store((DictItems *)op, key, value);
+        if (rc <= 0)
+            return rc;
+        r = PyObject_CallMethod(op, "_setitem", "(OO)", key, value);
+    }
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *di_bind(PyObject *op, PyObject *args)
+{
+    PyObject *hot, *dumps, *refused;
+    DictItems *self = (DictItems *)op;
+    if (!PyArg_ParseTuple(args, "O!OO", (PyTypeObject *)shms_hot_type, &hot, &dumps, &refused))
+        return NULL;
+    PyObject *old[3] = {(PyObject *)self->hot, self->dumps, self->refused};
+    self->hot = (HotPath *)Py_NewRef(hot);
+    self->dumps = Py_NewRef(dumps);
+    self->refused = Py_NewRef(refused);
+    for (int i = 0; i < 3; i++)
+        Py_XDECREF(old[i]);
+    Py_RETURN_NONE;
+}
+
+static void di_dealloc(PyObject *op)
+{
+    PyTypeObject *type = Py_TYPE(op);
+    freefunc tp_free = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    Py_CLEAR(((DictItems *)op)->hot);
+    Py_CLEAR(((DictItems *)op)->dumps);
+    Py_CLEAR(((DictItems *)op)->refused);
+    tp_free(op);
+    Py_DECREF(type);
+}
+
+static PyMethodDef di_methods[] = {
+    {"_bind_items", di_bind, METH_VARARGS,
+     "_bind_items(hot, dumps, refused): d[k] = v for a str key in C, through hot."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot di_slots[] = {
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, di_dealloc},
+    {Py_tp_methods, di_methods},
+    {Py_mp_ass_subscript, di_setitem},
+    {Py_tp_doc, "A base class whose d[k] = v for a str key is one C call "
+                "(see shmshare.objects.dict)."},
+    {0, NULL},
+};
+
+static PyType_Spec di_spec = {
+    "shmshare._core._hotpath.DictItems", sizeof(DictItems), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, di_slots,
+};
+
 /* ------------------------------------------------------------ the module */
 
 static int add_type(PyObject *module, PyType_Spec *spec, const char *name)
@@ -202,7 +334,9 @@ static int add_type(PyObject *module, PyType_Spec *spec, const char *name)
 /* See hot.h. */
 int shms_hot_add_slot_types(PyObject *module)
 {
-    if (add_type(module, &lw_spec, "LengthWord") < 0)
+    if (!protocol_5 && !(protocol_5 = PyLong_FromLong(5)))
         return -1;
-    return add_type(module, &vi_spec, "ViewItems");
+    if (add_type(module, &lw_spec, "LengthWord") < 0 || add_type(module, &vi_spec, "ViewItems") < 0)
+        return -1;
+    return add_type(module, &di_spec, "DictItems");
 }
