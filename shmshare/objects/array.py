@@ -35,8 +35,7 @@ from ..errors import CorruptSegmentError, SegmentNotFoundError, ShmTypeError, Sh
 from ..naming.header import HEADER_SIZE
 from ..segment import Segment
 from .lock import ObjectLock
-from .remote import unconstructed
-from .shared_object import HandleMethods, SharedObject
+from .shared_object import HandleMethods, SharedObject, unconstructed
 
 __all__ = ["SharedArray"]
 

@@ -27,8 +27,7 @@ from __future__ import annotations
 import uuid
 import weakref
 from collections.abc import Iterable
-from types import BuiltinFunctionType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shmshare.stores.redis.connection import RedisStore
@@ -147,25 +146,11 @@ def open_remote(obj: HeapObject, url: str, *, name: str | None, create: bool | N
     return handle, entries, lock, created
 
 
-_T = TypeVar("_T")
-
-
-def unconstructed(cls: type[_T]) -> _T:
-    """An object of ``cls`` that no ``__new__`` or ``__init__`` of Python code has
-    seen (unpickling: its state is bound next).  Not ``cls.__new__``, which may
-    dispatch on $SHMSHARE_URL (StoreDispatch); not ``object.__new__`` either, which
-    refuses a class with a C base of its own layout (SharedList's LengthWord): the
-    ``__new__`` of the first C class in the MRO."""
-    for base in cls.__mro__:
-        new = vars(base).get("__new__")
-        if type(new) is BuiltinFunctionType:
-            return new(cls)  # type: ignore[no-any-return]
-    raise AssertionError("object, in every MRO, has a C __new__")
-
-
 def reopen_remote(cls: type[HeapObject], url: str, store_name: str, anonymous: bool,
                   persist: bool, trust: bool) -> HeapObject:
     """Unpickle an object of a store: open the same object (never a copy)."""
+    from .shared_object import unconstructed
+
     self = unconstructed(cls)
     self._open_remote(url, name=store_name, create=False, persist=persist, trust=trust,
                       initial=(), anonymous=anonymous)

@@ -25,6 +25,7 @@ import errno
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from types import BuiltinFunctionType
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -33,7 +34,6 @@ from ..errors import ShmPermissionError, ShmTypeError, ShmValueError
 from ..naming.attach import Address
 from ..segment import Segment
 from .lock import ObjectLock
-from .remote import unconstructed
 
 __all__ = [
     "HandleMethods",
@@ -101,6 +101,19 @@ def _check_options(name: object, create: object, project_dir: object, persist: o
             raise ShmTypeError(f"{what} must be True or False, not {value!r}")
     if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
         raise ShmTypeError(f"mode must be permission bits such as 0o600, not {mode!r}")
+
+
+def unconstructed(cls: type[T]) -> T:
+    """An object of ``cls`` that no ``__new__`` or ``__init__`` of Python code has
+    seen (unpickling: its state is bound next).  Not ``cls.__new__``, which may
+    dispatch on $SHMSHARE_URL (StoreDispatch); not ``object.__new__`` either, which
+    refuses a class with a C base of its own layout (SharedList's LengthWord): the
+    ``__new__`` of the first C class in the MRO."""
+    for base in cls.__mro__:
+        new = vars(base).get("__new__")
+        if type(new) is BuiltinFunctionType:
+            return new(cls)  # type: ignore[no-any-return]
+    raise AssertionError("object, in every MRO, has a C __new__")
 
 
 def refuse_str_data(cls_name: str, data: object, builtin: str) -> None:
