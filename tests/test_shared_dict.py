@@ -544,3 +544,89 @@ def test_setitem_in_c_hands_over_every_case_it_does_not_take() -> None:
             d["x"] = _DetachesWhilePickled(d)
     finally:
         d.detach()
+
+
+def _set_key(d: SharedDict[str, Any], key: str, value: Any) -> None:
+    d[key] = value
+
+
+def _loads_fails() -> None:
+    raise RuntimeError("fails when loaded")
+
+
+class _FailsWhenLoaded:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_loads_fails, ())
+
+
+def test_getitem_in_c_hands_over_every_case_it_does_not_take() -> None:
+    """d[k] for a str key is one C call through the read cache (DictItems); every
+    other case reaches the general path with the same result as before: absent
+    keys (KeyError, or a subclass's __missing__), non-str, empty and lone-surrogate
+    keys, the lock held by this thread, a large value, a detached dict; an error of
+    the value's own unpickling is raised as it is.  get() takes the same read."""
+
+    class Defaulting(SharedDict):  # type: ignore[type-arg]
+        def __missing__(self, key: Any) -> Any:
+            return ("missing", key)
+
+    d: Any = Defaulting()
+    try:
+        d["\udc80x"], d[""], d[3], d["s"] = 1, 2, 3, "str"
+        d["big"] = b"x" * (2 << 20)  # above the cached size: read by the general path
+        d["bad"] = _FailsWhenLoaded()
+        assert (d["\udc80x"], d[""], d[3], d["s"]) == (1, 2, 3, "str")
+        assert d["s"] == "str"  # a hit this time
+        assert d["nope"] == ("missing", "nope") and d[99] == ("missing", 99)
+        assert d["big"] == b"x" * (2 << 20)
+        assert d.get("s") == "str" and d.get("nope", 5) == 5 and d.get("big") == d["big"]
+        with pytest.raises(RuntimeError, match="fails when loaded"):
+            d["bad"]
+        with d.lock:  # held by this thread: the general path reads under it
+            d["s"] = "held"
+            assert d["s"] == "held" and d.get("s") == "held"
+        plain: SharedDict[Any, Any] = SharedDict({"k": 1})
+        try:
+            with pytest.raises(KeyError):
+                plain["absent"]
+        finally:
+            plain.detach()
+    finally:
+        d.detach()
+    with pytest.raises(ValueError, match="detached"):
+        d["s"]
+    with pytest.raises(ValueError, match="detached"):
+        d.get("s")
+
+
+def test_a_subclass_getitem_overrides_the_c_read() -> None:
+    class Upper(SharedDict):  # type: ignore[type-arg]
+        def __getitem__(self, key: Any) -> Any:
+            return str(super().__getitem__(key)).upper()
+
+    d: Any = Upper({"a": "x"})
+    try:
+        assert d["a"] == "X"
+    finally:
+        d.detach()
+
+
+def test_the_read_cache_is_emptied_in_place_past_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python read path empties the read cache past its cap; the C d[k] holds
+    that dict, so it must be emptied in place, never replaced, and later reads
+    through either path must still see another process's writes."""
+    from shmshare.objects import heap_object
+
+    monkeypatch.setattr(heap_object, "_CACHE_MAX_BYTES", 64)
+    d: SharedDict[Any, Any] = SharedDict({"s": "old", **{i: "v" * 40 for i in range(4)}})
+    try:
+        cache = d._read_cache
+        assert d["s"] == "old"
+        for i in range(4):  # int keys take the Python path, which counts and empties
+            assert d[i] == "v" * 40
+        assert d._read_cache is cache and len(cache) <= 2
+        assert d["s"] == "old"
+        assert fork_call(_set_key, d, "s", "new") == 0  # another process writes "s"
+        assert d["s"] == "new" and d.get("s") == "new"
+    finally:
+        d.detach()

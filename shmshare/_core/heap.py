@@ -130,7 +130,7 @@ class Heap(DictMethods):
         # and the lock tried once.  ``_peek(key)`` is dict_read_versioned's read;
         # ``get_str(cache, key)`` is d[key] for a str key through the read cache
         # (a hit, or the same read kept there), unpickled; or NOT_READ
-        # (SharedDict.__getitem__).
+        # (SharedDict's d[k], DictItems).
         self._hot = HotPath(int(ffi.cast("uintptr_t", handle)), _PEEK, _STORE_TRY, BIG_VALUE,
                             pickle.loads, NOT_READ, READ_CACHE_MAX_BYTES)
         self.store: Callable[[bytes, int, bytes, int], int] = self._hot.store

@@ -94,19 +94,11 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
     def _held(self) -> bool:
         return self._lock.held()
 
-    def __getitem__(self, key: K) -> V:
-        # One C call serves a str key (Heap.get_str): a cache hit, or the
-        # re-read of a missing or changed key into the cache, unpickled;
-        # NOT_READ (any other key too): the general path decides.  This is the
-        # hot path: each bytecode counts (a method call on an instance
-        # attribute is not specialised, a local is).
-        get_str = self._get_str
-        value = get_str(self._read_cache, key)
-        if value is not NOT_READ:
-            return value  # type: ignore[no-any-return]
-        return self._get_general(key)
-
-    def _get_general(self, key: K) -> V:
+    # d[k] and d[k] = v are DictItems' (ext/hotslots.c): for a non-empty str key,
+    # one C call each -- a read through the read cache (Heap.get_str), or the
+    # key encoded, the value pickled and the store tried.  The methods below
+    # are where they hand over.
+    def _getitem(self, key: K) -> V:
         data = self._read(key)
         if data is None:
             return self.__missing__(key)
@@ -124,11 +116,8 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
         super()._bind_store(seg, heap, lock)
         hot = getattr(heap, "_hot", None)  # a heap's; a store's entries have none
         if hot is not None:
-            self._bind_items(hot, _pickle_dumps, _PICKLE_REFUSED)
+            self._bind_items(hot, _pickle_dumps, _PICKLE_REFUSED, self._read_cache)
 
-    # d[k] = v and del d[k] are DictItems' (ext/hotslots.c): for a non-empty str
-    # key, the key encoded, the value pickled and the store tried in one C call.
-    # These are where it hands over.
     def _setitem(self, key: K, value: V) -> None:
         kb, n = encode_key(key)
         self._heap.dict_store(kb, n, dumps(value))
@@ -150,6 +139,9 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
         return self._heap.dict_len(held=self._held())
 
     def get(self, key: K, default: Any = None) -> Any:
+        value = self._get_str(self._read_cache, key)  # d[k]'s C read, for a str key
+        if value is not NOT_READ:
+            return value
         data = self._read(key)
         if type(data) is memoryview:  # a large value, in a buffer lent by the heap
             try:

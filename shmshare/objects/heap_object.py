@@ -125,7 +125,7 @@ class HeapObject(SharedObject):
         self._read_cache: dict[Any, list[Any]] = {}  # [bytes, stripe, version]
         self._read_cache_bytes = 0
         # d[key] for a str key through the read cache (Heap.get_str, one C call
-        # for a hit and for a re-read; used by SharedDict.__getitem__): the
+        # for a hit and for a re-read; used by SharedDict's d[k] and get()): the
         # value, or NOT_READ for the general path.
         self._get_str: Callable[[dict[Any, Any], Any], Any] = getattr(heap, "get_str",
                                                                       _no_get_str)
@@ -162,8 +162,10 @@ class HeapObject(SharedObject):
                 self._read_cache.pop(key, None)
             return data
         if self._read_cache_bytes > _CACHE_MAX_BYTES:
-            # A new dict, not clear(): other threads may be reading the old one.
-            self._read_cache, self._read_cache_bytes = {}, 0
+            # Emptied in place, never replaced: SharedDict's C d[k] holds this dict
+            # (DictItems).  A thread reading it meanwhile holds its entry, a list.
+            self._read_cache.clear()
+            self._read_cache_bytes = 0
             hit = None
         self._read_cache[key] = [data, stripe, version]
         self._read_cache_bytes += len(data) - (len(hit[0]) if hit is not None else 0)

@@ -147,29 +147,24 @@ static PyObject *hot_fetch(PyObject *op, PyObject *key)
  * repairs, raises KeyError): the key absent or empty, the lock busy, a large
  * value, a key UTF-8 cannot encode, the version stripes not yet mapped by
  * this process (versions_mapped; a large bytes value is read without
- * them), the heap closed. */
-static PyObject *hot_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+ * them), the heap closed.  (hot_get_str is DictItems' d[k] too: hot.h.) */
+PyObject *hot_get_str(HotPath *self, PyObject *cache, PyObject *key)
 {
-    HotPath *self = (HotPath *)op;
     fetch_ctx c = {.out = NULL, .max_value = self->max_value, .whole_bytes = 1};
     PyObject *entry, *data;
     const char *kp;
     Py_ssize_t klen;
     int rc;
-    if (nargs != 2 || !PyDict_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "get(cache: dict, key)");
-        return NULL;
-    }
-    if (!PyUnicode_CheckExact(args[1]) || !self->heap)
+    if (!PyUnicode_CheckExact(key) || !self->heap)
         return Py_NewRef(self->not_read);
-    entry = PyDict_GetItemWithError(args[0], args[1]);
+    entry = PyDict_GetItemWithError(cache, key);
     if (entry && self->versions) {
         if ((data = hot_cache_valid_bytes(self, entry)))
             return hot_cache_unpickle(self, data);
     } else if (PyErr_Occurred()) {
         return NULL;
     }
-    if (!(kp = PyUnicode_AsUTF8AndSize(args[1], &klen))) {
+    if (!(kp = PyUnicode_AsUTF8AndSize(key, &klen))) {
         PyErr_Clear();
         return Py_NewRef(self->not_read);
     }
@@ -188,7 +183,7 @@ static PyObject *hot_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         return Py_NewRef(self->not_read);
     }
     if (c.whole_bytes == 2 || c.stripe == UINT64_MAX) {
-        if (entry && PyDict_DelItem(args[0], args[1]) < 0) {
+        if (entry && PyDict_DelItem(cache, key) < 0) {
             if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
                 Py_DECREF(c.out);
                 return NULL;
@@ -197,7 +192,7 @@ static PyObject *hot_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         }
         if (c.whole_bytes == 2)
             return c.out;
-    } else if (hot_cache_keep(self, args[0], args[1], entry, c.out, c.stripe, c.version) < 0) {
+    } else if (hot_cache_keep(self, cache, key, entry, c.out, c.stripe, c.version) < 0) {
         /* entry is still cache[key]: only bytes were allocated since (no
          * Python code ran, no garbage collection) */
         Py_DECREF(c.out);
@@ -206,6 +201,15 @@ static PyObject *hot_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     data = PyObject_CallFunctionObjArgs(self->loads, c.out, NULL);
     Py_DECREF(c.out);
     return data;
+}
+
+static PyObject *hot_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "get(cache: dict, key)");
+        return NULL;
+    }
+    return hot_get_str((HotPath *)op, args[0], args[1]);
 }
 
 static PyObject *hot_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)

@@ -30,13 +30,22 @@
  *       the view's IndexError or TypeError); a slice, or no view, calls
  *       obj._getitem(i) / obj._setitem(i, v).  del obj[i] is a TypeError.
  *
- * DictItems: d[k] = v for a non-empty str key in one C call: the key's UTF-8
- * (kept by the str), dumps(v, 5), and the heap's store tried once (HotPath's
- * store: the GIL kept, the lock tried once, the heap never grown).
- *   _bind_items(hot, dumps, refused)
+ * DictItems: d[k] and d[k] = v for a non-empty str key in one C call each.
+ * d[k] is HotPath.get through the dict's read cache (hotpath.c): a hit
+ * unpickled without the lock, or the re-read of a changed key.  d[k] = v is
+ * the key's UTF-8 (kept by the str), dumps(v, 5), and the heap's store tried
+ * once (HotPath's store: the GIL kept, the lock tried once, the heap never
+ * grown).
+ *   _bind_items(hot, dumps, refused, cache)
  *       The heap's HotPath (cleared by Heap.close(), read at every call),
- *       pickle.dumps, and the exception classes for which dumps hands over
- *       to the general path (cloudpickle's fallback).
+ *       pickle.dumps, the exception classes for which dumps hands over to
+ *       the general path (cloudpickle's fallback), and the read cache (a
+ *       dict of key -> [bytes, stripe, version], emptied in place, never
+ *       replaced, while bound).
+ *   d[k]
+ *       HotPath.get(cache, k)'s value; when it did not read the value (any
+ *       other key, absent, the lock busy, a large value, no HotPath):
+ *       d._getitem(k), which waits, raises KeyError or calls __missing__.
  *   d[k] = v
  *       0 from the store: done.  Another code: d._store_slow(key bytes,
  *       pickle), which waits, grows or raises.  Any other key, a key with
@@ -205,7 +214,7 @@ static PyType_Spec vi_spec = {
 typedef struct {
     PyObject_HEAD
     HotPath *hot;                 /* strong references, or NULL */
-    PyObject *dumps, *refused;
+    PyObject *dumps, *refused, *cache;
 } DictItems;
 
 static PyObject *protocol_5;      /* the int 5, made at module init */
@@ -253,6 +262,18 @@ static int di_store(DictItems *self, PyObject *key, PyObject *value)
     return rc;
 }
 
+static PyObject *di_getitem(PyObject *op, PyObject *key)
+{
+    DictItems *self = (DictItems *)op;
+    if (self->hot) {
+        PyObject *value = hot_get_str(self->hot, self->cache, key);
+        if (value != self->hot->not_read)
+            return value;  /* the value, or NULL with an exception set */
+        Py_DECREF(value);
+    }
+    return PyObject_CallMethod(op, "_getitem", "(O)", key);
+}
+
 static int di_setitem(PyObject *op, PyObject *key, PyObject *value)
 {
     PyObject *r;
@@ -272,15 +293,17 @@ static int di_setitem(PyObject *op, PyObject *key, PyObject *value)
 
 static PyObject *di_bind(PyObject *op, PyObject *args)
 {
-    PyObject *hot, *dumps, *refused;
+    PyObject *hot, *dumps, *refused, *cache;
     DictItems *self = (DictItems *)op;
-    if (!PyArg_ParseTuple(args, "O!OO", (PyTypeObject *)shms_hot_type, &hot, &dumps, &refused))
+    if (!PyArg_ParseTuple(args, "O!OOO!", (PyTypeObject *)shms_hot_type, &hot, &dumps, &refused,
+                          &PyDict_Type, &cache))
         return NULL;
-    PyObject *old[3] = {(PyObject *)self->hot, self->dumps, self->refused};
+    PyObject *old[4] = {(PyObject *)self->hot, self->dumps, self->refused, self->cache};
     self->hot = (HotPath *)Py_NewRef(hot);
     self->dumps = Py_NewRef(dumps);
     self->refused = Py_NewRef(refused);
-    for (int i = 0; i < 3; i++)
+    self->cache = Py_NewRef(cache);
+    for (int i = 0; i < 4; i++)
         Py_XDECREF(old[i]);
     Py_RETURN_NONE;
 }
@@ -292,13 +315,15 @@ static void di_dealloc(PyObject *op)
     Py_CLEAR(((DictItems *)op)->hot);
     Py_CLEAR(((DictItems *)op)->dumps);
     Py_CLEAR(((DictItems *)op)->refused);
+    Py_CLEAR(((DictItems *)op)->cache);
     tp_free(op);
     Py_DECREF(type);
 }
 
 static PyMethodDef di_methods[] = {
     {"_bind_items", di_bind, METH_VARARGS,
-     "_bind_items(hot, dumps, refused): d[k] = v for a str key in C, through hot."},
+     "_bind_items(hot, dumps, refused, cache): d[k] and d[k] = v for a str key in C, "
+     "through hot and the read cache."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -306,8 +331,9 @@ static PyType_Slot di_slots[] = {
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_dealloc, di_dealloc},
     {Py_tp_methods, di_methods},
+    {Py_mp_subscript, di_getitem},
     {Py_mp_ass_subscript, di_setitem},
-    {Py_tp_doc, "A base class whose d[k] = v for a str key is one C call "
+    {Py_tp_doc, "A base class whose d[k] and d[k] = v for a str key are one C call each "
                 "(see shmshare.objects.dict)."},
     {0, NULL},
 };
