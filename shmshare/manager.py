@@ -45,9 +45,10 @@ from .naming.project_dir import default_project_dir
 from .objects.dict import SharedDict
 from .objects.list import SharedList
 from .objects.namespace import SharedNamespace
+from .objects.options import store_url
 from .objects.queue import SharedQueue
 from .objects.set import SharedSet
-from .objects.shared_object import SharedObject, detach, store_url, unlink
+from .objects.shared_object import SharedObject, detach, unlink
 from .objects.sync import (
     SharedBoundedSemaphore,
     SharedEvent,

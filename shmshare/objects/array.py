@@ -35,7 +35,8 @@ from ..errors import CorruptSegmentError, SegmentNotFoundError, ShmTypeError, Sh
 from ..naming.header import HEADER_SIZE
 from ..segment import Segment
 from .lock import ObjectLock
-from .shared_object import HandleMethods, SharedObject, unconstructed
+from .options import unconstructed
+from .shared_object import HandleMethods, SharedObject
 
 __all__ = ["SharedArray"]
 

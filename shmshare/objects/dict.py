@@ -25,7 +25,7 @@ from collections.abc import (
     MutableMapping,
 )
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._core import DictItems
 from .._core.heap_dict import NOT_READ
@@ -98,6 +98,9 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
     # one C call each -- a read through the read cache (Heap.get_str), or the
     # key encoded, the value pickled and the store tried.  The methods below
     # are where they hand over.
+    if TYPE_CHECKING:
+        def __getitem__(self, key: K) -> V: ...
+
     def _getitem(self, key: K) -> V:
         data = self._read(key)
         if data is None:

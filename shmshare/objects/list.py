@@ -41,8 +41,9 @@ from ..segment import Segment
 from .codec import _PICKLE_REFUSED, dumps, loads
 from .heap_object import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE, HeapObject
 from .list_operators import ListOperators
+from .options import refuse_str_data
 from .remote import StoreDispatch
-from .shared_object import HandleMethods, refuse_str_data
+from .shared_object import HandleMethods
 
 __all__ = ["SharedList"]
 

@@ -149,7 +149,7 @@ def open_remote(obj: HeapObject, url: str, *, name: str | None, create: bool | N
 def reopen_remote(cls: type[HeapObject], url: str, store_name: str, anonymous: bool,
                   persist: bool, trust: bool) -> HeapObject:
     """Unpickle an object of a store: open the same object (never a copy)."""
-    from .shared_object import unconstructed
+    from .options import unconstructed
 
     self = unconstructed(cls)
     self._open_remote(url, name=store_name, create=False, persist=persist, trust=trust,
@@ -175,7 +175,7 @@ class StoreDispatch:  # first among a class's bases: its __new__ must run
     KIND: str
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        from .shared_object import store_url
+        from .options import store_url
 
         url = kwargs.get("url")
         if kwargs.get("project_dir") is None and (url := store_url(url)) is not None:

@@ -20,7 +20,8 @@ from typing import Any, cast
 
 from ..errors import ShmTypeError, ShmValueError
 from .heap_object import HeapObject
-from .shared_object import HandleMethods, store_url
+from .options import store_url
+from .shared_object import HandleMethods
 from .typed_array import _STORED, TextValue, _check_typecode, _encode, _one_char
 
 __all__ = ["RemoteTypedArray"]

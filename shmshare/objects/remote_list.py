@@ -26,7 +26,8 @@ from ..errors import ShmValueError
 from .codec import dumps, loads
 from .heap_object import HeapObject
 from .list_operators import ListOperators
-from .shared_object import HandleMethods, refuse_str_data, store_url
+from .options import refuse_str_data, store_url
+from .shared_object import HandleMethods
 
 __all__ = ["RemoteList"]
 

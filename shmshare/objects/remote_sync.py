@@ -262,9 +262,9 @@ def open_sync(kind: str) -> Callable[..., Any]:
     def construct(*args: Any, name: str | None = None, create: bool | None = None,
                   project_dir: Any = None, persist: bool = False, mode: int = 0o600,
                   trust: bool = False, url: str) -> Any:
-        from .shared_object import _check_options
+        from .options import check_options
 
-        _check_options(name, create, project_dir, persist, mode, trust)
+        check_options(name, create, project_dir, persist, mode, trust)
         conf = _conf_of(kind, args)
         return _open(kind, url, name, create, persist, trust, conf, args)
 

@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 
 from .codec import decode_key, encode_key
 from .heap_object import HeapObject
-from .shared_object import HandleMethods, refuse_str_data
+from .options import refuse_str_data
+from .shared_object import HandleMethods
 
 __all__ = ["SharedSet"]
 
