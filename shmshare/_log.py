@@ -11,14 +11,47 @@ Every module logs through this one logger, so
 
 from __future__ import annotations
 
-import logging
+import threading
+from typing import TYPE_CHECKING, Any
 
 from ._core.heap_base import set_growth_hook
 
 __all__ = ["logger"]
 
-logger = logging.getLogger("shmshare")
-logger.addHandler(logging.NullHandler())  # a library never prints unless asked
+_made: Any = None
+_making = threading.Lock()
+
+
+def _logger() -> Any:
+    global _made
+    if _made is None:
+        with _making:
+            if _made is None:
+                import logging
+
+                made = logging.getLogger("shmshare")
+                made.addHandler(logging.NullHandler())  # a library never prints unless asked
+                _made = made
+    return _made
+
+
+class _FirstUse:
+    """``logging.getLogger("shmshare")``, made (and given its NullHandler) when first
+    used: ``import logging`` costs a process more than a tenth of what a dict's
+    first import does, and most processes never log."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_logger(), name)
+
+
+if TYPE_CHECKING:
+    from logging import Logger
+
+    logger: Logger
+else:
+    logger = _FirstUse()
 
 
 def _log_growth(shmid: int, before: int, after: int, most: int) -> None:

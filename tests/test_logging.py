@@ -34,7 +34,11 @@ def _killed_user(project_dir: Path, name: str) -> int:
 
 
 def test_silent_by_default() -> None:
-    """The library adds only a NullHandler: nothing is printed unless the app asks."""
+    """The library adds only a NullHandler, when it first logs: nothing is printed
+    unless the app asks."""
+    from shmshare._log import logger
+
+    logger.debug("first use")
     handlers = logging.getLogger("shmshare").handlers
     assert any(isinstance(h, logging.NullHandler) for h in handlers)
     assert not [h for h in handlers if not isinstance(h, logging.NullHandler)]
@@ -164,3 +168,23 @@ def test_core_does_not_import_the_logger() -> None:
     out = run_python("import sys, shmshare._core.heap, shmshare._core.queue\n"
                      "print('shmshare._log' in sys.modules)")
     assert out.stdout.strip() == "False"
+
+
+def test_logging_is_imported_only_when_shmshare_logs() -> None:
+    """A process that never logs never imports logging (start-up time); the first
+    record makes the logger, with its NullHandler, and a warning still prints
+    nothing."""
+    code = textwrap.dedent("""
+        import sys
+        from shmshare import SharedDict
+        d = SharedDict({"a": 1})
+        d.detach()
+        print("logging" in sys.modules)
+        from shmshare._log import logger
+        logger.warning("recovered a lock")
+        import logging
+        print([type(h).__name__ for h in logging.getLogger("shmshare").handlers])
+    """)
+    proc = run_python(code)
+    assert proc.stdout.split("\n")[:2] == ["False", "['NullHandler']"]
+    assert proc.stderr == ""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json  # every open reads a key file: not worth a lazy import
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,6 +122,9 @@ class KeyRecord(NamedTuple):
     creator: int = 0  # the creator's liveness token (_core.proc); 0: unknown
 
     def dumps(self) -> bytes:
+        import json  # here, not at the top: anonymous objects never read a key file,
+        # and an existing name's common open reads its record in C (_core.named)
+
         return json.dumps({"v": 1, "proj_id": self.proj_id, "kind": self.kind,
                            "persist": self.persist, "ipcns": self.ipcns,
                            "creator": self.creator}).encode() + b"\n"
@@ -141,6 +143,8 @@ class KeyRecord(NamedTuple):
 
     @classmethod
     def _parse(cls, data: bytes) -> KeyRecord | None:
+        import json
+
         try:
             obj: Any = json.loads(data)
             rec = cls(int(obj["proj_id"]), str(obj["kind"]), bool(obj["persist"]),
