@@ -98,8 +98,9 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
     # one C call each -- a read through the read cache (Heap.get_str), or the
     # key encoded, the value pickled and the store tried.  The methods below
     # are where they hand over.
-    if TYPE_CHECKING:
+    if TYPE_CHECKING:  # the slots' types, as MutableMapping[K, V] has them
         def __getitem__(self, key: K) -> V: ...
+        def __setitem__(self, key: K, value: V) -> None: ...
 
     def _getitem(self, key: K) -> V:
         data = self._read(key)
