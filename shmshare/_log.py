@@ -11,7 +11,6 @@ Every module logs through this one logger, so
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from ._core.heap_base import set_growth_hook
@@ -19,19 +18,19 @@ from ._core.heap_base import set_growth_hook
 __all__ = ["logger"]
 
 _made: Any = None
-_making = threading.Lock()
 
 
 def _logger() -> Any:
+    # No lock: a lock held by another thread at a fork would hang the child's first
+    # record.  Two threads racing here both get the one logger (getLogger's
+    # own lock) and may give it two NullHandlers, which changes nothing.
     global _made
     if _made is None:
-        with _making:
-            if _made is None:
-                import logging
+        import logging
 
-                made = logging.getLogger("shmshare")
-                made.addHandler(logging.NullHandler())  # a library never prints unless asked
-                _made = made
+        made = logging.getLogger("shmshare")
+        made.addHandler(logging.NullHandler())  # a library never prints unless asked
+        _made = made
     return _made
 
 
