@@ -91,7 +91,8 @@ class Segment:
     # -- construction ---------------------------------------------------------------
 
     def _bind(self, binding: Binding) -> None:
-        if binding.header is not None and not binding.attachment.readonly:
+        if (binding.header is not None and not binding.attachment.readonly
+                and not binding.pidns_noted):
             view = binding.attachment.memoryview()
             try:
                 note_pid_namespace(view)

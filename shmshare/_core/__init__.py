@@ -241,7 +241,7 @@ class Attachment:
         # _ptr: a mapping already owned (owned_map), attached by a C call of this package
         self._ptr = _ptr if _ptr is not None else _owned_shmat(shmid, readonly)
         # Its destructor is C (shms_unmap: shmdt, then the reap registered by
-        # reap_extents_on_unmap): it runs exactly once, from detach() via
+        # bind_heap): it runs exactly once, from detach() via
         # ffi.release or when the last reference (this object or a view) goes
         # away, and no Python-level interrupt can land inside it and skip it.
         self.shmid = shmid
@@ -253,10 +253,11 @@ class Attachment:
         self._addr = int(ffi.cast("uintptr_t", self._ptr))
         self._buf = ffi.buffer(self._ptr, size)
 
-    def reap_extents_on_unmap(self, main_shmid: int, token: int) -> None:
-        """Once unmapped, reap the extents of the heap ``(main_shmid, token)`` if its
-        main segment is gone by then (shms_ext_reap); once per mapping."""
-        _check(lib.shms_unmap_reap_on(ffi.cast("void *", self._addr), main_shmid, token),
+    def bind_heap(self, handle: Any) -> None:
+        """Bind the heap ``handle`` at this mapping's payload to this segment; once
+        unmapped, the mapping reaps the heap's extents if its main segment is gone
+        by then (shms_ext_reap); once per mapping."""
+        _check(lib.shms_heap_bind(handle, self.shmid, self._ptr),
                "registering a heap's extents for reaping")
 
     @property

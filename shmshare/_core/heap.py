@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import errno
 import pickle
-import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ..errors import CorruptSegmentError, LockTimeoutError, ShmValueError
+from ..errors import ShmValueError
 from . import Attachment
 from ._hotpath import HotPath
 from ._lib import ffi, lib
@@ -38,7 +37,7 @@ from .heap_dict import (
     SCAN_START,
     DictMethods,
 )
-from .results import DETACHED, OK, RECOVERED, failure
+from .results import DETACHED, ECORRUPT, OK, RECOVERED, failure
 from .slices import SLICE_NS, wait_in_slices
 
 __all__ = ["SCAN_START", "Heap", "reap_extents", "set_growth_hook", "set_test_fail_point",
@@ -46,6 +45,10 @@ __all__ = ["SCAN_START", "Heap", "reap_extents", "set_growth_hook", "set_test_fa
 
 # What a closed handle's counters read: 2**64-1, a value the real counters never take.
 _NO_COUNTER = memoryview(bytearray(b"\xff" * 8)).cast("Q")
+# What a new handle's extent sync may meet and leave to the heap's operations: the
+# lock busy (its holder holds every extent) or held by this thread, a corrupt heap.
+_SYNC_LATER = frozenset({errno.EBUSY, errno.ETIMEDOUT, errno.EDEADLK, errno.ENOTRECOVERABLE,
+                         ECORRUPT, int(lib.SHMS_EBADHEAP)})
 _PEEK = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_peek")))
 _STORE_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_try")))
 _STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
@@ -115,12 +118,12 @@ class Heap(DictMethods):
     def __init__(self, att: Attachment, handle: Any) -> None:
         self._att = att              # keeps extent 0 mapped
         self._h: Any = handle
-        lib.shms_heap_set_main(handle, att.shmid)
         # Whoever detaches the main segment last removes the extents (extent.c).
-        att.reap_extents_on_unmap(att.shmid, int(lib.shms_heap_token(handle)))
+        att.bind_heap(handle)
         #: The heap lock as objects hold it (``ObjectLock``): see guard.py.
         self.guard = LockGuard(handle, heap=True, shmid=att.shmid, keep=None)
-        self._tls = threading.local()
+        # self._tls, this heap's per-thread buffers: made by the first operation
+        # that needs them (HeapBase.__getattr__); attaching never does.
         # The hot calls, bound to the handle (no Python frame, fewest arguments):
         # ``store(key, klen, value, vlen)`` is d[k] = v for a key whose every byte
         # counts (cmp_len == len), returning 0 or a code for dict_set to handle
@@ -196,13 +199,12 @@ class Heap(DictMethods):
         # for removal and lives only while someone holds it (src/extent.c).
         # A busy lock's holder holds them all; a corrupt heap fails its ops.
         try:
-            heap.lock(timeout=0)
-        except (RuntimeError, LockTimeoutError, CorruptSegmentError):
-            return heap
+            rc = lib.shms_heap_sync_extents(heap._h)
+            if rc and rc not in _SYNC_LATER:
+                raise heap._failure(rc, "opening the heap")
         except BaseException:
             heap.close()
             raise
-        heap.unlock()
         return heap
 
     def close(self) -> None:

@@ -69,6 +69,15 @@ class HeapBase:
     lock_timeout: float | None
     same_namespace: Callable[[], bool] | None
 
+    def __getattr__(self, name: str) -> Any:
+        # Only for an unset slot: this heap's per-thread buffers, made by the
+        # first operation that needs them (two threads racing here each keep
+        # the one they made for the call at hand; nothing is shared).
+        if name == "_tls":
+            tls = self._tls = threading.local()
+            return tls
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def _handle(self) -> Any:
         h = self._h
         if h is None:

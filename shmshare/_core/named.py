@@ -6,6 +6,7 @@ locked key file (see docs/concepts/locks-and-recovery.md)."""
 from __future__ import annotations
 
 import errno
+import struct
 from typing import Any, NamedTuple
 
 from . import Attachment, ShmStat, owned_map
@@ -16,31 +17,43 @@ __all__ = ["NamedOpen", "named_open", "named_release", "open_fd", "release_fd"]
 
 class NamedOpen(NamedTuple):
     """What :func:`named_open` found: the key file ``fd`` (locked; the caller
-    unlocks and closes it), its inode and size, the segment's key, its stat and
-    its mapping."""
+    unlocks and closes it), its inode and size, its record's proj_id, the
+    segment's key, its stat, its mapping, and the fields of its identity header
+    that the call did not compare with what it was asked (``fields``: flags, token, payload size,
+    creator pid, creation time, inspector pid, last pid before the
+    inspection, mount namespace)."""
 
     fd: int
     dev: int
     ino: int
     fsize: int
+    proj_id: int
     key: int
     stat: ShmStat
     attachment: Attachment
+    fields: tuple[Any, ...]
     cell: Any  # the words fd came in: named_release (or dropping it) closes fd
 
 
-def named_open(dir: str, path: str, ipcns: int, readonly: bool = False) -> NamedOpen | None:
+# The words shms_named_open fills (named.c): creation time is a double.
+_WORDS = struct.Struct(f"<{int(lib.SHMS_NAMED_FIELDS) - 5}qdqqqq")
+
+
+def named_open(dir: str, path: str, name: str, kind: str, ipcns: int, pidns: int,
+               readonly: bool = False) -> NamedOpen | None:
     """Check the project directory ``dir``, open and lock its key file ``path``, read
     its record (which must name no other IPC namespace than ``ipcns``), attach the
-    segment at its key, in one call (src/named.c); None when anything is not the
-    common case (then nothing is left open, locked or attached)."""
+    segment at its key and verify that its header is ``name``'s, of ``kind``, in
+    one call (src/named.c), which also notes an attach from outside PID namespace
+    ``pidns`` (0: unknown) as header.note_pid_namespace does; None when anything
+    is not the common case (then nothing is left open, locked or attached)."""
     # The words the call fills, owned by a destructor from before the call: dropped
     # at any moment (an interrupt), they unlock and close the key file the call left
-    # open.  A char[] read as words through a memoryview: a first open pays cffi
-    # for each new type it names, and owned_map's is this one.
+    # open.  A char[] read through a buffer: a first open pays cffi for each new
+    # type it names, and owned_map's is this one.
     cell = ffi.new("char[]", 8 * lib.SHMS_NAMED_FIELDS)
-    words = memoryview(ffi.buffer(cell)).cast("q")
-    words[0] = -1  # no descriptor yet (0 would be stdin's)
+    buf = ffi.buffer(cell)
+    buf[0:8] = _NO_FD  # no descriptor yet (0 would be stdin's)
     owner = ffi.gc(cell, lib.shms_named_release)  # (it keeps cell alive)
     try:
         # The call is the alloc of the object that owns the mapping (owned_map): an
@@ -48,24 +61,29 @@ def named_open(dir: str, path: str, ipcns: int, readonly: bool = False) -> Named
         for _ in range(3):  # again only if a signal handler took the request
             try:
                 ptr = owned_map("char[]", lib.shms_map_named(
-                    dir.encode(), path.encode(), int(readonly), ipcns, owner))
+                    dir.encode("utf-8", "surrogateescape"),
+                    path.encode("utf-8", "surrogateescape"), name.encode(), kind.encode(),
+                    int(readonly), ipcns, pidns, owner))
                 break
             except MemoryError:
-                if words[lib.SHMS_NAMED_STATUS] != lib.SHMS_MAP_NOT_RUN:
+                if _WORDS.unpack_from(buf)[_STATUS] != lib.SHMS_MAP_NOT_RUN:
                     return None  # the common case it was not: nothing is held
         else:
             return None
-        w = words.tolist()
-        w[16] = bool(w[16])
-        w[17] = bool(w[17])
-        st = ShmStat._make(w[8:24])
+        w = _WORDS.unpack_from(buf)
+        st = ShmStat(w[8], w[9], w[10], w[11], w[12], w[13], w[14], w[15], w[16] != 0,
+                     w[17] != 0, w[18], w[19], w[20], w[21], w[22], w[23])
         att = Attachment(st.shmid, st.size, readonly, ptr)
-        return NamedOpen(w[0], w[1], w[2], w[3], w[6], st, att, owner)
+        return NamedOpen(w[0], w[1], w[2], w[3], w[4], w[6], st, att, w[24:32], owner)
     except BaseException:
         # Interrupted (KeyboardInterrupt) after the call: the key file is released
         # here; the mapping by its owner, now or when dropped.
         lib.shms_named_release(owner)
         raise
+
+
+_NO_FD = (-1).to_bytes(8, "little", signed=True)
+_STATUS = int(lib.SHMS_NAMED_STATUS)
 
 
 def named_release(got: NamedOpen) -> None:

@@ -107,8 +107,8 @@ def _reuse_named(kind: str, name: str, project_dir: str, claim: bool) -> Binding
                 add_claim(att)
             b = Binding(kind=kind, shmid=found.shmid, key=found.key, attachment=att,
                         offset=HEADER_SIZE, size=found.header.payload_size,
-                        header=found.header, name=name, project_dir=pdir, key_path=path)
-            b.stat = found.stat_before
+                        header=found.header, name=name, project_dir=pdir, key_path=path,
+                        stat=found.stat_before)
     except ShmshareError:
         return None  # the general path says what is wrong
     if claim:

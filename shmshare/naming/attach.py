@@ -29,7 +29,7 @@ from ..errors import (
     WrongTypeError,
 )
 from .binding import Binding, names_us, release
-from .header import ANON_KEY_BASE, FLAG_ANONYMOUS, FLAG_PERSIST, HEADER_SIZE, Header
+from .header import ANON_KEY_BASE, FLAG_ANONYMOUS, FLAG_PERSIST, HEADER_SIZE, OWN_PIDNS, Header
 from .keys import (
     IPC_NAMESPACE,
     KEY_SUFFIX,
@@ -38,7 +38,7 @@ from .keys import (
     key_file_path,
     validate_name,
 )
-from .lifecycle import Found, find_existing, sweep, verified
+from .lifecycle import Found, find_existing, sweep
 from .project_dir import checkable_project_dir, resolve_project_dir
 
 __all__ = [
@@ -186,32 +186,39 @@ def _open_existing_fast(kind: str, name: str, size: int, create: bool | None,
                         readonly: bool) -> Binding | None:
     """The common case of opening an existing name, in one C call (_core.named_open):
     the same project-directory, lock, record, namespace and identity checks as the
-    general path, with fewer syscalls and no Python in between.  None: not the
-    common case, nothing held; the general path takes over (and finds out what it
-    is)."""
+    general path (find_existing, verified), with fewer syscalls and no Python in
+    between.  None: not the common case, nothing held; the general path takes over
+    (and finds out what it is)."""
     pdir = checkable_project_dir(project_dir)
     if pdir is None:
         return None
     path = f"{pdir}/{name}{KEY_SUFFIX}"
-    got = _core.named_open(pdir, path, IPC_NAMESPACE, readonly)
+    got = _core.named_open(pdir, path, name, kind, IPC_NAMESPACE, OWN_PIDNS, readonly)
     if got is None:
         return None
-    found = None
+    b = None
     try:  # (from the very next instruction: an interrupt must not leave the lock held)
-        kf = KeyFile.adopt(path, got.fd, got.dev, got.ino, got.fsize)
-        found = verified(got.attachment, got.stat, got.key, name, kf)
-        if found is None:
-            got.attachment.detach()
-            return None
-        return _bind_found(found, kind, name, size, create, pdir, path)
+        header = Header.verified(kind, name, path, got.proj_id, got.dev, got.ino, got.fields)
+        if size > header.payload_size:
+            raise _smaller(name, pdir, header.payload_size, size)
+        b = Binding(kind=kind, shmid=got.stat.shmid, key=got.key, attachment=got.attachment,
+                    offset=HEADER_SIZE, size=header.payload_size, header=header, name=name,
+                    project_dir=pdir, key_path=path, stat=got.stat, pidns_noted=True)
+        return b
     except BaseException:
-        if found is None and got.attachment.attached:
+        if b is None and got.attachment.attached:
             got.attachment.detach()
         raise
     finally:
         # One C call: no interrupt can land between the unlock and the close (and
         # an interrupt before this line leaves ``got`` to be dropped: the same call).
         _core.named_release(got)
+
+
+def _smaller(name: str, pdir: Path | str, payload_size: int, size: int) -> ShmValueError:
+    return ShmValueError(
+        f"{name!r} exists with {payload_size} bytes, fewer than the {size} asked for; "
+        f"open it with size=0 or remove it first")
 
 
 def _bind_found(found: Found, kind: str, name: str, size: int, create: bool | None,
@@ -224,17 +231,13 @@ def _bind_found(found: Found, kind: str, name: str, size: int, create: bool | No
                 f"{name!r} in {str(pdir)!r} is a {found.header.kind}, not a {kind}; open it with "
                 f"the matching type or choose another name")
         if size > found.header.payload_size:
-            raise ShmValueError(
-                f"{name!r} exists with {found.header.payload_size} bytes, fewer than the {size} "
-                f"asked for; open it with size=0 or remove it first")
+            raise _smaller(name, pdir, found.header.payload_size, size)
     except BaseException:
         found.attachment.detach()
         raise
-    b = Binding(kind=kind, shmid=found.shmid, key=found.key, attachment=found.attachment,
-                offset=HEADER_SIZE, size=found.header.payload_size, header=found.header,
-                name=name, project_dir=pdir, key_path=path)
-    b.stat = found.stat_before
-    return b
+    return Binding(kind=kind, shmid=found.shmid, key=found.key, attachment=found.attachment,
+                   offset=HEADER_SIZE, size=found.header.payload_size, header=found.header,
+                   name=name, project_dir=pdir, key_path=path, stat=found.stat_before)
 
 
 def _proj_ids(first: int) -> Iterator[int]:

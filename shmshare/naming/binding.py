@@ -36,6 +36,7 @@ class Binding:
         "name",
         "offset",
         "persist",
+        "pidns_noted",
         "release_hooks",
         "released",
         "removed",
@@ -47,8 +48,8 @@ class Binding:
 
     def __init__(self, *, kind: str, shmid: int, key: int, attachment: _core.Attachment,
                  offset: int, size: int, header: Header | None = None, name: str | None = None,
-                 project_dir: Path | str | None = None, key_path: Path | str | None = None
-                 ) -> None:
+                 project_dir: Path | str | None = None, key_path: Path | str | None = None,
+                 stat: _core.ShmStat | None = None, pidns_noted: bool = False) -> None:
         self.kind = kind
         self.shmid = shmid
         self.key = key
@@ -68,7 +69,10 @@ class Binding:
         self.trust = False
         # The segment's IPC_STAT taken while opening it (before our shmat), for the
         # trust check that follows at once (Segment._stat_at_open); None: not kept.
-        self.stat: _core.ShmStat | None = None
+        self.stat = stat
+        # True when the open already noted our PID namespace in the header
+        # (_core.named_open does): Segment does it otherwise.
+        self.pidns_noted = pidns_noted
         self.release_hooks: list[Callable[[], None]] = []
         expect_handoff()  # in a multiprocessing child: its exit waits for receivers
         if header is not None and not attachment.readonly:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import struct
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..errors import CorruptSegmentError
 
@@ -25,6 +25,7 @@ __all__ = [
     "HEADER_SIZE",
     "LAYOUT_VERSION",
     "MAGIC",
+    "OWN_PIDNS",
     "Header",
     "note_inspection",
     "note_pid_namespace",
@@ -89,14 +90,14 @@ def _own_pid_namespace() -> int:
         return _PIDNS_UNKNOWN
 
 
-_OWN_PIDNS = _own_pid_namespace()
+OWN_PIDNS = _own_pid_namespace()
 
 
 def note_pid_namespace(buf: memoryview) -> None:
     """Record, on attach, that a process of another PID namespace uses the segment."""
     words = buf[_PIDNS_AT:_PIDNS_AT + 16].cast("Q")
     try:
-        if _OWN_PIDNS == _PIDNS_UNKNOWN or words[0] != _OWN_PIDNS:
+        if OWN_PIDNS == _PIDNS_UNKNOWN or words[0] != OWN_PIDNS:
             words[1] = 1
     finally:
         words.release()
@@ -106,7 +107,7 @@ def pid_namespace_shared(buf: memoryview) -> bool:
     """True while every process that attached shares this process's PID namespace."""
     words = buf[_PIDNS_AT:_PIDNS_AT + 16].cast("Q")
     try:
-        return _OWN_PIDNS != _PIDNS_UNKNOWN and words[0] == _OWN_PIDNS and words[1] == 0
+        return OWN_PIDNS != _PIDNS_UNKNOWN and words[0] == OWN_PIDNS and words[1] == 0
     finally:
         words.release()
 
@@ -155,6 +156,17 @@ class Header(_HeaderFields):
             lpid_before_inspection, key_path,
             (OWN_MNTNS if key_path else 0) if mntns is None else mntns)
 
+    @classmethod
+    def verified(cls, kind: str, name: str, key_path: str, proj_id: int, dev: int, ino: int,
+                 fields: tuple[Any, ...]) -> Header:
+        """The header that _core.named_open found to be ``name``'s, of ``kind``, for
+        the key file ``key_path`` (``dev``, ``ino``) and its record's ``proj_id``;
+        ``fields`` are the rest, as that call reads them."""
+        flags, token, payload, pid, created, inspector, lpid_before, mntns = fields
+        return tuple.__new__(cls, (kind, name, payload, flags, proj_id, dev, ino, token, pid,
+                                   created, LAYOUT_VERSION, inspector, lpid_before, key_path,
+                                   mntns))
+
     @property
     def persist(self) -> bool:
         return bool(self.flags & FLAG_PERSIST)
@@ -179,7 +191,7 @@ class Header(_HeaderFields):
         end = _FIXED.size + len(name)
         buf[8:_FIXED.size] = fixed[8:]
         buf[_FIXED.size:end] = name
-        buf[_PIDNS_AT:_PIDNS_AT + 16] = struct.pack("<QQ", _OWN_PIDNS, 0)
+        buf[_PIDNS_AT:_PIDNS_AT + 16] = struct.pack("<QQ", OWN_PIDNS, 0)
         path = self.key_path.encode("utf-8", "surrogateescape")
         if len(path) > _MAX_KEYPATH:
             path = b""  # not recorded: gc then never judges the segment unreachable

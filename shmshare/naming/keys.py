@@ -167,24 +167,14 @@ class KeyFile:
     """An open, ``flock``-ed key file; use through :meth:`locked`."""
 
     def __init__(self, path: Path, fd: int, st: os.stat_result) -> None:
-        self._path: Path | str = path
+        self._path = path
         self.fd = fd
         self.dev = st.st_dev
         self.ino = st.st_ino
         self.size = st.st_size
 
-    @classmethod
-    def adopt(cls, path: Path | str, fd: int, dev: int, ino: int, size: int) -> KeyFile:
-        """A key file opened and locked by ``_core.named_open`` (the caller unlocks
-        and closes it)."""
-        self = cls.__new__(cls)
-        self._path, self.fd, self.dev, self.ino, self.size = path, fd, dev, ino, size
-        return self
-
     @property
     def path(self) -> Path:
-        if isinstance(self._path, str):  # adopted: made on first use (see Binding's)
-            self._path = Path(self._path)
         return self._path
 
     @classmethod

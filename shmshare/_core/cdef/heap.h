@@ -21,7 +21,7 @@ int  shms_heap_create(void *base, uint64_t size, uint32_t mode, uint32_t flags,
                       shms_heap_t **out);
 int  shms_heap_open(void *base, uint64_t size, shms_heap_t **out);
 void shms_heap_close(shms_heap_t *h);
-void shms_heap_set_main(shms_heap_t *h, int64_t shmid);
+int  shms_heap_bind(shms_heap_t *h, int64_t shmid, void *addr);
 int  shms_heap_destroy_extents(shms_heap_t *h);
 uint64_t shms_heap_token(shms_heap_t *h);
 uint64_t shms_heap_last_grow(shms_heap_t *h);
@@ -33,6 +33,7 @@ void shms_test_fail_point(int point);
 void shms_test_idx_mask(uint64_t mask);
 int  shms_heap_lock(shms_heap_t *h, int64_t timeout_ns);
 int  shms_heap_unlock(shms_heap_t *h);
+int  shms_heap_sync_extents(shms_heap_t *h);
 int64_t shms_heap_lock_owner(shms_heap_t *h);
 int  shms_heap_rebuild(shms_heap_t *h, int held, int64_t timeout_ns);
 int  shms_heap_check(shms_heap_t *h, char *msg, size_t cap, int held, int64_t timeout_ns);

@@ -28,7 +28,6 @@ int shms_ftok(const char *path, int proj_id, int64_t *key_out);
 int shms_shmget(int64_t key, uint64_t size, int flags, int64_t *shmid_out);
 int shms_shmat(int64_t shmid, int readonly, void **addr_out);
 int shms_shmdt(void *addr);
-int shms_unmap_reap_on(void *addr, int64_t shmid, uint64_t token);
 void shms_unmap(void *addr);
 int shms_populate(void *addr, uint64_t len);
 uint64_t shms_atomic_add(void *addr, uint64_t v);

@@ -6,6 +6,6 @@
 void shms_named_release(void *words);
 int shms_open_fd(const char *path, int flags, int mode, void *words);
 int64_t shms_map_shmat(int64_t shmid, int readonly, int64_t *status);
-int64_t shms_map_named(const char *dir, const char *path, int readonly, int64_t ipcns,
-                       void *out);
+int64_t shms_map_named(const char *dir, const char *path, const char *name, const char *kind,
+                       int readonly, int64_t ipcns, uint64_t pidns, void *out);
 void *shms_map_alloc(size_t ticket);

@@ -164,10 +164,14 @@ uint64_t shms_heap_root_ref(shms_heap_t *h)
     return h->hdr->root;
 }
 
-/* Extent 0's shmid derives the extents' keys (extent.c). */
-void shms_heap_set_main(shms_heap_t *h, int64_t shmid)
+/* A handle of the heap at the start of mapping addr's payload, main segment
+ * shmid: extent 0's shmid derives the extents' keys (extent.c), and whoever
+ * unmaps addr last reaps the extents once the main segment is gone
+ * (shms_unmap_reap_on).  0 or ENOMEM. */
+int shms_heap_bind(shms_heap_t *h, int64_t shmid, void *addr)
 {
     h->main_shmid = shmid;
+    return shms_unmap_reap_on(addr, shmid, h->hdr->token);
 }
 
 /* The futex word: the low 32 bits of modcount (little-endian: same address). */

@@ -9,12 +9,15 @@
  * (naming/keys.py make_private_dir), the key file exists and is not locked by
  * anyone, it is the file its path names after the lock is taken, its record
  * names a proj_id and no other IPC namespace than ours, a segment of at least
- * a header's size is at that key.  Anything else returns SHMS_NAMED_SLOW
- * with nothing left open, locked or attached, and the caller takes the
- * general path, which knows every other case (waiting for the lock, stale
- * key files, creation, the errors to raise).  The caller verifies all the
- * rest exactly as on the general path (the identity header, the trust
- * rules), then unlocks and closes fd.
+ * a header's size is at that key, and its identity header is the one the
+ * general path accepts (naming/lifecycle.py verified): our magic and layout,
+ * the name and kind asked for, the key file's device and inode, not
+ * anonymous, its payload inside the segment, the key file's path recorded.
+ * Anything else returns SHMS_NAMED_SLOW with nothing left open, locked or
+ * attached, and the caller takes the general path, which knows every other
+ * case (waiting for the lock, stale key files, crashed creations, creation,
+ * the errors to raise).  The caller applies the trust rules as on the
+ * general path, then unlocks and closes fd.
  */
 #include "shms.h"
 #include <errno.h>
@@ -28,6 +31,101 @@
 #include <sys/stat.h>
 
 #define HEADER_BYTES 4096       /* naming/header.py HEADER_SIZE */
+
+/* The identity header's layout (naming/header.py, little-endian, packed):
+ * _FIXED "<8sIIIIQQQQqd16sH", the name after it; the PID namespace words; the
+ * inspection words; the mount namespace and the key file's path. */
+#define H_VERSION 8
+#define H_SIZE 12
+#define H_FLAGS 16
+#define H_PROJ 20
+#define H_DEV 24
+#define H_INO 32
+#define H_TOKEN 40
+#define H_PAYLOAD 48
+#define H_PID 56
+#define H_CREATED 64
+#define H_KIND 72
+#define H_NLEN 88
+#define H_NAME 90
+#define H_PIDNS 2048
+#define H_INSPECT 2064
+#define H_KEYPATH 2560
+#define H_KEYPATH_BYTES (H_KEYPATH + 10)
+#define LAYOUT_VERSION 1        /* naming/header.py LAYOUT_VERSION */
+#define FLAG_ANONYMOUS 2        /* naming/header.py FLAG_ANONYMOUS */
+
+static uint64_t u64_at(const unsigned char *p, size_t at)
+{
+    uint64_t v;
+    memcpy(&v, p + at, sizeof v);
+    return v;
+}
+
+static uint32_t u32_at(const unsigned char *p, size_t at)
+{
+    uint32_t v;
+    memcpy(&v, p + at, sizeof v);
+    return v;
+}
+
+static uint16_t u16_at(const unsigned char *p, size_t at)
+{
+    uint16_t v;
+    memcpy(&v, p + at, sizeof v);
+    return v;
+}
+
+/* 1 if the header at p is r's object of the key file st, in a segment of
+ * seg_size bytes; its fields in out[24..31].  The same checks as Header.read
+ * plus lifecycle.verified; anything they would refuse or treat otherwise is 0
+ * (the general path then decides). */
+static int header_matches(const unsigned char *p, uint64_t seg_size, const struct stat *st,
+                          int proj_id, const shms_named_req_t *r, int64_t *out)
+{
+    size_t nl = strlen(r->name), kl = strlen(r->kind), pl = strlen(r->path);
+    uint16_t nlen = u16_at(p, H_NLEN), plen = u16_at(p, H_KEYPATH + 8);
+    uint64_t payload = u64_at(p, H_PAYLOAD);
+    uint32_t flags = u32_at(p, H_FLAGS);
+    if (memcmp(p, "SHMSHARE", 8) || u32_at(p, H_VERSION) != LAYOUT_VERSION ||
+        u32_at(p, H_SIZE) != HEADER_BYTES)
+        return 0;
+    if (nlen != nl || memcmp(p + H_NAME, r->name, nl))
+        return 0;
+    /* the kind: its bytes, then NULs to the end of the field */
+    if (memcmp(p + H_KIND, r->kind, kl))
+        return 0;
+    for (size_t i = kl; i < SHMS_KIND_MAX; i++)
+        if (p[H_KIND + i])
+            return 0;
+    if (u32_at(p, H_PROJ) != (uint32_t)proj_id)
+        return 0;
+    if (u64_at(p, H_DEV) != (uint64_t)st->st_dev || u64_at(p, H_INO) != (uint64_t)st->st_ino)
+        return 0;
+    if (flags & FLAG_ANONYMOUS || payload > seg_size - HEADER_BYTES)
+        return 0;
+    if (plen != pl || H_KEYPATH_BYTES + pl > HEADER_BYTES ||
+        memcmp(p + H_KEYPATH_BYTES, r->path, pl))
+        return 0;
+    out[24] = flags;
+    out[25] = (int64_t)u64_at(p, H_TOKEN);
+    out[26] = (int64_t)payload;
+    out[27] = (int64_t)u64_at(p, H_PID);
+    out[28] = (int64_t)u64_at(p, H_CREATED);   /* a double's bits */
+    out[29] = (int64_t)u64_at(p, H_INSPECT);
+    out[30] = (int64_t)u64_at(p, H_INSPECT + 8);
+    out[31] = (int64_t)u64_at(p, H_KEYPATH);
+    return 1;
+}
+
+/* What header.py note_pid_namespace does on attach: mark the segment as used
+ * from another PID namespace than its creator's (pidns 0: ours is unknown). */
+static void note_pid_namespace(unsigned char *p, uint64_t pidns)
+{
+    uint64_t *words = (uint64_t *)(void *)(p + H_PIDNS);
+    if (pidns == 0 || __atomic_load_n(&words[0], __ATOMIC_RELAXED) != pidns)
+        __atomic_store_n(&words[1], 1, __ATOMIC_RELAXED);
+}
 
 /* The number after tag in a record written by naming/keys.py (KeyRecord.dumps);
  * 0 when missing, -1 when not a number ending a field. */
@@ -66,11 +164,14 @@ static int private_dir(const char *dir)
 
 /* out (SHMS_NAMED_FIELDS words): fd, dev, ino, file size, proj_id, record
  * length, key, address, then the segment's IPC_STAT (before our shmat) in the
- * order of shms_stat_t.  Plain words, not a struct: cffi builds a struct type
- * on its first use, a cost the first open of every process would pay. */
-int shms_named_open(const char *dir, const char *path, int readonly, int64_t ipcns,
-                    int64_t *out)
+ * order of shms_stat_t, then the header's flags, token, payload size, creator
+ * pid, creation time (a double's bits), inspector pid, last pid before the
+ * inspection and mount namespace.  Plain words, not a struct: cffi builds a
+ * struct type on its first use, a cost the first open of every process would
+ * pay. */
+int shms_named_open(const shms_named_req_t *r, int64_t *out)
 {
+    const char *dir = r->dir, *path = r->path;
     struct stat st, now;
     shms_stat_t ds;
     char buf[SHMS_RECORD_MAX + 1];
@@ -96,7 +197,7 @@ int shms_named_open(const char *dir, const char *path, int readonly, int64_t ipc
     n = pread(fd, buf, sizeof buf, 0);
     if (n <= 0 || n > SHMS_RECORD_MAX)
         goto slow;
-    proj_id = record_proj_id(buf, (int)n, ipcns);
+    proj_id = record_proj_id(buf, (int)n, r->ipcns);
     if (!proj_id)
         goto slow;
     /* ftok(path, proj_id), from the inode just checked (glibc and musl alike:
@@ -107,9 +208,15 @@ int shms_named_open(const char *dir, const char *path, int readonly, int64_t ipc
     id = shmget((key_t)key, 0, 0);
     if (id < 0 || shms_stat(id, &ds) != 0 || ds.size < HEADER_BYTES)
         goto slow;
-    p = shmat(id, NULL, readonly ? SHM_RDONLY : 0);
+    p = shmat(id, NULL, r->readonly ? SHM_RDONLY : 0);
     if (p == (void *)-1)
         goto slow;
+    if (!header_matches(p, ds.size, &st, proj_id, r, out)) {
+        shmdt(p);
+        goto slow;
+    }
+    if (!r->readonly)
+        note_pid_namespace(p, r->pidns);
     out[0] = fd;
     out[1] = (int64_t)st.st_dev;
     out[2] = (int64_t)st.st_ino;

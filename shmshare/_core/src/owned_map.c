@@ -33,10 +33,8 @@ static __thread struct {
     int readonly;
     int64_t ticket;
     int64_t shmid;
-    int64_t ipcns;
     int64_t *status;            /* REQ_SHMAT: 0 or errno;  REQ_NAMED: out */
-    char dir[PATH_MAX];
-    char path[PATH_MAX];
+    shms_named_req_t named;
 } req;
 static __thread int64_t tickets;
 
@@ -59,23 +57,29 @@ int64_t shms_map_shmat(int64_t shmid, int readonly, int64_t *status)
 }
 
 /* The request of shms_named_open (named.c); out[SHMS_NAMED_STATUS] gets its
- * result.  Paths too long for PATH_MAX are left to the general path (SLOW). */
-int64_t shms_map_named(const char *dir, const char *path, int readonly, int64_t ipcns,
-                       void *words)
+ * result.  Paths too long for PATH_MAX, names and kinds too long for a header
+ * are left to the general path (SLOW). */
+int64_t shms_map_named(const char *dir, const char *path, const char *name, const char *kind,
+                       int readonly, int64_t ipcns, uint64_t pidns, void *words)
 {
     int64_t *out = words;
-    size_t dl = strlen(dir), pl = strlen(path);
+    shms_named_req_t *r = &req.named;
+    size_t dl = strlen(dir), pl = strlen(path), nl = strlen(name), kl = strlen(kind);
     out[SHMS_NAMED_STATUS] = SHMS_MAP_NOT_RUN;
     req.status = out;
-    req.readonly = readonly;
-    req.ipcns = ipcns;
-    if (dl >= sizeof req.dir || pl >= sizeof req.path) {
+    if (dl >= sizeof r->dir || pl >= sizeof r->path || nl >= sizeof r->name ||
+        kl >= sizeof r->kind) {
         out[SHMS_NAMED_STATUS] = SHMS_NAMED_SLOW;
         req.op = REQ_NONE;
         return 0;               /* a length cffi refuses to allocate with this allocator */
     }
-    memcpy(req.dir, dir, dl + 1);
-    memcpy(req.path, path, pl + 1);
+    memcpy(r->dir, dir, dl + 1);
+    memcpy(r->path, path, pl + 1);
+    memcpy(r->name, name, nl + 1);
+    memcpy(r->kind, kind, kl + 1);
+    r->readonly = readonly;
+    r->ipcns = ipcns;
+    r->pidns = pidns;
     return next_ticket(REQ_NAMED);
 }
 
@@ -93,7 +97,7 @@ void *shms_map_alloc(size_t ticket)
         req.status[0] = rc;
         break;
     case REQ_NAMED:
-        rc = shms_named_open(req.dir, req.path, req.readonly, req.ipcns, req.status);
+        rc = shms_named_open(&req.named, req.status);
         req.status[SHMS_NAMED_STATUS] = rc;
         if (rc == 0)
             p = (void *)(uintptr_t)req.status[7];

@@ -150,6 +150,19 @@ int shms_heap_unlock(shms_heap_t *h)
     return shms_mutex_unlock(h->hdr->mutex);
 }
 
+/* A new handle attaches every extent now (the lock, tried once, syncs them):
+ * one grown by a sole user is already marked for removal and lives only while
+ * someone holds it (extent.c).  0 once done (a dead owner's state repaired
+ * meanwhile), or the lock's error: a busy lock's holder holds the extents
+ * all, and a corrupt heap fails its operations. */
+int shms_heap_sync_extents(shms_heap_t *h)
+{
+    int rc = shms_heap_lock(h, 0);
+    if (rc && rc != SHMS_RECOVERED)
+        return rc;
+    return shms_heap_unlock(h);
+}
+
 int64_t shms_heap_lock_owner(shms_heap_t *h)
 {
     return shms_mutex_owner(h->hdr->mutex);

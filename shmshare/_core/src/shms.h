@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <limits.h>
 
 /* ---- segment.c ---- */
 typedef struct {
@@ -54,19 +55,32 @@ int shms_list_ids(int64_t *ids, int cap, int *n_out);
 
 /* ---- named.c ---- */
 #define SHMS_RECORD_MAX 256     /* naming/keys.py RECORD_SIZE */
-#define SHMS_NAMED_FIELDS 25    /* the int64_t words shms_named_open fills (named.c) */
-#define SHMS_NAMED_STATUS 24    /* ... the last: its result, as the allocator left it */
+#define SHMS_NAMED_FIELDS 33    /* the int64_t words shms_named_open fills (named.c) */
+#define SHMS_NAMED_STATUS 32    /* ... the last: its result, as the allocator left it */
 #define SHMS_NAMED_SLOW (-1)
-int shms_named_open(const char *dir, const char *path, int readonly, int64_t ipcns,
-                    int64_t *out);
+#define SHMS_NAME_MAX 255       /* naming/header.py _MAX_NAME */
+#define SHMS_KIND_MAX 16        /* the kind's bytes in the header */
+/* What an open by name looks for (named.c): the project directory, the key
+ * file, and the header the segment must carry (name, kind); the caller's
+ * IPC namespace and PID namespace (0: unknown). */
+typedef struct {
+    char dir[PATH_MAX];
+    char path[PATH_MAX];
+    char name[SHMS_NAME_MAX + 1];
+    char kind[SHMS_KIND_MAX + 1];
+    int readonly;
+    int64_t ipcns;
+    uint64_t pidns;
+} shms_named_req_t;
+int shms_named_open(const shms_named_req_t *r, int64_t *out);
 void shms_named_release(void *words);
 int shms_open_fd(const char *path, int flags, int mode, void *words);
 
 /* ---- owned_map.c ---- */
 #define SHMS_MAP_NOT_RUN (-2)   /* a request's status before its allocation ran it */
 int64_t shms_map_shmat(int64_t shmid, int readonly, int64_t *status);
-int64_t shms_map_named(const char *dir, const char *path, int readonly, int64_t ipcns,
-                       void *out);
+int64_t shms_map_named(const char *dir, const char *path, const char *name, const char *kind,
+                       int readonly, int64_t ipcns, uint64_t pidns, void *out);
 void *shms_map_alloc(size_t ticket);
 
 /* ---- lock.c ---- */
@@ -104,7 +118,7 @@ int  shms_heap_create(void *base, uint64_t size, uint32_t mode, uint32_t flags,
                       shms_heap_t **out);
 int  shms_heap_open(void *base, uint64_t size, shms_heap_t **out);
 void shms_heap_close(shms_heap_t *h);
-void shms_heap_set_main(shms_heap_t *h, int64_t shmid);
+int  shms_heap_bind(shms_heap_t *h, int64_t shmid, void *addr);
 int  shms_heap_destroy_extents(shms_heap_t *h);
 uint64_t shms_heap_token(shms_heap_t *h);
 uint64_t shms_heap_last_grow(shms_heap_t *h);
@@ -116,6 +130,7 @@ void shms_test_fail_point(int point);
 void shms_test_idx_mask(uint64_t mask);
 int  shms_heap_lock(shms_heap_t *h, int64_t timeout_ns);
 int  shms_heap_unlock(shms_heap_t *h);
+int  shms_heap_sync_extents(shms_heap_t *h);
 int64_t shms_heap_lock_owner(shms_heap_t *h);
 int  shms_heap_rebuild(shms_heap_t *h, int held, int64_t timeout_ns);
 int  shms_heap_check(shms_heap_t *h, char *msg, size_t cap, int held, int64_t timeout_ns);
