@@ -293,3 +293,40 @@ def test_a_large_bytes_value_is_read_in_one_copy_before_any_stripe_is_mapped() -
             assert d["big"] == b"b" * BIG
     finally:
         d.detach()
+
+
+def test_an_absent_key_is_answered_by_the_one_read() -> None:
+    """d[k] and d.get(k) of a str key the dict does not hold: the C read that found
+    it absent (under the lock) answers -- KeyError, a subclass's __missing__, the
+    default -- without the general path reading it again; a cached entry of a key
+    since deleted (by any process) is dropped."""
+    general: list[Any] = []
+
+    class Counting(shmshare.SharedDict):  # type: ignore[type-arg]
+        def _read(self, key: Any) -> Any:
+            general.append(key)
+            return super()._read(key)
+
+    class Defaulting(Counting):
+        def __missing__(self, key: Any) -> Any:
+            return ("missing", key)
+
+    d: Any = Counting({"a": 1})
+    e: Any = Defaulting({"b": 2})
+    try:
+        assert d["a"] == 1 and e["b"] == 2  # the general path maps the version stripes
+        general.clear()
+        assert d.get("nope") is None and d.get("nope", 5) == 5
+        with pytest.raises(KeyError, match="nope"):
+            d["nope"]
+        assert e["nope"] == ("missing", "nope") and e.get("nope", 6) == 6
+        assert general == []
+        cache: dict[str, list[Any]] = {}
+        assert d._heap.get_str(cache, "a", None) == 1 and "a" in cache
+        assert wait_pid(fork_child(d.__delitem__, "a")) == 0
+        assert d._heap.get_str(cache, "a", "gone") == "gone" and "a" not in cache
+        assert d._heap.get_str(cache, "a") is NOT_READ  # no default: the general path's
+        assert general == []
+    finally:
+        d.detach()
+        e.detach()

@@ -131,14 +131,14 @@ class Heap(DictMethods):
         # close() swaps in stand-ins that raise, like the views below.
         # These three are HotPath's (ext/hotpath.c): one C call each, the GIL kept
         # and the lock tried once.  ``_peek(key)`` is dict_read_versioned's read;
-        # ``get_str(cache, key)`` is d[key] for a str key through the read cache
-        # (a hit, or the same read kept there), unpickled; or NOT_READ
-        # (SharedDict's d[k], DictItems).
+        # ``get_str(cache, key, default)`` is d.get(key, default) for a str key
+        # through the read cache (a hit, or the same read kept there), unpickled;
+        # default if the read found no such key; or NOT_READ (the general path).
         self._hot = HotPath(int(ffi.cast("uintptr_t", handle)), _PEEK, _STORE_TRY, BIG_VALUE,
                             pickle.loads, NOT_READ, READ_CACHE_MAX_BYTES)
         self.store: Callable[[bytes, int, bytes, int], int] = self._hot.store
         self._peek: Callable[[bytes], Any] = self._hot.fetch
-        self.get_str: Callable[[dict[Any, Any], Any], Any] = self._hot.get
+        self.get_str: Callable[..., Any] = self._hot.get
         self._fetch: Callable[..., int] = partial(lib.shms_dict_fetch, handle)
         # ``list_push(i, value, vlen)``: a list heap's insert (append: i = 2**63-1),
         # the same way (list_ops.c).

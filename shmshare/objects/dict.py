@@ -143,7 +143,7 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
         return self._heap.dict_len(held=self._held())
 
     def get(self, key: K, default: Any = None) -> Any:
-        value = self._get_str(self._read_cache, key)  # d[k]'s C read, for a str key
+        value = self._get_str(self._read_cache, key, default)  # d[k]'s C read (str keys)
         if value is not NOT_READ:
             return value
         data = self._read(key)

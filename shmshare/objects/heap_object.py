@@ -25,7 +25,7 @@ __all__ = ["HeapObject"]
 
 INITIAL_SIZE = 64 * 1024  # objects start small and grow online
 
-def _no_get_str(cache: dict[Any, Any], key: Any) -> Any:
+def _no_get_str(cache: dict[Any, Any], key: Any, default: Any = None) -> Any:
     return NOT_READ  # a store without Heap.get_str (Redis): always the general path
 
 
@@ -124,11 +124,11 @@ class HeapObject(SharedObject):
         self._rmark = -1
         self._read_cache: dict[Any, list[Any]] = {}  # [bytes, stripe, version]
         self._read_cache_bytes = 0
-        # d[key] for a str key through the read cache (Heap.get_str, one C call
-        # for a hit and for a re-read; used by SharedDict's d[k] and get()): the
-        # value, or NOT_READ for the general path.
-        self._get_str: Callable[[dict[Any, Any], Any], Any] = getattr(heap, "get_str",
-                                                                      _no_get_str)
+        # d.get(key, default) for a str key through the read cache (Heap.get_str,
+        # one C call for a hit, a re-read and an absent key; used by SharedDict's
+        # get(); d[k] is DictItems' in C): the value, default, or NOT_READ for the
+        # general path.
+        self._get_str: Callable[..., Any] = getattr(heap, "get_str", _no_get_str)
 
     def _check_payload(self) -> None:
         problem = self._heap.check()

@@ -51,9 +51,10 @@ const char *shms_hot_bytes_payload(const char *val, uint64_t vlen, uint64_t *n);
 int shms_hot_add_queue_path(PyObject *module);
 int shms_hot_add_slot_types(PyObject *module);
 
-/* HotPath.get(cache, key) (hotpath.c), cache a dict: the value, not_read, or
- * NULL with an exception set.  DictItems' d[k] calls it directly. */
-HOT_HIDDEN PyObject *hot_get_str(HotPath *self, PyObject *cache, PyObject *key);
+/* HotPath.get(cache, key, default) (hotpath.c), cache a dict: the value,
+ * not_read, NULL with *absent set (the key is not in the dict; no exception
+ * set), or NULL with an exception set.  DictItems' d[k] calls it directly. */
+HOT_HIDDEN PyObject *hot_get_str(HotPath *self, PyObject *cache, PyObject *key, int *absent);
 /* The bytes of entry (borrowed) if its stripe still reads its version. */
 HOT_HIDDEN PyObject *hot_cache_valid_bytes(HotPath *self, PyObject *entry);
 /* cache[key] = [value, stripe, version], entry (borrowed, or NULL) being

@@ -13,8 +13,9 @@
  *       returned (src/dict_peek.c); stripe is -1 when the dict has no
  *       version stripes.  A value above max_value bytes is not copied here
  *       (code SHMS_ETOOSMALL): the caller reads it into a reusable buffer.
- *   get(cache, key) -> the value | not_read
- *       d[key] for a str key (encoded here): a cache hit (cache[key] =
+ *   get(cache, key[, default]) -> the value | default | not_read
+ *       d[key] for a str key (encoded here), default (not_read if not
+ *       given) if the dict has no such key (found so under the lock): a cache hit (cache[key] =
  *       [bytes, stripe, version], the stripe still at that version) is
  *       unpickled with loads; a miss or a changed key takes fetch's copy,
  *       kept in cache (the list updated in place), unpickled once the lock
@@ -132,7 +133,18 @@ static PyObject *hot_fetch(PyObject *op, PyObject *key)
     return PyLong_FromLong(rc);
 }
 
-/* get(cache, key): d[key] for a non-empty str key, in one call (any other key:
+/* del cache[key] if it is there; 0, or -1 with an exception set. */
+static int drop_entry(PyObject *cache, PyObject *key)
+{
+    if (PyDict_DelItem(cache, key) == 0)
+        return 0;
+    if (!PyErr_ExceptionMatches(PyExc_KeyError))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
+/* get: d[key] for a non-empty str key, in one call (any other key:
  * not_read).  A cache hit
  * -- cache[key] = [bytes, stripe, version] with the stripe in shared memory
  * still at that version -- is unpickled without the lock.  Otherwise (a
@@ -143,12 +155,13 @@ static PyObject *hot_fetch(PyObject *op, PyObject *key)
  * key meanwhile moved the stripe past the version kept, so the next get
  * re-reads.  A large bytes pickle comes unpickled from the copy; it and a
  * value without a version stripe are not kept (an entry there is dropped).
- * Anything else returns not_read, for the general path (which waits, grows,
- * repairs, raises KeyError): the key absent or empty, the lock busy, a large
+ * The key absent (found so under the lock): NULL with *absent set and no
+ * exception, a cached entry of it dropped.  Anything else returns not_read,
+ * for the general path (which waits, grows, repairs): the key empty, the lock busy, a large
  * value, a key UTF-8 cannot encode, the version stripes not yet mapped by
  * this process (versions_mapped; a large bytes value is read without
  * them), the heap closed.  (hot_get_str is DictItems' d[k] too: hot.h.) */
-PyObject *hot_get_str(HotPath *self, PyObject *cache, PyObject *key)
+PyObject *hot_get_str(HotPath *self, PyObject *cache, PyObject *key, int *absent)
 {
     fetch_ctx c = {.out = NULL, .max_value = self->max_value, .whole_bytes = 1};
     PyObject *entry, *data;
@@ -175,7 +188,12 @@ PyObject *hot_get_str(HotPath *self, PyObject *cache, PyObject *key)
         Py_XDECREF(c.out);
         if (rc == ENOMEM && PyErr_Occurred())
             return NULL;
-        return Py_NewRef(self->not_read);
+        if (rc != SHMS_ENOTFOUND)
+            return Py_NewRef(self->not_read);
+        if (entry && drop_entry(cache, key) < 0)
+            return NULL;
+        *absent = 1;
+        return NULL;
     }
     if (!self->versions && c.whole_bytes != 2) {
         /* The general path maps the stripes (or finds there are none). */
@@ -183,12 +201,9 @@ PyObject *hot_get_str(HotPath *self, PyObject *cache, PyObject *key)
         return Py_NewRef(self->not_read);
     }
     if (c.whole_bytes == 2 || c.stripe == UINT64_MAX) {
-        if (entry && PyDict_DelItem(cache, key) < 0) {
-            if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
-                Py_DECREF(c.out);
-                return NULL;
-            }
-            PyErr_Clear();
+        if (entry && drop_entry(cache, key) < 0) {
+            Py_DECREF(c.out);
+            return NULL;
         }
         if (c.whole_bytes == 2)
             return c.out;
@@ -205,11 +220,16 @@ PyObject *hot_get_str(HotPath *self, PyObject *cache, PyObject *key)
 
 static PyObject *hot_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyDict_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "get(cache: dict, key)");
+    PyObject *value;
+    int absent = 0;
+    if (nargs < 2 || nargs > 3 || !PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "get(cache: dict, key[, default])");
         return NULL;
     }
-    return hot_get_str((HotPath *)op, args[0], args[1]);
+    value = hot_get_str((HotPath *)op, args[0], args[1], &absent);
+    if (absent)
+        return Py_NewRef(nargs == 3 ? args[2] : ((HotPath *)op)->not_read);
+    return value;
 }
 
 static PyObject *hot_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
@@ -318,8 +338,8 @@ static PyMethodDef hot_methods[] = {
     {"fetch", (PyCFunction)hot_fetch, METH_O,
      "fetch(key) -> (value, stripe, version), None if absent, or an int code."},
     {"get", (PyCFunction)(void (*)(void))hot_get, METH_FASTCALL,
-     "get(cache, key) -> d[key] for a str key, through cache[key] = [bytes, stripe, "
-     "version]; or not_read (the general path decides)."},
+     "get(cache, key[, default]) -> d[key] for a str key, through cache[key] = "
+     "[bytes, stripe, version]; default if absent; or not_read (the general path decides)."},
     {"versions_mapped", hot_versions_mapped, METH_O,
      "versions_mapped(address): where this process maps the dict's version stripes."},
     {"list_mapped", hot_list_mapped, METH_O,

@@ -266,7 +266,10 @@ static PyObject *di_getitem(PyObject *op, PyObject *key)
 {
     DictItems *self = (DictItems *)op;
     if (self->hot) {
-        PyObject *value = hot_get_str(self->hot, self->cache, key);
+        int absent = 0;
+        PyObject *value = hot_get_str(self->hot, self->cache, key, &absent);
+        if (absent)  /* what dict does: a subclass's __missing__ answers */
+            return PyObject_CallMethod(op, "__missing__", "(O)", key);
         if (value != self->hot->not_read)
             return value;  /* the value, or NULL with an exception set */
         Py_DECREF(value);
