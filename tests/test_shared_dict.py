@@ -612,12 +612,13 @@ def test_a_subclass_getitem_overrides_the_c_read() -> None:
 
 
 def test_the_read_cache_is_emptied_in_place_past_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Python read path empties the read cache past its cap; the C d[k] holds
-    that dict, so it must be emptied in place, never replaced, and later reads
-    through either path must still see another process's writes."""
-    from shmshare.objects import heap_object
+    """The Python read path empties the read cache past its cap, counting its bytes
+    with the C path's; the C d[k] holds that dict, so it must be emptied in place,
+    never replaced, and later reads through either path must still see another
+    process's writes."""
+    from shmshare._core import heap
 
-    monkeypatch.setattr(heap_object, "_CACHE_MAX_BYTES", 64)
+    monkeypatch.setattr(heap, "READ_CACHE_MAX_BYTES", 64)
     d: SharedDict[Any, Any] = SharedDict({"s": "old", **{i: "v" * 40 for i in range(4)}})
     try:
         cache = d._read_cache

@@ -106,6 +106,7 @@ class Heap(DictMethods):
     __slots__ = (
         "__weakref__",
         "_hot",
+        "cache_keep",
         "get_str",
         "guard",
         "list_push",
@@ -139,6 +140,9 @@ class Heap(DictMethods):
         self.store: Callable[[bytes, int, bytes, int], int] = self._hot.store
         self._peek: Callable[[bytes], Any] = self._hot.fetch
         self.get_str: Callable[..., Any] = self._hot.get
+        # ``cache_keep(cache, key, value, stripe, version)``: the general path's
+        # read kept in the same cache, counted with what get_str keeps.
+        self.cache_keep: Callable[[dict[Any, Any], Any, bytes, int, int], None] = self._hot.keep
         self._fetch: Callable[..., int] = partial(lib.shms_dict_fetch, handle)
         # ``list_push(i, value, vlen)``: a list heap's insert (append: i = 2**63-1),
         # the same way (list_ops.c).

@@ -32,8 +32,8 @@ def _no_get_str(cache: dict[Any, Any], key: Any, default: Any = None) -> Any:
 # Keys whose Python equality is exactly the canonical encoding's, so that the
 # read cache may be keyed by the key object itself.
 _CACHEABLE = (str, int, bytes)
-_CACHE_MAX_BYTES = READ_CACHE_MAX_BYTES  # the cache is dropped past this many bytes
 _CACHE_MAX_VALUE = BIG_VALUE  # larger values are never cached (Heap._peek copies no more)
+_CACHE_MAX_BYTES = READ_CACHE_MAX_BYTES  # SharedList's cache is dropped past this many bytes
 
 
 def _destroy_extents(att: Any, header: Header, nattch: int) -> None:
@@ -123,7 +123,9 @@ class HeapObject(SharedObject):
         self._rbytes = 0
         self._rmark = -1
         self._read_cache: dict[Any, list[Any]] = {}  # [bytes, stripe, version]
-        self._read_cache_bytes = 0
+        # What the general path keeps there, counted with what get_str keeps
+        # (Heap.cache_keep); only a heap hands out versions (stripe >= 0).
+        self._cache_keep: Callable[..., None] | None = getattr(heap, "cache_keep", None)
         # d.get(key, default) for a str key through the read cache (Heap.get_str,
         # one C call for a hit, a re-read and an absent key; used by SharedDict's
         # get(); d[k] is DictItems' in C): the value, default, or NOT_READ for the
@@ -156,17 +158,14 @@ class HeapObject(SharedObject):
         data, stripe, version = self._heap.dict_read_versioned(kb, n)
         if not cacheable:
             return data
-        if type(data) is not bytes or stripe < 0 or len(data) > _CACHE_MAX_VALUE:
+        if (type(data) is not bytes or stripe < 0 or len(data) > _CACHE_MAX_VALUE
+                or self._cache_keep is None):
             # Absent, uncacheable, or large (then lent as a memoryview: never kept).
             if hit is not None:
                 self._read_cache.pop(key, None)
             return data
-        if self._read_cache_bytes > _CACHE_MAX_BYTES:
-            # Emptied in place, never replaced: SharedDict's C d[k] holds this dict
-            # (DictItems).  A thread reading it meanwhile holds its entry, a list.
-            self._read_cache.clear()
-            self._read_cache_bytes = 0
-            hit = None
-        self._read_cache[key] = [data, stripe, version]
-        self._read_cache_bytes += len(data) - (len(hit[0]) if hit is not None else 0)
+        # Past the cap the cache is emptied in place, never replaced: SharedDict's
+        # C d[k] holds this dict (DictItems).  A thread reading it meanwhile holds
+        # its entry, a list.
+        self._cache_keep(self._read_cache, key, data, stripe, version)
         return data

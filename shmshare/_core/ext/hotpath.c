@@ -24,6 +24,9 @@
  *       kept.  Any other outcome returns not_read: the general path
  *       (objects/dict.py) decides; so does everything but a large bytes
  *       value until versions_mapped(address) says where the stripes are.
+ *   keep(cache, key, value, stripe, version)
+ *       What get keeps after a re-read, for a value the general path read:
+ *       the bytes cached are counted once, against cache_cap, whoever kept them.
  *   store(key, cmp_len, value, value_len) -> 0 | int code
  *       Heap.store's signature; a cmp_len or value_len other than the
  *       lengths of key and value returns -1 (the general path decides).
@@ -274,6 +277,29 @@ static uintptr_t mapped_address(PyObject *address, const char *what)
     return a;
 }
 
+/* keep(cache, key, value, stripe, version): what get keeps after a re-read,
+ * for a value the general path read (heap_object.py _read): one count of the
+ * bytes cached, whichever path kept them. */
+static PyObject *hot_keep(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *entry;
+    unsigned long long stripe, version;
+    if (nargs != 5 || !PyDict_Check(args[0]) || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "keep(cache: dict, key, value: bytes, stripe, version)");
+        return NULL;
+    }
+    stripe = PyLong_AsUnsignedLongLong(args[3]);
+    version = PyLong_AsUnsignedLongLong(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    entry = PyDict_GetItemWithError(args[0], args[1]);
+    if (!entry && PyErr_Occurred())
+        return NULL;
+    if (hot_cache_keep((HotPath *)op, args[0], args[1], entry, args[2], stripe, version) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *hot_versions_mapped(PyObject *op, PyObject *address)
 {
     uintptr_t a = mapped_address(address, "versions_mapped");
@@ -340,6 +366,9 @@ static PyMethodDef hot_methods[] = {
     {"get", (PyCFunction)(void (*)(void))hot_get, METH_FASTCALL,
      "get(cache, key[, default]) -> d[key] for a str key, through cache[key] = "
      "[bytes, stripe, version]; default if absent; or not_read (the general path decides)."},
+    {"keep", (PyCFunction)(void (*)(void))hot_keep, METH_FASTCALL,
+     "keep(cache, key, value, stripe, version): cache[key] = [value, stripe, version], "
+     "counted as get counts what it keeps."},
     {"versions_mapped", hot_versions_mapped, METH_O,
      "versions_mapped(address): where this process maps the dict's version stripes."},
     {"list_mapped", hot_list_mapped, METH_O,
