@@ -142,6 +142,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     run_id = os.urandom(16).hex()
     run = _Run(run_id, os.getpid(), None)
+    # $SHMSHARE_URL is shmshare.stores.URL_ENV, spelled out: importing the
+    # package here would cost every pytest run that uses none of it.
     url = config.getoption("shmshare_url", None) or os.environ.get("SHMSHARE_URL")
     if url:
         run.remote = _remote(url, run_id)

@@ -13,12 +13,12 @@ from types import BuiltinFunctionType
 from typing import TypeVar
 
 from ..errors import ShmTypeError, ShmValueError
+from ..stores import URL_ENV
 
-__all__ = ["URL_ENV", "check_options", "refuse_str_data", "store_url", "unconstructed"]
+__all__ = ["check_options", "refuse_str_data", "store_url", "unconstructed"]
 
 T = TypeVar("T")
 
-URL_ENV = "SHMSHARE_URL"  # the default store url (stores.redis.connection reads the same)
 
 
 def check_options(name: object, create: object, project_dir: object, persist: object,

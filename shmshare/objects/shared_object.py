@@ -33,7 +33,7 @@ from ..errors import ShmPermissionError, ShmTypeError
 from ..naming.attach import Address
 from ..segment import Segment
 from .lock import ObjectLock
-from .options import check_options, refuse_str_data, store_url, unconstructed
+from .options import check_options, store_url, unconstructed
 
 __all__ = [
     "HandleMethods",
@@ -44,11 +44,9 @@ __all__ = [
     "kinds",
     "lock_of",
     "name_of",
-    "refuse_str_data",
     "reopen",
     "segment_of",
     "stats",
-    "store_url",
     "unlink",
 ]
 

@@ -43,11 +43,11 @@ from redis.retry import Retry
 
 from shmshare._core import fork_hooks
 from shmshare.errors import ShmValueError
+from shmshare.stores import URL_ENV
 from shmshare.stores.errors import StoreUnavailableError, UntrustedStoreError
 
-__all__ = ["MAX_BLOCK", "URL_ENV", "RedisStore", "StoreURL", "parse_url"]
+__all__ = ["MAX_BLOCK", "RedisStore", "StoreURL", "parse_url"]
 
-URL_ENV = "SHMSHARE_URL"
 MAX_BLOCK = 1.0  # seconds a blocking command may wait on the server in one call
 _SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 # TLS settings a rediss:// url may carry in its query, passed to redis-py as they are:
