@@ -109,7 +109,7 @@ def resolve_project_dir(project_dir: str | os.PathLike[str] | None = None) -> Pa
     writable by group/others: whoever controls the directory controls which
     segment a name maps to (see :func:`make_private_dir`).
     """
-    raw = os.fspath(project_dir if project_dir is not None else default_project_dir())
+    raw = os.fspath(project_dir) if project_dir is not None else _default_project_dir()
     hit = _CHECKED.get(raw)
     if hit is not None:
         # Checked before: it passes again if it is still that very directory,
