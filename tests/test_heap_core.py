@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import threading
+import time
+import types
 
 import pytest
 from conftest import HeapFactory
@@ -45,6 +48,34 @@ def test_get_set_overwrite_pop_len(heap: Heap) -> None:
     assert heap.dict_pop(b"a", 1) is None
     assert heap.dict_len() == 1
     assert heap.check() is None
+
+
+def test_per_thread_buffers_home_is_made_once_under_a_race(
+        heap: Heap, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A heap makes the home of its per-thread buffers on first use: two threads
+    racing there must get the same one (a second would strand the first thread's
+    buffers in the middle of its operation)."""
+    from shmshare._core import heap_base
+
+    made: list[object] = []
+    real = threading.local
+
+    def slow_local() -> threading.local:
+        time.sleep(0.05)  # both threads are inside the first use meanwhile
+        made.append(real())
+        return made[-1]  # type: ignore[return-value]
+
+    monkeypatch.setattr(heap_base, "threading", types.SimpleNamespace(local=slow_local))
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(heap._tls)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    monkeypatch.undo()
+    assert len(made) == 1 and got == [made[0], made[0]]
+    heap.dict_set(b"k", 1, b"v")  # and the heap works with it
+    assert heap.dict_get(b"k", 1) == b"v"
 
 
 def test_only_if_absent(heap: Heap) -> None:

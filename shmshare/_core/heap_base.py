@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ShmValueError
+from . import fork_hooks
 from ._lib import ffi, lib
 from .owner_watch import OwnerWatch
 from .results import BUSY, DETACHED, ETOOSMALL, failure
@@ -25,6 +26,19 @@ from .slices import Deadline
 __all__ = ["HeapBase", "set_growth_hook"]
 
 _SCRATCH = 4096  # initial per-thread buffer for values
+
+# Held while a heap makes its per-thread buffers' home (HeapBase.__getattr__):
+# reentrant (a signal handler may use a heap meanwhile), and made anew in a
+# forked child (a thread of the parent may have held it at the fork).
+_TLS_MADE = threading.RLock()
+
+
+def _new_tls_lock() -> None:
+    global _TLS_MADE
+    _TLS_MADE = threading.RLock()
+
+
+fork_hooks.at_fork(after_in_child=_new_tls_lock)
 
 #: ``hook(shmid, before, after, most)``: a heap grew from ``before`` to ``after``
 #: extents; set by the layer that logs (``shmshare._log``).  The core decides
@@ -71,11 +85,15 @@ class HeapBase:
 
     def __getattr__(self, name: str) -> Any:
         # Only for an unset slot: this heap's per-thread buffers, made by the
-        # first operation that needs them (two threads racing here each keep
-        # the one they made for the call at hand; nothing is shared).
+        # first operation that needs them, once: a second one made by a racing
+        # thread would strand the first thread's buffers mid-operation.
         if name == "_tls":
-            tls = self._tls = threading.local()
-            return tls
+            with _TLS_MADE:
+                try:
+                    return object.__getattribute__(self, "_tls")
+                except AttributeError:
+                    tls = self._tls = threading.local()
+                    return tls
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _handle(self) -> Any:
