@@ -16,23 +16,21 @@ __all__ = ["NamedOpen", "named_open", "named_release", "open_fd", "release_fd"]
 
 
 class NamedOpen(NamedTuple):
-    """What :func:`named_open` found: the key file ``fd`` (locked; the caller
-    unlocks and closes it), its inode and size, its record's proj_id, the
-    segment's key, its stat, its mapping, and the fields of its identity header
-    that the call did not compare with what it was asked (``fields``: flags, token, payload size,
-    creator pid, creation time, inspector pid, last pid before the
-    inspection, mount namespace)."""
+    """What :func:`named_open` found: the key file's device and inode (the file
+    is left open and locked: :func:`named_release` unlocks and closes it), its
+    record's proj_id, the segment's key, its stat, its mapping, and the fields
+    of its identity header that the call did not compare with what it was
+    asked (``fields``: flags, token, payload size, creator pid, creation time,
+    inspector pid, last pid before the inspection, mount namespace)."""
 
-    fd: int
     dev: int
     ino: int
-    fsize: int
     proj_id: int
     key: int
     stat: ShmStat
     attachment: Attachment
     fields: tuple[Any, ...]
-    cell: Any  # the words fd came in: named_release (or dropping it) closes fd
+    cell: Any  # the words the key file's fd came in: named_release (or dropping it) closes it
 
 
 # The words shms_named_open fills (named.c): creation time is a double.
@@ -74,7 +72,7 @@ def named_open(dir: str, path: str, name: str, kind: str, ipcns: int, pidns: int
         st = ShmStat(w[8], w[9], w[10], w[11], w[12], w[13], w[14], w[15], w[16] != 0,
                      w[17] != 0, w[18], w[19], w[20], w[21], w[22], w[23])
         att = Attachment(st.shmid, st.size, readonly, ptr)
-        return NamedOpen(w[0], w[1], w[2], w[3], w[4], w[6], st, att, w[24:32], owner)
+        return NamedOpen(w[1], w[2], w[4], w[6], st, att, w[24:32], owner)
     except BaseException:
         # Interrupted (KeyboardInterrupt) after the call: the key file is released
         # here; the mapping by its owner, now or when dropped.

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, cast
 
 from .._core.heap import Heap, reap_extents
-from .._core.heap_dict import BIG_VALUE, NOT_READ, READ_CACHE_MAX_BYTES
+from .._core.heap_dict import BIG_VALUE, NOT_READ
 from ..errors import CorruptSegmentError
 from ..naming.header import HEADER_SIZE, Header
 from ..naming.lifecycle import register_destroy_hook
@@ -33,7 +33,6 @@ def _no_get_str(cache: dict[Any, Any], key: Any, default: Any = None) -> Any:
 # read cache may be keyed by the key object itself.
 _CACHEABLE = (str, int, bytes)
 _CACHE_MAX_VALUE = BIG_VALUE  # larger values are never cached (Heap._peek copies no more)
-_CACHE_MAX_BYTES = READ_CACHE_MAX_BYTES  # SharedList's cache is dropped past this many bytes
 
 
 def _destroy_extents(att: Any, header: Header, nattch: int) -> None:

@@ -36,10 +36,11 @@ from typing import Any, SupportsIndex, TypeVar, overload
 
 from .._core import LengthWord
 from .._core.heap import Heap
+from .._core.heap_dict import READ_CACHE_MAX_BYTES as _CACHE_MAX_BYTES  # this cache's cap too
 from .._core.heap_list import ANY_LENGTH, HeapList
 from ..segment import Segment
 from .codec import _PICKLE_REFUSED, dumps, loads
-from .heap_object import _CACHE_MAX_BYTES, _CACHE_MAX_VALUE, HeapObject
+from .heap_object import _CACHE_MAX_VALUE, HeapObject
 from .list_operators import ListOperators
 from .options import refuse_str_data
 from .remote import StoreDispatch

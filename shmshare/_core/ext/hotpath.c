@@ -136,17 +136,6 @@ static PyObject *hot_fetch(PyObject *op, PyObject *key)
     return PyLong_FromLong(rc);
 }
 
-/* del cache[key] if it is there; 0, or -1 with an exception set. */
-static int drop_entry(PyObject *cache, PyObject *key)
-{
-    if (PyDict_DelItem(cache, key) == 0)
-        return 0;
-    if (!PyErr_ExceptionMatches(PyExc_KeyError))
-        return -1;
-    PyErr_Clear();
-    return 0;
-}
-
 /* get: d[key] for a non-empty str key, in one call (any other key:
  * not_read).  A cache hit
  * -- cache[key] = [bytes, stripe, version] with the stripe in shared memory
@@ -193,7 +182,7 @@ PyObject *hot_get_str(HotPath *self, PyObject *cache, PyObject *key, int *absent
             return NULL;
         if (rc != SHMS_ENOTFOUND)
             return Py_NewRef(self->not_read);
-        if (entry && drop_entry(cache, key) < 0)
+        if (entry && hot_cache_drop(cache, key) < 0)
             return NULL;
         *absent = 1;
         return NULL;
@@ -204,7 +193,7 @@ PyObject *hot_get_str(HotPath *self, PyObject *cache, PyObject *key, int *absent
         return Py_NewRef(self->not_read);
     }
     if (c.whole_bytes == 2 || c.stripe == UINT64_MAX) {
-        if (entry && drop_entry(cache, key) < 0) {
+        if (entry && hot_cache_drop(cache, key) < 0) {
             Py_DECREF(c.out);
             return NULL;
         }
@@ -277,27 +266,9 @@ static uintptr_t mapped_address(PyObject *address, const char *what)
     return a;
 }
 
-/* keep(cache, key, value, stripe, version): what get keeps after a re-read,
- * for a value the general path read (heap_object.py _read): one count of the
- * bytes cached, whichever path kept them. */
 static PyObject *hot_keep(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *entry;
-    unsigned long long stripe, version;
-    if (nargs != 5 || !PyDict_Check(args[0]) || !PyBytes_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "keep(cache: dict, key, value: bytes, stripe, version)");
-        return NULL;
-    }
-    stripe = PyLong_AsUnsignedLongLong(args[3]);
-    version = PyLong_AsUnsignedLongLong(args[4]);
-    if (PyErr_Occurred())
-        return NULL;
-    entry = PyDict_GetItemWithError(args[0], args[1]);
-    if (!entry && PyErr_Occurred())
-        return NULL;
-    if (hot_cache_keep((HotPath *)op, args[0], args[1], entry, args[2], stripe, version) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return hot_cache_keep_args((HotPath *)op, args, nargs);
 }
 
 static PyObject *hot_versions_mapped(PyObject *op, PyObject *address)

@@ -1,5 +1,5 @@
-/* The read cache's entries for HotPath.get (hotpath.c): the hit check, the
- * refill in place, the unpickling.  See hot.h. */
+/* The read cache's entries for HotPath.get and .keep (hotpath.c): the hit check,
+ * the refill in place, the drop of one, the unpickling.  See hot.h. */
 #include "hot.h"
 
 /* cache[key] = [value, stripe, version]: entry, the one there (borrowed, or
@@ -84,4 +84,38 @@ PyObject *hot_cache_valid_bytes(HotPath *self, PyObject *entry)
         __atomic_load_n(&self->versions[stripe], __ATOMIC_ACQUIRE) != version)
         return NULL;
     return data;
+}
+
+/* del cache[key] if it is there; 0, or -1 with an exception set. */
+int hot_cache_drop(PyObject *cache, PyObject *key)
+{
+    if (PyDict_DelItem(cache, key) == 0)
+        return 0;
+    if (!PyErr_ExceptionMatches(PyExc_KeyError))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
+/* HotPath.keep(cache, key, value, stripe, version): what get keeps after a
+ * re-read, for a value the general path read (heap_object.py _read): one
+ * count of the bytes cached, whichever path kept them. */
+PyObject *hot_cache_keep_args(HotPath *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *entry;
+    unsigned long long stripe, version;
+    if (nargs != 5 || !PyDict_Check(args[0]) || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "keep(cache: dict, key, value: bytes, stripe, version)");
+        return NULL;
+    }
+    stripe = PyLong_AsUnsignedLongLong(args[3]);
+    version = PyLong_AsUnsignedLongLong(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    entry = PyDict_GetItemWithError(args[0], args[1]);
+    if (!entry && PyErr_Occurred())
+        return NULL;
+    if (hot_cache_keep(self, args[0], args[1], entry, args[2], stripe, version) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
