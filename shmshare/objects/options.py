@@ -20,7 +20,6 @@ __all__ = ["check_options", "refuse_str_data", "store_url", "unconstructed"]
 T = TypeVar("T")
 
 
-
 def check_options(name: object, create: object, project_dir: object, persist: object,
                   mode: object, trust: object) -> None:
     """The keywords every shared object takes: fail at construction, not at first use."""

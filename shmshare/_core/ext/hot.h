@@ -63,9 +63,9 @@ HOT_HIDDEN int hot_cache_keep(HotPath *self, PyObject *cache, PyObject *key, PyO
                               PyObject *value, uint64_t stripe, uint64_t version);
 /* del cache[key] if it is there; 0, or -1 with an exception set. */
 HOT_HIDDEN int hot_cache_drop(PyObject *cache, PyObject *key);
-/* HotPath.keep's arguments checked and kept (hot_cache_keep); None, or NULL
- * with an exception set. */
-HOT_HIDDEN PyObject *hot_cache_keep_args(HotPath *self, PyObject *const *args,
+/* HotPath.keep itself (its method-table entry): the arguments checked and
+ * kept (hot_cache_keep); None, or NULL with an exception set. */
+HOT_HIDDEN PyObject *hot_cache_keep_args(PyObject *op, PyObject *const *args,
                                          Py_ssize_t nargs);
 /* loads(data), holding a reference to data meanwhile. */
 HOT_HIDDEN PyObject *hot_cache_unpickle(HotPath *self, PyObject *data);

@@ -266,11 +266,6 @@ static uintptr_t mapped_address(PyObject *address, const char *what)
     return a;
 }
 
-static PyObject *hot_keep(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
-{
-    return hot_cache_keep_args((HotPath *)op, args, nargs);
-}
-
 static PyObject *hot_versions_mapped(PyObject *op, PyObject *address)
 {
     uintptr_t a = mapped_address(address, "versions_mapped");
@@ -337,7 +332,7 @@ static PyMethodDef hot_methods[] = {
     {"get", (PyCFunction)(void (*)(void))hot_get, METH_FASTCALL,
      "get(cache, key[, default]) -> d[key] for a str key, through cache[key] = "
      "[bytes, stripe, version]; default if absent; or not_read (the general path decides)."},
-    {"keep", (PyCFunction)(void (*)(void))hot_keep, METH_FASTCALL,
+    {"keep", (PyCFunction)(void (*)(void))hot_cache_keep_args, METH_FASTCALL,
      "keep(cache, key, value, stripe, version): cache[key] = [value, stripe, version], "
      "counted as get counts what it keeps."},
     {"versions_mapped", hot_versions_mapped, METH_O,

@@ -100,7 +100,7 @@ int hot_cache_drop(PyObject *cache, PyObject *key)
 /* HotPath.keep(cache, key, value, stripe, version): what get keeps after a
  * re-read, for a value the general path read (heap_object.py _read): one
  * count of the bytes cached, whichever path kept them. */
-PyObject *hot_cache_keep_args(HotPath *self, PyObject *const *args, Py_ssize_t nargs)
+PyObject *hot_cache_keep_args(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *entry;
     unsigned long long stripe, version;
@@ -115,7 +115,7 @@ PyObject *hot_cache_keep_args(HotPath *self, PyObject *const *args, Py_ssize_t n
     entry = PyDict_GetItemWithError(args[0], args[1]);
     if (!entry && PyErr_Occurred())
         return NULL;
-    if (hot_cache_keep(self, args[0], args[1], entry, args[2], stripe, version) < 0)
+    if (hot_cache_keep((HotPath *)op, args[0], args[1], entry, args[2], stripe, version) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
