@@ -16,7 +16,7 @@ from shmshare._core._lib import ffi
 
 import shmshare
 from shmshare._core._hotpath import HotPath
-from shmshare._core.heap import _PEEK, _STORE_TRY
+from shmshare._core.heap import _PEEK, _STORE_BYTES_TRY, _STORE_TRY
 from shmshare._core.heap_dict import NOT_READ
 
 BIG = (1 << 20) + 1  # above what the hot path copies (heap_dict.BIG_VALUE)
@@ -264,8 +264,8 @@ def test_the_cache_is_emptied_past_its_byte_cap() -> None:
     """The bytes get keeps are counted; past the cap the cache starts over."""
     d = shmshare.SharedDict({"a": b"x" * 100, "b": b"y" * 100})
     try:
-        hot = HotPath(int(ffi.cast("uintptr_t", d._heap._h)), _PEEK, _STORE_TRY, 1 << 20,
-                      pickle.loads, NOT_READ, 250)
+        hot = HotPath(int(ffi.cast("uintptr_t", d._heap._h)), _PEEK, _STORE_TRY,
+                      _STORE_BYTES_TRY, 1 << 20, pickle.loads, NOT_READ, 250)
         cache: dict[str, list[object]] = {}
         assert hot.get(cache, "a") is NOT_READ  # the stripes not mapped yet
         assert d["a"] == b"x" * 100  # maps them for d's own HotPath

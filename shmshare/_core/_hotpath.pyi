@@ -1,8 +1,11 @@
 from collections.abc import Callable
 from typing import Any
 
+DIRECT_BYTES_MIN: int
+
 class HotPath:
-    def __init__(self, heap: int, peek: int, store_try: int, max_value: int,
+    def __init__(self, heap: int, peek: int, store_try: int, store_bytes_try: int,
+                 max_value: int,
                  loads: Callable[[bytes], Any], not_read: object, cache_cap: int, /) -> None: ...
     def fetch(self, key: bytes, /) -> tuple[bytes, int, int] | int | None: ...
     def get(self, cache: dict[Any, Any], key: object, default: object = ..., /) -> Any: ...

@@ -51,6 +51,7 @@ _SYNC_LATER = frozenset({errno.EBUSY, errno.ETIMEDOUT, errno.EDEADLK, errno.ENOT
                          ECORRUPT, int(lib.SHMS_EBADHEAP)})
 _PEEK = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_peek")))
 _STORE_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_try")))
+_STORE_BYTES_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_bytes_try")))
 _STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
           "entries", "recoveries", "modcount", "used_blocks")
 
@@ -135,8 +136,9 @@ class Heap(DictMethods):
         # ``get_str(cache, key, default)`` is d.get(key, default) for a str key
         # through the read cache (a hit, or the same read kept there), unpickled;
         # default if the read found no such key; or NOT_READ (the general path).
-        self._hot = HotPath(int(ffi.cast("uintptr_t", handle)), _PEEK, _STORE_TRY, BIG_VALUE,
-                            pickle.loads, NOT_READ, READ_CACHE_MAX_BYTES)
+        self._hot = HotPath(int(ffi.cast("uintptr_t", handle)), _PEEK, _STORE_TRY,
+                            _STORE_BYTES_TRY, BIG_VALUE, pickle.loads, NOT_READ,
+                            READ_CACHE_MAX_BYTES)
         self.store: Callable[[bytes, int, bytes, int], int] = self._hot.store
         self._peek: Callable[[bytes], Any] = self._hot.fetch
         self.get_str: Callable[..., Any] = self._hot.get

@@ -59,6 +59,8 @@ int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, u
                     uint64_t *res);
 int shms_dict_store_try(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
                         uint64_t vlen);
+int shms_dict_store_bytes_try(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
+                              uint64_t n);
 typedef int (*shms_peek_cb)(void *, const char *, uint64_t, uint64_t, uint64_t);
 int shms_dict_peek(shms_heap_t *h, const char *key, uint64_t klen, shms_peek_cb cb,
                    void *ctx);

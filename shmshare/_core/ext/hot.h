@@ -20,11 +20,17 @@
 typedef int (*peek_fn)(shms_heap_t *, const char *, uint64_t, shms_peek_cb, void *);
 typedef int (*store_fn)(shms_heap_t *, const char *, uint64_t, const char *, uint64_t);
 
+/* Bytes objects from this size up are stored by store_bytes (STORE OF BYTES
+ * in src/dict_hot.c): pickle's frame size, past which the stored bytes are
+ * exactly pickle's. */
+#define HOT_DIRECT_BYTES_MIN (64 * 1024)
+
 typedef struct {
     PyObject_HEAD
     shms_heap_t *heap;    /* NULL once closed (Heap.close) */
     peek_fn peek;
     store_fn store;
+    store_fn store_bytes; /* (heap, key, klen, payload, n): the pickle of bytes */
     uint64_t max_value;
     PyObject *loads, *not_read;   /* pickle.loads; what get returns for "not read" */
     uint64_t cached_bytes, cache_cap;

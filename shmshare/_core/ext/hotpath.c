@@ -1,5 +1,5 @@
-/* shmshare._core._hotpath: HotPath(heap, peek, store_try, max_value, loads, not_read,
- *                                  cache_cap).
+/* shmshare._core._hotpath: HotPath(heap, peek, store_try, store_bytes_try, max_value,
+ *                                  loads, not_read, cache_cap).
  *
  * The two calls a user of SharedDict makes most, d[k] = v and the re-read
  * of a d[k] whose cached value went out of date, without cffi's per-call
@@ -10,7 +10,7 @@
  *
  *   fetch(key) -> (value bytes, stripe, version) | None (absent) | int code
  *       The value is copied once, straight from the heap into the bytes
- *       returned (src/dict_peek.c); stripe is -1 when the dict has no
+ *       returned (src/dict_hot.c); stripe is -1 when the dict has no
  *       version stripes.  A value above max_value bytes is not copied here
  *       (code SHMS_ETOOSMALL): the caller reads it into a reusable buffer.
  *   get(cache, key[, default]) -> the value | default | not_read
@@ -30,6 +30,9 @@
  *   store(key, cmp_len, value, value_len) -> 0 | int code
  *       Heap.store's signature; a cmp_len or value_len other than the
  *       lengths of key and value returns -1 (the general path decides).
+ *       (DictItems' d[k] = b, for a bytes object b of DIRECT_BYTES_MIN
+ *       bytes or more, calls store_bytes_try instead: b's pickle written
+ *       straight from b, src/dict_hot.c.)
  *   close()
  *       Forget the heap: every later call returns -1.  Heap.close() calls it
  *       before freeing the handle, so a HotPath kept anywhere is harmless.
@@ -286,18 +289,18 @@ static PyObject *hot_list_mapped(PyObject *op, PyObject *address)
 
 static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    unsigned long long heap, peek, store, max_value, cache_cap;
+    unsigned long long heap, peek, store, store_bytes, max_value, cache_cap;
     PyObject *loads, *not_read;
     HotPath *self;
     if (kwds && PyDict_Size(kwds)) {
         PyErr_SetString(PyExc_TypeError, "HotPath takes no keyword arguments");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "KKKKOOK", &heap, &peek, &store, &max_value, &loads,
-                          &not_read, &cache_cap))
+    if (!PyArg_ParseTuple(args, "KKKKKOOK", &heap, &peek, &store, &store_bytes, &max_value,
+                          &loads, &not_read, &cache_cap))
         return NULL;
-    if (!heap || !peek || !store) {
-        PyErr_SetString(PyExc_ValueError, "HotPath needs three non-zero addresses");
+    if (!heap || !peek || !store || !store_bytes) {
+        PyErr_SetString(PyExc_ValueError, "HotPath needs four non-zero addresses");
         return NULL;
     }
     allocfunc alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
@@ -307,6 +310,7 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->heap = (shms_heap_t *)(uintptr_t)heap;
     self->peek = (peek_fn)(uintptr_t)peek;
     self->store = (store_fn)(uintptr_t)store;
+    self->store_bytes = (store_fn)(uintptr_t)store_bytes;
     self->max_value = max_value;
     self->loads = Py_NewRef(loads);
     self->not_read = Py_NewRef(not_read);
@@ -349,7 +353,8 @@ static PyType_Slot hot_slots[] = {
     {Py_tp_new, hot_new},
     {Py_tp_dealloc, hot_dealloc},
     {Py_tp_methods, hot_methods},
-    {Py_tp_doc, "HotPath(heap, peek, store_try, max_value, loads, not_read, cache_cap): "
+    {Py_tp_doc, "HotPath(heap, peek, store_try, store_bytes_try, max_value, loads, not_read, "
+                "cache_cap): "
                 "d[k] = v and a changed "
                 "d[k]'s re-read in one C call each (see shmshare._core.heap)."},
     {0, NULL},
@@ -369,7 +374,8 @@ static int module_exec(PyObject *module)
         return -1;
     }
     shms_hot_type = type;
-    if (shms_hot_add_queue_path(module) < 0)
+    if (PyModule_AddIntConstant(module, "DIRECT_BYTES_MIN", HOT_DIRECT_BYTES_MIN) < 0 ||
+        shms_hot_add_queue_path(module) < 0)
         return -1;
     return shms_hot_add_slot_types(module);
 }

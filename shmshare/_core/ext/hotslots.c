@@ -236,6 +236,10 @@ static int di_store(DictItems *self, PyObject *key, PyObject *value)
     }
     if (!klen)
         return 1;
+    if (PyBytes_CheckExact(value) && PyBytes_Size(value) >= HOT_DIRECT_BYTES_MIN &&
+        !hot->store_bytes(hot->heap, kp, (uint64_t)klen, PyBytes_AsString(value),
+                          (uint64_t)PyBytes_Size(value)))
+        return 0;  /* its pickle written straight from it; else pickled below */
     PyObject *data = PyObject_CallFunctionObjArgs(self->dumps, value, protocol_5, NULL);
     if (!data) {
         if (!PyErr_ExceptionMatches(self->refused))

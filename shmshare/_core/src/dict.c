@@ -43,12 +43,15 @@
 
 /* ------------------------------------------------------------ helpers */
 
+/* A blob of key and the value of a: its head, val, tail (see shms_dop_t). */
 static int make_blob(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
-                     const char *val, uint64_t vlen, uint64_t *ref)
+                     const shms_dop_t *a, uint64_t *ref)
 {
     shms_dblob_t *b;
+    char *v;
+    uint64_t vlen = a->vhlen + a->vlen + a->vtlen;
     int rc;
-    if (vlen > (1ULL << 46))
+    if (a->vlen > (1ULL << 46) || vlen > (1ULL << 46))
         return ENOMEM;
     if ((rc = shms_alloc(h, sizeof *b + klen + vlen, ref)))
         return rc;
@@ -57,12 +60,17 @@ static int make_blob(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cm
     b->cmplen = (uint32_t)cmplen;
     b->vlen = vlen;
     memcpy(shms_dblob_key(b), key, klen);
-    if (vlen)
-        memcpy(shms_dblob_val(b), val, vlen);
+    v = shms_dblob_val(b);
+    if (a->vhlen)
+        memcpy(v, a->vhead, a->vhlen);
+    if (a->vlen)
+        memcpy(v + a->vhlen, a->val, a->vlen);
+    if (a->vtlen)
+        memcpy(v + a->vhlen + a->vlen, a->vtail, a->vtlen);
     return 0;
 }
 
-static int check_key(uint64_t klen, uint64_t cmplen)
+int shms_dict_check_key(uint64_t klen, uint64_t cmplen)
 {
     return klen >= 0xFFFFFFFFULL || cmplen > klen ? EINVAL : 0;
 }
@@ -136,16 +144,16 @@ int shms_dict_get(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmple
 {
     shms_dop_t a = {.key = key, .klen = klen, .cmplen = cmplen, .out = out, .cap = cap,
                     .res = res};
-    return check_key(klen, cmplen) ?: shms_run_op(h, held, timeout_ns, get_body, &a);
+    return shms_dict_check_key(klen, cmplen) ?: shms_run_op(h, held, timeout_ns, get_body, &a);
 }
 
 /* Entry i's blob was validated by the lookup that found it. */
-static int overwrite(shms_heap_t *h, shms_dtab_t *t, uint64_t i, const char *val, uint64_t vlen)
+static int overwrite(shms_heap_t *h, shms_dtab_t *t, uint64_t i, const shms_dop_t *a)
 {
     shms_dent_t *e = &shms_dents(t)[i];
     shms_dblob_t *old = shms_ptr(h, e->blob);
     uint64_t oldref = e->blob, ref;
-    int rc = make_blob(h, shms_dblob_key(old), old->klen, old->cmplen, val, vlen, &ref);
+    int rc = make_blob(h, shms_dblob_key(old), old->klen, old->cmplen, a, &ref);
     if (rc)
         return rc;
     shms_dict_bump(h, t, e->hash, 0);
@@ -164,7 +172,7 @@ static int append(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const shms_dop_
         if ((rc = shms_dict_resize(h, &t)))
             return rc;
     }
-    if ((rc = make_blob(h, a->key, a->klen, a->cmplen, a->val, a->vlen, &blob)))
+    if ((rc = make_blob(h, a->key, a->klen, a->cmplen, a, &blob)))
         return rc;
     /* The key is absent and a resized table has free slots: anything else
      * means damage (the new blob is then reclaimed by the repair). */
@@ -187,7 +195,7 @@ static int append(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, const shms_dop_
     return 0;
 }
 
-static int set_body(shms_heap_t *h, void *arg)
+int shms_dict_set_body(shms_heap_t *h, void *arg)
 {
     shms_dop_t *a = arg;
     shms_dtab_t *t;
@@ -201,7 +209,7 @@ static int set_body(shms_heap_t *h, void *arg)
         return SHMS_EDAMAGED;
     a->res[0] = i < 0;
     if (i >= 0)
-        return a->flag ? 0 : overwrite(h, t, (uint64_t)i, a->val, a->vlen);
+        return a->flag ? 0 : overwrite(h, t, (uint64_t)i, a);
     return append(h, t, hash, a);
 }
 
@@ -212,7 +220,8 @@ int shms_dict_set(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmple
 {
     shms_dop_t a = {.key = key, .klen = klen, .cmplen = cmplen, .val = val, .vlen = vlen,
                     .res = res, .flag = only_if_absent};
-    return check_key(klen, cmplen) ?: shms_run_op(h, held, timeout_ns, set_body, &a);
+    return shms_dict_check_key(klen, cmplen) ?:
+           shms_run_op(h, held, timeout_ns, shms_dict_set_body, &a);
 }
 
 /* ------------------------------------------------------- pop, popitem */
@@ -249,7 +258,7 @@ int shms_dict_pop(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmple
 {
     shms_dop_t a = {.key = key, .klen = klen, .cmplen = cmplen, .out = out, .cap = cap,
                     .res = res};
-    return check_key(klen, cmplen) ?: shms_run_op(h, held, timeout_ns, pop_body, &a);
+    return shms_dict_check_key(klen, cmplen) ?: shms_run_op(h, held, timeout_ns, pop_body, &a);
 }
 
 /* Under the heap lock (inside an op body): key's value handed to cb where it
@@ -344,50 +353,4 @@ static int clear_body(shms_heap_t *h, void *arg)
 int shms_dict_clear(shms_heap_t *h, int held, int64_t timeout_ns)
 {
     return shms_run_op(h, held, timeout_ns, clear_body, NULL);
-}
-
-/* ------------------------------------------------------- hot paths */
-
-/* d[k] = v and d[k] as Python calls them most: every argument of a cffi
- * call costs about a hundred instructions, and these are the calls whose
- * cost a user sees.  cmplen = klen, the lock not held, one wait slice
- * (100 ms); on any result but 0 (and, for fetch, ENOTFOUND) the caller
- * takes the general path, which retries or raises.  The store never
- * creates an extent (SHMS_EGROW): growth happens on the general path,
- * where Python sees it and reports it. */
-#define HOT_SLICE_NS 100000000LL
-
-static int store_body(shms_heap_t *h, void *arg)
-{
-    int rc;
-    h->no_grow = 1;     /* under the heap lock: no other thread is in an op */
-    rc = set_body(h, arg);
-    h->no_grow = 0;
-    return rc;
-}
-
-int shms_dict_store(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
-                    uint64_t vlen)
-{
-    uint64_t res[1];
-    shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen, .val = val, .vlen = vlen,
-                    .res = res};
-    return check_key(klen, klen) ?: shms_run_op(h, 0, HOT_SLICE_NS, store_body, &a);
-}
-
-/* As shms_dict_store, but trying the lock once (EBUSY when it is taken): for
- * a caller that holds the GIL, and so must never wait (ext/hotpath.c). */
-int shms_dict_store_try(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
-                        uint64_t vlen)
-{
-    uint64_t res[1];
-    shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen, .val = val, .vlen = vlen,
-                    .res = res};
-    return check_key(klen, klen) ?: shms_run_op(h, 0, 0, store_body, &a);
-}
-
-int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, uint64_t cap,
-                    uint64_t *res)
-{
-    return shms_dict_get(h, key, klen, klen, out, cap, res, 0, HOT_SLICE_NS);
 }

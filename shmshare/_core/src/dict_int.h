@@ -89,6 +89,10 @@ typedef struct {
     uint64_t klen, cmplen;
     const char *val;
     uint64_t vlen;
+    /* set: the value stored is vhead, then val, then vtail (a pickle's framing
+     * around bytes written straight from the caller's object: dict_hot.c) */
+    const char *vhead, *vtail;
+    uint64_t vhlen, vtlen;
     char *out;            /* get, pop, popitem, scan: the caller's buffer */
     uint64_t cap;
     uint64_t *res;
@@ -98,6 +102,10 @@ typedef struct {
 } shms_dop_t;
 
 /* dict.c */
+/* EINVAL unless a key of klen bytes, cmplen of them compared, can be stored. */
+int shms_dict_check_key(uint64_t klen, uint64_t cmplen);
+/* The body of shms_dict_set (a: shms_dop_t; res[0] = 1 if a key was inserted). */
+int shms_dict_set_body(shms_heap_t *h, void *arg);
 /* Entry number of key, or SHMS_LK_ABSENT (slot: where to insert, or
  * UINT64_MAX when the index has no free slot), or SHMS_LK_DAMAGED. */
 #define SHMS_LK_ABSENT  (-1)

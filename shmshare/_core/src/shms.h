@@ -159,10 +159,12 @@ int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, u
                     uint64_t *res);
 int shms_dict_store_try(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
                         uint64_t vlen);
+int shms_dict_store_bytes_try(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
+                              uint64_t n);
 /* Under the heap lock: key's value handed to cb, then deleted (dict.c). */
 typedef int (*shms_take_cb)(void *ctx, const char *val, uint64_t vlen);
 int shms_dict_take(shms_heap_t *h, const char *key, uint64_t klen, shms_take_cb cb, void *ctx);
-/* dict_peek.c: the value of key handed to cb under the lock, tried once. */
+/* dict_hot.c: the value of key handed to cb under the lock, tried once. */
 typedef int (*shms_peek_cb)(void *ctx, const char *val, uint64_t vlen, uint64_t stripe,
                             uint64_t version);
 int shms_dict_peek(shms_heap_t *h, const char *key, uint64_t klen, shms_peek_cb cb,

@@ -1,0 +1,128 @@
+/* The calls of d[k] = v and d[k] that the hot path makes (ext/hotpath.c,
+ * ext/hotslots.c): every argument of a cffi call costs about a hundred
+ * instructions, and these are the calls whose cost a user sees.  cmplen =
+ * klen, the lock not held; on any result but 0 (and, for fetch and peek,
+ * ENOTFOUND) the caller takes the general path, which retries or raises.  A
+ * store never creates an extent (SHMS_EGROW): growth happens on the general
+ * path, where Python sees it and reports it.
+ *
+ * PEEK.  The read of d[k] when the cached value is out of date: under the
+ * heap lock, tried once (never waiting, as its caller holds the GIL), the
+ * value's bytes are handed to a callback where they lie, with the key's
+ * version stripe and its version (READ CACHE in dict.c) -- so that the
+ * caller copies them once, straight into the object it returns.  The
+ * callback runs under the heap lock: it must be short, must not call into
+ * the heap, and its nonzero result is returned.  The checks are get's: the
+ * lookup validates the table, the index and the blob it finds; damage is
+ * repaired and the read run again.
+ *
+ * STORE OF BYTES.  d[k] = b for one bytes object b writes what
+ * pickle.dumps(b, 5) makes -- PROTO 5, BINBYTES (BINBYTES8 past 4 GiB) and
+ * its length, b's bytes, MEMOIZE, STOP -- straight from b: one copy, not the
+ * two of pickling first.  pickle's C implementation writes a bytes object
+ * of at least its frame size (64 KiB) outside any frame, so for those the
+ * stored bytes are exactly pickle's.
+ */
+#include "dict_int.h"
+#include <errno.h>
+#include <string.h>
+
+#define HOT_SLICE_NS 100000000LL    /* one wait slice (100 ms) */
+
+typedef struct {
+    shms_dop_t a;
+    shms_peek_cb cb;
+    void *ctx;
+} peek_t;
+
+static int peek_body(shms_heap_t *h, void *arg)
+{
+    peek_t *p = arg;
+    shms_dtab_t *t;
+    shms_dblob_t *b;
+    uint64_t *v, slot, stripe = UINT64_MAX, version = 0;
+    int64_t i;
+    int rc = shms_dict_table(h, 0, &t);
+    if (rc || !t)
+        return rc ? rc : SHMS_ENOTFOUND;
+    i = shms_dict_lookup(h, t, shms_hash64(p->a.key, p->a.cmplen, h->hdr->seed), p->a.key,
+                         p->a.cmplen, &slot);
+    if (i == SHMS_LK_DAMAGED)
+        return SHMS_EDAMAGED;
+    if (i < 0)
+        return SHMS_ENOTFOUND;
+    if ((v = shms_dict_stripes(h, t))) {
+        stripe = shms_dict_stripe(shms_dents(t)[i].hash);
+        version = shms_load64(&v[stripe]);
+    }
+    b = shms_ptr(h, shms_dents(t)[i].blob);
+    return p->cb(p->ctx, shms_dblob_val(b), b->vlen, stripe, version);
+}
+
+int shms_dict_peek(shms_heap_t *h, const char *key, uint64_t klen, shms_peek_cb cb,
+                   void *ctx)
+{
+    peek_t p = {.a = {.key = key, .klen = klen, .cmplen = klen}, .cb = cb, .ctx = ctx};
+    if (klen >= 0xFFFFFFFFULL)
+        return EINVAL;
+    return shms_run_op(h, 0, 0, peek_body, &p);
+}
+
+static int store_body(shms_heap_t *h, void *arg)
+{
+    int rc;
+    h->no_grow = 1;     /* under the heap lock: no other thread is in an op */
+    rc = shms_dict_set_body(h, arg);
+    h->no_grow = 0;
+    return rc;
+}
+
+int shms_dict_store(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
+                    uint64_t vlen)
+{
+    uint64_t res[1];
+    shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen, .val = val, .vlen = vlen,
+                    .res = res};
+    return shms_dict_check_key(klen, klen) ?: shms_run_op(h, 0, HOT_SLICE_NS, store_body, &a);
+}
+
+/* As shms_dict_store, but trying the lock once (EBUSY when it is taken): for
+ * a caller that holds the GIL, and so must never wait (ext/hotpath.c). */
+int shms_dict_store_try(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
+                        uint64_t vlen)
+{
+    uint64_t res[1];
+    shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen, .val = val, .vlen = vlen,
+                    .res = res};
+    return shms_dict_check_key(klen, klen) ?: shms_run_op(h, 0, 0, store_body, &a);
+}
+
+/* As shms_dict_store_try, the value being the pickle of the bytes object
+ * whose n bytes are at b (STORE OF BYTES above). */
+int shms_dict_store_bytes_try(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
+                              uint64_t n)
+{
+    static const char tail[2] = {'\x94', '.'};          /* MEMOIZE, STOP */
+    char head[11] = {'\x80', 5};                        /* PROTO 5 */
+    uint64_t res[1], hlen;
+    if (n <= 0xFFFFFFFFULL) {
+        head[2] = 'B';                                  /* BINBYTES, u32 length */
+        for (int i = 0; i < 4; i++)
+            head[3 + i] = (char)(n >> (8 * i));
+        hlen = 7;
+    } else {
+        head[2] = '\x8e';                               /* BINBYTES8, u64 length */
+        for (int i = 0; i < 8; i++)
+            head[3 + i] = (char)(n >> (8 * i));
+        hlen = 11;
+    }
+    shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen, .vhead = head, .vhlen = hlen,
+                    .val = b, .vlen = n, .vtail = tail, .vtlen = sizeof tail, .res = res};
+    return shms_dict_check_key(klen, klen) ?: shms_run_op(h, 0, 0, store_body, &a);
+}
+
+int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, uint64_t cap,
+                    uint64_t *res)
+{
+    return shms_dict_get(h, key, klen, klen, out, cap, res, 0, HOT_SLICE_NS);
+}
