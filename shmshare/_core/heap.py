@@ -110,6 +110,7 @@ class Heap(DictMethods):
         "cache_keep",
         "get_str",
         "guard",
+        "has_str",
         "list_push",
         "modcount_view",
     )
@@ -142,6 +143,9 @@ class Heap(DictMethods):
         self.store: Callable[[bytes, int, bytes, int], int] = self._hot.store
         self._peek: Callable[[bytes], Any] = self._hot.fetch
         self.get_str: Callable[..., Any] = self._hot.get
+        # ``has_str(cache, key)``: key in d the same way, no value read: True,
+        # False, or NOT_READ (the general path: dict_contains).
+        self.has_str: Callable[[dict[Any, Any], Any], Any] = self._hot.has
         # ``cache_keep(cache, key, value, stripe, version)``: the general path's
         # read kept in the same cache, counted with what get_str keeps.
         self.cache_keep: Callable[[dict[Any, Any], Any, bytes, int, int], None] = self._hot.keep
@@ -219,7 +223,8 @@ class Heap(DictMethods):
         # Never read the counters again: their memory may be unmapped next.
         self.modcount_view = self._extents_view = _NO_COUNTER
         self.versions_view = NO_VERSIONS
-        self.store = self._fetch = self._peek = self.get_str = self.list_push = _closed
+        self.store = self._fetch = self._peek = self.get_str = self.has_str = _closed
+        self.list_push = _closed
         if h is not None:
             # getattr: None when __init__ was interrupted before setting them
             hot = getattr(self, "_hot", None)

@@ -33,6 +33,7 @@ _NO_STRIPE = (1 << 64) - 1
 _unpack = ffi.unpack
 #: Values above this many bytes are unpickled from a lent buffer (_read_big).
 BIG_VALUE = _BIG = 1 << 20
+_ANSWERS = (OK, ENOTFOUND, ETOOSMALL)  # what a get into no buffer may answer
 #: A read cache (objects/heap_object.py) is dropped past this many bytes.
 READ_CACHE_MAX_BYTES = 64 << 20
 
@@ -92,6 +93,28 @@ class DictMethods(HeapBase):
         if rc == OK:
             return ffi.unpack(s.buf, s.res[0]), int(s.res[1])
         return None, int(s.res[1])
+
+    def dict_contains(self, key: bytes, cmp_len: int, *, held: bool = False) -> bool:
+        """Whether ``key`` is stored, its value not copied: a get into no buffer
+        finds the entry and answers "too small" (or, for an empty value, done)."""
+        h = self._h
+        if h is None:
+            raise ValueError(DETACHED)
+        try:
+            s = self._tls.s
+        except AttributeError:
+            s = self._tls.s = Scratch()
+        res = s.res
+
+        def call(held: bool) -> int:
+            return int(lib.shms_dict_get(h, key, len(key), cmp_len, ffi.NULL, 0, res, held,
+                                         SLICE_NS))
+
+        rc = call(held)
+        if rc not in _ANSWERS:
+            rc = self._until_done("dict contains", call, rc, held, done=_ANSWERS,
+                                  key=(key, cmp_len))
+        return rc != ENOTFOUND
 
     def dict_read_versioned(self, key: bytes, cmp_len: int
                             ) -> tuple[bytes | memoryview | None, int, int]:

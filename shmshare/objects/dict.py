@@ -137,7 +137,7 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
             raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
-        return self._read(key) is not None
+        return self._has(key)
 
     def __len__(self) -> int:
         return self._heap.dict_len(held=self._held())

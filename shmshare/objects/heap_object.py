@@ -26,7 +26,7 @@ __all__ = ["HeapObject"]
 INITIAL_SIZE = 64 * 1024  # objects start small and grow online
 
 def _no_get_str(cache: dict[Any, Any], key: Any, default: Any = None) -> Any:
-    return NOT_READ  # a store without Heap.get_str (Redis): always the general path
+    return NOT_READ  # a store without Heap.get_str/has_str (Redis): the general path
 
 
 # Keys whose Python equality is exactly the canonical encoding's, so that the
@@ -130,6 +130,7 @@ class HeapObject(SharedObject):
         # get(); d[k] is DictItems' in C): the value, default, or NOT_READ for the
         # general path.
         self._get_str: Callable[..., Any] = getattr(heap, "get_str", _no_get_str)
+        self._has_str: Callable[..., Any] = getattr(heap, "has_str", _no_get_str)
 
     def _check_payload(self) -> None:
         problem = self._heap.check()
@@ -146,6 +147,18 @@ class HeapObject(SharedObject):
     # write to one key leaves the other keys' entries valid.  A hit costs
     # one read of shared memory and a local dict lookup, without the lock;
     # values are still unpickled per read, so callers get copies as always.
+
+    def _has(self, key: Any) -> bool:
+        """Whether ``key`` is stored: a valid cache entry says so, else the store,
+        which fetches no value (a large one would be copied only to be dropped)."""
+        got = self._has_str(self._read_cache, key)  # one C call for a str key
+        if got is not NOT_READ:
+            return got  # type: ignore[no-any-return]
+        hit = self._read_cache.get(key) if type(key) in _CACHEABLE else None
+        if hit is not None and self._heap.versions_view[hit[1]] == hit[2]:
+            return True
+        kb, n = encode_key(key)
+        return self._heap.dict_contains(kb, n)
 
     def _read(self, key: Any) -> bytes | memoryview | None:
         """The stored bytes for ``key``, or None: through the cache when valid."""

@@ -43,7 +43,7 @@ class SharedSet(HandleMethods, HeapObject, MutableSet[T], kind="set"):
                    mode=mode, trust=trust, url=url, initial=items)
 
     def __contains__(self, item: object) -> bool:
-        return self._read(item) is not None
+        return self._has(item)
 
     def __iter__(self) -> Iterator[T]:
         seq = -1

@@ -34,6 +34,9 @@ class EntryStore(Protocol):
     def dict_read_versioned(self, key: bytes, cmp_len: int
                             ) -> tuple[bytes | memoryview | None, int, int]: ...
 
+    def dict_contains(self, key: bytes, cmp_len: int, *, held: bool = False) -> bool:
+        """Whether ``key`` is stored, without fetching its value."""
+
     def dict_set(self, key: bytes, cmp_len: int, value: bytes, *,
                  only_if_absent: bool = False, held: bool = False) -> bool:
         """Store ``value``; True if the key was new (an existing key keeps its place)."""

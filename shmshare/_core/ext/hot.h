@@ -73,6 +73,9 @@ HOT_HIDDEN int hot_cache_drop(PyObject *cache, PyObject *key);
  * kept (hot_cache_keep); None, or NULL with an exception set. */
 HOT_HIDDEN PyObject *hot_cache_keep_args(PyObject *op, PyObject *const *args,
                                          Py_ssize_t nargs);
+/* HotPath.has itself (read_cache.c): key in d for a str key; True, False,
+ * not_read, or NULL with an exception set. */
+HOT_HIDDEN PyObject *hot_cache_has(PyObject *op, PyObject *const *args, Py_ssize_t nargs);
 /* loads(data), holding a reference to data meanwhile. */
 HOT_HIDDEN PyObject *hot_cache_unpickle(HotPath *self, PyObject *data);
 

@@ -27,12 +27,13 @@
  *   keep(cache, key, value, stripe, version)
  *       What get keeps after a re-read, for a value the general path read:
  *       the bytes cached are counted once, against cache_cap, whoever kept them.
+ *   has(cache, key) -> True | False | not_read
+ *       key in d the same way, no value read (read_cache.c).
  *   store(key, cmp_len, value, value_len) -> 0 | int code
  *       Heap.store's signature; a cmp_len or value_len other than the
  *       lengths of key and value returns -1 (the general path decides).
- *       (DictItems' d[k] = b, for a bytes object b of DIRECT_BYTES_MIN
- *       bytes or more, calls store_bytes_try instead: b's pickle written
- *       straight from b, src/dict_hot.c.)
+ *       (DictItems' d[k] = b, b bytes of DIRECT_BYTES_MIN or more, calls
+ *       store_bytes_try: b's pickle written straight from b.)
  *   close()
  *       Forget the heap: every later call returns -1.  Heap.close() calls it
  *       before freeing the handle, so a HotPath kept anywhere is harmless.
@@ -339,6 +340,8 @@ static PyMethodDef hot_methods[] = {
     {"keep", (PyCFunction)(void (*)(void))hot_cache_keep_args, METH_FASTCALL,
      "keep(cache, key, value, stripe, version): cache[key] = [value, stripe, version], "
      "counted as get counts what it keeps."},
+    {"has", (PyCFunction)(void (*)(void))hot_cache_has, METH_FASTCALL,
+     "has(cache, key) -> key in d for a str key, no value read; or not_read."},
     {"versions_mapped", hot_versions_mapped, METH_O,
      "versions_mapped(address): where this process maps the dict's version stripes."},
     {"list_mapped", hot_list_mapped, METH_O,

@@ -119,3 +119,51 @@ PyObject *hot_cache_keep_args(PyObject *op, PyObject *const *args, Py_ssize_t na
         return NULL;
     Py_RETURN_NONE;
 }
+
+/* Under the heap lock: the key is there, and nothing of its value is read. */
+static int found(void *arg, const char *val, uint64_t vlen, uint64_t stripe,
+                 uint64_t version)
+{
+    (void)arg, (void)val, (void)vlen, (void)stripe, (void)version;
+    return 0;
+}
+
+/* HotPath.has itself: key in d for a non-empty str key, in one call -- True
+ * for a valid cache entry, or for the key found under the lock (its value
+ * not copied); False for the key absent under the lock (a cached entry of
+ * it dropped); not_read for anything else (the general path decides). */
+PyObject *hot_cache_has(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    HotPath *self = (HotPath *)op;
+    PyObject *entry;
+    const char *kp;
+    Py_ssize_t klen;
+    int rc;
+    if (nargs != 2 || !PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "has(cache: dict, key)");
+        return NULL;
+    }
+    if (!PyUnicode_CheckExact(args[1]) || !self->heap)
+        return Py_NewRef(self->not_read);
+    entry = PyDict_GetItemWithError(args[0], args[1]);
+    if (entry && self->versions) {
+        if (hot_cache_valid_bytes(self, entry))
+            Py_RETURN_TRUE;
+    } else if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!(kp = PyUnicode_AsUTF8AndSize(args[1], &klen))) {
+        PyErr_Clear();
+        return Py_NewRef(self->not_read);
+    }
+    if (!klen)
+        return Py_NewRef(self->not_read);
+    rc = self->peek(self->heap, kp, (uint64_t)klen, found, NULL);
+    if (!rc)
+        Py_RETURN_TRUE;
+    if (rc != SHMS_ENOTFOUND)
+        return Py_NewRef(self->not_read);
+    if (entry && hot_cache_drop(args[0], args[1]) < 0)
+        return NULL;
+    Py_RETURN_FALSE;
+}

@@ -96,6 +96,7 @@ if g then return redis.error_reply('SHMSHARE ' .. g) end
 
 # ARGV[3]: canonical.  -> the value or false
 _GET = _step("return redis.call('HGET', KEYS[3], ARGV[3])", write=False)
+_HAS = _step("return redis.call('HEXISTS', KEYS[3], ARGV[3])", write=False)
 
 # ARGV[3..6]: canonical, key, value, only_if_absent ('1' or '').  -> 1 when new
 _SET = _step("""
@@ -277,7 +278,8 @@ class RedisEntries:
         self._ttl = _ttl(lifetime)
         self._token, self._lock = token, lock
         self._keys = _keys(store, name, _STEP_PARTS)
-        self._get, self._set, self._pop = (store.script(s) for s in (_GET, _SET, _POP))
+        self._get, self._has, self._set, self._pop = (store.script(s)
+                                                      for s in (_GET, _HAS, _SET, _POP))
         self._popitem, self._clear = store.script(_POPITEM), store.script(_CLEAR)
         self._len, self._scan = store.script(_LEN), store.script(_SCAN)
         self._closed = False
@@ -316,6 +318,9 @@ class RedisEntries:
     def dict_read_versioned(self, key: bytes, cmp_len: int
                             ) -> tuple[bytes | memoryview | None, int, int]:
         return self.dict_get(key, cmp_len), -1, 0  # no shared versions: never cached
+
+    def dict_contains(self, key: bytes, cmp_len: int, *, held: bool = False) -> bool:
+        return bool(self._run(self._has, [key[:cmp_len]], "contains"))
 
     def dict_set(self, key: bytes, cmp_len: int, value: bytes, *,
                  only_if_absent: bool = False, held: bool = False) -> bool:
