@@ -162,8 +162,8 @@ class Report:
                     row.append(_faster(rr) if rr else "—")
                 out.append("| " + " | ".join(row) + " |")
             out.append("")
-        out.append("A cell \"vs X\" reads: this library is N× faster than X (median and "
-                   "min–max of the per-round ratios; below 1: slower).")
+        out.append("A cell \"vs X\" reads: this library is N× faster (or slower) than X: "
+                   "the median and min–max of the per-round ratios of their times.")
         for lib, why in self.missing.items():
             out.append(f"\n{lib}: {why}.")
         return "\n".join(out) + "\n"
@@ -258,5 +258,8 @@ def _verdict(ok: bool) -> str:
 
 
 def _faster(ratios: list[float]) -> str:
-    return ratio_spread(ratios, "× faster")
+    """How much faster (their time / ours, per round), or, below 1, how much slower."""
+    if statistics.median(ratios) >= 1:
+        return ratio_spread(ratios, "× faster")
+    return ratio_spread([1 / r for r in ratios], "× slower")
 

@@ -50,3 +50,16 @@ def test_run_quick_writes_pages_with_spreads(tmp_path: Path) -> None:
     for lib in ("local dict of pickles (floor)", "shmshare.SharedDict",
                 "multiprocessing.Manager().dict()"):
         assert f"| {lib} |" in compare, lib
+
+
+def test_peer_ratios_below_one_read_as_slower() -> None:
+    """A comparison cell never says "0.02\u00d7 faster": below 1 it is inverted, and slower."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import report
+    finally:
+        sys.path.pop(0)
+    x, dash = "\u00d7", "\u2013"
+    assert report._faster([2.0, 1.5, 3.0]) == f"2.00{x} faster (1.50{dash}3.00)"
+    assert report._faster([0.5, 0.25, 0.4]) == f"2.50{x} slower (2.00{dash}4.00)"
+    assert report._faster([0.9, 1.2, 0.8]) == f"1.11{x} slower (0.83{dash}1.25)"
