@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import children
+from helpers import children, is_process_table
 
 from shmshare import _core
 from shmshare._core import proc
@@ -83,9 +83,10 @@ def _ours() -> set[int]:
             st = _core.stat(sid)
         except OSError:
             continue
-        if st.cpid in me:
+        if st.cpid in me and not is_process_table(st.key):
             out.add(sid)
     return out
+
 
 
 @pytest.fixture(autouse=True)
@@ -180,8 +181,26 @@ def _log_time(nodeid: str, what: str) -> None:
 
 
 def _segments_now() -> set[int]:
-    tables = proc.table_shmids()
-    return {sid for sid in _core.list_ids() if sid not in tables}
+    """The segments that exist, but for process tables (kept for good, by design)."""
+    out = set()
+    for sid in _core.list_ids():
+        try:
+            if not is_process_table(_core.stat(sid).key):
+                out.add(sid)
+        except OSError:
+            continue
+    return out
+
+
+def _drop_test_users_tables(before: set[int]) -> None:
+    """Remove the process tables this run's children made for the other users they
+    ran as (tests/test_security.py), once nothing uses them: only the run knows that
+    every worker is done."""
+    for sid in set(_core.list_ids()) - before:
+        with contextlib.suppress(OSError):
+            st = _core.stat(sid)
+            if is_process_table(st.key) and st.uid != os.geteuid() and st.nattch == 0:
+                _core.rmid(sid)
 
 
 def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
@@ -191,9 +210,11 @@ def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
     os.close(fd)
     os.environ[_TIMES] = path  # inherited by the workers, started after this
     config.stash[_BEFORE] = (_segments_now(), path)
+    config.stash[_ALL_BEFORE] = set(_core.list_ids())
 
 
 _BEFORE = pytest.StashKey[tuple[set[int], str]]()
+_ALL_BEFORE = pytest.StashKey[set[int]]()
 
 
 def _suspects(path: str, made: float) -> list[str]:
@@ -252,6 +273,7 @@ def pytest_unconfigure(config) -> None:  # type: ignore[no-untyped-def]
     if _BEFORE not in config.stash:
         return
     gc.collect()
+    _drop_test_users_tables(config.stash[_ALL_BEFORE])
     try:
         lines = _leak_report(config)
     finally:

@@ -95,3 +95,12 @@ def segments_created_by(*pids: int) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def is_process_table(key: int) -> bool:
+    """A per-user process table's key (_core/proc.py): one per uid, made by whichever
+    process of that uid needs it first (a test's child run as another user, say), and
+    kept for good, by design -- as .ci/run's leak check knows."""
+    from shmshare._core import proc
+
+    return key >> 24 == proc._KEY_BASE >> 24

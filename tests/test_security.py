@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import children, wait_pid
+from helpers import children, is_process_table, wait_pid
 
 import shmshare
 from shmshare import SharedDict, SharedList, _core
@@ -131,6 +131,9 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="needs root to run processes as two other users")
 
 
+_AS_USER_PIDS: set[int] = set()  # this test's as_user children: victim_dir's cleanup
+
+
 def as_user(uid: int, fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn(*args)`` in a forked child with uid and gid ``uid``; its return value."""
     r, w = os.pipe()
@@ -151,6 +154,7 @@ def as_user(uid: int, fn: Callable[..., Any], *args: Any) -> Any:
         finally:
             os._exit(code)
     children.add(pid)
+    _AS_USER_PIDS.add(pid)
     os.close(w)
     with os.fdopen(r, "rb") as f:
         data = f.read()
@@ -169,16 +173,22 @@ def victim_dir() -> Iterator[Path]:
     pdir = base / "proj"
     pdir.mkdir(mode=0o700)
     os.chown(pdir, VICTIM, VICTIM)
+    _AS_USER_PIDS.clear()
     try:
         yield pdir
     finally:
-        for sid in _core.list_ids():  # whatever either user left (root may remove it)
+        # Whatever either user left (root may remove it) -- made by this test's own
+        # children: another xdist worker's test of the same users runs meanwhile.  Not
+        # a user's process table, which that other test's processes may be using.
+        for sid in _core.list_ids():
             try:
                 st = _core.stat(sid)
-                if st.cuid in (VICTIM, ATTACKER) or st.uid in (VICTIM, ATTACKER):
+                if (st.cpid in _AS_USER_PIDS and not is_process_table(st.key)
+                        and (st.cuid in (VICTIM, ATTACKER) or st.uid in (VICTIM, ATTACKER))):
                     _core.rmid(sid)
             except OSError:
                 continue
+        _AS_USER_PIDS.clear()
         shutil.rmtree(base)
 
 
