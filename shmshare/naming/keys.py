@@ -122,8 +122,11 @@ class KeyRecord(NamedTuple):
     creator: int = 0  # the creator's liveness token (_core.proc); 0: unknown
 
     def dumps(self) -> bytes:
-        import json  # here, not at the top: anonymous objects never read a key file,
-        # and an existing name's common open reads its record in C (_core.named)
+        data = _plain_dumps(self)
+        if data is not None:
+            return data
+        import json  # here, not at the top: it costs a process 2 ms to load, and
+        # the records shmshare writes (a plain kind) need it neither way (_plain_dumps)
 
         return json.dumps({"v": 1, "proj_id": self.proj_id, "kind": self.kind,
                            "persist": self.persist, "ipcns": self.ipcns,
@@ -143,6 +146,9 @@ class KeyRecord(NamedTuple):
 
     @classmethod
     def _parse(cls, data: bytes) -> KeyRecord | None:
+        rec = _plain_record(data)
+        if rec is not None:
+            return rec if 1 <= rec.proj_id <= 255 else None
         import json
 
         try:
@@ -161,6 +167,53 @@ class KeyRecord(NamedTuple):
 # Records parsed lately (immutable: the same bytes always say the same): an open
 # and the detach that follows read the same record.
 _PARSED: dict[bytes, KeyRecord] = {}
+
+# A record as json.dumps writes it, for a kind json writes as it is: ASCII, printable,
+# no quote or backslash (every kind shmshare defines).  Both ways, this is exactly
+# what json would write and read (tests/test_key_record.py); anything else is json's.
+_HEAD, _SEP = b'{"v": 1, "proj_id": ', b", "
+_FIELDS = (b'"kind": "', b'"persist": ', b'"ipcns": ', b'"creator": ')
+
+
+def _plain_kind(kind: str) -> bool:
+    return kind.isascii() and kind.isprintable() and '"' not in kind and "\\" not in kind
+
+
+def _plain_dumps(rec: KeyRecord) -> bytes | None:
+    if not _plain_kind(rec.kind):
+        return None
+    return (f'{{"v": 1, "proj_id": {rec.proj_id:d}, "kind": "{rec.kind}", "persist": '
+            f'{"true" if rec.persist else "false"}, "ipcns": {rec.ipcns:d}, '
+            f'"creator": {rec.creator:d}}}\n').encode()
+
+
+def _number(field: bytes) -> int | None:
+    digits = field[1:] if field[:1] == b"-" else field
+    if not digits.isdigit() or (digits[:1] == b"0" and len(digits) > 1):
+        return None  # not the way json writes an int: json decides
+    return int(field)
+
+
+def _plain_record(data: bytes) -> KeyRecord | None:
+    """The record ``data`` holds if it is one :func:`_plain_dumps` could have written
+    (then padded with spaces, as KeyFile.write does); else None, and json decides."""
+    body = data.rstrip(b" \n")
+    if not body.startswith(_HEAD) or body[-1:] != b"}":
+        return None
+    parts = body[len(_HEAD):-1].split(_SEP)
+    if len(parts) != 5 or any(not f.startswith(t) for f, t in zip(parts[1:], _FIELDS)):
+        return None
+    proj_id, kind, persist, ipcns, creator = (
+        parts[0], parts[1][9:], parts[2][11:], parts[3][9:], parts[4][11:])
+    if kind[-1:] != b'"' or persist not in (b"true", b"false"):
+        return None
+    name = kind[:-1].decode("ascii", "replace")
+    numbers = [_number(proj_id), _number(ipcns), _number(creator)]
+    if not _plain_kind(name) or None in numbers:
+        return None
+    p, ns, c = numbers
+    assert p is not None and ns is not None and c is not None
+    return KeyRecord(p, name, persist == b"true", ns, c)
 
 
 class KeyFile:
@@ -268,8 +321,6 @@ class KeyFile:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
-
-
 
 
 def _flock(fd: int, blocking: bool, deadline: Deadline, path: Path) -> bool:
