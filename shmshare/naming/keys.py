@@ -201,7 +201,8 @@ def _plain_record(data: bytes) -> KeyRecord | None:
     if not body.startswith(_HEAD) or body[-1:] != b"}":
         return None
     parts = body[len(_HEAD):-1].split(_SEP)
-    if len(parts) != 5 or any(not f.startswith(t) for f, t in zip(parts[1:], _FIELDS)):
+    if len(parts) != 5 or any(not f.startswith(t)
+                              for f, t in zip(parts[1:], _FIELDS, strict=True)):
         return None
     proj_id, kind, persist, ipcns, creator = (
         parts[0], parts[1][9:], parts[2][11:], parts[3][9:], parts[4][11:])
