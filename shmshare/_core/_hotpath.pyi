@@ -30,6 +30,7 @@ class LengthWord:
 class ViewItems:
     _fast_get: Any
     _fast_set: Any
+    _set_retry: bool
     def __getitem__(self, index: Any) -> Any: ...
     def __setitem__(self, index: Any, value: Any) -> None: ...
 

@@ -197,11 +197,13 @@ class SharedTypedArray(StoreDispatch, TextValue, SharedArray, kind="typed-array"
             yield self[i]
 
     def _fast_views(self, view: Any) -> None:
-        # a[i] reads the view in C (ViewItems) but for 'u' (an int to turn into a
-        # str); a[i] = v always comes here: the value is converted as
-        # multiprocessing.Array converts it.
+        # a[i] and a[i] = v go to the view in C (ViewItems) but for 'u' (an int to
+        # turn into a str and back).  The view takes a subset of what array.array
+        # takes, and stores it as array.array would; whatever it refuses comes to
+        # _setitem (_set_retry), which converts it or raises array.array's error.
         if self._typecode != "u":
-            self._fast_get = view
+            self._fast_get = self._fast_set = view
+            self._set_retry = True
 
     def _getitem(self, index: Any) -> Any:
         items = self._items()

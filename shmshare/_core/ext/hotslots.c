@@ -25,6 +25,11 @@
  *       sets them back to None before the memory behind may be unmapped
  *       (detach); a class whose items need converting sets only _fast_get,
  *       or neither.
+ *   _set_retry
+ *       False, or True for a view that accepts fewer values than the class
+ *       (a typed memoryview, where array.array converts): an Exception from
+ *       _fast_set[i] = v then hands over to obj._setitem(i, v), which
+ *       converts or raises what it should.
  *   obj[i], obj[i] = v
  *       _fast_get[i], _fast_set[i] = v -- their errors too (a bad index is
  *       the view's IndexError or TypeError); a slice, or no view, calls
@@ -131,6 +136,7 @@ static PyType_Spec lw_spec = {
 typedef struct {
     PyObject_HEAD
     PyObject *fast_get, *fast_set;   /* strong references, or NULL */
+    char set_retry;
 } ViewItems;
 
 /* The view of `v` to hand an index to, or NULL: not a slice, and a view set. */
@@ -166,7 +172,9 @@ static int vi_setitem(PyObject *op, PyObject *index, PyObject *value)
         Py_INCREF(view);
         int rc = PyObject_SetItem(view, index, value);
         Py_DECREF(view);
-        return rc;
+        if (!rc || !((ViewItems *)op)->set_retry || !PyErr_ExceptionMatches(PyExc_Exception))
+            return rc;
+        PyErr_Clear();  /* refused by the view: the class converts, or raises */
     }
     PyObject *r = PyObject_CallMethod(op, "_setitem", "(OO)", index, value);
     if (!r)
@@ -190,6 +198,8 @@ static PyMemberDef vi_members[] = {
      "The view obj[i] reads from, or None."},
     {"_fast_set", T_OBJECT, offsetof(ViewItems, fast_set), 0,
      "The view obj[i] = v writes to, or None."},
+    {"_set_retry", T_BOOL, offsetof(ViewItems, set_retry), 0,
+     "True: what _fast_set refuses, obj._setitem(i, v) decides."},
     {NULL, 0, 0, 0, NULL},
 };
 
