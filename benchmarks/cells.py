@@ -100,6 +100,14 @@ class Timed:
         return (time.perf_counter_ns() - t0) / self.n
 
 
+def _setter(a: Any) -> Callable[[int], None]:
+    """``a[i] = v`` n times, as a loop writes it (the statement, not a method call)."""
+    def sets(n: int) -> None:
+        for i in range(n):
+            a[i & 511] = 1.5
+    return sets
+
+
 def mapping_cells(get: Callable[[str], Any], set_: Callable[[str, Any], Any],
                   target_s: float) -> tuple[Timed, Timed]:
     order = [KEYS[(i * 7919) % len(KEYS)] for i in range(4096)]
@@ -474,6 +482,16 @@ class Suite:
                                            self.t)
         self.cells["multiprocessing.Array | a[i]"] = Timed(
             lambda n: [mpa[i & 511] for i in range(n)], self.t)
+        from shmshare.objects.typed_array import SharedTypedArray  # Manager().Array's
+
+        typed = SharedTypedArray("d", 1000)
+        self._cleanup.append(typed.detach)
+        self.cells["shmshare | Manager().Array a[i]"] = Timed(
+            lambda n: [typed[i & 511] for i in range(n)], self.t)
+        for label, target in (("shmshare | SharedArray", a), ("numpy |", local),
+                              ("shmshare | Manager().Array", typed),
+                              ("multiprocessing.Array |", mpa)):
+            self.cells[f"{label} a[i] = v"] = Timed(_setter(target), self.t)
         self._array_pool(np)
 
     def _array_pool(self, np: Any) -> None:

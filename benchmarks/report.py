@@ -42,6 +42,9 @@ TARGETS = [
     Target("set of a 10 MiB value", "shmshare | 10 MiB set (µs)",
            "floor | 10 MiB dumps + memcpy (µs)", 1.3, "µs"),
     Target("`SharedArray` `a[i]`", "shmshare | SharedArray a[i]", None, 200.0),
+    Target("`SharedArray` `a[i] = v`", "shmshare | SharedArray a[i] = v", None, 200.0),
+    Target("`Manager().Array` `a[i]`", "shmshare | Manager().Array a[i]", None, 200.0),
+    Target("`Manager().Array` `a[i] = v`", "shmshare | Manager().Array a[i] = v", None, 200.0),
     Target("create + destroy a named SharedDict, default project dir",
            "shmshare | create + destroy, default project dir (µs)",
            "UltraDict | create + destroy (µs)", 1.2, "µs"),
@@ -131,9 +134,11 @@ class Report:
         if mp in self.r and "shmshare | import (ms)" in self.r:
             extra.append(f"For scale: `import multiprocessing.managers` took "
                          f"{spread(self.r[mp])} ms in the same rounds.")
-        for peer in ("numpy | a[i]", "multiprocessing.Array | a[i]"):
+        for peer in ("numpy | a[i]", "numpy | a[i] = v", "multiprocessing.Array | a[i]",
+                     "multiprocessing.Array | a[i] = v"):
             if peer in self.r:
-                extra.append(f"`{peer.split(' |')[0]}` `a[i]`: {spread(self.r[peer])} ns.")
+                lib, op = peer.split(" | ")
+                extra.append(f"`{lib}` `{op}`: {spread(self.r[peer])} ns.")
         return "\n".join(lines) + ("\n\n" + " ".join(extra) if extra else "") + "\n"
 
     # -- the peers --------------------------------------------------------------------
