@@ -226,6 +226,54 @@ def test_two_last_users_detaching_at_once_remove_it(project_dir: Path) -> None:
         _core.stat(shmid)
 
 
+_ATTACHED_UNTIL_TOLD = """
+import os, sys
+import shmshare
+c = shmshare.Segment("busy", project_dir=sys.argv[1], create=False)
+os.write(int(sys.argv[2]), b"a")
+os.read(int(sys.argv[3]), 1)
+c.detach()
+"""
+
+
+def test_a_detach_that_leaves_others_attached_takes_no_key_file_lock(
+        project_dir: Path) -> None:
+    """Not the last: the detach decides so after its shmdt without the key file's lock
+    (whoever brings nattch to 0 sees it after its own shmdt, and removes under the
+    lock), so a process holding that lock -- stopped, say -- does not hold it up."""
+    import fcntl
+    import threading
+
+    s = shmshare.Segment("busy", 10, project_dir=project_dir)
+    shmid = s.id
+    up_r, up_w = os.pipe()
+    go_r, go_w = os.pipe()
+    other = subprocess.Popen([sys.executable, "-c", _ATTACHED_UNTIL_TOLD, str(project_dir),
+                              str(up_w), str(go_r)], pass_fds=(up_w, go_r))
+    lock_fd = os.open(project_dir / "busy.key", os.O_RDONLY)
+    try:
+        assert os.read(up_r, 1) == b"a"  # attached
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # as a stopped holder would
+        t = threading.Thread(target=s.detach)
+        t.start()
+        t.join(JOIN_TIMEOUT)
+        assert not t.is_alive()
+        assert _core.stat(shmid).nattch == 1  # the other's
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        os.write(go_w, b"g")  # the last detach removes it
+        assert other.wait(JOIN_TIMEOUT) == 0
+    finally:
+        os.close(lock_fd)
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+        for fd in (up_r, up_w, go_r, go_w):
+            os.close(fd)
+    assert not (project_dir / "busy.key").exists()
+    with pytest.raises(shmshare.SegmentRemovedError):
+        _core.stat(shmid)
+
+
 def test_persist_survives_and_remove(project_dir: Path) -> None:
     """persist=True outlives its last detach until remove(); remove frees the name at once."""
     s = shmshare.Segment("keep", 100, project_dir=project_dir, persist=True)

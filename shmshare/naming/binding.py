@@ -103,12 +103,14 @@ def release(b: Binding) -> None:
     Runs once per Segment: from ``detach()``, when the Segment is garbage
     collected, at interpreter exit, or at the exit of a multiprocessing child.
 
-    "Last" is decided after our own shmdt, with the key file locked: the
-    nattch the kernel reports then counts the others only.  Deciding before
-    the shmdt (nattch > 1: someone else will remove it) let two processes
-    detaching at once each count the other and both leave, the segment with
-    nattch 0 and nobody to remove it.  Attaching by name takes the same lock,
-    so nobody attaches between our shmdt and the check.
+    "Last" is decided after our own shmdt: the nattch the kernel reports
+    then counts the others only, and whoever brings it to 0 sees 0.  Deciding
+    before the shmdt (nattch > 1: someone else will remove it) let two
+    processes detaching at once each count the other and both leave, the
+    segment with nattch 0 and nobody to remove it.  A detach that sees others
+    attached leaves without the key file's lock; one that sees 0 takes the
+    lock and checks again before removing: attaching by name takes the same
+    lock, so nobody attaches between that check and the removal.
     """
     if b.released:
         return
@@ -159,6 +161,17 @@ def names_us(kf: KeyFile, b: Binding) -> bool:
 
 def _detach_removing_if_last(b: Binding) -> None:
     assert b.key_path is not None and b.header is not None
+    if not b.attachment.views_alive(collect=False):
+        # Not the last, decided without the lock: whoever brings nattch to 0 sees
+        # 0 after its own shmdt (nattch only grows by an attach, and one by name
+        # holds the lock, which the removal below takes and checks again under).
+        b.attachment.detach()
+        try:
+            st = _core.stat(b.shmid)
+        except SegmentRemovedError:
+            return
+        if st.nattch or st.dest:
+            return
     with KeyFile.locked(b.key_path, create=False) as kf:
         # A key file that is gone or names another incarnation stays as it is;
         # the segment is still ours, and nobody can find it by name any more.
