@@ -105,10 +105,7 @@ def _reuse_named(kind: str, name: str, project_dir: str, claim: bool) -> Binding
                 return None
             if claim:
                 add_claim(att)
-            b = Binding(kind=kind, shmid=found.shmid, key=found.key, attachment=att,
-                        offset=HEADER_SIZE, size=found.header.payload_size,
-                        header=found.header, name=name, project_dir=pdir, key_path=path,
-                        stat=found.stat_before)
+            b = Binding.of_found(found, name, pdir, path)
     except ShmshareError:
         return None  # the general path says what is wrong
     if claim:

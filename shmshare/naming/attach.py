@@ -235,9 +235,7 @@ def _bind_found(found: Found, kind: str, name: str, size: int, create: bool | No
     except BaseException:
         found.attachment.detach()
         raise
-    return Binding(kind=kind, shmid=found.shmid, key=found.key, attachment=found.attachment,
-                   offset=HEADER_SIZE, size=found.header.payload_size, header=found.header,
-                   name=name, project_dir=pdir, key_path=path, stat=found.stat_before)
+    return Binding.of_found(found, name, pdir, path)
 
 
 def _proj_ids(first: int) -> Iterator[int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from .. import _core
 from ..errors import SegmentRemovedError, ShmPermissionError, ShmshareError
 from .handoff import expect_handoff
-from .header import Header
+from .header import HEADER_SIZE, Header
 from .keys import KeyFile
 from .lifecycle import Found, destroy
 from .mapped import MAPPED
@@ -83,6 +83,15 @@ class Binding:
         # Last: the bindings that use the mapping are a weak set, not a count, so
         # a binding dropped half-made (an interrupt) leaves no use counted for good.
         attachment.users.add(self)
+
+    @classmethod
+    def of_found(cls, found: Found, name: str, project_dir: Path | str,
+                 key_path: Path | str) -> Binding:
+        """The binding of ``name``'s segment, as ``found`` under its key file's lock."""
+        return cls(kind=found.header.kind, shmid=found.shmid, key=found.key,
+                   attachment=found.attachment, offset=HEADER_SIZE,
+                   size=found.header.payload_size, header=found.header, name=name,
+                   project_dir=project_dir, key_path=key_path, stat=found.stat_before)
 
     @property
     def project_dir(self) -> Path | None:
