@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,6 +104,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         stop_server(server.proc)
+
+
+@pytest.fixture(scope="module", params=["shm", "redis"])
+def kw(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The keywords of an anonymous object: shared memory, or a url of the module's server
+    (a test that takes ``kw`` runs on both stores)."""
+    if request.param == "shm":
+        return {}
+    pytest.importorskip("redis", reason="redis-py is not installed (pip install shmshare[redis])")
+    return {"url": request.getfixturevalue("redis_server").unix_url}
 
 
 @pytest.fixture

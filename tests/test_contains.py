@@ -17,14 +17,6 @@ from shmshare._core.heap_dict import DictMethods
 from shmshare.objects import heap_object
 
 
-@pytest.fixture(scope="module", params=["shm", "redis"])
-def kw(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "shm":
-        return {}
-    pytest.importorskip("redis", reason="redis-py is not installed (pip install shmshare[redis])")
-    return {"url": request.getfixturevalue("redis_server").unix_url}
-
-
 @pytest.fixture
 def no_value_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every way of fetching a value raises from here on."""

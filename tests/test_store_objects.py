@@ -46,15 +46,6 @@ LEASE = 1.0  # seconds: short lifetimes, so that expiry is seen quickly
 FIXTURE = HealthCheck.function_scoped_fixture
 
 
-@pytest.fixture(scope="module", params=["shm", "redis"])
-def kw(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The keywords of an anonymous object: shared memory, or a url of the module's server."""
-    if request.param == "shm":
-        return {}
-    pytest.importorskip("redis", reason="redis-py is not installed (pip install shmshare[redis])")
-    return {"url": request.getfixturevalue("redis_server").unix_url}
-
-
 @pytest.fixture
 def url(redis_server) -> str:  # type: ignore[no-untyped-def]  # noqa: F811
     pytest.importorskip("redis", reason="redis-py is not installed (pip install shmshare[redis])")

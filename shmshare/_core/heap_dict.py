@@ -97,13 +97,7 @@ class DictMethods(HeapBase):
     def dict_contains(self, key: bytes, cmp_len: int, *, held: bool = False) -> bool:
         """Whether ``key`` is stored, its value not copied: a get into no buffer
         finds the entry and answers "too small" (or, for an empty value, done)."""
-        h = self._h
-        if h is None:
-            raise ValueError(DETACHED)
-        try:
-            s = self._tls.s
-        except AttributeError:
-            s = self._tls.s = Scratch()
+        h, s = self._ready()
         res = s.res
 
         def call(held: bool) -> int:
