@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import select
@@ -104,3 +105,37 @@ def is_process_table(key: int) -> bool:
     from shmshare._core import proc
 
     return key >> 24 == proc._KEY_BASE >> 24
+
+
+def _hold_lock(obj, go: int, held: int) -> None:  # type: ignore[no-untyped-def]
+    with obj.lock:
+        os.write(held, b"held")
+        os.read(go, 1)  # until told
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(obj):  # type: ignore[no-untyped-def]
+    """``obj.lock`` held by a forked child from the start of the block; the function
+    yielded lets it go (and reaps the child, which must exit 0); the block's end does."""
+    go_r, go_w = os.pipe()
+    held_r, held_w = os.pipe()
+    pid = 0
+
+    def release() -> None:
+        nonlocal pid
+        if pid:
+            os.write(go_w, b"x")
+            code, pid = wait_pid(pid), 0
+            assert code == 0
+
+    try:
+        pid = fork_child(_hold_lock, obj, go_r, held_w)
+        assert os.read(held_r, 4) == b"held"
+        yield release
+        release()
+    finally:
+        if pid:
+            os.write(go_w, b"x")
+            wait_pid(pid)
+        for fd in (go_r, go_w, held_r, held_w):
+            os.close(fd)

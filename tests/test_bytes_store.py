@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 import pytest
-from helpers import fork_child, wait_pid
+from helpers import fork_child, lock_held_elsewhere, wait_pid
 
 import shmshare
 from shmshare._core._hotpath import DIRECT_BYTES_MIN
@@ -97,33 +97,22 @@ def test_a_value_that_needs_growth_lands_through_the_general_path() -> None:
         d.detach()
 
 
-def _hold_lock(d: Any, r: int, w: int) -> None:
-    with d.lock:
-        os.write(w, b"held")
-        os.read(r, 1)
-
-
 def test_a_direct_store_waits_for_another_process_holding_the_lock() -> None:
     d: Any = shmshare.SharedDict({"k": b""})
-    go_r, go_w = os.pipe()
-    held_r, held_w = os.pipe()
     payload = os.urandom(DIRECT_BYTES_MIN * 2)
     try:
         d["k"] = payload[::-1]  # room for the next value: no growth
-        pid = fork_child(_hold_lock, d, go_r, held_w)
-        assert os.read(held_r, 4) == b"held"
-        done: list[bool] = []
-        t = threading.Thread(target=lambda: (d.__setitem__("k", payload), done.append(True)))
-        t.start()
-        t.join(0.3)
-        assert t.is_alive() and not done  # waiting for the holder, not failed or lost
-        os.write(go_w, b"x")
-        t.join(30)
-        assert done == [True] and d["k"] == payload
-        assert wait_pid(pid) == 0
+        with lock_held_elsewhere(d) as release:
+            done: list[bool] = []
+            t = threading.Thread(target=lambda: (d.__setitem__("k", payload),
+                                                 done.append(True)))
+            t.start()
+            t.join(0.3)
+            assert t.is_alive() and not done  # waiting for the holder, not failed or lost
+            release()
+            t.join(30)
+            assert done == [True] and d["k"] == payload
     finally:
-        for fd in (go_r, go_w, held_r, held_w):
-            os.close(fd)
         d.detach()
 
 

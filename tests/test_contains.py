@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 import pytest
-from helpers import fork_child, wait_pid
+from helpers import fork_child, lock_held_elsewhere, wait_pid
 from redis_server import redis_server  # noqa: F401  (a fixture, started only when needed)
 
 import shmshare
@@ -82,30 +82,19 @@ def test_membership_under_this_threads_lock(kw: dict[str, Any]) -> None:
         _done(d)
 
 
-def _hold_lock(d: Any, r: int, w: int) -> None:
-    with d.lock:
-        os.write(w, b"held")
-        os.read(r, 1)
-
-
 def test_membership_waits_for_another_process_holding_the_lock() -> None:
     d: Any = shmshare.SharedDict({"k": os.urandom(2 << 20)})
-    go_r, go_w = os.pipe()
-    held_r, held_w = os.pipe()
     try:
-        pid = fork_child(_hold_lock, d, go_r, held_w)
-        assert os.read(held_r, 4) == b"held"
-        answers: list[bool] = []
-        t = threading.Thread(target=lambda: answers.append("k" in d))
-        t.start()
-        t.join(0.3)
-        assert t.is_alive() and not answers
-        os.write(go_w, b"x")
-        t.join(30)
-        assert answers == [True] and wait_pid(pid) == 0
+        with lock_held_elsewhere(d) as release:
+            answers: list[bool] = []
+            t = threading.Thread(target=lambda: answers.append("k" in d))
+            t.start()
+            t.join(0.3)
+            assert t.is_alive() and not answers
+            release()
+            t.join(30)
+            assert answers == [True]
     finally:
-        for fd in (go_r, go_w, held_r, held_w):
-            os.close(fd)
         d.detach()
 
 

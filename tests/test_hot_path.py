@@ -5,13 +5,12 @@ grows, repairs or raises."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import threading
 from typing import Any
 
 import pytest
-from helpers import fork_child, wait_pid
+from helpers import fork_child, lock_held_elsewhere, wait_pid
 from shmshare._core._lib import ffi
 
 import shmshare
@@ -100,39 +99,27 @@ def test_reads_and_writes_under_this_threads_lock() -> None:
         d.detach()
 
 
-def _hold_lock(d: shmshare.SharedDict, r: int, w: int) -> None:
-    with d.lock:
-        os.write(w, b"held")
-        os.read(r, 1)  # until the parent says so
-
-
 def test_reads_and_writes_wait_for_another_process_holding_the_lock() -> None:
     """While another process holds the lock, d[k] and d[k] = v wait for it, not fail."""
     d = shmshare.SharedDict({"a": 1})
-    go_r, go_w = os.pipe()
-    held_r, held_w = os.pipe()
     try:
         d["a"] = 1
-        pid = fork_child(_hold_lock, d, go_r, held_w)
-        assert os.read(held_r, 4) == b"held"
-        assert d._heap.get_str({}, "a") is NOT_READ  # busy: the general path
-        results: list[object] = []
+        with lock_held_elsewhere(d) as release:
+            assert d._heap.get_str({}, "a") is NOT_READ  # busy: the general path
+            results: list[object] = []
 
-        def use() -> None:
-            d["a"] = 7
-            results.append(d["a"])
+            def use() -> None:
+                d["a"] = 7
+                results.append(d["a"])
 
-        t = threading.Thread(target=use)
-        t.start()
-        t.join(0.3)
-        assert t.is_alive() and not results  # waiting for the holder
-        os.write(go_w, b"x")
-        t.join(30)
-        assert results == [7]
-        assert wait_pid(pid) == 0
+            t = threading.Thread(target=use)
+            t.start()
+            t.join(0.3)
+            assert t.is_alive() and not results  # waiting for the holder
+            release()
+            t.join(30)
+            assert results == [7]
     finally:
-        for fd in (go_r, go_w, held_r, held_w):
-            os.close(fd)
         d.detach()
 
 
