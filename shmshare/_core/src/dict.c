@@ -1,6 +1,8 @@
 /* Insertion-ordered hash dict on the heap, modelled on CPython's compact
- * dict (this file: the operations; the table and its index: dict_table.c).  The heap root is a ref to ONE table block (dict_int.h): entries in
- * insertion order, then an open-addressing index of entry numbers.
+ * dict (this file: the operations; the table and its index: dict_table.c;
+ * the hot path's calls: dict_hot.c).  The heap root is a ref to ONE table
+ * block (dict_int.h): entries in insertion order, then an open-addressing
+ * index of entry numbers.
  *
  * DURABLE (what recovery trusts): heap root, table cap/isize, n_used, and
  * for i < n_used entries[i] (hash, blob ref, seq) and the blobs they reach.
