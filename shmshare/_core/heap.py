@@ -52,6 +52,11 @@ _SYNC_LATER = frozenset({errno.EBUSY, errno.ETIMEDOUT, errno.EDEADLK, errno.ENOT
 _PEEK = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_peek")))
 _STORE_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_try")))
 _STORE_BYTES_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_bytes_try")))
+# The handle-bound calls made by their first use (Heap.__getattr__).
+_BOUND_LATE: dict[str, Callable[[], Any]] = {
+    "_fetch": lambda: lib.shms_dict_fetch,
+    "list_push": lambda: lib.shms_list_push,
+}
 _STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
           "entries", "recoveries", "modcount", "used_blocks")
 
@@ -115,6 +120,8 @@ class Heap(DictMethods):
         "modcount_view",
     )
 
+    list_push: Callable[[int, bytes, int], int]
+
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
 
@@ -149,10 +156,10 @@ class Heap(DictMethods):
         # ``cache_keep(cache, key, value, stripe, version)``: the general path's
         # read kept in the same cache, counted with what get_str keeps.
         self.cache_keep: Callable[[dict[Any, Any], Any, bytes, int, int], None] = self._hot.keep
-        self._fetch: Callable[..., int] = partial(lib.shms_dict_fetch, handle)
-        # ``list_push(i, value, vlen)``: a list heap's insert (append: i = 2**63-1),
-        # the same way (list_ops.c).
-        self.list_push: Callable[[int, bytes, int], int] = partial(lib.shms_list_push, handle)
+        # self._fetch (shms_dict_fetch) and self.list_push(i, value, vlen) -- a list
+        # heap's insert (append: i = 2**63-1), the same way (list_ops.c) -- are
+        # bound to the handle by their first use (__getattr__): attaching a dict
+        # never needs list_push, nor a first read the fetch.
         self.lock_timeout: float | None = None
         # Set by the object owning the segment (Segment.pid_namespace_shared):
         # lets a long lock wait recognise a damaged lock word (OwnerWatch).
@@ -172,6 +179,15 @@ class Heap(DictMethods):
         self._extents_view = memoryview(
             ffi.buffer(lib.shms_heap_n_extents_ptr(handle), 8)).cast("Q")
         self._extents_seen = self._extents_view[0]
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for an unset slot (close() sets these to stand-ins that raise).
+        fn = _BOUND_LATE.get(name)
+        if fn is None:
+            return super().__getattr__(name)
+        bound = partial(fn(), self._handle())
+        setattr(self, name, bound)
+        return bound
 
     # ------------------------------------------------------------ lifecycle
     @staticmethod
