@@ -187,3 +187,49 @@ def test_walking_fresh_memory_maps_ahead_in_few_calls(tmp_path) -> None:  # type
                    for a, b in itertools.pairwise(marks))
     assert 2 <= len(walk) <= 40, walk
     assert len(reuse) <= 8, reuse
+
+
+def _get_one(q: SharedQueue, want: bytes) -> None:
+    assert q.get(timeout=JOIN_TIMEOUT) == want
+
+
+@pytest.mark.parametrize("n", [64 * 1024 - 1, 64 * 1024, 2 * MB])
+def test_a_large_bytes_item_is_queued_without_being_pickled_first(
+        n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """q.put(b) of one bytes object of 64 KiB or more writes its pickle straight from b
+    (STORE OF BYTES in src/dict_hot.c); what another process gets is b."""
+    from shmshare.objects import queue as queue_module
+
+    pickled: list[object] = []
+    real = queue_module.dumps
+    monkeypatch.setattr(queue_module, "dumps", lambda v: (pickled.append(v), real(v))[1])
+    q = SharedQueue()
+    try:
+        q.put(bytes(3 * n))  # grown now: the puts below need no growth
+        assert q.get(timeout=5) == bytes(3 * n)
+        pickled.clear()
+        payload = os.urandom(n)
+        q.put(payload)
+        assert pickled == ([] if n >= 64 * 1024 else [payload])
+        assert wait_child(fork_child(_get_one, q, payload)) == 0
+        q.put(Tagged(payload))  # a subclass: pickle's to make, and back as itself
+        got = q.get(timeout=5)
+        assert type(got) is Tagged and got == payload
+    finally:
+        q.detach()
+
+
+def test_a_large_bytes_item_on_a_full_queue_waits_and_lands() -> None:
+    q = SharedQueue(1)
+    try:
+        big = os.urandom(MB)
+        q.put(big[::-1])
+        with pytest.raises(queue.Full):
+            q.put(big, timeout=0.1)
+        with pytest.raises(queue.Full):
+            q.put_nowait(big)
+        assert q.get(timeout=5) == big[::-1]
+        q.put(big)
+        assert q.get(timeout=5) == big and q.empty()
+    finally:
+        q.detach()

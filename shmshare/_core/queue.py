@@ -26,21 +26,26 @@ __all__ = ["QUEUE", "QueueRecord"]
 QUEUE = 7
 _DAMAGED_SIZE = (1 << 64) - 1  # shms_queue_state's qsize for damaged counters
 _PUT_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_queue_put_try")))
+_PUT_BYTES_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_queue_put_bytes_try")))
 _TAKE = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_queue_take")))
 
 
 class QueueRecord(SyncRecord):
     """The record of a SharedQueue; its items live in the same heap's dict."""
 
-    __slots__ = ("_fast", "put_try", "take_try")
+    __slots__ = ("_fast", "put_bytes_try", "put_try", "take_try")
 
     def __init__(self, heap: Heap, key: bytes, cmp_len: int, kind: int, value: int = 0,
                  *, held: bool = False) -> None:
         super().__init__(heap, key, cmp_len, kind, value, held=held)
-        fast = self._fast = QueuePath(heap._hot, self.address(), _PUT_TRY, _TAKE)
+        fast = self._fast = QueuePath(heap._hot, self.address(), _PUT_TRY, _PUT_BYTES_TRY,
+                                      _TAKE)
         #: ``put_try(data) -> 0`` queued; any other code: nothing changed (full,
         #: the heap lock taken, the heap must grow, closed...), :meth:`put` does it all.
         self.put_try: Callable[[bytes], int] = fast.put
+        #: ``put_bytes_try(b) -> 0``: put_try of a bytes object b, queued as its
+        #: pickle written straight from b (one copy: STORE OF BYTES, src/dict_hot.c).
+        self.put_bytes_try: Callable[[bytes], int] = fast.put_bytes
         #: ``take_try() -> bytes`` (the oldest item's pickle) ``| (item,)`` (a bytes
         #: item, unpickled) ``| int`` (nothing taken: empty, the lock taken, closed...).
         self.take_try: Callable[[], bytes | tuple[bytes] | int] = fast.take

@@ -23,6 +23,7 @@ from __future__ import annotations
 import queue
 from typing import Any
 
+from .._core._hotpath import DIRECT_BYTES_MIN
 from .._core.heap import Heap
 from .._core.queue import QUEUE, QueueRecord
 from ..errors import ShmTypeError, ShmValueError
@@ -110,8 +111,11 @@ class SharedQueue(StoreDispatch, HandleMethods, HeapObject, kind="queue"):
         return 0 < maxsize <= n
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        data = dumps(item)  # before anything else: an unpicklable item changes nothing
         q = self._q
+        if (q is not None and timeout is None and type(item) is bytes
+                and len(item) >= DIRECT_BYTES_MIN and not q.put_bytes_try(item)):
+            return  # one large bytes object: its pickle written straight from it
+        data = dumps(item)  # before anything else: an unpicklable item changes nothing
         if q is not None and timeout is None and not q.put_try(data):
             return  # the common case: one C call, no wait
         if not self._r.put(data, self.lock.held(), self._timeout(block, timeout)):

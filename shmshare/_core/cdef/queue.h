@@ -5,6 +5,7 @@ int shms_queue_get(shms_heap_t *h, void *rec, char *out, uint64_t cap, uint64_t 
                    int64_t timeout_ns);
 typedef int (*shms_take_cb)(void *, const char *, uint64_t);
 int shms_queue_put_try(shms_heap_t *h, void *rec, const char *val, uint64_t vlen);
+int shms_queue_put_bytes_try(shms_heap_t *h, void *rec, const char *b, uint64_t n);
 int shms_queue_take(shms_heap_t *h, void *rec, shms_take_cb cb, void *ctx);
 int shms_queue_task_done(void *rec);
 int shms_queue_join(void *rec, int64_t timeout_ns);

@@ -1,4 +1,4 @@
-/* shmshare._core._hotpath.QueuePath(hot, rec, put_try, take): a SharedQueue's
+/* shmshare._core._hotpath.QueuePath(hot, rec, put_try, put_bytes_try, take): a SharedQueue's
  * put and get without cffi's per-call costs (an argument tuple, a conversion
  * per argument, the GIL released and taken back, and on get two more copies
  * of the item: into a reusable buffer, then out of it into bytes).
@@ -11,6 +11,9 @@
  *
  *   put(data) -> 0 | int code
  *       data (a pickle) queued.
+ *   put_bytes(b) -> 0 | int code
+ *       The bytes object b queued as its pickle, written straight from b
+ *       (STORE OF BYTES in src/dict_hot.c): one copy, no pickle made first.
  *   take() -> bytes | (value,) | int code
  *       The oldest item, copied once, under the heap lock, straight from the
  *       heap into the bytes returned, then taken (the commit of queue.c):
@@ -31,7 +34,7 @@ typedef struct {
     PyObject_HEAD
     HotPath *hot;        /* a strong reference */
     void *rec;           /* the queue's record; NULL once closed */
-    qput_fn put;
+    qput_fn put, put_bytes;
     qtake_fn take;
 } QueuePath;
 
@@ -60,9 +63,8 @@ static shms_heap_t *heap_of(QueuePath *self)
     return self->rec ? self->hot->heap : NULL;
 }
 
-static PyObject *qp_put(PyObject *op, PyObject *data)
+static PyObject *put_with(QueuePath *self, qput_fn put, PyObject *data)
 {
-    QueuePath *self = (QueuePath *)op;
     shms_heap_t *h = heap_of(self);
     char *p;
     Py_ssize_t n;
@@ -70,7 +72,17 @@ static PyObject *qp_put(PyObject *op, PyObject *data)
         return NULL;
     if (!h)
         return PyLong_FromLong(-1);
-    return PyLong_FromLong(self->put(h, self->rec, p, (uint64_t)n));
+    return PyLong_FromLong(put(h, self->rec, p, (uint64_t)n));
+}
+
+static PyObject *qp_put(PyObject *op, PyObject *data)
+{
+    return put_with((QueuePath *)op, ((QueuePath *)op)->put, data);
+}
+
+static PyObject *qp_put_bytes(PyObject *op, PyObject *b)
+{
+    return put_with((QueuePath *)op, ((QueuePath *)op)->put_bytes, b);
 }
 
 static PyObject *qp_take(PyObject *op, PyObject *unused)
@@ -102,20 +114,20 @@ static PyObject *qp_close(PyObject *op, PyObject *unused)
 static PyObject *qp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     PyObject *hot;
-    unsigned long long rec, put, take;
+    unsigned long long rec, put, put_bytes, take;
     QueuePath *self;
     if (kwds && PyDict_Size(kwds)) {
         PyErr_SetString(PyExc_TypeError, "QueuePath takes no keyword arguments");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "OKKK", &hot, &rec, &put, &take))
+    if (!PyArg_ParseTuple(args, "OKKKK", &hot, &rec, &put, &put_bytes, &take))
         return NULL;
     if ((PyObject *)Py_TYPE(hot) != shms_hot_type) {
         PyErr_SetString(PyExc_TypeError, "QueuePath's first argument must be a HotPath");
         return NULL;
     }
-    if (!rec || !put || !take) {
-        PyErr_SetString(PyExc_ValueError, "QueuePath needs three non-zero addresses");
+    if (!rec || !put || !put_bytes || !take) {
+        PyErr_SetString(PyExc_ValueError, "QueuePath needs four non-zero addresses");
         return NULL;
     }
     allocfunc alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
@@ -125,6 +137,7 @@ static PyObject *qp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->hot = (HotPath *)hot;
     self->rec = (void *)(uintptr_t)rec;
     self->put = (qput_fn)(uintptr_t)put;
+    self->put_bytes = (qput_fn)(uintptr_t)put_bytes;
     self->take = (qtake_fn)(uintptr_t)take;
     return (PyObject *)self;
 }
@@ -140,6 +153,8 @@ static void qp_dealloc(PyObject *op)
 
 static PyMethodDef qp_methods[] = {
     {"put", qp_put, METH_O, "put(data) -> 0 (queued), or an int code."},
+    {"put_bytes", qp_put_bytes, METH_O,
+     "put_bytes(b) -> 0 (the bytes object b queued as its pickle), or an int code."},
     {"take", qp_take, METH_NOARGS,
      "take() -> the oldest item's pickle; (value,): a bytes item, unpickled; or an int code."},
     {"close", qp_close, METH_NOARGS, "Forget the record: later calls return -1."},
@@ -150,7 +165,8 @@ static PyType_Slot qp_slots[] = {
     {Py_tp_new, qp_new},
     {Py_tp_dealloc, qp_dealloc},
     {Py_tp_methods, qp_methods},
-    {Py_tp_doc, "QueuePath(hot, rec, put_try, take): a SharedQueue's put and get in one C "
+    {Py_tp_doc, "QueuePath(hot, rec, put_try, put_bytes_try, take): a SharedQueue's put "
+                "and get in one C "
                 "call each (see shmshare._core.queue)."},
     {0, NULL},
 };

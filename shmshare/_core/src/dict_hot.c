@@ -97,28 +97,47 @@ int shms_dict_store_try(shms_heap_t *h, const char *key, uint64_t klen, const ch
     return shms_dict_check_key(klen, klen) ?: shms_run_op(h, 0, 0, store_body, &a);
 }
 
+/* a's value: the pickle of the n bytes at b (STORE OF BYTES above), its head
+ * written into head (11 bytes). */
+static void bytes_value(shms_dop_t *a, char *head, const char *b, uint64_t n)
+{
+    static const char tail[2] = {'\x94', '.'};          /* MEMOIZE, STOP */
+    int w = n <= 0xFFFFFFFFULL ? 4 : 8;
+    head[0] = '\x80';                                   /* PROTO 5 */
+    head[1] = 5;
+    head[2] = w == 4 ? 'B' : '\x8e';                    /* BINBYTES / BINBYTES8 */
+    for (int i = 0; i < w; i++)
+        head[3 + i] = (char)(n >> (8 * i));             /* the length, little-endian */
+    a->vhead = head;
+    a->vhlen = 3 + (uint64_t)w;
+    a->val = b;
+    a->vlen = n;
+    a->vtail = tail;
+    a->vtlen = sizeof tail;
+}
+
 /* As shms_dict_store_try, the value being the pickle of the bytes object
  * whose n bytes are at b (STORE OF BYTES above). */
 int shms_dict_store_bytes_try(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
                               uint64_t n)
 {
-    static const char tail[2] = {'\x94', '.'};          /* MEMOIZE, STOP */
-    char head[11] = {'\x80', 5};                        /* PROTO 5 */
-    uint64_t res[1], hlen;
-    if (n <= 0xFFFFFFFFULL) {
-        head[2] = 'B';                                  /* BINBYTES, u32 length */
-        for (int i = 0; i < 4; i++)
-            head[3 + i] = (char)(n >> (8 * i));
-        hlen = 7;
-    } else {
-        head[2] = '\x8e';                               /* BINBYTES8, u64 length */
-        for (int i = 0; i < 8; i++)
-            head[3 + i] = (char)(n >> (8 * i));
-        hlen = 11;
-    }
-    shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen, .vhead = head, .vhlen = hlen,
-                    .val = b, .vlen = n, .vtail = tail, .vtlen = sizeof tail, .res = res};
+    char head[11];
+    uint64_t res[1];
+    shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen, .res = res};
+    bytes_value(&a, head, b, n);
     return shms_dict_check_key(klen, klen) ?: shms_run_op(h, 0, 0, store_body, &a);
+}
+
+/* As shms_dict_set (cmplen = klen, not only if absent), the value being the
+ * pickle of the bytes object whose n bytes are at b: a queue's put (queue.c). */
+int shms_dict_set_bytes(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
+                        uint64_t n, uint64_t *res, int held, int64_t timeout_ns)
+{
+    char head[11];
+    shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen, .res = res};
+    bytes_value(&a, head, b, n);
+    return shms_dict_check_key(klen, klen) ?:
+           shms_run_op(h, held, timeout_ns, shms_dict_set_body, &a);
 }
 
 int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, uint64_t cap,

@@ -65,6 +65,7 @@ typedef struct {
     shms_heap_t *h;
     const char *val;
     uint64_t vlen;
+    int bytes;              /* put: val is a bytes object's payload, stored as its pickle */
     char *out;
     uint64_t cap;
     uint64_t *res;
@@ -87,7 +88,9 @@ static int put_body(shms_heap_t *h, void *p)
     if (r->value && tail - r->head >= r->value)
         return EAGAIN;                                  /* full */
     qkey(k, tail);
-    if ((rc = shms_dict_set(h, k, QKEY, QKEY, a->val, a->vlen, 0, res, 1, 0)))
+    rc = a->bytes ? shms_dict_set_bytes(h, k, QKEY, a->val, a->vlen, res, 1, 0)
+                  : shms_dict_set(h, k, QKEY, QKEY, a->val, a->vlen, 0, res, 1, 0);
+    if (rc)
         return rc;
     __atomic_store_n(&r->tail, tail + 1, __ATOMIC_SEQ_CST);       /* commit */
     __atomic_add_fetch(&r->unfinished, 1, __ATOMIC_SEQ_CST);
@@ -221,16 +224,28 @@ int shms_queue_put(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, in
  * tried once and the heap never grown.  0 queued; else nothing changed and
  * the code (EAGAIN full, EBUSY the lock taken, SHMS_EGROW, ...) sends the
  * caller to shms_queue_put. */
-int shms_queue_put_try(shms_heap_t *h, void *rec, const char *val, uint64_t vlen)
+static int put_try(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, int bytes)
 {
     sync_rec_t *r = shms_sync_rec(rec, K_QUEUE);
-    q_arg_t a = {.r = r, .h = h, .val = val, .vlen = vlen};
+    q_arg_t a = {.r = r, .h = h, .val = val, .vlen = vlen, .bytes = bytes};
     int rc;
     if (!r)
         return EINVAL;
     if (!(rc = try_op(r, &a, put_body_no_grow, 1)))
         after_put(r);
     return rc;
+}
+
+int shms_queue_put_try(shms_heap_t *h, void *rec, const char *val, uint64_t vlen)
+{
+    return put_try(h, rec, val, vlen, 0);
+}
+
+/* As shms_queue_put_try, the item being the bytes object whose n bytes are at b:
+ * its pickle is written straight from them (STORE OF BYTES in dict_hot.c). */
+int shms_queue_put_bytes_try(shms_heap_t *h, void *rec, const char *b, uint64_t n)
+{
+    return put_try(h, rec, b, n, 1);
 }
 
 /* 0 got (res[0] = its length, in out); SHMS_ETOOSMALL: res[0] is the length

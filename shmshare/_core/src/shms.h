@@ -161,6 +161,9 @@ int shms_dict_store_try(shms_heap_t *h, const char *key, uint64_t klen, const ch
                         uint64_t vlen);
 int shms_dict_store_bytes_try(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
                               uint64_t n);
+/* shms_dict_set of the pickle of the n bytes at b (dict_hot.c; for queue.c). */
+int shms_dict_set_bytes(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
+                        uint64_t n, uint64_t *res, int held, int64_t timeout_ns);
 /* Under the heap lock: key's value handed to cb, then deleted (dict.c). */
 typedef int (*shms_take_cb)(void *ctx, const char *val, uint64_t vlen);
 int shms_dict_take(shms_heap_t *h, const char *key, uint64_t klen, shms_take_cb cb, void *ctx);
@@ -259,6 +262,7 @@ int shms_queue_put(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, in
 int shms_queue_get(shms_heap_t *h, void *rec, char *out, uint64_t cap, uint64_t *res, int held,
                    int64_t timeout_ns);
 int shms_queue_put_try(shms_heap_t *h, void *rec, const char *val, uint64_t vlen);
+int shms_queue_put_bytes_try(shms_heap_t *h, void *rec, const char *b, uint64_t n);
 int shms_queue_take(shms_heap_t *h, void *rec, shms_take_cb cb, void *ctx);
 int shms_queue_task_done(void *rec);
 int shms_queue_join(void *rec, int64_t timeout_ns);
