@@ -52,11 +52,6 @@ _SYNC_LATER = frozenset({errno.EBUSY, errno.ETIMEDOUT, errno.EDEADLK, errno.ENOT
 _PEEK = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_peek")))
 _STORE_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_try")))
 _STORE_BYTES_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_bytes_try")))
-# The handle-bound calls made by their first use (Heap.__getattr__).
-_BOUND_LATE: dict[str, Callable[[], Any]] = {
-    "_fetch": lambda: lib.shms_dict_fetch,
-    "list_push": lambda: lib.shms_list_push,
-}
 _STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
           "entries", "recoveries", "modcount", "used_blocks")
 
@@ -181,11 +176,15 @@ class Heap(DictMethods):
         self._extents_seen = self._extents_view[0]
 
     def __getattr__(self, name: str) -> Any:
-        # Only for an unset slot (close() sets these to stand-ins that raise).
-        fn = _BOUND_LATE.get(name)
-        if fn is None:
+        # Only for an unset slot (close() sets these to stand-ins that raise): the
+        # handle-bound calls made by their first use.
+        if name == "_fetch":
+            fn = lib.shms_dict_fetch
+        elif name == "list_push":
+            fn = lib.shms_list_push
+        else:
             return super().__getattr__(name)
-        bound = partial(fn(), self._handle())
+        bound = partial(fn, self._handle())
         setattr(self, name, bound)
         return bound
 

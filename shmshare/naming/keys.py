@@ -146,18 +146,19 @@ class KeyRecord(NamedTuple):
 
     @classmethod
     def _parse(cls, data: bytes) -> KeyRecord | None:
-        rec = _plain_record(data)
-        if rec is not None:
-            return rec if 1 <= rec.proj_id <= 255 else None
-        import json
+        rec = _plain_record(data) or cls._parse_json(data)
+        return rec if rec is not None and 1 <= rec.proj_id <= 255 else None
+
+    @classmethod
+    def _parse_json(cls, data: bytes) -> KeyRecord | None:
+        import json  # only for a record _plain_record does not read (see _plain_dumps)
 
         try:
             obj: Any = json.loads(data)
-            rec = cls(int(obj["proj_id"]), str(obj["kind"]), bool(obj["persist"]),
-                      int(obj.get("ipcns", 0)), int(obj.get("creator", 0)))
+            return cls(int(obj["proj_id"]), str(obj["kind"]), bool(obj["persist"]),
+                       int(obj.get("ipcns", 0)), int(obj.get("creator", 0)))
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
-        return rec if 1 <= rec.proj_id <= 255 else None
 
     def other_namespace(self) -> bool:
         """True if the record names a segment of another IPC namespace than ours."""
