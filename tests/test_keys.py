@@ -75,7 +75,12 @@ def test_default_project_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     if os.path.isdir("/dev/shm"):
         assert default_project_dir() == Path(f"/dev/shm/shmshare-{os.geteuid()}")
     monkeypatch.delenv("XDG_RUNTIME_DIR")
+    # The fallback's root is chosen once per process (at import): a fresh choice
+    # where /dev/shm is missing falls back to /tmp, and then stays.
+    monkeypatch.setattr(keys, "_FALLBACK", {})
     monkeypatch.setattr(keys, "FALLBACK_ROOTS", (str(tmp_path / "no-dev-shm"), "/tmp"))
+    assert default_project_dir() == Path(f"/tmp/shmshare-{os.geteuid()}")
+    monkeypatch.setattr(keys, "FALLBACK_ROOTS", (str(tmp_path), "/tmp"))
     assert default_project_dir() == Path(f"/tmp/shmshare-{os.geteuid()}")
 
 

@@ -339,6 +339,19 @@ class Attachment:
 # The memory is the segment's: never cleared.
 owned_map = ffi.new_allocator(lib.shms_map_alloc, lib.shms_unmap, False)
 
+# cffi builds a lib function at its first access and parses a type string at its
+# first use (each several µs, tens in a fresh process whose caches are cold).  The
+# ones that opening a named object by name takes (named.py, heap.py, guard.py) are
+# made here, once per process, so that its first attach does not pay for them.
+for _name in ("shms_map_named", "shms_named_release", "shms_heap_open", "shms_heap_bind",
+              "shms_heap_sync_extents", "shms_heap_modcount_ptr", "shms_heap_n_extents_ptr",
+              "shms_guard_init", "shms_guard_undo", "shms_guard_release", "shms_heap_close",
+              "shms_guard_close"):
+    getattr(lib, _name)
+for _name in ("char[]", "shms_heap_t **", "void *", "shms_guard_t *", "int64_t *"):
+    ffi.typeof(_name)
+del _name
+
 
 def _owned_shmat(shmid: int, readonly: bool) -> Any:
     status = ffi.new("int64_t[1]")

@@ -15,6 +15,7 @@ import os
 import stat
 from pathlib import Path
 
+from .._env import getenv
 from ..errors import ShmPermissionError
 
 __all__ = [
@@ -36,14 +37,27 @@ def default_project_dir() -> Path:
 
 
 def _default_project_dir() -> str:
-    env = os.environ.get("SHMSHARE_DIR")
+    env = getenv("SHMSHARE_DIR")
     if env:
         return env
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    runtime = getenv("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime):
         return os.path.join(runtime, "shmshare")
+    euid = os.geteuid()
+    return _FALLBACK.get(euid) or _fallback(euid)
+
+
+def _fallback(euid: int) -> str:
     root = next((r for r in FALLBACK_ROOTS if os.path.isdir(r)), FALLBACK_ROOTS[-1])
-    return os.path.join(root, f"shmshare-{os.geteuid()}")
+    path = _FALLBACK[euid] = os.path.join(root, f"shmshare-{euid}")
+    return path
+
+
+# The fallback project directory per effective uid: its root (the first of
+# FALLBACK_ROOTS that exists) is chosen once per process, at import, not at the
+# first open (a mount point such as /dev/shm does not come and go).
+_FALLBACK: dict[int, str] = {}
+_fallback(os.geteuid())
 
 
 def checkable_project_dir(project_dir: str | os.PathLike[str] | None) -> str | None:

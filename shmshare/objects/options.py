@@ -12,6 +12,7 @@ import os
 from types import BuiltinFunctionType
 from typing import TypeVar
 
+from .._env import getenv
 from ..errors import ShmTypeError, ShmValueError
 from ..stores import URL_ENV
 
@@ -71,4 +72,4 @@ def store_url(url: str | None) -> str | None:
             raise ShmTypeError(f"url must be a store url such as 'redis://host:6379/0', not "
                                f"{url!r}")
         return url
-    return os.environ.get(URL_ENV) or None
+    return getenv(URL_ENV) or None
