@@ -358,26 +358,30 @@ class Suite:
                 writer.stop()
         self.cells["shmshare | get while another process writes other keys"] = beside_writer
 
-    # -- a 10 MiB value ---------------------------------------------------------------
+    # -- a 10 MiB value: bytes, and a numpy array ------------------------------------
     def _large(self) -> None:
-        value = os.urandom(BIG)
-        pickled = pickle.dumps(value, 5)
-        dest = bytearray(len(pickled))
-        t = self.t * 2
+        import numpy as np
 
-        def dumps_memcpy(n: int) -> None:
-            for _ in range(n):
-                dest[:] = pickle.dumps(value, 5)
-        self.cells["floor | 10 MiB loads (µs)"] = _us(Timed(
-            lambda n: [pickle.loads(pickled) for _ in range(n)], t, 64))
-        self.cells["floor | 10 MiB dumps + memcpy (µs)"] = _us(Timed(dumps_memcpy, t, 64))
+        t = self.t * 2
         d = shmshare.SharedDict()
         self._cleanup.append(d.detach)
-        d["big"] = value
-        self.cells["shmshare | 10 MiB get (µs)"] = _us(Timed(
-            lambda n: [d["big"] for _ in range(n)], t, 64))
-        self.cells["shmshare | 10 MiB set (µs)"] = _us(Timed(
-            lambda n: [d.__setitem__("big", value) for _ in range(n)], t, 64))
+        arr = np.frombuffer(os.urandom(BIG), dtype="f8").copy()
+        for what, value in (("10 MiB", os.urandom(BIG)), ("10 MiB numpy array", arr)):
+            pickled = pickle.dumps(value, 5)
+            dest = bytearray(len(pickled))
+
+            def dumps_memcpy(n: int, value: Any = value, dest: bytearray = dest) -> None:
+                for _ in range(n):
+                    dest[:] = pickle.dumps(value, 5)
+            self.cells[f"floor | {what} loads (µs)"] = _us(Timed(
+                lambda n, p=pickled: [pickle.loads(p) for _ in range(n)], t, 64))
+            self.cells[f"floor | {what} dumps + memcpy (µs)"] = _us(Timed(dumps_memcpy, t, 64))
+            key = f"big {what}"
+            d[key] = value
+            self.cells[f"shmshare | {what} get (µs)"] = _us(Timed(
+                lambda n, k=key: [d[k] for _ in range(n)], t, 64))
+            self.cells[f"shmshare | {what} set (µs)"] = _us(Timed(
+                lambda n, k=key, v=value: [d.__setitem__(k, v) for _ in range(n)], t, 64))
 
     # -- named objects: create + destroy, attach by name from another process -------
     def _named(self) -> None:

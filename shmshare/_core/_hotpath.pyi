@@ -2,6 +2,9 @@ from collections.abc import Callable
 from typing import Any
 
 DIRECT_BYTES_MIN: int
+SPLIT_MIN: int
+
+def uninit_bytearray(n: int, /) -> bytearray: ...
 
 class HotPath:
     def __init__(self, heap: int, peek: int, store_try: int, store_bytes_try: int,

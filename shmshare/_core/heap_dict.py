@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ._lib import ffi, lib
-from .heap_base import HeapBase, Scratch
+from .heap_base import Scratch
+from .heap_split import NOT_SPLIT, SplitMethods, SplitValue
 from .results import DETACHED, ENOTFOUND, ETOOSMALL, OK
 from .slices import SLICE_NS
 
@@ -52,7 +53,7 @@ NOT_READ: Any = _NotRead()
 _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
 
-class DictMethods(HeapBase):
+class DictMethods(SplitMethods):
     """``dict_*``: the heap's hash dict, keys compared on their first ``cmp_len`` bytes."""
 
     # Set by Heap.__init__, like HeapBase's.
@@ -111,7 +112,7 @@ class DictMethods(HeapBase):
         return rc != ENOTFOUND
 
     def dict_read_versioned(self, key: bytes, cmp_len: int
-                            ) -> tuple[bytes | memoryview | None, int, int]:
+                            ) -> tuple[bytes | memoryview | SplitValue | None, int, int]:
         """``(value or None, stripe, version)``: the value may be kept while
         ``versions_view[stripe] == version`` (stripe -1: it may not).
 
@@ -152,11 +153,17 @@ class DictMethods(HeapBase):
             self._map_versions()
         return data, stripe, res[3]
 
-    def _read_big(self, key: bytes, cmp_len: int, s: Scratch) -> memoryview | None:
-        """A large value, copied once into this thread's big buffer and lent out as
-        a memoryview: unpickling straight from it saves a copy and a fresh
-        allocation (page faults) per read.  Give it back with :meth:`recycle`;
-        until then a read on this thread (a reentrant one) uses another buffer."""
+    def _read_big(self, key: bytes, cmp_len: int, s: Scratch
+                  ) -> memoryview | SplitValue | None:
+        """A large value: one stored split (a large array's, heap_split.py) read
+        with its data copied once, into the new object's memory; any other copied
+        once into this thread's big buffer and lent out as a memoryview:
+        unpickling straight from it saves a copy and a fresh allocation (page
+        faults) per read.  Give that back with :meth:`recycle`; until then a read
+        on this thread (a reentrant one) uses another buffer."""
+        split: SplitValue | None = self._read_split(key, cmp_len, s)
+        if split is not NOT_SPLIT:
+            return split
         tls = self._tls
         big, tls.big = getattr(tls, "big", None), None
         need = s.res_view[0]

@@ -25,8 +25,8 @@ from ..errors import (
 )
 from ._lib import lib
 
-__all__ = ["BUSY", "DETACHED", "ECLOSED", "ECORRUPT", "EGROW", "ENOTFOUND", "ETOOSMALL",
-           "EUNKNOWN", "OK", "RECOVERED", "failure"]
+__all__ = ["BUSY", "DETACHED", "ECLOSED", "ECORRUPT", "EGROW", "ENOSPLIT", "ENOTFOUND",
+           "ETOOSMALL", "EUNKNOWN", "OK", "RECOVERED", "failure"]
 
 OK = 0
 RECOVERED = int(lib.SHMS_RECOVERED)      # a lock taken after repairing a dead owner's state
@@ -36,6 +36,7 @@ ENOTFOUND = int(lib.SHMS_ENOTFOUND)
 EUNKNOWN = int(lib.SHMS_EUNKNOWN)        # sync.c: learn the holder's process table, call again
 ECLOSED = int(lib.SHMS_ECLOSED)
 EGROW = int(lib.SHMS_EGROW)              # the hot store needs a new extent: take the general path
+ENOSPLIT = int(lib.SHMS_ENOSPLIT)        # the value is not stored split: read it whole
 #: The lock was busy for the whole slice: wait on (or give up at the deadline).
 BUSY = frozenset((errno.ETIMEDOUT, errno.EBUSY))
 

@@ -34,7 +34,11 @@ object (``True``, ``1.0``, ``(1.0, 'a')``, an Enum member...) — so iteration
 returns the key as first inserted, as ``dict`` does.
 
 **Values** are pickled with protocol 5; what ``pickle`` refuses (lambdas,
-closures, classes defined in functions) is tried with ``cloudpickle``.
+closures, classes defined in functions) is tried with ``cloudpickle``.  A
+large contiguous writable buffer (a numpy array, a bytearray) is handed to
+the store as the three parts of its ordinary pickle (:func:`split_pickle`),
+so that its data is copied once, from where it lies, and read back in one
+copy too (``_core/src/dict_split.c``).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import pickle
 import struct
 from typing import Any
 
-__all__ = ["decode_key", "dumps", "encode_key", "loads"]
+__all__ = ["SPLIT_MIN", "decode_key", "dumps", "encode_key", "loads", "split_pickle"]
 
 _TAG = 0xFF  # never occurs in UTF-8, so it cannot start a str key
 _INT, _FLOAT, _COMPLEX, _BYTES, _NONE, _TUPLE, _FSET, _STR, _RATIO, _OBJ = (
@@ -177,3 +181,69 @@ def dumps(value: Any) -> bytes:
 
 
 loads = pickle.loads
+
+#: Buffer values from this many bytes up are stored split (= _core._hotpath.SPLIT_MIN,
+#: from which the C d[k] = v hands them over).
+SPLIT_MIN = 1 << 20
+_I32_MAX = (1 << 31) - 1
+
+
+def split_pickle(value: Any) -> tuple[bytes, memoryview | bytearray, bytes] | None:
+    """``(head, data, tail)``: the ordinary pickle of ``value``, a bytearray or a
+    contiguous writable array of at least SPLIT_MIN bytes, in the layout of
+    ``_core/src/dict_split.c`` -- ``data`` its memory, not a copy; else None."""
+    if type(value) is bytearray:
+        n = len(value)
+        # pickle.dumps(bytearray, 5) is BYTEARRAY8, the bytes, MEMOIZE, STOP.
+        return (_split_head(b"", n), value, b"\x94.") if n >= SPLIT_MIN else None
+    if getattr(type(value), "__array_interface__", None) is None or (
+            getattr(value, "nbytes", 0) < SPLIT_MIN):
+        return None
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        header = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    except Exception:
+        return None  # dumps() says what is wrong with it
+    if len(buffers) != 1:
+        return None  # in band (not contiguous), or several: pickled as a whole
+    try:
+        data = buffers[0].raw()
+    except BufferError:
+        return None
+    body = _unframed(header)
+    if body is None or data.readonly:
+        return None
+    at = _next_buffer_at(body)
+    if at is None or at > _I32_MAX - 17:
+        return None
+    return _split_head(body[:at], data.nbytes), data, body[at + 1:]
+
+
+def _split_head(before: bytes, n: int) -> bytes:
+    # PROTO 5, BININT <offset of the data>, POP, what comes before it, BYTEARRAY8 <n>
+    return (b"\x80\x05J" + (8 + len(before) + 9).to_bytes(4, "little") + b"0" + before +
+            b"\x96" + n.to_bytes(8, "little"))
+
+
+def _unframed(header: bytes) -> bytes | None:
+    """The opcodes of ``header`` after PROTO 5 and its one FRAME, if any; None if
+    it is framed otherwise."""
+    if header[:2] != b"\x80\x05":
+        return None
+    if header[2:3] != b"\x95":
+        return header[2:]
+    return header[11:] if int.from_bytes(header[3:11], "little") == len(header) - 11 else None
+
+
+def _next_buffer_at(body: bytes) -> int | None:
+    """Where ``body``'s one NEXT_BUFFER is, not followed by READONLY_BUFFER and
+    with no other FRAME; else None."""
+    import pickletools
+
+    at = None
+    for op, _, pos in pickletools.genops(body):
+        if op.name == "NEXT_BUFFER" and at is None:
+            at = pos
+        elif op.name in ("NEXT_BUFFER", "READONLY_BUFFER", "FRAME", "PROTO"):
+            return None
+    return at

@@ -106,12 +106,7 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
         data = self._read(key)
         if data is None:
             return self.__missing__(key)
-        if type(data) is memoryview:  # a large value, in a buffer lent by the heap
-            try:
-                return loads(data)  # type: ignore[no-any-return]
-            finally:
-                self._heap.recycle(data)
-        return loads(data)  # type: ignore[no-any-return]
+        return self._loaded(data)  # type: ignore[no-any-return]
 
     def __missing__(self, key: K) -> V:
         raise KeyError(key)
@@ -124,7 +119,7 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
 
     def _setitem(self, key: K, value: V) -> None:
         kb, n = encode_key(key)
-        self._heap.dict_store(kb, n, dumps(value))
+        self._store(kb, n, value)
 
     def _store_slow(self, kb: bytes, data: bytes) -> None:
         # the store did not take it at once (the lock busy or held here, the heap
@@ -147,12 +142,7 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
         if value is not NOT_READ:
             return value
         data = self._read(key)
-        if type(data) is memoryview:  # a large value, in a buffer lent by the heap
-            try:
-                return loads(data)
-            finally:
-                self._heap.recycle(data)
-        return default if data is None else loads(data)
+        return default if data is None else self._loaded(data)
 
     # -- iteration ----------------------------------------------------------------
 
@@ -246,7 +236,7 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
         """``self[key]``, else ``default``; KeyError when there is no default."""
         data = self._read(key)
         if data is not None:
-            return loads(data)
+            return self._loaded(data)
         if default is _MISSING:
             raise KeyError(key)
         return default

@@ -17,7 +17,7 @@ from ..errors import CorruptSegmentError
 from ..naming.header import HEADER_SIZE, Header
 from ..naming.lifecycle import register_destroy_hook
 from ..segment import Segment
-from .codec import encode_key
+from .codec import dumps, encode_key, loads, split_pickle
 from .lock import ObjectLock
 from .shared_object import SharedObject
 
@@ -131,6 +131,8 @@ class HeapObject(SharedObject):
         # general path.
         self._get_str: Callable[..., Any] = getattr(heap, "get_str", _no_get_str)
         self._has_str: Callable[..., Any] = getattr(heap, "has_str", _no_get_str)
+        # A large array stored with its data copied once (a heap's; None: a store's).
+        self._store_parts: Callable[..., None] | None = getattr(heap, "dict_store_parts", None)
 
     def _check_payload(self) -> None:
         problem = self._heap.check()
@@ -148,6 +150,27 @@ class HeapObject(SharedObject):
     # one read of shared memory and a local dict lookup, without the lock;
     # values are still unpickled per read, so callers get copies as always.
 
+    def _store(self, kb: bytes, n: int, value: Any) -> None:
+        """Store ``value`` under the encoded key: pickled, or, a large array or
+        bytearray on a heap, split (codec.split_pickle: its data copied once)."""
+        store_parts = self._store_parts
+        parts = split_pickle(value) if store_parts is not None else None
+        if parts is None or store_parts is None:
+            self._heap.dict_store(kb, n, dumps(value))
+        else:
+            store_parts(kb, n, *parts)
+
+    def _loaded(self, data: Any) -> Any:
+        """The object ``_read`` returned the stored form of (not None)."""
+        if type(data) is bytes:
+            return loads(data)
+        if type(data) is memoryview:  # a large value, in a buffer lent by the heap
+            try:
+                return loads(data)
+            finally:
+                self._heap.recycle(data)
+        return data.load()  # a large array, read in one copy (_core/heap_split.py)
+
     def _has(self, key: Any) -> bool:
         """Whether ``key`` is stored: a valid cache entry says so, else the store,
         which fetches no value (a large one would be copied only to be dropped)."""
@@ -160,8 +183,9 @@ class HeapObject(SharedObject):
         kb, n = encode_key(key)
         return self._heap.dict_contains(kb, n)
 
-    def _read(self, key: Any) -> bytes | memoryview | None:
-        """The stored bytes for ``key``, or None: through the cache when valid."""
+    def _read(self, key: Any) -> Any:
+        """The stored bytes for ``key``, or None: through the cache when valid.
+        Not always bytes: unpickle it with :meth:`_loaded`."""
         cacheable = type(key) in _CACHEABLE
         hit = self._read_cache.get(key) if cacheable else None
         if hit is not None and self._heap.versions_view[hit[1]] == hit[2]:

@@ -58,14 +58,14 @@ class SharedNamespace(HeapObject, kind="namespace"):
         data = self._read(key)
         if data is None:
             raise AttributeError(f"'Namespace' object has no attribute {key!r}")
-        return loads(data)
+        return self._loaded(data)
 
     def __setattr__(self, key: str, value: Any) -> None:
         if key[:1] == "_":
             object.__setattr__(self, key, value)
             return
         kb, n = encode_key(key)
-        self._heap.dict_set(kb, n, dumps(value))
+        self._store(kb, n, value)
 
     def __delattr__(self, key: str) -> None:
         if key[:1] == "_":

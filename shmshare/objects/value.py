@@ -15,7 +15,7 @@ import array
 from typing import Any
 
 from ..errors import ShmTypeError, ShmValueError
-from .codec import dumps, encode_key, loads
+from .codec import dumps, encode_key
 from .heap_object import HeapObject
 from .shared_object import HandleMethods
 
@@ -81,7 +81,7 @@ class SharedValue(HandleMethods, HeapObject, kind="value"):
 
     def get(self) -> Any:
         data = self._read("value")
-        return loads(data) if data is not None else None
+        return self._loaded(data) if data is not None else None
 
     def set(self, value: Any) -> None:
         data = dumps(_coerce(self.typecode, value))
@@ -97,7 +97,7 @@ class SharedValue(HandleMethods, HeapObject, kind="value"):
         except AttributeError:
             pass
         data = self._read("typecode")
-        typecode = loads(data) if data is not None else None
+        typecode = self._loaded(data) if data is not None else None
         if data is not None:
             self._typecode_seen = typecode
         return typecode

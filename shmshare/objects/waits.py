@@ -19,7 +19,7 @@ from typing import Any
 from .._core import sync as csync
 from .._core.slices import Deadline
 from ..errors import ShmTypeError
-from .codec import dumps, encode_key, loads
+from .codec import dumps, encode_key
 from .sync import SharedLock, SharedRLock, _token, _Waitable
 
 __all__ = ["SharedBarrier", "SharedCondition"]
@@ -131,7 +131,7 @@ class SharedBarrier(_Waitable, kind="barrier"):
     def _conf(self) -> tuple[Callable[[], Any] | None, float | None]:
         data = self._read("conf")
         assert data is not None
-        return loads(data)  # type: ignore[no-any-return]
+        return self._loaded(data)  # type: ignore[no-any-return]
 
     @property
     def parties(self) -> int:

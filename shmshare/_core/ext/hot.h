@@ -56,6 +56,12 @@ const char *shms_hot_bytes_payload(const char *val, uint64_t vlen, uint64_t *n);
  * the module; 0, or -1 with an exception set. */
 int shms_hot_add_queue_path(PyObject *module);
 int shms_hot_add_slot_types(PyObject *module);
+/* Add uninit_bytearray and SPLIT_MIN (buffers.c); 0, or -1 with an exception set. */
+int shms_hot_add_buffer_funcs(PyObject *module);
+/* Values from this size up that d[k] = v leaves to the general path, which
+ * stores them split (src/dict_split.c): a bytearray or an array (buffers.c). */
+#define HOT_SPLIT_MIN (1 << 20)
+HOT_HIDDEN int shms_hot_large_buffer(PyObject *value);
 
 /* HotPath.get(cache, key, default) (hotpath.c), cache a dict: the value,
  * not_read, NULL with *absent set (the key is not in the dict; no exception

@@ -250,6 +250,8 @@ static int di_store(DictItems *self, PyObject *key, PyObject *value)
         !hot->store_bytes(hot->heap, kp, (uint64_t)klen, PyBytes_AsString(value),
                           (uint64_t)PyBytes_Size(value)))
         return 0;  /* its pickle written straight from it; else pickled below */
+    if (shms_hot_large_buffer(value))
+        return 1;  /* stored split by the general path: no pickle of its data first */
     PyObject *data = PyObject_CallFunctionObjArgs(self->dumps, value, protocol_5, NULL);
     if (!data) {
         if (!PyErr_ExceptionMatches(self->refused))

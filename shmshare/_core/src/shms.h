@@ -108,6 +108,7 @@ int shms_mutex_kind_ok(const void *m);
 #define SHMS_ENOKEY       1008  /* no extent key of this heap is free (extent.c) */
 #define SHMS_EUNKNOWN     1009  /* sync.c: a holder's process table is not known yet */
 #define SHMS_EGROW        1011  /* the hot store would create an extent (dict.c) */
+#define SHMS_ENOSPLIT     1012  /* the value is not stored split (dict_split.c) */
 
 #define SHMS_F_ANONYMOUS  1u
 
@@ -164,6 +165,14 @@ int shms_dict_store_bytes_try(shms_heap_t *h, const char *key, uint64_t klen, co
 /* shms_dict_set of the pickle of the n bytes at b (dict_hot.c; for queue.c). */
 int shms_dict_set_bytes(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
                         uint64_t n, uint64_t *res, int held, int64_t timeout_ns);
+/* Large buffer values in one copy each way (dict_split.c). */
+int shms_dict_fetch_split(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
+                          char *out, uint64_t cap, char *raw, uint64_t raw_cap, uint64_t *res,
+                          int held, int64_t timeout_ns);
+int shms_dict_set_parts(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
+                        const char *head, uint64_t hlen, const char *val, uint64_t vlen,
+                        const char *tail, uint64_t tlen, uint64_t *res, int held,
+                        int64_t timeout_ns);
 /* Under the heap lock: key's value handed to cb, then deleted (dict.c). */
 typedef int (*shms_take_cb)(void *ctx, const char *val, uint64_t vlen);
 int shms_dict_take(shms_heap_t *h, const char *key, uint64_t klen, shms_take_cb cb, void *ctx);

@@ -1,0 +1,124 @@
+/* Large buffer values in one copy each way (objects/codec.py split_pickle,
+ * _core/heap_dict.py dict_store_parts and _read_split).
+ *
+ * pickle.dumps(a, 5) of a 10 MiB numpy array copies its data into a fresh
+ * 10 MiB bytes object, the store copies that into the heap, and a read copies
+ * the heap's bytes out and pickle.loads copies them once more into the new
+ * array.  Instead, the caller pickles the array with its data out of band
+ * (buffer_callback) and hands the store the three parts of the ordinary
+ * in-band pickle: the head, the data as it lies in the array, the tail.  The
+ * value stored is
+ *
+ *     PROTO 5 | BININT <off> | POP | head... | BYTEARRAY8 <n> | n bytes | tail...
+ *
+ * where <off> (int32, little-endian) is the offset of the n bytes in the
+ * value.  BININT, POP pushes an int and drops it: any unpickler reads the
+ * value as the array's ordinary pickle (items(), pop(), the Manager, the CLI,
+ * an older shmshare).  A read that knows the layout copies, under the heap
+ * lock, the n bytes straight into the buffer that becomes the new array's
+ * memory, and the rest, with BYTEARRAY8 <n> replaced by NEXT_BUFFER, into a
+ * small one; pickle.loads(rest, buffers=[data]) then builds the same object
+ * without copying again (NEXT_BUFFER pushes the bytearray BYTEARRAY8 would
+ * have made).  A value that does not have exactly this layout is not split:
+ * SHMS_ENOSPLIT, and the caller reads it whole.
+ */
+#include "dict_int.h"
+#include <string.h>
+
+#define OP_BININT '\x4a'        /* J */
+#define OP_POP '\x30'           /* 0 */
+#define OP_BYTEARRAY8 '\x96'
+#define OP_NEXT_BUFFER '\x97'
+#define PREFIX 8                /* PROTO 5, BININT <off>, POP */
+#define BYTES_OP 9              /* BYTEARRAY8 <n> */
+
+/* The offset and length of the split value's data, or 0 if v is not split. */
+static int split_at(const unsigned char *v, uint64_t vlen, uint64_t *off, uint64_t *n)
+{
+    int32_t o;
+    uint64_t len;
+    if (vlen < PREFIX + BYTES_OP || v[0] != 0x80 || v[1] != 5 || v[2] != (unsigned char)OP_BININT ||
+        v[7] != (unsigned char)OP_POP)
+        return 0;
+    memcpy(&o, v + 3, sizeof o);
+    if (o < PREFIX + BYTES_OP || (uint64_t)o > vlen || v[o - BYTES_OP] != (unsigned char)OP_BYTEARRAY8)
+        return 0;
+    memcpy(&len, v + o - 8, sizeof len);
+    if (len > vlen - (uint64_t)o)
+        return 0;
+    *off = (uint64_t)o;
+    *n = len;
+    return 1;
+}
+
+typedef struct {
+    shms_dop_t a;
+    char *raw;                  /* the data's destination */
+    uint64_t raw_cap;
+} split_t;
+
+static int fetch_split_body(shms_heap_t *h, void *arg)
+{
+    split_t *s = arg;
+    shms_dop_t *a = &s->a;
+    shms_dtab_t *t;
+    shms_dblob_t *b;
+    uint64_t slot, off, n, rest;
+    int64_t i;
+    const unsigned char *val;
+    int rc = shms_dict_table(h, 0, &t);
+    a->res[2] = UINT64_MAX;                   /* no stripe: a large value is never cached */
+    if (rc || !t)
+        return rc ? rc : SHMS_ENOTFOUND;
+    i = shms_dict_lookup(h, t, shms_hash64(a->key, a->cmplen, h->hdr->seed), a->key,
+                         a->cmplen, &slot);
+    if (i == SHMS_LK_DAMAGED)
+        return SHMS_EDAMAGED;
+    if (i < 0)
+        return SHMS_ENOTFOUND;
+    b = shms_ptr(h, shms_dents(t)[i].blob);
+    val = (const unsigned char *)shms_dblob_val(b);
+    a->res[0] = b->vlen;
+    if (!split_at(val, b->vlen, &off, &n))
+        return SHMS_ENOSPLIT;
+    rest = b->vlen - n - (BYTES_OP - 1);
+    a->res[1] = n;
+    if (n > s->raw_cap || rest > a->cap)
+        return SHMS_ETOOSMALL;
+    memcpy(a->out, val, off - BYTES_OP);
+    a->out[off - BYTES_OP] = OP_NEXT_BUFFER;
+    memcpy(a->out + off - BYTES_OP + 1, val + off + n, b->vlen - off - n);
+    memcpy(s->raw, val + off, n);
+    a->res[3] = rest;
+    return 0;
+}
+
+/* Read key's split value: the data into raw (raw_cap bytes), the rest, with
+ * NEXT_BUFFER in place of BYTEARRAY8 <n>, into out (cap bytes).  res[0]: the
+ * stored length; res[1]: the data's; res[3]: the rest's.  SHMS_ENOSPLIT: the
+ * value is not split (nothing copied); SHMS_ETOOSMALL: a buffer is too small
+ * (res[0], res[1] say how large they must be). */
+int shms_dict_fetch_split(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
+                          char *out, uint64_t cap, char *raw, uint64_t raw_cap, uint64_t *res,
+                          int held, int64_t timeout_ns)
+{
+    split_t s = {.a = {.key = key, .klen = klen, .cmplen = cmplen, .out = out, .cap = cap,
+                       .res = res},
+                 .raw = raw, .raw_cap = raw_cap};
+    res[1] = 0;
+    return shms_dict_check_key(klen, cmplen) ?: shms_run_op(h, held, timeout_ns,
+                                                            fetch_split_body, &s);
+}
+
+/* As shms_dict_set, the value stored being head, then val, then tail: one
+ * copy of val, from where it lies (a split value: the head ends BYTEARRAY8 <n>). */
+int shms_dict_set_parts(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
+                        const char *head, uint64_t hlen, const char *val, uint64_t vlen,
+                        const char *tail, uint64_t tlen, uint64_t *res, int held,
+                        int64_t timeout_ns)
+{
+    shms_dop_t a = {.key = key, .klen = klen, .cmplen = cmplen, .vhead = head, .vhlen = hlen,
+                    .val = val, .vlen = vlen, .vtail = tail, .vtlen = tlen, .res = res};
+    return shms_dict_check_key(klen, cmplen) ?:
+           shms_run_op(h, held, timeout_ns, shms_dict_set_body, &a);
+}

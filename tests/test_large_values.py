@@ -1,0 +1,204 @@
+"""Large buffer values (numpy arrays, bytearrays) in one copy each way.
+
+``d[k] = a`` for a contiguous writable array of at least a MiB writes a.data
+straight into the heap, and ``d[k]`` copies it straight from the heap into the
+returned array's memory (_core/src/dict_split.c): what is stored is still an
+ordinary pickle, which every other reader (items(), pop(), the Manager, the
+CLI, an older shmshare) loads as before.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tracemalloc
+
+import numpy as np
+import pytest
+from helpers import START_METHODS
+
+from shmshare import SharedDict, SharedNamespace
+
+MIB = 1 << 20
+
+
+def _array(n: int = 2 * MIB, dtype: str = "f8") -> np.ndarray:
+    return np.arange(n // np.dtype(dtype).itemsize, dtype=dtype)
+
+
+def _peak(fn):  # type: ignore[no-untyped-def]
+    """(fn(), the peak of Python-tracked allocations while it ran, in bytes)."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("dtype", ["f8", "i2", "c16", "u1", [("a", "i4"), ("b", "f8")]])
+def test_array_round_trip(dtype) -> None:  # type: ignore[no-untyped-def]
+    a = np.zeros(3 * MIB // np.dtype(dtype).itemsize, dtype=dtype)
+    a.view("u1")[:] = np.arange(a.nbytes, dtype="u8").astype("u1")  # every byte counts
+    with SharedDict() as d:
+        d["a"] = a
+        got = d["a"]
+        assert got.dtype == a.dtype and got.shape == a.shape
+        assert got.tobytes() == a.tobytes()
+        assert got.flags.writeable and got.flags.aligned and got.flags.c_contiguous
+        assert d.get("a").tobytes() == a.tobytes()
+
+
+def test_shapes_and_orders() -> None:
+    with SharedDict() as d:
+        for a in (_array().reshape(512, -1), np.asfortranarray(_array().reshape(512, -1)),
+                  _array()[::2],                              # not contiguous: in-band
+                  _array().reshape(64, 64, -1).transpose(2, 0, 1)):
+            d["a"] = a
+            got = d["a"]
+            assert got.shape == a.shape and np.array_equal(got, a)
+            if a.flags.c_contiguous or a.flags.f_contiguous:  # else pickled in C order
+                assert got.flags.f_contiguous == a.flags.f_contiguous
+
+
+def test_value_is_a_copy_both_ways() -> None:
+    a = _array()
+    with SharedDict() as d:
+        d["a"] = a
+        a[0] = -1.0  # the store copied: the stored value keeps 0
+        got = d["a"]
+        assert got[0] == 0.0
+        got[1] = -2.0  # the read copied: the stored value keeps 1
+        assert d["a"][1] == 1.0
+        again = d["a"]
+        assert again.ctypes.data != got.ctypes.data  # each read is its own array
+
+
+def test_readonly_array_and_bytearray() -> None:
+    ro = _array()
+    ro.flags.writeable = False
+    ba = bytearray(b"ab" * MIB)
+    with SharedDict() as d:
+        d["ro"] = ro
+        d["ba"] = ba
+        assert np.array_equal(d["ro"], ro)
+        got = d["ba"]
+        assert type(got) is bytearray and got == ba
+        assert type(d.get("ba")) is bytearray
+
+
+def test_stored_bytes_are_an_ordinary_pickle() -> None:
+    a = _array()
+    with SharedDict() as d:
+        d["a"] = a
+        d["b"] = bytearray(b"x" * (2 * MIB))
+        stored = d._heap.dict_get(b"a", 1)
+        assert np.array_equal(pickle.loads(stored), a)
+        assert np.array_equal(dict(d.items())["a"], a)
+        assert list(d.keys()) == ["a", "b"]
+        assert np.array_equal(d.pop("a"), a)
+        assert d.popitem() == ("b", bytearray(b"x" * (2 * MIB)))
+
+
+def test_set_does_not_pickle_the_data_first() -> None:
+    a = _array(8 * MIB)
+    with SharedDict() as d:
+        d["a"] = a  # the heap grows here, outside the measurement
+        _, peak = _peak(lambda: d.__setitem__("a", a))
+        assert peak < a.nbytes // 8, f"d[k] = a allocated {peak} bytes for {a.nbytes}"
+
+
+def test_get_allocates_the_array_only() -> None:
+    a = _array(8 * MIB)
+    with SharedDict() as d:
+        d["a"] = a
+        d["a"]
+        got, peak = _peak(lambda: d["a"])
+        assert np.array_equal(got, a)
+        assert peak < a.nbytes * 1.1, f"d[k] allocated {peak} bytes for {a.nbytes}"
+        # and copied straight into it: the thread's buffer for large values (the
+        # copy in between, untracked by tracemalloc) was never made
+        assert getattr(d._heap._tls, "big", None) is None
+
+
+def test_the_c_store_hands_over_at_the_same_size() -> None:
+    from shmshare._core import _hotpath
+    from shmshare.objects import codec
+
+    assert _hotpath.SPLIT_MIN == codec.SPLIT_MIN
+
+
+def test_small_arrays_keep_the_ordinary_path() -> None:
+    with SharedDict() as d:
+        for n in (0, 8, MIB - 8):
+            a = _array(n)
+            d["a"] = a
+            assert np.array_equal(d["a"], a)
+            assert d._heap.dict_get(b"a", 1) == pickle.dumps(a, protocol=5)
+
+
+def test_namespace_attribute() -> None:
+    a = _array()
+    with SharedNamespace() as ns:
+        ns.a = a
+        assert np.array_equal(ns.a, a)
+
+
+def test_a_damaged_split_header_is_read_as_a_plain_pickle() -> None:
+    # Only the layout the store writes is read in two parts; anything else that
+    # starts the same way (here a BININT, POP that points past the value) is an
+    # ordinary pickle, read as one.
+    body = pickle.dumps(_array(2 * MIB), protocol=5)
+    fake = b"\x80\x05J\xff\xff\xff\x7f0" + body[2:]
+    with SharedDict() as d:
+        d._heap.dict_set(b"a", 1, fake)
+        assert np.array_equal(d["a"], _array(2 * MIB))
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_another_process_reads_it(method: str, project_dir) -> None:  # type: ignore[no-untyped-def]
+    import multiprocessing as mp
+
+    a = _array(3 * MIB)
+    with SharedDict(f"big-{method}", project_dir=project_dir) as d:
+        d["a"] = a
+        ctx = mp.get_context(method)
+        with ctx.Pool(1) as pool:
+            assert pool.apply(_sum_of, (d,)) == float(a.sum())
+        assert d["back"].tobytes() == (a * 2).tobytes()
+
+
+def _sum_of(d: SharedDict) -> float:
+    d["back"] = d["a"] * 2
+    return float(d["a"].sum())
+
+
+def test_unrelated_reader_sees_whole_values(project_dir) -> None:  # type: ignore[no-untyped-def]
+    # A reader in an unrelated process while this one rewrites the value: every
+    # read is one of the written arrays, whole (the copy out is under the lock).
+    with SharedDict("torn", project_dir=project_dir) as d:
+        d["a"] = np.full(MIB, 0, dtype="i8")
+        code = f"""
+import numpy as np, sys
+from shmshare import SharedDict
+d = SharedDict("torn", create=False, project_dir={str(project_dir)!r})
+seen = set()
+for _ in range(200):
+    a = d["a"]
+    assert (a == a[0]).all(), "torn read"
+    seen.add(int(a[0]))
+d.detach()
+print(len(seen))
+"""
+        import subprocess
+        import sys
+
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        i = 0
+        while child.poll() is None:
+            i += 1
+            d["a"] = np.full(MIB, i, dtype="i8")
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+        assert int(out) >= 1
