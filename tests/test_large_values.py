@@ -202,3 +202,80 @@ print(len(seen))
         out, err = child.communicate(timeout=60)
         assert child.returncode == 0, err
         assert int(out) >= 1
+
+
+# -- the queue: the same layout, put and got in one copy each ----------------------
+
+
+def test_queue_round_trip_both_paths() -> None:
+    from shmshare import SharedQueue
+
+    a, ba = _array(), bytearray(b"q" * (2 * MIB))
+    with SharedQueue() as q:
+        q.put(a)
+        q.put(ba)
+        got = q.get()  # the C take
+        assert np.array_equal(got, a) and got.flags.writeable
+        assert type(q.get()) is bytearray
+        q.put(a)
+        with q.lock:  # the lock held here: the general path (shms_queue_get)
+            got = q.get()
+        assert np.array_equal(got, a) and got.flags.writeable
+        q.put(a[::2])  # not contiguous: pickled whole, as before
+        assert np.array_equal(q.get(), a[::2])
+
+
+def test_queue_put_does_not_pickle_the_data_first() -> None:
+    from shmshare import SharedQueue
+
+    a = _array(8 * MIB)
+    with SharedQueue() as q:
+        q.put(a)
+        q.get()
+        _, peak = _peak(lambda: q.put(a))
+        assert peak < a.nbytes // 8, f"put allocated {peak} bytes for {a.nbytes}"
+        got, peak = _peak(q.get)
+        assert peak < a.nbytes * 1.1 and np.array_equal(got, a)
+
+
+def test_bounded_queue_full_and_a_waiting_getter() -> None:
+    import queue
+    import threading
+
+    from shmshare import SharedQueue
+
+    a = _array()
+    with SharedQueue(1) as q:
+        q.put(a)
+        with pytest.raises(queue.Full):
+            q.put(a, timeout=0.05)
+        with pytest.raises(queue.Full):
+            q.put(a, block=False)
+        assert np.array_equal(q.get(), a)
+        got: list[np.ndarray] = []
+        getter = threading.Thread(target=lambda: got.append(q.get(timeout=30)))
+        getter.start()  # waits in shms_queue_get until the put below
+        q.put(a * 3)
+        getter.join(30)
+        assert np.array_equal(got[0], a * 3)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_queue_between_processes(method: str) -> None:
+    import multiprocessing as mp
+
+    from shmshare import SharedQueue
+
+    a = _array(3 * MIB)
+    with SharedQueue() as to_child, SharedQueue() as back:
+        ctx = mp.get_context(method)
+        p = ctx.Process(target=_echo_doubled, args=(to_child, back))
+        p.start()
+        to_child.put(a)
+        got = back.get(timeout=60)
+        p.join(60)
+        assert p.exitcode == 0 and np.array_equal(got, a * 2)
+
+
+def _echo_doubled(to_child, back) -> None:  # type: ignore[no-untyped-def]
+    back.put(to_child.get(timeout=60) * 2)

@@ -7,13 +7,15 @@ get that copies the item once, from the heap into the bytes it returns."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CorruptSegmentError
-from ._hotpath import QueuePath
+from ._hotpath import QueuePath, uninit_bytearray
 from ._lib import ffi, lib
+from .heap_split import SplitValue
 from .results import ETOOSMALL
 from .slices import SLICE_NS
 from .sync import SyncRecord
@@ -47,8 +49,9 @@ class QueueRecord(SyncRecord):
         #: pickle written straight from b (one copy: STORE OF BYTES, src/dict_hot.c).
         self.put_bytes_try: Callable[[bytes], int] = fast.put_bytes
         #: ``take_try() -> bytes`` (the oldest item's pickle) ``| (item,)`` (a bytes
-        #: item, unpickled) ``| int`` (nothing taken: empty, the lock taken, closed...).
-        self.take_try: Callable[[], bytes | tuple[bytes] | int] = fast.take
+        #: item, unpickled) ``| (rest, data)`` (a split item: pickle.loads(rest,
+        #: buffers=[data])) ``| int`` (nothing taken: empty, the lock taken, closed...).
+        self.take_try: Callable[[], bytes | tuple[Any, ...] | int] = fast.take
 
     def close(self) -> None:
         self._fast.close()  # first: its calls must not reach the record any more
@@ -56,12 +59,26 @@ class QueueRecord(SyncRecord):
 
     def put(self, data: bytes, held: bool, timeout: float | None) -> bool:
         """True once queued; False if still full after ``timeout`` (0: try once)."""
+        return self._put(lambda h, held, ns: lib.shms_queue_put(
+            h, self._r, data, len(data), held, ns), held, timeout)
+
+    def put_parts(self, head: bytes, data: Any, tail: bytes, held: bool,
+                  timeout: float | None) -> bool:
+        """:meth:`put` of the item ``head + data + tail`` (a split item, see
+        heap_split.py), ``data`` any contiguous buffer, copied once."""
+        with ffi.from_buffer(data) as p:
+            n = len(p)
+            return self._put(lambda h, held, ns: lib.shms_queue_put_parts(
+                h, self._r, head, len(head), p, n, tail, len(tail), held, ns), held, timeout)
+
+    def _put(self, put: Callable[[Any, bool, int], int], held: bool,
+             timeout: float | None) -> bool:
         h = self._heap._handle()
 
         def call(ns: int) -> int:
             nonlocal held
             while True:
-                rc = int(lib.shms_queue_put(h, self._r, data, len(data), held, ns))
+                rc = int(put(h, held, ns))
                 if rc != errno.EDEADLK or held:
                     return rc
                 held = True  # this thread holds the heap lock (with q.lock:)
@@ -76,17 +93,27 @@ class QueueRecord(SyncRecord):
             heap._note_growth()
         return True
 
-    def get(self, held: bool, timeout: float | None) -> bytes | None:
-        """The oldest item's bytes; None if still empty after ``timeout`` (0: try once)."""
+    def get(self, held: bool, timeout: float | None) -> bytes | SplitValue | None:
+        """The oldest item's bytes (a split item's: a SplitValue); None if still
+        empty after ``timeout`` (0: try once)."""
         h = self._heap._handle()
         s = self._heap._scratch()
+        raw: bytearray | None = None  # a split item's data goes here
 
         def call(ns: int) -> int:
-            nonlocal held
+            nonlocal held, raw
             while True:
-                rc = int(lib.shms_queue_get(h, self._r, s.buf, s.cap, s.res, held, ns))
+                with ffi.from_buffer(raw, require_writable=True) if raw is not None else (
+                        contextlib.nullcontext(ffi.NULL)) as p:
+                    rc = int(lib.shms_queue_get(h, self._r, s.buf, s.cap, p,
+                                                0 if raw is None else len(raw), s.res, held, ns))
                 if rc == ETOOSMALL:
-                    s.grow(int(s.res[0]))
+                    n = int(s.res[1])  # a split item: its data, and the rest
+                    if n and (raw is None or len(raw) < n):
+                        raw = uninit_bytearray(n)
+                    need = int(s.res[0]) - n - 8 if n else int(s.res[0])
+                    if need > s.cap:
+                        s.grow(need)
                 elif rc == errno.EDEADLK and not held:
                     held = True  # this thread holds the heap lock (with q.lock:)
                 else:
@@ -97,6 +124,10 @@ class QueueRecord(SyncRecord):
             return None
         if rc:
             raise self._error(rc, "getting from the queue")
+        if s.res[1]:
+            assert raw is not None
+            del raw[s.res[1]:]
+            return SplitValue(ffi.unpack(s.buf, s.res[3]), raw)
         return ffi.unpack(s.buf, s.res[0])  # type: ignore[no-any-return]
 
     def task_done(self) -> bool:

@@ -28,7 +28,7 @@ from .._core.heap import Heap
 from .._core.queue import QUEUE, QueueRecord
 from ..errors import ShmTypeError, ShmValueError
 from ..segment import Segment
-from .codec import dumps, encode_key, loads
+from .codec import dumps, encode_key, loads, split_pickle
 from .heap_object import HeapObject
 from .remote import StoreDispatch
 from .shared_object import HandleMethods
@@ -115,6 +115,11 @@ class SharedQueue(StoreDispatch, HandleMethods, HeapObject, kind="queue"):
         if (q is not None and timeout is None and type(item) is bytes
                 and len(item) >= DIRECT_BYTES_MIN and not q.put_bytes_try(item)):
             return  # one large bytes object: its pickle written straight from it
+        parts = split_pickle(item)  # a large array: its data copied once, from it
+        if parts is not None:
+            if not self._r.put_parts(*parts, self.lock.held(), self._timeout(block, timeout)):
+                raise queue.Full
+            return
         data = dumps(item)  # before anything else: an unpicklable item changes nothing
         if q is not None and timeout is None and not q.put_try(data):
             return  # the common case: one C call, no wait
@@ -128,11 +133,13 @@ class SharedQueue(StoreDispatch, HandleMethods, HeapObject, kind="queue"):
             if type(got) is bytes:
                 return loads(got)
             if type(got) is tuple:
-                return got[0]  # a bytes item, unpickled in C
+                if len(got) == 1:
+                    return got[0]  # a bytes item, unpickled in C
+                return loads(got[0], buffers=got[1:])  # a split item: no copy more
         data = self._r.get(self.lock.held(), self._timeout(block, timeout))
         if data is None:  # still empty after the timeout
             raise queue.Empty
-        return loads(data)
+        return loads(data) if isinstance(data, bytes) else data.load()
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)

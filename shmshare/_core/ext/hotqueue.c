@@ -14,11 +14,14 @@
  *   put_bytes(b) -> 0 | int code
  *       The bytes object b queued as its pickle, written straight from b
  *       (STORE OF BYTES in src/dict_hot.c): one copy, no pickle made first.
- *   take() -> bytes | (value,) | int code
+ *   take() -> bytes | (value,) | (rest, data) | int code
  *       The oldest item, copied once, under the heap lock, straight from the
  *       heap into the bytes returned, then taken (the commit of queue.c):
  *       its pickle; or, when the item is the pickle of one bytes object,
- *       that object itself in a 1-tuple (one copy, no pickle.loads).
+ *       that object itself in a 1-tuple (one copy, no pickle.loads); or, a
+ *       split item (a large array, src/dict_split.c), its data copied into
+ *       a bytearray and the rest of its pickle: pickle.loads(rest,
+ *       buffers=[data]) builds it on that bytearray, with no other copy.
  *   close()
  *       Forget the record (its heap is being detached): later calls return -1.
  *
@@ -26,6 +29,7 @@
  * read at every call, so a QueuePath kept past its heap is harmless.
  */
 #include "hot.h"
+#include "split.h"
 
 typedef int (*qput_fn)(shms_heap_t *, void *, const char *, uint64_t);
 typedef int (*qtake_fn)(shms_heap_t *, void *, shms_take_cb, void *);
@@ -43,15 +47,32 @@ typedef struct {
     int whole;           /* out is the item itself (a bytes object), not its pickle */
 } take_ctx;
 
-/* Under the heap lock: only a bytes allocation, which runs no Python code. */
+/* A split item (src/dict_split.c): (rest, data), its data copied straight
+ * into the bytearray that becomes the new object's memory; or NULL. */
+static PyObject *take_split(const char *val, uint64_t vlen, uint64_t off, uint64_t n)
+{
+    PyObject *data = PyByteArray_FromStringAndSize(val + off, (Py_ssize_t)n), *rest = NULL;
+    if (data)
+        rest = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)shms_split_rest_len(vlen, n));
+    if (rest)
+        shms_split_rest(PyBytes_AsString(rest), val, vlen, off, n);
+    PyObject *out = rest ? PyTuple_Pack(2, rest, data) : NULL;
+    Py_XDECREF(data);
+    Py_XDECREF(rest);
+    return out;
+}
+
+/* Under the heap lock: only allocations, which run no Python code. */
 static int take_item(void *arg, const char *val, uint64_t vlen)
 {
     take_ctx *c = arg;
-    uint64_t n;
+    uint64_t n, off;
     const char *payload = shms_hot_bytes_payload(val, vlen, &n);
     if (payload) {
         c->whole = 1;
         c->out = PyBytes_FromStringAndSize(payload, (Py_ssize_t)n);
+    } else if (shms_split_at(val, vlen, &off, &n)) {
+        c->out = take_split(val, vlen, off, n);
     } else {
         c->out = PyBytes_FromStringAndSize(val, (Py_ssize_t)vlen);
     }
@@ -156,7 +177,8 @@ static PyMethodDef qp_methods[] = {
     {"put_bytes", qp_put_bytes, METH_O,
      "put_bytes(b) -> 0 (the bytes object b queued as its pickle), or an int code."},
     {"take", qp_take, METH_NOARGS,
-     "take() -> the oldest item's pickle; (value,): a bytes item, unpickled; or an int code."},
+     "take() -> the oldest item's pickle; (value,): a bytes item, unpickled; (rest, data): "
+     "a split item, for pickle.loads(rest, buffers=[data]); or an int code."},
     {"close", qp_close, METH_NOARGS, "Forget the record: later calls return -1."},
     {NULL, NULL, 0, NULL},
 };

@@ -23,33 +23,7 @@
  * SHMS_ENOSPLIT, and the caller reads it whole.
  */
 #include "dict_int.h"
-#include <string.h>
-
-#define OP_BININT '\x4a'        /* J */
-#define OP_POP '\x30'           /* 0 */
-#define OP_BYTEARRAY8 '\x96'
-#define OP_NEXT_BUFFER '\x97'
-#define PREFIX 8                /* PROTO 5, BININT <off>, POP */
-#define BYTES_OP 9              /* BYTEARRAY8 <n> */
-
-/* The offset and length of the split value's data, or 0 if v is not split. */
-static int split_at(const unsigned char *v, uint64_t vlen, uint64_t *off, uint64_t *n)
-{
-    int32_t o;
-    uint64_t len;
-    if (vlen < PREFIX + BYTES_OP || v[0] != 0x80 || v[1] != 5 || v[2] != (unsigned char)OP_BININT ||
-        v[7] != (unsigned char)OP_POP)
-        return 0;
-    memcpy(&o, v + 3, sizeof o);
-    if (o < PREFIX + BYTES_OP || (uint64_t)o > vlen || v[o - BYTES_OP] != (unsigned char)OP_BYTEARRAY8)
-        return 0;
-    memcpy(&len, v + o - 8, sizeof len);
-    if (len > vlen - (uint64_t)o)
-        return 0;
-    *off = (uint64_t)o;
-    *n = len;
-    return 1;
-}
+#include "split.h"
 
 typedef struct {
     shms_dop_t a;
@@ -63,9 +37,8 @@ static int fetch_split_body(shms_heap_t *h, void *arg)
     shms_dop_t *a = &s->a;
     shms_dtab_t *t;
     shms_dblob_t *b;
-    uint64_t slot, off, n, rest;
+    uint64_t slot;
     int64_t i;
-    const unsigned char *val;
     int rc = shms_dict_table(h, 0, &t);
     a->res[2] = UINT64_MAX;                   /* no stripe: a large value is never cached */
     if (rc || !t)
@@ -77,19 +50,26 @@ static int fetch_split_body(shms_heap_t *h, void *arg)
     if (i < 0)
         return SHMS_ENOTFOUND;
     b = shms_ptr(h, shms_dents(t)[i].blob);
-    val = (const unsigned char *)shms_dblob_val(b);
-    a->res[0] = b->vlen;
-    if (!split_at(val, b->vlen, &off, &n))
+    return shms_split_copy(shms_dblob_val(b), b->vlen, a->out, a->cap, s->raw, s->raw_cap,
+                           a->res);
+}
+
+/* See shms.h. */
+int shms_split_copy(const char *val, uint64_t vlen, char *out, uint64_t cap, char *raw,
+                    uint64_t raw_cap, uint64_t *res)
+{
+    uint64_t off, n, rest;
+    res[0] = vlen;
+    res[1] = 0;
+    if (!shms_split_at(val, vlen, &off, &n))
         return SHMS_ENOSPLIT;
-    rest = b->vlen - n - (BYTES_OP - 1);
-    a->res[1] = n;
-    if (n > s->raw_cap || rest > a->cap)
+    rest = shms_split_rest_len(vlen, n);
+    res[1] = n;
+    if (n > raw_cap || rest > cap)
         return SHMS_ETOOSMALL;
-    memcpy(a->out, val, off - BYTES_OP);
-    a->out[off - BYTES_OP] = OP_NEXT_BUFFER;
-    memcpy(a->out + off - BYTES_OP + 1, val + off + n, b->vlen - off - n);
-    memcpy(s->raw, val + off, n);
-    a->res[3] = rest;
+    shms_split_rest(out, val, vlen, off, n);
+    memcpy(raw, val + off, n);
+    res[3] = rest;
     return 0;
 }
 
@@ -105,7 +85,6 @@ int shms_dict_fetch_split(shms_heap_t *h, const char *key, uint64_t klen, uint64
     split_t s = {.a = {.key = key, .klen = klen, .cmplen = cmplen, .out = out, .cap = cap,
                        .res = res},
                  .raw = raw, .raw_cap = raw_cap};
-    res[1] = 0;
     return shms_dict_check_key(klen, cmplen) ?: shms_run_op(h, held, timeout_ns,
                                                             fetch_split_body, &s);
 }

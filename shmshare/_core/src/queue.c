@@ -66,8 +66,12 @@ typedef struct {
     const char *val;
     uint64_t vlen;
     int bytes;              /* put: val is a bytes object's payload, stored as its pickle */
+    const char *vhead, *vtail;  /* put: stored as vhead, val, vtail (a split item) */
+    uint64_t vhlen, vtlen;
     char *out;
     uint64_t cap;
+    char *raw;              /* get: where a split item's data goes (dict_split.c) */
+    uint64_t raw_cap;
     uint64_t *res;
     int held;
     int64_t lock_ns;
@@ -88,8 +92,12 @@ static int put_body(shms_heap_t *h, void *p)
     if (r->value && tail - r->head >= r->value)
         return EAGAIN;                                  /* full */
     qkey(k, tail);
-    rc = a->bytes ? shms_dict_set_bytes(h, k, QKEY, a->val, a->vlen, res, 1, 0)
-                  : shms_dict_set(h, k, QKEY, QKEY, a->val, a->vlen, 0, res, 1, 0);
+    if (a->vhead)
+        rc = shms_dict_set_parts(h, k, QKEY, QKEY, a->vhead, a->vhlen, a->val, a->vlen,
+                                 a->vtail, a->vtlen, res, 1, 0);
+    else
+        rc = a->bytes ? shms_dict_set_bytes(h, k, QKEY, a->val, a->vlen, res, 1, 0)
+                      : shms_dict_set(h, k, QKEY, QKEY, a->val, a->vlen, 0, res, 1, 0);
     if (rc)
         return rc;
     __atomic_store_n(&r->tail, tail + 1, __ATOMIC_SEQ_CST);       /* commit */
@@ -106,11 +114,14 @@ static int put_body_no_grow(shms_heap_t *h, void *p)
     return rc;
 }
 
-/* shms_queue_get's taker: the item into the caller's buffer, if it fits. */
+/* shms_queue_get's taker: the item into the caller's buffer, if it fits; a
+ * split item's data into raw, the rest into it (res[1]: the data's length). */
 static int copy_out(void *p, const char *val, uint64_t vlen)
 {
     q_arg_t *a = p;
-    a->res[0] = vlen;
+    int rc = shms_split_copy(val, vlen, a->out, a->cap, a->raw, a->raw_cap, a->res);
+    if (rc != SHMS_ENOSPLIT)
+        return rc;
     if (vlen > a->cap)
         return SHMS_ETOOSMALL;                          /* res[0] = length */
     memcpy(a->out, val, vlen);
@@ -204,20 +215,37 @@ static void after_get(sync_rec_t *r)
         wake_getter(r);                 /* more queued: pass the wake-up on */
 }
 
+/* A put that waits while full, up to timeout_ns: 0 queued, ETIMEDOUT. */
+static int put_waiting(q_arg_t *a, int64_t timeout_ns)
+{
+    int rc;
+    if (!a->r)
+        return EINVAL;
+    a->lock_ns = timeout_ns > 0 ? timeout_ns : 100000000;
+    rc = shms_sync_wait_for(a->r, try_put, a, timeout_ns);
+    if (rc == 0)
+        after_put(a->r);
+    return rc == EBUSY ? ETIMEDOUT : rc;
+}
+
 /* 0 queued; ETIMEDOUT full (or the heap lock busy) until timeout_ns. */
 int shms_queue_put(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, int held,
                    int64_t timeout_ns)
 {
-    sync_rec_t *r = shms_sync_rec(rec, K_QUEUE);
-    q_arg_t a = {.r = r, .h = h, .val = val, .vlen = vlen, .held = held,
-                 .lock_ns = timeout_ns > 0 ? timeout_ns : 100000000};
-    int rc;
-    if (!r)
-        return EINVAL;
-    rc = shms_sync_wait_for(r, try_put, &a, timeout_ns);
-    if (rc == 0)
-        after_put(r);
-    return rc == EBUSY ? ETIMEDOUT : rc;
+    q_arg_t a = {.r = shms_sync_rec(rec, K_QUEUE), .h = h, .val = val, .vlen = vlen,
+                 .held = held};
+    return put_waiting(&a, timeout_ns);
+}
+
+/* As shms_queue_put, the item stored as head, then val, then tail (a split
+ * item, dict_split.c: one copy of val, from where it lies). */
+int shms_queue_put_parts(shms_heap_t *h, void *rec, const char *head, uint64_t hlen,
+                         const char *val, uint64_t vlen, const char *tail, uint64_t tlen,
+                         int held, int64_t timeout_ns)
+{
+    q_arg_t a = {.r = shms_sync_rec(rec, K_QUEUE), .h = h, .vhead = head, .vhlen = hlen,
+                 .val = val, .vlen = vlen, .vtail = tail, .vtlen = tlen, .held = held};
+    return put_waiting(&a, timeout_ns);
 }
 
 /* For a caller that holds the GIL (ext/hotqueue.c): one try, the heap lock
@@ -248,14 +276,17 @@ int shms_queue_put_bytes_try(shms_heap_t *h, void *rec, const char *b, uint64_t 
     return put_try(h, rec, b, n, 1);
 }
 
-/* 0 got (res[0] = its length, in out); SHMS_ETOOSMALL: res[0] is the length
- * needed, nothing taken; ETIMEDOUT empty until timeout_ns. */
-int shms_queue_get(shms_heap_t *h, void *rec, char *out, uint64_t cap, uint64_t *res, int held,
-                   int64_t timeout_ns)
+/* 0 got (res[0] = its length, in out; res[1] = 0), or a split item got
+ * (res[1] = its data's length, in raw; res[3] = the rest's, in out: see
+ * dict_split.c); SHMS_ETOOSMALL: res[0] is the length needed (res[1]: in raw,
+ * res[0] - res[1] - 8 in out), nothing taken; ETIMEDOUT empty until timeout_ns. */
+int shms_queue_get(shms_heap_t *h, void *rec, char *out, uint64_t cap, char *raw,
+                   uint64_t raw_cap, uint64_t *res, int held, int64_t timeout_ns)
 {
     sync_rec_t *r = shms_sync_rec(rec, K_QUEUE);
-    q_arg_t a = {.r = r, .h = h, .out = out, .cap = cap, .res = res, .held = held,
-                 .lock_ns = timeout_ns > 0 ? timeout_ns : 100000000, .take = copy_out};
+    q_arg_t a = {.r = r, .h = h, .out = out, .cap = cap, .raw = raw, .raw_cap = raw_cap,
+                 .res = res, .held = held, .lock_ns = timeout_ns > 0 ? timeout_ns : 100000000,
+                 .take = copy_out};
     int rc;
     if (!r)
         return EINVAL;

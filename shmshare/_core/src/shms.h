@@ -165,7 +165,11 @@ int shms_dict_store_bytes_try(shms_heap_t *h, const char *key, uint64_t klen, co
 /* shms_dict_set of the pickle of the n bytes at b (dict_hot.c; for queue.c). */
 int shms_dict_set_bytes(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
                         uint64_t n, uint64_t *res, int held, int64_t timeout_ns);
-/* Large buffer values in one copy each way (dict_split.c). */
+/* Large buffer values in one copy each way (dict_split.c).  shms_split_copy:
+ * if the vlen bytes at val are a split value, its data into raw and the rest
+ * into out, res[0..3] as for shms_dict_fetch_split; SHMS_ENOSPLIT if not. */
+int shms_split_copy(const char *val, uint64_t vlen, char *out, uint64_t cap, char *raw,
+                    uint64_t raw_cap, uint64_t *res);
 int shms_dict_fetch_split(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
                           char *out, uint64_t cap, char *raw, uint64_t raw_cap, uint64_t *res,
                           int held, int64_t timeout_ns);
@@ -268,8 +272,11 @@ uint64_t shms_barrier_state(void *p, uint64_t *broken);
 /* ---- queue.c: the queue (cdef/queue.h) ---- */
 int shms_queue_put(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, int held,
                    int64_t timeout_ns);
-int shms_queue_get(shms_heap_t *h, void *rec, char *out, uint64_t cap, uint64_t *res, int held,
-                   int64_t timeout_ns);
+int shms_queue_get(shms_heap_t *h, void *rec, char *out, uint64_t cap, char *raw,
+                   uint64_t raw_cap, uint64_t *res, int held, int64_t timeout_ns);
+int shms_queue_put_parts(shms_heap_t *h, void *rec, const char *head, uint64_t hlen,
+                         const char *val, uint64_t vlen, const char *tail, uint64_t tlen,
+                         int held, int64_t timeout_ns);
 int shms_queue_put_try(shms_heap_t *h, void *rec, const char *val, uint64_t vlen);
 int shms_queue_put_bytes_try(shms_heap_t *h, void *rec, const char *b, uint64_t n);
 int shms_queue_take(shms_heap_t *h, void *rec, shms_take_cb cb, void *ctx);
