@@ -382,6 +382,12 @@ class Suite:
                 lambda n, k=key: [d[k] for _ in range(n)], t, 64))
             self.cells[f"shmshare | {what} set (µs)"] = _us(Timed(
                 lambda n, k=key, v=value: [d.__setitem__(k, v) for _ in range(n)], t, 64))
+        q = shmshare.SharedQueue()
+        self._cleanup.append(q.detach)
+        self.cells["floor | 10 MiB numpy array dumps + loads (µs)"] = _us(Timed(
+            lambda n: [pickle.loads(pickle.dumps(arr, 5)) for _ in range(n)], t, 64))
+        self.cells["shmshare | 10 MiB numpy array queue put + get (µs)"] = _us(Timed(
+            lambda n: [(q.put(arr), q.get()) for _ in range(n)], t, 64))
 
     # -- named objects: create + destroy, attach by name from another process -------
     def _named(self) -> None:
