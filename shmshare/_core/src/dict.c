@@ -118,6 +118,20 @@ static int64_t find(shms_heap_t *h, shms_dtab_t *t, const shms_dop_t *a, uint64_
     return i < 0 ? -SHMS_ENOTFOUND : i;
 }
 
+/* See dict_int.h. */
+int shms_dict_entry(shms_heap_t *h, const char *key, uint64_t cmplen, shms_dtab_t **tp,
+                    int64_t *ip)
+{
+    uint64_t slot;
+    int rc = shms_dict_table(h, 0, tp);
+    if (rc || !*tp)
+        return rc ? rc : SHMS_ENOTFOUND;
+    *ip = shms_dict_lookup(h, *tp, key_hash(h, key, cmplen), key, cmplen, &slot);
+    if (*ip == SHMS_LK_DAMAGED)
+        return SHMS_EDAMAGED;
+    return *ip < 0 ? SHMS_ENOTFOUND : 0;
+}
+
 static int get_body(shms_heap_t *h, void *arg)
 {
     shms_dop_t *a = arg;

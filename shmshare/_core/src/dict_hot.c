@@ -40,17 +40,11 @@ static int peek_body(shms_heap_t *h, void *arg)
     peek_t *p = arg;
     shms_dtab_t *t;
     shms_dblob_t *b;
-    uint64_t *v, slot, stripe = UINT64_MAX, version = 0;
+    uint64_t *v, stripe = UINT64_MAX, version = 0;
     int64_t i;
-    int rc = shms_dict_table(h, 0, &t);
-    if (rc || !t)
-        return rc ? rc : SHMS_ENOTFOUND;
-    i = shms_dict_lookup(h, t, shms_hash64(p->a.key, p->a.cmplen, h->hdr->seed), p->a.key,
-                         p->a.cmplen, &slot);
-    if (i == SHMS_LK_DAMAGED)
-        return SHMS_EDAMAGED;
-    if (i < 0)
-        return SHMS_ENOTFOUND;
+    int rc = shms_dict_entry(h, p->a.key, p->a.cmplen, &t, &i);
+    if (rc)
+        return rc;
     if ((v = shms_dict_stripes(h, t))) {
         stripe = shms_dict_stripe(shms_dents(t)[i].hash);
         version = shms_load64(&v[stripe]);

@@ -118,6 +118,10 @@ int shms_dict_table(shms_heap_t *h, int create, shms_dtab_t **out);
 void shms_dict_index_insert(shms_dtab_t *t, uint64_t hash, uint32_t i);
 /* Bump the version stripe of hash (all stripes: all_keys), before a commit. */
 void shms_dict_bump(shms_heap_t *h, shms_dtab_t *t, uint64_t hash, int all_keys);
+/* key's entry (a read: no table is made): its table in *tp, its number in *ip;
+ * or SHMS_ENOTFOUND (no table, no such key), SHMS_EDAMAGED, the table's error. */
+int shms_dict_entry(shms_heap_t *h, const char *key, uint64_t cmplen, shms_dtab_t **tp,
+                    int64_t *ip);
 /* dict_table.c: the index slot holding entry e of hash (UINT64_MAX: none);
  * the version stripes of t (NULL: none, or damaged and flagged); a new
  * table of cap entries holding old's live ones (old may be NULL); make ref

@@ -37,18 +37,11 @@ static int fetch_split_body(shms_heap_t *h, void *arg)
     shms_dop_t *a = &s->a;
     shms_dtab_t *t;
     shms_dblob_t *b;
-    uint64_t slot;
     int64_t i;
-    int rc = shms_dict_table(h, 0, &t);
+    int rc = shms_dict_entry(h, a->key, a->cmplen, &t, &i);
     a->res[2] = UINT64_MAX;                   /* no stripe: a large value is never cached */
-    if (rc || !t)
-        return rc ? rc : SHMS_ENOTFOUND;
-    i = shms_dict_lookup(h, t, shms_hash64(a->key, a->cmplen, h->hdr->seed), a->key,
-                         a->cmplen, &slot);
-    if (i == SHMS_LK_DAMAGED)
-        return SHMS_EDAMAGED;
-    if (i < 0)
-        return SHMS_ENOTFOUND;
+    if (rc)
+        return rc;
     b = shms_ptr(h, shms_dents(t)[i].blob);
     return shms_split_copy(shms_dblob_val(b), b->vlen, a->out, a->cap, s->raw, s->raw_cap,
                            a->res);

@@ -154,19 +154,13 @@ static int open_body(shms_heap_t *h, void *p)
 {
     open_arg_t *a = p;
     shms_dtab_t *t;
-    uint64_t slot, payload;
+    uint64_t payload;
     shms_dblob_t *b;
     sync_rec_t *r;
     int64_t i;
-    int rc = shms_dict_table(h, 0, &t);
-    if (rc || !t)
-        return rc ? rc : SHMS_ENOTFOUND;
-    i = shms_dict_lookup(h, t, shms_hash64(a->key, a->cmplen, h->hdr->seed), a->key,
-                         a->cmplen, &slot);
-    if (i == SHMS_LK_DAMAGED)
-        return SHMS_EDAMAGED;
-    if (i < 0)
-        return SHMS_ENOTFOUND;
+    int rc = shms_dict_entry(h, a->key, a->cmplen, &t, &i);
+    if (rc)
+        return rc;
     if (!(b = shms_dblob_at(h, shms_dents(t)[i].blob)) || b->vlen < shms_sync_size())
         return SHMS_EWRONGKIND;
     (void)payload;
