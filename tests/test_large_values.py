@@ -279,3 +279,49 @@ def test_queue_between_processes(method: str) -> None:
 
 def _echo_doubled(to_child, back) -> None:  # type: ignore[no-untyped-def]
     back.put(to_child.get(timeout=60) * 2)
+
+
+# -- a list's large items: read through the heap's lent buffer ---------------------
+
+
+def test_list_large_items_are_read_through_a_lent_buffer() -> None:
+    from shmshare import SharedList
+
+    big = b"L" * (5 * MIB)
+    with SharedList([big, 1, _array(5 * MIB)]) as lst:
+        assert lst[0] == big and lst[-3] == big and lst[1] == 1
+        assert np.array_equal(lst[2], _array(5 * MIB))
+        tls = lst._heap._tls
+        assert tls.lent is None and tls.big is not None  # given back, kept for the next
+        view = lst._core.get(0)[0]
+        assert type(view) is memoryview and pickle.loads(view) == big  # lent, not back yet
+        assert lst[0] == big  # a read meanwhile uses a buffer of its own
+        lst._heap.recycle(view)
+        with lst.lock:  # the lock held here: the general path
+            assert lst[0] == big
+        assert lst[0:1] == [big]
+
+
+def test_list_item_read_while_another_process_rewrites_it(project_dir) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from shmshare import SharedList
+
+    with SharedList([b"0" * (5 * MIB)], name="biglist", project_dir=project_dir) as lst:
+        code = f"""
+from shmshare import SharedList
+lst = SharedList(name="biglist", create=False, project_dir={str(project_dir)!r})
+for _ in range(100):
+    item = lst[0]
+    assert item == item[:1] * len(item), "torn read"
+lst.detach()
+"""
+        with subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE,
+                              text=True) as child:
+            i = 0
+            while child.poll() is None:
+                i += 1
+                lst[0] = str(i % 10).encode() * (5 * MIB)
+            _, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err

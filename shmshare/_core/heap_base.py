@@ -20,8 +20,11 @@ from ..errors import ShmValueError
 from . import fork_hooks
 from ._lib import ffi, lib
 from .owner_watch import OwnerWatch
-from .results import BUSY, DETACHED, ETOOSMALL, failure
+from .results import BUSY, DETACHED, ETOOSMALL, OK, failure
 from .slices import Deadline
+
+# No zero-filling: a big buffer is written by the copy before it is read.
+new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
 __all__ = ["HeapBase", "set_growth_hook"]
 
@@ -119,6 +122,41 @@ class HeapBase:
         except AttributeError:
             s = self._tls.s = Scratch()
             return s
+
+    def _read_lent(self, call: Callable[[Any, int], int], s: Scratch) -> memoryview | int:
+        """A large read: ``call(buf, cap)`` into this thread's big buffer, again
+        while it answers ETOOSMALL (``s.res[0]``: the length needed, as when it was
+        first too small), and the bytes read lent out as a memoryview: unpickling
+        straight from it saves a copy and a fresh allocation (page faults) per
+        read.  Give it back with :meth:`recycle`; until then a read on this thread
+        (a reentrant one) uses another buffer.  Any other code of ``call`` is
+        returned (the buffer kept for the next read)."""
+        tls = self._tls
+        big, tls.big = getattr(tls, "big", None), None
+        while True:
+            need = s.res_view[0]
+            if big is None or len(big) < need:
+                big = new_uncleared("char[]", need)
+            rc = call(big, len(big))
+            if rc == OK:
+                view = memoryview(ffi.buffer(big, s.res_view[0]))
+                tls.lent = (view, big)
+                return view
+            if rc != ETOOSMALL:
+                tls.big = big
+                return int(rc)
+
+    def recycle(self, view: memoryview) -> None:
+        """Take back a big buffer lent by a read (the value was unpickled)."""
+        tls = self._tls
+        lent = getattr(tls, "lent", None)
+        if lent is not None and lent[0] is view:
+            tls.lent = None
+            try:
+                view.release()
+            except BufferError:  # still exported somewhere: let it keep the buffer
+                return
+            tls.big = lent[1]
 
     def _watch(self, what: str) -> OwnerWatch:
         h = self._h

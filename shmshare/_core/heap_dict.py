@@ -49,8 +49,6 @@ class _NotRead:
 #: What ``Heap.get_str`` returns when it did not read the value: the general
 #: path decides (the key absent, the lock busy, a large value...).
 NOT_READ: Any = _NotRead()
-# No zero-filling: the buffer is written by the copy before it is read.
-_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 class DictMethods(SplitMethods):
@@ -157,44 +155,18 @@ class DictMethods(SplitMethods):
                   ) -> memoryview | SplitValue | None:
         """A large value: one stored split (a large array's, heap_split.py) read
         with its data copied once, into the new object's memory; any other copied
-        once into this thread's big buffer and lent out as a memoryview:
-        unpickling straight from it saves a copy and a fresh allocation (page
-        faults) per read.  Give that back with :meth:`recycle`; until then a read
-        on this thread (a reentrant one) uses another buffer."""
+        once into this thread's big buffer and lent out (HeapBase._read_lent)."""
         split: SplitValue | None = self._read_split(key, cmp_len, s)
         if split is not NOT_SPLIT:
             return split
-        tls = self._tls
-        big, tls.big = getattr(tls, "big", None), None
-        need = s.res_view[0]
-        while True:
-            if big is None or len(big) < need:
-                big = _new_uncleared("char[]", need)
-            rc = self._fetch(key, cmp_len, big, len(big), s.res)
-            if rc == OK:
-                view = memoryview(ffi.buffer(big, s.res_view[0]))
-                tls.lent = (view, big)
-                return view
-            if rc == ENOTFOUND:
-                tls.big = big
-                return None
-            if rc != ETOOSMALL:  # the general path: the lock held here, waits, errors
-                tls.big = big
-                data, _ = self.dict_read(key, cmp_len)
-                return None if data is None else memoryview(data)
-            need = s.res_view[0]
-
-    def recycle(self, view: memoryview) -> None:
-        """Take back a big buffer lent by a read (the value was unpickled)."""
-        tls = self._tls
-        lent = getattr(tls, "lent", None)
-        if lent is not None and lent[0] is view:
-            tls.lent = None
-            try:
-                view.release()
-            except BufferError:  # still exported somewhere: let it keep the buffer
-                return
-            tls.big = lent[1]
+        got = self._read_lent(lambda buf, cap: self._fetch(key, cmp_len, buf, cap, s.res), s)
+        if type(got) is memoryview:
+            return got
+        if got == ENOTFOUND:
+            return None
+        # the general path: the lock held here, waits, errors
+        data, _ = self.dict_read(key, cmp_len)
+        return None if data is None else memoryview(data)
 
     def _map_versions(self) -> None:
         h = self._handle()

@@ -20,7 +20,8 @@ from typing import Any
 from ..errors import CorruptSegmentError
 from ._lib import ffi, lib
 from .heap import Heap
-from .results import ENOTFOUND, OK
+from .heap_base import new_uncleared
+from .results import ENOTFOUND, ETOOSMALL, OK
 from .slices import SLICE_NS
 
 __all__ = ["ANY_LENGTH", "HeapList"]
@@ -29,7 +30,6 @@ __all__ = ["ANY_LENGTH", "HeapList"]
 ANY_LENGTH = (1 << 64) - 1
 _END = (1 << 63) - 1  # an index past any end: insert clamps it to the length
 _READ_KEEP = 4 << 20  # reads grow the per-thread buffer up to this; larger get their own
-_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 def _values(datas: Sequence[bytes]) -> tuple[bytes, Any]:
@@ -67,10 +67,18 @@ class HeapList:
                   lambda held: lib.shms_list_len(h, s.res, held, SLICE_NS))
         return int(s.res_view[0])
 
-    def get(self, i: int) -> tuple[bytes | None, int]:
-        """``(item i's bytes or None past the end, modcount)``; ``i < 0`` from the end."""
+    def get(self, i: int) -> tuple[bytes | memoryview | None, int]:
+        """``(item i's bytes or None past the end, modcount)``; ``i < 0`` from the end.
+        A large item comes in a buffer lent by the heap: give it back with
+        ``Heap.recycle`` once unpickled (HeapBase._read_lent)."""
         h, s = self._heap._ready()
         rc = lib.shms_list_get(h, i, s.buf, s.cap, s.res, 0, SLICE_NS)
+        if rc == ETOOSMALL and s.res_view[0] > _READ_KEEP:
+            got = self._heap._read_lent(lambda buf, cap: lib.shms_list_get(
+                h, i, buf, cap, s.res, 0, SLICE_NS), s)
+            if type(got) is memoryview:
+                return got, s.res_view[1]
+            rc = got  # for the general path below
         if rc != OK:
             rc = self._run("reading a list item", lambda held: lib.shms_list_get(
                 h, i, s.buf, s.cap, s.res, held, SLICE_NS), rc, done=(OK, ENOTFOUND),
@@ -165,7 +173,7 @@ class HeapList:
                 s.grow(need)
                 box[:] = [s.buf, s.cap]
             else:  # a large copy: a buffer of its own, not kept per thread
-                box[:] = [_new_uncleared("char[]", need), need]
+                box[:] = [new_uncleared("char[]", need), need]
 
         self._run("reading the list", call, done=(OK,), grow=grow)
         total, k, mark = int(s.res[0]), int(s.res[1]), int(s.res[2])

@@ -136,12 +136,17 @@ class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOpera
                 return self._slice(i)
             i = self._index_of(i)
         if i >= 0 and self._heap.modcount_view[0] == self._rmark:
-            data = self._rcache.get(i)
-            if data is not None:
-                return loads(data)
+            cached = self._rcache.get(i)
+            if cached is not None:
+                return loads(cached)
         data, mark = self._core.get(_clamp(i))
         if data is None:
             raise IndexError("list index out of range")
+        if isinstance(data, memoryview):  # a large item, in a buffer lent by the heap
+            try:
+                return loads(data)
+            finally:
+                self._heap.recycle(data)
         if i >= 0:
             self._remember(i, data, mark)
         return loads(data)
