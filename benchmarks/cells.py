@@ -382,6 +382,10 @@ class Suite:
                 lambda n, k=key: [d[k] for _ in range(n)], t, 64))
             self.cells[f"shmshare | {what} set (µs)"] = _us(Timed(
                 lambda n, k=key, v=value: [d.__setitem__(k, v) for _ in range(n)], t, 64))
+        lst = shmshare.SharedList([os.urandom(BIG)])
+        self._cleanup.append(lst.detach)
+        self.cells["shmshare | 10 MiB SharedList lst[i] (µs)"] = _us(Timed(
+            lambda n: [lst[0] for _ in range(n)], t, 64))
         q = shmshare.SharedQueue()
         self._cleanup.append(q.detach)
         self.cells["floor | 10 MiB numpy array dumps + loads (µs)"] = _us(Timed(

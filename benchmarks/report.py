@@ -45,6 +45,8 @@ TARGETS = [
            "floor | 10 MiB numpy array loads (µs)", 1.3, "µs"),
     Target("set of a 10 MiB numpy array", "shmshare | 10 MiB numpy array set (µs)",
            "floor | 10 MiB numpy array dumps + memcpy (µs)", 1.3, "µs"),
+    Target("`SharedList` `lst[i]` of a 10 MiB bytes item",
+           "shmshare | 10 MiB SharedList lst[i] (µs)", "floor | 10 MiB loads (µs)", 1.3, "µs"),
     Target("`SharedQueue` put + get of a 10 MiB numpy array",
            "shmshare | 10 MiB numpy array queue put + get (µs)",
            "floor | 10 MiB numpy array dumps + loads (µs)", 1.3, "µs"),
