@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import struct
 import sys
 import weakref
 from typing import Any, NamedTuple
@@ -185,14 +186,18 @@ def stat(shmid: int) -> ShmStat:
     return _shm_stat(out)
 
 
+# shms_stat_t's layout, read in one unpack (its 16 fields one by one cost more than
+# the shmctl); native alignment, as the C compiler lays it out.
+_STAT = struct.Struct("@qqQIIIIIiiqqQqqq")
+assert _STAT.size == ffi.sizeof("shms_stat_t")
+
+
 def _shm_stat(out: Any) -> ShmStat:
-    return ShmStat(
-        key=int(out.key), shmid=int(out.shmid), size=int(out.size), uid=int(out.uid),
-        gid=int(out.gid), cuid=int(out.cuid), cgid=int(out.cgid), mode=int(out.mode),
-        dest=bool(out.dest), locked=bool(out.locked), cpid=int(out.cpid),
-        lpid=int(out.lpid), nattch=int(out.nattch), atime=int(out.atime),
-        dtime=int(out.dtime), ctime=int(out.ctime),
-    )
+    w = _STAT.unpack(ffi.buffer(out))
+    return _new_tuple(ShmStat, (*w[:8], w[8] != 0, w[9] != 0, *w[10:]))
+
+
+_new_tuple = tuple.__new__
 
 
 def set_attrs(shmid: int, *, uid: int = -1, gid: int = -1, mode: int = -1) -> None:

@@ -45,14 +45,13 @@ def named_open(dir: str, path: str, name: str, kind: str, ipcns: int, pidns: int
     one call (src/named.c), which also notes an attach from outside PID namespace
     ``pidns`` (0: unknown) as header.note_pid_namespace does; None when anything
     is not the common case (then nothing is left open, locked or attached)."""
-    # The words the call fills, owned by a destructor from before the call: dropped
-    # at any moment (an interrupt), they unlock and close the key file the call left
-    # open.  A char[] read through a buffer: a first open pays cffi for each new
-    # type it names, and owned_map's is this one.
-    cell = ffi.new("char[]", 8 * lib.SHMS_NAMED_FIELDS)
-    buf = ffi.buffer(cell)
-    buf[0:8] = _NO_FD  # no descriptor yet (0 would be stdin's)
-    owner = ffi.gc(cell, lib.shms_named_release)  # (it keeps cell alive)
+    # The words the call fills, owned by a destructor from the allocation on
+    # (shms_named_words, "no descriptor" in them from the start): dropped at any
+    # moment (an interrupt), they unlock and close the key file the call left open.
+    # A char[] read through a buffer: a first open pays cffi for each new type it
+    # names, and owned_map's is this one.
+    owner = _named_words("char[]", _WORDS_SIZE)
+    buf = ffi.buffer(owner)
     try:
         # The call is the alloc of the object that owns the mapping (owned_map): an
         # interrupt at any point after it drops that object, which detaches.
@@ -69,10 +68,9 @@ def named_open(dir: str, path: str, name: str, kind: str, ipcns: int, pidns: int
         else:
             return None
         w = _WORDS.unpack_from(buf)
-        st = ShmStat(w[8], w[9], w[10], w[11], w[12], w[13], w[14], w[15], w[16] != 0,
-                     w[17] != 0, w[18], w[19], w[20], w[21], w[22], w[23])
+        st = _new_tuple(ShmStat, (*w[8:16], w[16] != 0, w[17] != 0, *w[18:24]))
         att = Attachment(st.shmid, st.size, readonly, ptr)
-        return NamedOpen(w[1], w[2], w[4], w[6], st, att, w[24:32], owner)
+        return _new_tuple(NamedOpen, (w[1], w[2], w[4], w[6], st, att, w[24:32], owner))
     except BaseException:
         # Interrupted (KeyboardInterrupt) after the call: the key file is released
         # here; the mapping by its owner, now or when dropped.
@@ -80,8 +78,10 @@ def named_open(dir: str, path: str, name: str, kind: str, ipcns: int, pidns: int
         raise
 
 
-_NO_FD = (-1).to_bytes(8, "little", signed=True)
 _STATUS = int(lib.SHMS_NAMED_STATUS)
+_WORDS_SIZE = 8 * int(lib.SHMS_NAMED_FIELDS)
+_named_words = ffi.new_allocator(lib.shms_named_words, lib.shms_named_free, False)
+_new_tuple = tuple.__new__
 
 
 def named_release(got: NamedOpen) -> None:
@@ -93,13 +93,11 @@ def open_fd(path: str, flags: int, mode: int) -> tuple[int, Any]:
     """``os.open``, the descriptor owned from the instant it exists: ``(fd, owner)``,
     where dropping ``owner`` or :func:`release_fd` unlocks (flock) and closes it,
     once.  An interrupt at any point leaks nothing.  OSError as ``os.open``."""
-    cell = ffi.new("int64_t[1]")
-    cell[0] = -1
-    owner = ffi.gc(cell, lib.shms_named_release)
+    owner = _named_words("char[]", 8)  # -1 in it: no descriptor yet
     rc = lib.shms_open_fd(path.encode(), flags, mode, owner)
     if rc:
         raise OSError(rc, f"{errno.errorcode.get(rc, rc)}: cannot open {path!r}", path)
-    return int(cell[0]), owner
+    return int(ffi.cast("int64_t *", owner)[0]), owner
 
 
 def release_fd(owner: Any) -> None:

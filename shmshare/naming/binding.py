@@ -139,7 +139,7 @@ def _release_last(b: Binding) -> None:
     if MAPPED.get(b.shmid) is b.attachment:
         del MAPPED[b.shmid]  # released: never shared again, even while views keep it mapped
     try:
-        if b.key_path is not None and not b.persist and not b.removed:
+        if b._key_path is not None and not b.persist and not b.removed:
             _detach_removing_if_last(b)
     finally:
         if b.attachment.attached and not b.attachment.views_alive(collect=False):
@@ -169,7 +169,7 @@ def names_us(kf: KeyFile, b: Binding) -> bool:
 
 
 def _detach_removing_if_last(b: Binding) -> None:
-    assert b.key_path is not None and b.header is not None
+    assert b._key_path is not None and b.header is not None
     if not b.attachment.views_alive(collect=False):
         # Not the last, decided without the lock: whoever brings nattch to 0 sees
         # 0 after its own shmdt (nattch only grows by an attach, and one by name
@@ -181,7 +181,7 @@ def _detach_removing_if_last(b: Binding) -> None:
             return
         if st.nattch or st.dest:
             return
-    with KeyFile.locked(b.key_path, create=False) as kf:
+    with KeyFile.locked(b._key_path, create=False) as kf:  # (a str: no pathlib per detach)
         # A key file that is gone or names another incarnation stays as it is;
         # the segment is still ours, and nobody can find it by name any more.
         named = kf is not None and names_us(kf, b)

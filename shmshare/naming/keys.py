@@ -221,8 +221,8 @@ def _plain_record(data: bytes) -> KeyRecord | None:
 class KeyFile:
     """An open, ``flock``-ed key file; use through :meth:`locked`."""
 
-    def __init__(self, path: Path, fd: int, st: os.stat_result) -> None:
-        self._path = path
+    def __init__(self, path: Path | str, fd: int, st: os.stat_result) -> None:
+        self._path = path  # a Path made on first use: a detach's removal needs none
         self.fd = fd
         self.dev = st.st_dev
         self.ino = st.st_ino
@@ -230,11 +230,13 @@ class KeyFile:
 
     @property
     def path(self) -> Path:
+        if isinstance(self._path, str):
+            self._path = Path(self._path)
         return self._path
 
     @classmethod
     @contextmanager
-    def locked(cls, path: Path, *, create: bool, mode: int = 0o600,
+    def locked(cls, path: Path | str, *, create: bool, mode: int = 0o600,
                blocking: bool = True, timeout: float = LOCK_TIMEOUT) -> Iterator[KeyFile | None]:
         """Yield the key file at ``path`` locked exclusively.
 
@@ -320,12 +322,12 @@ class KeyFile:
     def unlink(self) -> None:
         """Remove the key file; only once its segment is gone (we hold the lock)."""
         try:
-            os.unlink(self.path)
+            os.unlink(self._path)
         except FileNotFoundError:
             pass
 
 
-def _flock(fd: int, blocking: bool, deadline: Deadline, path: Path) -> bool:
+def _flock(fd: int, blocking: bool, deadline: Deadline, path: Path | str) -> bool:
     """Take LOCK_EX on ``fd``, polling so a stopped holder cannot hang us forever."""
     from .._core.slices import pauses
 

@@ -4,6 +4,8 @@
 #define SHMS_NAMED_SLOW ...
 #define SHMS_MAP_NOT_RUN ...
 void shms_named_release(void *words);
+void *shms_named_words(size_t size);
+void shms_named_free(void *words);
 int shms_open_fd(const char *path, int flags, int mode, void *words);
 int64_t shms_map_shmat(int64_t shmid, int readonly, int64_t *status);
 int64_t shms_map_named(const char *dir, const char *path, const char *name, const char *kind,

@@ -263,6 +263,24 @@ void shms_named_release(void *words)
     close(fd);
 }
 
+/* The words of a named open, made by cffi's allocator (_core/named.py):
+ * zeroed but for out[0] = -1 (no descriptor), so that dropping them at any
+ * moment -- before the open, or after it left the key file open and locked
+ * -- releases exactly what they hold, with shms_named_free. */
+void *shms_named_words(size_t size)
+{
+    int64_t *out = size >= sizeof *out ? calloc(1, size) : NULL;
+    if (out)
+        out[0] = -1;
+    return out;
+}
+
+void shms_named_free(void *words)
+{
+    shms_named_release(words);
+    free(words);
+}
+
 /* open(2) into cell[0] (-1 before and on failure); 0 or errno.  With the cell
  * owned by shms_named_release (ffi.gc) before this call, the descriptor has an
  * owner from the instant it exists: no interrupt can leak it. */

@@ -74,6 +74,8 @@ typedef struct {
 } shms_named_req_t;
 int shms_named_open(const shms_named_req_t *r, int64_t *out);
 void shms_named_release(void *words);
+void *shms_named_words(size_t size);
+void shms_named_free(void *words);
 int shms_open_fd(const char *path, int flags, int mode, void *words);
 
 /* ---- owned_map.c ---- */
