@@ -386,6 +386,9 @@ class Suite:
         self._cleanup.append(lst.detach)
         self.cells["shmshare | 10 MiB SharedList lst[i] (µs)"] = _us(Timed(
             lambda n: [lst[0] for _ in range(n)], t, 64))
+        item = os.urandom(BIG)
+        self.cells["shmshare | 10 MiB SharedList lst[i] = v (µs)"] = _us(Timed(
+            lambda n: [lst.__setitem__(0, item) for _ in range(n)], t, 64))
         q = shmshare.SharedQueue()
         self._cleanup.append(q.detach)
         self.cells["floor | 10 MiB numpy array dumps + loads (µs)"] = _us(Timed(

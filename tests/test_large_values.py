@@ -325,3 +325,33 @@ lst.detach()
                 lst[0] = str(i % 10).encode() * (5 * MIB)
             _, err = child.communicate(timeout=60)
         assert child.returncode == 0, err
+
+
+def test_list_large_items_are_written_in_one_copy() -> None:
+    from shmshare import SharedList
+    from shmshare.objects.codec import large_parts
+
+    big, a, ba = b"w" * (8 * MIB), _array(8 * MIB), bytearray(b"y" * (2 * MIB))
+    head, data, tail = large_parts(big)  # type: ignore[misc]
+    assert head + bytes(data) + tail == pickle.dumps(big, protocol=5)  # byte for byte
+    with SharedList() as lst:
+        lst.append(big)
+        lst.append(a)
+        lst.insert(0, ba)
+        assert [type(x) for x in lst] == [bytearray, bytes, np.ndarray]
+        assert lst[1] == big and np.array_equal(lst[2], a) and lst[0] == ba
+        lst[1] = a  # the heap has room now: measured without growth
+        lst[2] = big
+        for op in (lambda: lst.__setitem__(1, a), lambda: lst.append(big),
+                   lambda: lst.insert(1, a)):
+            _, peak = _peak(op)
+            assert peak < MIB, f"{peak} bytes allocated to store an 8 MiB item"
+        assert [type(x) for x in lst] == [bytearray, np.ndarray, np.ndarray, bytes, bytes]
+        assert np.array_equal(lst[2], a) and lst[3] == big and lst[-1] == big
+        assert pickle.loads(bytes(lst._raw(3, 4)[0])) == big  # an ordinary pickle
+        assert lst.pop() == big and np.array_equal(lst.pop(1), a)
+        del lst[-1]
+        assert lst._heap._tls.lent is None  # every lent buffer given back
+        with pytest.raises(IndexError):
+            lst[10] = a
+        assert len(lst) == 2

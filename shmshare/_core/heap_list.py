@@ -71,35 +71,32 @@ class HeapList:
         """``(item i's bytes or None past the end, modcount)``; ``i < 0`` from the end.
         A large item comes in a buffer lent by the heap: give it back with
         ``Heap.recycle`` once unpickled (HeapBase._read_lent)."""
+        return self._copy_item(lib.shms_list_get, i, "reading a list item", 1)
+
+    def pop(self, i: int) -> tuple[bytes | memoryview | None, int]:
+        """``(item i's bytes, removed; or None if out of range, the length)``; a
+        large item lent, as by :meth:`get`."""
+        return self._copy_item(lib.shms_list_pop, i, "popping a list item", 2)
+
+    def _copy_item(self, op: Callable[..., int], i: int, what: str,
+                   at: int) -> tuple[bytes | memoryview | None, int]:
+        # op(h, i, buf, cap, res, held, ns): item i copied out (too small: nothing
+        # done, res[0] the length needed); with res[at] returned beside it.
         h, s = self._heap._ready()
-        rc = lib.shms_list_get(h, i, s.buf, s.cap, s.res, 0, SLICE_NS)
+        rc = op(h, i, s.buf, s.cap, s.res, 0, SLICE_NS)
         if rc == ETOOSMALL and s.res_view[0] > _READ_KEEP:
-            got = self._heap._read_lent(lambda buf, cap: lib.shms_list_get(
-                h, i, buf, cap, s.res, 0, SLICE_NS), s)
+            got = self._heap._read_lent(lambda buf, cap: op(h, i, buf, cap, s.res, 0,
+                                                            SLICE_NS), s)
             if type(got) is memoryview:
-                return got, s.res_view[1]
+                return got, s.res_view[at]
             rc = got  # for the general path below
         if rc != OK:
-            rc = self._run("reading a list item", lambda held: lib.shms_list_get(
-                h, i, s.buf, s.cap, s.res, held, SLICE_NS), rc, done=(OK, ENOTFOUND),
-                grow=lambda: s.grow(int(s.res[0])))
+            rc = self._run(what, lambda held: op(h, i, s.buf, s.cap, s.res, held, SLICE_NS),
+                           rc, done=(OK, ENOTFOUND), grow=lambda: s.grow(int(s.res[0])))
             if rc == ENOTFOUND:
-                return None, 0
+                return None, s.res_view[at]
         res = s.res_view
-        return ffi.unpack(s.buf, res[0]), res[1]
-
-    def pop(self, i: int) -> tuple[bytes | None, int]:
-        """``(item i's bytes, removed; or None if out of range, the length)``."""
-        h, s = self._heap._ready()
-        rc = lib.shms_list_pop(h, i, s.buf, s.cap, s.res, 0, SLICE_NS)
-        if rc != OK:
-            rc = self._run("popping a list item", lambda held: lib.shms_list_pop(
-                h, i, s.buf, s.cap, s.res, held, SLICE_NS), rc, done=(OK, ENOTFOUND),
-                grow=lambda: s.grow(int(s.res[0])))
-            if rc == ENOTFOUND:
-                return None, int(s.res_view[2])
-        res = s.res_view
-        return ffi.unpack(s.buf, res[0]), res[2]
+        return ffi.unpack(s.buf, res[0]), res[at]
 
     def set(self, i: int, data: bytes) -> bool:
         """Store item i; False if ``i`` is out of range."""
@@ -117,12 +114,36 @@ class HeapList:
         if rc != OK:
             self._run("inserting a list item", lambda held: lib.shms_list_insert(
                 h, i, data, n, held, SLICE_NS), rc)
-        heap = self._heap
-        if heap._extents_view[0] != heap._extents_seen:
-            heap._note_growth()
+        self._note_growth()
 
     def append(self, data: bytes) -> None:
         self.insert(_END, data)
+
+    def set_parts(self, i: int, head: bytes, data: Any, tail: bytes) -> bool:
+        """:meth:`set` of the item ``head + data + tail``, ``data`` any contiguous
+        buffer, copied once (a split item: heap_split.py)."""
+        h, s = self._heap._ready()
+        with ffi.from_buffer(data) as p:
+            n = len(p)
+            rc = self._run("storing a list item", lambda held: lib.shms_list_set_parts(
+                h, i, head, len(head), p, n, tail, len(tail), s.res, held, SLICE_NS),
+                done=(OK, ENOTFOUND))
+        self._note_growth()
+        return rc == OK
+
+    def insert_parts(self, i: int, head: bytes, data: Any, tail: bytes) -> None:
+        """:meth:`insert` of the item ``head + data + tail`` (see :meth:`set_parts`)."""
+        h = self._heap._handle()
+        with ffi.from_buffer(data) as p:
+            n = len(p)
+            self._run("inserting a list item", lambda held: lib.shms_list_insert_parts(
+                h, i, head, len(head), p, n, tail, len(tail), held, SLICE_NS))
+        self._note_growth()
+
+    def _note_growth(self) -> None:
+        heap = self._heap
+        if heap._extents_view[0] != heap._extents_seen:
+            heap._note_growth()
 
     def splice(self, start: int, stop: int, datas: Sequence[bytes], expect: int) -> None:
         """Items ``start..stop-1`` replaced by ``datas`` (``start < 0``: appended);

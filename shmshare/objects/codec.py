@@ -47,7 +47,8 @@ import pickle
 import struct
 from typing import Any
 
-__all__ = ["SPLIT_MIN", "decode_key", "dumps", "encode_key", "loads", "split_pickle"]
+__all__ = ["PLAIN_TYPES", "SPLIT_MIN", "decode_key", "dumps", "encode_key", "large_parts", "loads",
+           "split_pickle"]
 
 _TAG = 0xFF  # never occurs in UTF-8, so it cannot start a str key
 _INT, _FLOAT, _COMPLEX, _BYTES, _NONE, _TUPLE, _FSET, _STR, _RATIO, _OBJ = (
@@ -217,6 +218,27 @@ def split_pickle(value: Any) -> tuple[bytes, memoryview | bytearray, bytes] | No
     if at is None or at > _I32_MAX - 17:
         return None
     return _split_head(body[:at], data.nbytes), data, body[at + 1:]
+
+
+#: Types whose values :func:`large_parts` never splits: a caller on a hot path
+#: may skip the call for them.
+PLAIN_TYPES = frozenset((int, str, float, bool, type(None), tuple, list, dict, set))
+_BYTES_MIN = 64 * 1024  # = _core._hotpath.DIRECT_BYTES_MIN: pickle writes these unframed
+_U32_MAX = (1 << 32) - 1
+
+
+def large_parts(value: Any) -> tuple[bytes, Any, bytes] | None:
+    """``(head, data, tail)`` for a store that writes ``head + data + tail`` in one
+    copy of ``data``: a large array or bytearray split (:func:`split_pickle`), or
+    a bytes object of 64 KiB or more as exactly the pickle ``pickle.dumps(b, 5)``
+    makes of it (PROTO 5, BINBYTES and its length, the bytes, MEMOIZE, STOP);
+    else None (pickle it whole)."""
+    if type(value) is bytes:
+        n = len(value)
+        if not _BYTES_MIN <= n <= _U32_MAX:
+            return None
+        return b"\x80\x05B" + n.to_bytes(4, "little"), value, b"\x94."
+    return split_pickle(value)
 
 
 def _split_head(before: bytes, n: int) -> bytes:

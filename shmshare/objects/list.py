@@ -39,7 +39,7 @@ from .._core.heap import Heap
 from .._core.heap_dict import READ_CACHE_MAX_BYTES as _CACHE_MAX_BYTES  # this cache's cap too
 from .._core.heap_list import ANY_LENGTH, HeapList
 from ..segment import Segment
-from .codec import _PICKLE_REFUSED, dumps, loads
+from .codec import _PICKLE_REFUSED, PLAIN_TYPES, dumps, large_parts, loads
 from .heap_object import _CACHE_MAX_VALUE, HeapObject
 from .list_operators import ListOperators
 from .options import refuse_str_data
@@ -143,10 +143,7 @@ class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOpera
         if data is None:
             raise IndexError("list index out of range")
         if isinstance(data, memoryview):  # a large item, in a buffer lent by the heap
-            try:
-                return loads(data)
-            finally:
-                self._heap.recycle(data)
+            return self._loaded_lent(data)
         if i >= 0:
             self._remember(i, data, mark)
         return loads(data)
@@ -181,8 +178,10 @@ class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOpera
                 plan[i] = range(-1, -1 - len(encoded), -1)  # raises as list does
                 self._core.rebuild(plan, encoded, n)
             return
-        data = dumps(value)
-        if not self._core.set(_clamp(self._index_of(i)), data):
+        parts = large_parts(value) if type(value) not in PLAIN_TYPES else None
+        data = dumps(value) if parts is None else b""  # pickled first, as always
+        i = _clamp(self._index_of(i))
+        if not (self._core.set(i, data) if parts is None else self._core.set_parts(i, *parts)):
             raise IndexError("list assignment index out of range")
 
     def __delitem__(self, i: Any) -> None:
@@ -198,12 +197,17 @@ class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOpera
                 if len(plan) != n:
                     self._core.rebuild(plan, [], n)
             return
-        if self._core.pop(_clamp(self._index_of(i)))[0] is None:
+        data = self._core.pop(_clamp(self._index_of(i)))[0]
+        if data is None:
             raise IndexError("list assignment index out of range")
+        if type(data) is memoryview:
+            self._heap.recycle(data)  # a large item's buffer, lent: given back unread
 
     def insert(self, index: SupportsIndex, value: Any) -> None:
         i = index if type(index) is int and -_I64 <= index < _I64 else _clamp(
             self._index_of(index))
+        if type(value) not in PLAIN_TYPES and self._insert_large(i, value):
+            return
         try:
             data = _pickle_dumps(value, 5)
         except _PICKLE_REFUSED:
@@ -213,12 +217,23 @@ class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOpera
 
     def append(self, value: Any) -> None:
         # codec.dumps and HeapList.append inlined: the hot path.
+        if type(value) not in PLAIN_TYPES and self._insert_large(_END, value):
+            return
         try:
             data = _pickle_dumps(value, 5)
         except _PICKLE_REFUSED:
             data = dumps(value)  # cloudpickle, or the same error
         if self._heap.list_push(_END, data, len(data)):
             self._core.append(data)  # the general path: growth, waits, errors
+
+    def _insert_large(self, i: int, value: Any) -> bool:
+        """Insert a large bytes, bytearray or array value in one copy of its data
+        (codec.large_parts); False: not one, insert it pickled."""
+        parts = large_parts(value)
+        if parts is None:
+            return False
+        self._core.insert_parts(i, *parts)
+        return True
 
     def extend(self, values: Iterable[Any]) -> None:
         if values is self:
@@ -233,7 +248,14 @@ class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOpera
         data, n = self._core.pop(i)
         if data is None:
             raise IndexError("pop from empty list" if n == 0 else "pop index out of range")
-        return loads(data)
+        return self._loaded_lent(data) if isinstance(data, memoryview) else loads(data)
+
+    def _loaded_lent(self, data: memoryview) -> Any:
+        """A large item, unpickled from the buffer the heap lent it in."""
+        try:
+            return loads(data)
+        finally:
+            self._heap.recycle(data)
 
     def remove(self, value: Any) -> None:
         with self.lock:

@@ -83,20 +83,38 @@ shms_litem_t *shms_litem_at(shms_heap_t *h, uint64_t ref)
                ? b : NULL;
 }
 
-int shms_litem_make(shms_heap_t *h, const char *val, uint64_t vlen, uint64_t *ref)
+static int make_item(shms_heap_t *h, const char *head, uint64_t hlen, const char *val,
+                     uint64_t vlen, const char *tail, uint64_t tlen, uint64_t *ref)
 {
     shms_litem_t *b;
+    uint64_t n = hlen + vlen + tlen;
     int rc;
-    if (vlen > (1ULL << 46))
+    if (vlen > (1ULL << 46) || n > (1ULL << 46))
         return ENOMEM;
-    if ((rc = shms_alloc(h, sizeof *b + vlen, ref)))
+    if ((rc = shms_alloc(h, sizeof *b + n, ref)))
         return rc;
     b = shms_ptr(h, *ref);
-    b->vlen = vlen;
-    b->tag = shms_litem_tag(*ref, vlen);
+    b->vlen = n;
+    b->tag = shms_litem_tag(*ref, n);
+    if (hlen)
+        memcpy(b + 1, head, hlen);
     if (vlen)
-        memcpy(b + 1, val, vlen);
+        memcpy((char *)(b + 1) + hlen, val, vlen);
+    if (tlen)
+        memcpy((char *)(b + 1) + hlen + vlen, tail, tlen);
     return 0;
+}
+
+int shms_litem_make(shms_heap_t *h, const char *val, uint64_t vlen, uint64_t *ref)
+{
+    return make_item(h, NULL, 0, val, vlen, NULL, 0, ref);
+}
+
+int shms_litem_make_of(shms_heap_t *h, const lop_t *o, uint64_t t, uint64_t off, uint64_t *ref)
+{
+    if (o->vhead && o->nvals == 1)
+        return make_item(h, o->vhead, o->vhlen, o->vals, o->vlens[0], o->vtail, o->vtlen, ref);
+    return make_item(h, NULL, 0, o->vals + off, o->vlens[t], NULL, 0, ref);
 }
 
 static void publish(shms_heap_t *h, shms_lrec_t *r, uint64_t n)
@@ -134,9 +152,9 @@ static void free_run(shms_heap_t *h, const shms_larr_t *a, uint64_t hn, uint64_t
 /* Items [start, stop) replaced by the nvals values, in a new ref array of
  * room for grown_cap(n'): the rebuild commit.  The removed run is checked. */
 static int rebuild_splice(shms_heap_t *h, shms_lrec_t *r, shms_larr_t *a, uint64_t start,
-                          uint64_t stop, const char *vals, const uint64_t *vlens,
-                          uint64_t nvals)
+                          uint64_t stop, const lop_t *o)
 {
+    uint64_t nvals = o ? o->nvals : 0;
     uint64_t n = shms_hn_n(a->hn), nn = n - (stop - start) + nvals, ncap, ref, oldref = r->arr;
     uint64_t *old = shms_lrefs(a), *nr, t, off = 0;
     shms_larr_t *na;
@@ -153,13 +171,13 @@ static int rebuild_splice(shms_heap_t *h, shms_lrec_t *r, shms_larr_t *a, uint64
     na->hn = shms_hn(0, nn);
     nr = shms_lrefs(na);
     for (t = 0; t < nvals; t++) {
-        if ((rc = shms_litem_make(h, vals + off, vlens[t], &nr[start + t]))) {
+        if ((rc = shms_litem_make_of(h, o, t, off, &nr[start + t]))) {
             while (t--)
                 shms_free(h, nr[start + t]);
             shms_free(h, ref);
             return rc;
         }
-        off += vlens[t];
+        off += o->vlens[t];
     }
     for (t = 0; t < start; t++)
         nr[t] = old[shms_lslot(a, t)];
@@ -175,9 +193,9 @@ static int rebuild_splice(shms_heap_t *h, shms_lrec_t *r, shms_larr_t *a, uint64
 /* Items [start, stop) replaced by the values: in place when the change is at
  * an end and fits (or, shrinking, keeps a quarter of the slots used). */
 int shms_list_splice_in(shms_heap_t *h, shms_lrec_t *r, shms_larr_t *a, uint64_t start,
-                  uint64_t stop, const char *vals, const uint64_t *vlens, uint64_t nvals)
+                        uint64_t stop, const lop_t *o)
 {
-    uint64_t hn = a->hn, head = shms_hn_head(hn), n = shms_hn_n(hn), cap = a->cap;
+    uint64_t nvals = o ? o->nvals : 0, hn = a->hn, head = shms_hn_head(hn), n = shms_hn_n(hn), cap = a->cap;
     uint64_t nn = n - (stop - start) + nvals, *refs = shms_lrefs(a), t, off = 0, s;
     int rc;
     int grow_end = start == n && stop == n, grow_front = start == 0 && stop == 0 && n;
@@ -198,20 +216,20 @@ int shms_list_splice_in(shms_heap_t *h, shms_lrec_t *r, shms_larr_t *a, uint64_t
         for (t = 0; t < nvals; t++) {
             /* end: slots n..; front: slots head-nvals.. (mod cap) */
             s = grow_end ? shms_lslot(a, n + t) : (head + cap - nvals + t) % cap;
-            if ((rc = shms_litem_make(h, vals + off, vlens[t], &refs[s]))) {
+            if ((rc = shms_litem_make_of(h, o, t, off, &refs[s]))) {
                 while (t--)
                     shms_free(h, refs[grow_end ? shms_lslot(a, n + t)
                                                : (head + cap - nvals + t) % cap]);
                 return rc;
             }
-            off += vlens[t];
+            off += o->vlens[t];
         }
         shms_store64(&a->hn, grow_end ? shms_hn(head, nn)             /* commit */
                                       : shms_hn((head + cap - nvals) % cap, nn));
         publish(h, r, nn);
         return 0;
     }
-    return rebuild_splice(h, r, a, start, stop, vals, vlens, nvals);
+    return rebuild_splice(h, r, a, start, stop, o);
 }
 
 

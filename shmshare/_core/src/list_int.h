@@ -76,6 +76,8 @@ typedef struct {
     const char *vals;                   /* values, concatenated */
     const uint64_t *vlens;
     uint64_t nvals;
+    const char *vhead, *vtail;          /* one value stored as vhead, vals, vtail */
+    uint64_t vhlen, vtlen;              /* (a split item: dict_split.c) */
     const int64_t *plan;                /* rebuild: the new list */
     uint64_t m, expect;                 /* plan length; the length it was made for */
     char *out;
@@ -91,8 +93,11 @@ typedef struct {
 int shms_list_of(shms_heap_t *h, shms_lrec_t **rp, shms_larr_t **ap);
 shms_litem_t *shms_litem_at(shms_heap_t *h, uint64_t ref);
 int shms_litem_make(shms_heap_t *h, const char *val, uint64_t vlen, uint64_t *ref);
+/* Value t of o (at offset off of o->vals) as a new item block. */
+int shms_litem_make_of(shms_heap_t *h, const lop_t *o, uint64_t t, uint64_t off, uint64_t *ref);
+/* o's values (o NULL: none) in place of items [start, stop). */
 int shms_list_splice_in(shms_heap_t *h, shms_lrec_t *r, shms_larr_t *a, uint64_t start,
-                        uint64_t stop, const char *vals, const uint64_t *vlens, uint64_t nvals);
+                        uint64_t stop, const lop_t *o);
 int shms_list_rebuild_body(shms_heap_t *h, void *arg);
 
 /* list_fix.c */

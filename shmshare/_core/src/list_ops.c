@@ -80,7 +80,7 @@ static int set_body(shms_heap_t *h, void *arg)
     slot = &shms_lrefs(a)[shms_lslot(a, (uint64_t)i)];
     if (!shms_litem_at(h, old = *slot))
         return SHMS_EDAMAGED;
-    if ((rc = shms_litem_make(h, o->vals, o->vlens[0], &ref)))
+    if ((rc = shms_litem_make_of(h, o, 0, 0, &ref)))
         return rc;
     shms_store64(slot, ref);                              /* commit */
     shms_free(h, old);
@@ -104,7 +104,7 @@ static int insert_body(shms_heap_t *h, void *arg)
         i = 0;
     if ((uint64_t)i > n)
         i = (int64_t)n;
-    return shms_list_splice_in(h, r, a, (uint64_t)i, (uint64_t)i, o->vals, o->vlens, 1);
+    return shms_list_splice_in(h, r, a, (uint64_t)i, (uint64_t)i, o);
 }
 
 /* Item i copied out (as get_body) and removed. */
@@ -119,7 +119,7 @@ static int pop_body(shms_heap_t *h, void *arg)
         return rc;
     shms_list_of(h, &r, &a);
     i = norm(o->i, o->res[2]);
-    return shms_list_splice_in(h, r, a, (uint64_t)i, (uint64_t)i + 1, NULL, NULL, 0);
+    return shms_list_splice_in(h, r, a, (uint64_t)i, (uint64_t)i + 1, NULL);
 }
 
 /* Items [i, j) replaced by the values; i < 0: at the end (extend).  The
@@ -137,10 +137,10 @@ static int splice_body(shms_heap_t *h, void *arg)
     if (o->expect != UINT64_MAX && o->expect != n)
         return EINVAL;
     if (o->i < 0)
-        return shms_list_splice_in(h, r, a, n, n, o->vals, o->vlens, o->nvals);
+        return shms_list_splice_in(h, r, a, n, n, o);
     if (o->j < o->i || (uint64_t)o->j > n)
         return EINVAL;
-    return shms_list_splice_in(h, r, a, (uint64_t)o->i, (uint64_t)o->j, o->vals, o->vlens, o->nvals);
+    return shms_list_splice_in(h, r, a, (uint64_t)o->i, (uint64_t)o->j, o);
 }
 
 static int clear_body(shms_heap_t *h, void *arg)
@@ -151,7 +151,7 @@ static int clear_body(shms_heap_t *h, void *arg)
     (void)arg;
     if (rc)
         return rc;
-    return shms_list_splice_in(h, r, a, 0, shms_hn_n(a->hn), NULL, NULL, 0);
+    return shms_list_splice_in(h, r, a, 0, shms_hn_n(a->hn), NULL);
 }
 
 /* Items [i, min(j, n)) into out: k lengths (uint64), then their bytes;
@@ -235,6 +235,24 @@ int shms_list_insert(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen, 
                      int64_t timeout_ns)
 {
     lop_t o = {.i = i, .vals = val, .vlens = &vlen, .nvals = 1};
+    return shms_run_op(h, held, timeout_ns, insert_body, &o);
+}
+
+int shms_list_set_parts(shms_heap_t *h, int64_t i, const char *head, uint64_t hlen,
+                        const char *val, uint64_t vlen, const char *tail, uint64_t tlen,
+                        uint64_t *res, int held, int64_t timeout_ns)
+{
+    lop_t o = {.i = i, .vals = val, .vlens = &vlen, .nvals = 1, .vhead = head, .vhlen = hlen,
+               .vtail = tail, .vtlen = tlen, .res = res};
+    return shms_run_op(h, held, timeout_ns, set_body, &o);
+}
+
+int shms_list_insert_parts(shms_heap_t *h, int64_t i, const char *head, uint64_t hlen,
+                           const char *val, uint64_t vlen, const char *tail, uint64_t tlen,
+                           int held, int64_t timeout_ns)
+{
+    lop_t o = {.i = i, .vals = val, .vlens = &vlen, .nvals = 1, .vhead = head, .vhlen = hlen,
+               .vtail = tail, .vtlen = tlen};
     return shms_run_op(h, held, timeout_ns, insert_body, &o);
 }
 

@@ -298,6 +298,14 @@ int shms_list_set(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen, uin
                   int held, int64_t timeout_ns);
 int shms_list_insert(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen, int held,
                      int64_t timeout_ns);
+/* As shms_list_set / shms_list_insert, the value stored as head, val, tail
+ * (a split item, dict_split.c: one copy of val, from where it lies). */
+int shms_list_set_parts(shms_heap_t *h, int64_t i, const char *head, uint64_t hlen,
+                        const char *val, uint64_t vlen, const char *tail, uint64_t tlen,
+                        uint64_t *res, int held, int64_t timeout_ns);
+int shms_list_insert_parts(shms_heap_t *h, int64_t i, const char *head, uint64_t hlen,
+                           const char *val, uint64_t vlen, const char *tail, uint64_t tlen,
+                           int held, int64_t timeout_ns);
 int shms_list_push(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen);
 int shms_list_splice(shms_heap_t *h, int64_t start, int64_t stop, const char *vals,
                      const uint64_t *vlens, uint64_t nvals, uint64_t expect, int held,
