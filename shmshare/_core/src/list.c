@@ -195,7 +195,8 @@ static int rebuild_splice(shms_heap_t *h, shms_lrec_t *r, shms_larr_t *a, uint64
 int shms_list_splice_in(shms_heap_t *h, shms_lrec_t *r, shms_larr_t *a, uint64_t start,
                         uint64_t stop, const lop_t *o)
 {
-    uint64_t nvals = o ? o->nvals : 0, hn = a->hn, head = shms_hn_head(hn), n = shms_hn_n(hn), cap = a->cap;
+    uint64_t nvals = o ? o->nvals : 0, hn = a->hn, head = shms_hn_head(hn);
+    uint64_t n = shms_hn_n(hn), cap = a->cap;
     uint64_t nn = n - (stop - start) + nvals, *refs = shms_lrefs(a), t, off = 0, s;
     int rc;
     int grow_end = start == n && stop == n, grow_front = start == 0 && stop == 0 && n;
