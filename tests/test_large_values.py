@@ -355,3 +355,20 @@ def test_list_large_items_are_written_in_one_copy() -> None:
         with pytest.raises(IndexError):
             lst[10] = a
         assert len(lst) == 2
+
+
+def test_update_splits_large_values_and_stays_atomic() -> None:
+    a, big = _array(8 * MIB), b"u" * (8 * MIB)
+    with SharedDict() as d:
+        d.update(a=a, b=big, c=1)
+        assert np.array_equal(d["a"], a) and d["b"] == big and d["c"] == 1
+        _, peak = _peak(lambda: d.update({"a": a, "b": big}))
+        assert peak < MIB, f"update allocated {peak} bytes for 16 MiB of values"
+        with pytest.raises(Exception):
+            d.update(a=a * 0, bad=_Unpicklable())
+        assert np.array_equal(d["a"], a) and "bad" not in d  # nothing written
+
+
+class _Unpicklable:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        raise TypeError("not picklable, on purpose")

@@ -217,12 +217,12 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
         """Like dict.update; atomic: all values are pickled first, then written under the lock."""
         pairs = _pairs(other)
         pairs.extend(kwargs.items())
-        encoded = [(*encode_key(k), dumps(v)) for k, v in pairs]
+        encoded = [(*encode_key(k), self._encoded(v)) for k, v in pairs]
         if not encoded:
             return
         with self._lock:
             for kb, n, vb in encoded:
-                self._heap.dict_set(kb, n, vb, held=True)
+                self._write(kb, n, vb, held=True)
 
     def copy(self) -> dict[K, V]:
         """A plain dict with a consistent snapshot of the items."""

@@ -17,7 +17,7 @@ from ..errors import CorruptSegmentError
 from ..naming.header import HEADER_SIZE, Header
 from ..naming.lifecycle import register_destroy_hook
 from ..segment import Segment
-from .codec import dumps, encode_key, loads, split_pickle
+from .codec import PLAIN_TYPES, dumps, encode_key, large_parts, loads
 from .lock import ObjectLock
 from .shared_object import SharedObject
 
@@ -150,15 +150,31 @@ class HeapObject(SharedObject):
     # one read of shared memory and a local dict lookup, without the lock;
     # values are still unpickled per read, so callers get copies as always.
 
+    def _encoded(self, value: Any) -> bytes | tuple[bytes, Any, bytes]:
+        """``value`` as the store takes it: pickled, or, a large bytes, bytearray
+        or array on a heap, the three parts of its pickle (codec.large_parts: its
+        data copied once, by the store)."""
+        if self._store_parts is not None and type(value) not in PLAIN_TYPES:
+            parts = large_parts(value)
+            if parts is not None:
+                return parts
+        return dumps(value)
+
     def _store(self, kb: bytes, n: int, value: Any) -> None:
-        """Store ``value`` under the encoded key: pickled, or, a large array or
-        bytearray on a heap, split (codec.split_pickle: its data copied once)."""
-        store_parts = self._store_parts
-        parts = split_pickle(value) if store_parts is not None else None
-        if parts is None or store_parts is None:
-            self._heap.dict_store(kb, n, dumps(value))
+        """Store ``value`` under the encoded key (:meth:`_encoded`, :meth:`_write`)."""
+        self._write(kb, n, self._encoded(value))
+
+    def _write(self, kb: bytes, n: int, data: bytes | tuple[bytes, Any, bytes], *,
+               held: bool = False) -> None:
+        """Store what :meth:`_encoded` made under the encoded key."""
+        if isinstance(data, bytes):
+            if held:
+                self._heap.dict_set(kb, n, data, held=True)
+            else:
+                self._heap.dict_store(kb, n, data)
         else:
-            store_parts(kb, n, *parts)
+            assert self._store_parts is not None
+            self._store_parts(kb, n, *data, held=held)
 
     def _loaded(self, data: Any) -> Any:
         """The object ``_read`` returned the stored form of (not None)."""
