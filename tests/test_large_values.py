@@ -372,3 +372,32 @@ def test_update_splits_large_values_and_stays_atomic() -> None:
 class _Unpicklable:
     def __reduce__(self):  # type: ignore[no-untyped-def]
         raise TypeError("not picklable, on purpose")
+
+
+# -- what a thread keeps after a large read -----------------------------------------
+
+
+def test_a_large_read_does_not_grow_the_thread_for_good(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from shmshare import SharedQueue
+    from shmshare._core import heap_base
+
+    item = {"blob": b"z" * (6 * MIB)}  # pickled whole: no split, no bytes fast path
+    with SharedQueue() as q:
+        q.put(item)
+        grown = []
+        real_grow = heap_base.Scratch.grow
+        monkeypatch.setattr(heap_base.Scratch, "grow",
+                            lambda s, need: (grown.append(need), real_grow(s, need)))
+        with q.lock:  # the general path: into the thread's scratch, grown to fit
+            assert q.get() == item
+        assert grown and max(grown) > heap_base.SCRATCH_KEEP
+        assert q._heap._tls.s.cap <= heap_base.SCRATCH_KEEP  # let go once copied out
+
+    monkeypatch.setattr(heap_base, "BIG_KEEP", 2 * MIB)
+    with SharedDict() as d:
+        # pickled whole (in a list: not a bytes value, not an array), so read lent
+        d["kept"] = [b"k" * (MIB + MIB // 2)]  # above 1 MiB, small enough to keep
+        d["dropped"] = [b"d" * (3 * MIB)]
+        tls = d._heap._tls
+        assert d["kept"] and tls.big is not None
+        assert d["dropped"] and tls.big is None and tls.lent is None

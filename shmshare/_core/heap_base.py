@@ -29,6 +29,12 @@ new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 __all__ = ["HeapBase", "set_growth_hook"]
 
 _SCRATCH = 4096  # initial per-thread buffer for values
+#: A thread's scratch buffer grows to what one operation needs; past this size it
+#: is let go once the operation has copied its result out (Scratch.take).
+SCRATCH_KEEP = 4 << 20
+#: The buffer large reads are lent in (HeapBase._read_lent) is kept for the
+#: thread's next one up to this size, and dropped past it.
+BIG_KEEP = 64 << 20
 
 # Held while a heap makes its per-thread buffers' home (HeapBase.__getattr__):
 # reentrant (a signal handler may use a heap meanwhile), and made anew in a
@@ -68,8 +74,18 @@ class Scratch:
 
     def grow(self, need: int) -> None:
         cap = max(need, self.cap * 2)
-        self.buf = ffi.new("char[]", cap)
+        self.buf = new_uncleared("char[]", cap)  # an output: written before it is read
         self.cap = cap
+
+    def take(self, n: int) -> bytes:
+        """The first ``n`` bytes of the buffer, copied; a buffer grown past
+        SCRATCH_KEEP is let go (a 10 MiB read must not cost every thread that
+        made one 10 MiB for as long as it lives)."""
+        data: bytes = ffi.unpack(self.buf, n)
+        if self.cap > SCRATCH_KEEP:
+            self.cap = _SCRATCH
+            self.buf = ffi.new("char[]", self.cap)
+        return data
 
 
 class HeapBase:
@@ -110,11 +126,7 @@ class HeapBase:
         h = self._h
         if h is None:
             raise ValueError(DETACHED)
-        try:
-            return h, self._tls.s
-        except AttributeError:
-            s = self._tls.s = Scratch()
-            return h, s
+        return h, self._scratch()
 
     def _scratch(self) -> Scratch:
         try:
@@ -143,7 +155,7 @@ class HeapBase:
                 tls.lent = (view, big)
                 return view
             if rc != ETOOSMALL:
-                tls.big = big
+                tls.big = big if len(big) <= BIG_KEEP else None
                 return int(rc)
 
     def recycle(self, view: memoryview) -> None:
@@ -156,7 +168,7 @@ class HeapBase:
                 view.release()
             except BufferError:  # still exported somewhere: let it keep the buffer
                 return
-            tls.big = lent[1]
+            tls.big = lent[1] if len(lent[1]) <= BIG_KEEP else None
 
     def _watch(self, what: str) -> OwnerWatch:
         h = self._h

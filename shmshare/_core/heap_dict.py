@@ -90,7 +90,7 @@ class DictMethods(SplitMethods):
                 rc, held, done=(OK, ENOTFOUND), grow=lambda: s.grow(int(s.res[0])),
                 key=(key, cmp_len))
         if rc == OK:
-            return ffi.unpack(s.buf, s.res[0]), int(s.res[1])
+            return s.take(s.res[0]), int(s.res[1])
         return None, int(s.res[1])
 
     def dict_contains(self, key: bytes, cmp_len: int, *, held: bool = False) -> bool:
@@ -220,7 +220,7 @@ class DictMethods(SplitMethods):
         if rc not in (OK, ENOTFOUND):
             rc = self._until_done("dict pop", call, rc, held, done=(OK, ENOTFOUND),
                                   grow=lambda: s.grow(int(s.res[0])), key=(key, cmp_len))
-        return ffi.unpack(s.buf, s.res[0]) if rc == OK else None
+        return s.take(s.res[0]) if rc == OK else None
 
     def dict_len(self, *, held: bool = False) -> int:
         h, s = self._ready()
@@ -257,7 +257,7 @@ class DictMethods(SplitMethods):
         if rc != OK:
             return None
         klen, vlen = int(s.res[0]), int(s.res[1])
-        data = ffi.unpack(s.buf, klen + vlen)
+        data = s.take(klen + vlen)
         return data[:klen], data[klen:]
 
     def dict_scan(self, after_seq: int = SCAN_START, *, reverse: bool = False,
@@ -281,7 +281,7 @@ class DictMethods(SplitMethods):
         rc = call(held)
         if rc != OK:
             self._until_done("dict scan", call, rc, held, grow=lambda: s.grow(int(s.res[2])))
-        return _parse(ffi.unpack(s.buf, s.res[1]), int(s.res[0]))
+        return _parse(s.take(s.res[1]), int(s.res[0]))
 
 
 def _parse(data: bytes, n: int) -> list[tuple[int, bytes, bytes | None]]:

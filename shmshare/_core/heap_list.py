@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import CorruptSegmentError
 from ._lib import ffi, lib
 from .heap import Heap
-from .heap_base import new_uncleared
+from .heap_base import SCRATCH_KEEP, new_uncleared
 from .results import ENOTFOUND, ETOOSMALL, OK
 from .slices import SLICE_NS
 
@@ -29,7 +29,6 @@ __all__ = ["ANY_LENGTH", "HeapList"]
 #: ``expect`` of :meth:`HeapList.splice` that accepts whatever length the list has.
 ANY_LENGTH = (1 << 64) - 1
 _END = (1 << 63) - 1  # an index past any end: insert clamps it to the length
-_READ_KEEP = 4 << 20  # reads grow the per-thread buffer up to this; larger get their own
 
 
 def _values(datas: Sequence[bytes]) -> tuple[bytes, Any]:
@@ -84,7 +83,7 @@ class HeapList:
         # done, res[0] the length needed); with res[at] returned beside it.
         h, s = self._heap._ready()
         rc = op(h, i, s.buf, s.cap, s.res, 0, SLICE_NS)
-        if rc == ETOOSMALL and s.res_view[0] > _READ_KEEP:
+        if rc == ETOOSMALL and s.res_view[0] > SCRATCH_KEEP:
             got = self._heap._read_lent(lambda buf, cap: op(h, i, buf, cap, s.res, 0,
                                                             SLICE_NS), s)
             if type(got) is memoryview:
@@ -96,7 +95,7 @@ class HeapList:
             if rc == ENOTFOUND:
                 return None, s.res_view[at]
         res = s.res_view
-        return ffi.unpack(s.buf, res[0]), res[at]
+        return s.take(res[0]), res[at]
 
     def set(self, i: int, data: bytes) -> bool:
         """Store item i; False if ``i`` is out of range."""
@@ -190,7 +189,7 @@ class HeapList:
 
         def grow() -> None:
             need = int(s.res[0])
-            if need <= _READ_KEEP:
+            if need <= SCRATCH_KEEP:
                 s.grow(need)
                 box[:] = [s.buf, s.cap]
             else:  # a large copy: a buffer of its own, not kept per thread

@@ -75,7 +75,7 @@ class SplitMethods(HeapBase):
             res = s.res_view
             if rc == OK:
                 del data[res[1]:]  # no more than the few bytes of the rest
-                return SplitValue(ffi.unpack(s.buf, res[3]), data)
+                return SplitValue(s.take(res[3]), data)
             if rc == ENOTFOUND:
                 return None
             if rc != ETOOSMALL:

@@ -127,8 +127,8 @@ class QueueRecord(SyncRecord):
         if s.res[1]:
             assert raw is not None
             del raw[s.res[1]:]
-            return SplitValue(ffi.unpack(s.buf, s.res[3]), raw)
-        return ffi.unpack(s.buf, s.res[0])  # type: ignore[no-any-return]
+            return SplitValue(s.take(s.res[3]), raw)
+        return s.take(s.res[0])
 
     def task_done(self) -> bool:
         """False if called more times than items were put."""
