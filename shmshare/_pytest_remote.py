@@ -64,6 +64,8 @@ class RemoteRun:
              teardown: Callable[[Any], Any] | None,
              failed: Callable[[str, dict[str, Any]], BaseException]) -> Any:
         """``shmshare_once`` on the store: run ``factory`` once across every worker."""
+        from .pytest_plugin import _run_factory
+
         reg = self.open("once")
         try:
             rec = reg.get(key)
@@ -73,30 +75,12 @@ class RemoteRun:
                     rec = reg.get(key)
                     if rec is None or rec["state"] == "running":  # nobody, or one who died
                         reg[key] = {"state": "running", "pid": os.getpid()}
-                        return self._run_factory(reg, key, factory, teardown)
+                        return _run_factory(reg, key, factory, teardown)
             if rec["state"] == "error":
                 raise failed(key, rec)
             return rec["value"]
         finally:
             reg.detach()
-
-    @staticmethod
-    def _run_factory(reg: SharedDict[Any, Any], key: str, factory: Callable[[], Any],
-                     teardown: Callable[[Any], Any] | None) -> Any:
-        from .pytest_plugin import _portable
-
-        try:
-            value = factory()
-        except BaseException as exc:
-            reg[key] = {"state": "error", "error": _portable(exc)}
-            raise
-        try:
-            reg[key] = {"state": "done", "value": value, "teardown": teardown}
-        except Exception as exc:
-            reg[key] = {"state": "error", "error": _portable(exc)}
-            raise TypeError(f"shmshare_once({key!r}): the factory's value cannot be "
-                            f"shared between workers: {exc}") from exc
-        return value
 
     def end(self) -> list[str]:
         """In the controller, after every worker: run the teardowns, remove the objects.

@@ -254,22 +254,29 @@ def _once(run_dir: Path, key: str, factory: Callable[[], Any],
     with _registry(run_dir) as reg:
         rec = _wait_or_claim(reg, key)
         if rec is None:
-            try:
-                value = factory()
-            except BaseException as exc:
-                reg[key] = {"state": "error", "error": _portable(exc)}
-                raise
-            try:
-                reg[key] = {"state": "done", "value": value, "teardown": teardown}
-            except Exception as exc:
-                reg[key] = {"state": "error", "error": _portable(exc)}
-                raise TypeError(f"shmshare_once({key!r}): the factory's value cannot be "
-                                f"shared between workers: {exc}") from exc
-            return value
+            return _run_factory(reg, key, factory, teardown)
         if rec["state"] == "error":
             raise OnceError(f"shmshare_once({key!r}) failed in another worker: "
                             f"{rec['error']!r}") from rec["error"]
         return rec["value"]
+
+
+def _run_factory(reg: Any, key: str, factory: Callable[[], Any],
+                 teardown: Callable[[Any], Any] | None) -> Any:
+    """Run the claimed ``key``'s factory and record its value, or its error, in the
+    registry ``reg`` (shared memory here, a store for _pytest_remote)."""
+    try:
+        value = factory()
+    except BaseException as exc:
+        reg[key] = {"state": "error", "error": _portable(exc)}
+        raise
+    try:
+        reg[key] = {"state": "done", "value": value, "teardown": teardown}
+    except Exception as exc:
+        reg[key] = {"state": "error", "error": _portable(exc)}
+        raise TypeError(f"shmshare_once({key!r}): the factory's value cannot be "
+                        f"shared between workers: {exc}") from exc
+    return value
 
 
 def _portable(exc: BaseException) -> BaseException:
