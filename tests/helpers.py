@@ -44,6 +44,21 @@ def fork_child(fn, *args) -> int:  # type: ignore[no-untyped-def]
     return pid
 
 
+def own_ipc_namespace() -> str:
+    """Move this (single-threaded, forked) process into an IPC namespace of its own:
+    no other test's segments in it, and none of its own left when it exits.
+    Returns how ("ipc", "user+ipc"), or "" if neither is permitted here."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newipc, clone_newuser = 0x08000000, 0x10000000
+    if libc.unshare(clone_newipc) == 0:
+        return "ipc"
+    if libc.unshare(clone_newuser | clone_newipc) == 0:
+        return "user+ipc"
+    return ""
+
+
 def fork_call(fn, *args, timeout: float = JOIN_TIMEOUT) -> int:  # type: ignore[no-untyped-def]
     """Run ``fn(*args)`` in a forked child (see fork_child) and return its exit code."""
     return wait_pid(fork_child(fn, *args), timeout)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import HeapFactory
-from helpers import fork_child, segments_created_by, wait_child
+from helpers import fork_child, own_ipc_namespace, segments_created_by, wait_child
 
 from shmshare import ShmLimitError, _core
 from shmshare._core.heap import set_test_fail_point
@@ -29,21 +29,35 @@ def _anonymous_heap_child(grow: int) -> HeapFactory:
     return f
 
 
+def _alone(scenario) -> None:  # type: ignore[no-untyped-def]
+    """Run ``scenario()`` in a forked child in an IPC namespace of its own: a dead
+    heap's extents are garbage that any heap reusing its main segment's index may
+    reap (legitimately), and a test running beside this one may make such a heap."""
+    def run() -> int:
+        own_ipc_namespace()  # else (not permitted here) beside the other tests, as before
+        scenario()
+        return 0
+    assert wait_child(fork_child(run)) == 0, "the scenario failed (its traceback is above)"
+
+
 def test_extent_of_a_creator_killed_right_after_shmget_is_found_by_gc() -> None:
     """The last user dies between an extent's shmget and its header: gc still finds it."""
     def child() -> int:
         set_test_fail_point(1)      # _exit(70) right after the extent's shmget
         _anonymous_heap_child(200_000)
         return 0
-    pid = fork_child(child)
-    assert wait_child(pid) == 70
-    left = segments_created_by(pid)      # the main segment died with the child
-    assert len(left) == 1
-    assert _core.stat(left[0]).nattch == 0
-    removed = sweep_extents(ids=left)
-    assert [r.name for r in removed] == [f"extent shmid={left[0]}"]
-    assert "unfinished" in removed[0].reason
-    assert segments_created_by(pid) == []
+
+    def scenario() -> None:
+        pid = fork_child(child)
+        assert wait_child(pid) == 70
+        left = segments_created_by(pid)      # the main segment died with the child
+        assert len(left) == 1
+        assert _core.stat(left[0]).nattch == 0
+        removed = sweep_extents(ids=left)
+        assert [r.name for r in removed] == [f"extent shmid={left[0]}"]
+        assert "unfinished" in removed[0].reason
+        assert segments_created_by(pid) == []
+    _alone(scenario)
 
 
 def test_extents_of_killed_sharers_are_found_by_gc() -> None:
@@ -61,14 +75,17 @@ def test_extents_of_killed_sharers_are_found_by_gc() -> None:
         os.write(w, b"x")
         os.waitpid(sharer, 0)
         os._exit(0 if f.made else 1)     # no detach, no cleanup
-    pid = fork_child(child)
-    assert wait_child(pid) == 0
-    left = segments_created_by(pid)
-    assert left and all(_core.stat(sid).nattch == 0 for sid in left)
-    assert sweep_extents(ids=left, dry_run=True)
-    assert segments_created_by(pid) == left
-    assert len(sweep_extents(ids=left)) == len(left)
-    assert segments_created_by(pid) == []
+
+    def scenario() -> None:
+        pid = fork_child(child)
+        assert wait_child(pid) == 0
+        left = segments_created_by(pid)
+        assert left and all(_core.stat(sid).nattch == 0 for sid in left)
+        assert sweep_extents(ids=left, dry_run=True)
+        assert segments_created_by(pid) == left
+        assert len(sweep_extents(ids=left)) == len(left)
+        assert segments_created_by(pid) == []
+    _alone(scenario)
 
 
 def test_gc_keeps_extents_of_a_live_heap(make_heap: HeapFactory) -> None:
