@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import errno
 import pickle
+import threading
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from ..errors import ShmValueError
 from . import Attachment
@@ -47,6 +48,7 @@ __all__ = ["SCAN_START", "Heap", "reap_extents", "set_growth_hook", "set_test_fa
 _NO_COUNTER = memoryview(bytearray(b"\xff" * 8)).cast("Q")
 # What a new handle's extent sync may meet and leave to the heap's operations: the
 # lock busy (its holder holds every extent) or held by this thread, a corrupt heap.
+_GUARD_MADE = threading.Lock()  # Heap._make_guard
 _SYNC_LATER = frozenset({errno.EBUSY, errno.ETIMEDOUT, errno.EDEADLK, errno.ENOTRECOVERABLE,
                          ECORRUPT, int(lib.SHMS_EBADHEAP)})
 _PEEK = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_peek")))
@@ -125,8 +127,9 @@ class Heap(DictMethods):
         self._h: Any = handle
         # Whoever detaches the main segment last removes the extents (extent.c).
         att.bind_heap(handle)
-        #: The heap lock as objects hold it (``ObjectLock``): see guard.py.
-        self.guard = LockGuard(handle, heap=True, shmid=att.shmid, keep=None)
+        # self.guard, the heap lock as objects hold it (``ObjectLock``, see guard.py):
+        # made by its first use (__getattr__); an object that only reads and writes
+        # through the hot calls below never needs it.
         # self._tls, this heap's per-thread buffers: made by the first operation
         # that needs them (HeapBase.__getattr__); attaching never does.
         # The hot calls, bound to the handle (no Python frame, fewest arguments):
@@ -182,11 +185,29 @@ class Heap(DictMethods):
             fn = lib.shms_dict_fetch
         elif name == "list_push":
             fn = lib.shms_list_push
+        elif name == "guard":
+            return self._make_guard()
         else:
             return super().__getattr__(name)
         bound = partial(fn, self._handle())
         setattr(self, name, bound)
         return bound
+
+    def _make_guard(self) -> LockGuard:
+        # One guard per handle, whichever thread asks first: two would each keep
+        # their own idea of who here holds the lock.
+        with _GUARD_MADE:
+            try:
+                return cast(LockGuard, object.__getattribute__(self, "guard"))  # another thread's
+            except AttributeError:
+                pass
+            h = self._h
+            guard = LockGuard(ffi.NULL if h is None else h, heap=True, shmid=self._att.shmid,
+                              keep=None)
+            if h is None:
+                guard.close()  # made after close(): every acquire raises, as it would have
+            self.guard = guard
+            return guard
 
     # ------------------------------------------------------------ lifecycle
     @staticmethod
@@ -245,7 +266,11 @@ class Heap(DictMethods):
             hot = getattr(self, "_hot", None)
             if hot is not None:
                 hot.close()  # before the handle is freed: it may be kept elsewhere
-            guard = getattr(self, "guard", None)
+            with _GUARD_MADE:  # one made from now on sees _h None (_make_guard)
+                try:  # not getattr: that would make one
+                    guard = object.__getattribute__(self, "guard")
+                except AttributeError:
+                    guard = None
             if guard is not None:
                 guard.close()
             lib.shms_heap_close(h)

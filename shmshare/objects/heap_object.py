@@ -48,6 +48,18 @@ def _destroy_extents(att: Any, header: Header, nattch: int) -> None:
 register_destroy_hook(_destroy_extents)
 
 
+class _LazyLock:
+    """``HeapObject._lock``, the heap's ObjectLock, made by its first use: an object
+    that only reads and writes through the hot calls never needs one.  Threads that
+    ask at once may each make one; all are the same lock (the heap's one guard)."""
+
+    def __get__(self, obj: HeapObject | None, cls: type | None = None) -> Any:
+        if obj is None:
+            return self
+        # An instance attribute from now on, found before this (non-data) descriptor.
+        return vars(obj).setdefault("_lock", ObjectLock(obj._heap, obj))
+
+
 class HeapObject(SharedObject):
     """A shared object stored on a heap: ``_heap``, ``_lock``, and the read cache.
 
@@ -60,7 +72,7 @@ class HeapObject(SharedObject):
     _HEAP_FLAG = True
     _ON_STORES: ClassVar[bool] = False  # written only against .store: it runs on Redis too
     _heap: Heap
-    _lock: ObjectLock
+    _lock: ObjectLock = cast(ObjectLock, _LazyLock())
 
     def _payload_size(self) -> int:
         return INITIAL_SIZE
@@ -85,7 +97,7 @@ class HeapObject(SharedObject):
     def _attach(self, seg: Segment, heap: Heap) -> None:
         heap.same_namespace = seg._pid_namespace_check()
         seg._on_release(heap.close)
-        self._bind_store(seg, heap, ObjectLock(heap, self))
+        self._bind_store(seg, heap, None)
 
     def _open_remote(self, url: str, *, name: str | None, create: bool | None, persist: bool,
                      trust: bool, initial: Iterable[tuple[Any, bytes]],
@@ -113,11 +125,13 @@ class HeapObject(SharedObject):
                                     self._trust))
         return super().__reduce__()
 
-    def _bind_store(self, seg: Segment, heap: Heap, lock: ObjectLock) -> None:
-        """Bind the object to its storage: ``heap`` speaks :class:`.store.EntryStore`."""
+    def _bind_store(self, seg: Segment, heap: Heap, lock: ObjectLock | None) -> None:
+        """Bind the object to its storage: ``heap`` speaks :class:`.store.EntryStore`;
+        ``lock`` None: the heap's, made by its first use (_LazyLock)."""
         self._seg = seg
         self._heap = heap
-        self._lock = lock
+        if lock is not None:
+            self._lock = lock
         self._rcache: dict[Any, bytes] = {}  # SharedList's own cache (list.py)
         self._rbytes = 0
         self._rmark = -1
