@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from . import _core
 from ._core import fork_hooks
 from .errors import SegmentRemovedError, ShmValueError
+from .naming import releases
 from .naming.address import address_of, attach_address
 from .naming.attach import (
     Address,
@@ -31,7 +31,6 @@ from .naming.attach import (
     create_anonymous,
     names_us,
     open_named,
-    release,
 )
 from .naming.handoff import pin, read_claims
 from .naming.header import FLAG_HEAP, Header, note_pid_namespace, pid_namespace_shared
@@ -41,20 +40,12 @@ from .naming.lifecycle import Found, destroy
 __all__ = ["Segment"]
 
 
-_LIVE: weakref.WeakSet[Segment] = weakref.WeakSet()
-
-
-def _release_all() -> None:
-    for seg in list(_LIVE):
-        seg._finalizer()
-
-
 def _install_child_exit_hook() -> None:
     # multiprocessing's fork and forkserver children leave through os._exit,
     # which skips atexit; its own finalizers do run, so release through one.
     import multiprocessing.util as mpu
 
-    mpu.Finalize(None, _release_all, exitpriority=-10)
+    mpu.Finalize(None, releases.release_all, exitpriority=-10)
 
 
 fork_hooks.multiprocessing_child(_install_child_exit_hook)
@@ -99,8 +90,7 @@ class Segment:
             finally:
                 view.release()
         self._b = binding
-        self._finalizer = weakref.finalize(self, release, binding)
-        _LIVE.add(self)
+        self._release_key = releases.track(self, binding)  # for its one release
 
     @classmethod
     def _open(cls, kind: str, name: str | None, size: int, *, create: bool | None,
@@ -281,12 +271,12 @@ class Segment:
             hook()
         # A mapping shared with another object of this process is not unmapped now:
         # views of it (maybe the other object's) stay valid, so they are no obstacle.
-        n = b.attachment.views_alive() if len(b.attachment.users) <= 1 else 0
+        n = b.attachment.views_alive() if b.attachment.user_count() <= 1 else 0
         if n:
             raise BufferError(
                 f"cannot detach segment {self._label()}: {n} memoryview(s) or array(s) "
                 "still use its memory; release them (del or .release()) first")
-        self._finalizer()
+        releases.release_now(self._release_key)
 
     def remove(self) -> None:
         """Remove the segment now (and its key file); attached processes keep their access.

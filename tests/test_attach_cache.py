@@ -172,3 +172,46 @@ def test_a_named_array_held_here_is_shared_too(project_dir: Path) -> None:
     finally:
         a.detach()
     assert not (project_dir / "arr.key").exists()  # the last user removed it
+
+
+def test_unpickling_many_times_counts_no_user_for_good() -> None:
+    """Each unpickle of an object held here counts (weakly) one more user of the shared
+    mapping; a dropped one, or a detached one, counts no more: the count never grows
+    with the number of unpickles, and the mapping goes with its last real user."""
+    def child() -> int:
+        with SharedDict() as d:
+            data = pickle.dumps(d)
+            att = _attachment(d)
+            for i in range(300):
+                e = pickle.loads(data)
+                e[i] = i
+                if i % 2:
+                    e.detach()
+                del e  # dropped without a detach: released when collected
+            assert len(att.users) == att.user_count() == 1  # d's own: nothing kept
+            assert len(d) == 300
+        assert not att.attached and att.user_count() == 0
+        from shmshare.naming.mapped import MAPPED
+        assert att.shmid not in MAPPED  # its last release forgot it
+        return 0
+    assert fork_call(child) == 0
+
+
+def test_a_segment_is_released_once_whichever_way_comes_first(project_dir: Path) -> None:
+    """detach(), then collection, then exit: the release runs once (a second run would
+    count its binding's use twice and detach a mapping another object still uses)."""
+    from shmshare.naming import releases
+
+    a = SharedDict(name="once", project_dir=project_dir)
+    b = SharedDict(name="once", create=False, project_dir=project_dir)
+    pending = len(releases._PENDING)
+    a.detach()
+    a.detach()
+    assert len(releases._PENDING) == pending - 1
+    del a
+    b["still"] = "here"  # b's own mapping, untouched by a's release
+    assert b["still"] == "here" and (project_dir / "once.key").exists()
+    b.unlink()
+    del b                # collected: released, the name's last user removes nothing more
+    assert len(releases._PENDING) == pending - 2
+    assert not (project_dir / "once.key").exists()

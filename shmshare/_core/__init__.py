@@ -253,10 +253,28 @@ class Attachment:
         self.size = size
         self.readonly = readonly
         # The bindings of this process that use this mapping (naming.attach.release
-        # detaches it with the last; naming.address shares it with unpickled objects).
-        self.users: weakref.WeakSet[Any] = weakref.WeakSet()
+        # detaches it with the last; naming.address shares it with unpickled objects):
+        # weak references whose callback (C: set.discard) drops them, so that a user
+        # dropped half-made (an interrupt) counts no more.  weakref.WeakSet does the
+        # same in Python, a cost on the path of every attach.
+        self.users: set[weakref.ref[Any]] = set()
         self._addr = int(ffi.cast("uintptr_t", self._ptr))
         self._buf = ffi.buffer(self._ptr, size)
+
+    def add_user(self, user: object) -> None:
+        """Count ``user`` (weakly) among the users of this mapping."""
+        users = self.users
+        users.add(weakref.ref(user, users.discard))
+
+    def drop_user(self, user: object) -> int:
+        """Count ``user`` no more; how many users are left."""
+        users = self.users
+        users.discard(weakref.ref(user))  # equal to ours while ``user`` lives
+        return len(users)
+
+    def user_count(self) -> int:
+        """How many live users this mapping has."""
+        return len(self.users)
 
     def bind_heap(self, handle: Any) -> None:
         """Bind the heap ``handle`` at this mapping's payload to this segment; once

@@ -7,6 +7,7 @@ last user of a named segment, removes it.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from .handoff import expect_handoff
 from .header import HEADER_SIZE, Header
 from .keys import KeyFile
 from .lifecycle import Found, destroy
-from .mapped import MAPPED
+from .mapped import MAPPED, mapped
 
 __all__ = ["Binding", "names_us", "release"]
 
@@ -76,13 +77,13 @@ class Binding:
         self.release_hooks: list[Callable[[], None]] = []
         expect_handoff()  # in a multiprocessing child: its exit waits for receivers
         if header is not None and not attachment.readonly:
-            MAPPED[shmid] = attachment  # see live_attachment
+            MAPPED[shmid] = weakref.ref(attachment)  # see live_attachment
         # Run by an explicit detach before it counts live views: an object's
         # own cached view (SharedArray's) must not make its detach a BufferError.
         self.detach_hooks: list[Callable[[], None]] = []
-        # Last: the bindings that use the mapping are a weak set, not a count, so
+        # Last: the bindings that use the mapping are weak references, not a count, so
         # a binding dropped half-made (an interrupt) leaves no use counted for good.
-        attachment.users.add(self)
+        attachment.add_user(self)
 
     @classmethod
     def of_found(cls, found: Found, name: str, project_dir: Path | str,
@@ -128,15 +129,14 @@ def release(b: Binding) -> None:
         for hook in b.release_hooks:
             hook()  # e.g. the heap handle lets go of its extents
     finally:
-        b.attachment.users.discard(b)
-        if not b.attachment.users:
+        if not b.attachment.drop_user(b):
             _release_last(b)
         # else another binding of this process uses the mapping (an object unpickled
         # here, see naming.address): it is not ours to detach, nor the last use.
 
 
 def _release_last(b: Binding) -> None:
-    if MAPPED.get(b.shmid) is b.attachment:
+    if mapped(b.shmid) is b.attachment:
         del MAPPED[b.shmid]  # released: never shared again, even while views keep it mapped
     try:
         if b._key_path is not None and not b.persist and not b.removed:

@@ -25,7 +25,6 @@ import atexit
 import os
 import sys
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -109,7 +108,7 @@ def _install_exit_wait() -> None:
     when the child first holds a shared object (expect_handoff), or at the
     first pin.  spawn children run no after-fork hooks and leave
     through the interpreter's exit: there an atexit handler, registered after
-    the segments' own weakref finalizers and so run before them, waits.
+    the segments' own release (naming.releases) and so run before it, waits.
     """
     global _exit_hook_pid
     import multiprocessing
@@ -119,9 +118,11 @@ def _install_exit_wait() -> None:
         return
     _exit_hook_pid = os.getpid()
     mpu.Finalize(None, _await_claims, exitpriority=-7)
-    # atexit runs last-registered first: make sure weakref.finalize's own
-    # atexit hook (the segments' release) is registered before ours.
-    weakref.finalize(_install_exit_wait, lambda: None)
+    # atexit runs last-registered first: make sure the segments' release is
+    # registered before ours.  (Imported here: releases imports what imports us.)
+    from .releases import hook_exit
+
+    hook_exit()
     atexit.register(_await_claims)
 
 
