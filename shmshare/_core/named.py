@@ -82,6 +82,10 @@ _STATUS = int(lib.SHMS_NAMED_STATUS)
 _WORDS_SIZE = 8 * int(lib.SHMS_NAMED_FIELDS)
 _named_words = ffi.new_allocator(lib.shms_named_words, lib.shms_named_free, False)
 _new_tuple = tuple.__new__
+# The first allocation through an allocator, and the first unpack of a Struct, cost a
+# fresh process several µs each that later ones do not: paid here, at import, as
+# _core/__init__.py does for the lib functions and types, not by the first open.
+_WORDS.unpack_from(ffi.buffer(_named_words("char[]", _WORDS_SIZE)))  # (no descriptor in it)
 
 
 def named_release(got: NamedOpen) -> None:
