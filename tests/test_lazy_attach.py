@@ -1,6 +1,6 @@
 """What attaching leaves for first use must behave as if it had been made at once.
 
-Attaching an object by name makes the least it can (docs/concepts/heap.md, "What
+Attaching an object by name makes the least it can (docs/concepts/lifecycle.md, "What
 an attach makes"): the object's lock is made by its first use.  These check that a
 lock made late is still the one lock of that handle -- whichever threads ask for it
 first and at once -- that it still refuses after a detach, and that the fork hooks
