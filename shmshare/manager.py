@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ._core import proc
+from ._proxy_repr import proxy_classes
 from .errors import ShmValueError
 from .naming.dirs import claim, remove_all, sweep_dead_owners
 from .naming.project_dir import default_project_dir
@@ -110,46 +111,23 @@ class _SizeCheckedIterator(Iterator[Any]):
         return next(self._keys)
 
 
-class _ProxyRepr:
-    """The repr of a multiprocessing proxy, for Manager-made synchronisation objects
-    (``<EventProxy object, typeid 'Event' at 0x...>``); ``str()`` gives shmshare's own."""
-
-    _PROXY = ("BaseProxy", "")
-
-    def __repr__(self) -> str:
-        proxy, typeid = self._PROXY
-        return f"<{proxy} object, typeid {typeid!r} at {id(self):#x}>"
-
-    def __str__(self) -> str:
-        return super().__repr__()
+def _own_str(self: Any) -> str:
+    return str(super(type(self), self).__repr__())  # the shared object's own repr
 
 
-class _LockProxy(_ProxyRepr, SharedLock):
-    _PROXY = ("AcquirerProxy", "Lock")
-
-
-class _RLockProxy(_ProxyRepr, SharedRLock):
-    _PROXY = ("AcquirerProxy", "RLock")
-
-
-class _SemaphoreProxy(_ProxyRepr, SharedSemaphore):
-    _PROXY = ("AcquirerProxy", "Semaphore")
-
-
-class _BoundedSemaphoreProxy(_ProxyRepr, SharedBoundedSemaphore):
-    _PROXY = ("AcquirerProxy", "BoundedSemaphore")
-
-
-class _EventProxy(_ProxyRepr, SharedEvent):
-    _PROXY = ("EventProxy", "Event")
-
-
-class _ConditionProxy(_ProxyRepr, SharedCondition):
-    _PROXY = ("ConditionProxy", "Condition")
-
-
-class _BarrierProxy(_ProxyRepr, SharedBarrier):
-    _PROXY = ("BarrierProxy", "Barrier")
+# The Manager's synchronisation objects: with the repr of multiprocessing's proxies
+# (_proxy_repr.py); ``str()`` gives shmshare's own.
+_PROXIES = proxy_classes(
+    {"Lock": SharedLock, "RLock": SharedRLock, "Semaphore": SharedSemaphore,
+     "BoundedSemaphore": SharedBoundedSemaphore, "Event": SharedEvent,
+     "Condition": SharedCondition, "Barrier": SharedBarrier}, __name__, "_", _own_str)
+_LockProxy: type[SharedLock] = _PROXIES["Lock"]
+_RLockProxy: type[SharedRLock] = _PROXIES["RLock"]
+_SemaphoreProxy: type[SharedSemaphore] = _PROXIES["Semaphore"]
+_BoundedSemaphoreProxy: type[SharedBoundedSemaphore] = _PROXIES["BoundedSemaphore"]
+_EventProxy: type[SharedEvent] = _PROXIES["Event"]
+_ConditionProxy: type[SharedCondition] = _PROXIES["Condition"]
+_BarrierProxy: type[SharedBarrier] = _PROXIES["Barrier"]
 
 
 # What a Manager on a store hands out for these classes (stores/redis/typeids.py).

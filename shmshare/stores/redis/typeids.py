@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shmshare._proxy_repr import proxy_classes
 from shmshare.stores.redis import leases
 from shmshare.stores.redis.connection import RedisStore
 from shmshare.stores.redis.events import Barrier, Condition, Event
@@ -24,46 +25,19 @@ TYPEIDS = ("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition
            "Queue")
 
 
-class _ProxyRepr:
-    """The repr of a multiprocessing proxy (``<AcquirerProxy object, typeid 'Lock' at
-    0x...>``), as the shared-memory Manager's objects have; ``str()`` gives the store's."""
-
-    _PROXY = ("BaseProxy", "")
-
-    def __repr__(self) -> str:
-        proxy, typeid = self._PROXY
-        return f"<{proxy} object, typeid {typeid!r} at {id(self):#x}>"
-
-    def __str__(self) -> str:
-        return f"<{type(self).__mro__[2].__name__} {getattr(self, 'name', '')!r}>"
+def _store_str(self: Any) -> str:
+    return f"<{type(self).__mro__[1].__name__} {getattr(self, 'name', '')!r}>"
 
 
-class LockProxy(_ProxyRepr, Lock):
-    _PROXY = ("AcquirerProxy", "Lock")
-
-
-class RLockProxy(_ProxyRepr, RLock):
-    _PROXY = ("AcquirerProxy", "RLock")
-
-
-class SemaphoreProxy(_ProxyRepr, Semaphore):
-    _PROXY = ("AcquirerProxy", "Semaphore")
-
-
-class BoundedSemaphoreProxy(_ProxyRepr, BoundedSemaphore):
-    _PROXY = ("AcquirerProxy", "BoundedSemaphore")
-
-
-class EventProxy(_ProxyRepr, Event):
-    _PROXY = ("EventProxy", "Event")
-
-
-class ConditionProxy(_ProxyRepr, Condition):
-    _PROXY = ("ConditionProxy", "Condition")
-
-
-class BarrierProxy(_ProxyRepr, Barrier):
-    _PROXY = ("BarrierProxy", "Barrier")
+# The store's own classes with the repr of multiprocessing's proxies (_proxy_repr.py),
+# as the shared-memory Manager's objects have; ``str()`` gives the store's.
+_PROXIES = proxy_classes(
+    {"Lock": Lock, "RLock": RLock, "Semaphore": Semaphore, "BoundedSemaphore": BoundedSemaphore,
+     "Event": Event, "Condition": Condition, "Barrier": Barrier}, __name__, "", _store_str)
+LockProxy, RLockProxy, SemaphoreProxy, BoundedSemaphoreProxy = (
+    _PROXIES["Lock"], _PROXIES["RLock"], _PROXIES["Semaphore"], _PROXIES["BoundedSemaphore"])
+EventProxy, ConditionProxy, BarrierProxy = (
+    _PROXIES["Event"], _PROXIES["Condition"], _PROXIES["Barrier"])
 
 
 def make(typeid: str, name: str, store: RedisStore, lease: float, *args: Any) -> Any:
