@@ -46,9 +46,9 @@ __all__ = ["SCAN_START", "Heap", "reap_extents", "set_growth_hook", "set_test_fa
 
 # What a closed handle's counters read: 2**64-1, a value the real counters never take.
 _NO_COUNTER = memoryview(bytearray(b"\xff" * 8)).cast("Q")
+_GUARD_MADE = threading.Lock()  # held while a handle's guard is made or closed (_make_guard)
 # What a new handle's extent sync may meet and leave to the heap's operations: the
 # lock busy (its holder holds every extent) or held by this thread, a corrupt heap.
-_GUARD_MADE = threading.Lock()  # Heap._make_guard
 _SYNC_LATER = frozenset({errno.EBUSY, errno.ETIMEDOUT, errno.EDEADLK, errno.ENOTRECOVERABLE,
                          ECORRUPT, int(lib.SHMS_EBADHEAP)})
 _PEEK = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_peek")))

@@ -51,7 +51,8 @@ register_destroy_hook(_destroy_extents)
 class _LazyLock:
     """``HeapObject._lock``, the heap's ObjectLock, made by its first use: an object
     that only reads and writes through the hot calls never needs one.  Threads that
-    ask at once may each make one; all are the same lock (the heap's one guard)."""
+    ask at once may each make one; setdefault keeps the first, and all are on the
+    heap's one guard (Heap._make_guard)."""
 
     def __get__(self, obj: HeapObject | None, cls: type | None = None) -> Any:
         if obj is None:
