@@ -252,19 +252,16 @@ class Attachment:
         self.shmid = shmid
         self.size = size
         self.readonly = readonly
-        # The bindings of this process that use this mapping (naming.attach.release
-        # detaches it with the last; naming.address shares it with unpickled objects):
-        # weak references whose callback (C: set.discard) drops them, so that a user
-        # dropped half-made (an interrupt) counts no more.  weakref.WeakSet does the
-        # same in Python, a cost on the path of every attach.
+        # This process's users of the mapping (naming.attach.release detaches it with
+        # the last): weak references a C callback (set.discard) drops, so that one
+        # dropped half-made (an interrupt) counts no more; a WeakSet, in Python, cost.
         self.users: set[weakref.ref[Any]] = set()
         self._addr = int(ffi.cast("uintptr_t", self._ptr))
         self._buf = ffi.buffer(self._ptr, size)
 
     def add_user(self, user: object) -> None:
         """Count ``user`` (weakly) among the users of this mapping."""
-        users = self.users
-        users.add(weakref.ref(user, users.discard))
+        self.users.add(weakref.ref(user, self.users.discard))
 
     def drop_user(self, user: object) -> int:
         """Count ``user`` no more; how many users are left."""
