@@ -267,6 +267,14 @@ _ATTACH_CHILD = textwrap.dedent("""
 """)
 
 
+def _die_with_parent() -> None:
+    """In a server's child before exec: the kernel sends it SIGTERM when the run dies
+    (PR_SET_PDEATHSIG), so a run killed before its cleanup leaves no server behind."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 class Suite:
     """Every cell of the run, with the stores they use; a context manager."""
 
@@ -620,7 +628,8 @@ class Suite:
             port = int(s.getsockname()[1])
         proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
                                  "--save", "", "--appendonly", "no", "--dir", str(self._tmp)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent)
 
         def stop() -> None:
             proc.send_signal(signal.SIGTERM)
