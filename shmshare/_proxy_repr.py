@@ -9,6 +9,7 @@ of their objects with that repr, made here: :func:`proxy_classes`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["PROXY_NAMES", "proxy_classes"]
@@ -27,16 +28,20 @@ def _proxy_repr(self: Any) -> str:
 
 
 def proxy_classes(bases: dict[str, type], module: str, prefix: str,
-                  str_: Any) -> dict[str, Any]:
+                  str_: Callable[[Any, type], str]) -> dict[str, Any]:
     """For each ``typeid: base`` a subclass of ``base`` with the proxy's repr and
-    ``str_`` as its ``__str__``, named ``{prefix}{typeid}Proxy`` in ``module`` (where
-    the caller binds it under that name: pickling finds classes by name)."""
+    ``str_(obj, base)`` as its ``str()``, named ``{prefix}{typeid}Proxy`` in ``module``
+    (where the caller binds it under that name: pickling finds classes by name)."""
     made: dict[str, Any] = {}
     for typeid, base in bases.items():
         name = f"{prefix}{typeid}Proxy"
+
+        def __str__(self: Any, base: type = base) -> str:
+            return str_(self, base)
+
         made[typeid] = type(name, (base,), {
             "__module__": module, "__qualname__": name, "__repr__": _proxy_repr,
-            "__str__": str_, "_PROXY": (PROXY_NAMES[typeid], typeid),
+            "__str__": __str__, "_PROXY": (PROXY_NAMES[typeid], typeid),
             "__doc__": f"{base.__name__}, with the repr of multiprocessing's "
                        f"{PROXY_NAMES[typeid]} (typeid {typeid!r})."})
     return made

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.context import ProcessError
 from multiprocessing.managers import RemoteError
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ._core import proc
 from ._proxy_repr import proxy_classes
@@ -111,8 +111,8 @@ class _SizeCheckedIterator(Iterator[Any]):
         return next(self._keys)
 
 
-def _own_str(self: Any) -> str:
-    return str(super(type(self), self).__repr__())  # the shared object's own repr
+def _own_str(self: Any, base: type) -> str:
+    return str(cast(Any, base).__repr__(self))  # the shared object's own repr
 
 
 # The Manager's synchronisation objects: with the repr of multiprocessing's proxies

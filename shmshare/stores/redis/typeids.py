@@ -25,8 +25,8 @@ TYPEIDS = ("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition
            "Queue")
 
 
-def _store_str(self: Any) -> str:
-    return f"<{type(self).__mro__[1].__name__} {getattr(self, 'name', '')!r}>"
+def _store_str(self: Any, base: type) -> str:
+    return f"<{base.__name__} {getattr(self, 'name', '')!r}>"
 
 
 # The store's own classes with the repr of multiprocessing's proxies (_proxy_repr.py),
