@@ -21,6 +21,7 @@ when matplotlib is installed, ``DIR/img/compare.png`` (DIR: ``docs/``).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import gc
 import os
@@ -40,6 +41,26 @@ import report  # noqa: E402  (benchmarks/report.py: the tables and the plot)
 
 def load() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def steady_malloc() -> str:
+    """Fix glibc malloc's thresholds for this process and the Pool's forked workers.
+
+    glibc adapts them as it goes: freeing a large block raises the size above
+    which it maps fresh memory, and a free at the top of the heap may hand pages
+    back.  A 10 MiB allocation then either reuses pages or faults about 2,560
+    fresh ones, at random and on either side of a comparison (seen: a ratio of
+    0.43x in one run, 2.52x in the next).  Fixed, large allocations come from
+    the heap and its pages are kept, for every side alike: the steady state of
+    a process that keeps doing the same thing."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return "not glibc: left as it is"
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    if mallopt(m_mmap_threshold, 32 << 20) != 1 or mallopt(m_trim_threshold, 1 << 30) != 1:
+        return "mallopt refused: left as it is"
+    return "glibc, fixed: M_MMAP_THRESHOLD 32 MiB, M_TRIM_THRESHOLD 1 GiB"
 
 
 def run_rounds(suite: cells.Suite, rounds: int, log: Callable[[str], None]
@@ -71,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rounds = max(3, args.rounds or (3 if args.quick else 5))
     started = time.perf_counter()
+    malloc = steady_malloc()
     mach = {
         "CPU": cells.cpu_name(),
         "cores": f"{os.cpu_count()} logical",
@@ -79,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "load average at start (1/5/15 min)": load(),
         "default project dir": cells.default_dir_text(),
+        "malloc": malloc,
     }
     print(f"# shmshare benchmarks — {mach['CPU']}, {mach['cores']}, Python "
           f"{mach['Python']}, load {mach['load average at start (1/5/15 min)']}", flush=True)
