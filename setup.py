@@ -33,6 +33,7 @@ setup(
                  Extension("shmshare._core._hotpath", ["shmshare/_core/ext/hotpath.c",
                                                        "shmshare/_core/ext/read_cache.c",
                                                        "shmshare/_core/ext/hotqueue.c",
+                                                       "shmshare/_core/ext/hotlist.c",
                                                        "shmshare/_core/ext/hotslots.c",
                                                        "shmshare/_core/ext/buffers.c"],
                            depends=["shmshare/_core/ext/hot.h"],

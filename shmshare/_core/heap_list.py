@@ -15,12 +15,14 @@ that HotPath answers ``len()`` from the word in C, calling its
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ..errors import CorruptSegmentError
 from ._lib import ffi, lib
 from .heap import Heap
-from .heap_base import SCRATCH_KEEP, new_uncleared
+from .heap_base import SCRATCH_KEEP, Scratch, new_uncleared
+from .heap_dict import NOT_READ
+from .heap_split import SplitValue, Unpickled
 from .results import ENOTFOUND, ETOOSMALL, OK
 from .slices import SLICE_NS
 
@@ -29,6 +31,9 @@ __all__ = ["ANY_LENGTH", "HeapList"]
 #: ``expect`` of :meth:`HeapList.splice` that accepts whatever length the list has.
 ANY_LENGTH = (1 << 64) - 1
 _END = (1 << 63) - 1  # an index past any end: insert clamps it to the length
+_LIST_PEEK = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_list_peek")))
+#: A large item read in one copy: ``.load()`` is its value.
+BigRead = SplitValue | Unpickled
 
 
 def _values(datas: Sequence[bytes]) -> tuple[bytes, Any]:
@@ -52,7 +57,7 @@ class HeapList:
             if not damaged_ok:
                 raise
             return
-        heap._hot.list_mapped(int(ffi.cast("uintptr_t", p[0])))
+        heap._hot.list_mapped(int(ffi.cast("uintptr_t", p[0])), _LIST_PEEK)
 
     def _run(self, what: str, call: Callable[[bool], int], rc: int | None = None, *,
              done: tuple[int, ...] = (OK,), grow: Callable[[], None] | None = None) -> int:
@@ -66,23 +71,43 @@ class HeapList:
                   lambda held: lib.shms_list_len(h, s.res, held, SLICE_NS))
         return int(s.res_view[0])
 
-    def get(self, i: int) -> tuple[bytes | memoryview | None, int]:
+    def get(self, i: int) -> tuple[bytes | memoryview | BigRead | None, int]:
         """``(item i's bytes or None past the end, modcount)``; ``i < 0`` from the end.
-        A large item comes in a buffer lent by the heap: give it back with
-        ``Heap.recycle`` once unpickled (HeapBase._read_lent)."""
+        A large item comes read in one copy when it is a bytes object or stored
+        split (``.load()`` gives the value, see heap_split.py), else in a buffer
+        lent by the heap: give that back with ``Heap.recycle`` once unpickled
+        (HeapBase._read_lent)."""
         return self._copy_item(lib.shms_list_get, i, "reading a list item", 1)
+
+    def _read_big(self, i: int, s: Scratch) -> BigRead | None:
+        """Item i in one copy, if it is a bytes object (``HotPath.list_get_bytes``)
+        or stored split (as the dict's _read_split); else None."""
+        heap = self._heap
+        value = heap._hot.list_get_bytes(i)
+        if value is not NOT_READ:
+            return Unpickled(value)
+        h = heap._handle()
+        got = heap._split_read(lambda raw, n: lib.shms_list_fetch_split(
+            h, i, s.buf, s.cap, raw, n, s.res, False, SLICE_NS), s)
+        return got if type(got) is SplitValue else None
 
     def pop(self, i: int) -> tuple[bytes | memoryview | None, int]:
         """``(item i's bytes, removed; or None if out of range, the length)``; a
-        large item lent, as by :meth:`get`."""
-        return self._copy_item(lib.shms_list_pop, i, "popping a list item", 2)
+        large item lent (never read in one copy: that is a get's)."""
+        got = self._copy_item(lib.shms_list_pop, i, "popping a list item", 2)
+        return cast("tuple[bytes | memoryview | None, int]", got)
 
     def _copy_item(self, op: Callable[..., int], i: int, what: str,
-                   at: int) -> tuple[bytes | memoryview | None, int]:
+                   at: int) -> tuple[bytes | memoryview | BigRead | None, int]:
         # op(h, i, buf, cap, res, held, ns): item i copied out (too small: nothing
         # done, res[0] the length needed); with res[at] returned beside it.
         h, s = self._heap._ready()
         rc = op(h, i, s.buf, s.cap, s.res, 0, SLICE_NS)
+        if rc == ETOOSMALL and s.res_view[0] > SCRATCH_KEEP and at == 1:
+            big = self._read_big(i, s)  # a get: the item stays, so it may be read again
+            if big is not None:
+                return big, -1
+            rc = op(h, i, s.buf, s.cap, s.res, 0, SLICE_NS)  # res[0] its length again
         if rc == ETOOSMALL and s.res_view[0] > SCRATCH_KEEP:
             got = self._heap._read_lent(lambda buf, cap: op(h, i, buf, cap, s.res, 0,
                                                             SLICE_NS), s)

@@ -10,6 +10,7 @@ memory: :meth:`SplitValue.load` unpickles it without another copy.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 from ._hotpath import uninit_bytearray
@@ -18,7 +19,7 @@ from .heap_base import HeapBase, Scratch
 from .results import ENOTFOUND, ETOOSMALL, OK
 from .slices import SLICE_NS
 
-__all__ = ["NOT_SPLIT", "SplitMethods", "SplitValue"]
+__all__ = ["NOT_SPLIT", "SplitMethods", "SplitValue", "Unpickled"]
 
 #: What ``_read_split`` returns for a value it does not read: not stored split,
 #: or an outcome (the lock busy or held here, damage) for the whole read to handle.
@@ -37,6 +38,19 @@ class SplitValue:
     def load(self) -> Any:
         # NEXT_BUFFER pushes the bytearray itself, as BYTEARRAY8 would push a copy.
         return pickle.loads(self.rest, buffers=(self.data,))
+
+
+class Unpickled:
+    """A large value a read already unpickled (a list's bytes item, copied once
+    by ``HotPath.list_get_bytes``): ``load()`` returns it, as SplitValue's does."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def load(self) -> Any:
+        return self.value
 
 
 class SplitMethods(HeapBase):
@@ -67,11 +81,17 @@ class SplitMethods(HeapBase):
         """``key``'s value if it is stored split (None: absent), else NOT_SPLIT.
         ``s.res[0]`` holds the stored length (a read found it too large)."""
         h = self._handle()
+        return self._split_read(lambda raw, n: lib.shms_dict_fetch_split(
+            h, key, len(key), cmp_len, s.buf, s.cap, raw, n, s.res, False, SLICE_NS), s)
+
+    def _split_read(self, fetch: Callable[[Any, int], int], s: Scratch) -> Any:
+        """A split read (``_read_split``'s, or a list item's: heap_list.py):
+        ``fetch(raw, n)`` the C call that copies the data into the n bytes at
+        raw and the rest into ``s.buf``, as shms_dict_fetch_split does."""
         data = uninit_bytearray(int(s.res_view[0]))
         while True:
             with ffi.from_buffer(data, require_writable=True) as raw:
-                rc = lib.shms_dict_fetch_split(h, key, len(key), cmp_len, s.buf, s.cap, raw,
-                                               len(data), s.res, False, SLICE_NS)
+                rc = fetch(raw, len(data))
             res = s.res_view
             if rc == OK:
                 del data[res[1]:]  # no more than the few bytes of the rest

@@ -47,8 +47,8 @@ import pickle
 import struct
 from typing import Any
 
-__all__ = ["PLAIN_TYPES", "SPLIT_MIN", "decode_key", "dumps", "encode_key", "large_parts", "loads",
-           "split_pickle"]
+__all__ = ["PLAIN_TYPES", "SPLIT_MIN", "decode_key", "dumps", "dumps_split", "encode_key",
+           "large_parts", "loads", "split_pickle"]
 
 _TAG = 0xFF  # never occurs in UTF-8, so it cannot start a str key
 _INT, _FLOAT, _COMPLEX, _BYTES, _NONE, _TUPLE, _FSET, _STR, _RATIO, _OBJ = (
@@ -239,6 +239,14 @@ def large_parts(value: Any) -> tuple[bytes, Any, bytes] | None:
             return None
         return b"\x80\x05B" + n.to_bytes(4, "little"), value, b"\x94."
     return split_pickle(value)
+
+
+def dumps_split(value: Any) -> bytes:
+    """``dumps(value)``, a large array or bytearray in the split layout
+    (:func:`split_pickle`), so that a read copies its data once: for stores that
+    take whole pickles (a list's extend, slice assignment, initial items)."""
+    parts = split_pickle(value) if type(value) not in PLAIN_TYPES else None
+    return dumps(value) if parts is None else b"".join(parts)
 
 
 def _split_head(before: bytes, n: int) -> bytes:

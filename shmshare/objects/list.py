@@ -39,7 +39,7 @@ from .._core.heap import Heap
 from .._core.heap_dict import READ_CACHE_MAX_BYTES as _CACHE_MAX_BYTES  # this cache's cap too
 from .._core.heap_list import ANY_LENGTH, HeapList
 from ..segment import Segment
-from .codec import _PICKLE_REFUSED, PLAIN_TYPES, dumps, large_parts, loads
+from .codec import _PICKLE_REFUSED, PLAIN_TYPES, dumps, dumps_split, large_parts, loads
 from .heap_object import _CACHE_MAX_VALUE, HeapObject
 from .list_operators import ListOperators
 from .options import refuse_str_data
@@ -80,7 +80,7 @@ class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOpera
                  create: bool | None = None, project_dir: Any = None, persist: bool = False,
                  mode: int = 0o600, trust: bool = False, url: str | None = None) -> None:
         refuse_str_data("SharedList", iterable, "list")
-        items = [(i, dumps(x)) for i, x in enumerate(iterable)]  # item i under key i
+        items = [(i, dumps_split(x)) for i, x in enumerate(iterable)]  # item i under key i
         self._open(name=name, create=create, project_dir=project_dir, persist=persist,
                    mode=mode, trust=trust, url=url, initial=items)
 
@@ -142,8 +142,10 @@ class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOpera
         data, mark = self._core.get(_clamp(i))
         if data is None:
             raise IndexError("list index out of range")
-        if isinstance(data, memoryview):  # a large item, in a buffer lent by the heap
-            return self._loaded_lent(data)
+        if not isinstance(data, bytes):  # a large item (HeapList.get)
+            if isinstance(data, memoryview):
+                return self._loaded_lent(data)
+            return data.load()  # read in one copy
         if i >= 0:
             self._remember(i, data, mark)
         return loads(data)
@@ -167,7 +169,7 @@ class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOpera
 
     def __setitem__(self, i: Any, value: Any) -> None:
         if isinstance(i, slice):
-            encoded = [dumps(v) for v in value]
+            encoded = [dumps_split(v) for v in value]
             with self.lock:
                 n = len(self)
                 start, stop, step = i.indices(n)
@@ -238,7 +240,7 @@ class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOpera
     def extend(self, values: Iterable[Any]) -> None:
         if values is self:
             values = self.copy()
-        encoded = [dumps(v) for v in values]  # pickled first: a bad value changes nothing
+        encoded = [dumps_split(v) for v in values]  # pickled first: a bad value changes nothing
         if encoded:
             self._core.splice(-1, -1, encoded, ANY_LENGTH)
 

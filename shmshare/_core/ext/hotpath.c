@@ -44,9 +44,8 @@
  * and the base classes LengthWord, ViewItems and DictItems (len() of a list,
  * a[i] of an array, d[k] = v: hotslots.c).
  *
- *   list_mapped(address)
- *       Where this process maps a list's length word, for LengthWord;
- *       close() forgets it too.
+ *   list_mapped(address, peek), list_get_bytes(i)
+ *       For a list heap (hotlist.c); close() forgets the list too.
  */
 #include "hot.h"
 
@@ -254,6 +253,7 @@ static PyObject *hot_close(PyObject *op, PyObject *unused)
     ((HotPath *)op)->heap = NULL;
     ((HotPath *)op)->versions = NULL;
     ((HotPath *)op)->list_len = NULL;
+    ((HotPath *)op)->list_peek = NULL;
     Py_RETURN_NONE;
 }
 
@@ -276,15 +276,6 @@ static PyObject *hot_versions_mapped(PyObject *op, PyObject *address)
     if (!a)
         return NULL;
     ((HotPath *)op)->versions = (const uint64_t *)a;
-    Py_RETURN_NONE;
-}
-
-static PyObject *hot_list_mapped(PyObject *op, PyObject *address)
-{
-    uintptr_t a = mapped_address(address, "list_mapped");
-    if (!a)
-        return NULL;
-    ((HotPath *)op)->list_len = (const volatile uint64_t *)a;
     Py_RETURN_NONE;
 }
 
@@ -344,8 +335,11 @@ static PyMethodDef hot_methods[] = {
      "has(cache, key) -> key in d for a str key, no value read; or not_read."},
     {"versions_mapped", hot_versions_mapped, METH_O,
      "versions_mapped(address): where this process maps the dict's version stripes."},
-    {"list_mapped", hot_list_mapped, METH_O,
-     "list_mapped(address): where this process maps the list's length word."},
+    {"list_mapped", (PyCFunction)(void (*)(void))hot_list_mapped, METH_FASTCALL,
+     "list_mapped(address, peek): where this process maps the list's length word; "
+     "shms_list_peek's address."},
+    {"list_get_bytes", hot_list_get_bytes, METH_O,
+     "list_get_bytes(i) -> item i, a large bytes object, copied once; or not_read."},
     {"store", (PyCFunction)(void (*)(void))hot_store, METH_FASTCALL,
      "store(key, cmp_len, value, value_len) -> 0, or an int code."},
     {"close", hot_close, METH_NOARGS, "Forget the heap: later calls return -1."},

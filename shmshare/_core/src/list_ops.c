@@ -39,14 +39,12 @@ static int len_body(shms_heap_t *h, void *arg)
     return rc;
 }
 
-/* Item i into out: res[0] its length (needed length: SHMS_ETOOSMALL),
- * res[1] the modcount the read is consistent with, res[2] the length. */
-static int get_body(shms_heap_t *h, void *arg)
+/* Item o->i's block in *bp: res[1] the modcount the read is consistent with,
+ * res[2] the length. */
+static int find_item(shms_heap_t *h, lop_t *o, shms_litem_t **bp)
 {
-    lop_t *o = arg;
     shms_lrec_t *r;
     shms_larr_t *a;
-    shms_litem_t *b;
     int64_t i;
     int rc = shms_list_of(h, &r, &a);
     if (rc)
@@ -55,8 +53,20 @@ static int get_body(shms_heap_t *h, void *arg)
     o->res[2] = shms_hn_n(a->hn);
     if ((i = norm(o->i, o->res[2])) < 0)
         return SHMS_ENOTFOUND;
-    if (!(b = shms_litem_at(h, shms_lrefs(a)[shms_lslot(a, (uint64_t)i)])))
+    if (!(*bp = shms_litem_at(h, shms_lrefs(a)[shms_lslot(a, (uint64_t)i)])))
         return SHMS_EDAMAGED;
+    return 0;
+}
+
+/* Item i into out: res[0] its length (needed length: SHMS_ETOOSMALL),
+ * res[1] and res[2] as find_item's. */
+static int get_body(shms_heap_t *h, void *arg)
+{
+    lop_t *o = arg;
+    shms_litem_t *b;
+    int rc = find_item(h, o, &b);
+    if (rc)
+        return rc;
     o->res[0] = b->vlen;
     if (b->vlen > o->cap)
         return SHMS_ETOOSMALL;
@@ -120,6 +130,36 @@ static int pop_body(shms_heap_t *h, void *arg)
     shms_list_of(h, &r, &a);
     i = norm(o->i, o->res[2]);
     return shms_list_splice_in(h, r, a, (uint64_t)i, (uint64_t)i + 1, NULL);
+}
+
+/* A large item read in one copy (shms_list_peek, shms_list_fetch_split): the
+ * item's bytes handed to cb, or its split data copied into raw. */
+typedef struct {
+    lop_t o;
+    shms_peek_cb cb;
+    void *ctx;
+    char *raw;
+    uint64_t raw_cap;
+} big_read_t;
+
+static int peek_body(shms_heap_t *h, void *arg)
+{
+    big_read_t *p = arg;
+    shms_litem_t *b;
+    int rc = find_item(h, &p->o, &b);
+    return rc ? rc : p->cb(p->ctx, (const char *)(b + 1), b->vlen, p->o.res[1], p->o.res[2]);
+}
+
+static int fetch_split_body(shms_heap_t *h, void *arg)
+{
+    big_read_t *p = arg;
+    shms_litem_t *b;
+    int rc = find_item(h, &p->o, &b);
+    if (rc)
+        return rc;
+    p->o.res[2] = p->o.res[1];          /* the modcount; res[1] becomes the data's length */
+    return shms_split_copy((const char *)(b + 1), b->vlen, p->o.out, p->o.cap, p->raw,
+                           p->raw_cap, p->o.res);
 }
 
 /* Items [i, j) replaced by the values; i < 0: at the end (extend).  The
@@ -303,4 +343,23 @@ int shms_list_read(shms_heap_t *h, int64_t start, int64_t stop, char *out, uint6
 {
     lop_t o = {.i = start, .j = stop, .out = out, .cap = cap, .res = res};
     return shms_run_op(h, held, timeout_ns, read_body, &o);
+}
+
+/* Item i handed to cb under the heap lock, tried once (as shms_dict_peek: the
+ * modcount and the length in place of a stripe and its version). */
+int shms_list_peek(shms_heap_t *h, int64_t i, shms_peek_cb cb, void *ctx)
+{
+    uint64_t res[3];
+    big_read_t p = {.o = {.i = i, .res = res}, .cb = cb, .ctx = ctx};
+    return shms_run_op(h, 0, 0, peek_body, &p);
+}
+
+/* Item i, a split value, read as shms_dict_fetch_split reads one (res[0], res[1]
+ * and res[3] as its; res[2] the modcount); SHMS_ENOSPLIT if it is not split. */
+int shms_list_fetch_split(shms_heap_t *h, int64_t i, char *out, uint64_t cap, char *raw,
+                          uint64_t raw_cap, uint64_t *res, int held, int64_t timeout_ns)
+{
+    big_read_t p = {.o = {.i = i, .out = out, .cap = cap, .res = res}, .raw = raw,
+                    .raw_cap = raw_cap};
+    return shms_run_op(h, held, timeout_ns, fetch_split_body, &p);
 }
