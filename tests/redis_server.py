@@ -62,7 +62,8 @@ def start_server(directory: Path, *, port: int | None = None, password: str | No
          "--unixsocketperm", "700", "--requirepass", password, "--save", "",
          *aof, "--dir", str(directory), "--daemonize", "no",
          "--loglevel", "notice", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
+        preexec_fn=_die_with_parent)
     assert proc.stdout is not None
     # Raw reads of the pipe: a buffered readline() would keep lines that select()
     # can no longer see, and wait for more output that never comes.
@@ -77,6 +78,16 @@ def start_server(directory: Path, *, port: int | None = None, password: str | No
             stop_server(proc)  # type: ignore[arg-type]
             raise RuntimeError("redis-server did not start:\n" + log.decode(errors="replace"))
     return RedisServer(proc, sock, port, password)  # type: ignore[arg-type]
+
+
+def _die_with_parent() -> None:
+    """In the server's child before exec: the kernel sends it SIGTERM when the test
+    process dies (PR_SET_PDEATHSIG), so a run killed before its teardown (SIGKILL,
+    a timeout) leaves no redis-server behind."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def stop_server(proc: subprocess.Popen[str]) -> None:
