@@ -334,19 +334,33 @@ def test_list_large_bytes_and_split_items_are_read_in_one_copy(item, store) -> N
         assert same(lst.pop(1)) and lst[:] == [1, 2]
 
 
-def test_list_item_read_while_another_process_rewrites_it(project_dir) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("kind", ["bytes", "array", "pickled whole"])
+def test_list_item_read_while_another_process_rewrites_it(project_dir, kind) -> None:  # type: ignore[no-untyped-def]
     import subprocess
     import sys
 
     from shmshare import SharedList
 
-    with SharedList([b"0" * (5 * MIB)], name="biglist", project_dir=project_dir) as lst:
+    def item(i: int):  # type: ignore[no-untyped-def]
+        if kind == "bytes":
+            return str(i % 10).encode() * (5 * MIB)
+        if kind == "array":
+            return np.full(5 * MIB // 8, i % 10, dtype="f8")  # read split, in one copy
+        return [str(i % 10) * (5 * MIB)]  # read through the lent buffer
+
+    with SharedList([item(0)], name="biglist", project_dir=project_dir) as lst:
         code = f"""
+import numpy as np
 from shmshare import SharedList
 lst = SharedList(name="biglist", create=False, project_dir={str(project_dir)!r})
 for _ in range(100):
     item = lst[0]
-    assert item == item[:1] * len(item), "torn read"
+    if isinstance(item, list):
+        item = item[0]
+    if isinstance(item, np.ndarray):
+        assert (item == item[0]).all(), "torn read"
+    else:
+        assert item == item[:1] * len(item), "torn read"
 lst.detach()
 """
         with subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE,
@@ -354,7 +368,7 @@ lst.detach()
             i = 0
             while child.poll() is None:
                 i += 1
-                lst[0] = str(i % 10).encode() * (5 * MIB)
+                lst[0] = item(i)
             _, err = child.communicate(timeout=60)
         assert child.returncode == 0, err
 
