@@ -331,7 +331,14 @@ def test_list_large_bytes_and_split_items_are_read_in_one_copy(item, store) -> N
             assert same(lst[1])
         with pytest.raises(IndexError):
             lst[3]
-        assert same(lst.pop(1)) and lst[:] == [1, 2]
+        lst.insert(0, item)
+        got, peak = _peak(lambda: lst.pop(0))
+        assert same(got)
+        assert peak < len(pickle.dumps(item, 5)) * 1.1, f"pop allocated {peak} bytes"
+        assert getattr(lst._heap._tls, "big", None) is None  # popped in one copy too
+        with lst.lock:
+            assert same(lst.pop(1))  # the general path
+        assert lst[:] == [1, 2]
 
 
 @pytest.mark.parametrize("kind", ["bytes", "array", "pickled whole"])
@@ -373,6 +380,42 @@ lst.detach()
         assert child.returncode == 0, err
 
 
+@pytest.mark.parametrize("kind", ["bytes", "array"])
+def test_two_processes_popping_large_items_take_each_once(project_dir, kind) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from shmshare import SharedList
+
+    n = 12
+    items = ([bytes([i]) * (5 * MIB) for i in range(n)] if kind == "bytes" else
+             [np.full(5 * MIB // 8, i, dtype="f8") for i in range(n)])
+    with SharedList(items, name="pops", project_dir=project_dir) as lst:
+        code = f"""
+from shmshare import SharedList
+lst = SharedList(name="pops", create=False, project_dir={str(project_dir)!r})
+got = []
+while True:
+    try:
+        item = lst.pop(0)
+    except IndexError:
+        break
+    got.append(int(item[0]))
+    assert (item == item[0]).all() if hasattr(item, "all") else item == item[:1] * len(item)
+print(" ".join(map(str, got)))
+lst.detach()
+"""
+        children = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        taken = []
+        for child in children:
+            out, err = child.communicate(timeout=60)
+            assert child.returncode == 0, err
+            taken += [int(x) for x in out.split()]
+        assert sorted(taken) == list(range(n))  # each item once: none lost, none twice
+        assert len(lst) == 0
+
+
 def test_list_large_items_are_written_in_one_copy() -> None:
     from shmshare import SharedList
     from shmshare.objects.codec import large_parts
@@ -397,7 +440,7 @@ def test_list_large_items_are_written_in_one_copy() -> None:
         assert pickle.loads(bytes(lst._raw(3, 4)[0])) == big  # an ordinary pickle
         assert lst.pop() == big and np.array_equal(lst.pop(1), a)
         del lst[-1]
-        assert lst._heap._tls.lent is None  # every lent buffer given back
+        assert getattr(lst._heap._tls, "lent", None) is None  # every lent buffer given back
         with pytest.raises(IndexError):
             lst[10] = a
         assert len(lst) == 2

@@ -15,7 +15,7 @@ that HotPath answers ``len()`` from the word in C, calling its
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 from ..errors import CorruptSegmentError
 from ._lib import ffi, lib
@@ -79,23 +79,23 @@ class HeapList:
         (HeapBase._read_lent)."""
         return self._copy_item(lib.shms_list_get, i, "reading a list item", 1)
 
-    def _read_big(self, i: int, s: Scratch) -> BigRead | None:
-        """Item i in one copy, if it is a bytes object (``HotPath.list_get_bytes``)
-        or stored split (as the dict's _read_split); else None."""
+    def _read_big(self, i: int, s: Scratch, remove: bool) -> BigRead | None:
+        """Item i in one copy (``remove``: and taken out, a pop), if it is a bytes
+        object (``HotPath.list_read_bytes``) or stored split (as the dict's
+        _read_split); else None, and the list unchanged."""
         heap = self._heap
-        value = heap._hot.list_get_bytes(i)
+        value = heap._hot.list_read_bytes(i, remove)
         if value is not NOT_READ:
             return Unpickled(value)
         h = heap._handle()
         got = heap._split_read(lambda raw, n: lib.shms_list_fetch_split(
-            h, i, s.buf, s.cap, raw, n, s.res, False, SLICE_NS), s)
+            h, i, remove, s.buf, s.cap, raw, n, s.res, False, SLICE_NS), s)
         return got if type(got) is SplitValue else None
 
-    def pop(self, i: int) -> tuple[bytes | memoryview | None, int]:
+    def pop(self, i: int) -> tuple[bytes | memoryview | BigRead | None, int]:
         """``(item i's bytes, removed; or None if out of range, the length)``; a
-        large item lent (never read in one copy: that is a get's)."""
-        got = self._copy_item(lib.shms_list_pop, i, "popping a list item", 2)
-        return cast("tuple[bytes | memoryview | None, int]", got)
+        large item as :meth:`get` gives it."""
+        return self._copy_item(lib.shms_list_pop, i, "popping a list item", 2)
 
     def _copy_item(self, op: Callable[..., int], i: int, what: str,
                    at: int) -> tuple[bytes | memoryview | BigRead | None, int]:
@@ -103,11 +103,11 @@ class HeapList:
         # done, res[0] the length needed); with res[at] returned beside it.
         h, s = self._heap._ready()
         rc = op(h, i, s.buf, s.cap, s.res, 0, SLICE_NS)
-        if rc == ETOOSMALL and s.res_view[0] > SCRATCH_KEEP and at == 1:
-            big = self._read_big(i, s)  # a get: the item stays, so it may be read again
+        if rc == ETOOSMALL and s.res_view[0] > SCRATCH_KEEP:
+            big = self._read_big(i, s, remove=at == 2)
             if big is not None:
                 return big, -1
-            rc = op(h, i, s.buf, s.cap, s.res, 0, SLICE_NS)  # res[0] its length again
+            rc = op(h, i, s.buf, s.cap, s.res, 0, SLICE_NS)  # nothing done: res[0] again
         if rc == ETOOSMALL and s.res_view[0] > SCRATCH_KEEP:
             got = self._heap._read_lent(lambda buf, cap: op(h, i, buf, cap, s.res, 0,
                                                             SLICE_NS), s)

@@ -42,7 +42,7 @@ class SplitValue:
 
 class Unpickled:
     """A large value a read already unpickled (a list's bytes item, copied once
-    by ``HotPath.list_get_bytes``): ``load()`` returns it, as SplitValue's does."""
+    by ``HotPath.list_read_bytes``): ``load()`` returns it, as SplitValue's does."""
 
     __slots__ = ("value",)
 

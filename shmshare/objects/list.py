@@ -250,7 +250,9 @@ class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOpera
         data, n = self._core.pop(i)
         if data is None:
             raise IndexError("pop from empty list" if n == 0 else "pop index out of range")
-        return self._loaded_lent(data) if isinstance(data, memoryview) else loads(data)
+        if isinstance(data, bytes):
+            return loads(data)
+        return self._loaded_lent(data) if isinstance(data, memoryview) else data.load()
 
     def _loaded_lent(self, data: memoryview) -> Any:
         """A large item, unpickled from the buffer the heap lent it in."""

@@ -15,9 +15,10 @@ int shms_list_insert(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen, 
 int shms_list_set_parts(shms_heap_t *h, int64_t i, const char *head, uint64_t hlen,
                         const char *val, uint64_t vlen, const char *tail, uint64_t tlen,
                         uint64_t *res, int held, int64_t timeout_ns);
-int shms_list_fetch_split(shms_heap_t *h, int64_t i, char *out, uint64_t cap, char *raw,
-                          uint64_t raw_cap, uint64_t *res, int held, int64_t timeout_ns);
-int shms_list_peek(shms_heap_t *h, int64_t i, shms_peek_cb cb, void *ctx);
+int shms_list_fetch_split(shms_heap_t *h, int64_t i, int remove, char *out, uint64_t cap,
+                          char *raw, uint64_t raw_cap, uint64_t *res, int held,
+                          int64_t timeout_ns);
+int shms_list_peek(shms_heap_t *h, int64_t i, int remove, shms_peek_cb cb, void *ctx);
 int shms_list_insert_parts(shms_heap_t *h, int64_t i, const char *head, uint64_t hlen,
                            const char *val, uint64_t vlen, const char *tail, uint64_t tlen,
                            int held, int64_t timeout_ns);

@@ -19,7 +19,7 @@
 
 typedef int (*peek_fn)(shms_heap_t *, const char *, uint64_t, shms_peek_cb, void *);
 typedef int (*store_fn)(shms_heap_t *, const char *, uint64_t, const char *, uint64_t);
-typedef int (*list_peek_fn)(shms_heap_t *, int64_t, shms_peek_cb, void *);
+typedef int (*list_peek_fn)(shms_heap_t *, int64_t, int, shms_peek_cb, void *);
 
 /* Bytes objects from this size up are stored by store_bytes (STORE OF BYTES
  * in src/dict_hot.c): pickle's frame size, past which the stored bytes are
@@ -69,8 +69,9 @@ HOT_HIDDEN int shms_hot_large_buffer(PyObject *value);
  * not_read, NULL with *absent set (the key is not in the dict; no exception
  * set), or NULL with an exception set.  DictItems' d[k] calls it directly. */
 HOT_HIDDEN PyObject *hot_get_str(HotPath *self, PyObject *cache, PyObject *key, int *absent);
-/* HotPath.list_get_bytes and list_mapped (hotlist.c). */
-HOT_HIDDEN PyObject *hot_list_get_bytes(PyObject *op, PyObject *index);
+/* HotPath.list_read_bytes and list_mapped (hotlist.c). */
+HOT_HIDDEN PyObject *hot_list_read_bytes(PyObject *op, PyObject *const *args,
+                                         Py_ssize_t nargs);
 HOT_HIDDEN PyObject *hot_list_mapped(PyObject *op, PyObject *const *args, Py_ssize_t nargs);
 /* The bytes of entry (borrowed) if its stripe still reads its version. */
 HOT_HIDDEN PyObject *hot_cache_valid_bytes(HotPath *self, PyObject *entry);

@@ -3,13 +3,16 @@
  *   list_mapped(address, peek)
  *       Where this process maps the list's length word (for LengthWord,
  *       hotslots.c), and the address of shms_list_peek (src/list_ops.c).
- *   list_get_bytes(i) -> bytes | not_read
- *       lst[i] for a large item that is the pickle of one bytes object: the
- *       bytes copied once, straight from the heap into the bytes returned (a
- *       reusable buffer, then pickle.loads, would copy them twice), under the
- *       heap lock tried once.  Anything else -- another kind of item, the
- *       lock busy or held by this thread, i out of range, damage, the list not
- *       mapped, the heap closed -- returns not_read: the general path decides.
+ *   list_read_bytes(i, remove) -> bytes | not_read
+ *       lst[i] (remove false) or lst.pop(i) (true) for a large item that is
+ *       the pickle of one bytes object: the bytes copied once, straight from
+ *       the heap into the bytes returned (a reusable buffer, then
+ *       pickle.loads, would copy them twice), under the heap lock tried once;
+ *       a pop takes the item out under the same hold.  Anything else --
+ *       another kind of item, the lock busy or held by this thread, i out of
+ *       range, damage, a removal that needs the heap to grow, the list not
+ *       mapped, the heap closed -- changes nothing and returns not_read: the
+ *       general path decides.
  */
 #include "hot.h"
 
@@ -29,17 +32,24 @@ static int take_bytes(void *arg, const char *val, uint64_t vlen, uint64_t modcou
     return 0;
 }
 
-PyObject *hot_list_get_bytes(PyObject *op, PyObject *index)
+PyObject *hot_list_read_bytes(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
     HotPath *self = (HotPath *)op;
     PyObject *out = NULL;
-    long long i = PyLong_AsLongLong(index);
-    int rc;
+    long long i;
+    int remove, rc;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "list_read_bytes(i, remove) takes 2 arguments");
+        return NULL;
+    }
+    i = PyLong_AsLongLong(args[0]);
     if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if ((remove = PyObject_IsTrue(args[1])) < 0)
         return NULL;
     if (!self->heap || !self->list_peek)
         return Py_NewRef(self->not_read);
-    rc = self->list_peek(self->heap, (int64_t)i, take_bytes, &out);
+    rc = self->list_peek(self->heap, (int64_t)i, remove, take_bytes, &out);
     if (rc == 0)
         return out;
     Py_XDECREF(out);

@@ -44,7 +44,7 @@
  * and the base classes LengthWord, ViewItems and DictItems (len() of a list,
  * a[i] of an array, d[k] = v: hotslots.c).
  *
- *   list_mapped(address, peek), list_get_bytes(i)
+ *   list_mapped(address, peek), list_read_bytes(i, remove)
  *       For a list heap (hotlist.c); close() forgets the list too.
  */
 #include "hot.h"
@@ -338,8 +338,8 @@ static PyMethodDef hot_methods[] = {
     {"list_mapped", (PyCFunction)(void (*)(void))hot_list_mapped, METH_FASTCALL,
      "list_mapped(address, peek): where this process maps the list's length word; "
      "shms_list_peek's address."},
-    {"list_get_bytes", hot_list_get_bytes, METH_O,
-     "list_get_bytes(i) -> item i, a large bytes object, copied once; or not_read."},
+    {"list_read_bytes", (PyCFunction)(void (*)(void))hot_list_read_bytes, METH_FASTCALL,
+     "list_read_bytes(i, remove) -> item i, a large bytes object, copied once; or not_read."},
     {"store", (PyCFunction)(void (*)(void))hot_store, METH_FASTCALL,
      "store(key, cmp_len, value, value_len) -> 0, or an int code."},
     {"close", hot_close, METH_NOARGS, "Forget the heap: later calls return -1."},

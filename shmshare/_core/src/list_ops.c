@@ -133,21 +133,38 @@ static int pop_body(shms_heap_t *h, void *arg)
 }
 
 /* A large item read in one copy (shms_list_peek, shms_list_fetch_split): the
- * item's bytes handed to cb, or its split data copied into raw. */
+ * item's bytes handed to cb, or its split data copied into raw; with remove,
+ * the item is then taken out of the list, under the same hold of the lock (a
+ * pop).  A read or a removal that fails leaves the list as it was. */
 typedef struct {
     lop_t o;
+    int remove;
     shms_peek_cb cb;
     void *ctx;
     char *raw;
     uint64_t raw_cap;
 } big_read_t;
 
+static int removed_if_asked(shms_heap_t *h, const big_read_t *p, int rc)
+{
+    shms_lrec_t *r;
+    shms_larr_t *a;
+    int64_t i;
+    if (rc || !p->remove)
+        return rc;
+    shms_list_of(h, &r, &a);            /* (find_item validated both) */
+    i = norm(p->o.i, shms_hn_n(a->hn));
+    return shms_list_splice_in(h, r, a, (uint64_t)i, (uint64_t)i + 1, NULL);
+}
+
 static int peek_body(shms_heap_t *h, void *arg)
 {
     big_read_t *p = arg;
     shms_litem_t *b;
     int rc = find_item(h, &p->o, &b);
-    return rc ? rc : p->cb(p->ctx, (const char *)(b + 1), b->vlen, p->o.res[1], p->o.res[2]);
+    if (!rc)
+        rc = p->cb(p->ctx, (const char *)(b + 1), b->vlen, p->o.res[1], p->o.res[2]);
+    return removed_if_asked(h, p, rc);
 }
 
 static int fetch_split_body(shms_heap_t *h, void *arg)
@@ -158,8 +175,9 @@ static int fetch_split_body(shms_heap_t *h, void *arg)
     if (rc)
         return rc;
     p->o.res[2] = p->o.res[1];          /* the modcount; res[1] becomes the data's length */
-    return shms_split_copy((const char *)(b + 1), b->vlen, p->o.out, p->o.cap, p->raw,
-                           p->raw_cap, p->o.res);
+    rc = shms_split_copy((const char *)(b + 1), b->vlen, p->o.out, p->o.cap, p->raw,
+                         p->raw_cap, p->o.res);
+    return removed_if_asked(h, p, rc);
 }
 
 /* Items [i, j) replaced by the values; i < 0: at the end (extend).  The
@@ -346,20 +364,23 @@ int shms_list_read(shms_heap_t *h, int64_t start, int64_t stop, char *out, uint6
 }
 
 /* Item i handed to cb under the heap lock, tried once (as shms_dict_peek: the
- * modcount and the length in place of a stripe and its version). */
-int shms_list_peek(shms_heap_t *h, int64_t i, shms_peek_cb cb, void *ctx)
+ * modcount and the length in place of a stripe and its version); with remove,
+ * then taken out if cb returned 0. */
+int shms_list_peek(shms_heap_t *h, int64_t i, int remove, shms_peek_cb cb, void *ctx)
 {
     uint64_t res[3];
-    big_read_t p = {.o = {.i = i, .res = res}, .cb = cb, .ctx = ctx};
+    big_read_t p = {.o = {.i = i, .res = res}, .remove = remove, .cb = cb, .ctx = ctx};
     return shms_run_op(h, 0, 0, peek_body, &p);
 }
 
 /* Item i, a split value, read as shms_dict_fetch_split reads one (res[0], res[1]
- * and res[3] as its; res[2] the modcount); SHMS_ENOSPLIT if it is not split. */
-int shms_list_fetch_split(shms_heap_t *h, int64_t i, char *out, uint64_t cap, char *raw,
-                          uint64_t raw_cap, uint64_t *res, int held, int64_t timeout_ns)
+ * and res[3] as its; res[2] the modcount); SHMS_ENOSPLIT if it is not split;
+ * with remove, then taken out if it was read. */
+int shms_list_fetch_split(shms_heap_t *h, int64_t i, int remove, char *out, uint64_t cap,
+                          char *raw, uint64_t raw_cap, uint64_t *res, int held,
+                          int64_t timeout_ns)
 {
-    big_read_t p = {.o = {.i = i, .out = out, .cap = cap, .res = res}, .raw = raw,
-                    .raw_cap = raw_cap};
+    big_read_t p = {.o = {.i = i, .out = out, .cap = cap, .res = res}, .remove = remove,
+                    .raw = raw, .raw_cap = raw_cap};
     return shms_run_op(h, held, timeout_ns, fetch_split_body, &p);
 }

@@ -308,10 +308,12 @@ int shms_list_insert_parts(shms_heap_t *h, int64_t i, const char *head, uint64_t
                            int held, int64_t timeout_ns);
 int shms_list_push(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen);
 /* A large item in one copy (list_ops.c): handed to cb under the lock (tried
- * once), or its split data into raw (as shms_dict_fetch_split). */
-int shms_list_peek(shms_heap_t *h, int64_t i, shms_peek_cb cb, void *ctx);
-int shms_list_fetch_split(shms_heap_t *h, int64_t i, char *out, uint64_t cap, char *raw,
-                          uint64_t raw_cap, uint64_t *res, int held, int64_t timeout_ns);
+ * once), or its split data into raw (as shms_dict_fetch_split); with remove,
+ * then taken out of the list (a pop). */
+int shms_list_peek(shms_heap_t *h, int64_t i, int remove, shms_peek_cb cb, void *ctx);
+int shms_list_fetch_split(shms_heap_t *h, int64_t i, int remove, char *out, uint64_t cap,
+                          char *raw, uint64_t raw_cap, uint64_t *res, int held,
+                          int64_t timeout_ns);
 int shms_list_splice(shms_heap_t *h, int64_t start, int64_t stop, const char *vals,
                      const uint64_t *vlens, uint64_t nvals, uint64_t expect, int held,
                      int64_t timeout_ns);
