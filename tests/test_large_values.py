@@ -458,6 +458,17 @@ def test_update_splits_large_values_and_stays_atomic() -> None:
         assert np.array_equal(d["a"], a) and "bad" not in d  # nothing written
 
 
+def test_setdefault_of_a_large_array_stores_it_split() -> None:
+    a = _array(8 * MIB)
+    with SharedDict() as d:
+        assert d.setdefault("a", a) is a
+        got, peak = _peak(lambda: d["a"])
+        assert np.array_equal(got, a) and peak < a.nbytes * 1.1
+        assert getattr(d._heap._tls, "big", None) is None  # read in one copy
+        # present: returned as stored, and the default is not even pickled
+        assert np.array_equal(d.setdefault("a", _Unpicklable()), a)
+
+
 class _Unpicklable:
     def __reduce__(self):  # type: ignore[no-untyped-def]
         raise TypeError("not picklable, on purpose")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._core import DictItems
 from .._core.heap_dict import NOT_READ
-from .codec import _PICKLE_REFUSED, decode_key, dumps, encode_key, loads
+from .codec import _PICKLE_REFUSED, decode_key, dumps, dumps_split, encode_key, loads
 from .dict_views import _ItemsView, _KeysView, _ValuesView
 from .heap_object import HeapObject
 from .shared_object import HandleMethods
@@ -185,9 +185,12 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
     # -- compound operations: atomic under the lock ---------------------------------
 
     def setdefault(self, key: K, default: Any = None) -> Any:
+        data = self._read(key)  # present, the common case: the default is not pickled
+        if data is not None:
+            return self._loaded(data)
         kb, n = encode_key(key)
-        encoded = dumps(default)
-        with self._lock:
+        encoded = dumps_split(default)  # a large array stored split: read in one copy
+        with self._lock:  # set only if still absent: another process may have set it
             if self._heap.dict_set(kb, n, encoded, only_if_absent=True, held=True):
                 return default
             data = self._heap.dict_get(kb, n, held=True)
