@@ -154,7 +154,9 @@ static int removed_if_asked(shms_heap_t *h, const big_read_t *p, int rc)
         return rc;
     shms_list_of(h, &r, &a);            /* (find_item validated both) */
     i = norm(p->o.i, shms_hn_n(a->hn));
-    return shms_list_splice_in(h, r, a, (uint64_t)i, (uint64_t)i + 1, NULL);
+    rc = shms_list_splice_in(h, r, a, (uint64_t)i, (uint64_t)i + 1, NULL);
+    /* Never a buffer too small: on that, a caller grows its buffers and reads again. */
+    return rc == SHMS_ETOOSMALL ? ENOMEM : rc;
 }
 
 static int peek_body(shms_heap_t *h, void *arg)
