@@ -380,6 +380,20 @@ lst.detach()
         assert child.returncode == 0, err
 
 
+def test_list_items_between_one_and_four_mib_are_read_in_one_copy_too() -> None:
+    from shmshare import SharedList
+
+    item = b"m" * (2 * MIB)  # larger than a read copies into the scratch buffer
+    with SharedList([b"s" * (3 * MIB), item]) as lst:
+        assert lst.pop(0) == b"s" * (3 * MIB)
+        scratch = lst._heap._tls.s
+        for _ in range(2):
+            got, peak = _peak(lambda: lst[0])
+            assert got == item and peak < len(item) * 1.1, f"lst[i] allocated {peak} bytes"
+        assert scratch.cap < len(item)  # never grown to hold it: copied once, into the bytes
+        assert lst.pop() == item and len(lst) == 0
+
+
 @pytest.mark.parametrize("kind", ["bytes", "array"])
 def test_two_processes_popping_large_items_take_each_once(project_dir, kind) -> None:  # type: ignore[no-untyped-def]
     import subprocess

@@ -21,7 +21,7 @@ from ..errors import CorruptSegmentError
 from ._lib import ffi, lib
 from .heap import Heap
 from .heap_base import SCRATCH_KEEP, Scratch, new_uncleared
-from .heap_dict import NOT_READ
+from .heap_dict import BIG_VALUE, NOT_READ
 from .heap_split import SplitValue, Unpickled
 from .results import ENOTFOUND, ETOOSMALL, OK
 from .slices import SLICE_NS
@@ -101,9 +101,11 @@ class HeapList:
                    at: int) -> tuple[bytes | memoryview | BigRead | None, int]:
         # op(h, i, buf, cap, res, held, ns): item i copied out (too small: nothing
         # done, res[0] the length needed); with res[at] returned beside it.
+        # An item above BIG_VALUE is not copied into the scratch buffer, however
+        # large that has grown: first it is tried in one copy (_read_big).
         h, s = self._heap._ready()
-        rc = op(h, i, s.buf, s.cap, s.res, 0, SLICE_NS)
-        if rc == ETOOSMALL and s.res_view[0] > SCRATCH_KEEP:
+        rc = op(h, i, s.buf, min(s.cap, BIG_VALUE), s.res, 0, SLICE_NS)
+        if rc == ETOOSMALL and s.res_view[0] > BIG_VALUE:
             big = self._read_big(i, s, remove=at == 2)
             if big is not None:
                 return big, -1
