@@ -53,10 +53,11 @@ _VERBS = {
              "of its segment (shmid_ds: sizes, owner, mode, attach count, creator and last "
              "pid, times in ISO 8601). Attaches nothing, so a later gc still sees the real "
              "last user; 'check' verifies the identity header."),
-    "rm": ("remove an object now",
-           "Remove the object now: its segment and heap extents (IPC_RMID), then its key "
+    "rm": ("remove objects now",
+           "Remove each object now: its segment and heap extents (IPC_RMID), then its key "
            "file. Processes still attached keep access until they detach; the output says "
-           "how many."),
+           "how many. A name that cannot be removed is an error line, and the others are "
+           "still removed; the exit status is then 1."),
     "check": ("verify an object's heap and index invariants",
               "Open the object with its own type and verify its heap and index (dicts, lists, "
               "sets, namespaces, values, queues, sync objects), with its extents and total "
@@ -97,8 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     verbs = {verb: sub.add_parser(verb, parents=[common], help=short, description=long)
              for verb, (short, long) in _VERBS.items()}
-    for verb in ("info", "rm", "check"):
+    for verb in ("info", "check"):
         verbs[verb].add_argument("name", help="the object's name")
+    verbs["rm"].add_argument("name", nargs="+", help="the objects' names (one or more)")
     verbs["check"].add_argument("--trust", action="store_true",
                                 help="open it even if another user owns it or may write to it")
     verbs["gc"].add_argument("--dry-run", action="store_true",
@@ -230,14 +232,47 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
         return data, "\n".join(f"{k.ljust(width)}  {_info_cell(k, v)}"
                                for k, v in data.items())
     if args.verb == "rm":
-        attached = remove(pdir, args.name)
-        note = (f" ({attached} attached process(es) keep access until they detach)"
-                if attached else "")
-        return {"removed": args.name, "still_attached": attached}, f"removed {args.name}{note}"
+        return _rm(pdir, args.name)
     if args.verb == "check":
         return _check(pdir, args.name, args.trust)
     assert args.verb == "gc"
     return _gc(pdir, args.dry_run, args.unreachable)
+
+
+class _SomeFailed(Exception):
+    """A verb on several names that failed for some: what it did, and why not the rest."""
+
+    def __init__(self, data: Any, text: str, errors: list[str]) -> None:
+        super().__init__(errors)
+        self.data, self.text, self.errors = data, text, errors
+
+
+def _rm(pdir: Path, names: list[str]) -> tuple[Any, str]:
+    """Remove each name in turn; one that cannot be removed does not stop the others."""
+    if len(names) == 1:  # the one-name output, JSON included, as it always was
+        attached = remove(pdir, names[0])
+        return ({"removed": names[0], "still_attached": attached},
+                f"removed {names[0]}{_still(attached)}")
+    removed: list[str] = []
+    still: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    for name in dict.fromkeys(names):  # a name given twice is removed once
+        try:
+            still[name] = remove(pdir, name)
+        except (ShmshareError, OSError) as exc:
+            errors[name] = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            continue
+        removed.append(name)
+    data = {"removed": removed, "still_attached": still, "errors": errors}
+    text = "\n".join(f"removed {name}{_still(still[name])}" for name in removed)
+    if errors:
+        raise _SomeFailed(data, text, list(errors.values()))
+    return data, text
+
+
+def _still(attached: int) -> str:
+    return (f" ({attached} attached process(es) keep access until they detach)"
+            if attached else "")
 
 
 def _info_cell(key: str, value: Any) -> str:
@@ -324,6 +359,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         data, text = _run(args)
+    except _SomeFailed as part:
+        if args.json:
+            print(json.dumps(part.data, indent=2, default=str))
+        else:
+            if part.text:
+                print(part.text)
+            for message in part.errors:
+                print(f"shmshare {args.verb}: error: {message}", file=sys.stderr)
+        return 1
     except (ShmshareError, OSError) as exc:
         message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         if args.json:

@@ -94,6 +94,28 @@ def test_rm(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out.strip() == "removed delta"
 
 
+def test_rm_several(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """rm takes several names: each is removed, and one that cannot be is an error line
+    (exit 1) that does not stop the others; --json reports all three outcomes."""
+    for name in ("a1", "a2", "a3"):
+        shmshare.Segment(name, 10, project_dir=project_dir, persist=True).detach()
+    held = shmshare.Segment("a4", 10, project_dir=project_dir, persist=True)
+    code, out, err = cli(capsys, "rm", "a1", "nope", "a2", "a1", "--project-dir",
+                         str(project_dir))
+    assert code == 1 and out.splitlines() == ["removed a1", "removed a2"]
+    assert err.strip() == f"shmshare rm: error: no object named 'nope' in '{project_dir}'"
+    code, out, _ = cli(capsys, "rm", "a3", "a4", "--project-dir", str(project_dir))
+    assert code == 0 and out.splitlines() == [
+        "removed a3", "removed a4 (1 attached process(es) keep access until they detach)"]
+    held.detach()
+    shmshare.Segment("a5", 10, project_dir=project_dir, persist=True).detach()
+    code, out, _ = cli(capsys, "rm", "a5", "gone", "--json", "--project-dir", str(project_dir))
+    data = json.loads(out)
+    assert code == 1 and data["removed"] == ["a5"] and data["still_attached"] == {"a5": 0}
+    assert list(data["errors"]) == ["gone"] and "no object named 'gone'" in data["errors"]["gone"]
+    assert not list(project_dir.glob("*.key"))
+
+
 def test_gc_dry_run_and_real(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """gc --dry-run lists orphans without removing; gc removes them; both in JSON too."""
     shmid = _orphan(project_dir, "dead")
