@@ -301,6 +301,36 @@ MULTI_WRITE = {
 O1_METHODS = {"append", "pop()", "pop(0)", "insert(0)"}
 
 
+def _kill_during(lst: SharedList, method: Callable[[SharedList], Any], settle: float,
+                 delay: float) -> None:
+    """Fork a child that calls ``method(lst)`` the instant this process lets go of the
+    list's lock (``settle`` seconds after the child started), and SIGKILL it ``delay``
+    seconds after that."""
+    r, w = os.pipe()
+
+    def run(w: int, lst: SharedList) -> None:  # pragma: no cover - child
+        warnings.simplefilter("ignore", shmshare.OwnerDiedWarning)
+        os.write(w, b"g")
+        method(lst)
+        os.write(w, b"d")
+        time.sleep(60)
+
+    lst.lock.acquire()
+    try:
+        pid = fork_child(run, w, lst)
+        os.close(w)
+        assert select.select([r], [], [], BOUND)[0] and os.read(r, 1) == b"g"
+        time.sleep(settle)
+    finally:
+        lst.lock.release()
+    try:
+        time.sleep(delay)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        wait_pid(pid, BOUND)
+        os.close(r)
+
+
 @pytest.mark.parametrize("op", list(MULTI_WRITE))
 def test_list_method_killed_inside_its_call(op: str) -> None:
     """Each method SIGKILLed at a random moment of its call, which starts the instant the
@@ -323,29 +353,8 @@ def test_list_method_killed_inside_its_call(op: str) -> None:
     window = took  # kills land in [0, window) after the lock is let go
     for _attempt in range(12):
         lst = SharedList(before)
-        r, w = os.pipe()
-
-        def run(w: int, lst: SharedList) -> None:  # pragma: no cover - child
-            warnings.simplefilter("ignore", shmshare.OwnerDiedWarning)
-            os.write(w, b"g")
-            MULTI_WRITE[op](lst)
-            os.write(w, b"d")
-            time.sleep(60)
-
-        lst.lock.acquire()
-        try:
-            pid = fork_child(run, w, lst)
-            os.close(w)
-            assert select.select([r], [], [], BOUND)[0] and os.read(r, 1) == b"g"
-            time.sleep(0.05 + 3 * took)  # the child pickles its values, then waits here
-        finally:
-            lst.lock.release()
-        try:
-            time.sleep(rng.uniform(0, window))
-        finally:
-            os.kill(pid, signal.SIGKILL)
-            wait_pid(pid, BOUND)
-            os.close(r)
+        # (the child pickles its values, then waits for the lock)
+        _kill_during(lst, MULTI_WRITE[op], 0.05 + 3 * took, rng.uniform(0, window))
         with _recoveries(), closing(lst):
             other = pickle.loads(pickle.dumps(lst))  # a fresh handle sees the same list
             items = lst.copy()
@@ -393,29 +402,7 @@ def test_large_item_pop_killed_inside_its_call(kind: str) -> None:
     window = took
     for _attempt in range(12):
         lst = SharedList([item(i) for i in range(n)])
-        r, w = os.pipe()
-
-        def run(w: int, lst: SharedList) -> None:  # pragma: no cover - child
-            warnings.simplefilter("ignore", shmshare.OwnerDiedWarning)
-            os.write(w, b"g")
-            lst.pop(0)
-            os.write(w, b"d")
-            time.sleep(60)
-
-        lst.lock.acquire()
-        try:
-            pid = fork_child(run, w, lst)
-            os.close(w)
-            assert select.select([r], [], [], BOUND)[0] and os.read(r, 1) == b"g"
-            time.sleep(0.05)  # the child waits for the lock here
-        finally:
-            lst.lock.release()
-        try:
-            time.sleep(rng.uniform(0, window))
-        finally:
-            os.kill(pid, signal.SIGKILL)
-            wait_pid(pid, BOUND)
-            os.close(r)
+        _kill_during(lst, lambda lst: lst.pop(0), 0.05, rng.uniform(0, window))
         with _recoveries(), closing(lst):
             got = tags(lst)
             assert got in (list(range(n)), list(range(1, n))), f"neither before nor after: {got}"
