@@ -259,3 +259,17 @@ def test_large_slices_are_populated_once(monkeypatch: pytest.MonkeyPatch) -> Non
         a._seg._attachment().populate(0, 1 << 40)
     b.detach()
     a.detach()
+
+
+def test_an_array_where_a_shape_or_dtype_goes_says_how_to_copy_it_in(
+        project_dir: Path) -> None:
+    """SharedArray(arr) and SharedArray("name", arr) are shape/dtype errors that say how
+    to share an existing array; a misspelt dtype names itself; nothing is created."""
+    arr = np.zeros(4)
+    hint = r"s = SharedArray\(a.shape, a.dtype, name=...\); s\[...\] = a"
+    for args in ((arr,), ("frames", arr), ((4,), arr)):
+        with pytest.raises(shmshare.ShmTypeError, match=hint):
+            SharedArray(*args, project_dir=project_dir)
+    with pytest.raises(TypeError, match=r"dtype must be a numpy dtype or its name .*'floot64'$"):
+        SharedArray((4,), "floot64", name="frames", project_dir=project_dir)
+    assert not project_dir.exists() or not list(project_dir.glob("*.key"))

@@ -67,7 +67,11 @@ def _describe(dtype: Any) -> tuple[Any, int, str | None]:
     """(JSON-able description, itemsize, struct format or None) for ``dtype``."""
     np = _np()
     if np is not None:
-        dt = np.dtype(dtype)
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise ShmTypeError(f"dtype must be a numpy dtype or its name (such as 'float64'), "
+                               f"not {_short(dtype)}{_array_hint(dtype)}") from None
         fmt = dt.char if dt.kind in "biufc?" and dt.byteorder in "=|" else None
         return np.lib.format.dtype_to_descr(dt), dt.itemsize, fmt
     fmt = str(dtype)
@@ -87,10 +91,24 @@ def _shape(shape: Any) -> tuple[int, ...] | None:
     try:
         out = tuple(operator.index(n) for n in dims)
     except TypeError:
-        raise ShmTypeError(f"shape must be an int or a sequence of ints, not {shape!r}") from None
+        raise ShmTypeError(f"shape must be an int or a sequence of ints, not "
+                           f"{_short(shape)}{_array_hint(shape)}") from None
     if any(n < 0 for n in out):
         raise ShmValueError(f"negative dimensions are not allowed: {out}")
     return out
+
+
+def _array_hint(x: Any) -> str:
+    """For an array passed where a shape or dtype goes: how to copy one in."""
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        return ""
+    return ("; to share an array, make one of its shape and dtype and copy it in: "
+            "s = SharedArray(a.shape, a.dtype, name=...); s[...] = a")
+
+
+def _short(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _same_dtype(a: Any, b: Any) -> bool:
