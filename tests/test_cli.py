@@ -193,3 +193,81 @@ def test_check_covers_every_heap_kind(project_dir: Path,
     finally:
         q.detach()
         lock.detach()
+
+
+def _damage_one_hash(d: shmshare.SharedDict, entry: int) -> None:
+    """Flip one bit of a dict entry's stored hash: the key hides from lookups, and
+    check() names the entry (tests/test_heap_damage.py has the layout)."""
+    import struct
+
+    from shmshare.naming.header import HEADER_SIZE
+
+    mv = d._seg._attachment().memoryview()
+    at = HEADER_SIZE + (d._heap.root_ref() & ((1 << 48) - 1)) + 64 + 24 * entry
+    struct.pack_into("=Q", mv, at, struct.unpack_from("=Q", mv, at)[0] ^ 1)
+    mv.release()
+
+
+def test_check_every_object(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """check with no name checks everything ls lists: each object a line, a damaged
+    one an error line that does not stop the others (exit 1), a stale key file
+    skipped with the reason, a summary last; --json reports all of it."""
+    good = shmshare.SharedDict("good", {"a": 1}, project_dir=project_dir)
+    bad = shmshare.SharedDict("bad", {f"k{i}": i for i in range(10)}, project_dir=project_dir)
+    plain = shmshare.Segment("plain", 10, project_dir=project_dir)
+    try:
+        (project_dir / "stale.key").write_text("")
+        with shmshare.Manager(project_dir=project_dir) as m:
+            held = m.dict({"x": 1})
+            code, out, err = cli(capsys, "check", "--project-dir", str(project_dir))
+            assert code == 0, err
+            lines = out.splitlines()
+            assert lines[0].startswith("bad: dict OK — 10 entries"), out
+            assert lines[1].startswith("good: dict OK — 1 entries"), out
+            assert any(line.startswith("managers/") and ": dict OK — 1 entries" in line
+                       for line in lines), out
+            assert "plain: segment, header verified" in out
+            assert "skipped stale: stale key file (gc removes it)" in out
+            assert lines[-1] == f"check in {project_dir}: 4 OK, 1 skipped"
+            _damage_one_hash(bad, 3)
+            code, out, err = cli(capsys, "check", "--project-dir", str(project_dir))
+            assert code == 1 and "bad: dict OK" not in out and "good: dict OK" in out
+            assert err.strip() == ("shmshare check: error: SharedDict 'bad': dict: stored "
+                                   "hash differs from the key's hash (entry 3)")
+            assert out.splitlines()[-1] == (f"check in {project_dir}: 3 OK, 1 failed, "
+                                            "1 skipped")
+            code, out, _ = cli(capsys, "check", "--json", "--project-dir", str(project_dir))
+            data = json.loads(out)
+            assert code == 1 and data["project_dir"] == str(project_dir)
+            names = {c["name"] for c in data["checked"]}
+            assert {"good", "plain"} <= names and len(names) == 3
+            assert all(c["ok"] for c in data["checked"])
+            assert list(data["errors"]) == ["bad"] and "entry 3" in data["errors"]["bad"]
+            assert data["skipped"] == {"stale": "stale key file (gc removes it)"}
+            del held
+    finally:
+        for obj in (good, bad, plain):
+            obj.unlink()
+            obj.detach()
+    (project_dir / "stale.key").unlink()
+    code, out, _ = cli(capsys, "check", "--project-dir", str(project_dir))
+    assert code == 0 and out.strip() == f"check in {project_dir}: nothing to check"
+
+
+def test_check_several(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """check NAME NAME...: each named object checked; a missing one is an error line
+    (exit 1), the others still checked; one name keeps its one-object output."""
+    a = shmshare.SharedDict("a", {"x": 1}, project_dir=project_dir)
+    b = shmshare.SharedList([1, 2], name="b", project_dir=project_dir)
+    try:
+        code, out, err = cli(capsys, "check", "a", "nope", "b", "a", "--project-dir",
+                             str(project_dir))
+        assert code == 1 and [line.split(" OK")[0] for line in out.splitlines()] == [
+            "a: dict", "b: list", f"check in {project_dir}: 2"], out
+        assert err.strip() == (f"shmshare check: error: no object named 'nope' in "
+                               f"'{project_dir}'")
+        code, out, _ = cli(capsys, "check", "a", "--json", "--project-dir", str(project_dir))
+        assert json.loads(out)["name"] == "a"  # one name: the one-object JSON, as before
+    finally:
+        a.detach()
+        b.detach()

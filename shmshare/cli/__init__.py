@@ -1,6 +1,6 @@
 """python -m shmshare / shmshare: see and clean what is in shared memory.
 
-Verbs: ls, info NAME, rm NAME, check NAME, gc [--dry-run]; every verb takes
+Verbs: ls, info NAME, rm NAME..., check [NAME...], gc [--dry-run]; every verb takes
 --project-dir and --json.  ls, info and gc --dry-run only read (the key files
 and the kernel's view): they attach nothing and change nothing.  check must
 attach to walk a heap, and records itself so gc does not take it for a user.
@@ -18,20 +18,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._version import __version__
-from .errors import SegmentNotFoundError, ShmshareError
-from .naming.dirs import OWNED_SUBDIRS, dead_owner_dirs, owner_of, remove_all
-from .naming.header import note_inspection
-from .naming.inventory import (
+from .._version import __version__
+from ..errors import SegmentNotFoundError, ShmshareError
+from ..naming.dirs import OWNED_SUBDIRS, dead_owner_dirs, owner_of, remove_all
+from ..naming.inventory import (
     extent_summary,
     info,
     list_entries,
     remove,
 )
-from .naming.keys import KeyFile, key_file_path
-from .naming.lifecycle import SweepResult, find_existing, sweep, sweep_extents
-from .naming.project_dir import default_project_dir, resolve_project_dir
-from .naming.unreachable import sweep_unreachable
+from ..naming.lifecycle import SweepResult, sweep, sweep_extents
+from ..naming.project_dir import default_project_dir, resolve_project_dir
+from ..naming.unreachable import sweep_unreachable
 
 __all__ = ["main"]
 
@@ -58,12 +56,15 @@ _VERBS = {
            "file. Processes still attached keep access until they detach; the output says "
            "how many. A name that cannot be removed is an error line, and the others are "
            "still removed; the exit status is then 1."),
-    "check": ("verify an object's heap and index invariants",
-              "Open the object with its own type and verify its heap and index (dicts, lists, "
-              "sets, namespaces, values, queues, sync objects), with its extents and total "
-              "bytes; for other kinds, verify the identity header. The one verb that must "
-              "attach: it records itself in the header so that gc does not report it as the "
-              "last user, and it sweeps nothing."),
+    "check": ("verify objects' heap and index invariants (every object without a name)",
+              "Open each object with its own type and verify its heap and index (dicts, "
+              "lists, sets, namespaces, values, queues, sync objects), with its extents and "
+              "total bytes; for other kinds, verify the identity header. With no name, check "
+              "every object ls lists, those of Managers and pytest runs too, skipping stale "
+              "key files. An object that fails is an error line, and the others are still "
+              "checked; the exit status is then 1. The one verb that must attach: it records "
+              "itself in each header so that gc does not report it as the last user, and it "
+              "removes nothing."),
     "gc": ("remove what crashed processes left (orphans, stale key files)",
            "Remove non-persistent objects nobody is attached to, key files that name no "
            "segment, the directories of Managers and pytest runs whose owner is gone, and "
@@ -98,9 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     verbs = {verb: sub.add_parser(verb, parents=[common], help=short, description=long)
              for verb, (short, long) in _VERBS.items()}
-    for verb in ("info", "check"):
-        verbs[verb].add_argument("name", help="the object's name")
+    verbs["info"].add_argument("name", help="the object's name")
     verbs["rm"].add_argument("name", nargs="+", help="the objects' names (one or more)")
+    verbs["check"].add_argument("name", nargs="*",
+                                help="the objects' names (none: every object ls lists)")
     verbs["check"].add_argument("--trust", action="store_true",
                                 help="open it even if another user owns it or may write to it")
     verbs["gc"].add_argument("--dry-run", action="store_true",
@@ -234,12 +236,14 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
     if args.verb == "rm":
         return _rm(pdir, args.name)
     if args.verb == "check":
-        return _check(pdir, args.name, args.trust)
+        from .check import check_objects  # it imports the object types
+
+        return check_objects(pdir, args.name, args.trust)
     assert args.verb == "gc"
     return _gc(pdir, args.dry_run, args.unreachable)
 
 
-class _SomeFailed(Exception):
+class SomeFailed(Exception):
     """A verb on several names that failed for some: what it did, and why not the rest."""
 
     def __init__(self, data: Any, text: str, errors: list[str]) -> None:
@@ -266,7 +270,7 @@ def _rm(pdir: Path, names: list[str]) -> tuple[Any, str]:
     data = {"removed": removed, "still_attached": still, "errors": errors}
     text = "\n".join(f"removed {name}{_still(still[name])}" for name in removed)
     if errors:
-        raise _SomeFailed(data, text, list(errors.values()))
+        raise SomeFailed(data, text, list(errors.values()))
     return data, text
 
 
@@ -281,85 +285,11 @@ def _info_cell(key: str, value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _check(pdir: Path, name: str, trust: bool) -> tuple[Any, str]:
-    """Open the object with its own type and run its structural check."""
-    from .objects.heap_object import HeapObject
-    from .objects.shared_object import check, kind_class, stats
-
-    before = info(pdir, name)
-    kind, lpid_before = before["kind"], before["last_pid"]
-    _mark_swept(pdir)
-    cls = kind_class(kind)
-    if cls is None or not issubclass(cls, HeapObject):
-        _verify_header(pdir, name, lpid_before)
-        data = {"name": name, "kind": kind, "ok": True, "checked": "header"}
-        return data, f"{name}: {kind}, header verified (it has no heap to check)"
-    obj = cls._reopen(("named", kind, name, str(pdir)), trust)
-    try:
-        check(obj)
-        stats_ = stats(obj)
-    finally:
-        _detach_as_inspector(obj, lpid_before)
-    data = {"name": name, "kind": kind, "ok": True, "checked": "heap and index",
-            "key": before["key"], **stats_}
-    segments = stats_["extents"]  # the heap's regions: the main segment is the first
-    return data, (f"{name}: {kind} OK — {stats_['entries']} entries in {segments} "
-                  f"segment(s) ({segments - 1} extent(s)), {stats_['bytes_used']} of "
-                  f"{stats_['bytes_total']} bytes used")
-
-
-def _verify_header(pdir: Path, name: str, lpid_before: int) -> None:
-    """Attach, verify the identity header (find_existing does), and detach as an inspector."""
-    path = key_file_path(pdir, name)
-    with KeyFile.locked(path, create=False) as kf:
-        record = kf.read() if kf is not None else None
-        found = find_existing(kf, record, name) if kf is not None and record else None
-        if found is None:
-            raise SegmentNotFoundError(
-                2, f"no object named {name!r} in {str(pdir)!r} (or its header is not one "
-                "of shmshare's)", str(path))
-        try:
-            view = found.attachment.memoryview()
-            try:
-                note_inspection(view, os.getpid(), lpid_before)
-            finally:
-                view.release()
-        finally:
-            found.attachment.detach()
-
-
-def _mark_swept(pdir: Path) -> None:
-    # The first open in a process sweeps its project directory; check is an
-    # inspection and must remove nothing, so it counts as swept already.
-    from .naming import attach
-
-    attach._SWEPT.add(pdir)
-
-
-def _detach_as_inspector(obj: Any, lpid_before: int) -> None:
-    """Detach leaving the object as it was: record in the header that this detach is
-    an inspection, not a use (gc then reports the last real user), and never remove
-    it as its last user would (an orphan stays for gc to judge)."""
-    seg = obj._seg
-    att = seg._attachment()
-    if not att.readonly:
-        view = att.memoryview()
-        try:
-            note_inspection(view, os.getpid(), lpid_before)
-        finally:
-            view.release()
-    from .objects.shared_object import detach
-
-    seg._b.persist = True  # this process's detach only: the header is unchanged
-    detach(obj)
-
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         data, text = _run(args)
-    except _SomeFailed as part:
+    except SomeFailed as part:
         if args.json:
             print(json.dumps(part.data, indent=2, default=str))
         else:
