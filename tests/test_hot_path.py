@@ -1,5 +1,5 @@
-"""The one-call paths of SharedDict (ext/hotpath.c): d[k] = v and d[k] for a str key
-(a cache hit, or the re-read of a missing or changed key) keep the GIL and try the
+"""The one-call paths of SharedDict (ext/hotpath.c): d[k] = v and d[k] for a str, int
+or bytes key (a cache hit, or the re-read of a missing or changed key) keep the GIL and try the
 heap lock once; every other outcome must take the general path, which waits,
 grows, repairs or raises."""
 
@@ -26,10 +26,10 @@ def test_hot_calls_kept_after_detach_return_codes_not_crashes() -> None:
     as detached."""
     d = shmshare.SharedDict({"a": 1})
     heap = d._heap
-    get_str, store, peek = heap.get_str, heap.store, heap._peek
+    get_hot, store, peek = heap.get_hot, heap.store, heap._peek
     assert d["a"] == 1
     d.detach()
-    assert get_str({}, "a") is NOT_READ
+    assert get_hot({}, "a") is NOT_READ
     assert peek(b"a") == -1
     assert store(b"a", 1, b"x", 1) == -1
     with pytest.raises(ValueError, match="detached"):
@@ -38,29 +38,29 @@ def test_hot_calls_kept_after_detach_return_codes_not_crashes() -> None:
         d["a"] = 2
 
 
-def test_get_str_returns_the_value_and_keeps_its_bytes_and_version() -> None:
-    """get_str unpickles the value and keeps [bytes, stripe, version]; a hit serves it
-    from there; a get_str of the changed key updates that same entry in place."""
+def test_get_hot_returns_the_value_and_keeps_its_bytes_and_version() -> None:
+    """get_hot unpickles the value and keeps [bytes, stripe, version]; a hit serves it
+    from there; a get_hot of the changed key updates that same entry in place."""
     d: shmshare.SharedDict[str, Any] = shmshare.SharedDict({"a": [1, 2]})
     try:
         assert d["a"] == [1, 2]  # maps the version stripes
         cache: dict[str, list[Any]] = {}
-        assert d._heap.get_str(cache, "a") == [1, 2]
+        assert d._heap.get_hot(cache, "a") == [1, 2]
         entry = cache["a"]
         entry[0] = pickle.dumps("from the cache", 5)  # a hit reads only the cache
-        assert d._heap.get_str(cache, "a") == "from the cache"
+        assert d._heap.get_hot(cache, "a") == "from the cache"
         entry[0] = pickle.dumps([1, 2], 5)
         data, stripe, version = entry
         assert shmshare.objects.codec.loads(data) == [1, 2]
         assert d._heap.versions_view[stripe] == version
         d["a"] = "changed"
-        assert d._heap.get_str(cache, "a") == "changed"
+        assert d._heap.get_hot(cache, "a") == "changed"
         assert cache["a"] is entry and entry[1] == stripe and entry[2] != version
         assert d._heap.versions_view[stripe] == entry[2]
-        assert d._heap.get_str(cache, "missing") is NOT_READ
-        assert d._heap.get_str(cache, "") is NOT_READ  # the empty key: the general path
+        assert d._heap.get_hot(cache, "missing") is NOT_READ
+        assert d._heap.get_hot(cache, "") is NOT_READ  # the empty key: the general path
         with pytest.raises(TypeError):
-            d._heap.get_str([], "a")  # type: ignore[arg-type]
+            d._heap.get_hot([], "a")  # type: ignore[arg-type]
     finally:
         d.detach()
 
@@ -71,11 +71,11 @@ def test_odd_keys_and_large_values_take_the_general_path() -> None:
     try:
         odd = "x\udcff"
         d[odd] = 1
-        assert d._heap.get_str({}, odd) is NOT_READ
+        assert d._heap.get_hot({}, odd) is NOT_READ
         assert d[odd] == 1
         big = [b"b" * BIG]  # large, and not one bytes object (those: the test below)
         d["big"] = big
-        assert d._heap.get_str({}, "big") is NOT_READ
+        assert d._heap.get_hot({}, "big") is NOT_READ
         for _ in range(2):
             assert d["big"] == big
         assert "big" not in d._read_cache
@@ -85,12 +85,87 @@ def test_odd_keys_and_large_values_take_the_general_path() -> None:
         d.detach()
 
 
+# Ints at every boundary of their encoding's length (codec._int: (bit_length + 8) // 8
+# bytes, two's complement) and past 64 bits (the general path's), and bytes keys up to
+# and past what the C paths encode (HOT_KEY_MAX: 256 bytes with the 6 of the tag).
+INT_KEYS = [0, 1, -1, 127, 128, -128, -129, 255, 256, -256, -257, 32767, 32768, -32768,
+            -32769, (1 << 31) - 1, 1 << 31, -(1 << 31), (1 << 63) - 1, -(1 << 63), 1 << 63,
+            -(1 << 63) - 1, 1 << 64, 10 ** 30, -(10 ** 30)]
+BYTES_KEYS = [b"", b"a", b"\xff", b"\x00" * 3, b"k" * 250, b"k" * 251]
+
+
+def _nested(depth: int) -> Any:
+    key: Any = ("leaf", -1)
+    for i in range(depth - 1):
+        key = (i, key)
+    return key
+
+
+# Tuples of what the C paths encode, 8 deep and 9 (the general path's), and tuples
+# holding what they do not: a float, a bool, a lone surrogate, a frozenset, too many bytes.
+TUPLE_KEYS = [(), (1,), ("a", 1), (None,), ("", b"", 0), (b"x", ("n", (1 << 62, -1))),
+              _nested(8), _nested(9), (1.5, "a"), (True, 2), ("x\udcff",), (frozenset({1}),),
+              ("k" * 240,), ("k" * 250,)]
+
+
+@pytest.mark.parametrize("key", INT_KEYS + BYTES_KEYS + TUPLE_KEYS, ids=repr)
+def test_keys_the_c_paths_encode_are_the_general_paths_keys(key: Any) -> None:
+    """d[k] = v, d[k] and k in d encode an int, bytes or tuple key in C
+    (ext/hotkeys.c): into exactly codec.encode_key's bytes, so what one path writes
+    the other finds."""
+    d: Any = shmshare.SharedDict()
+    try:
+        d[key] = ("c", key)                       # the C store (or the general one)
+        assert d.pop(key) == ("c", key)           # the general path's encoding finds it
+        assert len(d) == 0
+        d.update({key: ("general", key)})         # written by the general path
+        assert d[key] == ("general", key)         # read by the C path
+        assert key in d and d.get(key) == ("general", key)
+        d[key] = "again"
+        assert len(d) == 1 and list(d) == [key] and type(next(iter(d))) is type(key)
+        del d[key]
+        assert key not in d and d.get(key, 7) == 7
+    finally:
+        d.detach()
+
+
+def test_int_bytes_and_tuple_keys_are_read_in_one_c_call() -> None:
+    """HotPath.get and .has answer for int, bytes and tuple keys (not only str), and
+    an int key equal to a bool or float key is the same key, its first form kept."""
+    d: Any = shmshare.SharedDict({"a": 0})
+    try:
+        assert d["a"] == 0  # the general path maps the version stripes
+        d[5] = "five"
+        d[b"k"] = "kay"
+        cache: dict[Any, Any] = {}
+        assert d._heap.get_hot(cache, 5) == "five" and 5 in cache
+        assert d._heap.get_hot(cache, b"k") == "kay" and b"k" in cache
+        d[(1, "a")] = "tuple"
+        assert d._heap.get_hot(cache, (1, "a")) == "tuple" and (1, "a") in cache
+        assert d._heap.has_hot({}, (1, "a")) is True
+        assert d._heap.get_hot({}, (1.5,)) is NOT_READ       # a float in it
+        assert d._heap.has_hot({}, 5) is True and d._heap.has_hot({}, 6) is False
+        assert d._heap.get_hot({}, 1 << 64) is NOT_READ      # past 64 bits
+        assert d._heap.get_hot({}, True) is NOT_READ         # a bool: the general path
+        d[True] = "bool first"
+        d[1] = "then int"                                  # one key, as in a dict
+        d[1.0] = "then float"
+        assert d[True] == d[1] == d[1.0] == "then float"
+        assert [k for k in d if k == 1] == [True] and type(list(d)[-1]) is bool
+        d[7] = "int first"
+        d[7.0] = "float"
+        assert d[7] == "float" and [k for k in d if k == 7] == [7]
+        assert type(next(k for k in d if k == 7)) is int
+    finally:
+        d.detach()
+
+
 def test_reads_and_writes_under_this_threads_lock() -> None:
     """Holding the lock here makes the hot calls fail; the general path runs held."""
     d = shmshare.SharedDict({"a": 1})
     try:
         with d.lock:
-            assert d._heap.get_str({}, "a") is NOT_READ
+            assert d._heap.get_hot({}, "a") is NOT_READ
             d["a"] = 2
             assert d["a"] == 2
             d["b"] = 3
@@ -105,7 +180,7 @@ def test_reads_and_writes_wait_for_another_process_holding_the_lock() -> None:
     try:
         d["a"] = 1
         with lock_held_elsewhere(d) as release:
-            assert d._heap.get_str({}, "a") is NOT_READ  # busy: the general path
+            assert d._heap.get_hot({}, "a") is NOT_READ  # busy: the general path
             results: list[object] = []
 
             def use() -> None:
@@ -276,7 +351,7 @@ def test_a_large_bytes_value_is_read_in_one_copy_before_any_stripe_is_mapped() -
     d = shmshare.SharedDict({"big": b"b" * BIG})
     try:
         for _ in range(2):
-            assert d._heap.get_str({}, "big") == b"b" * BIG
+            assert d._heap.get_hot({}, "big") == b"b" * BIG
             assert d["big"] == b"b" * BIG
     finally:
         d.detach()
@@ -309,10 +384,10 @@ def test_an_absent_key_is_answered_by_the_one_read() -> None:
         assert e["nope"] == ("missing", "nope") and e.get("nope", 6) == 6
         assert general == []
         cache: dict[str, list[Any]] = {}
-        assert d._heap.get_str(cache, "a", None) == 1 and "a" in cache
+        assert d._heap.get_hot(cache, "a", None) == 1 and "a" in cache
         assert wait_pid(fork_child(d.__delitem__, "a")) == 0
-        assert d._heap.get_str(cache, "a", "gone") == "gone" and "a" not in cache
-        assert d._heap.get_str(cache, "a") is NOT_READ  # no default: the general path's
+        assert d._heap.get_hot(cache, "a", "gone") == "gone" and "a" not in cache
+        assert d._heap.get_hot(cache, "a") is NOT_READ  # no default: the general path's
         assert general == []
     finally:
         d.detach()

@@ -13,15 +13,16 @@ import shmshare
 STEPS = 6
 
 
-def _writer_steps(d: Any, conn: Any) -> None:
+def _writer_steps(d: Any, conn: Any, keys: tuple[Any, Any, Any]) -> None:
     """Each step changes the dict in another way, then tells the parent and waits."""
+    a, b, c = keys
     steps = [
-        lambda: d.__setitem__("a", 1),                # overwrite
-        lambda: d.__delitem__("b"),                   # delete
-        lambda: d.update(b=2, c=3),                   # re-insert + insert, under the lock
-        lambda: d.pop("a"),                           # pop
+        lambda: d.__setitem__(a, 1),                  # overwrite
+        lambda: d.__delitem__(b),                     # delete
+        lambda: d.update({b: 2, c: 3}),               # re-insert + insert, under the lock
+        lambda: d.pop(a),                             # pop
         lambda: d.clear(),                            # clear
-        lambda: d.setdefault("a", 9),                 # insert after clear
+        lambda: d.setdefault(a, 9),                   # insert after clear
     ]
     for step in steps:
         assert conn.recv() == "go"
@@ -39,28 +40,36 @@ EXPECTED = [
     {"a": 9},
 ]
 
+# Every kind of key that d[k], k in d and d.get(k) encode in C (ext/hotkeys.c),
+# and one that the general path encodes.
+KEYS = {"str": ("a", "b", "c"), "int": (1, -200, 1 << 40), "bytes": (b"a", b"", b"\xff" * 9),
+        "tuple": (("a", 1), ("b",), ())}
 
+
+@pytest.mark.parametrize("keys", list(KEYS.values()), ids=list(KEYS))
 @pytest.mark.parametrize("method", START_METHODS)
-def test_cached_value_is_never_stale_after_another_process_writes(method: str) -> None:
+def test_cached_value_is_never_stale_after_another_process_writes(method: str,
+                                                                  keys: tuple[Any, ...]) -> None:
     """After another process's write returned, every read here sees it, though cached."""
     assert len(EXPECTED) == STEPS
+    key = dict(zip("abc", keys, strict=True))
     ctx = mp.get_context(method)
-    d = shmshare.SharedDict({"a": 0, "b": 0})
+    d = shmshare.SharedDict({key["a"]: 0, key["b"]: 0})
     parent, child = ctx.Pipe()
-    p = ctx.Process(target=_writer_steps, args=(d, child))
+    p = ctx.Process(target=_writer_steps, args=(d, child, keys))
     p.start()
     try:
         for want in EXPECTED:
-            for k in "abc":          # fill the cache with what is there now
+            for k in keys:          # fill the cache with what is there now
                 d.get(k)
             parent.send("go")
             assert parent.poll(JOIN_TIMEOUT), "writer did not answer"
             assert parent.recv() == "done"
-            for k in "abc":
-                assert d.get(k) == want.get(k), (k, want)
-                assert (k in d) == (k in want)
-                if k in want:
-                    assert d[k] == want[k]
+            for name, k in key.items():
+                assert d.get(k) == want.get(name), (k, want)
+                assert (k in d) == (name in want)
+                if name in want:
+                    assert d[k] == want[name]
                 else:
                     with pytest.raises(KeyError):
                         d[k]

@@ -110,9 +110,9 @@ class Heap(DictMethods):
         "__weakref__",
         "_hot",
         "cache_keep",
-        "get_str",
+        "get_hot",
         "guard",
-        "has_str",
+        "has_hot",
         "list_push",
         "modcount_view",
     )
@@ -139,20 +139,21 @@ class Heap(DictMethods):
         # close() swaps in stand-ins that raise, like the views below.
         # These three are HotPath's (ext/hotpath.c): one C call each, the GIL kept
         # and the lock tried once.  ``_peek(key)`` is dict_read_versioned's read;
-        # ``get_str(cache, key, default)`` is d.get(key, default) for a str key
-        # through the read cache (a hit, or the same read kept there), unpickled;
+        # ``get_hot(cache, key, default)`` is d.get(key, default) for a key the C
+        # paths encode (a str, an int, bytes, a tuple: ext/hotkeys.c) through the
+        # read cache (a hit, or the same read kept there), unpickled;
         # default if the read found no such key; or NOT_READ (the general path).
         self._hot = HotPath(int(ffi.cast("uintptr_t", handle)), _PEEK, _STORE_TRY,
                             _STORE_BYTES_TRY, BIG_VALUE, pickle.loads, NOT_READ,
                             READ_CACHE_MAX_BYTES)
         self.store: Callable[[bytes, int, bytes, int], int] = self._hot.store
         self._peek: Callable[[bytes], Any] = self._hot.fetch
-        self.get_str: Callable[..., Any] = self._hot.get
-        # ``has_str(cache, key)``: key in d the same way, no value read: True,
+        self.get_hot: Callable[..., Any] = self._hot.get
+        # ``has_hot(cache, key)``: key in d the same way, no value read: True,
         # False, or NOT_READ (the general path: dict_contains).
-        self.has_str: Callable[[dict[Any, Any], Any], Any] = self._hot.has
+        self.has_hot: Callable[[dict[Any, Any], Any], Any] = self._hot.has
         # ``cache_keep(cache, key, value, stripe, version)``: the general path's
-        # read kept in the same cache, counted with what get_str keeps.
+        # read kept in the same cache, counted with what get_hot keeps.
         self.cache_keep: Callable[[dict[Any, Any], Any, bytes, int, int], None] = self._hot.keep
         # self._fetch (shms_dict_fetch) and self.list_push(i, value, vlen) -- a list
         # heap's insert (append: i = 2**63-1), the same way (list_ops.c) -- are
@@ -259,7 +260,7 @@ class Heap(DictMethods):
         # Never read the counters again: their memory may be unmapped next.
         self.modcount_view = self._extents_view = _NO_COUNTER
         self.versions_view = NO_VERSIONS
-        self.store = self._fetch = self._peek = self.get_str = self.has_str = _closed
+        self.store = self._fetch = self._peek = self.get_hot = self.has_hot = _closed
         self.list_push = _closed
         if h is not None:
             # getattr: None when __init__ was interrupted before setting them

@@ -46,7 +46,7 @@ class _NotRead:
         return "NOT_READ"
 
 
-#: What ``Heap.get_str`` returns when it did not read the value: the general
+#: What ``Heap.get_hot`` returns when it did not read the value: the general
 #: path decides (the key absent, the lock busy, a large value...).
 NOT_READ: Any = _NotRead()
 
@@ -178,7 +178,7 @@ class DictMethods(SplitMethods):
         self._until_done("mapping the dict's versions", call, call(False))
         if out[0] != ffi.NULL and self._h is not None:
             self.versions_view = memoryview(ffi.buffer(out[0], 8 * _NVER)).cast("Q")
-            # get_str may now serve and fill the read cache
+            # get_hot may now serve and fill the read cache
             self._hot.versions_mapped(int(ffi.cast("uintptr_t", out[0])))
 
     def dict_set(self, key: bytes, cmp_len: int, value: bytes, *,

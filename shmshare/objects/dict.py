@@ -94,10 +94,10 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
     def _held(self) -> bool:
         return self._lock.held()
 
-    # d[k] and d[k] = v are DictItems' (ext/hotslots.c): for a non-empty str key,
-    # one C call each -- a read through the read cache (Heap.get_str), or the
-    # key encoded, the value pickled and the store tried.  The methods below
-    # are where they hand over.
+    # d[k] and d[k] = v are DictItems' (ext/hotslots.c): for a non-empty str, an
+    # int, a bytes or a tuple key (ext/hotkeys.c), one C call each -- a read
+    # through the read cache (Heap.get_hot), or the key encoded, the value
+    # pickled and the store tried.  The methods below are where they hand over.
     if TYPE_CHECKING:  # the slots' types, as MutableMapping[K, V] has them
         def __getitem__(self, key: K) -> V: ...
         def __setitem__(self, key: K, value: V) -> None: ...
@@ -138,7 +138,7 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
         return self._heap.dict_len(held=self._held())
 
     def get(self, key: K, default: Any = None) -> Any:
-        value = self._get_str(self._read_cache, key, default)  # d[k]'s C read (str keys)
+        value = self._get_hot(self._read_cache, key, default)  # d[k]'s C read (hotkeys.c)
         if value is not NOT_READ:
             return value
         data = self._read(key)

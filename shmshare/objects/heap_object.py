@@ -25,8 +25,8 @@ __all__ = ["HeapObject"]
 
 INITIAL_SIZE = 64 * 1024  # objects start small and grow online
 
-def _no_get_str(cache: dict[Any, Any], key: Any, default: Any = None) -> Any:
-    return NOT_READ  # a store without Heap.get_str/has_str (Redis): the general path
+def _not_hot(cache: dict[Any, Any], key: Any, default: Any = None) -> Any:
+    return NOT_READ  # a store without Heap.get_hot/has_hot (Redis): the general path
 
 
 # Keys whose Python equality is exactly the canonical encoding's, so that the
@@ -137,15 +137,15 @@ class HeapObject(SharedObject):
         self._rbytes = 0
         self._rmark = -1
         self._read_cache: dict[Any, list[Any]] = {}  # [bytes, stripe, version]
-        # What the general path keeps there, counted with what get_str keeps
+        # What the general path keeps there, counted with what get_hot keeps
         # (Heap.cache_keep); only a heap hands out versions (stripe >= 0).
         self._cache_keep: Callable[..., None] | None = getattr(heap, "cache_keep", None)
-        # d.get(key, default) for a str key through the read cache (Heap.get_str,
-        # one C call for a hit, a re-read and an absent key; used by SharedDict's
-        # get(); d[k] is DictItems' in C): the value, default, or NOT_READ for the
-        # general path.
-        self._get_str: Callable[..., Any] = getattr(heap, "get_str", _no_get_str)
-        self._has_str: Callable[..., Any] = getattr(heap, "has_str", _no_get_str)
+        # d.get(key, default) for a key the C paths encode (a str, an int, bytes, a
+        # tuple: ext/hotkeys.c) through the read cache (Heap.get_hot, one C call for
+        # a hit, a re-read and an absent key; used by SharedDict's get(); d[k] is
+        # DictItems' in C): the value, default, or NOT_READ for the general path.
+        self._get_hot: Callable[..., Any] = getattr(heap, "get_hot", _not_hot)
+        self._has_hot: Callable[..., Any] = getattr(heap, "has_hot", _not_hot)
         # A large array stored with its data copied once (a heap's; None: a store's).
         self._store_parts: Callable[..., None] | None = getattr(heap, "dict_store_parts", None)
 
@@ -205,7 +205,7 @@ class HeapObject(SharedObject):
     def _has(self, key: Any) -> bool:
         """Whether ``key`` is stored: a valid cache entry says so, else the store,
         which fetches no value (a large one would be copied only to be dropped)."""
-        got = self._has_str(self._read_cache, key)  # one C call for a str key
+        got = self._has_hot(self._read_cache, key)  # one C call (ext/hotkeys.c's keys)
         if got is not NOT_READ:
             return got  # type: ignore[no-any-return]
         hit = self._read_cache.get(key) if type(key) in _CACHEABLE else None

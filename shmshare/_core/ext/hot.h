@@ -65,10 +65,18 @@ int shms_hot_add_buffer_funcs(PyObject *module);
 #define HOT_SPLIT_MIN (1 << 20)
 HOT_HIDDEN int shms_hot_large_buffer(PyObject *value);
 
+/* The key bytes the hot paths encode themselves (hotkeys.c): a non-empty
+ * str's UTF-8 (*kp then points into the str); an int that fits 64 bits, a
+ * bytes key, or a tuple of those, str and None, tagged as objects/codec.py
+ * tags them (written in buf, at most HOT_KEY_MAX bytes).  1: *kp and *klen
+ * are the key's bytes, its compared length too; 0: another key, the general
+ * path's (no exception set); -1: an exception set. */
+#define HOT_KEY_MAX 256
+HOT_HIDDEN int hot_key(PyObject *key, char buf[HOT_KEY_MAX], const char **kp, Py_ssize_t *klen);
 /* HotPath.get(cache, key, default) (hotpath.c), cache a dict: the value,
  * not_read, NULL with *absent set (the key is not in the dict; no exception
  * set), or NULL with an exception set.  DictItems' d[k] calls it directly. */
-HOT_HIDDEN PyObject *hot_get_str(HotPath *self, PyObject *cache, PyObject *key, int *absent);
+HOT_HIDDEN PyObject *hot_get_key(HotPath *self, PyObject *cache, PyObject *key, int *absent);
 /* HotPath.list_read_bytes and list_mapped (hotlist.c). */
 HOT_HIDDEN PyObject *hot_list_read_bytes(PyObject *op, PyObject *const *args,
                                          Py_ssize_t nargs);
@@ -85,7 +93,7 @@ HOT_HIDDEN int hot_cache_drop(PyObject *cache, PyObject *key);
  * kept (hot_cache_keep); None, or NULL with an exception set. */
 HOT_HIDDEN PyObject *hot_cache_keep_args(PyObject *op, PyObject *const *args,
                                          Py_ssize_t nargs);
-/* HotPath.has itself (read_cache.c): key in d for a str key; True, False,
+/* HotPath.has itself (read_cache.c): key in d for a hot_key key; True, False,
  * not_read, or NULL with an exception set. */
 HOT_HIDDEN PyObject *hot_cache_has(PyObject *op, PyObject *const *args, Py_ssize_t nargs);
 /* loads(data), holding a reference to data meanwhile. */

@@ -14,8 +14,9 @@
  *       version stripes.  A value above max_value bytes is not copied here
  *       (code SHMS_ETOOSMALL): the caller reads it into a reusable buffer.
  *   get(cache, key[, default]) -> the value | default | not_read
- *       d[key] for a str key (encoded here), default (not_read if not
- *       given) if the dict has no such key (found so under the lock): a cache hit (cache[key] =
+ *       d[key] for a str, int, bytes or tuple key (encoded here, hotkeys.c),
+ *       default (not_read if not given) if the dict has no such key (found
+ *       so under the lock): a cache hit (cache[key] =
  *       [bytes, stripe, version], the stripe still at that version) is
  *       unpickled with loads; a miss or a changed key takes fetch's copy,
  *       kept in cache (the list updated in place), unpickled once the lock
@@ -139,8 +140,9 @@ static PyObject *hot_fetch(PyObject *op, PyObject *key)
     return PyLong_FromLong(rc);
 }
 
-/* get: d[key] for a non-empty str key, in one call (any other key:
- * not_read).  A cache hit
+/* get: d[key] for a key the hot paths encode (hot_key: a non-empty str, an
+ * int of 64 bits, bytes, a tuple of such), in one call (any other key: not_read).  A
+ * cache hit
  * -- cache[key] = [bytes, stripe, version] with the stripe in shared memory
  * still at that version -- is unpickled without the lock.  Otherwise (a
  * miss, or the key changed) the bytes are copied from the heap under the
@@ -152,19 +154,22 @@ static PyObject *hot_fetch(PyObject *op, PyObject *key)
  * value without a version stripe are not kept (an entry there is dropped).
  * The key absent (found so under the lock): NULL with *absent set and no
  * exception, a cached entry of it dropped.  Anything else returns not_read,
- * for the general path (which waits, grows, repairs): the key empty, the lock busy, a large
- * value, a key UTF-8 cannot encode, the version stripes not yet mapped by
- * this process (versions_mapped; a large bytes value is read without
- * them), the heap closed.  (hot_get_str is DictItems' d[k] too: hot.h.) */
-PyObject *hot_get_str(HotPath *self, PyObject *cache, PyObject *key, int *absent)
+ * for the general path (which waits, grows, repairs): the lock busy, a large
+ * value, the version stripes not yet mapped by this process (versions_mapped;
+ * a large bytes value is read without them), the heap closed.  (hot_get_key is
+ * DictItems' d[k] too: hot.h.) */
+PyObject *hot_get_key(HotPath *self, PyObject *cache, PyObject *key, int *absent)
 {
     fetch_ctx c = {.out = NULL, .max_value = self->max_value, .whole_bytes = 1};
     PyObject *entry, *data;
+    char buf[HOT_KEY_MAX];
     const char *kp;
     Py_ssize_t klen;
     int rc;
-    if (!PyUnicode_CheckExact(key) || !self->heap)
+    if (!self->heap)
         return Py_NewRef(self->not_read);
+    if ((rc = hot_key(key, buf, &kp, &klen)) <= 0)
+        return rc ? NULL : Py_NewRef(self->not_read);
     entry = PyDict_GetItemWithError(cache, key);
     if (entry && self->versions) {
         if ((data = hot_cache_valid_bytes(self, entry)))
@@ -172,12 +177,6 @@ PyObject *hot_get_str(HotPath *self, PyObject *cache, PyObject *key, int *absent
     } else if (PyErr_Occurred()) {
         return NULL;
     }
-    if (!(kp = PyUnicode_AsUTF8AndSize(key, &klen))) {
-        PyErr_Clear();
-        return Py_NewRef(self->not_read);
-    }
-    if (!klen)
-        return Py_NewRef(self->not_read);
     rc = self->peek(self->heap, kp, (uint64_t)klen, take_value, &c);
     if (rc) {
         Py_XDECREF(c.out);
@@ -221,7 +220,7 @@ static PyObject *hot_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "get(cache: dict, key[, default])");
         return NULL;
     }
-    value = hot_get_str((HotPath *)op, args[0], args[1], &absent);
+    value = hot_get_key((HotPath *)op, args[0], args[1], &absent);
     if (absent)
         return Py_NewRef(nargs == 3 ? args[2] : ((HotPath *)op)->not_read);
     return value;
@@ -326,13 +325,14 @@ static PyMethodDef hot_methods[] = {
     {"fetch", (PyCFunction)hot_fetch, METH_O,
      "fetch(key) -> (value, stripe, version), None if absent, or an int code."},
     {"get", (PyCFunction)(void (*)(void))hot_get, METH_FASTCALL,
-     "get(cache, key[, default]) -> d[key] for a str key, through cache[key] = "
-     "[bytes, stripe, version]; default if absent; or not_read (the general path decides)."},
+     "get(cache, key[, default]) -> d[key] for a str, int, bytes or tuple key, through "
+     "cache[key] = [bytes, stripe, version]; default if absent; or not_read (the general "
+     "path decides)."},
     {"keep", (PyCFunction)(void (*)(void))hot_cache_keep_args, METH_FASTCALL,
      "keep(cache, key, value, stripe, version): cache[key] = [value, stripe, version], "
      "counted as get counts what it keeps."},
     {"has", (PyCFunction)(void (*)(void))hot_cache_has, METH_FASTCALL,
-     "has(cache, key) -> key in d for a str key, no value read; or not_read."},
+     "has(cache, key) -> key in d for a str, int, bytes or tuple key; or not_read."},
     {"versions_mapped", hot_versions_mapped, METH_O,
      "versions_mapped(address): where this process maps the dict's version stripes."},
     {"list_mapped", (PyCFunction)(void (*)(void))hot_list_mapped, METH_FASTCALL,

@@ -35,10 +35,11 @@
  *       the view's IndexError or TypeError); a slice, or no view, calls
  *       obj._getitem(i) / obj._setitem(i, v).  del obj[i] is a TypeError.
  *
- * DictItems: d[k] and d[k] = v for a non-empty str key in one C call each.
- * d[k] is HotPath.get through the dict's read cache (hotpath.c): a hit
- * unpickled without the lock, or the re-read of a changed key.  d[k] = v is
- * the key's UTF-8 (kept by the str), dumps(v, 5), and the heap's store tried
+ * DictItems: d[k] and d[k] = v for a key hot_key encodes (a non-empty str,
+ * an int of 64 bits, bytes, a tuple of such: hotkeys.c) in one C call each.  d[k] is
+ * HotPath.get through the dict's read cache (hotpath.c): a hit unpickled
+ * without the lock, or the re-read of a changed key.  d[k] = v is the key's
+ * bytes (a str's UTF-8, kept by the str), dumps(v, 5), and the heap's store tried
  * once (HotPath's store: the GIL kept, the lock tried once, the heap never
  * grown).
  *   _bind_items(hot, dumps, refused, cache)
@@ -234,18 +235,13 @@ static int di_store(DictItems *self, PyObject *key, PyObject *value)
 {
     HotPath *hot = self->hot;
     Py_ssize_t klen, vlen;
-    char *vp;
-    if (!hot || !hot->heap || !PyUnicode_CheckExact(key))
+    char *vp, buf[HOT_KEY_MAX];
+    const char *kp;
+    int rc;
+    if (!hot || !hot->heap)
         return 1;
-    const char *kp = PyUnicode_AsUTF8AndSize(key, &klen);
-    if (!kp) {
-        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
-            return -1;
-        PyErr_Clear();  /* lone surrogates: the general path encodes them */
-        return 1;
-    }
-    if (!klen)
-        return 1;
+    if ((rc = hot_key(key, buf, &kp, &klen)) <= 0)
+        return rc ? -1 : 1;
     if (PyBytes_CheckExact(value) && PyBytes_Size(value) >= HOT_DIRECT_BYTES_MIN &&
         !hot->store_bytes(hot->heap, kp, (uint64_t)klen, PyBytes_AsString(value),
                           (uint64_t)PyBytes_Size(value)))
@@ -265,7 +261,7 @@ static int di_store(DictItems *self, PyObject *key, PyObject *value)
     }
     /* The store reads the heap pointer now: dumps ran Python code, which may
      * have closed it. */
-    int rc = hot->heap ? hot->store(hot->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen) : -1;
+    rc = hot->heap ? hot->store(hot->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen) : -1;
     if (rc) {
         PyObject *kb = PyBytes_FromStringAndSize(kp, klen);
         PyObject *r = kb ? PyObject_CallMethod((PyObject *)self, "_store_slow", "(OO)", kb, data)
@@ -283,7 +279,7 @@ static PyObject *di_getitem(PyObject *op, PyObject *key)
     DictItems *self = (DictItems *)op;
     if (self->hot) {
         int absent = 0;
-        PyObject *value = hot_get_str(self->hot, self->cache, key, &absent);
+        PyObject *value = hot_get_key(self->hot, self->cache, key, &absent);
         if (absent)  /* what dict does: a subclass's __missing__ answers */
             return PyObject_CallMethod(op, "__missing__", "(O)", key);
         if (value != self->hot->not_read)
@@ -341,8 +337,8 @@ static void di_dealloc(PyObject *op)
 
 static PyMethodDef di_methods[] = {
     {"_bind_items", di_bind, METH_VARARGS,
-     "_bind_items(hot, dumps, refused, cache): d[k] and d[k] = v for a str key in C, "
-     "through hot and the read cache."},
+     "_bind_items(hot, dumps, refused, cache): d[k] and d[k] = v for a str, int, bytes or "
+     "tuple key in C, through hot and the read cache."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -352,8 +348,8 @@ static PyType_Slot di_slots[] = {
     {Py_tp_methods, di_methods},
     {Py_mp_subscript, di_getitem},
     {Py_mp_ass_subscript, di_setitem},
-    {Py_tp_doc, "A base class whose d[k] and d[k] = v for a str key are one C call each "
-                "(see shmshare.objects.dict)."},
+    {Py_tp_doc, "A base class whose d[k] and d[k] = v for a str, int, bytes or tuple key are "
+                "one C call each (see shmshare.objects.dict)."},
     {0, NULL},
 };
 

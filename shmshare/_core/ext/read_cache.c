@@ -128,7 +128,7 @@ static int found(void *arg, const char *val, uint64_t vlen, uint64_t stripe,
     return 0;
 }
 
-/* HotPath.has itself: key in d for a non-empty str key, in one call -- True
+/* HotPath.has itself: key in d for a key hot_key encodes, in one call -- True
  * for a valid cache entry, or for the key found under the lock (its value
  * not copied); False for the key absent under the lock (a cached entry of
  * it dropped); not_read for anything else (the general path decides). */
@@ -136,6 +136,7 @@ PyObject *hot_cache_has(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
     HotPath *self = (HotPath *)op;
     PyObject *entry;
+    char buf[HOT_KEY_MAX];
     const char *kp;
     Py_ssize_t klen;
     int rc;
@@ -143,8 +144,10 @@ PyObject *hot_cache_has(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "has(cache: dict, key)");
         return NULL;
     }
-    if (!PyUnicode_CheckExact(args[1]) || !self->heap)
+    if (!self->heap)
         return Py_NewRef(self->not_read);
+    if ((rc = hot_key(args[1], buf, &kp, &klen)) <= 0)
+        return rc ? NULL : Py_NewRef(self->not_read);
     entry = PyDict_GetItemWithError(args[0], args[1]);
     if (entry && self->versions) {
         if (hot_cache_valid_bytes(self, entry))
@@ -152,12 +155,6 @@ PyObject *hot_cache_has(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     } else if (PyErr_Occurred()) {
         return NULL;
     }
-    if (!(kp = PyUnicode_AsUTF8AndSize(args[1], &klen))) {
-        PyErr_Clear();
-        return Py_NewRef(self->not_read);
-    }
-    if (!klen)
-        return Py_NewRef(self->not_read);
     rc = self->peek(self->heap, kp, (uint64_t)klen, found, NULL);
     if (!rc)
         Py_RETURN_TRUE;
