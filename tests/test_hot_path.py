@@ -5,12 +5,13 @@ grows, repairs or raises."""
 
 from __future__ import annotations
 
+import errno
 import pickle
 import threading
 from typing import Any
 
 import pytest
-from helpers import fork_child, lock_held_elsewhere, wait_pid
+from helpers import fork_call, fork_child, lock_held_elsewhere, wait_pid
 from shmshare._core._lib import ffi
 
 import shmshare
@@ -160,16 +161,96 @@ def test_int_bytes_and_tuple_keys_are_read_in_one_c_call() -> None:
         d.detach()
 
 
-def test_reads_and_writes_under_this_threads_lock() -> None:
-    """Holding the lock here makes the hot calls fail; the general path runs held."""
-    d = shmshare.SharedDict({"a": 1})
+def test_reads_and_writes_under_this_threads_lock_run_held_in_one_c_call() -> None:
+    """Holding the lock here, d[k], d[k] = v, k in d, d.get, apply() and a
+    SharedValue's value run held in their one C call (the handle's guard says this
+    thread holds it): no hand-over to the general path."""
+    general: list[str] = []
+
+    class Counting(shmshare.SharedDict):  # type: ignore[type-arg]
+        def _read(self, key: Any) -> Any:
+            general.append("read")
+            return super()._read(key)
+
+        def _setitem(self, key: Any, value: Any) -> None:
+            general.append("setitem")
+            super()._setitem(key, value)
+
+        def _store_slow(self, kb: bytes, data: bytes) -> None:
+            general.append("store_slow")
+            super()._store_slow(kb, data)
+
+    d: Any = Counting({"a": 1})
+    v = shmshare.SharedValue("i", 0)
     try:
+        assert d["a"] == 1 and v.value == 0  # the general path maps the version stripes
+        for k in ("big", "room", "more"):  # the heap grown (the general path's job)
+            d[k] = b"y" * (1 << 17)
+        del d["room"], d["more"]
+        general.clear()
         with d.lock:
-            assert d._heap.get_hot({}, "a") is NOT_READ
+            assert d._heap.get_hot({}, "a") == 1
+            d["a"] = 2
+            assert d["a"] == 2 and "a" in d and d.get("a") == 2
+            d[(1, "b")] = 3
+            d["big"] = b"x" * (1 << 17)  # stored from the bytes object, held
+            assert d[(1, "b")] == 3 and "nope" not in d and d.get("nope", 4) == 4
+            with pytest.raises(KeyError):
+                d["nope"]
+        assert d.apply("a", lambda n: n + 1) == 3
+        with v.get_lock():
+            v.value += 5
+            assert v.value == 5
+        assert general == []
+        assert d["a"] == 3 and d[(1, "b")] == 3 and d["big"] == b"x" * (1 << 17)
+        assert v.value == 5
+    finally:
+        d.detach()
+        v.detach()
+
+
+def test_another_thread_waits_while_this_one_holds_the_lock() -> None:
+    """The held one-call paths are this thread's: another thread of the process,
+    whose guard does not name it, waits for the lock, then sees the writes."""
+    d: Any = shmshare.SharedDict({"a": 1})
+    try:
+        assert d["a"] == 1
+        seen: list[object] = []
+
+        def other() -> None:
+            d["a"] = 100  # a write takes the lock (a cached read need not)
+            seen.append(d["a"])
+
+        with d.lock:
+            t = threading.Thread(target=other)
+            t.start()
+            t.join(0.3)
+            assert t.is_alive() and not seen  # waiting, not running under our hold
             d["a"] = 2
             assert d["a"] == 2
-            d["b"] = 3
-        assert d["a"] == 2 and d["b"] == 3
+        t.join(30)
+        assert seen == [100] and d["a"] == 100
+    finally:
+        d.detach()
+
+
+def test_a_child_forked_under_the_lock_does_not_write_under_its_parents_hold() -> None:
+    """A child forked while its parent holds the lock holds nothing (its guard is
+    forgotten): its one-call store finds the lock busy and hands over; the parent's
+    writes, made held, are there once the child can see them."""
+    d: Any = shmshare.SharedDict({"a": 1})
+    try:
+        assert d["a"] == 1
+        with d.lock:
+            d["a"] = 2
+
+            def child() -> int:
+                data = pickle.dumps(3, 5)
+                return 0 if d._heap.store(b"a", 1, data, len(data)) == errno.EBUSY else 1
+
+            assert fork_call(child) == 0
+            assert d["a"] == 2
+        assert d["a"] == 2
     finally:
         d.detach()
 

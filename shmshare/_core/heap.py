@@ -54,6 +54,9 @@ _SYNC_LATER = frozenset({errno.EBUSY, errno.ETIMEDOUT, errno.EDEADLK, errno.ENOT
 _PEEK = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_peek")))
 _STORE_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_try")))
 _STORE_BYTES_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_bytes_try")))
+# The same three, run under a hold of the lock this thread has (HotPath.guarded).
+_HELD = tuple(int(ffi.cast("uintptr_t", ffi.addressof(lib, name))) for name in (
+    "shms_dict_peek_held", "shms_dict_store_held", "shms_dict_store_bytes_held"))
 _STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
           "entries", "recoveries", "modcount", "used_blocks")
 
@@ -194,6 +197,15 @@ class Heap(DictMethods):
         setattr(self, name, bound)
         return bound
 
+    def held_here(self) -> bool:
+        """Whether the calling thread holds the heap lock through this handle's guard
+        (False, and no guard made, if it has none yet)."""
+        try:
+            guard = object.__getattribute__(self, "guard")
+        except AttributeError:
+            return False
+        return cast(LockGuard, guard).held()
+
     def _make_guard(self) -> LockGuard:
         # One guard per handle, whichever thread asks first: two would each keep
         # their own idea of who here holds the lock.
@@ -207,6 +219,10 @@ class Heap(DictMethods):
                               keep=None)
             if h is None:
                 guard.close()  # made after close(): every acquire raises, as it would have
+            else:
+                # Under this thread's hold of the lock (with obj.lock: ...), the
+                # one-call paths run held instead of handing over.
+                self._hot.guarded(guard._g, int(ffi.cast("uintptr_t", guard._g)), *_HELD)
             self.guard = guard
             return guard
 

@@ -142,7 +142,7 @@ class DictMethods(SplitMethods):
         elif rc == ETOOSMALL and s.res_view[0] > _BIG:
             return self._read_big(key, cmp_len, s), -1, 0
         else:  # the general path: a larger buffer, the lock held here, waits, errors
-            data, _ = self.dict_read(key, cmp_len)
+            data, _ = self.dict_read(key, cmp_len, held=self.held_here())
             res = self._tls.s.res_view
             stripe = res[2]
         if data is None or stripe == _NO_STRIPE:
@@ -165,7 +165,7 @@ class DictMethods(SplitMethods):
         if got == ENOTFOUND:
             return None
         # the general path: the lock held here, waits, errors
-        data, _ = self.dict_read(key, cmp_len)
+        data, _ = self.dict_read(key, cmp_len, held=self.held_here())
         return None if data is None else memoryview(data)
 
     def _map_versions(self) -> None:
@@ -203,10 +203,11 @@ class DictMethods(SplitMethods):
         One C call (``store``) when it succeeds; any other outcome (lock held
         by this thread, busy, the heap must grow, an error) goes through
         ``dict_set``, which retries, grows or raises (an op that failed
-        changed nothing, so running it again is safe).
+        changed nothing, so running it again is safe) -- at once under the
+        lock when this thread holds it (``with v.get_lock(): v.value += 1``).
         """
         if cmp_len != len(key) or self.store(key, cmp_len, value, len(value)):
-            self.dict_set(key, cmp_len, value)
+            self.dict_set(key, cmp_len, value, held=self.held_here())
 
     def dict_pop(self, key: bytes, cmp_len: int, *, held: bool = False) -> bytes | None:
         """Remove ``key`` and return its value; None if absent."""

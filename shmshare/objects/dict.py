@@ -124,7 +124,7 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
     def _store_slow(self, kb: bytes, data: bytes) -> None:
         # the store did not take it at once (the lock busy or held here, the heap
         # full, damage): the general path waits, grows or raises
-        self._heap.dict_set(kb, len(kb), data)
+        self._heap.dict_set(kb, len(kb), data, held=self._heap.held_here())
 
     def _delitem(self, key: K) -> None:
         kb, n = encode_key(key)
@@ -237,6 +237,11 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
 
     def _get_or(self, key: Any, default: Any) -> Any:
         """``self[key]``, else ``default``; KeyError when there is no default."""
+        value = self._get_hot(self._read_cache, key, _MISSING)  # one C call, held or not
+        if value is not NOT_READ:
+            if value is _MISSING and default is _MISSING:
+                raise KeyError(key)
+            return default if value is _MISSING else value
         data = self._read(key)
         if data is not None:
             return self._loaded(data)

@@ -42,6 +42,14 @@ typedef struct {
      * it (list_mapped); cleared with heap. */
     const volatile uint64_t *list_len;
     list_peek_fn list_peek;   /* shms_list_peek, given with list_len */
+    /* The heap handle's guard (guarded()), once made: when a try finds the lock
+     * busy and this thread is the one holding it there, the op runs again with
+     * the _held variants, under that hold.  guard_owner keeps its memory alive;
+     * both are cleared with heap. */
+    const shms_guard_t *guard;
+    PyObject *guard_owner;
+    peek_fn peek_held;
+    store_fn store_held, store_bytes_held;
 } HotPath;
 
 #define HOT_HIDDEN __attribute__((visibility("hidden")))
@@ -73,6 +81,15 @@ HOT_HIDDEN int shms_hot_large_buffer(PyObject *value);
  * path's (no exception set); -1: an exception set. */
 #define HOT_KEY_MAX 256
 HOT_HIDDEN int hot_key(PyObject *key, char buf[HOT_KEY_MAX], const char **kp, Py_ssize_t *klen);
+/* Whether the calling thread holds the heap lock through the guard of the
+ * heap's handle (HotPath.guarded): then a try that found the lock busy runs
+ * again with the _held variants (hotpath.c). */
+HOT_HIDDEN int hot_held(const HotPath *self);
+/* A try's rc says the lock is taken -- by another (EBUSY), or by this very
+ * thread (EDEADLK: the mutex checks errors) -- and this thread's guard holds
+ * it: the op runs again held.  The guard decides, not the mutex alone: a
+ * thread of another PID namespace may have the same thread id. */
+#define hot_retry_held(self, rc) (((rc) == EBUSY || (rc) == EDEADLK) && hot_held(self))
 /* HotPath.get(cache, key, default) (hotpath.c), cache a dict: the value,
  * not_read, NULL with *absent set (the key is not in the dict; no exception
  * set), or NULL with an exception set.  DictItems' d[k] calls it directly. */

@@ -49,6 +49,7 @@
  *       For a list heap (hotlist.c); close() forgets the list too.
  */
 #include "hot.h"
+#include <pthread.h>
 
 typedef struct {
     PyObject *out;
@@ -117,6 +118,15 @@ static int take_value(void *arg, const char *val, uint64_t vlen, uint64_t stripe
     return 0;
 }
 
+/* See hot.h.  The guard's owner and depth are written only by the thread that
+ * holds the lock (src/guard.c): another thread never reads its own id there. */
+int hot_held(const HotPath *self)
+{
+    const shms_guard_t *g = self->guard;
+    return g && g->target && g->depth &&
+           __atomic_load_n(&g->owner, __ATOMIC_RELAXED) == (uint64_t)pthread_self();
+}
+
 static PyObject *hot_fetch(PyObject *op, PyObject *key)
 {
     HotPath *self = (HotPath *)op;
@@ -129,6 +139,8 @@ static PyObject *hot_fetch(PyObject *op, PyObject *key)
     if (PyBytes_AsStringAndSize(key, &kp, &klen) < 0)
         return NULL;
     rc = self->peek(self->heap, kp, (uint64_t)klen, take_value, &c);
+    if (hot_retry_held(self, rc))
+        rc = self->peek_held(self->heap, kp, (uint64_t)klen, take_value, &c);
     if (rc == 0)
         return Py_BuildValue("(NLK)", c.out, c.stripe == UINT64_MAX ? -1LL
                              : (long long)c.stripe, (unsigned long long)c.version);
@@ -178,6 +190,8 @@ PyObject *hot_get_key(HotPath *self, PyObject *cache, PyObject *key, int *absent
         return NULL;
     }
     rc = self->peek(self->heap, kp, (uint64_t)klen, take_value, &c);
+    if (hot_retry_held(self, rc))
+        rc = self->peek_held(self->heap, kp, (uint64_t)klen, take_value, &c);
     if (rc) {
         Py_XDECREF(c.out);
         if (rc == ENOMEM && PyErr_Occurred())
@@ -243,12 +257,43 @@ static PyObject *hot_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs
             return NULL;
         return PyLong_FromLong(-1);
     }
-    return PyLong_FromLong(self->store(self->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen));
+    int rc = self->store(self->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen);
+    if (hot_retry_held(self, rc))
+        rc = self->store_held(self->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen);
+    return PyLong_FromLong(rc);
+}
+
+/* guarded(owner, guard, peek_held, store_held, store_bytes_held): the handle's
+ * guard, at address guard (its memory kept alive by owner), and the _held
+ * variants of the three calls. */
+static PyObject *hot_guarded(PyObject *op, PyObject *args)
+{
+    HotPath *self = (HotPath *)op;
+    unsigned long long guard, peek, store, store_bytes;
+    PyObject *owner, *old;
+    if (!PyArg_ParseTuple(args, "OKKKK", &owner, &guard, &peek, &store, &store_bytes))
+        return NULL;
+    if (!guard || !peek || !store || !store_bytes) {
+        PyErr_SetString(PyExc_ValueError, "guarded needs four non-zero addresses");
+        return NULL;
+    }
+    if (!self->heap)
+        Py_RETURN_NONE;  /* closed: nothing is tried any more */
+    old = self->guard_owner;
+    self->guard_owner = Py_NewRef(owner);
+    self->peek_held = (peek_fn)(uintptr_t)peek;
+    self->store_held = (store_fn)(uintptr_t)store;
+    self->store_bytes_held = (store_fn)(uintptr_t)store_bytes;
+    self->guard = (const shms_guard_t *)(uintptr_t)guard;
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
 }
 
 static PyObject *hot_close(PyObject *op, PyObject *unused)
 {
     (void)unused;
+    ((HotPath *)op)->guard = NULL;
+    Py_CLEAR(((HotPath *)op)->guard_owner);
     ((HotPath *)op)->heap = NULL;
     ((HotPath *)op)->versions = NULL;
     ((HotPath *)op)->list_len = NULL;
@@ -315,6 +360,7 @@ static void hot_dealloc(PyObject *op)
     freefunc tp_free = (freefunc)PyType_GetSlot(type, Py_tp_free);
     Py_XDECREF(((HotPath *)op)->loads);
     Py_XDECREF(((HotPath *)op)->not_read);
+    Py_XDECREF(((HotPath *)op)->guard_owner);
     tp_free(op);
     Py_DECREF(type);
 }
@@ -333,6 +379,9 @@ static PyMethodDef hot_methods[] = {
      "counted as get counts what it keeps."},
     {"has", (PyCFunction)(void (*)(void))hot_cache_has, METH_FASTCALL,
      "has(cache, key) -> key in d for a str, int, bytes or tuple key; or not_read."},
+    {"guarded", hot_guarded, METH_VARARGS,
+     "guarded(owner, guard, peek_held, store_held, store_bytes_held): under this thread's "
+     "hold of the lock (the handle's guard at address guard), calls run held."},
     {"versions_mapped", hot_versions_mapped, METH_O,
      "versions_mapped(address): where this process maps the dict's version stripes."},
     {"list_mapped", (PyCFunction)(void (*)(void))hot_list_mapped, METH_FASTCALL,

@@ -242,10 +242,15 @@ static int di_store(DictItems *self, PyObject *key, PyObject *value)
         return 1;
     if ((rc = hot_key(key, buf, &kp, &klen)) <= 0)
         return rc ? -1 : 1;
-    if (PyBytes_CheckExact(value) && PyBytes_Size(value) >= HOT_DIRECT_BYTES_MIN &&
-        !hot->store_bytes(hot->heap, kp, (uint64_t)klen, PyBytes_AsString(value),
-                          (uint64_t)PyBytes_Size(value)))
-        return 0;  /* its pickle written straight from it; else pickled below */
+    if (PyBytes_CheckExact(value) && PyBytes_Size(value) >= HOT_DIRECT_BYTES_MIN) {
+        const char *b = PyBytes_AsString(value);
+        uint64_t n = (uint64_t)PyBytes_Size(value);
+        rc = hot->store_bytes(hot->heap, kp, (uint64_t)klen, b, n);
+        if (hot_retry_held(hot, rc))
+            rc = hot->store_bytes_held(hot->heap, kp, (uint64_t)klen, b, n);
+        if (!rc)
+            return 0;  /* its pickle written straight from it; else pickled below */
+    }
     if (shms_hot_large_buffer(value))
         return 1;  /* stored split by the general path: no pickle of its data first */
     PyObject *data = PyObject_CallFunctionObjArgs(self->dumps, value, protocol_5, NULL);
@@ -262,6 +267,8 @@ static int di_store(DictItems *self, PyObject *key, PyObject *value)
     /* The store reads the heap pointer now: dumps ran Python code, which may
      * have closed it. */
     rc = hot->heap ? hot->store(hot->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen) : -1;
+    if (hot_retry_held(hot, rc))
+        rc = hot->store_held(hot->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen);
     if (rc) {
         PyObject *kb = PyBytes_FromStringAndSize(kp, klen);
         PyObject *r = kb ? PyObject_CallMethod((PyObject *)self, "_store_slow", "(OO)", kb, data)

@@ -156,6 +156,8 @@ PyObject *hot_cache_has(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     rc = self->peek(self->heap, kp, (uint64_t)klen, found, NULL);
+    if (hot_retry_held(self, rc))
+        rc = self->peek_held(self->heap, kp, (uint64_t)klen, found, NULL);
     if (!rc)
         Py_RETURN_TRUE;
     if (rc != SHMS_ENOTFOUND)

@@ -187,6 +187,13 @@ typedef int (*shms_peek_cb)(void *ctx, const char *val, uint64_t vlen, uint64_t 
                             uint64_t version);
 int shms_dict_peek(shms_heap_t *h, const char *key, uint64_t klen, shms_peek_cb cb,
                    void *ctx);
+/* The same, run under the lock the calling thread holds (ext/hotpath.c). */
+int shms_dict_peek_held(shms_heap_t *h, const char *key, uint64_t klen, shms_peek_cb cb,
+                        void *ctx);
+int shms_dict_store_held(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
+                         uint64_t vlen);
+int shms_dict_store_bytes_held(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
+                               uint64_t n);
 int shms_dict_versions(shms_heap_t *h, const volatile uint64_t **out, int held,
                        int64_t timeout_ns);
 int shms_dict_popitem(shms_heap_t *h, char *out, uint64_t cap, uint64_t *res,
