@@ -14,6 +14,7 @@ from __future__ import annotations
 import array
 from typing import Any
 
+from .._core.heap_dict import NOT_READ
 from ..errors import ShmTypeError, ShmValueError
 from .codec import dumps, encode_key
 from .heap_object import HeapObject
@@ -26,8 +27,23 @@ _MISSING: Any = object()
 _CTYPES_CODES = frozenset("cubBhHiIlLqQfd")
 
 
+def _int_range(code: str) -> tuple[int, int]:
+    bits = 8 * array.array(code).itemsize
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if code.islower() else (0, (1 << bits) - 1)
+
+
+# The values an integer typecode holds as they are (array.array would keep them so).
+_INT_RANGES = {code: _int_range(code) for code in "bBhHiIlLqQ"}
+
+
 def _coerce(typecode: Any, value: Any) -> Any:
     """``value`` as multiprocessing.Value(typecode, value) would hold it."""
+    if type(value) is int:
+        bounds = _INT_RANGES.get(typecode) if type(typecode) is str else None
+        if bounds is not None and bounds[0] <= value <= bounds[1]:
+            return value
+    elif type(value) is float and typecode == "d":
+        return value
     if not (isinstance(typecode, str) and typecode in _CTYPES_CODES):
         return value
     if typecode == "c":
@@ -80,12 +96,15 @@ class SharedValue(HandleMethods, HeapObject, kind="value"):
                                 f"{typecode!r}; open it with typecode={stored!r} or None")
 
     def get(self) -> Any:
+        value = self._get_hot(self._read_cache, "value", None)  # one C call, mostly
+        if value is not NOT_READ:
+            return value
         data = self._read("value")
         return self._loaded(data) if data is not None else None
 
     def set(self, value: Any) -> None:
         data = dumps(_coerce(self.typecode, value))
-        self._heap.dict_set(_VALUE_KEY[0], _VALUE_KEY[1], data)
+        self._heap.dict_store(_VALUE_KEY[0], _VALUE_KEY[1], data)  # one C call, mostly
 
     value = property(get, set)
 
