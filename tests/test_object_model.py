@@ -386,3 +386,32 @@ def test_manager_uses_the_public_classes() -> None:
             twin = pickle.loads(pickle.dumps(o))
             assert type(twin) is type(o)
             shmshare.detach(twin)
+
+
+@pytest.mark.parametrize("code", "bBhHiIlLqQfd")
+def test_value_converts_and_refuses_as_multiprocessing_value(code: str) -> None:
+    """SharedValue(code).value = x keeps what multiprocessing.Value(code).value = x keeps,
+    and raises the same exception type for what it refuses (a bool, a float, a str,
+    at each integer code's bounds); one past the bounds, where ctypes wraps around
+    silently, it is an OverflowError, as array.array says."""
+    from shmshare.objects.value import _INT_RANGES
+
+    lo, hi = _INT_RANGES.get(code, (-(1 << 70), 1 << 70))
+    ours, theirs = SharedValue(code), mp.Value(code)
+    try:
+        if code in _INT_RANGES:
+            for x in (lo - 1, hi + 1):
+                with pytest.raises(OverflowError):
+                    ours.value = x
+        for x in (0, 7, lo, hi, True, 2.5, 1e300, "1"):
+            try:
+                theirs.value = x
+                want: Any = theirs.value
+            except Exception as e:  # its type is what is compared
+                with pytest.raises(type(e)):
+                    ours.value = x
+                continue
+            ours.value = x
+            assert ours.value == want and type(ours.value) is type(want), (code, x)
+    finally:
+        ours.detach()

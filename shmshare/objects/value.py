@@ -5,8 +5,11 @@ For the typecodes of :mod:`array` and :mod:`multiprocessing.sharedctypes`
 ``'l'``, ``'L'``, ``'q'``, ``'Q'``, ``'f'``, ``'d'``) the value is checked
 and converted as ``multiprocessing.Value`` does: ``Value('i', 1.5)`` is a
 TypeError, ``Value('d', 1).value`` is ``1.0``, ``'c'`` holds one byte and
-``'u'`` one character.  Any other typecode (a ctypes type, a label...) is
-recorded and the value is any picklable object, as with the Manager's proxy.
+``'u'`` one character; a number out of the typecode's range is an
+OverflowError, as :mod:`array` says (``multiprocessing.Value``'s ctypes wraps
+it around silently: ``Value('b', 300).value`` is 44).  Any other typecode (a
+ctypes type, a label...) is recorded and the value is any picklable object, as
+with the Manager's proxy.
 """
 
 from __future__ import annotations
