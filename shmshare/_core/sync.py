@@ -248,8 +248,12 @@ class SyncRecord:
     def sem_acquire(self, token: int, held: bool, timeout: float | None) -> int | None:
         """Permits given back from dead holders (>= 0) once one is taken; None if not in time."""
         freed = ffi.new("uint64_t *")  # per call: threads share the record object
-        rc = self._wait(lambda ns: lib.shms_sem_acquire(self._r, token, held, ns, freed,
-                                                        self._other), timeout)
+        rc = lib.shms_sem_acquire(self._r, token, held, 0, freed, self._other)
+        if rc == 0:
+            return int(freed[0])        # the uncontended path: one C call
+        if rc in BUSY or rc == EUNKNOWN:
+            rc = self._wait(lambda ns: lib.shms_sem_acquire(self._r, token, held, ns, freed,
+                                                            self._other), timeout)
         if rc is None:
             return None
         if rc:
