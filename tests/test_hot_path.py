@@ -473,3 +473,29 @@ def test_an_absent_key_is_answered_by_the_one_read() -> None:
     finally:
         d.detach()
         e.detach()
+
+
+def test_set_add_in_one_call_keeps_the_first_form_and_each_item_once() -> None:
+    """SharedSet.add stores through the one-call store (a present item written again,
+    empty as before): the item first added keeps its form (True, not 1), under this
+    thread's lock too, and two processes adding the same items hold each once."""
+    s: Any = shmshare.SharedSet()
+    try:
+        s.add(True)
+        s.add(1)
+        s.add(1.0)
+        assert list(s) == [True] and len(s) == 1
+        with s.lock:
+            s.add(2)
+            s.add((3, "x"))
+        assert sorted(map(repr, s)) == ["(3, 'x')", "2", "True"]
+
+        def add_all() -> None:
+            for i in range(300):
+                s.add(i % 100)
+        pid = fork_child(add_all)
+        add_all()
+        assert wait_pid(pid) == 0
+        assert len(s) == 101 and set(s) == set(range(100)) | {(3, "x")}
+    finally:
+        s.detach()

@@ -57,7 +57,10 @@ class SharedSet(HandleMethods, HeapObject, MutableSet[T], kind="set"):
 
     def add(self, item: T) -> None:
         kb, n = encode_key(item)
-        self._heap.dict_set(kb, n, b"", only_if_absent=True)
+        # One C call when it can (the store, tried once: a present item's empty
+        # value written again is the same set); else the general path's insert.
+        if n != len(kb) or self._heap.store(kb, n, b"", 0):
+            self._heap.dict_set(kb, n, b"", only_if_absent=True)
 
     def discard(self, item: T) -> None:
         kb, n = encode_key(item)
