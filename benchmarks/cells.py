@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing import resource_tracker
@@ -38,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VALUE = 1234567890123  # a small value: an int that pickles to 15 bytes
 BIG = 10 << 20  # the large value: 10 MiB of bytes
 KEYS = [f"key{i}" for i in range(1000)]
+# Other keys users index by: ints, and tuples (a grid's cells), 1,000 each.
+OTHER_KEYS = {"int key": list(range(1000)), "tuple key": [(i, "cell") for i in range(1000)]}
 WRITES_PER_S = 10_000  # the other process's write rate, for the cache cell
 
 
@@ -132,9 +135,9 @@ def _setter(a: Any) -> Callable[[int], None]:
     return sets
 
 
-def mapping_cells(get: Callable[[str], Any], set_: Callable[[str, Any], Any],
-                  target_s: float) -> tuple[Timed, Timed]:
-    order = [KEYS[(i * 7919) % len(KEYS)] for i in range(4096)]
+def mapping_cells(get: Callable[[Any], Any], set_: Callable[[Any, Any], Any],
+                  target_s: float, keys: list[Any] = KEYS) -> tuple[Timed, Timed]:
+    order = [keys[(i * 7919) % len(keys)] for i in range(4096)]
 
     def sets(n: int) -> None:
         for i in range(n):
@@ -144,9 +147,23 @@ def mapping_cells(get: Callable[[str], Any], set_: Callable[[str, Any], Any],
         for i in range(n):
             get(order[i & 4095])
 
-    for k in KEYS:
+    for k in keys:
         set_(k, VALUE)
     return Timed(sets, target_s), Timed(gets, target_s)
+
+
+def _plus_one(n: int) -> int:
+    return n + 1
+
+
+def apply_cell(apply: Callable[[Any, Callable[[int], int]], Any], target_s: float) -> Timed:
+    """ns of one atomic read-modify-write, ``apply(key, _plus_one)``, over 1,000 keys."""
+    order = [KEYS[(i * 7919) % len(KEYS)] for i in range(4096)]
+
+    def applies(n: int) -> None:
+        for i in range(n):
+            apply(order[i & 4095], _plus_one)
+    return Timed(applies, target_s)
 
 
 def changed_get_cell(get: Callable[[str], Any], set_: Callable[[str, Any], Any], key: str,
@@ -375,6 +392,28 @@ class Suite:
             finally:
                 writer.stop()
         self.cells["shmshare | get while another process writes other keys"] = beside_writer
+
+        for what, keys in OTHER_KEYS.items():
+            other: dict[Any, bytes] = {}
+            s, g = mapping_cells(lambda k, f=other: pickle.loads(f[k]),
+                                 lambda k, v, f=other: f.__setitem__(k, pickle.dumps(v, 5)),
+                                 self.t, keys)
+            self.cells[f"floor | set, {what}"], self.cells[f"floor | get, {what}"] = s, g
+            s, g = mapping_cells(d.__getitem__, d.__setitem__, self.t, keys)
+            self.cells[f"shmshare | set, {what}"], self.cells[f"shmshare | get, {what}"] = s, g
+
+        # d.apply(k, f), an atomic read-modify-write, against its floor: the same on a
+        # local dict of pickles under a threading.Lock.
+        lock = threading.Lock()
+
+        def floor_apply(k: str, f: Callable[[int], int]) -> None:
+            with lock:
+                floor[k] = pickle.dumps(f(pickle.loads(floor[k])), 5)
+        for k in KEYS:
+            floor[k] = pickle.dumps(0, 5)
+            d[k] = 0
+        self.cells["floor | apply"] = apply_cell(floor_apply, self.t)
+        self.cells["shmshare | apply"] = apply_cell(d.apply, self.t)
 
     # -- a 10 MiB value: bytes, and a numpy array ------------------------------------
     def _large(self) -> None:

@@ -35,6 +35,11 @@ TARGETS = [
     Target("cached get (a cache hit)", "shmshare | get", "floor | get", 1.5),
     Target("get of an unchanged key while another process writes other keys at 10k/s",
            "shmshare | get while another process writes other keys", "floor | get", 1.5),
+    Target("`SharedDict` set, int key", "shmshare | set, int key", "floor | set, int key", 2.0),
+    Target("cached get, int key", "shmshare | get, int key", "floor | get, int key", 1.5),
+    Target("`SharedDict` set, tuple key", "shmshare | set, tuple key", "floor | set, tuple key",
+           2.0),
+    Target("cached get, tuple key", "shmshare | get, tuple key", "floor | get, tuple key", 1.5),
     Target("get right after that key changed", "shmshare | get after that key changed",
            "floor | get after that key changed", 2.5),
     Target("get of a 10 MiB value", "shmshare | 10 MiB get (µs)", "floor | 10 MiB loads (µs)",
@@ -146,6 +151,13 @@ class Report:
         if mp in self.r and "shmshare | import (ms)" in self.r:
             extra.append(f"For scale: `import multiprocessing.managers` took "
                          f"{spread(self.r[mp])} ms in the same rounds.")
+        if "shmshare | apply" in self.r and "floor | apply" in self.r:
+            per_round = self.per_round("shmshare | apply", "floor | apply") or []
+            extra.append(f"`d.apply(k, f)`, an atomic read-modify-write: "
+                         f"{spread(self.r['shmshare | apply'])} ns; its floor, the same on a "
+                         f"local dict of pickles under a `threading.Lock`: "
+                         f"{spread(self.r['floor | apply'])} ns; per round "
+                         f"{ratio_spread(per_round)}.")
         for peer in ("numpy | a[i]", "numpy | a[i] = v", "multiprocessing.Array | a[i]",
                      "multiprocessing.Array | a[i] = v"):
             if peer in self.r:
