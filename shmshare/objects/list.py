@@ -180,9 +180,16 @@ class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOpera
                 plan[i] = range(-1, -1 - len(encoded), -1)  # raises as list does
                 self._core.rebuild(plan, encoded, n)
             return
-        parts = large_parts(value) if type(value) not in PLAIN_TYPES else None
-        data = dumps(value) if parts is None else b""  # pickled first, as always
-        i = _clamp(self._index_of(i))
+        if type(value) in PLAIN_TYPES:  # codec.dumps inlined: the hot path
+            parts = None
+            try:
+                data = _pickle_dumps(value, 5)
+            except _PICKLE_REFUSED:
+                data = dumps(value)  # cloudpickle, or the same error
+        else:
+            parts = large_parts(value)
+            data = dumps(value) if parts is None else b""  # pickled first, as always
+        i = i if type(i) is int and -_I64 <= i < _I64 else _clamp(self._index_of(i))
         if not (self._core.set(i, data) if parts is None else self._core.set_parts(i, *parts)):
             raise IndexError("list assignment index out of range")
 
