@@ -128,7 +128,7 @@ class HeapList:
         """Store item i; False if ``i`` is out of range."""
         h, s = self._heap._ready()
         n = len(data)
-        rc = lib.shms_list_set(h, i, data, n, s.res, 0, SLICE_NS)
+        rc = int(lib.shms_list_set(h, i, data, n, s.res, 0, SLICE_NS))
         if rc not in (OK, ENOTFOUND):  # waits, errors, the lock held here
             rc = self._run("storing a list item", lambda held: lib.shms_list_set(
                 h, i, data, n, s.res, held, SLICE_NS), rc, done=(OK, ENOTFOUND))
