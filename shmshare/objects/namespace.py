@@ -14,8 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .codec import decode_key, dumps, encode_key, loads
+from .._core.heap_dict import NOT_READ
+from .codec import PLAIN_TYPES, decode_key, dumps, encode_key, loads
 from .heap_object import HeapObject
+
+_ABSENT: Any = object()  # what the one-call read answers for an attribute not set
+_attr = object.__getattribute__
 
 __all__ = ["SharedNamespace"]
 
@@ -55,6 +59,12 @@ class SharedNamespace(HeapObject, kind="namespace"):
         # Every public name is the user's: never the class's methods or properties.
         if key[:1] == "_":
             return object.__getattribute__(self, key)
+        # One C call, mostly; its two names looked up as object's, not through here.
+        value = _attr(self, "_get_hot")(_attr(self, "_read_cache"), key, _ABSENT)
+        if value is not NOT_READ:
+            if value is _ABSENT:
+                raise AttributeError(f"'Namespace' object has no attribute {key!r}")
+            return value
         data = self._read(key)
         if data is None:
             raise AttributeError(f"'Namespace' object has no attribute {key!r}")
@@ -65,7 +75,10 @@ class SharedNamespace(HeapObject, kind="namespace"):
             object.__setattr__(self, key, value)
             return
         kb, n = encode_key(key)
-        self._store(kb, n, value)
+        if type(value) in PLAIN_TYPES:  # pickled whole: straight to the store
+            _attr(self, "_heap").dict_store(kb, n, dumps(value))
+        else:  # perhaps a large buffer, stored split (HeapObject._store)
+            _attr(self, "_store")(kb, n, value)
 
     def __delattr__(self, key: str) -> None:
         if key[:1] == "_":
