@@ -358,6 +358,7 @@ class Suite:
         self._large()
         self._named()
         self._startup()
+        self._objects()
         self._arrays()
         self._peers()
 
@@ -553,6 +554,45 @@ class Suite:
             lambda: pytest_ms("-p", "no:shmshare"))
 
     # -- arrays (element access) ---------------------------------------------------------
+    # -- the other objects' paths: their floors and multiprocessing's peers ------------
+    def _objects(self) -> None:
+        def loop(op: Callable[[int], Any]) -> Timed:
+            def body(n: int) -> None:
+                for i in range(n):
+                    op(i)
+            return Timed(body, self.t)
+
+        v, mv = shmshare.SharedValue("q", 0), mp.Value("q", 0)
+        for name, val in (("shmshare | SharedValue", v), ("multiprocessing.Value |", mv)):
+            lock = val.get_lock()
+
+            def locked_add(i: int, val: Any = val, lock: Any = lock) -> None:
+                with lock:
+                    val.value += 1
+            self.cells[f"{name} .value"] = loop(lambda i, val=val: val.value)
+            self.cells[f"{name} .value = v"] = loop(lambda i, val=val: setattr(val, "value", i))
+            self.cells[f"{name} locked +="] = loop(locked_add)
+        lst, local = shmshare.SharedList(range(1000)), [pickle.dumps(i, 5) for i in range(1000)]
+        self.cells["shmshare | SharedList lst[i] = v"] = loop(
+            lambda i: lst.__setitem__(i % 1000, VALUE))
+        self.cells["floor | list lst[i] = v"] = loop(
+            lambda i: local.__setitem__(i % 1000, pickle.dumps(VALUE, 5)))
+        s, local_set = shmshare.SharedSet(), set()
+        self.cells["shmshare | SharedSet add"] = loop(lambda i: s.add(i % 1000))
+        self.cells["floor | set add"] = loop(lambda i: local_set.add(pickle.dumps(i % 1000, 5)))
+        ns = shmshare.SharedNamespace(x=VALUE)
+        self.cells["shmshare | SharedNamespace ns.x"] = loop(lambda i: ns.x)
+        self.cells["shmshare | SharedNamespace ns.x = v"] = loop(
+            lambda i: setattr(ns, "x", VALUE))
+        sem, msem = shmshare.SharedSemaphore(2), mp.Semaphore(2)
+        for name, sm in (("shmshare | SharedSemaphore", sem),
+                         ("multiprocessing.Semaphore |", msem)):
+            self.cells[f"{name} acquire + release"] = loop(
+                lambda i, sm=sm: (sm.acquire(), sm.release()))
+        for obj in (v, lst, s, sem):
+            self._cleanup.append(obj.detach)
+        self._cleanup.append(lambda: shmshare.detach(ns))
+
     def _arrays(self) -> None:
         if importlib.util.find_spec("numpy") is None:
             self.missing["SharedArray"] = "numpy is not installed"

@@ -30,6 +30,27 @@ class Target:
     minus: str | None = None  # cell subtracted per round (an added cost)
 
 
+# (path, cell, its floor's or peer's cell, what that is): benchmarks.md's other objects.
+_PICKLES = "the same on local pickles"
+OTHERS = [
+    ("`d.apply(k, f)`, an atomic read-modify-write", "shmshare | apply", "floor | apply",
+     "a `threading.Lock` around a local dict of pickles"),
+    ("`SharedValue` `.value`", "shmshare | SharedValue .value",
+     "multiprocessing.Value | .value", "`multiprocessing.Value`"),
+    ("`SharedValue` `.value = v`", "shmshare | SharedValue .value = v",
+     "multiprocessing.Value | .value = v", "`multiprocessing.Value`"),
+    ("`with v.get_lock(): v.value += 1`", "shmshare | SharedValue locked +=",
+     "multiprocessing.Value | locked +=", "`multiprocessing.Value`"),
+    ("`SharedList` `lst[i] = v`", "shmshare | SharedList lst[i] = v",
+     "floor | list lst[i] = v", _PICKLES),
+    ("`SharedSet` `s.add(x)`", "shmshare | SharedSet add", "floor | set add", _PICKLES),
+    ("`SharedNamespace` `ns.x`", "shmshare | SharedNamespace ns.x", "floor | get", _PICKLES),
+    ("`SharedNamespace` `ns.x = v`", "shmshare | SharedNamespace ns.x = v", "floor | set",
+     _PICKLES),
+    ("`SharedSemaphore` acquire + release", "shmshare | SharedSemaphore acquire + release",
+     "multiprocessing.Semaphore | acquire + release", "`multiprocessing.Semaphore`"),
+]
+
 TARGETS = [
     Target("`SharedDict` set, small value", "shmshare | set", "floor | set", 2.0),
     Target("cached get (a cache hit)", "shmshare | get", "floor | get", 1.5),
@@ -151,19 +172,27 @@ class Report:
         if mp in self.r and "shmshare | import (ms)" in self.r:
             extra.append(f"For scale: `import multiprocessing.managers` took "
                          f"{spread(self.r[mp])} ms in the same rounds.")
-        if "shmshare | apply" in self.r and "floor | apply" in self.r:
-            per_round = self.per_round("shmshare | apply", "floor | apply") or []
-            extra.append(f"`d.apply(k, f)`, an atomic read-modify-write: "
-                         f"{spread(self.r['shmshare | apply'])} ns; its floor, the same on a "
-                         f"local dict of pickles under a `threading.Lock`: "
-                         f"{spread(self.r['floor | apply'])} ns; per round "
-                         f"{ratio_spread(per_round)}.")
         for peer in ("numpy | a[i]", "numpy | a[i] = v", "multiprocessing.Array | a[i]",
                      "multiprocessing.Array | a[i] = v"):
             if peer in self.r:
                 lib, op = peer.split(" | ")
                 extra.append(f"`{lib}` `{op}`: {spread(self.r[peer])} ns.")
         return "\n".join(lines) + ("\n\n" + " ".join(extra) if extra else "") + "\n"
+
+    # -- the other objects' paths: no target, their floor or peer beside them ----------
+    def others_md(self) -> str:
+        lines = [f"| path | shmshare, median (min–max) of {self.rounds} rounds | floor or peer "
+                 "| floor / peer, median (min–max) | ratio, per round: median (min–max) |",
+                 "|---|---:|---|---:|---:|"]
+        for path, cell, ref, ref_label in OTHERS:
+            if cell not in self.r or ref not in self.r:
+                why = self.errors.get(cell) or self.errors.get(ref) or "not measured"
+                lines.append(f"| {path} | — | {ref_label} | — | {why} |")
+                continue
+            lines.append(f"| {path} | {spread(self.r[cell])} ns | {ref_label} | "
+                         f"{spread(self.r[ref])} ns | "
+                         f"{ratio_spread(self.per_round(cell, ref) or [])} |")
+        return "\n".join(lines) + "\n"
 
     # -- the peers --------------------------------------------------------------------
     def peers_md(self) -> str:
@@ -227,6 +256,11 @@ class Report:
             "as a loop of set then get minus the same loop of the set alone, for shmshare "
             "and its floor alike.", "",
             self.targets_md(),
+            "## The other objects", "",
+            "Paths of the other objects and of the dict's atomic read-modify-write, which "
+            "the issue set no target for, against their floor (the same on local pickles) "
+            "or their peer in `multiprocessing`.", "",
+            self.others_md(),
             "## Compared with its peers", "",
             "See [benchmarks-compare.md](benchmarks-compare.md) (same run).", "",
             "## Other scripts", "",

@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                          rounds, args.quick)
     print()
     print(docs.targets_md())
+    print(docs.others_md())
     print(docs.peers_md())
     if not args.no_write:
         args.out.mkdir(parents=True, exist_ok=True)
