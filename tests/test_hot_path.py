@@ -499,3 +499,41 @@ def test_set_add_in_one_call_keeps_the_first_form_and_each_item_once() -> None:
         assert len(s) == 101 and set(s) == set(range(100)) | {(3, "x")}
     finally:
         s.detach()
+
+
+def test_len_is_one_c_call_held_or_not_and_waits_for_another_holder() -> None:
+    """len(d) and len(s) read the length in one C call (the lock tried once), under
+    this thread's hold too; while another process holds the lock it hands over to
+    the general path, which waits for it; detached, it raises."""
+    slow: list[int] = []
+
+    class Counting(shmshare.SharedDict):  # type: ignore[type-arg]
+        def _length_slow(self) -> int:
+            slow.append(1)
+            return super()._length_slow()
+
+    d: Any = Counting({i: i for i in range(10)})
+    s: Any = shmshare.SharedSet(range(5))
+    try:
+        assert len(d) == 10 and len(s) == 5 and not slow
+        assert d._heap._hot.len() == 10
+        with d.lock:
+            d[10] = 10
+            assert len(d) == 11 and not slow
+        with lock_held_elsewhere(d) as release:
+            assert d._heap._hot.len() == -1  # busy: the general path decides
+            seen: list[int] = []
+            t = threading.Thread(target=lambda: seen.append(len(d)))
+            t.start()
+            t.join(0.3)
+            assert t.is_alive() and not seen  # waiting for the holder
+            release()
+            t.join(30)
+            assert seen == [11] and slow == [1]
+    finally:
+        d.detach()
+        s.detach()
+    with pytest.raises(ValueError, match="detached"):
+        len(d)
+    with pytest.raises(ValueError, match="detached"):
+        len(s)

@@ -54,6 +54,7 @@ _SYNC_LATER = frozenset({errno.EBUSY, errno.ETIMEDOUT, errno.EDEADLK, errno.ENOT
 _PEEK = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_peek")))
 _STORE_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_try")))
 _STORE_BYTES_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_bytes_try")))
+_DICT_LEN = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_len")))
 # The same three, run under a hold of the lock this thread has (HotPath.guarded).
 _HELD = tuple(int(ffi.cast("uintptr_t", ffi.addressof(lib, name))) for name in (
     "shms_dict_peek_held", "shms_dict_store_held", "shms_dict_store_bytes_held"))
@@ -148,7 +149,7 @@ class Heap(DictMethods):
         # default if the read found no such key; or NOT_READ (the general path).
         self._hot = HotPath(int(ffi.cast("uintptr_t", handle)), _PEEK, _STORE_TRY,
                             _STORE_BYTES_TRY, BIG_VALUE, pickle.loads, NOT_READ,
-                            READ_CACHE_MAX_BYTES)
+                            READ_CACHE_MAX_BYTES, _DICT_LEN)
         self.store: Callable[[bytes, int, bytes, int], int] = self._hot.store
         self._peek: Callable[[bytes], Any] = self._hot.fetch
         self.get_hot: Callable[..., Any] = self._hot.get

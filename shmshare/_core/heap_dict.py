@@ -224,6 +224,9 @@ class DictMethods(SplitMethods):
         return s.take(s.res[0]) if rc == OK else None
 
     def dict_len(self, *, held: bool = False) -> int:
+        n: int = self._hot.len()  # one C call: the lock tried once, or run under our hold
+        if n >= 0:
+            return n
         h, s = self._ready()
 
         def call(held: bool) -> int:

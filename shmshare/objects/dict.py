@@ -134,7 +134,8 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
     def __contains__(self, key: object) -> bool:
         return self._has(key)
 
-    def __len__(self) -> int:
+    # len(d) is DictItems' too (ext/hotslots.c): the lock tried once, in C.
+    def _length_slow(self) -> int:
         return self._heap.dict_len(held=self._held())
 
     def get(self, key: K, default: Any = None) -> Any:

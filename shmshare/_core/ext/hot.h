@@ -20,6 +20,7 @@
 typedef int (*peek_fn)(shms_heap_t *, const char *, uint64_t, shms_peek_cb, void *);
 typedef int (*store_fn)(shms_heap_t *, const char *, uint64_t, const char *, uint64_t);
 typedef int (*list_peek_fn)(shms_heap_t *, int64_t, int, shms_peek_cb, void *);
+typedef int (*dict_len_fn)(shms_heap_t *, uint64_t *, int, int64_t);
 
 /* Bytes objects from this size up are stored by store_bytes (STORE OF BYTES
  * in src/dict_hot.c): pickle's frame size, past which the stored bytes are
@@ -50,6 +51,7 @@ typedef struct {
     PyObject *guard_owner;
     peek_fn peek_held;
     store_fn store_held, store_bytes_held;
+    dict_len_fn dict_len;     /* shms_dict_len (HotPath's last argument), or NULL */
 } HotPath;
 
 #define HOT_HIDDEN __attribute__((visibility("hidden")))
@@ -90,6 +92,9 @@ HOT_HIDDEN int hot_held(const HotPath *self);
  * it: the op runs again held.  The guard decides, not the mutex alone: a
  * thread of another PID namespace may have the same thread id. */
 #define hot_retry_held(self, rc) (((rc) == EBUSY || (rc) == EDEADLK) && hot_held(self))
+/* len() of the dict: its length read under the lock, tried once (or under this
+ * thread's hold of it), or -1: the general path decides (hotpath.c). */
+HOT_HIDDEN Py_ssize_t hot_dict_len(HotPath *self);
 /* HotPath.get(cache, key, default) (hotpath.c), cache a dict: the value,
  * not_read, NULL with *absent set (the key is not in the dict; no exception
  * set), or NULL with an exception set.  DictItems' d[k] calls it directly. */

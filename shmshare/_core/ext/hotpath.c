@@ -127,6 +127,25 @@ int hot_held(const HotPath *self)
            __atomic_load_n(&g->owner, __ATOMIC_RELAXED) == (uint64_t)pthread_self();
 }
 
+/* See hot.h. */
+Py_ssize_t hot_dict_len(HotPath *self)
+{
+    uint64_t n = 0;
+    int rc;
+    if (!self->heap || !self->dict_len)
+        return -1;
+    rc = self->dict_len(self->heap, &n, 0, 0);
+    if (hot_retry_held(self, rc))
+        rc = self->dict_len(self->heap, &n, 1, 0);
+    return rc || n > (uint64_t)PY_SSIZE_T_MAX ? -1 : (Py_ssize_t)n;
+}
+
+static PyObject *hot_len(PyObject *op, PyObject *unused)
+{
+    (void)unused;
+    return PyLong_FromSsize_t(hot_dict_len((HotPath *)op));
+}
+
 static PyObject *hot_fetch(PyObject *op, PyObject *key)
 {
     HotPath *self = (HotPath *)op;
@@ -325,15 +344,15 @@ static PyObject *hot_versions_mapped(PyObject *op, PyObject *address)
 
 static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    unsigned long long heap, peek, store, store_bytes, max_value, cache_cap;
+    unsigned long long heap, peek, store, store_bytes, max_value, cache_cap, dict_len = 0;
     PyObject *loads, *not_read;
     HotPath *self;
     if (kwds && PyDict_Size(kwds)) {
         PyErr_SetString(PyExc_TypeError, "HotPath takes no keyword arguments");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "KKKKKOOK", &heap, &peek, &store, &store_bytes, &max_value,
-                          &loads, &not_read, &cache_cap))
+    if (!PyArg_ParseTuple(args, "KKKKKOOK|K", &heap, &peek, &store, &store_bytes, &max_value,
+                          &loads, &not_read, &cache_cap, &dict_len))
         return NULL;
     if (!heap || !peek || !store || !store_bytes) {
         PyErr_SetString(PyExc_ValueError, "HotPath needs four non-zero addresses");
@@ -351,6 +370,7 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->loads = Py_NewRef(loads);
     self->not_read = Py_NewRef(not_read);
     self->cache_cap = cache_cap;
+    self->dict_len = (dict_len_fn)(uintptr_t)dict_len;
     return (PyObject *)self;
 }
 
@@ -379,6 +399,9 @@ static PyMethodDef hot_methods[] = {
      "counted as get counts what it keeps."},
     {"has", (PyCFunction)(void (*)(void))hot_cache_has, METH_FASTCALL,
      "has(cache, key) -> key in d for a str, int, bytes or tuple key; or not_read."},
+    {"len", hot_len, METH_NOARGS,
+     "len() -> the dict's length, the lock tried once (or under this thread's hold); "
+     "-1: the general path decides."},
     {"guarded", hot_guarded, METH_VARARGS,
      "guarded(owner, guard, peek_held, store_held, store_bytes_held): under this thread's "
      "hold of the lock (the handle's guard at address guard), calls run held."},

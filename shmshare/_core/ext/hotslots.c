@@ -59,6 +59,10 @@
  *       d._setitem(k, v).
  *   del d[k]
  *       d._delitem(k).
+ *   len(d)
+ *       HotPath.len(): the length read under the lock tried once (or under
+ *       this thread's hold); otherwise -- busy, no HotPath, a closed heap --
+ *       d._length_slow(), which waits or raises.
  */
 #include "hot.h"
 #include <stddef.h>
@@ -281,6 +285,24 @@ static int di_store(DictItems *self, PyObject *key, PyObject *value)
     return rc;
 }
 
+/* len(d): the length under the lock tried once (HotPath.len), else the general
+ * path's d._length_slow(). */
+static Py_ssize_t di_length(PyObject *op)
+{
+    DictItems *self = (DictItems *)op;
+    Py_ssize_t n = self->hot ? hot_dict_len(self->hot) : -1;
+    if (n >= 0)
+        return n;
+    PyObject *r = PyObject_CallMethod(op, "_length_slow", NULL);
+    if (!r)
+        return -1;
+    n = PyLong_AsSsize_t(r);
+    Py_DECREF(r);
+    if (n < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "_length_slow() returned a negative length");
+    return n;
+}
+
 static PyObject *di_getitem(PyObject *op, PyObject *key)
 {
     DictItems *self = (DictItems *)op;
@@ -353,6 +375,7 @@ static PyType_Slot di_slots[] = {
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_dealloc, di_dealloc},
     {Py_tp_methods, di_methods},
+    {Py_mp_length, di_length},
     {Py_mp_subscript, di_getitem},
     {Py_mp_ass_subscript, di_setitem},
     {Py_tp_doc, "A base class whose d[k] and d[k] = v for a str, int, bytes or tuple key are "
