@@ -537,3 +537,24 @@ def test_len_is_one_c_call_held_or_not_and_waits_for_another_holder() -> None:
         len(d)
     with pytest.raises(ValueError, match="detached"):
         len(s)
+
+
+def test_update_writes_each_item_in_one_held_c_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """update() holds the lock and writes each item through the one-call store, run
+    held, not through the general path's dict_set (unless the heap must grow)."""
+    from shmshare._core.heap import Heap
+
+    d: Any = shmshare.SharedDict({i: 0 for i in range(20)})
+    calls: list[bytes] = []
+    general = Heap.dict_set
+
+    def counting(self: Any, key: bytes, *args: Any, **kwargs: Any) -> Any:
+        calls.append(key)
+        return general(self, key, *args, **kwargs)
+    try:
+        monkeypatch.setattr(Heap, "dict_set", counting)
+        d.update({i: i * i for i in range(20)}, extra=1)
+        assert calls == []  # (a 64 KiB heap holds these without growing)
+        assert d.copy() == {**{i: i * i for i in range(20)}, "extra": 1}
+    finally:
+        d.detach()

@@ -183,10 +183,10 @@ class HeapObject(SharedObject):
                held: bool = False) -> None:
         """Store what :meth:`_encoded` made under the encoded key."""
         if isinstance(data, bytes):
-            if held:
-                self._heap.dict_set(kb, n, data, held=True)
-            else:
+            if not held:
                 self._heap.dict_store(kb, n, data)
+            elif n != len(kb) or self._heap.store(kb, n, data, len(data)):  # C, held
+                self._heap.dict_set(kb, n, data, held=True)  # grows, repairs, raises
         else:
             assert self._store_parts is not None
             self._store_parts(kb, n, *data, held=held)
