@@ -153,6 +153,8 @@ def _decode(data: bytes, pos: int) -> tuple[Any, int]:
 
 def decode_key(data: bytes) -> Any:
     """The key that :func:`encode_key` turned into ``data`` (its display form if any)."""
+    if data[1:2] == b"I" and data[0] == _TAG and len(data) == 6 + _U32.unpack_from(data, 2)[0]:
+        return int.from_bytes(data[6:], "big", signed=True)  # an int, no display suffix
     if not data or data[0] != _TAG:
         sep = data.find(_TAG)
         if sep < 0:

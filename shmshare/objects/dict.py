@@ -147,32 +147,34 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
 
     # -- iteration ----------------------------------------------------------------
 
-    def _scan(self, *, values: bool, reverse: bool = False) -> Iterator[tuple[bytes, Any]]:
+    def _batches(self, *, values: bool, reverse: bool = False
+                 ) -> Iterator[list[tuple[int, bytes, Any]]]:
+        """The records (seq, key bytes, value bytes or None), a batch at a time."""
         seq = -1
-        while True:
-            batch = self._heap.dict_scan(seq, reverse=reverse, values=values,
-                                         held=self._held())
-            if not batch:
-                return
-            for _seq, kb, vb in batch:
-                yield kb, vb
+        while batch := self._heap.dict_scan(seq, reverse=reverse, values=values,
+                                            held=self._held()):
+            yield batch
             seq = batch[-1][0]
 
     def __iter__(self) -> Iterator[K]:
-        for kb, _ in self._scan(values=False):
-            yield decode_key(kb)
+        for batch in self._batches(values=False):
+            for _, kb, _ in batch:
+                yield decode_key(kb)
 
     def __reversed__(self) -> Iterator[K]:
-        for kb, _ in self._scan(values=False, reverse=True):
-            yield decode_key(kb)
+        for batch in self._batches(values=False, reverse=True):
+            for _, kb, _ in batch:
+                yield decode_key(kb)
 
     def _iter_items(self) -> Iterator[tuple[K, V]]:
-        for kb, vb in self._scan(values=True):
-            yield decode_key(kb), loads(vb)
+        for batch in self._batches(values=True):
+            for _, kb, vb in batch:
+                yield decode_key(kb), loads(vb)
 
     def _iter_values(self) -> Iterator[V]:
-        for _, vb in self._scan(values=True):
-            yield loads(vb)
+        for batch in self._batches(values=True):
+            for _, _, vb in batch:
+                yield loads(vb)
 
     def keys(self) -> _KeysView[K]:
         return _KeysView(self)

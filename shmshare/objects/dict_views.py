@@ -30,9 +30,9 @@ class _ItemsView(ItemsView[K, V]):
         return self._mapping._iter_items()
 
     def __reversed__(self) -> Iterator[tuple[K, V]]:
-        m = self._mapping
-        for kb, vb in m._scan(values=True, reverse=True):
-            yield decode_key(kb), loads(vb)
+        for batch in self._mapping._batches(values=True, reverse=True):
+            for _, kb, vb in batch:
+                yield decode_key(kb), loads(vb)
 
 
 class _ValuesView(ValuesView[V]):
@@ -42,5 +42,6 @@ class _ValuesView(ValuesView[V]):
         return self._mapping._iter_values()
 
     def __reversed__(self) -> Iterator[V]:
-        for _, vb in self._mapping._scan(values=True, reverse=True):
-            yield loads(vb)
+        for batch in self._mapping._batches(values=True, reverse=True):
+            for _, _, vb in batch:
+                yield loads(vb)
