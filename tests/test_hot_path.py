@@ -558,3 +558,39 @@ def test_update_writes_each_item_in_one_held_c_call(monkeypatch: pytest.MonkeyPa
         assert d.copy() == {**{i: i * i for i in range(20)}, "extra": 1}
     finally:
         d.detach()
+
+
+def test_iteration_decodes_keys_in_c_as_decode_key_does() -> None:
+    """A scan's batch is parsed in one C call (ext/hotscan.c) that decodes str and
+    int keys itself and hands every other key to decode_key: iteration gives back
+    exactly the keys inserted, with their types, forwards and reversed."""
+    keys = [*INT_KEYS, *[k for k in BYTES_KEYS if k], *TUPLE_KEYS, True, 2.5, "x\udcff", "",
+            "é", "a\xffb", None, frozenset({1, 2})]
+    d: Any = shmshare.SharedDict()
+    s: Any = shmshare.SharedSet()
+    ref: dict[Any, int] = {}  # what a dict keeps of the same inserts (True is 1 here)
+    try:
+        for i, k in enumerate(keys):
+            d[k] = ref[k] = i
+            s.add(k)
+        got = list(d)
+        assert got == list(ref) and [type(k) for k in got] == [type(k) for k in ref]
+        assert list(reversed(d)) == list(reversed(ref))
+        assert list(d.items()) == list(ref.items())
+        assert list(d.values()) == list(ref.values())
+        assert set(s) == set(ref) and len(s) == len(ref)
+    finally:
+        d.detach()
+        s.detach()
+
+
+def test_a_short_scan_batch_is_an_error_not_a_read_past_it() -> None:
+    """parse_scan checks every record against the bytes it was given."""
+    from shmshare._core._hotpath import parse_scan
+
+    record = (1).to_bytes(8, "little") + (3).to_bytes(8, "little") + (2).to_bytes(8, "little")
+    good = record + b"abcxy" + b"\0" * 3
+    assert parse_scan(good, 1, None) == [(1, b"abc", b"xy")]
+    for n, data in ((2, good), (1, good[:26]), (1, record[:20])):
+        with pytest.raises(ValueError, match="past the batch"):
+            parse_scan(data, n, None)

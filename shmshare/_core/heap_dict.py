@@ -7,10 +7,10 @@ to the one retry loop (:meth:`HeapBase._until_done`).
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from typing import Any
 
+from ._hotpath import parse_scan
 from ._lib import ffi, lib
 from .heap_base import Scratch
 from .heap_split import NOT_SPLIT, SplitMethods, SplitValue
@@ -24,8 +24,6 @@ __all__ = ["BIG_VALUE", "NOT_READ", "NO_VERSIONS", "READ_CACHE_MAX_BYTES", "SCAN
 SCAN_START = -1
 
 _SCAN_BUF = 64 * 1024            # minimum buffer for a scan batch
-_REC = struct.Struct("=QQQ")     # scan record header: seq, klen, vlen
-_NO_VALUE = (1 << 64) - 1
 _NVER = int(lib.SHMS_DICT_NVER)
 #: What a handle without (or closed to) the dict's version stripes reads: 2**64-1
 #: in every stripe, a version no stripe reaches, so no cached value matches it.
@@ -265,9 +263,12 @@ class DictMethods(SplitMethods):
         return data[:klen], data[klen:]
 
     def dict_scan(self, after_seq: int = SCAN_START, *, reverse: bool = False,
-                  values: bool = True, held: bool = False
-                  ) -> list[tuple[int, bytes, bytes | None]]:
-        """A batch of live records ``(seq, key, value)`` in insertion order.
+                  values: bool = True, held: bool = False,
+                  decode: Callable[[bytes], Any] | None = None
+                  ) -> list[tuple[int, Any, bytes | None]]:
+        """A batch of live records ``(seq, key, value)`` in insertion order: the
+        key's bytes, or ``decode``'s key object for them (codec.decode_key, which
+        C spares for str and int keys: ext/hotscan.c).
 
         Starts strictly after ``after_seq`` (reverse: strictly before it);
         ``SCAN_START`` (-1) starts at the first (reverse: last) entry.  Pass
@@ -285,24 +286,5 @@ class DictMethods(SplitMethods):
         rc = call(held)
         if rc != OK:
             self._until_done("dict scan", call, rc, held, grow=lambda: s.grow(int(s.res[2])))
-        return _parse(s.take(s.res[1]), int(s.res[0]))
-
-
-def _parse(data: bytes, n: int) -> list[tuple[int, bytes, bytes | None]]:
-    out: list[tuple[int, bytes, bytes | None]] = []
-    pos = 0
-    unpack = _REC.unpack_from
-    for _ in range(n):
-        seq, klen, vlen = unpack(data, pos)
-        pos += 24
-        key = data[pos:pos + klen]
-        pos += klen
-        if vlen == _NO_VALUE:
-            val = None
-        else:
-            val = data[pos:pos + vlen]
-            pos += vlen
-        out.append((seq, key, val))
-        pos = (pos + 7) & ~7
-    return out
+        return parse_scan(s.take(s.res[1]), int(s.res[0]), decode)
 

@@ -148,28 +148,28 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
     # -- iteration ----------------------------------------------------------------
 
     def _batches(self, *, values: bool, reverse: bool = False
-                 ) -> Iterator[list[tuple[int, bytes, Any]]]:
-        """The records (seq, key bytes, value bytes or None), a batch at a time."""
+                 ) -> Iterator[list[tuple[int, Any, Any]]]:
+        """The records (seq, key, value bytes or None), a batch at a time."""
         seq = -1
         while batch := self._heap.dict_scan(seq, reverse=reverse, values=values,
-                                            held=self._held()):
+                                            held=self._held(), decode=decode_key):
             yield batch
             seq = batch[-1][0]
 
     def __iter__(self) -> Iterator[K]:
         for batch in self._batches(values=False):
-            for _, kb, _ in batch:
-                yield decode_key(kb)
+            for _, key, _ in batch:
+                yield key
 
     def __reversed__(self) -> Iterator[K]:
         for batch in self._batches(values=False, reverse=True):
-            for _, kb, _ in batch:
-                yield decode_key(kb)
+            for _, key, _ in batch:
+                yield key
 
     def _iter_items(self) -> Iterator[tuple[K, V]]:
         for batch in self._batches(values=True):
-            for _, kb, vb in batch:
-                yield decode_key(kb), loads(vb)
+            for _, key, vb in batch:
+                yield key, loads(vb)
 
     def _iter_values(self) -> Iterator[V]:
         for batch in self._batches(values=True):

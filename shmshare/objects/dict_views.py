@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .codec import decode_key, loads
+from .codec import loads
 
 if TYPE_CHECKING:
     from .dict import SharedDict
@@ -31,8 +31,8 @@ class _ItemsView(ItemsView[K, V]):
 
     def __reversed__(self) -> Iterator[tuple[K, V]]:
         for batch in self._mapping._batches(values=True, reverse=True):
-            for _, kb, vb in batch:
-                yield decode_key(kb), loads(vb)
+            for _, key, vb in batch:
+                yield key, loads(vb)
 
 
 class _ValuesView(ValuesView[V]):

@@ -47,9 +47,9 @@ class SharedSet(HandleMethods, HeapObject, MutableSet[T], kind="set"):
 
     def __iter__(self) -> Iterator[T]:
         seq = -1
-        while batch := self._heap.dict_scan(seq, values=False):
-            for _, k, _v in batch:
-                yield decode_key(k)
+        while batch := self._heap.dict_scan(seq, values=False, decode=decode_key):
+            for _, item, _v in batch:
+                yield item
             seq = batch[-1][0]
 
     def __len__(self) -> int:

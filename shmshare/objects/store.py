@@ -21,7 +21,8 @@ is all a store without shared version counters ever answers.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 __all__ = ["EntryStore"]
 
@@ -55,8 +56,10 @@ class EntryStore(Protocol):
     def dict_popitem(self, *, held: bool = False) -> tuple[bytes, bytes] | None: ...
 
     def dict_scan(self, after_seq: int = -1, *, reverse: bool = False, values: bool = True,
-                  held: bool = False) -> list[tuple[int, bytes, bytes | None]]:
-        """A batch ``(seq, key, value)`` after (reverse: before) ``after_seq``; [] ends."""
+                  held: bool = False, decode: Callable[[bytes], Any] | None = None
+                  ) -> list[tuple[int, Any, bytes | None]]:
+        """A batch ``(seq, key, value)`` after (reverse: before) ``after_seq``; [] ends.
+        The key is its bytes, or ``decode(key bytes)``."""
 
     def recycle(self, view: memoryview) -> None: ...
 

@@ -10,6 +10,7 @@
 #ifndef SHMS_HOT_H
 #define SHMS_HOT_H
 
+#define PY_SSIZE_T_CLEAN
 #define Py_LIMITED_API 0x030A0000
 #include <Python.h>
 #include <stdint.h>
@@ -70,6 +71,8 @@ int shms_hot_add_queue_path(PyObject *module);
 int shms_hot_add_slot_types(PyObject *module);
 /* Add uninit_bytearray and SPLIT_MIN (buffers.c); 0, or -1 with an exception set. */
 int shms_hot_add_buffer_funcs(PyObject *module);
+/* Add parse_scan (hotscan.c); 0, or -1 with an exception set. */
+int shms_hot_add_scan_funcs(PyObject *module);
 /* Values from this size up that d[k] = v leaves to the general path, which
  * stores them split (src/dict_split.c): a bytearray or an array (buffers.c). */
 #define HOT_SPLIT_MIN (1 << 20)

@@ -444,7 +444,8 @@ static int module_exec(PyObject *module)
     }
     shms_hot_type = type;
     if (PyModule_AddIntConstant(module, "DIRECT_BYTES_MIN", HOT_DIRECT_BYTES_MIN) < 0 ||
-        shms_hot_add_queue_path(module) < 0 || shms_hot_add_buffer_funcs(module) < 0)
+        shms_hot_add_queue_path(module) < 0 || shms_hot_add_buffer_funcs(module) < 0 ||
+        shms_hot_add_scan_funcs(module) < 0)
         return -1;
     return shms_hot_add_slot_types(module);
 }

@@ -349,11 +349,12 @@ class RedisEntries:
         return None if item is None else (bytes(item[0]), bytes(item[1]))
 
     def dict_scan(self, after_seq: int = -1, *, reverse: bool = False, values: bool = True,
-                  held: bool = False) -> list[tuple[int, bytes, bytes | None]]:
+                  held: bool = False, decode: Callable[[bytes], Any] | None = None
+                  ) -> list[tuple[int, Any, bytes | None]]:
         flat = self._run(self._scan, [after_seq, "1" if reverse else "", "1" if values else "",
                                       _SCAN_PAGE], "scan")
-        return [(int(float(flat[i])), flat[i + 1], flat[i + 2])
-                for i in range(0, len(flat), 3)]
+        return [(int(float(flat[i])), flat[i + 1] if decode is None else decode(flat[i + 1]),
+                 flat[i + 2]) for i in range(0, len(flat), 3)]
 
     def recycle(self, view: memoryview) -> None:
         """Nothing is lent: Redis replies are bytes of their own."""
