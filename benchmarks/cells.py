@@ -152,6 +152,11 @@ def mapping_cells(get: Callable[[Any], Any], set_: Callable[[Any, Any], Any],
     return Timed(sets, target_s), Timed(gets, target_s)
 
 
+def _per(items: int, timed: Timed) -> Callable[[], float]:
+    """ns per item of a cell whose one operation handles ``items`` items."""
+    return lambda: timed() / items
+
+
 def _plus_one(n: int) -> int:
     return n + 1
 
@@ -419,6 +424,19 @@ class Suite:
                 counters[k] = pickle.dumps(f(pickle.loads(counters[k])), 5)
         self.cells["floor | apply"] = apply_cell(floor_apply, self.t)
         self.cells["shmshare | apply"] = apply_cell(cd.apply, self.t)
+
+        # len(), and a whole dict of 1,000 int keys read back (per item), against
+        # the same on a local dict of pickles.
+        ints = {i: pickle.dumps(i, 5) for i in range(1000)}
+        di = shmshare.SharedDict({i: i for i in range(1000)})
+        self._cleanup.append(di.detach)
+        self.cells["floor | len"] = Timed(lambda n: [len(ints) for _ in range(n)], self.t)
+        self.cells["shmshare | len"] = Timed(lambda n: [len(di) for _ in range(n)], self.t)
+        self.cells["floor | items, per item"] = _per(1000, Timed(
+            lambda n: [[(k, pickle.loads(v)) for k, v in ints.items()] for _ in range(n)],
+            self.t))
+        self.cells["shmshare | items, per item"] = _per(1000, Timed(
+            lambda n: [list(di.items()) for _ in range(n)], self.t))
 
     # -- a 10 MiB value: bytes, and a numpy array ------------------------------------
     def _large(self) -> None:

@@ -35,6 +35,9 @@ _PICKLES = "the same on local pickles"
 OTHERS = [
     ("`d.apply(k, f)`, an atomic read-modify-write", "shmshare | apply", "floor | apply",
      "a `threading.Lock` around a local dict of pickles"),
+    ("`len(d)`", "shmshare | len", "floor | len", "`len()` of a local dict"),
+    ("`list(d.items())` of 1,000 int keys, per item", "shmshare | items, per item",
+     "floor | items, per item", _PICKLES),
     ("`SharedValue` `.value`", "shmshare | SharedValue .value",
      "multiprocessing.Value | .value", "`multiprocessing.Value`"),
     ("`SharedValue` `.value = v`", "shmshare | SharedValue .value = v",
