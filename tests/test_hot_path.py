@@ -594,3 +594,36 @@ def test_a_short_scan_batch_is_an_error_not_a_read_past_it() -> None:
     for n, data in ((2, good), (1, good[:26]), (1, record[:20])):
         with pytest.raises(ValueError, match="past the batch"):
             parse_scan(data, n, None)
+
+
+def test_list_item_store_is_one_c_call_and_hands_over_the_rest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """lst[i] = x of a plain value is one C call (shms_list_store); an index out of
+    range, the lock held here, or an item that needs the heap to grow hands over to
+    HeapList.set, which raises, runs held or grows."""
+    from shmshare._core.heap_list import HeapList
+
+    general: list[int] = []
+    real_set = HeapList.set
+
+    def counting(self: Any, i: int, data: bytes) -> bool:
+        general.append(i)
+        return real_set(self, i, data)
+    lst: Any = shmshare.SharedList(range(10))
+    try:
+        monkeypatch.setattr(HeapList, "set", counting)
+        lst[3] = "three"
+        lst[-1] = (9, "nine")
+        assert lst[3] == "three" and lst[9] == (9, "nine") and general == []
+        with pytest.raises(IndexError):
+            lst[10] = 1
+        with pytest.raises(IndexError):
+            lst[-11] = 1
+        assert general == [10, -11]
+        with lst.lock:
+            lst[0] = "held"
+        lst[1] = "x" * (1 << 17)  # more than the 64 KiB heap holds: grown
+        assert lst[0] == "held" and lst[1] == "x" * (1 << 17)
+        assert general[2:] == [0, 1] and len(lst) == 10
+    finally:
+        lst.detach()

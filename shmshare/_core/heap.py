@@ -118,10 +118,12 @@ class Heap(DictMethods):
         "guard",
         "has_hot",
         "list_push",
+        "list_store",
         "modcount_view",
     )
 
     list_push: Callable[[int, bytes, int], int]
+    list_store: Callable[[int, bytes, int], int]
 
     #: Bytes of the heap header at the start of extent 0 (layout detail).
     HEADER_SIZE: int = int(lib.shms_heap_header_size())
@@ -159,10 +161,11 @@ class Heap(DictMethods):
         # ``cache_keep(cache, key, value, stripe, version)``: the general path's
         # read kept in the same cache, counted with what get_hot keeps.
         self.cache_keep: Callable[[dict[Any, Any], Any, bytes, int, int], None] = self._hot.keep
-        # self._fetch (shms_dict_fetch) and self.list_push(i, value, vlen) -- a list
-        # heap's insert (append: i = 2**63-1), the same way (list_ops.c) -- are
-        # bound to the handle by their first use (__getattr__): attaching a dict
-        # never needs list_push, nor a first read the fetch.
+        # self._fetch (shms_dict_fetch), self.list_push(i, value, vlen) -- a list
+        # heap's insert (append: i = 2**63-1), the same way (list_ops.c) -- and
+        # self.list_store(i, value, vlen), its lst[i] = x, are bound to the handle
+        # by their first use (__getattr__): attaching a dict never needs list_push,
+        # nor a first read the fetch.
         self.lock_timeout: float | None = None
         # Set by the object owning the segment (Segment.pid_namespace_shared):
         # lets a long lock wait recognise a damaged lock word (OwnerWatch).
@@ -190,6 +193,8 @@ class Heap(DictMethods):
             fn = lib.shms_dict_fetch
         elif name == "list_push":
             fn = lib.shms_list_push
+        elif name == "list_store":
+            fn = lib.shms_list_store
         elif name == "guard":
             return self._make_guard()
         else:
@@ -278,7 +283,7 @@ class Heap(DictMethods):
         self.modcount_view = self._extents_view = _NO_COUNTER
         self.versions_view = NO_VERSIONS
         self.store = self._fetch = self._peek = self.get_hot = self.has_hot = _closed
-        self.list_push = _closed
+        self.list_push = self.list_store = _closed
         if h is not None:
             # getattr: None when __init__ was interrupted before setting them
             hot = getattr(self, "_hot", None)

@@ -190,6 +190,8 @@ class SharedList(StoreDispatch, LengthWord, HandleMethods, HeapObject, ListOpera
             parts = large_parts(value)
             data = dumps(value) if parts is None else b""  # pickled first, as always
         i = i if type(i) is int and -_I64 <= i < _I64 else _clamp(self._index_of(i))
+        if parts is None and not self._heap.list_store(i, data, len(data)):
+            return  # one C call (list_ops.c); else the general path decides
         if not (self._core.set(i, data) if parts is None else self._core.set_parts(i, *parts)):
             raise IndexError("list assignment index out of range")
 

@@ -23,6 +23,7 @@ int shms_list_insert_parts(shms_heap_t *h, int64_t i, const char *head, uint64_t
                            const char *val, uint64_t vlen, const char *tail, uint64_t tlen,
                            int held, int64_t timeout_ns);
 int shms_list_push(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen);
+int shms_list_store(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen);
 int shms_list_splice(shms_heap_t *h, int64_t start, int64_t stop, const char *vals,
                      const uint64_t *vlens, uint64_t nvals, uint64_t expect, int held,
                      int64_t timeout_ns);

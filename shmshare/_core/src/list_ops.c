@@ -334,6 +334,25 @@ int shms_list_push(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen)
     return shms_run_op(h, 0, 100000000LL, append_body, &o);
 }
 
+/* The hot lst[i] = x, as shms_list_push: the lock waited for one slice at most,
+ * never an extent created (SHMS_EGROW, or i out of range, or the lock held by
+ * this thread: shms_list_set decides). */
+static int store_body(shms_heap_t *h, void *arg)
+{
+    int rc;
+    h->no_grow = 1;     /* under the heap lock: no other thread is in an op */
+    rc = set_body(h, arg);
+    h->no_grow = 0;
+    return rc;
+}
+
+int shms_list_store(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen)
+{
+    uint64_t res[3];
+    lop_t o = {.i = i, .vals = val, .vlens = &vlen, .nvals = 1, .res = res};
+    return shms_run_op(h, 0, 100000000LL, store_body, &o);
+}
+
 int shms_list_splice(shms_heap_t *h, int64_t start, int64_t stop, const char *vals,
                      const uint64_t *vlens, uint64_t nvals, uint64_t expect, int held,
                      int64_t timeout_ns)

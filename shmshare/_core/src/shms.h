@@ -314,6 +314,7 @@ int shms_list_insert_parts(shms_heap_t *h, int64_t i, const char *head, uint64_t
                            const char *val, uint64_t vlen, const char *tail, uint64_t tlen,
                            int held, int64_t timeout_ns);
 int shms_list_push(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen);
+int shms_list_store(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen);
 /* A large item in one copy (list_ops.c): handed to cb under the lock (tried
  * once), or its split data into raw (as shms_dict_fetch_split); with remove,
  * then taken out of the list (a pop). */
