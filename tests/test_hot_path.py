@@ -627,3 +627,38 @@ def test_list_item_store_is_one_c_call_and_hands_over_the_rest(
         assert general[2:] == [0, 1] and len(lst) == 10
     finally:
         lst.detach()
+
+
+def test_pop_and_del_take_the_item_in_one_c_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """d.pop(k) and del d[k] copy the value out and delete the key in one C call
+    (HotPath.pop), held or not, dropping a cached entry of it; a value past the
+    copy limit is taken by the general path's dict_pop; another process sees the
+    key gone."""
+    from shmshare._core.heap import Heap
+
+    general: list[bytes] = []
+    real_pop = Heap.dict_pop
+
+    def counting(self: Any, key: bytes, *args: Any, **kwargs: Any) -> Any:
+        general.append(key)
+        return real_pop(self, key, *args, **kwargs)
+    d: Any = shmshare.SharedDict({"a": 1, 2: "two", (3, "x"): [3], "big": b"y" * BIG})
+    try:
+        assert d["a"] == 1 and "a" in d._read_cache
+        monkeypatch.setattr(Heap, "dict_pop", counting)
+        assert d.pop("a") == 1 and "a" not in d._read_cache and "a" not in d
+        del d[2]
+        with d.lock:
+            assert d.pop((3, "x")) == [3]
+        assert d.pop("a", "gone") == "gone" and general == []
+        with pytest.raises(KeyError):
+            d.pop(2)
+        with pytest.raises(KeyError):
+            del d[(3, "x")]
+        assert d.pop("big") == b"y" * BIG and len(general) == 1  # the general path's
+
+        def child() -> int:
+            return 0 if len(d) == 0 and "a" not in d and d.get(2) is None else 1
+        assert fork_call(child) == 0
+    finally:
+        d.detach()

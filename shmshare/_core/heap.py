@@ -55,6 +55,7 @@ _PEEK = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_peek")))
 _STORE_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_try")))
 _STORE_BYTES_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_bytes_try")))
 _DICT_LEN = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_len")))
+_TAKE_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_take_try")))
 # The same three, run under a hold of the lock this thread has (HotPath.guarded).
 _HELD = tuple(int(ffi.cast("uintptr_t", ffi.addressof(lib, name))) for name in (
     "shms_dict_peek_held", "shms_dict_store_held", "shms_dict_store_bytes_held"))
@@ -120,6 +121,7 @@ class Heap(DictMethods):
         "list_push",
         "list_store",
         "modcount_view",
+        "pop_hot",
     )
 
     list_push: Callable[[int, bytes, int], int]
@@ -151,13 +153,16 @@ class Heap(DictMethods):
         # default if the read found no such key; or NOT_READ (the general path).
         self._hot = HotPath(int(ffi.cast("uintptr_t", handle)), _PEEK, _STORE_TRY,
                             _STORE_BYTES_TRY, BIG_VALUE, pickle.loads, NOT_READ,
-                            READ_CACHE_MAX_BYTES, _DICT_LEN)
+                            READ_CACHE_MAX_BYTES, _DICT_LEN, _TAKE_TRY)
         self.store: Callable[[bytes, int, bytes, int], int] = self._hot.store
         self._peek: Callable[[bytes], Any] = self._hot.fetch
         self.get_hot: Callable[..., Any] = self._hot.get
         # ``has_hot(cache, key)``: key in d the same way, no value read: True,
         # False, or NOT_READ (the general path: dict_contains).
         self.has_hot: Callable[[dict[Any, Any], Any], Any] = self._hot.has
+        # ``pop_hot(cache, key)``: d.pop(key) the same way: the value's pickle, taken
+        # out; None if absent; or NOT_READ (nothing taken: the general path).
+        self.pop_hot: Callable[[dict[Any, Any], Any], Any] = self._hot.pop
         # ``cache_keep(cache, key, value, stripe, version)``: the general path's
         # read kept in the same cache, counted with what get_hot keeps.
         self.cache_keep: Callable[[dict[Any, Any], Any, bytes, int, int], None] = self._hot.keep
@@ -283,6 +288,7 @@ class Heap(DictMethods):
         self.modcount_view = self._extents_view = _NO_COUNTER
         self.versions_view = NO_VERSIONS
         self.store = self._fetch = self._peek = self.get_hot = self.has_hot = _closed
+        self.pop_hot = _closed
         self.list_push = self.list_store = _closed
         if h is not None:
             # getattr: None when __init__ was interrupted before setting them

@@ -127,9 +127,16 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
         self._heap.dict_set(kb, len(kb), data, held=self._heap.held_here())
 
     def _delitem(self, key: K) -> None:
-        kb, n = encode_key(key)
-        if self._heap.dict_pop(kb, n, held=self._held()) is None:
+        if self._taken(key) is None:
             raise KeyError(key)
+
+    def _taken(self, key: Any) -> bytes | None:
+        """The stored bytes of ``key``, taken out of the dict; None if absent."""
+        data = self._pop_hot(self._read_cache, key)  # one C call, held or not
+        if data is NOT_READ:
+            kb, n = encode_key(key)
+            data = self._heap.dict_pop(kb, n, held=self._held())
+        return data  # type: ignore[no-any-return]
 
     def __contains__(self, key: object) -> bool:
         return self._has(key)
@@ -201,8 +208,7 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
         return loads(data)
 
     def pop(self, key: K, default: Any = _MISSING) -> Any:
-        kb, n = encode_key(key)
-        data = self._heap.dict_pop(kb, n, held=self._held())
+        data = self._taken(key)
         if data is None:
             if default is _MISSING:
                 raise KeyError(key)

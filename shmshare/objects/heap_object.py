@@ -146,6 +146,7 @@ class HeapObject(SharedObject):
         # DictItems' in C): the value, default, or NOT_READ for the general path.
         self._get_hot: Callable[..., Any] = getattr(heap, "get_hot", _not_hot)
         self._has_hot: Callable[..., Any] = getattr(heap, "has_hot", _not_hot)
+        self._pop_hot: Callable[..., Any] = getattr(heap, "pop_hot", _not_hot)
         # A large array stored with its data copied once (a heap's; None: a store's).
         self._store_parts: Callable[..., None] | None = getattr(heap, "dict_store_parts", None)
 

@@ -22,6 +22,7 @@ typedef int (*peek_fn)(shms_heap_t *, const char *, uint64_t, shms_peek_cb, void
 typedef int (*store_fn)(shms_heap_t *, const char *, uint64_t, const char *, uint64_t);
 typedef int (*list_peek_fn)(shms_heap_t *, int64_t, int, shms_peek_cb, void *);
 typedef int (*dict_len_fn)(shms_heap_t *, uint64_t *, int, int64_t);
+typedef int (*take_fn)(shms_heap_t *, const char *, uint64_t, shms_take_cb, void *, int);
 
 /* Bytes objects from this size up are stored by store_bytes (STORE OF BYTES
  * in src/dict_hot.c): pickle's frame size, past which the stored bytes are
@@ -52,7 +53,8 @@ typedef struct {
     PyObject *guard_owner;
     peek_fn peek_held;
     store_fn store_held, store_bytes_held;
-    dict_len_fn dict_len;     /* shms_dict_len (HotPath's last argument), or NULL */
+    dict_len_fn dict_len;     /* shms_dict_len (HotPath's 9th argument), or NULL */
+    take_fn take;             /* shms_dict_take_try (its 10th), or NULL */
 } HotPath;
 
 #define HOT_HIDDEN __attribute__((visibility("hidden")))

@@ -146,6 +146,55 @@ static PyObject *hot_len(PyObject *op, PyObject *unused)
     return PyLong_FromSsize_t(hot_dict_len((HotPath *)op));
 }
 
+/* Under the heap lock: the value copied into a new bytes object (a value above
+ * max_value is left to the general path, which reads it into a reusable
+ * buffer: SHMS_ETOOSMALL, and nothing is taken). */
+static int take_copy(void *arg, const char *val, uint64_t vlen)
+{
+    fetch_ctx *c = arg;
+    Py_CLEAR(c->out);
+    if (vlen > c->max_value)
+        return SHMS_ETOOSMALL;
+    return (c->out = PyBytes_FromStringAndSize(val, (Py_ssize_t)vlen)) ? 0 : ENOMEM;
+}
+
+/* pop(cache, key) -> the value's pickle | None | not_read: d.pop(key) for a key
+ * hot_key encodes, in one call -- the value copied out and the key deleted
+ * under the lock tried once (or under this thread's hold), a cached entry of it
+ * dropped; None: the dict has no such key (found so under the lock); not_read:
+ * nothing taken, the general path decides (busy, a large value, damage...). */
+static PyObject *hot_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    HotPath *self = (HotPath *)op;
+    fetch_ctx c = {.out = NULL, .max_value = self->max_value};
+    char buf[HOT_KEY_MAX];
+    const char *kp;
+    Py_ssize_t klen;
+    int rc;
+    if (nargs != 2 || !PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "pop(cache: dict, key)");
+        return NULL;
+    }
+    if (!self->heap || !self->take)
+        return Py_NewRef(self->not_read);
+    if ((rc = hot_key(args[1], buf, &kp, &klen)) <= 0)
+        return rc ? NULL : Py_NewRef(self->not_read);
+    rc = self->take(self->heap, kp, (uint64_t)klen, take_copy, &c, 0);
+    if (hot_retry_held(self, rc))
+        rc = self->take(self->heap, kp, (uint64_t)klen, take_copy, &c, 1);
+    if (rc == 0 || rc == SHMS_ENOTFOUND) {
+        if (hot_cache_drop(args[0], args[1]) < 0) {
+            Py_XDECREF(c.out);
+            return NULL;
+        }
+        return rc ? Py_NewRef(Py_None) : c.out;
+    }
+    Py_XDECREF(c.out);
+    if (rc == ENOMEM && PyErr_Occurred())
+        return NULL;
+    return Py_NewRef(self->not_read);
+}
+
 static PyObject *hot_fetch(PyObject *op, PyObject *key)
 {
     HotPath *self = (HotPath *)op;
@@ -344,15 +393,16 @@ static PyObject *hot_versions_mapped(PyObject *op, PyObject *address)
 
 static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    unsigned long long heap, peek, store, store_bytes, max_value, cache_cap, dict_len = 0;
+    unsigned long long heap, peek, store, store_bytes, max_value, cache_cap, dict_len = 0,
+                       take = 0;
     PyObject *loads, *not_read;
     HotPath *self;
     if (kwds && PyDict_Size(kwds)) {
         PyErr_SetString(PyExc_TypeError, "HotPath takes no keyword arguments");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "KKKKKOOK|K", &heap, &peek, &store, &store_bytes, &max_value,
-                          &loads, &not_read, &cache_cap, &dict_len))
+    if (!PyArg_ParseTuple(args, "KKKKKOOK|KK", &heap, &peek, &store, &store_bytes, &max_value,
+                          &loads, &not_read, &cache_cap, &dict_len, &take))
         return NULL;
     if (!heap || !peek || !store || !store_bytes) {
         PyErr_SetString(PyExc_ValueError, "HotPath needs four non-zero addresses");
@@ -371,6 +421,7 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->not_read = Py_NewRef(not_read);
     self->cache_cap = cache_cap;
     self->dict_len = (dict_len_fn)(uintptr_t)dict_len;
+    self->take = (take_fn)(uintptr_t)take;
     return (PyObject *)self;
 }
 
@@ -399,6 +450,8 @@ static PyMethodDef hot_methods[] = {
      "counted as get counts what it keeps."},
     {"has", (PyCFunction)(void (*)(void))hot_cache_has, METH_FASTCALL,
      "has(cache, key) -> key in d for a str, int, bytes or tuple key; or not_read."},
+    {"pop", (PyCFunction)(void (*)(void))hot_pop, METH_FASTCALL,
+     "pop(cache, key) -> the value's pickle, taken out; None if absent; or not_read."},
     {"len", hot_len, METH_NOARGS,
      "len() -> the dict's length, the lock tried once (or under this thread's hold); "
      "-1: the general path decides."},

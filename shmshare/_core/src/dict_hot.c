@@ -68,6 +68,31 @@ int shms_dict_peek(shms_heap_t *h, const char *key, uint64_t klen, shms_peek_cb 
     return peek(h, 0, key, klen, cb, ctx);
 }
 
+typedef struct {
+    const char *key;
+    uint64_t klen;
+    shms_take_cb cb;
+    void *ctx;
+} take_t;
+
+static int take_body(shms_heap_t *h, void *arg)
+{
+    take_t *t = arg;
+    return shms_dict_take(h, t->key, t->klen, t->cb, t->ctx);
+}
+
+/* d.pop(key) for ext/hotpath.c: the value handed to cb under the lock, tried
+ * once (held: under the calling thread's hold), then the key deleted -- unless
+ * cb returns an error, which leaves it in place.  SHMS_ENOTFOUND: no such key. */
+int shms_dict_take_try(shms_heap_t *h, const char *key, uint64_t klen, shms_take_cb cb,
+                       void *ctx, int held)
+{
+    take_t t = {.key = key, .klen = klen, .cb = cb, .ctx = ctx};
+    if (klen >= 0xFFFFFFFFULL)
+        return EINVAL;
+    return shms_run_op(h, held, 0, take_body, &t);
+}
+
 /* The _held variants of the three calls of ext/hotpath.c: the same op, run
  * under the lock the calling thread already holds (it found it so in its
  * guard), instead of trying to take it. */

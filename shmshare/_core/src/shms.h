@@ -182,6 +182,8 @@ int shms_dict_set_parts(shms_heap_t *h, const char *key, uint64_t klen, uint64_t
 /* Under the heap lock: key's value handed to cb, then deleted (dict.c). */
 typedef int (*shms_take_cb)(void *ctx, const char *val, uint64_t vlen);
 int shms_dict_take(shms_heap_t *h, const char *key, uint64_t klen, shms_take_cb cb, void *ctx);
+int shms_dict_take_try(shms_heap_t *h, const char *key, uint64_t klen, shms_take_cb cb,
+                       void *ctx, int held);
 /* dict_hot.c: the value of key handed to cb under the lock, tried once. */
 typedef int (*shms_peek_cb)(void *ctx, const char *val, uint64_t vlen, uint64_t stripe,
                             uint64_t version);
