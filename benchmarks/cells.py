@@ -430,6 +430,19 @@ class Suite:
         ints = {i: pickle.dumps(i, 5) for i in range(1000)}
         di = shmshare.SharedDict({i: i for i in range(1000)})
         self._cleanup.append(di.detach)
+        def floor_pop_set(n: int) -> None:
+            for i in range(n):
+                k = i % 1000
+                pickle.loads(ints.pop(k))
+                ints[k] = pickle.dumps(k, 5)
+
+        def pop_set(n: int) -> None:
+            for i in range(n):
+                k = i % 1000
+                di.pop(k)
+                di[k] = k
+        self.cells["floor | pop + set"] = Timed(floor_pop_set, self.t)
+        self.cells["shmshare | pop + set"] = Timed(pop_set, self.t)
         self.cells["floor | len"] = Timed(lambda n: [len(ints) for _ in range(n)], self.t)
         self.cells["shmshare | len"] = Timed(lambda n: [len(di) for _ in range(n)], self.t)
         self.cells["floor | items, per item"] = _per(1000, Timed(

@@ -36,6 +36,8 @@ OTHERS = [
     ("`d.apply(k, f)`, an atomic read-modify-write", "shmshare | apply", "floor | apply",
      "a `threading.Lock` around a local dict of pickles"),
     ("`len(d)`", "shmshare | len", "floor | len", "`len()` of a local dict"),
+    ("`d.pop(k)` then `d[k] = v`, int keys", "shmshare | pop + set", "floor | pop + set",
+     _PICKLES),
     ("`list(d.items())` of 1,000 int keys, per item", "shmshare | items, per item",
      "floor | items, per item", _PICKLES),
     ("`SharedValue` `.value`", "shmshare | SharedValue .value",
