@@ -88,9 +88,7 @@ int shms_dict_take_try(shms_heap_t *h, const char *key, uint64_t klen, shms_take
                        void *ctx, int held)
 {
     take_t t = {.key = key, .klen = klen, .cb = cb, .ctx = ctx};
-    if (klen >= 0xFFFFFFFFULL)
-        return EINVAL;
-    return shms_run_op(h, held, 0, take_body, &t);
+    return shms_dict_check_key(klen, klen) ?: shms_run_op(h, held, 0, take_body, &t);
 }
 
 /* The _held variants of the three calls of ext/hotpath.c: the same op, run
