@@ -56,9 +56,6 @@ _STORE_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_try")
 _STORE_BYTES_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_store_bytes_try")))
 _DICT_LEN = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_len")))
 _TAKE_TRY = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_dict_take_try")))
-# The same three, run under a hold of the lock this thread has (HotPath.guarded).
-_HELD = tuple(int(ffi.cast("uintptr_t", ffi.addressof(lib, name))) for name in (
-    "shms_dict_peek_held", "shms_dict_store_held", "shms_dict_store_bytes_held"))
 _STATS = ("bytes_total", "bytes_used", "bytes_free", "extents", "generation",
           "entries", "recoveries", "modcount", "used_blocks")
 
@@ -233,7 +230,7 @@ class Heap(DictMethods):
             else:
                 # Under this thread's hold of the lock (with obj.lock: ...), the
                 # one-call paths run held instead of handing over.
-                self._hot.guarded(guard._g, int(ffi.cast("uintptr_t", guard._g)), *_HELD)
+                self._hot.guarded(guard._g, int(ffi.cast("uintptr_t", guard._g)))
             self.guard = guard
             return guard
 

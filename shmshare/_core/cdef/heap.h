@@ -59,9 +59,9 @@ int shms_dict_store(shms_heap_t *h, const char *key, uint64_t klen, const char *
 int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, uint64_t cap,
                     uint64_t *res);
 int shms_dict_store_try(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
-                        uint64_t vlen);
+                        uint64_t vlen, int held);
 int shms_dict_store_bytes_try(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
-                              uint64_t n);
+                              uint64_t n, int held);
 int shms_dict_fetch_split(shms_heap_t *h, const char *key, uint64_t klen, uint64_t cmplen,
                           char *out, uint64_t cap, char *raw, uint64_t raw_cap, uint64_t *res,
                           int held, int64_t timeout_ns);
@@ -71,14 +71,7 @@ int shms_dict_set_parts(shms_heap_t *h, const char *key, uint64_t klen, uint64_t
                         int64_t timeout_ns);
 typedef int (*shms_peek_cb)(void *, const char *, uint64_t, uint64_t, uint64_t);
 int shms_dict_peek(shms_heap_t *h, const char *key, uint64_t klen, shms_peek_cb cb,
-                   void *ctx);
-/* The same, run under the lock the calling thread holds (ext/hotpath.c). */
-int shms_dict_peek_held(shms_heap_t *h, const char *key, uint64_t klen, shms_peek_cb cb,
-                        void *ctx);
-int shms_dict_store_held(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
-                         uint64_t vlen);
-int shms_dict_store_bytes_held(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
-                               uint64_t n);
+                   void *ctx, int held);
 int shms_dict_versions(shms_heap_t *h, const volatile uint64_t **out, int held,
                        int64_t timeout_ns);
 int shms_dict_popitem(shms_heap_t *h, char *out, uint64_t cap, uint64_t *res,

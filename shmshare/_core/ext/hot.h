@@ -18,8 +18,10 @@
 
 #include "shms.h"
 
-typedef int (*peek_fn)(shms_heap_t *, const char *, uint64_t, shms_peek_cb, void *);
-typedef int (*store_fn)(shms_heap_t *, const char *, uint64_t, const char *, uint64_t);
+/* The one-call paths' C functions (src/dict_hot.c): their last argument is held
+ * (0: the lock tried once; 1: run under the calling thread's hold). */
+typedef int (*peek_fn)(shms_heap_t *, const char *, uint64_t, shms_peek_cb, void *, int);
+typedef int (*store_fn)(shms_heap_t *, const char *, uint64_t, const char *, uint64_t, int);
 typedef int (*list_peek_fn)(shms_heap_t *, int64_t, int, shms_peek_cb, void *);
 typedef int (*dict_len_fn)(shms_heap_t *, uint64_t *, int, int64_t);
 typedef int (*take_fn)(shms_heap_t *, const char *, uint64_t, shms_take_cb, void *, int);
@@ -46,13 +48,11 @@ typedef struct {
     const volatile uint64_t *list_len;
     list_peek_fn list_peek;   /* shms_list_peek, given with list_len */
     /* The heap handle's guard (guarded()), once made: when a try finds the lock
-     * busy and this thread is the one holding it there, the op runs again with
-     * the _held variants, under that hold.  guard_owner keeps its memory alive;
-     * both are cleared with heap. */
+     * taken and this thread is the one holding it there, the op runs again
+     * held, under that hold.  guard_owner keeps its memory alive; both are
+     * cleared with heap. */
     const shms_guard_t *guard;
     PyObject *guard_owner;
-    peek_fn peek_held;
-    store_fn store_held, store_bytes_held;
     dict_len_fn dict_len;     /* shms_dict_len (HotPath's 9th argument), or NULL */
     take_fn take;             /* shms_dict_take_try (its 10th), or NULL */
 } HotPath;
@@ -90,7 +90,7 @@ HOT_HIDDEN int shms_hot_large_buffer(PyObject *value);
 HOT_HIDDEN int hot_key(PyObject *key, char buf[HOT_KEY_MAX], const char **kp, Py_ssize_t *klen);
 /* Whether the calling thread holds the heap lock through the guard of the
  * heap's handle (HotPath.guarded): then a try that found the lock busy runs
- * again with the _held variants (hotpath.c). */
+ * again held (hotpath.c). */
 HOT_HIDDEN int hot_held(const HotPath *self);
 /* A try's rc says the lock is taken -- by another (EBUSY), or by this very
  * thread (EDEADLK: the mutex checks errors) -- and this thread's guard holds

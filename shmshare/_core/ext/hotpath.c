@@ -206,9 +206,9 @@ static PyObject *hot_fetch(PyObject *op, PyObject *key)
         return PyLong_FromLong(-1);
     if (PyBytes_AsStringAndSize(key, &kp, &klen) < 0)
         return NULL;
-    rc = self->peek(self->heap, kp, (uint64_t)klen, take_value, &c);
+    rc = self->peek(self->heap, kp, (uint64_t)klen, take_value, &c, 0);
     if (hot_retry_held(self, rc))
-        rc = self->peek_held(self->heap, kp, (uint64_t)klen, take_value, &c);
+        rc = self->peek(self->heap, kp, (uint64_t)klen, take_value, &c, 1);
     if (rc == 0)
         return Py_BuildValue("(NLK)", c.out, c.stripe == UINT64_MAX ? -1LL
                              : (long long)c.stripe, (unsigned long long)c.version);
@@ -257,9 +257,9 @@ PyObject *hot_get_key(HotPath *self, PyObject *cache, PyObject *key, int *absent
     } else if (PyErr_Occurred()) {
         return NULL;
     }
-    rc = self->peek(self->heap, kp, (uint64_t)klen, take_value, &c);
+    rc = self->peek(self->heap, kp, (uint64_t)klen, take_value, &c, 0);
     if (hot_retry_held(self, rc))
-        rc = self->peek_held(self->heap, kp, (uint64_t)klen, take_value, &c);
+        rc = self->peek(self->heap, kp, (uint64_t)klen, take_value, &c, 1);
     if (rc) {
         Py_XDECREF(c.out);
         if (rc == ENOMEM && PyErr_Occurred())
@@ -325,33 +325,29 @@ static PyObject *hot_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs
             return NULL;
         return PyLong_FromLong(-1);
     }
-    int rc = self->store(self->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen);
+    int rc = self->store(self->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen, 0);
     if (hot_retry_held(self, rc))
-        rc = self->store_held(self->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen);
+        rc = self->store(self->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen, 1);
     return PyLong_FromLong(rc);
 }
 
-/* guarded(owner, guard, peek_held, store_held, store_bytes_held): the handle's
- * guard, at address guard (its memory kept alive by owner), and the _held
- * variants of the three calls. */
+/* guarded(owner, guard): the handle's guard, at address guard (its memory kept
+ * alive by owner): under this thread's hold of the lock, calls run held. */
 static PyObject *hot_guarded(PyObject *op, PyObject *args)
 {
     HotPath *self = (HotPath *)op;
-    unsigned long long guard, peek, store, store_bytes;
+    unsigned long long guard;
     PyObject *owner, *old;
-    if (!PyArg_ParseTuple(args, "OKKKK", &owner, &guard, &peek, &store, &store_bytes))
+    if (!PyArg_ParseTuple(args, "OK", &owner, &guard))
         return NULL;
-    if (!guard || !peek || !store || !store_bytes) {
-        PyErr_SetString(PyExc_ValueError, "guarded needs four non-zero addresses");
+    if (!guard) {
+        PyErr_SetString(PyExc_ValueError, "guarded needs a non-zero address");
         return NULL;
     }
     if (!self->heap)
         Py_RETURN_NONE;  /* closed: nothing is tried any more */
     old = self->guard_owner;
     self->guard_owner = Py_NewRef(owner);
-    self->peek_held = (peek_fn)(uintptr_t)peek;
-    self->store_held = (store_fn)(uintptr_t)store;
-    self->store_bytes_held = (store_fn)(uintptr_t)store_bytes;
     self->guard = (const shms_guard_t *)(uintptr_t)guard;
     Py_XDECREF(old);
     Py_RETURN_NONE;
@@ -456,7 +452,7 @@ static PyMethodDef hot_methods[] = {
      "len() -> the dict's length, the lock tried once (or under this thread's hold); "
      "-1: the general path decides."},
     {"guarded", hot_guarded, METH_VARARGS,
-     "guarded(owner, guard, peek_held, store_held, store_bytes_held): under this thread's "
+     "guarded(owner, guard): under this thread's "
      "hold of the lock (the handle's guard at address guard), calls run held."},
     {"versions_mapped", hot_versions_mapped, METH_O,
      "versions_mapped(address): where this process maps the dict's version stripes."},

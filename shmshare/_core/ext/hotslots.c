@@ -249,9 +249,9 @@ static int di_store(DictItems *self, PyObject *key, PyObject *value)
     if (PyBytes_CheckExact(value) && PyBytes_Size(value) >= HOT_DIRECT_BYTES_MIN) {
         const char *b = PyBytes_AsString(value);
         uint64_t n = (uint64_t)PyBytes_Size(value);
-        rc = hot->store_bytes(hot->heap, kp, (uint64_t)klen, b, n);
+        rc = hot->store_bytes(hot->heap, kp, (uint64_t)klen, b, n, 0);
         if (hot_retry_held(hot, rc))
-            rc = hot->store_bytes_held(hot->heap, kp, (uint64_t)klen, b, n);
+            rc = hot->store_bytes(hot->heap, kp, (uint64_t)klen, b, n, 1);
         if (!rc)
             return 0;  /* its pickle written straight from it; else pickled below */
     }
@@ -270,9 +270,9 @@ static int di_store(DictItems *self, PyObject *key, PyObject *value)
     }
     /* The store reads the heap pointer now: dumps ran Python code, which may
      * have closed it. */
-    rc = hot->heap ? hot->store(hot->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen) : -1;
+    rc = hot->heap ? hot->store(hot->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen, 0) : -1;
     if (hot_retry_held(hot, rc))
-        rc = hot->store_held(hot->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen);
+        rc = hot->store(hot->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen, 1);
     if (rc) {
         PyObject *kb = PyBytes_FromStringAndSize(kp, klen);
         PyObject *r = kb ? PyObject_CallMethod((PyObject *)self, "_store_slow", "(OO)", kb, data)

@@ -155,9 +155,9 @@ PyObject *hot_cache_has(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     } else if (PyErr_Occurred()) {
         return NULL;
     }
-    rc = self->peek(self->heap, kp, (uint64_t)klen, found, NULL);
+    rc = self->peek(self->heap, kp, (uint64_t)klen, found, NULL, 0);
     if (hot_retry_held(self, rc))
-        rc = self->peek_held(self->heap, kp, (uint64_t)klen, found, NULL);
+        rc = self->peek(self->heap, kp, (uint64_t)klen, found, NULL, 1);
     if (!rc)
         Py_RETURN_TRUE;
     if (rc != SHMS_ENOTFOUND)

@@ -53,19 +53,16 @@ static int peek_body(shms_heap_t *h, void *arg)
     return p->cb(p->ctx, shms_dblob_val(b), b->vlen, stripe, version);
 }
 
-static int peek(shms_heap_t *h, int held, const char *key, uint64_t klen, shms_peek_cb cb,
-                void *ctx)
+/* held (here and in the two stores below): 0, the lock tried once (EBUSY when
+ * it is taken, EDEADLK when this thread holds it); 1, run under the hold the
+ * calling thread has (ext/hotpath.c asks its guard first). */
+int shms_dict_peek(shms_heap_t *h, const char *key, uint64_t klen, shms_peek_cb cb,
+                   void *ctx, int held)
 {
     peek_t p = {.a = {.key = key, .klen = klen, .cmplen = klen}, .cb = cb, .ctx = ctx};
     if (klen >= 0xFFFFFFFFULL)
         return EINVAL;
     return shms_run_op(h, held, 0, peek_body, &p);
-}
-
-int shms_dict_peek(shms_heap_t *h, const char *key, uint64_t klen, shms_peek_cb cb,
-                   void *ctx)
-{
-    return peek(h, 0, key, klen, cb, ctx);
 }
 
 typedef struct {
@@ -91,54 +88,26 @@ int shms_dict_take_try(shms_heap_t *h, const char *key, uint64_t klen, shms_take
     return shms_dict_check_key(klen, klen) ?: shms_run_op(h, held, 0, take_body, &t);
 }
 
-/* The _held variants of the three calls of ext/hotpath.c: the same op, run
- * under the lock the calling thread already holds (it found it so in its
- * guard), instead of trying to take it. */
-int shms_dict_peek_held(shms_heap_t *h, const char *key, uint64_t klen, shms_peek_cb cb,
-                        void *ctx)
-{
-    return peek(h, 1, key, klen, cb, ctx);
-}
-
-static int store_body(shms_heap_t *h, void *arg)
-{
-    int rc;
-    h->no_grow = 1;     /* under the heap lock: no other thread is in an op */
-    rc = shms_dict_set_body(h, arg);
-    h->no_grow = 0;
-    return rc;
-}
-
 int shms_dict_store(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
                     uint64_t vlen)
 {
     uint64_t res[1];
     shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen, .val = val, .vlen = vlen,
                     .res = res};
-    return shms_dict_check_key(klen, klen) ?: shms_run_op(h, 0, HOT_SLICE_NS, store_body, &a);
+    return shms_dict_check_key(klen, klen) ?:
+           shms_run_op_no_grow(h, 0, HOT_SLICE_NS, shms_dict_set_body, &a);
 }
 
-/* As shms_dict_store, but trying the lock once (EBUSY when it is taken): for
+/* As shms_dict_store, but trying the lock once (held: see shms_dict_peek): for
  * a caller that holds the GIL, and so must never wait (ext/hotpath.c). */
-static int store_try(shms_heap_t *h, int held, const char *key, uint64_t klen,
-                     const char *val, uint64_t vlen)
+int shms_dict_store_try(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
+                        uint64_t vlen, int held)
 {
     uint64_t res[1];
     shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen, .val = val, .vlen = vlen,
                     .res = res};
-    return shms_dict_check_key(klen, klen) ?: shms_run_op(h, held, 0, store_body, &a);
-}
-
-int shms_dict_store_try(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
-                        uint64_t vlen)
-{
-    return store_try(h, 0, key, klen, val, vlen);
-}
-
-int shms_dict_store_held(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
-                         uint64_t vlen)
-{
-    return store_try(h, 1, key, klen, val, vlen);
+    return shms_dict_check_key(klen, klen) ?:
+           shms_run_op_no_grow(h, held, 0, shms_dict_set_body, &a);
 }
 
 /* a's value: the pickle of the n bytes at b (STORE OF BYTES above), its head
@@ -162,26 +131,15 @@ static void bytes_value(shms_dop_t *a, char *head, const char *b, uint64_t n)
 
 /* As shms_dict_store_try, the value being the pickle of the bytes object
  * whose n bytes are at b (STORE OF BYTES above). */
-static int store_bytes_try(shms_heap_t *h, int held, const char *key, uint64_t klen,
-                           const char *b, uint64_t n)
+int shms_dict_store_bytes_try(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
+                              uint64_t n, int held)
 {
     char head[11];
     uint64_t res[1];
     shms_dop_t a = {.key = key, .klen = klen, .cmplen = klen, .res = res};
     bytes_value(&a, head, b, n);
-    return shms_dict_check_key(klen, klen) ?: shms_run_op(h, held, 0, store_body, &a);
-}
-
-int shms_dict_store_bytes_try(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
-                              uint64_t n)
-{
-    return store_bytes_try(h, 0, key, klen, b, n);
-}
-
-int shms_dict_store_bytes_held(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
-                               uint64_t n)
-{
-    return store_bytes_try(h, 1, key, klen, b, n);
+    return shms_dict_check_key(klen, klen) ?:
+           shms_run_op_no_grow(h, held, 0, shms_dict_set_body, &a);
 }
 
 /* As shms_dict_set (cmplen = klen, not only if absent), the value being the

@@ -261,6 +261,8 @@ int  shms_set_corrupt(shms_heap_t *h, const char *why);
  * repair, see shms_op_damage), op_end.  Returns the body's result. */
 typedef int (*shms_op_body_t)(shms_heap_t *h, void *arg);
 int  shms_run_op(shms_heap_t *h, int held, int64_t timeout_ns, shms_op_body_t body, void *arg);
+int  shms_run_op_no_grow(shms_heap_t *h, int held, int64_t timeout_ns,
+                         shms_op_body_t body, void *arg);
 
 
 #endif

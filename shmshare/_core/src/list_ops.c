@@ -319,38 +319,19 @@ int shms_list_insert_parts(shms_heap_t *h, int64_t i, const char *head, uint64_t
 /* The hot insert (append: i = INT64_MAX): the lock waited for one slice at
  * most, and never an extent created (SHMS_EGROW: growth takes
  * shms_list_insert, where Python sees and reports it), as shms_dict_store. */
-static int append_body(shms_heap_t *h, void *arg)
-{
-    int rc;
-    h->no_grow = 1;     /* under the heap lock: no other thread is in an op */
-    rc = insert_body(h, arg);
-    h->no_grow = 0;
-    return rc;
-}
-
 int shms_list_push(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen)
 {
     lop_t o = {.i = i, .vals = val, .vlens = &vlen, .nvals = 1};
-    return shms_run_op(h, 0, 100000000LL, append_body, &o);
+    return shms_run_op_no_grow(h, 0, 100000000LL, insert_body, &o);
 }
 
-/* The hot lst[i] = x, as shms_list_push: the lock waited for one slice at most,
- * never an extent created (SHMS_EGROW, or i out of range, or the lock held by
- * this thread: shms_list_set decides). */
-static int store_body(shms_heap_t *h, void *arg)
-{
-    int rc;
-    h->no_grow = 1;     /* under the heap lock: no other thread is in an op */
-    rc = set_body(h, arg);
-    h->no_grow = 0;
-    return rc;
-}
-
+/* The hot lst[i] = x, the same way (SHMS_EGROW, i out of range, or the lock
+ * held by this thread: shms_list_set decides). */
 int shms_list_store(shms_heap_t *h, int64_t i, const char *val, uint64_t vlen)
 {
     uint64_t res[3];
     lop_t o = {.i = i, .vals = val, .vlens = &vlen, .nvals = 1, .res = res};
-    return shms_run_op(h, 0, 100000000LL, store_body, &o);
+    return shms_run_op_no_grow(h, 0, 100000000LL, set_body, &o);
 }
 
 int shms_list_splice(shms_heap_t *h, int64_t start, int64_t stop, const char *vals,

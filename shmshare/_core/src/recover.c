@@ -218,6 +218,30 @@ int shms_run_op(shms_heap_t *h, int held, int64_t timeout_ns, shms_op_body_t bod
     return rc;
 }
 
+typedef struct {
+    shms_op_body_t body;
+    void *arg;
+} no_grow_t;
+
+static int no_grow_body(shms_heap_t *h, void *p)
+{
+    no_grow_t *n = p;
+    int rc;
+    h->no_grow = 1;     /* under the heap lock: no other thread is in an op */
+    rc = n->body(h, n->arg);
+    h->no_grow = 0;
+    return rc;
+}
+
+/* shms_run_op, the body never creating an extent (SHMS_EGROW instead): the
+ * one-call paths, whose general path grows the heap where Python sees it. */
+int shms_run_op_no_grow(shms_heap_t *h, int held, int64_t timeout_ns, shms_op_body_t body,
+                        void *arg)
+{
+    no_grow_t n = {.body = body, .arg = arg};
+    return shms_run_op(h, held, timeout_ns, no_grow_body, &n);
+}
+
 /* Run the full recovery now (tests; `stats equal before/after rebuild`). */
 int shms_heap_rebuild(shms_heap_t *h, int held, int64_t timeout_ns)
 {

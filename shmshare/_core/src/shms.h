@@ -161,9 +161,9 @@ int shms_dict_store(shms_heap_t *h, const char *key, uint64_t klen, const char *
 int shms_dict_fetch(shms_heap_t *h, const char *key, uint64_t klen, char *out, uint64_t cap,
                     uint64_t *res);
 int shms_dict_store_try(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
-                        uint64_t vlen);
+                        uint64_t vlen, int held);
 int shms_dict_store_bytes_try(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
-                              uint64_t n);
+                              uint64_t n, int held);
 /* shms_dict_set of the pickle of the n bytes at b (dict_hot.c; for queue.c). */
 int shms_dict_set_bytes(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
                         uint64_t n, uint64_t *res, int held, int64_t timeout_ns);
@@ -188,14 +188,7 @@ int shms_dict_take_try(shms_heap_t *h, const char *key, uint64_t klen, shms_take
 typedef int (*shms_peek_cb)(void *ctx, const char *val, uint64_t vlen, uint64_t stripe,
                             uint64_t version);
 int shms_dict_peek(shms_heap_t *h, const char *key, uint64_t klen, shms_peek_cb cb,
-                   void *ctx);
-/* The same, run under the lock the calling thread holds (ext/hotpath.c). */
-int shms_dict_peek_held(shms_heap_t *h, const char *key, uint64_t klen, shms_peek_cb cb,
-                        void *ctx);
-int shms_dict_store_held(shms_heap_t *h, const char *key, uint64_t klen, const char *val,
-                         uint64_t vlen);
-int shms_dict_store_bytes_held(shms_heap_t *h, const char *key, uint64_t klen, const char *b,
-                               uint64_t n);
+                   void *ctx, int held);
 int shms_dict_versions(shms_heap_t *h, const volatile uint64_t **out, int held,
                        int64_t timeout_ns);
 int shms_dict_popitem(shms_heap_t *h, char *out, uint64_t cap, uint64_t *res,
