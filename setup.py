@@ -27,9 +27,9 @@ setup(
                            # It calls nothing of libc itself; linked to it all the same
                            # so that auditwheel can tell which libc the wheel is for.
                            extra_link_args=["-Wl,--no-as-needed", "-lc"]),
-                 # d[k] = v, d[k], a queue's put and get, a list's len() and a[i] without
-                 # cffi's per-call costs (see shmshare/_core/ext/hotpath.c, read_cache.c,
-                 # hotqueue.c, hotslots.c).
+                 # d[k] = v, d[k], len(d), d.pop(k), a queue's put and get, a list's len()
+                 # and a[i] without cffi's per-call costs (see shmshare/_core/ext/hotpath.c
+                 # and the files beside it).
                  Extension("shmshare._core._hotpath", ["shmshare/_core/ext/hotpath.c",
                                                        "shmshare/_core/ext/read_cache.c",
                                                        "shmshare/_core/ext/hotqueue.c",
@@ -37,7 +37,9 @@ setup(
                                                        "shmshare/_core/ext/hotslots.c",
                                                        "shmshare/_core/ext/buffers.c",
                                                        "shmshare/_core/ext/hotkeys.c",
-                                                       "shmshare/_core/ext/hotscan.c"],
+                                                       "shmshare/_core/ext/hotscan.c",
+                                                       "shmshare/_core/ext/hotops.c",
+                                                       "shmshare/_core/ext/dictitems.c"],
                            depends=["shmshare/_core/ext/hot.h"],
                            py_limited_api=True, include_dirs=["shmshare/_core/src"],
                            extra_compile_args=["-Wall", "-Wextra"],

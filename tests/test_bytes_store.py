@@ -1,4 +1,4 @@
-"""d[k] = b for a large bytes object b (ext/hotslots.c, src/dict_hot.c): the pickle is
+"""d[k] = b for a large bytes object b (ext/dictitems.c, src/dict_hot.c): the pickle is
 written straight into the heap -- pickle's own framing around one copy of b's bytes --
 with no pickled copy made first; what lands is byte for byte what pickle.dumps(b, 5)
 makes, so every reader, of any version, reads it as before."""

@@ -94,7 +94,7 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
     def _held(self) -> bool:
         return self._lock.held()
 
-    # d[k] and d[k] = v are DictItems' (ext/hotslots.c): for a non-empty str, an
+    # d[k] and d[k] = v are DictItems' (ext/dictitems.c): for a non-empty str, an
     # int, a bytes or a tuple key (ext/hotkeys.c), one C call each -- a read
     # through the read cache (Heap.get_hot), or the key encoded, the value
     # pickled and the store tried.  The methods below are where they hand over.
@@ -141,7 +141,7 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
     def __contains__(self, key: object) -> bool:
         return self._has(key)
 
-    # len(d) is DictItems' too (ext/hotslots.c): the lock tried once, in C.
+    # len(d) is DictItems' too (ext/dictitems.c): the lock tried once, in C.
     def _length_slow(self) -> int:
         return self._heap.dict_len(held=self._held())
 

@@ -67,10 +67,14 @@ extern PyObject *shms_hot_type;     /* HotPath, once the module is initialised *
  * it returns a bytes object equal to the payload, and runs no code. */
 const char *shms_hot_bytes_payload(const char *val, uint64_t vlen, uint64_t *n);
 
-/* Add QueuePath (hotqueue.c), and LengthWord, ViewItems and DictItems (hotslots.c) to
- * the module; 0, or -1 with an exception set. */
+/* Add QueuePath (hotqueue.c), and LengthWord, ViewItems and DictItems
+ * (hotslots.c, dictitems.c) to the module; 0, or -1 with an exception set. */
 int shms_hot_add_queue_path(PyObject *module);
 int shms_hot_add_slot_types(PyObject *module);
+/* Add DictItems (dictitems.c), for shms_hot_add_slot_types; 0, or -1 set. */
+HOT_HIDDEN int shms_hot_add_dict_items(PyObject *module);
+/* module.name = PyType_FromSpec(spec) (hotslots.c); 0, or -1 with an exception set. */
+HOT_HIDDEN int hot_add_type(PyObject *module, PyType_Spec *spec, const char *name);
 /* Add uninit_bytearray and SPLIT_MIN (buffers.c); 0, or -1 with an exception set. */
 int shms_hot_add_buffer_funcs(PyObject *module);
 /* Add parse_scan (hotscan.c); 0, or -1 with an exception set. */
@@ -90,7 +94,7 @@ HOT_HIDDEN int shms_hot_large_buffer(PyObject *value);
 HOT_HIDDEN int hot_key(PyObject *key, char buf[HOT_KEY_MAX], const char **kp, Py_ssize_t *klen);
 /* Whether the calling thread holds the heap lock through the guard of the
  * heap's handle (HotPath.guarded): then a try that found the lock busy runs
- * again held (hotpath.c). */
+ * again held (hotops.c). */
 HOT_HIDDEN int hot_held(const HotPath *self);
 /* A try's rc says the lock is taken -- by another (EBUSY), or by this very
  * thread (EDEADLK: the mutex checks errors) -- and this thread's guard holds
@@ -98,8 +102,13 @@ HOT_HIDDEN int hot_held(const HotPath *self);
  * thread of another PID namespace may have the same thread id. */
 #define hot_retry_held(self, rc) (((rc) == EBUSY || (rc) == EDEADLK) && hot_held(self))
 /* len() of the dict: its length read under the lock, tried once (or under this
- * thread's hold of it), or -1: the general path decides (hotpath.c). */
+ * thread's hold of it), or -1: the general path decides (hotops.c). */
 HOT_HIDDEN Py_ssize_t hot_dict_len(HotPath *self);
+/* HotPath.store, .len, .pop and .guarded themselves (hotops.c). */
+HOT_HIDDEN PyObject *hot_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs);
+HOT_HIDDEN PyObject *hot_len(PyObject *op, PyObject *unused);
+HOT_HIDDEN PyObject *hot_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs);
+HOT_HIDDEN PyObject *hot_guarded(PyObject *op, PyObject *args);
 /* HotPath.get(cache, key, default) (hotpath.c), cache a dict: the value,
  * not_read, NULL with *absent set (the key is not in the dict; no exception
  * set), or NULL with an exception set.  DictItems' d[k] calls it directly. */

@@ -1,5 +1,5 @@
 /* The calls of d[k] = v and d[k] that the hot path makes (ext/hotpath.c,
- * ext/hotslots.c): every argument of a cffi call costs about a hundred
+ * ext/dictitems.c): every argument of a cffi call costs about a hundred
  * instructions, and these are the calls whose cost a user sees.  cmplen =
  * klen, the lock not held; on any result but 0 (and, for fetch and peek,
  * ENOTFOUND) the caller takes the general path, which retries or raises.  A

@@ -1,0 +1,203 @@
+/* shmshare._core._hotpath.DictItems, the base class of SharedDict whose slots
+ * answer in C, with no Python frame (as hotslots.c's LengthWord and ViewItems).
+ *
+ * d[k] and d[k] = v for a key hot_key encodes (a non-empty str,
+ * an int of 64 bits, bytes, a tuple of such: hotkeys.c) in one C call each.  d[k] is
+ * HotPath.get through the dict's read cache (hotpath.c): a hit unpickled
+ * without the lock, or the re-read of a changed key.  d[k] = v is the key's
+ * bytes (a str's UTF-8, kept by the str), dumps(v, 5), and the heap's store tried
+ * once (HotPath's store: the GIL kept, the lock tried once, the heap never
+ * grown).
+ *   _bind_items(hot, dumps, refused, cache)
+ *       The heap's HotPath (cleared by Heap.close(), read at every call),
+ *       pickle.dumps, the exception classes for which dumps hands over to
+ *       the general path (cloudpickle's fallback), and the read cache (a
+ *       dict of key -> [bytes, stripe, version], emptied in place, never
+ *       replaced, while bound).
+ *   d[k]
+ *       HotPath.get(cache, k)'s value; when it did not read the value (any
+ *       other key, absent, the lock busy, a large value, no HotPath):
+ *       d._getitem(k), which waits, raises KeyError or calls __missing__.
+ *   d[k] = v
+ *       0 from the store: done.  Another code: d._store_slow(key bytes,
+ *       pickle), which waits, grows or raises.  Any other key, a key with
+ *       lone surrogates, a value dumps refuses, no HotPath or a closed heap:
+ *       d._setitem(k, v).
+ *   del d[k]
+ *       d._delitem(k).
+ *   len(d)
+ *       HotPath.len(): the length read under the lock tried once (or under
+ *       this thread's hold); otherwise -- busy, no HotPath, a closed heap --
+ *       d._length_slow(), which waits or raises.
+ */
+#include "hot.h"
+
+typedef struct {
+    PyObject_HEAD
+    HotPath *hot;                 /* strong references, or NULL */
+    PyObject *dumps, *refused, *cache;
+} DictItems;
+
+static PyObject *protocol_5;      /* the int 5, made at module init */
+
+/* d[k] = v tried in C: 0 done, -1 an exception set, 1 the general path decides. */
+static int di_store(DictItems *self, PyObject *key, PyObject *value)
+{
+    HotPath *hot = self->hot;
+    Py_ssize_t klen, vlen;
+    char *vp, buf[HOT_KEY_MAX];
+    const char *kp;
+    int rc;
+    if (!hot || !hot->heap)
+        return 1;
+    if ((rc = hot_key(key, buf, &kp, &klen)) <= 0)
+        return rc ? -1 : 1;
+    if (PyBytes_CheckExact(value) && PyBytes_Size(value) >= HOT_DIRECT_BYTES_MIN) {
+        const char *b = PyBytes_AsString(value);
+        uint64_t n = (uint64_t)PyBytes_Size(value);
+        rc = hot->store_bytes(hot->heap, kp, (uint64_t)klen, b, n, 0);
+        if (hot_retry_held(hot, rc))
+            rc = hot->store_bytes(hot->heap, kp, (uint64_t)klen, b, n, 1);
+        if (!rc)
+            return 0;  /* its pickle written straight from it; else pickled below */
+    }
+    if (shms_hot_large_buffer(value))
+        return 1;  /* stored split by the general path: no pickle of its data first */
+    PyObject *data = PyObject_CallFunctionObjArgs(self->dumps, value, protocol_5, NULL);
+    if (!data) {
+        if (!PyErr_ExceptionMatches(self->refused))
+            return -1;
+        PyErr_Clear();  /* cloudpickle may take it */
+        return 1;
+    }
+    if (PyBytes_AsStringAndSize(data, &vp, &vlen) < 0) {
+        Py_DECREF(data);
+        return -1;
+    }
+    /* The store reads the heap pointer now: dumps ran Python code, which may
+     * have closed it. */
+    rc = hot->heap ? hot->store(hot->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen, 0) : -1;
+    if (hot_retry_held(hot, rc))
+        rc = hot->store(hot->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen, 1);
+    if (rc) {
+        PyObject *kb = PyBytes_FromStringAndSize(kp, klen);
+        PyObject *r = kb ? PyObject_CallMethod((PyObject *)self, "_store_slow", "(OO)", kb, data)
+                         : NULL;
+        Py_XDECREF(kb);
+        rc = r ? 0 : -1;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(data);
+    return rc;
+}
+
+/* len(d): the length under the lock tried once (HotPath.len), else the general
+ * path's d._length_slow(). */
+static Py_ssize_t di_length(PyObject *op)
+{
+    DictItems *self = (DictItems *)op;
+    Py_ssize_t n = self->hot ? hot_dict_len(self->hot) : -1;
+    if (n >= 0)
+        return n;
+    PyObject *r = PyObject_CallMethod(op, "_length_slow", NULL);
+    if (!r)
+        return -1;
+    n = PyLong_AsSsize_t(r);
+    Py_DECREF(r);
+    if (n < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "_length_slow() returned a negative length");
+    return n;
+}
+
+static PyObject *di_getitem(PyObject *op, PyObject *key)
+{
+    DictItems *self = (DictItems *)op;
+    if (self->hot) {
+        int absent = 0;
+        PyObject *value = hot_get_key(self->hot, self->cache, key, &absent);
+        if (absent)  /* what dict does: a subclass's __missing__ answers */
+            return PyObject_CallMethod(op, "__missing__", "(O)", key);
+        if (value != self->hot->not_read)
+            return value;  /* the value, or NULL with an exception set */
+        Py_DECREF(value);
+    }
+    return PyObject_CallMethod(op, "_getitem", "(O)", key);
+}
+
+static int di_setitem(PyObject *op, PyObject *key, PyObject *value)
+{
+    PyObject *r;
+    if (!value) {
+        r = PyObject_CallMethod(op, "_delitem", "(O)", key);
+    } else {
+        int rc = di_store((DictItems *)op, key, value);
+        if (rc <= 0)
+            return rc;
+        r = PyObject_CallMethod(op, "_setitem", "(OO)", key, value);
+    }
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *di_bind(PyObject *op, PyObject *args)
+{
+    PyObject *hot, *dumps, *refused, *cache;
+    DictItems *self = (DictItems *)op;
+    if (!PyArg_ParseTuple(args, "O!OOO!", (PyTypeObject *)shms_hot_type, &hot, &dumps, &refused,
+                          &PyDict_Type, &cache))
+        return NULL;
+    PyObject *old[4] = {(PyObject *)self->hot, self->dumps, self->refused, self->cache};
+    self->hot = (HotPath *)Py_NewRef(hot);
+    self->dumps = Py_NewRef(dumps);
+    self->refused = Py_NewRef(refused);
+    self->cache = Py_NewRef(cache);
+    for (int i = 0; i < 4; i++)
+        Py_XDECREF(old[i]);
+    Py_RETURN_NONE;
+}
+
+static void di_dealloc(PyObject *op)
+{
+    PyTypeObject *type = Py_TYPE(op);
+    freefunc tp_free = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    Py_CLEAR(((DictItems *)op)->hot);
+    Py_CLEAR(((DictItems *)op)->dumps);
+    Py_CLEAR(((DictItems *)op)->refused);
+    Py_CLEAR(((DictItems *)op)->cache);
+    tp_free(op);
+    Py_DECREF(type);
+}
+
+static PyMethodDef di_methods[] = {
+    {"_bind_items", di_bind, METH_VARARGS,
+     "_bind_items(hot, dumps, refused, cache): d[k] and d[k] = v for a str, int, bytes or "
+     "tuple key in C, through hot and the read cache."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot di_slots[] = {
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, di_dealloc},
+    {Py_tp_methods, di_methods},
+    {Py_mp_length, di_length},
+    {Py_mp_subscript, di_getitem},
+    {Py_mp_ass_subscript, di_setitem},
+    {Py_tp_doc, "A base class whose d[k] and d[k] = v for a str, int, bytes or tuple key are "
+                "one C call each (see shmshare.objects.dict)."},
+    {0, NULL},
+};
+
+static PyType_Spec di_spec = {
+    "shmshare._core._hotpath.DictItems", sizeof(DictItems), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, di_slots,
+};
+
+/* See hot.h. */
+int shms_hot_add_dict_items(PyObject *module)
+{
+    if (!protocol_5 && !(protocol_5 = PyLong_FromLong(5)))
+        return -1;
+    return hot_add_type(module, &di_spec, "DictItems");
+}
