@@ -97,16 +97,7 @@ static Py_ssize_t di_length(PyObject *op)
 {
     DictItems *self = (DictItems *)op;
     Py_ssize_t n = self->hot ? hot_dict_len(self->hot) : -1;
-    if (n >= 0)
-        return n;
-    PyObject *r = PyObject_CallMethod(op, "_length_slow", NULL);
-    if (!r)
-        return -1;
-    n = PyLong_AsSsize_t(r);
-    Py_DECREF(r);
-    if (n < 0 && !PyErr_Occurred())
-        PyErr_SetString(PyExc_ValueError, "_length_slow() returned a negative length");
-    return n;
+    return n >= 0 ? n : hot_length_slow(op);
 }
 
 static PyObject *di_getitem(PyObject *op, PyObject *key)

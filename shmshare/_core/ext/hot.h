@@ -73,6 +73,9 @@ int shms_hot_add_queue_path(PyObject *module);
 int shms_hot_add_slot_types(PyObject *module);
 /* Add DictItems (dictitems.c), for shms_hot_add_slot_types; 0, or -1 set. */
 HOT_HIDDEN int shms_hot_add_dict_items(PyObject *module);
+/* len(obj) by obj._length_slow(), the general path of LengthWord's and
+ * DictItems' len() (hotslots.c); -1 with an exception set on error. */
+HOT_HIDDEN Py_ssize_t hot_length_slow(PyObject *op);
 /* module.name = PyType_FromSpec(spec) (hotslots.c); 0, or -1 with an exception set. */
 HOT_HIDDEN int hot_add_type(PyObject *module, PyType_Spec *spec, const char *name);
 /* Add uninit_bytearray and SPLIT_MIN (buffers.c); 0, or -1 with an exception set. */

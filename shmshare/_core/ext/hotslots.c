@@ -57,6 +57,12 @@ static Py_ssize_t lw_length(PyObject *op)
         if (word >> 32 == (n ^ 0xFFFFFFFFu))
             return (Py_ssize_t)n;
     }
+    return hot_length_slow(op);
+}
+
+/* See hot.h. */
+Py_ssize_t hot_length_slow(PyObject *op)
+{
     PyObject *r = PyObject_CallMethod(op, "_length_slow", NULL);
     if (!r)
         return -1;
