@@ -351,3 +351,99 @@ def test_removal_finds_every_extent_however_many_segments_exist(project_dir: Pat
     finally:
         for sid in filler:
             _core.rmid(sid)
+
+
+
+WALKS = textwrap.dedent("""
+    import os, sys, shmshare
+    d = shmshare.SharedDict("walk", create=True, project_dir=sys.argv[1])
+    if sys.argv[2] == "grown":
+        d["big"] = bytes(400_000)        # one extent at least
+    os.access("/shmshare-mark-unlink", os.F_OK)
+    d.unlink()
+    os.access("/shmshare-mark-detach", os.F_OK)
+    d.detach()
+    os.access("/shmshare-mark-end", os.F_OK)
+""")
+
+
+@pytest.mark.parametrize("grown", [False, True])
+def test_removal_walks_the_segment_table_only_for_a_heap_that_grew(tmp_path: Path,
+                                                                   grown: bool) -> None:
+    """unlink() by the only user, and the last detach after it, look for a grown
+    heap's extents by walking the kernel's table (a syscall per segment on the
+    machine); a heap whose header counts no extent has none to find (each slot is
+    counted before its shmget), and neither walks."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed: it is what counts the syscalls")
+    out = tmp_path / "trace"
+    proc = subprocess.run(
+        [strace, "-f", "-o", str(out), "-e", "trace=access,faccessat,faccessat2,shmctl",
+         sys.executable, "-c", WALKS, str(tmp_path), "grown" if grown else "fresh"],
+        capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0 and "ptrace" in proc.stderr:
+        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
+    assert proc.returncode == 0, proc.stderr
+    lines = out.read_text().splitlines()
+    at = [next(i for i, ln in enumerate(lines) if f"shmshare-mark-{m}" in ln)
+          for m in ("unlink", "detach", "end")]
+    for step, (begin, end) in (("unlink", at[:2]), ("detach", at[1:])):
+        walk = [ln for ln in lines[begin:end] if "SHM_INFO" in ln or "SHM_STAT_ANY" in ln]
+        assert bool(walk) == grown, (step, walk[:3])
+    assert any("IPC_RMID" in ln for ln in lines[at[0]:at[1]])
+
+
+def test_a_last_detacher_that_saw_no_extent_still_reaps_one_grown_since() -> None:
+    """The last detach skips the walk when the header counted no extent right before
+    its shmdt, unless a segment is under slot 1's keys: an extent grown in between
+    (by a process attached beside it) is in slot 1 first.  Here the heap grew and
+    its main segment went without anyone reaping, as if so: the probe finds it."""
+    from shmshare._core.heap import Heap, extent_candidates, reap_after_detach
+
+    def scenario() -> None:
+        total = (1 << 16) + 4096
+        sid = _core.shmget(_core.IPC_PRIVATE, total, _core.IPC_CREAT | 0o600)
+        att = _core.shmat(sid, total)
+        h = Heap.create(att, 4096, 1 << 16)
+        h.dict_set(b"k", 1, bytes(200_000))     # an extent: slot 1, under a key
+        extents = extent_candidates(sid)
+        assert extents
+        h.close()
+        att.detach()                              # the main is still there: no reap
+        assert [_core.stat(e).nattch for e in extents] == [0] * len(extents)
+        _core.rmid(sid)                           # gone, its extents left behind
+        assert reap_after_detach(sid, fresh=True) == len(extents)
+        assert segments_created_by(os.getpid()) == []
+        assert reap_after_detach(sid, fresh=True) == 0   # nothing under the keys now
+    _alone(scenario)
+
+
+GROW_BY_SHMID = textwrap.dedent("""
+    import pickle, sys
+    d = pickle.loads(bytes.fromhex(sys.stdin.read()))   # attached by shmid
+    d["big"] = bytes(400_000)                            # grows it
+    d.detach()                                           # not the last: no reap
+""")
+
+
+def test_extents_grown_by_a_process_attached_by_shmid_go_with_the_last_detach() -> None:
+    """An anonymous heap (removed from the start, reached by shmid only) that a
+    receiver grows and leaves: the last detach, whose header then counts the
+    extents, removes them."""
+    import pickle
+
+    import shmshare
+
+    d = shmshare.SharedDict()
+    try:
+        d["x"] = 1
+        proc = subprocess.Popen([sys.executable, "-c", GROW_BY_SHMID], stdin=subprocess.PIPE,
+                                text=True, cwd="/")
+        proc.communicate(pickle.dumps(d).hex(), timeout=60)
+        assert proc.returncode == 0
+        assert d["big"] == bytes(400_000) and d.stats()["extents"] >= 2
+        assert segments_created_by(proc.pid)          # its extents live while d does
+    finally:
+        d.detach()
+    assert segments_created_by(proc.pid) == []

@@ -41,8 +41,8 @@ from .heap_dict import (
 from .results import DETACHED, ECORRUPT, OK, RECOVERED, failure
 from .slices import SLICE_NS, wait_in_slices
 
-__all__ = ["SCAN_START", "Heap", "reap_extents", "set_growth_hook", "set_test_fail_point",
-           "set_test_key_mask", "sweep_extent"]
+__all__ = ["SCAN_START", "Heap", "never_grew", "reap_after_detach", "reap_extents",
+           "set_growth_hook", "set_test_fail_point", "set_test_key_mask", "sweep_extent"]
 
 # What a closed handle's counters read: 2**64-1, a value the real counters never take.
 _NO_COUNTER = memoryview(bytearray(b"\xff" * 8)).cast("Q")
@@ -78,6 +78,22 @@ def reap_extents(main_shmid: int, token: int = 0, *, force: bool = False) -> int
     else only if that segment is gone.  Never reads the heap header, so a
     damaged heap stays removable.  Returns how many were removed."""
     return int(lib.shms_ext_reap(main_shmid, token, int(force)))
+
+
+def reap_after_detach(main_shmid: int, token: int = 0, *, fresh: bool = False) -> int:
+    """What a mapping's last shmdt runs (src/extent_removal.c): ``reap_extents`` if
+    ``main_shmid`` is gone, skipping the table walk when ``fresh`` (the header
+    counted no extent right before the shmdt) and slot 1's keys hold nothing."""
+    return int(lib.shms_ext_reap_detached(main_shmid, token, int(fresh)))
+
+
+def never_grew(att: Attachment, offset: int, size: int) -> bool:
+    """Whether the heap at ``offset`` of ``att`` (``size`` bytes) is whole and never
+    grew, read after its main segment's IPC_RMID: then it has no extent for
+    ``reap_extents(force=True)`` to find (src/extent_removal.c)."""
+    if offset < 0 or size <= 0 or offset + size > att.size or not att.attached:
+        return False
+    return bool(lib.shms_heap_never_grew(att.pointer(offset), size))
 
 
 def extent_candidates(main_shmid: int) -> list[int]:

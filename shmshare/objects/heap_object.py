@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, cast
 
-from .._core.heap import Heap, reap_extents
+from .._core.heap import Heap, never_grew, reap_extents
 from .._core.heap_dict import BIG_VALUE, NOT_READ
 from ..errors import CorruptSegmentError
 from ..naming.header import HEADER_SIZE, Header
@@ -37,11 +37,13 @@ _CACHE_MAX_VALUE = BIG_VALUE  # larger values are never cached (Heap._peek copie
 
 def _destroy_extents(att: Any, header: Header, nattch: int) -> None:
     # Runs whenever a heap-backed segment is removed (last detach, rm, gc, unlink).
-    # It never parses the heap, so a damaged one stays removable: extent keys
+    # It needs no heap header (one that fails never_grew's checks is reaped in
+    # full), so a damaged heap stays removable: extent keys
     # derive from the main shmid (_core/src/extent.c).  With other processes
     # attached, the main segment dies with the last of them, who removes the
-    # extents right after detaching it.
-    if nattch <= 1:
+    # extents right after detaching it.  A heap that never grew has none to find:
+    # the walk of the kernel's table (a syscall per segment) is skipped.
+    if nattch <= 1 and not never_grew(att, HEADER_SIZE, header.payload_size):
         reap_extents(att.shmid, force=True)
 
 

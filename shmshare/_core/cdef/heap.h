@@ -29,6 +29,8 @@ uint64_t shms_heap_last_grow(shms_heap_t *h);
 uint64_t shms_heap_root_ref(shms_heap_t *h);
 int  shms_ext_reap(int64_t main_shmid, uint64_t token, int force);
 int  shms_ext_candidates(int64_t main_shmid, int32_t *ids, unsigned cap);
+int  shms_heap_never_grew(const void *base, uint64_t size);
+int  shms_ext_reap_detached(int64_t main_shmid, uint64_t token, int fresh);
 int  shms_ext_sweep(int64_t shmid, int dry_run, int64_t *main_out);
 void shms_test_fail_point(int point);
 void shms_test_idx_mask(uint64_t mask);

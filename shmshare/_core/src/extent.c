@@ -59,13 +59,17 @@
  * per operation).  It goes when the main segment goes:
  *   1  whoever removes the main segment while it is the only process
  *      attached removes them at once (shms_ext_reap, force; an unfinished
- *      one only if no other heap shares the keys, else 2 or 3 does later);
+ *      one only if no other heap shares the keys, else 2 or 3 does later;
+ *      skipped when the header, read after the IPC_RMID, is whole and counts
+ *      one slot: shms_heap_never_grew);
  *   2  every process, right after it detached the main segment, checks
  *      whether it still exists (one IPC_STAT); if not, it was the last user
  *      (or one of the last, racing), and it removes every segment under the
  *      heap's keys that is ours: an "SHMSEXT" one naming M and the heap's
  *      token, or an unfinished one provided no index with its key bits is
- *      held (else a heap sharing the keys may be creating it);
+ *      held (else a heap sharing the keys may be creating it); when the
+ *      header counted one slot right before its shmdt, only slot 1's keys
+ *      are asked first (shms_ext_reap_detached);
  *   3  when every user was killed, `gc` (shms_ext_sweep) removes an extent
  *      whose recorded main segment is gone, or an unfinished one whose key
  *      bits no held index has.  Both tests are sound (KEYS MAY BE SHARED).

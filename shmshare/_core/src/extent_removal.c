@@ -141,6 +141,43 @@ int shms_ext_reap(int64_t main, uint64_t token, int force)
     return n;
 }
 
+/* 1 if the heap at BASE (SIZE bytes, its main segment's) is whole and never
+ * grew: every slot is counted in n_extents before its shmget (commit point
+ * A, extent.c), so read after the main segment's IPC_RMID, 1 means no extent
+ * existed then for the force reap (point 1) to find.  One grown later, by a
+ * process that attached by shmid since, is the last detacher's to reap
+ * (point 2), as it always was.  0: grown, or not a heap we can read. */
+int shms_heap_never_grew(const void *base, uint64_t size)
+{
+    const shms_heap_hdr_t *H = base;
+    uint64_t n;
+    if (!base || size < shms_heap_header_size() || memcmp(H->magic, SHMS_HEAP_MAGIC, 8) ||
+        H->header_size != (uint32_t)shms_heap_header_size() || H->heap_size != size ||
+        H->ident_sum != shms_ident_sum(H))
+        return 0;
+    n = __atomic_load_n(&H->n_extents, __ATOMIC_ACQUIRE);
+    return n == 1;
+}
+
+/* Point 2, by a process that just detached main M: reap if M is gone.
+ * FRESH: M's header counted one slot right before that shmdt.  An extent
+ * grown since was grown by a process attached beside this one (so under a
+ * key: no sole user's), in slot 1 first (the lowest free; slot 2 only while
+ * slot 1 is ready, and a ready slot's segment goes only with the heap).  So
+ * when none of slot 1's keys holds a segment, nothing is left to reap, and
+ * the walk of the kernel's table is skipped; any segment there (even
+ * another heap's, KEYS MAY BE SHARED) makes it reap in full. */
+int shms_ext_reap_detached(int64_t main, uint64_t token, int fresh)
+{
+    unsigned try;
+    if (main < 0 || main > INT32_MAX || !main_gone(main))
+        return 0;
+    for (try = 0; fresh && try < SHMS_KEY_TRIES; try++)
+        if (shmget(shms_ext_key(main, 1, try), 0, 0) >= 0 || errno != ENOENT)
+            fresh = 0;
+    return fresh ? 0 : shms_ext_reap(main, token, 0);
+}
+
 /* gc (point 3): 1 if shmid is an extent of this user whose heap is gone
  * (removed unless dry_run; *main_out: the main it names, or -1), else 0. */
 int shms_ext_sweep(int64_t shmid, int dry_run, int64_t *main_out)

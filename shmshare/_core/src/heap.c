@@ -171,7 +171,7 @@ uint64_t shms_heap_root_ref(shms_heap_t *h)
 int shms_heap_bind(shms_heap_t *h, int64_t shmid, void *addr)
 {
     h->main_shmid = shmid;
-    return shms_unmap_reap_on(addr, shmid, h->hdr->token);
+    return shms_unmap_reap_on(addr, shmid, h->hdr->token, h->hdr, h->hdr->heap_size);
 }
 
 /* The futex word: the low 32 bits of modcount (little-endian: same address). */

@@ -85,6 +85,8 @@ typedef struct reap_s {
     void *addr;
     int64_t shmid;
     uint64_t token;
+    const void *heap;           /* its header, in the mapping: read before shmdt */
+    uint64_t heap_size;
     struct reap_s *next;
 } reap_t;
 static reap_t *reaps;
@@ -96,7 +98,8 @@ __attribute__((constructor)) static void reaps_init(void)
     pthread_atfork(NULL, NULL, reaps_child);  /* a thread may hold it at fork */
 }
 
-int shms_unmap_reap_on(void *addr, int64_t shmid, uint64_t token)
+int shms_unmap_reap_on(void *addr, int64_t shmid, uint64_t token, const void *heap,
+                       uint64_t heap_size)
 {
     reap_t *r;
     int rc = 0;
@@ -110,6 +113,8 @@ int shms_unmap_reap_on(void *addr, int64_t shmid, uint64_t token)
             r->addr = addr;
             r->shmid = shmid;
             r->token = token;
+            r->heap = heap;
+            r->heap_size = heap_size;
             r->next = reaps;
             reaps = r;
         } else
@@ -130,10 +135,13 @@ void shms_unmap(void *addr)
             break;
         }
     pthread_mutex_unlock(&reaps_mu);
-    shmdt(addr);
-    if (r) {
-        shms_ext_reap(r->shmid, r->token, 0);
-        free(r);
+    {
+        int fresh = r && shms_heap_never_grew(r->heap, r->heap_size);
+        shmdt(addr);
+        if (r) {
+            shms_ext_reap_detached(r->shmid, r->token, fresh);
+            free(r);
+        }
     }
 }
 

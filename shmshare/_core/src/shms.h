@@ -42,7 +42,8 @@ int shms_ftok(const char *path, int proj_id, int64_t *key_out);
 int shms_shmget(int64_t key, uint64_t size, int flags, int64_t *shmid_out);
 int shms_shmat(int64_t shmid, int readonly, void **addr_out);
 int shms_shmdt(void *addr);
-int shms_unmap_reap_on(void *addr, int64_t shmid, uint64_t token);
+int shms_unmap_reap_on(void *addr, int64_t shmid, uint64_t token, const void *heap,
+                       uint64_t heap_size);
 void shms_unmap(void *addr);
 int shms_populate(void *addr, uint64_t len);
 uint64_t shms_atomic_add(void *addr, uint64_t v);
@@ -128,6 +129,8 @@ uint64_t shms_heap_last_grow(shms_heap_t *h);
 uint64_t shms_heap_root_ref(shms_heap_t *h);
 int  shms_ext_reap(int64_t main_shmid, uint64_t token, int force);
 int  shms_ext_candidates(int64_t main_shmid, int32_t *ids, unsigned cap);
+int  shms_heap_never_grew(const void *base, uint64_t size);
+int  shms_ext_reap_detached(int64_t main_shmid, uint64_t token, int fresh);
 int  shms_ext_sweep(int64_t shmid, int dry_run, int64_t *main_out);
 void shms_test_fail_point(int point);
 void shms_test_idx_mask(uint64_t mask);
