@@ -355,11 +355,13 @@ def test_semaphore_with_permit_of_killed_holder_comes_back(tmp_path) -> None:  #
             os.close(fd)
 
 
-@pytest.mark.parametrize("kind", [shmshare.SharedLock, shmshare.SharedRLock])
+@pytest.mark.parametrize("kind", [shmshare.SharedLock, shmshare.SharedRLock,
+                                  shmshare.SharedSemaphore, shmshare.SharedBoundedSemaphore])
 def test_fast_methods_make_no_cycle(kind: type) -> None:
-    """acquire, release and ``with`` are C callables on the handle that hold it weakly:
-    the handle goes with its last reference (no garbage collection needed), and a
-    method kept past it raises ReferenceError instead of touching a detached record."""
+    """acquire and release (and a Lock's ``with``) are C callables on the handle that
+    hold it weakly: the handle goes with its last reference (no garbage collection
+    needed), and a method kept past it raises ReferenceError instead of touching a
+    detached record."""
     import gc
     import weakref
 
@@ -381,6 +383,54 @@ def test_fast_methods_make_no_cycle(kind: type) -> None:
             gc.enable()
     with pytest.raises(ReferenceError, match="keep a reference to the lock"):
         acquire()
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+def test_semaphore_fast_paths_agree_with_the_full_ones(bounded: bool) -> None:
+    """The C acquire() and release() (one permit, uncontended) and the Python ones they
+    hand over to (arguments, no permit left, over the bound) keep one count, as
+    threading's semaphores do, a release inside ``with`` too (it gives back the
+    held permit first: a holder killed after it has nothing left to give back)."""
+    ours = (shmshare.SharedBoundedSemaphore if bounded else shmshare.SharedSemaphore)(2)
+    theirs = (threading.BoundedSemaphore if bounded else threading.Semaphore)(2)
+    try:
+        steps = [lambda s: s.acquire(), lambda s: s.acquire(False), lambda s: s.acquire(False),
+                 lambda s: s.acquire(True, 0.01), lambda s: s.release(),
+                 lambda s: s.acquire(blocking=False), lambda s: s.release(),
+                 lambda s: s.release(), lambda s: s.release(), lambda s: s.release(2),
+                 lambda s: s.acquire(0)]
+        for step in steps:
+            assert outcome(step, ours) == outcome(step, theirs)
+        for sem in (ours, theirs):
+            while sem.acquire(False):
+                pass
+            sem.release()
+            with sem:
+                sem.release()
+        assert ours.get_value() == theirs._value == 2
+        assert [ours.acquire(False) for _ in range(3)] == [True, True, False]
+    finally:
+        ours.detach()
+
+
+@pytest.mark.parametrize("cls", [shmshare.SharedSemaphore, shmshare.SharedBoundedSemaphore])
+def test_with_on_a_temporary_semaphore_gives_its_permit_back(cls: Any,
+                                                             project_dir: Path) -> None:
+    """``with SharedSemaphore(name=...):`` holds a handle nothing else references:
+    the ``__exit__`` that ``with`` keeps must keep it (and its record) alive to the
+    block's end, or the permit is never given back (the next ``with`` waited forever)."""
+    import gc
+
+    keep = cls(1, name="t", project_dir=project_dir)
+    try:
+        for _ in range(3):
+            with cls(name="t", project_dir=project_dir):
+                gc.collect()
+                assert keep.get_value() == 0
+            assert keep.get_value() == 1
+    finally:
+        keep.unlink()
+        keep.detach()
 
 
 @pytest.mark.parametrize("cls", [shmshare.SharedLock, shmshare.SharedRLock])

@@ -22,7 +22,8 @@ _LOOP = """
 import os, sys, shmshare
 with shmshare.Manager(project_dir=sys.argv[1]) as m:
     lock, rlock, q, mq = m.Lock(), m.RLock(), shmshare.SharedQueue(), m.Queue()
-    for p in (lock, rlock):  # first use registers the process (not measured)
+    sem = m.Semaphore(2)
+    for p in (lock, rlock, sem):  # first use registers the process (not measured)
         p.acquire(); p.release()
     q.put(0); q.get(); mq.put(0); mq.get()
     os.getppid()
@@ -35,6 +36,7 @@ with shmshare.Manager(project_dir=sys.argv[1]) as m:
                 pass
         q.put(i); q.get()
         mq.put(i); mq.get()
+        sem.acquire(); sem.release()
     os.getppid()
     q.detach()
 """
@@ -52,8 +54,9 @@ def _strace_usable() -> str | None:
 
 
 def test_uncontended_lock_and_queue_make_no_futex_or_getpid_call(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """2000 rounds of Lock acquire/release and with, a nested RLock with, and a put
-    and get on an anonymous and a Manager queue: not one futex or getpid call."""
+    """2000 rounds of Lock acquire/release and with, a nested RLock with, a put and get
+    on an anonymous and a Manager queue, and a Semaphore's acquire and release: not
+    one futex or getpid call."""
     why = _strace_usable()
     if why:
         pytest.skip(why)

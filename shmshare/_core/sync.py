@@ -34,6 +34,8 @@ SLOTS = 128    # semaphore holders, condition waiters, barrier parties (sync.c)
 _UNUSED = ffi.new("uint64_t *")  # the freed count a Lock's take never writes
 _EXIT_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_sync_exit")))
 _FAST_TAKE_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_sync_fast_take")))
+_SEM_ACQUIRE_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_sem_fast_acquire")))
+_SEM_RELEASE_ADDRESS = int(ffi.cast("uintptr_t", ffi.addressof(lib, "shms_sem_fast_release")))
 
 class RLockState:
     """This process's holder thread and depth of one RLock record, shared by every
@@ -102,6 +104,17 @@ class SyncRecord:
         g = self._g
         return FastCall(int(ffi.cast("uintptr_t", g)), _FAST_TAKE_ADDRESS, full, True,
                         max_args, g)
+
+    def fast_sem(self, acquire: Callable[[], Any],
+                 release: Callable[[], Any]) -> tuple[FastCall, FastCall]:
+        """A Semaphore's ``acquire()`` (a permit consumed) and ``release()`` of one
+        permit as C callables (src/semaphore.c, FAST PATHS): True, None; anything
+        but the uncontended case -- other arguments, no permit left, over the bound
+        -- runs ``acquire()(*args, **kwargs)`` or ``release()(...)``, as fast_take."""
+        g = self._g
+        address = int(ffi.cast("uintptr_t", g))
+        return (FastCall(address, _SEM_ACQUIRE_ADDRESS, acquire, True, 1, g),
+                FastCall(address, _SEM_RELEASE_ADDRESS, release, None, 0, g))
 
     def fast_release(self, full: Callable[[], Any]) -> FastCall:
         """Release as a C callable: one level given back (shms_sync_exit), None;

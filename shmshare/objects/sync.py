@@ -109,7 +109,34 @@ def _timeout(block: bool, timeout: float | None) -> float | None:
     return timeout
 
 
-class SharedSemaphore(_Waitable, kind="semaphore"):
+class _WithBlock:
+    """``with``'s methods for a primitive held inside the block (a Lock, RLock or
+    Semaphore), each class's ``_enter`` taking it."""
+
+    _rec: csync.SyncRecord | None
+    _r: csync.SyncRecord
+    _enter: Callable[[], bool]
+
+    def _exit(self, *exc: object) -> None:
+        self._r.exit(*exc)
+
+    # Looked up by ``with`` (both, before __enter__ runs) through C getters: the
+    # handle's FastCall and ExitCall (see _open_record), so taking it and giving
+    # it back run no Python frame.  (So ``with lock: lock.release()`` no longer
+    # raises at the block's end.)
+    __enter__ = property(attrgetter("_enter"))
+
+    @property
+    def __exit__(self) -> Callable[..., Any]:
+        # ``with`` holds only the __exit__ it looked up (before __enter__ runs): a
+        # fresh one that holds this object keeps a temporary ``with Lock():`` (or
+        # Semaphore) alive, mapped, to the block's end (stored on the object it
+        # would be a cycle); one that did not let the permit go unreturned.
+        rec = self._rec
+        return rec.exit_keeping(self) if rec is not None else self._exit
+
+
+class SharedSemaphore(_WithBlock, _Waitable, kind="semaphore"):
     """``Semaphore(value)``: acquire takes a permit, release gives one back."""
     _CODE = csync.SEMAPHORE
     _BOUNDED = False
@@ -124,6 +151,19 @@ class SharedSemaphore(_Waitable, kind="semaphore"):
         self._open(name=name, create=create, project_dir=project_dir, persist=persist,
                    mode=mode, trust=trust, url=url)
         self._setup(value, value if self._BOUNDED else 0)
+
+    def _open_record(self, create: bool, value: int = 0, bound: int = 0) -> None:
+        opened = self._rec is not None
+        super()._open_record(create, value, bound)
+        rec = self._rec
+        if rec is not None and not opened:
+            # acquire() and release() of one permit, uncontended, as C callables on
+            # the handle (shadowing the methods below, which they hand over to, held
+            # weakly: no cycle), as a Lock's.
+            acquire, release = rec.fast_sem(weakref.WeakMethod(self.acquire),
+                                            weakref.WeakMethod(self.release))
+            vars(self).update(acquire=acquire, release=release,
+                              _enter=rec.fast_take(weakref.WeakMethod(self._enter), 0))
 
     def _take(self, held: bool, block: bool, timeout: float | None) -> bool:
         freed = self._r.sem_acquire(_token(), held, _timeout(block, timeout))
@@ -147,9 +187,9 @@ class SharedSemaphore(_Waitable, kind="semaphore"):
     def get_value(self) -> int:
         return self._r.sem_value()
 
-    def __enter__(self) -> bool:  # type: ignore[override]  # with sem: acquire, not detach
-        # A held permit: given back if this process dies inside the block, and
-        # taken and given back where an interrupt cannot land in between
+    def _enter(self) -> bool:
+        # ``with sem:`` holds a permit: given back if this process dies inside the
+        # block, and taken and given back where an interrupt cannot land in between
         # (_core/sync.py, SyncRecord.take): no call may follow the take here
         # outside the try, since a signal is handled after every call.
         r = self._r
@@ -163,9 +203,6 @@ class SharedSemaphore(_Waitable, kind="semaphore"):
             raise
         return True
 
-    # Looked up by ``with`` before __enter__ runs; what it returns is C (no frame).
-    __exit__ = property(lambda self: self._r.exit)
-
     def __repr__(self) -> str:
         if not self._seg.attached:
             return f"<{self._label()} (detached)>"
@@ -177,7 +214,7 @@ class SharedBoundedSemaphore(SharedSemaphore, kind="bsemaphore"):
     _BOUNDED = True
 
 
-class SharedLock(_Waitable, kind="mlock"):
+class SharedLock(_WithBlock, _Waitable, kind="mlock"):
     """``Lock()``: as the Manager's (threading) Lock; any process may release it."""
     _CODE = csync.LOCK
 
@@ -239,23 +276,6 @@ class SharedLock(_Waitable, kind="mlock"):
             r.undo(ticket)
             raise
         return True
-
-    def _exit(self, *exc: object) -> None:
-        self._r.exit(*exc)
-
-    # Looked up by ``with`` (both, before __enter__ runs) through C getters: the
-    # handle's FastCall and ExitCall (see _open_record), so taking the lock and
-    # giving it back run no Python frame.  (So ``with lock: lock.release()`` no
-    # longer raises at the block's end.)
-    __enter__ = property(attrgetter("_enter"))
-
-    @property
-    def __exit__(self) -> Callable[..., Any]:
-        # ``with`` holds only the __exit__ it looked up (before __enter__ runs): a
-        # fresh one that holds this object keeps a temporary ``with Lock():`` alive,
-        # mapped, to the block's end (stored on the object it would be a cycle).
-        rec = self._rec
-        return rec.exit_keeping(self) if rec is not None else self._exit
 
     def release(self) -> None:
         if not self._r.lock_release(_token(), True):

@@ -11,3 +11,5 @@ uint64_t shms_sync_release_all(shms_sync_guard_t *g);
 void shms_sync_set_depth(shms_sync_guard_t *g, uint64_t depth);
 void shms_sync_set_me(uint64_t token);
 int shms_sync_fast_take(void *g);
+int shms_sem_fast_acquire(void *g);
+int shms_sem_fast_release(void *g);

@@ -113,16 +113,12 @@ int shms_sem_acquire(void *p, uint64_t token, int held, int64_t timeout_ns, uint
     return shms_sync_wait_for(r, try_sem, &a, timeout_ns);
 }
 
-/* EINVAL: would exceed the bound (nothing changed).  The releaser's own held
- * permits are the ones given back first. */
-int shms_sem_release(void *p, uint64_t token, uint64_t n)
+/* Give n permits back, the mutex held (and let go here); the giver's own
+ * held permits are the ones given back first.  EINVAL: that would exceed the
+ * bound (nothing changed). */
+static int give_back(sync_rec_t *r, uint64_t token, uint64_t n)
 {
-    sync_rec_t *r = shms_sync_rec(p, K_SEM);
-    int rc, slot;
-    if (!r)
-        return EBADF;
-    if ((rc = shms_sync_lock(r)))
-        return rc;
+    int slot;
     if (r->bound && r->value + n > r->bound) {
         shms_sync_unlock(r);
         return EINVAL;
@@ -137,6 +133,69 @@ int shms_sem_release(void *p, uint64_t token, uint64_t n)
     shms_sync_unlock(r);
     shms_sync_wake(r, n > 1);
     return 0;
+}
+
+int shms_sem_release(void *p, uint64_t token, uint64_t n)
+{
+    sync_rec_t *r = shms_sync_rec(p, K_SEM);
+    int rc;
+    if (!r)
+        return EBADF;
+    if ((rc = shms_sync_lock(r)))
+        return rc;
+    return give_back(r, token, n);
+}
+
+/* FAST PATHS: acquire() and release() of one permit as one C function of the
+ * guard, for ext/exitcall.c's FastCall (as sync_guard.c's fast take for a
+ * Lock: no Python frame).  They run with the GIL held, so the record mutex is
+ * only tried -- a holder in another process may be descheduled -- and
+ * anything but the plain case (the mutex busy, no permit left, over the
+ * bound, no token here yet, a closed record) answers non-zero having changed
+ * nothing; the full operation then runs and decides.  A dead holder's mutex
+ * is repaired on the way, as every locker does (shms_sync_trylock). */
+static int take_one(sync_rec_t *r, uint64_t token, int held)
+{
+    int slot = -1;
+    if (shms_sync_trylock(r))
+        return EBUSY;
+    /* no permit left (dead holders' to reap?), or no holder slot: the full path */
+    if (!r->value || (held && (slot = sem_slot(r, token, 1)) < 0)) {
+        shms_sync_unlock(r);
+        return EAGAIN;
+    }
+    if (held)
+        sem_write(r, r->value - 1, slot, token, r->ent[slot].count + 1);
+    else
+        sem_write(r, r->value - 1, -1, 0, 0);    /* consumed, as acquire() is */
+    shms_sync_unlock(r);
+    return 0;
+}
+
+int shms_sem_fast_acquire(void *gp)
+{
+    shms_sync_guard_t *g = gp;
+    sync_rec_t *r = shms_sync_rec(g->rec, K_SEM);
+    return r ? take_one(r, 0, 0) : EINVAL;
+}
+
+/* ``with``'s take (sync_guard.c, shms_sync_fast_take): a permit held by token. */
+int shms_sem_try_hold(void *p, uint64_t token)
+{
+    sync_rec_t *r = shms_sync_rec(p, K_SEM);
+    return r ? take_one(r, token, 1) : EINVAL;
+}
+
+int shms_sem_fast_release(void *gp)
+{
+    shms_sync_guard_t *g = gp;
+    sync_rec_t *r = shms_sync_rec(g->rec, K_SEM);
+    uint64_t token = shms_sync_token_here();
+    if (!r || !token)
+        return EINVAL;
+    if (shms_sync_trylock(r))
+        return EBUSY;
+    return give_back(r, token, 1);
 }
 
 uint64_t shms_sem_value(void *p)

@@ -258,6 +258,10 @@ uint64_t shms_sync_release_all(shms_sync_guard_t *g);
 void shms_sync_set_depth(shms_sync_guard_t *g, uint64_t depth);
 void shms_sync_set_me(uint64_t token);
 int shms_sync_fast_take(void *g);
+int shms_sem_fast_acquire(void *g);
+int shms_sem_fast_release(void *g);
+int shms_sem_try_hold(void *p, uint64_t token);
+uint64_t shms_sync_token_here(void);
 int shms_sem_acquire(void *p, uint64_t token, int held, int64_t timeout_ns, uint64_t *freed,
                      uint64_t *other);
 int shms_sem_release(void *p, uint64_t token, uint64_t n);

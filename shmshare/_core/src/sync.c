@@ -93,15 +93,20 @@ static void undo(sync_rec_t *r)
     }
 }
 
-int shms_sync_lock(sync_rec_t *r)
+static int lock_within(sync_rec_t *r, int64_t timeout_ns)
 {
-    int rc = shms_mutex_lock(r->mutex, -1);
+    int rc = shms_mutex_lock(r->mutex, timeout_ns);
     if (rc == EOWNERDEAD) {
         undo(r);
         rc = shms_mutex_consistent(r->mutex);
     }
     return rc;
 }
+
+int shms_sync_lock(sync_rec_t *r) { return lock_within(r, -1); }
+
+/* One try: EBUSY when held (nothing changed). */
+int shms_sync_trylock(sync_rec_t *r) { return lock_within(r, 0); }
 
 void shms_sync_unlock(sync_rec_t *r) { shms_mutex_unlock(r->mutex); }
 

@@ -21,10 +21,11 @@
  * record is closed (the object detached): everything then fails EINVAL.
  *
  * FAST TAKE.  shms_sync_fast_take is a Lock's or RLock's uncontended acquire
- * as one C function of the guard alone, for ext/exitcall.c's FastCall (the
- * C-level acquire and __enter__: no Python frame, so no ticket either; a
- * frame between taking and returning is what the ticket protects).  It takes
- * a free lock (one compare-and-swap) or deepens this thread's RLock, and
+ * (and a Semaphore's ``with``) as one C function of the guard alone, for
+ * ext/exitcall.c's FastCall (the C-level acquire and __enter__: no Python
+ * frame, so no ticket either; a frame between taking and returning is what
+ * the ticket protects).  It takes a free lock (one compare-and-swap), deepens
+ * this thread's RLock or holds a permit (semaphore.c, one mutex try), and
  * otherwise changes nothing and answers non-zero: the caller then runs the
  * full, Python, acquire.  It names the holder by this process's token, cached
  * here by shms_sync_set_me (proc.token()) and cleared in a forked child by
@@ -57,15 +58,28 @@ void shms_sync_set_me(uint64_t token)
     me = token;
 }
 
+/* This process's token as the fast paths know it (0: not yet, or a forked
+ * child before its first full operation). */
+uint64_t shms_sync_token_here(void)
+{
+    return me;
+}
+
 /* 0: taken (a free Lock/RLock, or this thread's RLock deepened); else nothing
- * was changed, and the full take must run (held, contended, recovery, a
- * Semaphore, a closed record, no token yet). */
+ * was changed, and the full take must run (held, contended, recovery, no
+ * permit or holder slot left, a closed record, no token yet). */
 int shms_sync_fast_take(void *gp)
 {
     shms_sync_guard_t *g = gp;
     uint64_t tok = me;
-    if (!g->rec || !tok || g->kind == KIND_SEMAPHORE)
+    if (!g->rec || !tok)
         return EAGAIN;
+    if (g->kind == KIND_SEMAPHORE) {
+        if (shms_sem_try_hold(g->rec, tok))
+            return EBUSY;
+        g->token = tok;
+        return 0;
+    }
     if (g->kind == KIND_RLOCK) {
         if (!g->state)
             return EINVAL;

@@ -49,6 +49,7 @@ void shms_sync_wake(sync_rec_t *r, int all);
 sync_rec_t *shms_sync_rec(void *p, uint32_t kind);
 /* The record's robust mutex, repaired (undo record) if its holder died. */
 int  shms_sync_lock(sync_rec_t *r);
+int  shms_sync_trylock(sync_rec_t *r);
 void shms_sync_unlock(sync_rec_t *r);
 
 #endif
