@@ -46,7 +46,6 @@ __all__ = [
     "list_ids",
     "memlock",
     "named_open",
-    "named_release",
     "open_fd",
     "owned_map",
     "release_fd",
@@ -395,5 +394,5 @@ def shmat(shmid: int, size: int, readonly: bool = False) -> Attachment:
 # Base classes whose len() / obj[i] / d[k] = v answer in C (ext/hotslots.c).
 from ._hotpath import DictItems, LengthWord, ViewItems  # noqa: E402
 from .mutex import RobustMutex  # noqa: E402
-from .named import NamedOpen, named_open, named_release, open_fd, release_fd  # noqa: E402
+from .named import NamedOpen, named_open, open_fd, release_fd  # noqa: E402
 from .owner_watch import OwnerWatch  # noqa: E402

@@ -197,7 +197,7 @@ def _open_existing_fast(kind: str, name: str, size: int, create: bool | None,
     if got is None:
         return None
     b = None
-    try:  # (from the very next instruction: an interrupt must not leave the lock held)
+    try:  # (an interrupt before this line drops ``got``: its mapping's owner detaches)
         header = Header.verified(kind, name, path, got.proj_id, got.dev, got.ino, got.fields)
         if size > header.payload_size:
             raise _smaller(name, pdir, header.payload_size, size)
@@ -209,10 +209,6 @@ def _open_existing_fast(kind: str, name: str, size: int, create: bool | None,
         if b is None and got.attachment.attached:
             got.attachment.detach()
         raise
-    finally:
-        # One C call: no interrupt can land between the unlock and the close (and
-        # an interrupt before this line leaves ``got`` to be dropped: the same call).
-        _core.named_release(got)
 
 
 def _smaller(name: str, pdir: Path | str, payload_size: int, size: int) -> ShmValueError:

@@ -16,8 +16,8 @@
  * Anything else returns SHMS_NAMED_SLOW with nothing left open, locked or
  * attached, and the caller takes the general path, which knows every other
  * case (waiting for the lock, stale key files, crashed creations, creation,
- * the errors to raise).  The caller applies the trust rules as on the
- * general path, then unlocks and closes fd.
+ * the errors to raise).  The key file is unlocked and closed before the
+ * call returns; the caller applies the trust rules as on the general path.
  */
 #include "shms.h"
 #include <errno.h>
@@ -162,7 +162,7 @@ static int private_dir(const char *dir)
            !(st.st_mode & 022);
 }
 
-/* out (SHMS_NAMED_FIELDS words): fd, dev, ino, file size, proj_id, record
+/* out (SHMS_NAMED_FIELDS words): -1 (the key file's descriptor, closed), dev, ino, file size, proj_id, record
  * length, key, address, then the segment's IPC_STAT (before our shmat) in the
  * order of shms_stat_t, then the header's flags, token, payload size, creator
  * pid, creation time (a double's bits), inspector pid, last pid before the
@@ -217,7 +217,12 @@ int shms_named_open(const shms_named_req_t *r, int64_t *out)
     }
     if (!r->readonly)
         note_pid_namespace(p, r->pidns);
-    out[0] = fd;
+    /* Attached: a remover that takes the lock from now on counts us in nattch,
+     * so nothing after this needs it -- the key file goes here, and the caller
+     * holds nothing but the mapping (whose owner is built right after this). */
+    flock(fd, LOCK_UN);
+    close(fd);
+    out[0] = -1;
     out[1] = (int64_t)st.st_dev;
     out[2] = (int64_t)st.st_ino;
     out[3] = (int64_t)st.st_size;
