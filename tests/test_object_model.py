@@ -388,6 +388,30 @@ def test_manager_uses_the_public_classes() -> None:
             shmshare.detach(twin)
 
 
+def test_value_holds_any_object_without_a_typecode() -> None:
+    """SharedValue(None) (the Manager's Value with a label) holds what pickle refuses,
+    through cloudpickle, and containers, besides the plain kinds set in one C call;
+    a 'c' and a 'u' Value keep one byte and one character."""
+    v, c, u = SharedValue(None, 0), SharedValue("c"), SharedValue("u")
+    try:
+        v.value = lambda x: x + 1
+        assert v.value(1) == 2
+        for x in ({"a": [1]}, (1, 2), None, 2**80, 1.5, b"b", "s"):
+            v.value = x
+            assert v.value == x
+        c.value = 65
+        assert c.value == b"A"
+        c.value = b"z"
+        assert c.value == b"z"
+        u.value = "é"
+        assert u.value == "é"
+        with pytest.raises(TypeError):  # ShmTypeError is one
+            u.value = "ab"
+    finally:
+        for o in (v, c, u):
+            o.detach()
+
+
 @pytest.mark.parametrize("code", "bBhHiIlLqQfd")
 def test_value_converts_and_refuses_as_multiprocessing_value(code: str) -> None:
     """SharedValue(code).value = x keeps what multiprocessing.Value(code).value = x keeps,

@@ -15,6 +15,7 @@ with the Manager's proxy.
 from __future__ import annotations
 
 import array
+import pickle
 from typing import Any
 
 from .._core.heap_dict import NOT_READ
@@ -28,6 +29,8 @@ __all__ = ["SharedValue"]
 _VALUE_KEY = encode_key("value")
 _MISSING: Any = object()
 _CTYPES_CODES = frozenset("cubBhHiIlLqQfd")
+_PLAIN = frozenset({int, float, bytes, str})
+_pickle_dumps = pickle.dumps
 
 
 def _int_range(code: str) -> tuple[int, int]:
@@ -106,8 +109,26 @@ class SharedValue(HandleMethods, HeapObject, kind="value"):
         return self._loaded(data) if data is not None else None
 
     def set(self, value: Any) -> None:
-        data = dumps(_coerce(self.typecode, value))
-        self._heap.dict_store(_VALUE_KEY[0], _VALUE_KEY[1], data)  # one C call, mostly
+        try:
+            typecode = self._typecode_seen
+        except AttributeError:
+            typecode = self.typecode
+        # _coerce's first case inline: an int the typecode holds as it is.
+        bounds = (_INT_RANGES.get(typecode) if type(value) is int and type(typecode) is str
+                  else None)
+        if bounds is None or not bounds[0] <= value <= bounds[1]:
+            value = _coerce(typecode, value)
+        # A number, a byte or a character pickles as it is (no cloudpickle to fall
+        # back to); then one C call, when the heap's lock is free (the store's).
+        data = _pickle_dumps(value, 5) if type(value) in _PLAIN else dumps(value)
+        store = self._store_value
+        if store is None or store(_VALUE_KEY[0], _VALUE_KEY[1], data, len(data)):
+            self._heap.dict_store(_VALUE_KEY[0], _VALUE_KEY[1], data)  # the general path
+
+    def _bind_store(self, seg: Any, heap: Any, lock: Any) -> None:
+        super()._bind_store(seg, heap, lock)
+        # A heap's one-call store (Heap.store; a store's entries have none).
+        self._store_value: Any = getattr(heap, "store", None)
 
     value = property(get, set)
 
