@@ -238,7 +238,7 @@ class Attachment:
     since touching a view after ``shmdt`` would crash the interpreter.
     """
 
-    __slots__ = ("__weakref__", "_addr", "_buf", "_ptr", "readonly", "shmid", "size",
+    __slots__ = ("__weakref__", "_buf", "_ptr", "readonly", "shmid", "size",
                  "users")
 
     def __init__(self, shmid: int, size: int, readonly: bool, _ptr: Any = None) -> None:
@@ -255,7 +255,6 @@ class Attachment:
         # the last): weak references a C callback (set.discard) drops, so that one
         # dropped half-made (an interrupt) counts no more; a WeakSet, in Python, cost.
         self.users: set[weakref.ref[Any]] = set()
-        self._addr = int(ffi.cast("uintptr_t", self._ptr))
         self._buf = ffi.buffer(self._ptr, size)
 
     def add_user(self, user: object) -> None:
@@ -286,7 +285,9 @@ class Attachment:
     @property
     def address(self) -> int:
         """The address the segment is mapped at in this process (for debugging)."""
-        return self._addr
+        if self._ptr is None:
+            raise ValueError("segment is detached")
+        return int(ffi.cast("uintptr_t", self._ptr))
 
     def memoryview(self) -> memoryview:
         """A writable (unless read-only) memoryview of the whole segment."""

@@ -49,14 +49,15 @@ def named_open(dir: str, path: str, name: str, kind: str, ipcns: int, pidns: int
     # in them (a char[] read through a buffer: owned_map's type, already made).
     words = _new("char[]", _WORDS_SIZE)
     buf = ffi.buffer(words)
+    # The request points at these (owned_map.c): they live until the call is done.
+    d, p = dir.encode("utf-8", "surrogateescape"), path.encode("utf-8", "surrogateescape")
+    n, k = name.encode(), kind.encode()
     # The call is the alloc of the object that owns the mapping (owned_map): an
     # interrupt at any point after it drops that object, which detaches.
     for _ in range(3):  # again only if a signal handler took the request
         try:
-            ptr = owned_map("char[]", lib.shms_map_named(
-                dir.encode("utf-8", "surrogateescape"),
-                path.encode("utf-8", "surrogateescape"), name.encode(), kind.encode(),
-                int(readonly), ipcns, pidns, words))
+            ptr = owned_map("char[]", lib.shms_map_named(d, p, n, k, int(readonly), ipcns,
+                                                          pidns, words))
             break
         except MemoryError:
             if _WORDS.unpack_from(buf)[_STATUS] != lib.SHMS_MAP_NOT_RUN:

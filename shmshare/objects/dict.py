@@ -84,10 +84,11 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
         elif data_after_name:
             raise TypeError("SharedDict() takes one data argument (a mapping or pairs); "
                             "a second positional argument follows only a str name")
-        pairs = _pairs(data)
+        # No data (the default, and every open by name): no call to make for it.
+        initial = ([] if type(data) is tuple and not data else
+                   [(k, dumps(v)) for k, v in _pairs(data)])
         self._open(name=name, create=create, project_dir=project_dir, persist=persist,
-                   mode=mode, trust=trust, url=url,
-                   initial=[(k, dumps(v)) for k, v in pairs])
+                   mode=mode, trust=trust, url=url, initial=initial)
 
     # -- the hot paths ------------------------------------------------------------
 

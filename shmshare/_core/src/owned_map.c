@@ -57,26 +57,28 @@ int64_t shms_map_shmat(int64_t shmid, int readonly, int64_t *status)
 }
 
 /* The request of shms_named_open (named.c); out[SHMS_NAMED_STATUS] gets its
- * result.  Paths too long for PATH_MAX, names and kinds too long for a header
- * are left to the general path (SLOW). */
+ * result.  The strings are the caller's, kept alive by it until its
+ * allocation has run (a pointer each: this thread's request holds no copy,
+ * so its first use costs no large thread-local block).  Paths too long for
+ * PATH_MAX, names and kinds too long for a header are left to the general
+ * path (SLOW). */
 int64_t shms_map_named(const char *dir, const char *path, const char *name, const char *kind,
                        int readonly, int64_t ipcns, uint64_t pidns, void *words)
 {
     int64_t *out = words;
     shms_named_req_t *r = &req.named;
-    size_t dl = strlen(dir), pl = strlen(path), nl = strlen(name), kl = strlen(kind);
     out[SHMS_NAMED_STATUS] = SHMS_MAP_NOT_RUN;
     req.status = out;
-    if (dl >= sizeof r->dir || pl >= sizeof r->path || nl >= sizeof r->name ||
-        kl >= sizeof r->kind) {
+    if (strlen(dir) >= PATH_MAX || strlen(path) >= PATH_MAX ||
+        strlen(name) > SHMS_NAME_MAX || strlen(kind) > SHMS_KIND_MAX) {
         out[SHMS_NAMED_STATUS] = SHMS_NAMED_SLOW;
         req.op = REQ_NONE;
         return 0;               /* a length cffi refuses to allocate with this allocator */
     }
-    memcpy(r->dir, dir, dl + 1);
-    memcpy(r->path, path, pl + 1);
-    memcpy(r->name, name, nl + 1);
-    memcpy(r->kind, kind, kl + 1);
+    r->dir = dir;
+    r->path = path;
+    r->name = name;
+    r->kind = kind;
     r->readonly = readonly;
     r->ipcns = ipcns;
     r->pidns = pidns;

@@ -65,10 +65,10 @@ int shms_list_ids(int64_t *ids, int cap, int *n_out);
  * file, and the header the segment must carry (name, kind); the caller's
  * IPC namespace and PID namespace (0: unknown). */
 typedef struct {
-    char dir[PATH_MAX];
-    char path[PATH_MAX];
-    char name[SHMS_NAME_MAX + 1];
-    char kind[SHMS_KIND_MAX + 1];
+    const char *dir;            /* the caller's: alive until its allocation ran */
+    const char *path;
+    const char *name;
+    const char *kind;
     int readonly;
     int64_t ipcns;
     uint64_t pidns;
