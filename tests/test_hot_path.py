@@ -504,7 +504,7 @@ def test_set_add_in_one_call_keeps_the_first_form_and_each_item_once() -> None:
 def test_len_is_one_c_call_held_or_not_and_waits_for_another_holder() -> None:
     """len(d) and len(s) read the length in one C call (the lock tried once), under
     this thread's hold too; while another process holds the lock it hands over to
-    the general path, which waits for it; detached, it raises."""
+    the general path, which waits for it without trying again; detached, it raises."""
     slow: list[int] = []
 
     class Counting(shmshare.SharedDict):  # type: ignore[type-arg]
@@ -522,6 +522,16 @@ def test_len_is_one_c_call_held_or_not_and_waits_for_another_holder() -> None:
             assert len(d) == 11 and not slow
         with lock_held_elsewhere(d) as release:
             assert d._heap._hot.len() == -1  # busy: the general path decides
+            hot, tries = d._heap._hot, []
+
+            class Tried:  # the heap's one-call len, counted (len()'s slot has its own)
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(hot, name)
+
+                def len(self) -> int:
+                    tries.append(1)
+                    return int(hot.len())
+            d._heap._hot = Tried()
             seen: list[int] = []
             t = threading.Thread(target=lambda: seen.append(len(d)))
             t.start()
@@ -530,6 +540,8 @@ def test_len_is_one_c_call_held_or_not_and_waits_for_another_holder() -> None:
             release()
             t.join(30)
             assert seen == [11] and slow == [1]
+            assert tries == []  # the slot's one try is not made again before the wait
+            d._heap._hot = hot
     finally:
         d.detach()
         s.detach()

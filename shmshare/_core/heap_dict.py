@@ -225,6 +225,10 @@ class DictMethods(SplitMethods):
         n: int = self._hot.len()  # one C call: the lock tried once, or run under our hold
         if n >= 0:
             return n
+        return self.dict_len_waiting(held=held)
+
+    def dict_len_waiting(self, *, held: bool = False) -> int:
+        """``dict_len`` after its one C call found the lock busy: waits for it."""
         h, s = self._ready()
 
         def call(held: bool) -> int:

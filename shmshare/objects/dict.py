@@ -144,7 +144,10 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
 
     # len(d) is DictItems' too (ext/dictitems.c): the lock tried once, in C.
     def _length_slow(self) -> int:
-        return self._heap.dict_len(held=self._held())
+        # From len()'s C slot, whose one C call (a heap's) just found the lock busy:
+        # not tried again; a store's entries have only dict_len.
+        heap = self._heap
+        return getattr(heap, "dict_len_waiting", heap.dict_len)(held=self._held())
 
     def get(self, key: K, default: Any = None) -> Any:
         value = self._get_hot(self._read_cache, key, default)  # d[k]'s C read (hotkeys.c)
