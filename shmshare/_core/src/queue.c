@@ -105,15 +105,6 @@ static int put_body(shms_heap_t *h, void *p)
     return 0;
 }
 
-static int put_body_no_grow(shms_heap_t *h, void *p)
-{
-    int rc;
-    h->no_grow = 1;     /* under the heap lock: no other thread is in an op */
-    rc = put_body(h, p);
-    h->no_grow = 0;
-    return rc;
-}
-
 /* shms_queue_get's taker: the item into the caller's buffer, if it fits; a
  * split item's data into raw, the rest into it (res[1]: the data's length). */
 static int copy_out(void *p, const char *val, uint64_t vlen)
@@ -180,7 +171,8 @@ static void wake_getter(sync_rec_t *r)
         __atomic_store_n(&r->gen, 0, __ATOMIC_SEQ_CST);
 }
 
-static int try_op(sync_rec_t *r, void *p, shms_op_body_t body, int put)
+/* grow 0: the heap is never grown (SHMS_EGROW instead: shms_run_op_no_grow). */
+static int try_op(sync_rec_t *r, void *p, shms_op_body_t body, int put, int grow)
 {
     q_arg_t *a = p;
     /* Full or empty is seen without the lock: no lock taken just to wait.
@@ -191,11 +183,11 @@ static int try_op(sync_rec_t *r, void *p, shms_op_body_t body, int put)
     if (!q_damaged(head, tail, r->value) &&
         (put ? r->value && tail - head >= r->value : head == tail))
         return EAGAIN;
-    return shms_run_op(a->h, a->held, a->lock_ns, body, a);
+    return (grow ? shms_run_op : shms_run_op_no_grow)(a->h, a->held, a->lock_ns, body, a);
 }
 
-static int try_put(sync_rec_t *r, void *p) { return try_op(r, p, put_body, 1); }
-static int try_get(sync_rec_t *r, void *p) { return try_op(r, p, get_body, 0); }
+static int try_put(sync_rec_t *r, void *p) { return try_op(r, p, put_body, 1, 1); }
+static int try_get(sync_rec_t *r, void *p) { return try_op(r, p, get_body, 0, 1); }
 
 /* The wake-ups a successful put or get owes (WAKING, above). */
 static void after_put(sync_rec_t *r)
@@ -259,7 +251,7 @@ static int put_try(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, in
     int rc;
     if (!r)
         return EINVAL;
-    if (!(rc = try_op(r, &a, put_body_no_grow, 1)))
+    if (!(rc = try_op(r, &a, put_body, 1, 0)))
         after_put(r);
     return rc;
 }
