@@ -54,7 +54,7 @@ class LockGuard:
     """
 
     __slots__ = ("__weakref__", "_g", "_keep", "_lock_name", "exit", "new_ticket", "release_level",
-                 "shmid", "undo")
+                 "shmid", "try_level", "undo")
 
     def __init__(self, target: Any, *, heap: bool, shmid: int, keep: object) -> None:
         g = ffi.new("shms_guard_t *")
@@ -72,6 +72,9 @@ class LockGuard:
         self.exit = ExitCall(int(ffi.cast("uintptr_t", g)), _RELEASE_ADDRESS)
         #: ``release_level() -> 0 | EPERM``: give back one level (C, no frame).
         self.release_level = functools.partial(lib.shms_guard_release, g)
+        #: ``try_level(ticket) -> rc``: :meth:`acquire_level`'s first C call for a wait
+        #: without a timeout (C, no frame); 0: taken, else :meth:`acquire_rest` decides.
+        self.try_level = functools.partial(lib.shms_guard_acquire, g, SLICE_NS)
 
     def close(self) -> None:
         """The target is going away: every later acquire raises, nobody holds it here."""
@@ -93,11 +96,14 @@ class LockGuard:
         """Take one level (waiting up to ``timeout`` s, None: forever); True if a
         dead owner's state was repaired.  LockTimeoutError when the wait runs
         out.  Call inside ``try: ... except BaseException: undo(ticket)``."""
-        g = self._g
         first = SLICE_NS if timeout is None else min(SLICE_NS, max(0, int(timeout * 1e9)))
-        rc = lib.shms_guard_acquire(g, first, ticket)
-        if rc == 0:
-            return False
+        rc = lib.shms_guard_acquire(self._g, first, ticket)
+        return self.acquire_rest(rc, ticket, timeout, same_namespace) if rc else False
+
+    def acquire_rest(self, rc: int, ticket: Any, timeout: float | None,
+                     same_namespace: Callable[[], bool] | None = None) -> bool:
+        """:meth:`acquire_level` after its first C call answered ``rc`` (not 0)."""
+        g = self._g
         if rc in BUSY and timeout != 0:  # the wait proper, after a first slice
             rc = wait_in_slices(
                 lambda ns: lib.shms_guard_acquire(g, max(1, ns), ticket), timeout,

@@ -60,14 +60,16 @@ class ObjectLock:
     them and your ``try``); prefer ``with``.
     """
 
-    __slots__ = ("__exit__", "__weakref__", "_guard", "_holder", "_release_level", "_target",
-                 "_undo", "recoveries")
+    __slots__ = ("__exit__", "__weakref__", "_guard", "_holder", "_new_ticket",
+                 "_release_level", "_target", "_try_level", "_undo", "recoveries")
 
     def __init__(self, target: _Lockable, holder: object = None) -> None:
         guard = target.guard
         self._target = target
         self._guard = guard
         self._undo = guard.undo
+        self._new_ticket = guard.new_ticket
+        self._try_level = guard.try_level
         self._release_level = guard.release_level
         # A slot named __exit__: ``with`` finds it through the member
         # descriptor (C) and calls the C function it holds, no frame between.
@@ -101,9 +103,11 @@ class ObjectLock:
         return True
 
     def __enter__(self) -> ObjectLock:
-        ticket = self._guard.new_ticket()
+        ticket = self._new_ticket()
         try:
-            if self._guard.acquire_level(ticket, None, self._target.same_namespace):
+            # acquire_level's first C call made here: uncontended, no other frame.
+            rc = self._try_level(ticket)
+            if rc and self._guard.acquire_rest(rc, ticket, None, self._target.same_namespace):
                 self.note_recovery()
         except BaseException:
             self._undo(ticket)  # one C call: no frame in which to be interrupted first
