@@ -123,7 +123,9 @@ def is_process_table(key: int) -> bool:
 
 
 def _hold_lock(obj, go: int, held: int) -> None:  # type: ignore[no-untyped-def]
-    with obj.lock:
+    import shmshare
+
+    with shmshare.lock_of(obj):  # (a namespace's ``lock`` is an attribute of the user's)
         os.write(held, b"held")
         os.read(go, 1)  # until told
 
@@ -145,7 +147,9 @@ def lock_held_elsewhere(obj):  # type: ignore[no-untyped-def]
 
     try:
         pid = fork_child(_hold_lock, obj, go_r, held_w)
-        assert os.read(held_r, 4) == b"held"
+        os.close(held_w)  # the child's alone now: a child that died reads as b""
+        held_w = -1
+        assert os.read(held_r, 4) == b"held", "the child could not take the lock"
         yield release
         release()
     finally:
@@ -153,4 +157,5 @@ def lock_held_elsewhere(obj):  # type: ignore[no-untyped-def]
             os.write(go_w, b"x")
             wait_pid(pid)
         for fd in (go_r, go_w, held_r, held_w):
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)

@@ -674,3 +674,54 @@ def test_pop_and_del_take_the_item_in_one_c_call(monkeypatch: pytest.MonkeyPatch
         assert fork_call(child) == 0
     finally:
         d.detach()
+
+
+def test_namespace_attributes_are_one_c_call_held_or_not() -> None:
+    """ns.x and ns.x = v are AttrItems' slots: one C call each, under this thread's
+    hold of the lock too; what they cannot do -- a value only cloudpickle pickles,
+    an attribute not set, del -- is the general path's, with the same answers; names
+    starting with '_' stay the handle's own; a busy lock is waited for."""
+    general: list[str] = []
+
+    class Counting(shmshare.SharedNamespace):
+        def _getattr_slow(self, key: str) -> Any:
+            general.append(f"get {key}")
+            return super()._getattr_slow(key)
+
+        def _setattr_slow(self, key: str, value: Any) -> None:
+            general.append(f"set {key}")
+            super()._setattr_slow(key, value)
+
+    ns: Any = Counting(x=1)
+    try:
+        assert ns.x == 1  # the general path maps the version stripes
+        general.clear()
+        ns.x = 2
+        ns.name = "shared"              # a name of the user's, as multiprocessing's
+        assert ns.x == 2 and ns.name == "shared" and general == []
+        with shmshare.lock_of(ns):
+            ns.x += 1
+            assert ns.x == 3
+        assert general == []
+        with pytest.raises(AttributeError, match="'Namespace' object has no attribute 'y'"):
+            _ = ns.y
+        assert getattr(ns, "y", 5) == 5 and not hasattr(ns, "y") and general == []
+        ns.f = lambda n: n + 1          # pickle refuses it: cloudpickle, the general path
+        assert ns.f(1) == 2 and general == ["set f"]
+        del ns.f
+        assert not hasattr(ns, "f")
+        ns._local = 7                   # the handle's own, not shared
+        assert ns._local == 7 and "_local" not in dir(ns)
+        with lock_held_elsewhere(ns) as release:
+            seen: list[Any] = []
+            t = threading.Thread(target=lambda: (setattr(ns, "x", 10), seen.append(ns.x)))
+            t.start()
+            t.join(0.3)
+            assert t.is_alive() and not seen  # waiting for the holder
+            release()
+            t.join(30)
+        assert seen == [10]
+    finally:
+        shmshare.detach(ns)
+    with pytest.raises(ValueError, match="detached"):
+        _ = ns.x

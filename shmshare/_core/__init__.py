@@ -32,6 +32,7 @@ __all__ = [
     "SHM_HUGETLB",
     "SHM_NORESERVE",
     "Attachment",
+    "AttrItems",
     "DictItems",
     "LengthWord",
     "Limits",
@@ -393,7 +394,7 @@ def shmat(shmid: int, size: int, readonly: bool = False) -> Attachment:
 
 # Defined in their own modules, which import the names above.
 # Base classes whose len() / obj[i] / d[k] = v answer in C (ext/hotslots.c).
-from ._hotpath import DictItems, LengthWord, ViewItems  # noqa: E402
+from ._hotpath import AttrItems, DictItems, LengthWord, ViewItems  # noqa: E402
 from .mutex import RobustMutex  # noqa: E402
 from .named import NamedOpen, named_open, open_fd, release_fd  # noqa: E402
 from .owner_watch import OwnerWatch  # noqa: E402

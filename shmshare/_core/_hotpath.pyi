@@ -53,5 +53,10 @@ class DictItems:
                     refused: type[BaseException] | tuple[type[BaseException], ...],
                     cache: dict[Any, Any], /) -> None: ...
 
+class AttrItems:
+    def _bind_items(self, hot: HotPath, dumps: Callable[..., bytes],
+                    refused: type[BaseException] | tuple[type[BaseException], ...],
+                    cache: dict[Any, Any], /) -> None: ...
+
 def parse_scan(data: bytes, n: int, decode: Callable[[bytes], Any] | None, /
                ) -> list[tuple[int, Any, bytes | None]]: ...

@@ -122,11 +122,6 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
         kb, n = encode_key(key)
         self._store(kb, n, value)
 
-    def _store_slow(self, kb: bytes, data: bytes) -> None:
-        # the store did not take it at once (the lock busy or held here, the heap
-        # full, damage): the general path waits, grows or raises
-        self._heap.dict_set(kb, len(kb), data, held=self._heap.held_here())
-
     def _delitem(self, key: K) -> None:
         if self._taken(key) is None:
             raise KeyError(key)

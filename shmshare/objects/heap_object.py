@@ -152,6 +152,12 @@ class HeapObject(SharedObject):
         # A large array stored with its data copied once (a heap's; None: a store's).
         self._store_parts: Callable[..., None] | None = getattr(heap, "dict_store_parts", None)
 
+    def _store_slow(self, kb: bytes, data: bytes) -> None:
+        """Where a C slot's store (DictItems' d[k] = v, AttrItems' ns.x = v) hands
+        over when the store did not take the pickle at once (the lock busy or held
+        here, the heap full, damage): the general path waits, grows or raises."""
+        self._heap.dict_set(kb, len(kb), data, held=self._heap.held_here())
+
     def _check_payload(self) -> None:
         problem = self._heap.check()
         if problem is not None:

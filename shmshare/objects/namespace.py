@@ -11,20 +11,20 @@ the module functions (``shmshare.name_of(ns)``, ``shmshare.lock_of(ns)``,
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._core.heap_dict import NOT_READ
-from .codec import PLAIN_TYPES, decode_key, dumps, encode_key, loads
+from .._core import AttrItems
+from .codec import _PICKLE_REFUSED, PLAIN_TYPES, decode_key, dumps, encode_key, loads
 from .heap_object import HeapObject
 
-_ABSENT: Any = object()  # what the one-call read answers for an attribute not set
-_attr = object.__getattribute__
+_pickle_dumps = pickle.dumps
 
 __all__ = ["SharedNamespace"]
 
 
-class SharedNamespace(HeapObject, kind="namespace"):
+class SharedNamespace(AttrItems, HeapObject, kind="namespace"):
     """Attributes in shared memory: ``ns.x = 1`` in one process, ``ns.x`` in another.
 
     ``SharedNamespace(attrs=None, *, name=None, create=None, project_dir=None,
@@ -55,38 +55,36 @@ class SharedNamespace(HeapObject, kind="namespace"):
                    mode=mode, trust=trust, url=url,
                    initial=[(k, dumps(v)) for k, v in initial.items()])
 
-    def __getattribute__(self, key: str) -> Any:
-        # Every public name is the user's: never the class's methods or properties.
-        if key[:1] == "_":
-            return object.__getattribute__(self, key)
-        # One C call, mostly; its two names looked up as object's, not through here.
-        value = _attr(self, "_get_hot")(_attr(self, "_read_cache"), key, _ABSENT)
-        if value is not NOT_READ:
-            if value is _ABSENT:
-                raise AttributeError(f"'Namespace' object has no attribute {key!r}")
-            return value
+    # ns.x, ns.x = v and del ns.x for a name of the user's are AttrItems' slots
+    # (ext/dictitems.c): one C call each, the read through the read cache, the
+    # key encoded, the value pickled and the store tried; names starting with
+    # "_" are the handle's own.  These are where they hand over.
+    if TYPE_CHECKING:
+        def __getattr__(self, key: str) -> Any: ...
+
+    def _getattr_slow(self, key: str) -> Any:
         data = self._read(key)
         if data is None:
             raise AttributeError(f"'Namespace' object has no attribute {key!r}")
         return self._loaded(data)
 
-    def __setattr__(self, key: str, value: Any) -> None:
-        if key[:1] == "_":
-            object.__setattr__(self, key, value)
-            return
+    def _setattr_slow(self, key: str, value: Any) -> None:
         kb, n = encode_key(key)
         if type(value) in PLAIN_TYPES:  # pickled whole: straight to the store
-            _attr(self, "_heap").dict_store(kb, n, dumps(value))
+            self._heap.dict_store(kb, n, dumps(value))
         else:  # perhaps a large buffer, stored split (HeapObject._store)
-            _attr(self, "_store")(kb, n, value)
+            self._store(kb, n, value)
 
-    def __delattr__(self, key: str) -> None:
-        if key[:1] == "_":
-            object.__delattr__(self, key)
-            return
+    def _delattr_slow(self, key: str) -> None:
         kb, n = encode_key(key)
         if self._heap.dict_pop(kb, n) is None:
             raise AttributeError(key)
+
+    def _bind_store(self, seg: Any, heap: Any, lock: Any) -> None:
+        super()._bind_store(seg, heap, lock)
+        hot = getattr(heap, "_hot", None)  # a heap's; a store's entries have none
+        if hot is not None:
+            self._bind_items(hot, _pickle_dumps, _PICKLE_REFUSED, self._read_cache)
 
     def __dir__(self) -> list[str]:
         return sorted(k for k, _ in self._items())

@@ -29,6 +29,12 @@
  *       HotPath.len(): the length read under the lock tried once (or under
  *       this thread's hold); otherwise -- busy, no HotPath, a closed heap --
  *       d._length_slow(), which waits or raises.
+ *
+ * AttrItems, the base class of SharedNamespace, is the same for attributes:
+ * ns.x and ns.x = v for a name not starting with '_' (those are the handle's
+ * own, found as any object's) are d[k] and d[k] = v of the key "x", handing
+ * over to ns._getattr_slow(name), ns._setattr_slow(name, value) and
+ * ns._delattr_slow(name).
  */
 #include "hot.h"
 
@@ -40,7 +46,8 @@ typedef struct {
 
 static PyObject *protocol_5;      /* the int 5, made at module init */
 
-/* d[k] = v tried in C: 0 done, -1 an exception set, 1 the general path decides. */
+/* d[k] = v tried in C: 0 done, -1 an exception set, 1 the general path decides
+ * (self's _store_slow when the store did not take the pickle at once). */
 static int di_store(DictItems *self, PyObject *key, PyObject *value)
 {
     HotPath *hot = self->hot;
@@ -132,6 +139,52 @@ static int di_setitem(PyObject *op, PyObject *key, PyObject *value)
     return 0;
 }
 
+/* ---------------------------------------------------------------- AttrItems */
+
+/* A name of the user's: a non-empty str not starting with '_'. */
+static int user_name(PyObject *name)
+{
+    return PyUnicode_Check(name) && PyUnicode_GetLength(name) > 0 &&
+           PyUnicode_ReadChar(name, 0) != '_';
+}
+
+static PyObject *ai_getattro(PyObject *op, PyObject *name)
+{
+    DictItems *self = (DictItems *)op;
+    if (!user_name(name))
+        return PyObject_GenericGetAttr(op, name);
+    if (self->hot) {
+        int absent = 0;
+        PyObject *value = hot_get_key(self->hot, self->cache, name, &absent);
+        if (absent)  /* as SharedNamespace._getattr_slow says it */
+            return PyErr_Format(PyExc_AttributeError,
+                                "'Namespace' object has no attribute %R", name);
+        if (value != self->hot->not_read)
+            return value;  /* the value, or NULL with an exception set */
+        Py_DECREF(value);
+    }
+    return PyObject_CallMethod(op, "_getattr_slow", "(O)", name);
+}
+
+static int ai_setattro(PyObject *op, PyObject *name, PyObject *value)
+{
+    PyObject *r;
+    if (!user_name(name))
+        return PyObject_GenericSetAttr(op, name, value);
+    if (!value) {
+        r = PyObject_CallMethod(op, "_delattr_slow", "(O)", name);
+    } else {
+        int rc = di_store((DictItems *)op, name, value);
+        if (rc <= 0)
+            return rc;
+        r = PyObject_CallMethod(op, "_setattr_slow", "(OO)", name, value);
+    }
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 static PyObject *di_bind(PyObject *op, PyObject *args)
 {
     PyObject *hot, *dumps, *refused, *cache;
@@ -185,10 +238,28 @@ static PyType_Spec di_spec = {
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, di_slots,
 };
 
+static PyType_Slot ai_slots[] = {
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, di_dealloc},
+    {Py_tp_methods, di_methods},
+    {Py_tp_getattro, ai_getattro},
+    {Py_tp_setattro, ai_setattro},
+    {Py_tp_doc, "A base class whose ns.x and ns.x = v are one C call each (see "
+                "shmshare.objects.namespace)."},
+    {0, NULL},
+};
+
+static PyType_Spec ai_spec = {
+    "shmshare._core._hotpath.AttrItems", sizeof(DictItems), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, ai_slots,
+};
+
 /* See hot.h. */
 int shms_hot_add_dict_items(PyObject *module)
 {
     if (!protocol_5 && !(protocol_5 = PyLong_FromLong(5)))
         return -1;
-    return hot_add_type(module, &di_spec, "DictItems");
+    if (hot_add_type(module, &di_spec, "DictItems"))
+        return -1;
+    return hot_add_type(module, &ai_spec, "AttrItems");
 }

@@ -71,7 +71,7 @@ const char *shms_hot_bytes_payload(const char *val, uint64_t vlen, uint64_t *n);
  * (hotslots.c, dictitems.c) to the module; 0, or -1 with an exception set. */
 int shms_hot_add_queue_path(PyObject *module);
 int shms_hot_add_slot_types(PyObject *module);
-/* Add DictItems (dictitems.c), for shms_hot_add_slot_types; 0, or -1 set. */
+/* Add DictItems and AttrItems (dictitems.c), for shms_hot_add_slot_types; 0, or -1 set. */
 HOT_HIDDEN int shms_hot_add_dict_items(PyObject *module);
 /* len(obj) by obj._length_slow(), the general path of LengthWord's and
  * DictItems' len() (hotslots.c); -1 with an exception set on error. */
