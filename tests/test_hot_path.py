@@ -476,7 +476,8 @@ def test_an_absent_key_is_answered_by_the_one_read() -> None:
 
 
 def test_set_add_in_one_call_keeps_the_first_form_and_each_item_once() -> None:
-    """SharedSet.add stores through the one-call store (a present item written again,
+    """SharedSet.add is one C call (HotPath.store_key: the item encoded in C as
+    encode_key would, and the store tried once; a present item written again,
     empty as before): the item first added keeps its form (True, not 1), under this
     thread's lock too, and two processes adding the same items hold each once."""
     s: Any = shmshare.SharedSet()

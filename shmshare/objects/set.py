@@ -56,11 +56,17 @@ class SharedSet(HandleMethods, HeapObject, MutableSet[T], kind="set"):
         return self._heap.dict_len()
 
     def add(self, item: T) -> None:
-        kb, n = encode_key(item)
-        # One C call when it can (the store, tried once: a present item's empty
-        # value written again is the same set); else the general path's insert.
-        if n != len(kb) or self._heap.store(kb, n, b"", 0):
+        # One C call when it can: the item encoded in C and the store tried once
+        # (a present item's empty value written again is the same set).
+        add = self._add_hot
+        if add is None or add(item, b""):
+            kb, n = encode_key(item)  # any other item, the lock busy...: the general path
             self._heap.dict_set(kb, n, b"", only_if_absent=True)
+
+    def _bind_store(self, seg: Any, heap: Any, lock: Any) -> None:
+        super()._bind_store(seg, heap, lock)
+        hot = getattr(heap, "_hot", None)  # a heap's; a store's entries have none
+        self._add_hot: Any = hot.store_key if hot is not None else None
 
     def discard(self, item: T) -> None:
         kb, n = encode_key(item)

@@ -107,8 +107,9 @@ HOT_HIDDEN int hot_held(const HotPath *self);
 /* len() of the dict: its length read under the lock, tried once (or under this
  * thread's hold of it), or -1: the general path decides (hotops.c). */
 HOT_HIDDEN Py_ssize_t hot_dict_len(HotPath *self);
-/* HotPath.store, .len, .pop and .guarded themselves (hotops.c). */
+/* HotPath.store, .store_key, .len, .pop and .guarded themselves (hotops.c). */
 HOT_HIDDEN PyObject *hot_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs);
+HOT_HIDDEN PyObject *hot_store_key(PyObject *op, PyObject *const *args, Py_ssize_t nargs);
 HOT_HIDDEN PyObject *hot_len(PyObject *op, PyObject *unused);
 HOT_HIDDEN PyObject *hot_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs);
 HOT_HIDDEN PyObject *hot_guarded(PyObject *op, PyObject *args);

@@ -132,3 +132,29 @@ PyObject *hot_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         rc = self->store(self->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen, 1);
     return PyLong_FromLong(rc);
 }
+
+/* HotPath.store_key(key, value): store() for a key hot_key encodes (byte for
+ * byte codec.encode_key's bytes), encoded here: the store's code, or -1 for
+ * any other key or a closed heap (the general path's). */
+PyObject *hot_store_key(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    HotPath *self = (HotPath *)op;
+    char buf[HOT_KEY_MAX], *vp;
+    const char *kp;
+    Py_ssize_t klen, vlen;
+    int rc;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "store_key(key, value)");
+        return NULL;
+    }
+    if (PyBytes_AsStringAndSize(args[1], &vp, &vlen) < 0)
+        return NULL;
+    if (!self->heap)
+        return PyLong_FromLong(-1);
+    if ((rc = hot_key(args[0], buf, &kp, &klen)) <= 0)
+        return rc ? NULL : PyLong_FromLong(-1);
+    rc = self->store(self->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen, 0);
+    if (hot_retry_held(self, rc))
+        rc = self->store(self->heap, kp, (uint64_t)klen, vp, (uint64_t)vlen, 1);
+    return PyLong_FromLong(rc);
+}

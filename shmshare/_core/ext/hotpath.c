@@ -340,6 +340,8 @@ static PyMethodDef hot_methods[] = {
      "list_read_bytes(i, remove) -> item i, a large bytes object, copied once; or not_read."},
     {"store", (PyCFunction)(void (*)(void))hot_store, METH_FASTCALL,
      "store(key, cmp_len, value, value_len) -> 0, or an int code."},
+    {"store_key", (PyCFunction)(void (*)(void))hot_store_key, METH_FASTCALL,
+     "store_key(key, value) -> store() of the key's encoding; -1: not a key it encodes."},
     {"close", hot_close, METH_NOARGS, "Forget the heap: later calls return -1."},
     {NULL, NULL, 0, NULL},
 };
