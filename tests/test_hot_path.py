@@ -22,6 +22,19 @@ from shmshare._core.heap_dict import NOT_READ
 BIG = (1 << 20) + 1  # above what the hot path copies (heap_dict.BIG_VALUE)
 
 
+def _waits_for_the_holder(release: Any, fn: Any) -> list[Any]:
+    """``fn()`` in a thread while another process holds the lock: still waiting after
+    0.3 s, nothing done; once ``release()`` lets the lock go it finishes.  [its result]"""
+    done: list[Any] = []
+    t = threading.Thread(target=lambda: done.append(fn()))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and not done  # waiting for the holder
+    release()
+    t.join(30)
+    return done
+
+
 def test_hot_calls_kept_after_detach_return_codes_not_crashes() -> None:
     """A HotPath method kept past close() answers -1 (get: NOT_READ); the dict raises
     as detached."""
@@ -262,19 +275,10 @@ def test_reads_and_writes_wait_for_another_process_holding_the_lock() -> None:
         d["a"] = 1
         with lock_held_elsewhere(d) as release:
             assert d._heap.get_hot({}, "a") is NOT_READ  # busy: the general path
-            results: list[object] = []
-
-            def use() -> None:
+            def use() -> Any:
                 d["a"] = 7
-                results.append(d["a"])
-
-            t = threading.Thread(target=use)
-            t.start()
-            t.join(0.3)
-            assert t.is_alive() and not results  # waiting for the holder
-            release()
-            t.join(30)
-            assert results == [7]
+                return d["a"]
+            assert _waits_for_the_holder(release, use) == [7]
     finally:
         d.detach()
 
@@ -533,14 +537,7 @@ def test_len_is_one_c_call_held_or_not_and_waits_for_another_holder() -> None:
                     tries.append(1)
                     return int(hot.len())
             d._heap._hot = Tried()
-            seen: list[int] = []
-            t = threading.Thread(target=lambda: seen.append(len(d)))
-            t.start()
-            t.join(0.3)
-            assert t.is_alive() and not seen  # waiting for the holder
-            release()
-            t.join(30)
-            assert seen == [11] and slow == [1]
+            assert _waits_for_the_holder(release, lambda: len(d)) == [11] and slow == [1]
             assert tries == []  # the slot's one try is not made again before the wait
             d._heap._hot = hot
     finally:
@@ -714,14 +711,10 @@ def test_namespace_attributes_are_one_c_call_held_or_not() -> None:
         ns._local = 7                   # the handle's own, not shared
         assert ns._local == 7 and "_local" not in dir(ns)
         with lock_held_elsewhere(ns) as release:
-            seen: list[Any] = []
-            t = threading.Thread(target=lambda: (setattr(ns, "x", 10), seen.append(ns.x)))
-            t.start()
-            t.join(0.3)
-            assert t.is_alive() and not seen  # waiting for the holder
-            release()
-            t.join(30)
-        assert seen == [10]
+            def use() -> Any:
+                ns.x = 10
+                return ns.x
+            assert _waits_for_the_holder(release, use) == [10]
     finally:
         shmshare.detach(ns)
     with pytest.raises(ValueError, match="detached"):

@@ -122,21 +122,29 @@ static PyObject *di_getitem(PyObject *op, PyObject *key)
     return PyObject_CallMethod(op, "_getitem", "(O)", key);
 }
 
-static int di_setitem(PyObject *op, PyObject *key, PyObject *value)
+/* d[k] = v (or del d[k], value NULL): di_store, else the method named set
+ * (or del) of op, the general path. */
+static int store_or_hand_over(PyObject *op, PyObject *key, PyObject *value, const char *set,
+                              const char *del)
 {
     PyObject *r;
     if (!value) {
-        r = PyObject_CallMethod(op, "_delitem", "(O)", key);
+        r = PyObject_CallMethod(op, del, "(O)", key);
     } else {
         int rc = di_store((DictItems *)op, key, value);
         if (rc <= 0)
             return rc;
-        r = PyObject_CallMethod(op, "_setitem", "(OO)", key, value);
+        r = PyObject_CallMethod(op, set, "(OO)", key, value);
     }
     if (!r)
         return -1;
     Py_DECREF(r);
     return 0;
+}
+
+static int di_setitem(PyObject *op, PyObject *key, PyObject *value)
+{
+    return store_or_hand_over(op, key, value, "_setitem", "_delitem");
 }
 
 /* ---------------------------------------------------------------- AttrItems */
@@ -168,21 +176,9 @@ static PyObject *ai_getattro(PyObject *op, PyObject *name)
 
 static int ai_setattro(PyObject *op, PyObject *name, PyObject *value)
 {
-    PyObject *r;
     if (!user_name(name))
         return PyObject_GenericSetAttr(op, name, value);
-    if (!value) {
-        r = PyObject_CallMethod(op, "_delattr_slow", "(O)", name);
-    } else {
-        int rc = di_store((DictItems *)op, name, value);
-        if (rc <= 0)
-            return rc;
-        r = PyObject_CallMethod(op, "_setattr_slow", "(OO)", name, value);
-    }
-    if (!r)
-        return -1;
-    Py_DECREF(r);
-    return 0;
+    return store_or_hand_over(op, name, value, "_setattr_slow", "_delattr_slow");
 }
 
 static PyObject *di_bind(PyObject *op, PyObject *args)
