@@ -483,7 +483,8 @@ def test_set_add_in_one_call_keeps_the_first_form_and_each_item_once() -> None:
     """SharedSet.add is one C call (HotPath.store_key: the item encoded in C as
     encode_key would, and the store tried once; a present item written again,
     empty as before): the item first added keeps its form (True, not 1), under this
-    thread's lock too, and two processes adding the same items hold each once."""
+    thread's lock too, and two processes adding the same items hold each once;
+    discard and remove are one C call too (HotPath.pop)."""
     s: Any = shmshare.SharedSet()
     try:
         s.add(True)
@@ -502,6 +503,15 @@ def test_set_add_in_one_call_keeps_the_first_form_and_each_item_once() -> None:
         add_all()
         assert wait_pid(pid) == 0
         assert len(s) == 101 and set(s) == set(range(100)) | {(3, "x")}
+        # discard and remove take the item out the same way (HotPath.pop)
+        s.discard(1.0)                  # the member True/1, whatever form it was given
+        s.discard(1)
+        with pytest.raises(KeyError):
+            s.remove(1)
+        with s.lock:
+            s.remove((3, "x"))
+            s.discard("absent")
+        assert 1 not in s and (3, "x") not in s and len(s) == 99
     finally:
         s.detach()
 

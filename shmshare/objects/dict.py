@@ -92,9 +92,6 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
 
     # -- the hot paths ------------------------------------------------------------
 
-    def _held(self) -> bool:
-        return self._lock.held()
-
     # d[k] and d[k] = v are DictItems' (ext/dictitems.c): for a non-empty str, an
     # int, a bytes or a tuple key (ext/hotkeys.c), one C call each -- a read
     # through the read cache (Heap.get_hot), or the key encoded, the value
@@ -125,14 +122,6 @@ class SharedDict(DictItems, HandleMethods, HeapObject, MutableMapping[K, V], kin
     def _delitem(self, key: K) -> None:
         if self._taken(key) is None:
             raise KeyError(key)
-
-    def _taken(self, key: Any) -> bytes | None:
-        """The stored bytes of ``key``, taken out of the dict; None if absent."""
-        data = self._pop_hot(self._read_cache, key)  # one C call, held or not
-        if data is NOT_READ:
-            kb, n = encode_key(key)
-            data = self._heap.dict_pop(kb, n, held=self._held())
-        return data  # type: ignore[no-any-return]
 
     def __contains__(self, key: object) -> bool:
         return self._has(key)

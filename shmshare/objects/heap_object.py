@@ -152,6 +152,18 @@ class HeapObject(SharedObject):
         # A large array stored with its data copied once (a heap's; None: a store's).
         self._store_parts: Callable[..., None] | None = getattr(heap, "dict_store_parts", None)
 
+    def _held(self) -> bool:
+        return self._lock.held()
+
+    def _taken(self, key: Any) -> bytes | None:
+        """The stored bytes of ``key``, taken out (a dict's item, a set's member);
+        None if absent."""
+        data = self._pop_hot(self._read_cache, key)  # one C call, held or not
+        if data is NOT_READ:
+            kb, n = encode_key(key)
+            data = self._heap.dict_pop(kb, n, held=self._held())
+        return data  # type: ignore[no-any-return]
+
     def _store_slow(self, kb: bytes, data: bytes) -> None:
         """Where a C slot's store (DictItems' d[k] = v, AttrItems' ns.x = v) hands
         over when the store did not take the pickle at once (the lock busy or held

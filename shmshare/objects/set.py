@@ -69,12 +69,10 @@ class SharedSet(HandleMethods, HeapObject, MutableSet[T], kind="set"):
         self._add_hot: Any = hot.store_key if hot is not None else None
 
     def discard(self, item: T) -> None:
-        kb, n = encode_key(item)
-        self._heap.dict_pop(kb, n)
+        self._taken(item)  # one C call when it can (HotPath.pop), under our hold too
 
     def remove(self, item: T) -> None:
-        kb, n = encode_key(item)
-        if self._heap.dict_pop(kb, n) is None:
+        if self._taken(item) is None:
             raise KeyError(item)
 
     def pop(self) -> T:
