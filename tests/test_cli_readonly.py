@@ -210,7 +210,7 @@ def test_ls_and_info_show_a_grown_objects_extents(project_dir: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """A dict grown past its first segment: ls and info count its extents and total
     bytes from the kernel's view, attaching nothing; a small dict shows none."""
-    from shmshare._core.heap import extent_candidates
+    from shmshare._core.extents import extent_candidates
 
     big = shmshare.SharedDict("big", project_dir=project_dir)
     small = shmshare.SharedDict("small", project_dir=project_dir)

@@ -11,7 +11,8 @@ import pytest
 from helpers import fork_child, segments_created_by, wait_child
 
 from shmshare import _core
-from shmshare._core.heap import Heap, reap_extents, set_test_fail_point, set_test_key_mask
+from shmshare._core.extents import reap_extents, set_test_fail_point, set_test_key_mask
+from shmshare._core.heap import Heap
 from shmshare.naming.lifecycle import sweep_extents
 
 MASK = 7

@@ -17,7 +17,7 @@ from conftest import HeapFactory
 from helpers import fork_child, own_ipc_namespace, segments_created_by, wait_child
 
 from shmshare import ShmLimitError, _core
-from shmshare._core.heap import set_test_fail_point
+from shmshare._core.extents import set_test_fail_point
 from shmshare.naming.lifecycle import sweep_extents
 
 
@@ -327,7 +327,7 @@ def test_removal_finds_every_extent_however_many_segments_exist(project_dir: Pat
     segments when that holds fewer than the heap's 504 keys, else by probing the
     keys (src/extent_removal.c): either way every extent goes."""
     import shmshare
-    from shmshare._core.heap import extent_candidates
+    from shmshare._core.extents import extent_candidates
 
     filler = []
     try:
@@ -399,7 +399,8 @@ def test_a_last_detacher_that_saw_no_extent_still_reaps_one_grown_since() -> Non
     its shmdt, unless a segment is under slot 1's keys: an extent grown in between
     (by a process attached beside it) is in slot 1 first.  Here the heap grew and
     its main segment went without anyone reaping, as if so: the probe finds it."""
-    from shmshare._core.heap import Heap, extent_candidates, reap_after_detach
+    from shmshare._core.extents import extent_candidates, reap_after_detach
+    from shmshare._core.heap import Heap
 
     def scenario() -> None:
         total = (1 << 16) + 4096

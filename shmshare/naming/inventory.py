@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import _core
 from .._core import proc
-from .._core.heap import extent_candidates
+from .._core.extents import extent_candidates
 from ..errors import SegmentNotFoundError
 from .header import HEADER_SIZE
 from .keys import KeyFile, KeyRecord, key_file_path, list_names

@@ -308,7 +308,7 @@ def sweep_extents(*, dry_run: bool = False, ids: list[int] | None = None
     segment (the argument is in ``_core/src/extent.c``).  ``ids``: look only
     at these shmids (default: every segment).
     """
-    from .._core.heap import sweep_extent
+    from .._core.extents import sweep_extent
 
     results: list[SweepResult] = []
     for shmid in _core.list_ids() if ids is None else ids:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, cast
 
-from .._core.heap import Heap, never_grew, reap_extents
+from .._core.extents import never_grew, reap_extents
+from .._core.heap import Heap
 from .._core.heap_dict import BIG_VALUE, NOT_READ
 from ..errors import CorruptSegmentError
 from ..naming.header import HEADER_SIZE, Header

@@ -110,12 +110,20 @@ int shms_ext_candidates(int64_t main, int32_t *ids, unsigned cap)
  * process does (point 1 at the top of extent.c); else only if M is gone (2).
  * token 0: unknown (a damaged header), then a finished extent is recognised
  * by naming M alone.  Returns how many segments were removed. */
+static int reap(int64_t main, uint64_t token, int force);
+
 int shms_ext_reap(int64_t main, uint64_t token, int force)
+{
+    if (main < 0 || main > INT32_MAX || (!force && !main_gone(main)))
+        return 0;
+    return reap(main, token, force);
+}
+
+/* shms_ext_reap once its checks have passed. */
+static int reap(int64_t main, uint64_t token, int force)
 {
     int32_t ids[SHMS_MAX_EXT * SHMS_KEY_TRIES];
     int i, count, n = 0;
-    if (main < 0 || main > INT32_MAX || (!force && !main_gone(main)))
-        return 0;
     count = shms_ext_candidates(main, ids, SHMS_MAX_EXT * SHMS_KEY_TRIES);
     for (i = 0; i < count; i++) {
         struct shmid_ds ds;
@@ -175,7 +183,7 @@ int shms_ext_reap_detached(int64_t main, uint64_t token, int fresh)
     for (try = 0; fresh && try < SHMS_KEY_TRIES; try++)
         if (shmget(shms_ext_key(main, 1, try), 0, 0) >= 0 || errno != ENOENT)
             fresh = 0;
-    return fresh ? 0 : shms_ext_reap(main, token, 0);
+    return fresh ? 0 : reap(main, token, 0);       /* M is gone: checked above */
 }
 
 /* gc (point 3): 1 if shmid is an extent of this user whose heap is gone
