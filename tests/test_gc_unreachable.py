@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import run_python
+from helpers import fork_child, own_ipc_namespace, run_python, wait_child
 
 import shmshare
 from shmshare import SegmentRemovedError, SharedDict, _core
@@ -207,38 +207,50 @@ def test_anonymous_creator_killed_before_marking_its_segment(
     assert not _exists(left[0])
 
 
-def test_anonymous_creation_outlives_a_gc_that_cannot_see_its_creator(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_anonymous_creation_outlives_a_gc_that_cannot_see_its_creator(tmp_path: Path) -> None:
     """A gc in a child PID namespace (same IPC namespace) sees a creator outside it as
     pid 0, so a pid check called it dead and removed its segment between its shmget and
     its shmat: the creation failed.  No liveness is asked now: a headerless anonymous
-    segment nobody attached is gc's to take, and a creator that loses it makes another."""
+    segment nobody attached is gc's to take, and a creator that loses it makes another.
+    (In a forked child with an IPC namespace of its own: a gc another test runs beside
+    this one would take that segment first.)"""
     exe = shutil.which("unshare")
     if exe is None or subprocess.run([exe, "--pid", "--fork", "--kill-child", "true"],
                                      capture_output=True, timeout=30).returncode != 0:
         pytest.skip("unshare --pid --fork is not available here (needs root or user namespaces)")
-    real_shmat = _core.shmat
-    swept: list[str] = []
 
-    def gc_first(shmid: int, *args: object, **kwargs: object) -> object:
-        if not swept:  # once: between this creation's shmget and its shmat
-            out = subprocess.run([exe, "--pid", "--fork", "--kill-child", sys.executable,
-                                  "-m", "shmshare", "gc", "--json", "--project-dir",
-                                  str(tmp_path)], capture_output=True,
-                                 text=True, timeout=120, cwd="/")
-            assert out.returncode == 0, out.stderr
-            swept.append(out.stdout)
-        return real_shmat(shmid, *args, **kwargs)
+    def scenario() -> int:
+        if not own_ipc_namespace():
+            return 77
+        real_shmat = _core.shmat
+        swept: list[str] = []
 
-    monkeypatch.setattr(_core, "shmat", gc_first)
-    d = SharedDict()
-    monkeypatch.setattr(_core, "shmat", real_shmat)
-    taken = [r for r in json.loads(swept[0])["results"]
-             if r["name"].startswith("anonymous segment") and r["action"] == "removed"]
-    assert taken, swept[0]  # gc did take the creation's first segment
-    d["k"] = "v"
-    assert d["k"] == "v"
-    d.detach()
+        def gc_first(shmid: int, *args: object, **kwargs: object) -> object:
+            if not swept:  # once: between this creation's shmget and its shmat
+                out = subprocess.run([exe, "--pid", "--fork", "--kill-child", sys.executable,
+                                      "-m", "shmshare", "gc", "--json", "--project-dir",
+                                      str(tmp_path)], capture_output=True,
+                                     text=True, timeout=120, cwd="/")
+                assert out.returncode == 0, out.stderr
+                swept.append(out.stdout)
+            return real_shmat(shmid, *args, **kwargs)
+
+        _core.shmat = gc_first
+        try:
+            d = SharedDict()
+        finally:
+            _core.shmat = real_shmat
+        taken = [r for r in json.loads(swept[0])["results"]
+                 if r["name"].startswith("anonymous segment") and r["action"] == "removed"]
+        assert taken, swept[0]  # gc did take the creation's first segment
+        d["k"] = "v"
+        assert d["k"] == "v"
+        d.detach()
+        return 0
+    code = wait_child(fork_child(scenario))
+    if code == 77:
+        pytest.skip("no IPC namespace of its own can be made here (unshare refused)")
+    assert code == 0, "the scenario failed (its traceback is above)"
 
 
 def test_named_keys_never_fall_in_the_anonymous_range() -> None:
