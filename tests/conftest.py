@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import children, is_process_table
+from helpers import children, is_process_table, unshare_prefix
 
 from shmshare import _core
 from shmshare._core import proc
@@ -41,6 +41,42 @@ def _cwd_outside_the_package() -> Iterator[None]:
     os.chdir(TESTS)
     yield
     os.chdir(before)
+
+
+# Tests marked ``own_ipc_namespace`` watch what happens to a segment nobody is attached
+# to (its shm_lpid, whom gc names as its last user).  Every gc inspects all such
+# segments of the user, so a gc that another worker runs beside them changes what
+# they watch.  Each runs alone instead: pytest again, on that one test, in an IPC
+# namespace of its own (``unshare --ipc``, or with a user namespace where that is
+# refused).  Where neither is permitted it runs here, beside the others, as before.
+_INNER = "SHMSHARE_TEST_OWN_IPCNS"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):  # type: ignore[no-untyped-def]
+    if os.environ.get(_INNER) or pyfuncitem.get_closest_marker("own_ipc_namespace") is None:
+        return None
+    import subprocess
+
+    config = pyfuncitem.config
+    if _PREFIX not in config.stash:
+        config.stash[_PREFIX] = unshare_prefix()
+    prefix = config.stash[_PREFIX]
+    if prefix is None:
+        return None  # run here, beside the other tests
+    test = f"{pyfuncitem.path}::{pyfuncitem.nodeid.split('::', 1)[1]}"
+    env = {**os.environ, _INNER: str(os.stat("/proc/self/ns/ipc").st_ino)}
+    env.pop(_TIMES, None)  # the run's books are this process's, not the inner run's
+    out = subprocess.run([*prefix, sys.executable, "-m", "pytest", test, "-q",
+                          "-p", "no:xdist", "-p", "no:cacheprovider"],
+                         capture_output=True, text=True, env=env, cwd=TESTS, timeout=600)
+    if out.returncode != 0:
+        pytest.fail(f"{test}, run alone in an IPC namespace of its own, failed "
+                    f"(exit {out.returncode}):\n{out.stdout}\n{out.stderr}", pytrace=False)
+    return True
+
+
+_PREFIX = pytest.StashKey["list[str] | None"]()
 
 
 def _leftovers(project_dir: Path) -> list[str]:

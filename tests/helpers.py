@@ -6,6 +6,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +58,19 @@ def own_ipc_namespace() -> str:
     if libc.unshare(clone_newuser | clone_newipc) == 0:
         return "user+ipc"
     return ""
+
+
+def unshare_prefix() -> list[str] | None:
+    """The command prefix that runs a program in an IPC namespace of its own:
+    ``unshare --ipc``, or with a user namespace where that is refused; None
+    where neither is permitted (or there is no unshare)."""
+    exe = shutil.which("unshare")
+    if exe is None:
+        return None
+    for prefix in ([exe, "--ipc"], [exe, "--user", "--map-root-user", "--ipc"]):
+        if subprocess.run([*prefix, "true"], capture_output=True, timeout=30).returncode == 0:
+            return prefix
+    return None
 
 
 def fork_call(fn, *args, timeout: float = JOIN_TIMEOUT) -> int:  # type: ignore[no-untyped-def]

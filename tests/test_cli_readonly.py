@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import run_python, segments_created_by
+from helpers import run_python, segments_created_by, unshare_prefix
 
 import shmshare
 from shmshare import _core
@@ -56,6 +56,7 @@ def test_ls_of_a_mistyped_project_dir_creates_nothing(
         assert not typo.exists(), argv
 
 
+@pytest.mark.own_ipc_namespace
 def test_ls_info_and_dry_run_attach_nothing(project_dir: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """ls, info and gc --dry-run leave nattch, lpid and the attach times as they were,
@@ -73,6 +74,7 @@ def test_ls_info_and_dry_run_attach_nothing(project_dir: Path,
     assert str(os.getpid()) not in out
 
 
+@pytest.mark.own_ipc_namespace
 def test_check_attaches_but_leaves_no_user_trace(project_dir: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """check attaches (it must, to walk the heap) but sweeps nothing, and gc afterwards
@@ -88,6 +90,7 @@ def test_check_attaches_but_leaves_no_user_trace(project_dir: Path,
     assert f"last user pid {dead}: gone" in out, out  # ...but gc does not call it a user
 
 
+@pytest.mark.own_ipc_namespace
 def test_check_of_a_header_only_kind_verifies_and_leaves_no_trace(
         project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """For a raw segment check verifies the header (attaching), and gc still names the dead user."""
@@ -106,6 +109,7 @@ def test_check_of_a_header_only_kind_verifies_and_leaves_no_trace(
     assert f"removed raw: nattch 0 and not persistent (last user pid {dead}: gone)" in out
 
 
+@pytest.mark.own_ipc_namespace
 def test_gc_json_dry_run_summary_and_errors(project_dir: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """Dry runs say would-remove; gc ends with a summary; errors are JSON with --json."""
@@ -311,3 +315,15 @@ def test_a_live_owner_in_another_ipc_namespace_is_not_swept(tmp_path: Path) -> N
                                          f"{dirs.IPC_NAMESPACE}")
     assert dirs.owner_of(owned) == (1, False)
     assert dirs.sweep_dead_owners(base) == [owned] and not owned.exists()
+
+
+@pytest.mark.own_ipc_namespace
+def test_a_marked_test_runs_alone_in_an_ipc_namespace_of_its_own() -> None:
+    """The tests above watch segments that no process is attached to; a gc run by a
+    test beside them would change what they watch, so each runs in pytest again, in
+    an IPC namespace of its own (tests/conftest.py)."""
+    outer = os.environ.get("SHMSHARE_TEST_OWN_IPCNS")
+    if outer is None:
+        assert unshare_prefix() is None, "a marked test ran beside the others"
+        pytest.skip("no IPC namespace of its own can be made here (unshare refused)")
+    assert os.stat("/proc/self/ns/ipc").st_ino != int(outer)

@@ -44,6 +44,7 @@ def test_silent_by_default() -> None:
     assert not [h for h in handlers if not isinstance(h, logging.NullHandler)]
 
 
+@pytest.mark.own_ipc_namespace
 def test_sweep_logs_each_removal_at_info(project_dir: Path,
                                          caplog: pytest.LogCaptureFixture) -> None:
     """The sweep on first open removes a crashed process's objects: at INFO, with why."""

@@ -360,6 +360,7 @@ def test_gc_of_segment_with_live_view_defers_detach(project_dir: Path) -> None:
         _core.stat(shmid)
 
 
+@pytest.mark.own_ipc_namespace
 def test_sigkilled_attacher_then_gc(project_dir: Path) -> None:
     """A SIGKILLed last user leaves an orphan (nattch 0) that gc finds and removes."""
     code = textwrap.dedent("""
