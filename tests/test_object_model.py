@@ -439,3 +439,61 @@ def test_value_converts_and_refuses_as_multiprocessing_value(code: str) -> None:
             assert ours.value == want and type(ours.value) is type(want), (code, x)
     finally:
         ours.detach()
+
+
+@pytest.mark.parametrize("cls", [shmshare.SharedDict, shmshare.SharedList, shmshare.SharedArray])
+def test_the_lock_of_a_temporary_object_keeps_it_attached(project_dir: Path, cls: Any) -> None:
+    """``with SharedDict(name).lock:`` locks the named object: the temporary handle
+    goes at once, but its lock keeps the mapping until the lock itself goes (it said
+    "detached" before).  Then the temporary's attachment is released."""
+    kw: dict[str, Any] = {"shape": (4,), "dtype": "i8"} if cls is shmshare.SharedArray else {}
+    obj = cls(name="locked", project_dir=project_dir, **kw)
+    shmid = obj.segment.id
+    def taken_elsewhere() -> int:  # in a forked child: 0 if the lock is taken
+        if not obj.lock.acquire(blocking=False):
+            return 0
+        obj.lock.release()
+        return 1
+
+    with cls(name="locked", project_dir=project_dir).lock:
+        assert wait_pid(fork_child(taken_elsewhere)) == 0
+        assert shmshare._core.stat(shmid).nattch == 2  # the temporary's mapping, kept
+    assert wait_pid(fork_child(taken_elsewhere)) == 1
+    lk = cls(name="locked", project_dir=project_dir).lock
+    assert lk.acquire(timeout=5)
+    lk.release()
+    del lk
+    import gc
+
+    gc.collect()
+    assert shmshare._core.stat(shmid).nattch == 1  # ...and released with the lock
+    obj.lock.acquire()  # ours still works: the temporary's release took nothing of ours
+    obj.lock.release()
+    obj.unlink()
+    obj.detach()
+
+
+@pytest.mark.parametrize("cls", [shmshare.SharedDict, shmshare.SharedArray])
+def test_an_object_dropped_inside_its_lock_block_still_gives_the_lock_back(
+        project_dir: Path, cls: Any) -> None:
+    """``with obj.lock:`` keeps only the lock's ``__exit__``: the block's end gives
+    the lock back (not freed memory) even when the object and its lock went in it."""
+    kw: dict[str, Any] = {"shape": (4,), "dtype": "i8"} if cls is shmshare.SharedArray else {}
+    obj = cls(name="dropped", project_dir=project_dir, **kw)
+    holder = [cls(name="dropped", project_dir=project_dir)]
+
+    def taken_elsewhere() -> int:  # in a forked child: 0 if the lock is taken
+        if not obj.lock.acquire(blocking=False):
+            return 0
+        obj.lock.release()
+        return 1
+
+    with holder[0].lock:
+        holder.clear()
+        import gc
+
+        gc.collect()
+        assert wait_pid(fork_child(taken_elsewhere)) == 0
+    assert wait_pid(fork_child(taken_elsewhere)) == 1
+    obj.unlink()
+    obj.detach()

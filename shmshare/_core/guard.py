@@ -68,13 +68,19 @@ class LockGuard:
         self.new_ticket = functools.partial(ffi.new, "int64_t *")
         #: ``undo(ticket)``: give back the level ``ticket`` says was taken (C, no frame).
         self.undo = functools.partial(lib.shms_guard_undo, g)
-        #: ``exit(exc_type, exc, tb) -> None``: ``__exit__`` for ``with`` (C, no frame).
-        self.exit = ExitCall(int(ffi.cast("uintptr_t", g)), _RELEASE_ADDRESS)
         #: ``release_level() -> 0 | EPERM``: give back one level (C, no frame).
         self.release_level = functools.partial(lib.shms_guard_release, g)
         #: ``try_level(ticket) -> rc``: :meth:`acquire_level`'s first C call for a wait
         #: without a timeout (C, no frame); 0: taken, else :meth:`acquire_rest` decides.
         self.try_level = functools.partial(lib.shms_guard_acquire, g, SLICE_NS)
+
+    def exit_keeping(self, keep: object) -> ExitCall:
+        """``exit(exc_type, exc, tb) -> None``, ``__exit__`` for ``with`` (C, no frame),
+        holding ``keep`` while it lives.  ``with`` keeps only the ``__exit__`` it
+        found, not the lock object: what the release touches (this guard's memory,
+        and the mapping the lock is in) must be in ``keep``, or a block on a lock
+        nothing else holds (``with SharedDict(name).lock:``) releases freed memory."""
+        return ExitCall(int(ffi.cast("uintptr_t", self._g)), _RELEASE_ADDRESS, keep)
 
     def close(self) -> None:
         """The target is going away: every later acquire raises, nobody holds it here."""

@@ -60,7 +60,7 @@ class ObjectLock:
     them and your ``try``); prefer ``with``.
     """
 
-    __slots__ = ("__exit__", "__weakref__", "_guard", "_holder", "_new_ticket",
+    __slots__ = ("__exit__", "__weakref__", "_guard", "_holder", "_keep", "_new_ticket",
                  "_release_level", "_target", "_try_level", "_undo", "recoveries")
 
     def __init__(self, target: _Lockable, holder: object = None) -> None:
@@ -71,12 +71,18 @@ class ObjectLock:
         self._new_ticket = guard.new_ticket
         self._try_level = guard.try_level
         self._release_level = guard.release_level
-        # A slot named __exit__: ``with`` finds it through the member
-        # descriptor (C) and calls the C function it holds, no frame between.
-        self.__exit__ = guard.exit
         # The shared object this lock belongs to, for pickling by reference
         # (weak: a strong one would make a cycle and delay the object's detach).
         self._holder = weakref.ref(holder) if holder is not None else None
+        # Its segment, though, strongly (no cycle: a segment refers to no lock): the
+        # lock of a handle that is gone -- ``with SharedDict(name).lock:`` -- keeps
+        # the mapping while the lock lives, as an open file keeps its file.
+        self._keep = getattr(holder, "_seg", None)
+        # A slot named __exit__: ``with`` finds it through the member
+        # descriptor (C) and calls the C function it holds, no frame between.  It
+        # is all that ``with`` keeps of a lock nothing else holds: it keeps the
+        # guard and the segment (not this lock: no cycle).
+        self.__exit__ = guard.exit_keeping((guard, self._keep))
         self.recoveries = 0
         _ALL.add(self)
 
