@@ -89,6 +89,10 @@ class Heap(DictMethods):
 
     def __init__(self, att: Attachment, handle: Any) -> None:
         self._att = att              # keeps extent 0 mapped
+        # close() only closes the handle (src/extent.c, CLOSING): a call of another
+        # thread may still hold it, and answers "detached"; it is freed with the
+        # last reference (this, a method under way, the guard).
+        handle = ffi.gc(handle, lib.shms_heap_free)
         self._h: Any = handle
         # Whoever detaches the main segment last removes the extents (extent.c).
         att.bind_heap(handle)
@@ -184,7 +188,7 @@ class Heap(DictMethods):
                 pass
             h = self._h
             guard = LockGuard(ffi.NULL if h is None else h, heap=True, shmid=self._att.shmid,
-                              keep=None)
+                              keep=h)  # the handle outlives every call through the guard
             if h is None:
                 guard.close()  # made after close(): every acquire raises, as it would have
             else:
@@ -259,6 +263,8 @@ class Heap(DictMethods):
                     guard = None
             if guard is not None:
                 guard.close()
+            # Waits for the calls other threads are inside (at most a slice), so
+            # that the caller may unmap extent 0 next; h is freed with its last user.
             lib.shms_heap_close(h)
 
     def __del__(self) -> None:

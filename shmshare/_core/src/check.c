@@ -109,13 +109,19 @@ out:
 /* 0 if consistent; 1 with a description in msg; or an error code. */
 int shms_heap_check(shms_heap_t *h, char *msg, size_t cap, int held, int64_t timeout_ns)
 {
-    int rc = held ? 0 : shms_heap_lock(h, timeout_ns);
+    int rc = shms_enter(h);
+    if (rc)
+        return rc;
+    rc = held ? 0 : shms_heap_lock_entered(h, timeout_ns);
     if (rc == SHMS_ECORRUPT || (held && h->hdr->corrupt)) {
         snprintf(msg, cap, "heap marked corrupt: %s", h->hdr->why);
+        shms_leave(h);
         return 1;
     }
-    if (rc && rc != SHMS_RECOVERED)
+    if (rc && rc != SHMS_RECOVERED) {
+        shms_leave(h);
         return rc;
+    }
     if (h->hdr->ident_sum != shms_ident_sum(h->hdr)) {
         snprintf(msg, cap, "heap header checksum mismatch: the hash seed or the layout "
                  "fields are damaged");

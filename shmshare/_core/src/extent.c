@@ -91,6 +91,7 @@
 #include <unistd.h>
 #include <sys/ipc.h>
 #include <sys/shm.h>
+#include <time.h>
 
 static int verify_ext(shms_heap_t *h, unsigned i, const char *p)
 {
@@ -367,12 +368,26 @@ int shms_ext_resolve_pending(shms_heap_t *h)
     return (int)n;
 }
 
+/* CLOSING.  Another thread of this process may be inside a call on h (every
+ * call releases the GIL; one waiting for the lock or a change stays up to a
+ * slice): close refuses new calls, waits for those inside to leave, then
+ * detaches the extents -- and only then may the caller unmap extent 0.  The
+ * handle stays, closed, for the calls that still hold it (each then answers
+ * SHMS_ECLOSED); shms_heap_free frees it once nothing can call with it. */
 void shms_heap_close(shms_heap_t *h)
 {
+    static const struct timespec pause = {0, 20000};
     unsigned i;
-    if (!h)
+    if (!h || __atomic_exchange_n(&h->closing, 1, __ATOMIC_SEQ_CST))
         return;
+    while (__atomic_load_n(&h->inflight, __ATOMIC_SEQ_CST))
+        nanosleep(&pause, NULL);
     for (i = 1; i < SHMS_MAX_EXT; i++)
         detach_local(h, i);
+}
+
+void shms_heap_free(shms_heap_t *h)
+{
+    shms_heap_close(h);
     free(h);
 }

@@ -41,9 +41,18 @@ void shms_guard_init(shms_guard_t *g, int kind, void *target)
     g->depth = 0;
 }
 
-/* The target is going away (the object is detached): refuse from now on. */
+static int unlock_target(shms_guard_t *g);
+
+/* The target is going away (the object is detached): refuse from now on.  A
+ * hold of the calling thread (``with obj.lock: obj.detach()``) is given back
+ * first, while the lock's memory is mapped: after, nobody could give it back
+ * -- not even the kernel at this thread's exit, whose robust list would point
+ * into memory no longer mapped -- and every other process would wait on it
+ * for good. */
 void shms_guard_close(shms_guard_t *g)
 {
+    if (g->target && g->depth && g->owner == self_id())
+        unlock_target(g);
     g->target = NULL;
     g->owner = 0;
     g->depth = 0;

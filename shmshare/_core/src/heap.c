@@ -149,7 +149,12 @@ uint64_t shms_ident_sum(const shms_heap_hdr_t *H)
 
 uint64_t shms_heap_token(shms_heap_t *h)
 {
-    return h->hdr->token;
+    uint64_t token;
+    if (shms_enter(h))
+        return 0;
+    token = h->hdr->token;
+    shms_leave(h);
+    return token;
 }
 
 /* Bytes the last extent shmget asked for (0: none yet), for error messages. */
@@ -161,7 +166,12 @@ uint64_t shms_heap_last_grow(shms_heap_t *h)
 /* The root ref (tests damage the structure through it). */
 uint64_t shms_heap_root_ref(shms_heap_t *h)
 {
-    return h->hdr->root;
+    uint64_t root;
+    if (shms_enter(h))
+        return 0;
+    root = h->hdr->root;
+    shms_leave(h);
+    return root;
 }
 
 /* A handle of the heap at the start of mapping addr's payload, main segment
@@ -196,7 +206,9 @@ int shms_heap_wait_change(shms_heap_t *h, uint64_t seen, int64_t timeout_ns)
 {
     struct timespec ts;
     long rc;
-    int err = 0;
+    int err = shms_enter(h);
+    if (err)
+        return err;
     __atomic_add_fetch(&h->hdr->waiters, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&h->hdr->modcount, __ATOMIC_SEQ_CST) == seen) {
         ts.tv_sec = (time_t)(timeout_ns / 1000000000LL);
@@ -206,6 +218,7 @@ int shms_heap_wait_change(shms_heap_t *h, uint64_t seen, int64_t timeout_ns)
             err = ETIMEDOUT;  /* EAGAIN (already changed) and EINTR: just return */
     }
     __atomic_sub_fetch(&h->hdr->waiters, 1, __ATOMIC_SEQ_CST);
+    shms_leave(h);
     return err;
 }
 
@@ -223,7 +236,12 @@ const volatile uint64_t *shms_heap_n_extents_ptr(shms_heap_t *h)
 
 uint64_t shms_heap_modcount(shms_heap_t *h)
 {
-    return shms_load64(&h->hdr->modcount);
+    uint64_t n;
+    if (shms_enter(h))
+        return 0;
+    n = shms_load64(&h->hdr->modcount);
+    shms_leave(h);
+    return n;
 }
 
 uint64_t shms_heap_recoveries(shms_heap_t *h)

@@ -96,7 +96,31 @@ struct shms_heap {                   /* process-local, malloc'd */
     char    *ahead_hint;             /* end of the block the op touched (ahead.c) */
     char    *ahead_lo, *ahead_hi;    /* the window mapped ahead (ahead.c) */
     char    *ahead_end, *ahead_cand;  /* its extent's end; where a walk may start */
+    int      inflight;               /* this process's calls inside, on any thread */
+    int      closing;                /* set by shms_heap_close: every call refuses */
 };
+
+/* ---- calls inside a handle (CLOSING in extent.c) ----
+ * Every call into the core releases the GIL, so another thread may close the
+ * handle -- and the caller unmap the memory -- while a call is inside, waiting
+ * for the lock or a change.  A call that touches the heap enters first and
+ * leaves when done; close sets `closing`, then waits until nobody is inside.
+ * Both sides store then load, sequentially consistent (Dekker): either the
+ * call sees `closing` and touches nothing, or close sees the call inside. */
+static inline int shms_enter(shms_heap_t *h)
+{
+    __atomic_add_fetch(&h->inflight, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&h->closing, __ATOMIC_SEQ_CST)) {
+        __atomic_sub_fetch(&h->inflight, 1, __ATOMIC_SEQ_CST);
+        return SHMS_ECLOSED;
+    }
+    return 0;
+}
+
+static inline void shms_leave(shms_heap_t *h)
+{
+    __atomic_sub_fetch(&h->inflight, 1, __ATOMIC_SEQ_CST);
+}
 
 /* ---- refs ---- */
 static inline uint64_t shms_mkref(unsigned e, uint64_t off)
@@ -249,6 +273,8 @@ int shms_dict_check_root(shms_heap_t *h, uint64_t root, char *msg, size_t cap);
 uint64_t shms_dict_count(shms_heap_t *h, uint64_t root);
 
 /* ---- recover.c: op prologue/epilogue ---- */
+/* The heap lock taken by a caller already inside the handle (shms_enter). */
+int  shms_heap_lock_entered(shms_heap_t *h, int64_t timeout_ns);
 int  shms_op_begin(shms_heap_t *h, int held, int64_t timeout_ns);
 void shms_op_end(shms_heap_t *h, int held);
 /* After an op body returned *rc: if it met damage (SHMS_EDAMAGED, or the

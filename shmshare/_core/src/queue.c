@@ -207,16 +207,23 @@ static void after_get(sync_rec_t *r)
         wake_getter(r);                 /* more queued: pass the wake-up on */
 }
 
-/* A put that waits while full, up to timeout_ns: 0 queued, ETIMEDOUT. */
-static int put_waiting(q_arg_t *a, int64_t timeout_ns)
+/* A put that waits while full, up to timeout_ns: 0 queued, ETIMEDOUT.  Every
+ * call here is inside the handle while it touches the record and the heap
+ * (heap_int.h, calls inside a handle): a detach waits for it. */
+static int put_waiting(q_arg_t *a, void *rec, int64_t timeout_ns)
 {
-    int rc;
-    if (!a->r)
+    int rc = shms_enter(a->h);
+    if (rc)
+        return rc;
+    if (!(a->r = shms_sync_rec(rec, K_QUEUE))) {
+        shms_leave(a->h);
         return EINVAL;
+    }
     a->lock_ns = timeout_ns > 0 ? timeout_ns : 100000000;
     rc = shms_sync_wait_for(a->r, try_put, a, timeout_ns);
     if (rc == 0)
         after_put(a->r);
+    shms_leave(a->h);
     return rc == EBUSY ? ETIMEDOUT : rc;
 }
 
@@ -224,9 +231,8 @@ static int put_waiting(q_arg_t *a, int64_t timeout_ns)
 int shms_queue_put(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, int held,
                    int64_t timeout_ns)
 {
-    q_arg_t a = {.r = shms_sync_rec(rec, K_QUEUE), .h = h, .val = val, .vlen = vlen,
-                 .held = held};
-    return put_waiting(&a, timeout_ns);
+    q_arg_t a = {.h = h, .val = val, .vlen = vlen, .held = held};
+    return put_waiting(&a, rec, timeout_ns);
 }
 
 /* As shms_queue_put, the item stored as head, then val, then tail (a split
@@ -235,9 +241,9 @@ int shms_queue_put_parts(shms_heap_t *h, void *rec, const char *head, uint64_t h
                          const char *val, uint64_t vlen, const char *tail, uint64_t tlen,
                          int held, int64_t timeout_ns)
 {
-    q_arg_t a = {.r = shms_sync_rec(rec, K_QUEUE), .h = h, .vhead = head, .vhlen = hlen,
-                 .val = val, .vlen = vlen, .vtail = tail, .vtlen = tlen, .held = held};
-    return put_waiting(&a, timeout_ns);
+    q_arg_t a = {.h = h, .vhead = head, .vhlen = hlen, .val = val, .vlen = vlen,
+                 .vtail = tail, .vtlen = tlen, .held = held};
+    return put_waiting(&a, rec, timeout_ns);
 }
 
 /* For a caller that holds the GIL (ext/hotqueue.c): one try, the heap lock
@@ -246,13 +252,16 @@ int shms_queue_put_parts(shms_heap_t *h, void *rec, const char *head, uint64_t h
  * caller to shms_queue_put. */
 static int put_try(shms_heap_t *h, void *rec, const char *val, uint64_t vlen, int bytes)
 {
-    sync_rec_t *r = shms_sync_rec(rec, K_QUEUE);
-    q_arg_t a = {.r = r, .h = h, .val = val, .vlen = vlen, .bytes = bytes};
-    int rc;
-    if (!r)
-        return EINVAL;
-    if (!(rc = try_op(r, &a, put_body, 1, 0)))
+    q_arg_t a = {.h = h, .val = val, .vlen = vlen, .bytes = bytes};
+    sync_rec_t *r;
+    int rc = shms_enter(h);
+    if (rc)
+        return rc;
+    if (!(r = a.r = shms_sync_rec(rec, K_QUEUE)))
+        rc = EINVAL;
+    else if (!(rc = try_op(r, &a, put_body, 1, 0)))
         after_put(r);
+    shms_leave(h);
     return rc;
 }
 
@@ -275,17 +284,22 @@ int shms_queue_put_bytes_try(shms_heap_t *h, void *rec, const char *b, uint64_t 
 int shms_queue_get(shms_heap_t *h, void *rec, char *out, uint64_t cap, char *raw,
                    uint64_t raw_cap, uint64_t *res, int held, int64_t timeout_ns)
 {
-    sync_rec_t *r = shms_sync_rec(rec, K_QUEUE);
-    q_arg_t a = {.r = r, .h = h, .out = out, .cap = cap, .raw = raw, .raw_cap = raw_cap,
+    q_arg_t a = {.h = h, .out = out, .cap = cap, .raw = raw, .raw_cap = raw_cap,
                  .res = res, .held = held, .lock_ns = timeout_ns > 0 ? timeout_ns : 100000000,
                  .take = copy_out};
-    int rc;
-    if (!r)
+    sync_rec_t *r;
+    int rc = shms_enter(h);
+    if (rc)
+        return rc;
+    if (!(r = a.r = shms_sync_rec(rec, K_QUEUE))) {
+        shms_leave(h);
         return EINVAL;
+    }
     a.take_ctx = &a;
     rc = shms_sync_wait_for(r, try_get, &a, timeout_ns);
     if (rc == 0)
         after_get(r);
+    shms_leave(h);
     return rc == EBUSY ? ETIMEDOUT : rc;
 }
 

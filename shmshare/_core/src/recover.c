@@ -135,7 +135,7 @@ static int after_lock(shms_heap_t *h, int owner_died)
 }
 
 /* 0, SHMS_RECOVERED (lock held in both cases), or an error (not held). */
-int shms_heap_lock(shms_heap_t *h, int64_t timeout_ns)
+int shms_heap_lock_entered(shms_heap_t *h, int64_t timeout_ns)
 {
     int rc = shms_mutex_lock(h->hdr->mutex, timeout_ns);
     if (rc == EOWNERDEAD)
@@ -145,9 +145,26 @@ int shms_heap_lock(shms_heap_t *h, int64_t timeout_ns)
     return after_lock(h, 0);
 }
 
+/* The lock as a call of its own (a guard's, held across Python code): inside
+ * the handle only while taking it (heap_int.h, calls inside a handle). */
+int shms_heap_lock(shms_heap_t *h, int64_t timeout_ns)
+{
+    int rc = shms_enter(h);
+    if (rc)
+        return rc;
+    rc = shms_heap_lock_entered(h, timeout_ns);
+    shms_leave(h);
+    return rc;
+}
+
 int shms_heap_unlock(shms_heap_t *h)
 {
-    return shms_mutex_unlock(h->hdr->mutex);
+    int rc = shms_enter(h);
+    if (rc)
+        return rc;
+    rc = shms_mutex_unlock(h->hdr->mutex);
+    shms_leave(h);
+    return rc;
 }
 
 /* A new handle attaches every extent now (the lock, tried once, syncs them):
@@ -157,31 +174,46 @@ int shms_heap_unlock(shms_heap_t *h)
  * all, and a corrupt heap fails its operations. */
 int shms_heap_sync_extents(shms_heap_t *h)
 {
-    int rc = shms_heap_lock(h, 0);
-    if (rc && rc != SHMS_RECOVERED)
+    int rc = shms_op_begin(h, 0, 0);
+    if (rc)
         return rc;
-    return shms_heap_unlock(h);
+    shms_op_end(h, 0);
+    return 0;
 }
 
+/* The owner's thread id; 0 (nobody) once the handle is closed. */
 int64_t shms_heap_lock_owner(shms_heap_t *h)
 {
-    return shms_mutex_owner(h->hdr->mutex);
+    int64_t owner;
+    if (shms_enter(h))
+        return 0;
+    owner = shms_mutex_owner(h->hdr->mutex);
+    shms_leave(h);
+    return owner;
 }
 
+/* Enters the handle (SHMS_ECLOSED once closed); on success the caller is
+ * inside until shms_op_end, on failure it is not. */
 int shms_op_begin(shms_heap_t *h, int held, int64_t timeout_ns)
 {
-    int rc;
+    int rc = shms_enter(h);
+    if (rc)
+        return rc;
     if (held)
-        return h->hdr->corrupt || h->hdr->ident_sum != shms_ident_sum(h->hdr)
-                   ? SHMS_ECORRUPT : shms_ext_sync(h);
-    rc = shms_heap_lock(h, timeout_ns);
-    return rc == SHMS_RECOVERED ? 0 : rc;
+        rc = h->hdr->corrupt || h->hdr->ident_sum != shms_ident_sum(h->hdr)
+                 ? SHMS_ECORRUPT : shms_ext_sync(h);
+    else if ((rc = shms_heap_lock_entered(h, timeout_ns)) == SHMS_RECOVERED)
+        rc = 0;
+    if (rc)
+        shms_leave(h);
+    return rc;
 }
 
 void shms_op_end(shms_heap_t *h, int held)
 {
     if (!held)
         shms_mutex_unlock(h->hdr->mutex);
+    shms_leave(h);
 }
 
 int shms_op_damage(shms_heap_t *h, int *rc, int attempt)
