@@ -44,6 +44,21 @@ _SCENARIO = textwrap.dedent("""
         obj = shmshare.SharedQueue(); op = lambda: obj.put(b"x")
     elif kind == "lock":
         obj = shmshare.SharedDict(); op = lambda: obj.lock.acquire(timeout=5)
+    elif kind == "event-wait":
+        obj = shmshare.SharedEvent(); op = lambda: obj.wait(5)
+    elif kind == "shared-lock":
+        obj = shmshare.SharedLock(); obj.acquire(); op = lambda: obj.acquire(timeout=5)
+    elif kind == "semaphore":
+        obj = shmshare.SharedSemaphore(0); op = lambda: obj.acquire(timeout=5)
+    elif kind == "condition-wait":
+        obj = shmshare.SharedCondition()
+        def op():
+            with obj:
+                obj.wait(5)
+    elif kind == "barrier-wait":
+        obj = shmshare.SharedBarrier(2); op = lambda: obj.wait(5)
+    elif kind == "queue-join":
+        obj = shmshare.SharedQueue(); obj.put(1); op = lambda: obj.join()
     got = []
     def call():
         try:
@@ -51,7 +66,10 @@ _SCENARIO = textwrap.dedent("""
             got.append("done")
         except BaseException as exc:
             got.append(f"{type(exc).__name__}: {exc}")
-    blocked = kind != "queue-get"  # a get waits on an empty queue by itself
+    # A get waits on an empty queue by itself, and the primitives on themselves
+    # (the Lock on this thread's hold).
+    blocked = kind not in ("queue-get", "event-wait", "shared-lock", "semaphore",
+                           "condition-wait", "barrier-wait", "queue-join")
     with (lock_held_elsewhere(obj) if blocked else contextlib.nullcontext(None)) as release:
         t = threading.Thread(target=call)
         t.start()
@@ -66,7 +84,9 @@ _SCENARIO = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("kind", ["dict", "dict-big", "dict-update", "list", "list-append",
-                                  "queue-get", "queue-put", "lock"])
+                                  "queue-get", "queue-put", "lock", "event-wait",
+                                  "shared-lock", "semaphore", "condition-wait",
+                                  "barrier-wait", "queue-join"])
 def test_a_call_waiting_when_another_thread_detaches_fails_as_detached(kind: str) -> None:
     proc = run_python(_SCENARIO, kind, check=False, timeout=60)
     assert proc.returncode == 0, f"the child died ({proc.returncode}):\n{proc.stderr}"

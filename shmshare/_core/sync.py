@@ -154,11 +154,14 @@ class SyncRecord:
         if r == ffi.NULL:
             return
         self._g.rec = ffi.NULL  # a later exit or undo does nothing
+        # Forgotten first: a sleeper kicked awake calls again with NULL, which every
+        # call refuses (EINVAL: detached), and leaves.  (Forgotten last, it went
+        # back to sleep on the record, and was still inside when the memory went.)
+        self._r = ffi.NULL
         deadline = Deadline(1.0)
         while self._inflight and not deadline.passed():
             lib.shms_sync_kick(r)
             time.sleep(0.001)
-        self._r = ffi.NULL
 
     def _live(self) -> Any:
         if self._r == ffi.NULL:
