@@ -39,7 +39,7 @@ from .heap_dict import (
     SCAN_START,
     DictMethods,
 )
-from .results import DETACHED, ECORRUPT, OK, RECOVERED, failure
+from .results import DETACHED, ECLOSED, ECORRUPT, OK, RECOVERED, failure
 from .slices import SLICE_NS, wait_in_slices
 
 __all__ = ["SCAN_START", "Heap", "set_growth_hook"]
@@ -309,6 +309,8 @@ class Heap(DictMethods):
         """
         h = self._handle()
         rc = lib.shms_heap_wait_change(h, seen, max(0, int(timeout * 1e9)))
+        if rc == ECLOSED:  # another thread detached the object meanwhile
+            raise ValueError(DETACHED)
         return bool(rc != errno.ETIMEDOUT)
 
     # ------------------------------------------------------------- counters
