@@ -67,12 +67,15 @@ def pytest_pyfunc_call(pyfuncitem):  # type: ignore[no-untyped-def]
     test = f"{pyfuncitem.path}::{pyfuncitem.nodeid.split('::', 1)[1]}"
     env = {**os.environ, _INNER: str(os.stat("/proc/self/ns/ipc").st_ino)}
     env.pop(_TIMES, None)  # the run's books are this process's, not the inner run's
-    out = subprocess.run([*prefix, sys.executable, "-m", "pytest", test, "-q",
+    out = subprocess.run([*prefix, sys.executable, "-m", "pytest", test, "-q", "-rs",
                           "-p", "no:xdist", "-p", "no:cacheprovider"],
                          capture_output=True, text=True, env=env, cwd=TESTS, timeout=600)
     if out.returncode != 0:
         pytest.fail(f"{test}, run alone in an IPC namespace of its own, failed "
                     f"(exit {out.returncode}):\n{out.stdout}\n{out.stderr}", pytrace=False)
+    skipped = [line for line in out.stdout.splitlines() if line.startswith("SKIPPED")]
+    if skipped:  # skipped inside: say so here too, with its reason
+        pytest.skip(f"in an IPC namespace of its own: {skipped[0]}")
     return True
 
 
