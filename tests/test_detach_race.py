@@ -122,3 +122,38 @@ def test_detaching_inside_its_own_lock_block_gives_the_lock_back(project_dir: Pa
     assert wait_pid(fork_child(can_take)) == 0
     other.unlink()
     other.detach()
+
+
+_FORK_SCENARIO = textwrap.dedent("""
+    import os, sys, threading, time
+    import shmshare
+    from helpers import fork_child, lock_held_elsewhere, wait_pid
+    d = shmshare.SharedDict()
+    got = []
+    def call():
+        try:
+            d["k"] = b"v"
+            got.append("done")
+        except BaseException as exc:
+            got.append(type(exc).__name__)
+    def child() -> int:
+        d.detach()  # the thread inside the call in the parent is not in this child
+        return 0
+    with lock_held_elsewhere(d) as release:
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(0.3)            # inside the call, waiting for the lock
+        code = wait_pid(fork_child(child), timeout=20)
+        release()
+    t.join(10)
+    print(code, got[0])
+""")
+
+
+def test_a_fork_child_detaches_what_a_parent_thread_was_inside() -> None:
+    """A child forked while a thread of the parent was inside a call copies the
+    parent's count of calls inside; that thread does not exist in the child, so
+    the child's detach must not wait for it (it would wait for good)."""
+    proc = run_python(_FORK_SCENARIO, check=False, timeout=60)
+    assert proc.returncode == 0, f"the parent died ({proc.returncode}):\n{proc.stderr}"
+    assert proc.stdout.split() == ["0", "done"], proc.stdout + proc.stderr

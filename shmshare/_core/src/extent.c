@@ -380,7 +380,7 @@ void shms_heap_close(shms_heap_t *h)
     unsigned i;
     if (!h || __atomic_exchange_n(&h->closing, 1, __ATOMIC_SEQ_CST))
         return;
-    while (__atomic_load_n(&h->inflight, __ATOMIC_SEQ_CST))
+    while (shms_inside(h))
         nanosleep(&pause, NULL);
     for (i = 1; i < SHMS_MAX_EXT; i++)
         detach_local(h, i);

@@ -31,6 +31,7 @@
  */
 #include "mark_int.h"
 #include <limits.h>
+#include <pthread.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -60,9 +61,26 @@ void shms_ext_setup_local(shms_heap_t *h, unsigned e, char *base, uint64_t size)
     h->end[e] = size & SHMS_SIZE_MASK;
 }
 
+/* The fork generation of the counts of calls inside (heap_int.h): a forked
+ * child starts a new one, in which none of its parent's threads is inside. */
+uint32_t shms_fork_generation = 1;
+static pthread_once_t fork_hook_once = PTHREAD_ONCE_INIT;
+
+static void new_fork_generation(void)
+{
+    __atomic_add_fetch(&shms_fork_generation, 1, __ATOMIC_SEQ_CST);
+}
+
+static void hook_fork(void)
+{
+    pthread_atfork(NULL, NULL, new_fork_generation);
+}
+
 static shms_heap_t *handle_new(void *base, uint64_t size)
 {
-    shms_heap_t *h = calloc(1, sizeof *h);
+    shms_heap_t *h;
+    pthread_once(&fork_hook_once, hook_fork);
+    h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
     h->hdr = (shms_heap_hdr_t *)base;

@@ -96,7 +96,7 @@ struct shms_heap {                   /* process-local, malloc'd */
     char    *ahead_hint;             /* end of the block the op touched (ahead.c) */
     char    *ahead_lo, *ahead_hi;    /* the window mapped ahead (ahead.c) */
     char    *ahead_end, *ahead_cand;  /* its extent's end; where a walk may start */
-    int      inflight;               /* this process's calls inside, on any thread */
+    uint64_t inflight;               /* calls inside: fork generation << 32 | count */
     int      closing;                /* set by shms_heap_close: every call refuses */
 };
 
@@ -106,20 +106,38 @@ struct shms_heap {                   /* process-local, malloc'd */
  * for the lock or a change.  A call that touches the heap enters first and
  * leaves when done; close sets `closing`, then waits until nobody is inside.
  * Both sides store then load, sequentially consistent (Dekker): either the
- * call sees `closing` and touches nothing, or close sees the call inside. */
-static inline int shms_enter(shms_heap_t *h)
+ * call sees `closing` and touches nothing, or close sees the call inside.
+ * The count is of this process's calls: a forked child copies the parent's
+ * count, of threads it does not have, so a count is kept with the fork
+ * generation it was made in (heap.c) and one of an earlier generation reads
+ * as nobody inside. */
+extern uint32_t shms_fork_generation;   /* bumped in every forked child (heap.c) */
+
+static inline uint32_t shms_inside(shms_heap_t *h)
 {
-    __atomic_add_fetch(&h->inflight, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&h->closing, __ATOMIC_SEQ_CST)) {
-        __atomic_sub_fetch(&h->inflight, 1, __ATOMIC_SEQ_CST);
-        return SHMS_ECLOSED;
-    }
-    return 0;
+    uint64_t s = __atomic_load_n(&h->inflight, __ATOMIC_SEQ_CST);
+    return (uint32_t)(s >> 32) == __atomic_load_n(&shms_fork_generation, __ATOMIC_RELAXED)
+               ? (uint32_t)s : 0;
 }
 
 static inline void shms_leave(shms_heap_t *h)
 {
-    __atomic_sub_fetch(&h->inflight, 1, __ATOMIC_SEQ_CST);
+    __atomic_sub_fetch(&h->inflight, 1, __ATOMIC_SEQ_CST);  /* count >= 1: no borrow */
+}
+
+static inline int shms_enter(shms_heap_t *h)
+{
+    uint64_t s = __atomic_load_n(&h->inflight, __ATOMIC_SEQ_CST), n;
+    do {
+        uint32_t gen = __atomic_load_n(&shms_fork_generation, __ATOMIC_RELAXED);
+        n = (uint64_t)gen << 32 | ((uint32_t)(s >> 32) == gen ? (uint32_t)s + 1 : 1);
+    } while (!__atomic_compare_exchange_n(&h->inflight, &s, n, 0, __ATOMIC_SEQ_CST,
+                                          __ATOMIC_SEQ_CST));
+    if (__atomic_load_n(&h->closing, __ATOMIC_SEQ_CST)) {
+        shms_leave(h);
+        return SHMS_ECLOSED;
+    }
+    return 0;
 }
 
 /* ---- refs ---- */
