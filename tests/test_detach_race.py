@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import gc
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,27 @@ def test_a_fork_child_detaches_what_a_parent_thread_was_inside() -> None:
     proc = run_python(_FORK_SCENARIO, check=False, timeout=60)
     assert proc.returncode == 0, f"the parent died ({proc.returncode}):\n{proc.stderr}"
     assert proc.stdout.split() == ["0", "done"], proc.stdout + proc.stderr
+
+
+def test_a_fork_child_counts_none_of_its_parents_waits_on_a_primitive() -> None:
+    """The same for a primitive's own count of waits (SyncRecord): the child of a
+    parent whose thread sleeps in ``ev.wait()`` counts nobody inside, so its
+    detach does not wait (it waited out a one-second deadline)."""
+    ev = shmshare.SharedEvent()
+    t = threading.Thread(target=ev.wait, args=(10,))
+    t.start()
+    try:
+        rec = ev._rec
+        assert rec is not None
+        deadline = time.monotonic() + 10
+        while rec._waiting(0) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the thread is inside its wait
+        assert rec._waiting(0) == 1
+
+        def child() -> int:
+            return 0 if rec._waiting(0) == 0 else 1
+        assert wait_pid(fork_child(child)) == 0
+    finally:
+        ev.set()
+        t.join(10)
+        ev.detach()

@@ -140,12 +140,12 @@ class QueueRecord(SyncRecord):
         return True
 
     def join(self) -> None:
-        self._inflight += 1
+        self._waiting(1)
         try:
             while lib.shms_queue_join(self._live(), SLICE_NS):
                 pass
         finally:
-            self._inflight -= 1
+            self._waiting(-1)
 
     def state(self) -> tuple[int, int, int]:
         """(qsize, maxsize, unfinished), read without any lock; CorruptSegmentError

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ShmLimitError
-from . import proc
+from . import fork_hooks, proc
 from ._exitcall import ExitCall, FastCall
 from ._lib import ffi, lib
 from .heap import Heap
@@ -51,11 +51,22 @@ class RLockState:
         self.cell[0] = self.cell[1] = 0
 
 
+# Bumped in every forked child: see SyncRecord._waiting.
+_FORK_GENERATION = [0]
+
+
+def _new_fork_generation() -> None:
+    _FORK_GENERATION[0] += 1
+
+
+fork_hooks.at_fork(after_in_child=_new_fork_generation)
+
+
 class SyncRecord:
     """The record stored under ``key`` in ``heap`` (created zeroed if absent)."""
 
-    __slots__ = ("_g", "_heap", "_inflight", "_other", "_r", "_state", "exit", "kind",
-                 "new_ticket", "release_level", "undo")
+    __slots__ = ("_g", "_heap", "_inflight", "_inflight_gen", "_other", "_r", "_state", "exit",
+                 "kind", "new_ticket", "release_level", "undo")
 
     def __init__(self, heap: Heap, key: bytes, cmp_len: int, kind: int, value: int = 0,
                  bound: int = 0, *, held: bool = False) -> None:
@@ -71,7 +82,8 @@ class SyncRecord:
         heap._until_done("opening a sync record", call, call(held), held)
         self._r = out[0]
         self._heap = heap
-        self._inflight = 0  # threads of this process inside a blocking call
+        self._inflight = 0  # threads of this process inside a blocking call (_waiting)
+        self._inflight_gen = _FORK_GENERATION[0]
         self.kind = kind
         # The holder a call could not judge (SHMS_EUNKNOWN): a hint only, so the
         # threads sharing this object may share it too.
@@ -159,9 +171,18 @@ class SyncRecord:
         # back to sleep on the record, and was still inside when the memory went.)
         self._r = ffi.NULL
         deadline = Deadline(1.0)
-        while self._inflight and not deadline.passed():
+        while self._waiting(0) and not deadline.passed():
             lib.shms_sync_kick(r)
             time.sleep(0.001)
+
+    def _waiting(self, n: int) -> int:
+        """Count a blocking call of this process in (1) or out (-1); how many are
+        inside.  A forked child copies its parent's count, of threads it does not
+        have: a count of an earlier fork generation is nobody."""
+        if self._inflight_gen != _FORK_GENERATION[0]:
+            self._inflight, self._inflight_gen = 0, _FORK_GENERATION[0]
+        self._inflight += n
+        return self._inflight
 
     def _live(self) -> Any:
         if self._r == ffi.NULL:
@@ -193,11 +214,11 @@ class SyncRecord:
                 rc = call(ns)
             return rc
 
-        self._inflight += 1
+        self._waiting(1)
         try:
             rc = wait_in_slices(learning, timeout)
         finally:
-            self._inflight -= 1
+            self._waiting(-1)
         return None if rc in BUSY else rc
 
     def sleepers(self) -> int:
