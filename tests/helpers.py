@@ -136,9 +136,10 @@ def is_process_table(key: int) -> bool:
     return key >> 24 == proc._KEY_BASE >> 24
 
 
-def _hold_lock(obj, go: int, held: int) -> None:  # type: ignore[no-untyped-def]
+def _hold_lock(obj, go: int, held: int, go_w: int) -> None:  # type: ignore[no-untyped-def]
     import shmshare
 
+    os.close(go_w)  # the parent's alone: a parent that died reads as b"", and we leave
     with shmshare.lock_of(obj):  # (a namespace's ``lock`` is an attribute of the user's)
         os.write(held, b"held")
         os.read(go, 1)  # until told
@@ -160,7 +161,7 @@ def lock_held_elsewhere(obj):  # type: ignore[no-untyped-def]
             assert code == 0
 
     try:
-        pid = fork_child(_hold_lock, obj, go_r, held_w)
+        pid = fork_child(_hold_lock, obj, go_r, held_w, go_w)
         os.close(held_w)  # the child's alone now: a child that died reads as b""
         held_w = -1
         assert os.read(held_r, 4) == b"held", "the child could not take the lock"
