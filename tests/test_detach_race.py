@@ -1,7 +1,8 @@
 """Detaching an object while another thread of the process is inside one of its calls.
 
 Every call into the C core releases the GIL, and a call that waits (for a lock
-another process holds, for a queue item) waits in slices of 0.1 s.  A detach by
+another process holds, a queue item, an event, a condition, a barrier, a
+semaphore) waits in slices of 0.1 s.  A detach by
 another thread meanwhile -- ``obj.detach()``, a Manager's shutdown, the
 interpreter's exit -- used to free the handle and unmap the memory under the
 call: the process crashed (SIGSEGV), or the waiter got a nonsense error.  Now
