@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ShmLimitError
-from . import fork_hooks, proc
+from . import proc
 from ._exitcall import ExitCall, FastCall
 from ._lib import ffi, lib
 from .heap import Heap
@@ -51,17 +51,6 @@ class RLockState:
         self.cell[0] = self.cell[1] = 0
 
 
-# Bumped in every forked child: see SyncRecord._waiting.
-_FORK_GENERATION = [0]
-
-
-def _new_fork_generation() -> None:
-    _FORK_GENERATION[0] += 1
-
-
-fork_hooks.at_fork(after_in_child=_new_fork_generation)
-
-
 class SyncRecord:
     """The record stored under ``key`` in ``heap`` (created zeroed if absent)."""
 
@@ -83,7 +72,7 @@ class SyncRecord:
         self._r = out[0]
         self._heap = heap
         self._inflight = 0  # threads of this process inside a blocking call (_waiting)
-        self._inflight_gen = _FORK_GENERATION[0]
+        self._inflight_gen = lib.shms_fork_generation
         self.kind = kind
         # The holder a call could not judge (SHMS_EUNKNOWN): a hint only, so the
         # threads sharing this object may share it too.
@@ -178,9 +167,11 @@ class SyncRecord:
     def _waiting(self, n: int) -> int:
         """Count a blocking call of this process in (1) or out (-1); how many are
         inside.  A forked child copies its parent's count, of threads it does not
-        have: a count of an earlier fork generation is nobody."""
-        if self._inflight_gen != _FORK_GENERATION[0]:
-            self._inflight, self._inflight_gen = 0, _FORK_GENERATION[0]
+        have: a count of an earlier fork generation is nobody (the generation
+        the heap handles count theirs in: src/heap_int.h, calls inside a handle)."""
+        gen = lib.shms_fork_generation
+        if self._inflight_gen != gen:
+            self._inflight, self._inflight_gen = 0, gen
         self._inflight += n
         return self._inflight
 

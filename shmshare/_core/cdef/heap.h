@@ -23,6 +23,8 @@ int  shms_heap_create(void *base, uint64_t size, uint32_t mode, uint32_t flags,
 int  shms_heap_open(void *base, uint64_t size, shms_heap_t **out);
 void shms_heap_close(shms_heap_t *h);
 void shms_heap_free(shms_heap_t *h);
+/* Bumped in every forked child (heap.c), once a handle was made. */
+extern uint32_t shms_fork_generation;
 int  shms_heap_bind(shms_heap_t *h, int64_t shmid, void *addr);
 int  shms_heap_destroy_extents(shms_heap_t *h);
 uint64_t shms_heap_token(shms_heap_t *h);

@@ -165,14 +165,20 @@ uint64_t shms_ident_sum(const shms_heap_hdr_t *H)
     return shms_hash64(v, sizeof v, 0x5348534849444E54ULL) | 1;   /* never 0 */
 }
 
-uint64_t shms_heap_token(shms_heap_t *h)
+/* A header word read inside the handle (heap_int.h); 0 once it is closed. */
+static uint64_t word_inside(shms_heap_t *h, const uint64_t *word)
 {
-    uint64_t token;
+    uint64_t v;
     if (shms_enter(h))
         return 0;
-    token = h->hdr->token;
+    v = shms_load64(word);
     shms_leave(h);
-    return token;
+    return v;
+}
+
+uint64_t shms_heap_token(shms_heap_t *h)
+{
+    return word_inside(h, &h->hdr->token);
 }
 
 /* Bytes the last extent shmget asked for (0: none yet), for error messages. */
@@ -184,12 +190,7 @@ uint64_t shms_heap_last_grow(shms_heap_t *h)
 /* The root ref (tests damage the structure through it). */
 uint64_t shms_heap_root_ref(shms_heap_t *h)
 {
-    uint64_t root;
-    if (shms_enter(h))
-        return 0;
-    root = h->hdr->root;
-    shms_leave(h);
-    return root;
+    return word_inside(h, &h->hdr->root);
 }
 
 /* A handle of the heap at the start of mapping addr's payload, main segment
@@ -254,12 +255,7 @@ const volatile uint64_t *shms_heap_n_extents_ptr(shms_heap_t *h)
 
 uint64_t shms_heap_modcount(shms_heap_t *h)
 {
-    uint64_t n;
-    if (shms_enter(h))
-        return 0;
-    n = shms_load64(&h->hdr->modcount);
-    shms_leave(h);
-    return n;
+    return word_inside(h, &h->hdr->modcount);
 }
 
 uint64_t shms_heap_recoveries(shms_heap_t *h)

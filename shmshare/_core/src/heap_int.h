@@ -111,7 +111,6 @@ struct shms_heap {                   /* process-local, malloc'd */
  * count, of threads it does not have, so a count is kept with the fork
  * generation it was made in (heap.c) and one of an earlier generation reads
  * as nobody inside. */
-extern uint32_t shms_fork_generation;   /* bumped in every forked child (heap.c) */
 
 static inline uint32_t shms_inside(shms_heap_t *h)
 {
